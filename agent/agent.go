@@ -1,0 +1,308 @@
+// Package agent is the meshvpn node: it registers with the coordinator,
+// runs WireGuard on a TUN device, finds a path to every peer with ICE over
+// the one UDP socket it shares with WireGuard, and answers the local API
+// behind `meshvpn status`.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/logging"
+	"golang.zx2c4.com/wireguard/device"
+
+	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/tun"
+)
+
+// Config is the agent's configuration; cmd/meshvpn fills it from flags.
+type Config struct {
+	Coordinator string // http(s)://host[:port]
+	AuthKey     string // needed for the first start only
+	Hostname    string
+	StateDir    string
+	Socket      string
+	TUN         string
+	Port        uint16 // UDP port of the shared socket; 0 picks one
+	MTU         int
+	Logger      *slog.Logger
+}
+
+// Agent is a running node.
+type Agent struct {
+	cfg  Config
+	log  *slog.Logger
+	priv Key
+	pub  Key
+	ctl  *controlClient
+	wg   *wgDevice
+	bind *Bind
+	mux  *ice.UniversalUDPMuxDefault
+	net  *iceNet
+	pion logging.LoggerFactory
+	tun  *tun.Device
+
+	mu    sync.Mutex
+	self  control.Node
+	peers map[uint64]*peer
+	stun  []string
+}
+
+// Run starts the agent and blocks until ctx ends, then removes the TUN
+// device and returns nil. Errors before the tunnel is up (bad flags, refused
+// auth key, no privileges) are returned and leave nothing behind.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.StateDir == "" || cfg.Socket == "" || cfg.TUN == "" {
+		return errors.New("state dir, socket and TUN name must not be empty")
+	}
+	if cfg.Hostname == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("hostname: %w (pass --hostname)", err)
+		}
+		cfg.Hostname = h
+	}
+	ctl, err := newControlClient(cfg.Coordinator, cfg.Logger)
+	if err != nil {
+		return err
+	}
+	if err := tun.CheckPrivileges(); err != nil {
+		return err
+	}
+	if err := ensureStateDir(cfg.StateDir); err != nil {
+		return err
+	}
+	priv, err := loadOrCreateKey(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	a := &Agent{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		priv:  priv,
+		pub:   priv.Public(),
+		ctl:   ctl,
+		peers: make(map[uint64]*peer),
+	}
+	st, err := a.join(ctx)
+	if err != nil {
+		return err
+	}
+	lapi, err := listenLocalAPI(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	defer lapi.Close()
+	if err := a.startDataPlane(st); err != nil {
+		return err
+	}
+	defer a.stopDataPlane()
+	go serveLocalAPI(lapi, a)
+
+	a.log.Info("meshvpn up", "name", st.Name, "ip", st.IP, "tun", a.tun.IfName(), "port", a.bind.Port())
+	go a.ctl.runStream(ctx, st.Credential, a.handleMessage)
+	a.tickLoop(ctx)
+	a.log.Info("shutting down")
+	return nil
+}
+
+// join registers with the coordinator: with the stored credential when there
+// is one, with the auth key otherwise (or when the credential is refused).
+func (a *Agent) join(ctx context.Context) (*nodeState, error) {
+	old, err := loadNodeState(a.cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	req := control.RegisterRequest{Hostname: a.cfg.Hostname, PublicKey: a.pub.String()}
+	if old != nil && old.Credential != "" && old.Coordinator == a.ctl.base.String() {
+		req.Credential = old.Credential
+		resp, err := a.ctl.register(ctx, req)
+		if err == nil {
+			return a.saveJoin(resp)
+		}
+		var refused *refusedError
+		if !errors.As(err, &refused) || a.cfg.AuthKey == "" {
+			if errors.As(err, &refused) {
+				return nil, fmt.Errorf("stored node credential was refused (%s); start again with --authkey to rejoin", refused.msg)
+			}
+			return nil, err
+		}
+		a.log.Warn("stored node credential refused, registering with the auth key", "reason", refused.msg)
+		req.Credential = ""
+	}
+	if a.cfg.AuthKey == "" {
+		return nil, errors.New("this node has not joined a mesh yet: --authkey is required on the first start")
+	}
+	req.AuthKey = a.cfg.AuthKey
+	resp, err := a.ctl.register(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("register with auth key: %w", err)
+	}
+	return a.saveJoin(resp)
+}
+
+func (a *Agent) saveJoin(resp *control.RegisterResponse) (*nodeState, error) {
+	if _, err := netip.ParseAddr(resp.IP); err != nil {
+		return nil, fmt.Errorf("coordinator gave an invalid overlay address %q", resp.IP)
+	}
+	prefix := resp.Prefix
+	if _, err := netip.ParsePrefix(prefix); err != nil {
+		prefix = control.OverlayPrefix.String()
+	}
+	st := &nodeState{
+		Coordinator: a.ctl.base.String(),
+		NodeID:      resp.NodeID,
+		Name:        resp.Name,
+		IP:          resp.IP,
+		Prefix:      prefix,
+		Credential:  resp.Credential,
+	}
+	if err := saveNodeState(a.cfg.StateDir, st); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	a.self = control.Node{ID: st.NodeID, Name: st.Name, IP: st.IP, PublicKey: a.pub.String(), Online: true}
+	a.mu.Unlock()
+	return st, nil
+}
+
+// startDataPlane creates the TUN device, the WireGuard device on the shared
+// socket and the ICE mux on top of that socket.
+func (a *Agent) startDataPlane(st *nodeState) error {
+	ip := netip.MustParseAddr(st.IP)
+	prefix := netip.MustParsePrefix(st.Prefix)
+	td, err := tun.Create(tun.Config{Name: a.cfg.TUN, MTU: a.cfg.MTU, Addr: ip, Routes: []netip.Prefix{prefix}})
+	if err != nil {
+		return err
+	}
+	a.tun = td
+	a.bind = NewBind()
+	dev := device.NewDevice(td, a.bind, newWGLogger(a.log.With("component", "wireguard")))
+	a.wg = &wgDevice{dev: dev}
+	if err := dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", a.priv.Hex(), a.cfg.Port)); err != nil {
+		dev.Close()
+		return fmt.Errorf("configure WireGuard: %w", err)
+	}
+	if err := dev.Up(); err != nil {
+		dev.Close()
+		return fmt.Errorf("start WireGuard (UDP port %d): %w", a.cfg.Port, err)
+	}
+	if a.bind.Port() == 0 {
+		dev.Close()
+		return errors.New("start WireGuard: UDP socket did not open")
+	}
+	a.net, err = newICENet(td.IfName())
+	if err != nil {
+		dev.Close()
+		return err
+	}
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelWarn
+	lf.Writer = os.Stderr
+	a.pion = lf
+	a.mux = ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{
+		UDPConn: a.bind.STUNConn(),
+		Net:     a.net,
+		Logger:  lf.NewLogger("udpmux"),
+	})
+	return nil
+}
+
+func (a *Agent) stopDataPlane() {
+	a.mu.Lock()
+	for _, p := range a.peers {
+		p.close()
+	}
+	a.mu.Unlock()
+	if a.mux != nil {
+		a.mux.Close()
+	}
+	a.bind.STUNConn().Close()
+	// Closing the device closes the TUN; the kernel drops its address and
+	// routes with it.
+	a.wg.dev.Close()
+}
+
+// ICE timings. Checks go out every 50 ms while connecting so the first
+// overlay packet follows the agent's start within a second or so; a selected
+// pair that stops answering is declared dead after 5 s.
+const (
+	iceCheckInterval     = 50 * time.Millisecond
+	iceKeepalive         = 2 * time.Second
+	iceDisconnected      = 5 * time.Second
+	iceFailed            = 10 * time.Second
+	iceSrflxMinWait      = 100 * time.Millisecond
+	icePrflxMinWait      = 200 * time.Millisecond
+	iceSTUNGatherTimeout = 3 * time.Second
+)
+
+func (a *Agent) newICEAgent() (*ice.Agent, error) {
+	var urls []*ice.URL
+	for _, s := range a.stunURLs() {
+		u, err := ice.ParseURL("stun:" + s)
+		if err != nil {
+			a.log.Warn("bad STUN server from coordinator", "server", s, "err", err)
+			continue
+		}
+		urls = append(urls, u)
+	}
+	return ice.NewAgentWithOptions(
+		ice.WithNetworkTypes([]ice.NetworkType{ice.NetworkTypeUDP4}),
+		ice.WithCandidateTypes([]ice.CandidateType{ice.CandidateTypeHost, ice.CandidateTypeServerReflexive}),
+		ice.WithUDPMux(a.mux),
+		ice.WithUDPMuxSrflx(a.mux),
+		ice.WithUrls(urls),
+		ice.WithNet(a.net),
+		ice.WithMulticastDNSMode(ice.MulticastDNSModeDisabled),
+		ice.WithCheckInterval(iceCheckInterval),
+		ice.WithKeepaliveInterval(iceKeepalive),
+		ice.WithDisconnectedTimeout(iceDisconnected),
+		ice.WithFailedTimeout(iceFailed),
+		ice.WithSrflxAcceptanceMinWait(iceSrflxMinWait),
+		ice.WithPrflxAcceptanceMinWait(icePrflxMinWait),
+		ice.WithSTUNGatherTimeout(iceSTUNGatherTimeout),
+		ice.WithLoggerFactory(a.pion),
+	)
+}
+
+func (a *Agent) stunURLs() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stun
+}
+
+func (a *Agent) sendSignal(s control.Signal) {
+	a.ctl.send(control.Message{Type: control.MsgSignal, Signal: &s})
+}
+
+// tickLoop drives every peer's repairs once a second until ctx ends.
+func (a *Agent) tickLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			a.mu.Lock()
+			peers := make([]*peer, 0, len(a.peers))
+			for _, p := range a.peers {
+				peers = append(peers, p)
+			}
+			a.mu.Unlock()
+			for _, p := range peers {
+				p.tick(now)
+			}
+		}
+	}
+}

@@ -1,0 +1,119 @@
+package agent
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+
+	"golang.zx2c4.com/wireguard/conn"
+)
+
+// Bind is the wireguard-go conn.Bind of the agent. It owns the one UDP socket
+// that WireGuard and ICE share, so that the NAT mapping ICE's checks open is
+// the very one WireGuard then uses.
+//
+// The socket and its batched I/O (recvmmsg/sendmmsg, UDP GSO/GRO) are those
+// of wireguard-go's own StdNetBind, which Bind wraps: the data path costs
+// what stock wireguard-go costs. Bind adds a filter on the receive path that
+// takes STUN messages out of WireGuard's batch and hands them to ICE.
+type Bind struct {
+	inner conn.Bind
+
+	mu   sync.RWMutex
+	open bool
+	port uint16
+
+	stun *stunConn
+}
+
+// NewBind returns a Bind; its STUN side is Bind.STUNConn.
+func NewBind() *Bind {
+	b := &Bind{inner: conn.NewStdNetBind()}
+	b.stun = newSTUNConn(b)
+	return b
+}
+
+// STUNConn is the packet conn to give ICE's UDP mux: it reads the STUN
+// messages that arrive on the shared socket and writes through it.
+func (b *Bind) STUNConn() net.PacketConn { return b.stun }
+
+// Port is the bound UDP port, 0 before the first Open.
+func (b *Bind) Port() uint16 {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.port
+}
+
+func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	fns, actual, err := b.inner.Open(port)
+	if err != nil {
+		return nil, 0, err
+	}
+	b.mu.Lock()
+	b.open = true
+	b.port = actual
+	b.mu.Unlock()
+	wrapped := make([]conn.ReceiveFunc, len(fns))
+	for i, fn := range fns {
+		wrapped[i] = b.filter(fn)
+	}
+	return wrapped, actual, nil
+}
+
+// filter passes WireGuard messages through untouched and diverts STUN to
+// ICE. wireguard-go skips any message shorter than its minimum size, so a
+// diverted or unknown packet is dropped from the batch by zeroing its size.
+func (b *Bind) filter(fn conn.ReceiveFunc) conn.ReceiveFunc {
+	return func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		n, err := fn(packets, sizes, eps)
+		for i := 0; i < n; i++ {
+			p := packets[i][:sizes[i]]
+			switch classify(p) {
+			case kindWireGuard:
+				continue
+			case kindSTUN:
+				b.stun.deliver(p, endpointAddr(eps[i]))
+			}
+			sizes[i] = 0
+		}
+		return n, err
+	}
+}
+
+func endpointAddr(ep conn.Endpoint) netip.AddrPort {
+	if e, ok := ep.(*conn.StdNetEndpoint); ok {
+		return e.AddrPort
+	}
+	a, _ := netip.ParseAddrPort(ep.DstToString())
+	return a
+}
+
+func (b *Bind) Close() error {
+	b.mu.Lock()
+	b.open = false
+	b.mu.Unlock()
+	return b.inner.Close()
+}
+
+func (b *Bind) SetMark(mark uint32) error { return b.inner.SetMark(mark) }
+
+func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error { return b.inner.Send(bufs, ep) }
+
+func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) { return b.inner.ParseEndpoint(s) }
+
+func (b *Bind) BatchSize() int { return b.inner.BatchSize() }
+
+var errBindClosed = errors.New("bind closed")
+
+// sendTo writes one datagram from the shared socket.
+func (b *Bind) sendTo(p []byte, to netip.AddrPort) error {
+	b.mu.RLock()
+	open := b.open
+	b.mu.RUnlock()
+	if !open {
+		return errBindClosed
+	}
+	ep := &conn.StdNetEndpoint{AddrPort: netip.AddrPortFrom(to.Addr().Unmap(), to.Port())}
+	return b.inner.Send([][]byte{p}, ep)
+}

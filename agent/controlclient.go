@@ -1,0 +1,278 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
+
+	"github.com/meshvpn/meshvpn/control"
+)
+
+// controlClient talks to the coordinator: registration over HTTP and the
+// long-lived stream that carries the netmap and ICE signalling.
+type controlClient struct {
+	base *url.URL
+	http *http.Client
+	log  *slog.Logger
+
+	out chan control.Message
+
+	mu        sync.Mutex
+	connected bool
+	lastErr   string
+}
+
+// refusedError is an answer the coordinator gave on purpose (4xx): retrying
+// the same request cannot help.
+type refusedError struct {
+	status int
+	msg    string
+}
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("coordinator refused: %s (HTTP %d)", e.msg, e.status)
+}
+
+func newControlClient(coordinator string, log *slog.Logger) (*controlClient, error) {
+	u, err := parseCoordinatorURL(coordinator)
+	if err != nil {
+		return nil, err
+	}
+	return &controlClient{
+		base: u,
+		http: &http.Client{Timeout: 15 * time.Second},
+		log:  log,
+		out:  make(chan control.Message, 256),
+	}, nil
+}
+
+func parseCoordinatorURL(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, errors.New("--coordinator URL is required (e.g. https://coord.example.com)")
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator URL %q: %w", s, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("coordinator URL %q: scheme must be http or https", s)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("coordinator URL %q: no host", s)
+	}
+	return u, nil
+}
+
+// register admits the node, retrying with backoff while the coordinator is
+// unreachable or failing, and giving up at once when it refuses.
+func (c *controlClient) register(ctx context.Context, req control.RegisterRequest) (*control.RegisterResponse, error) {
+	var b backoff
+	for {
+		resp, err := c.registerOnce(ctx, req)
+		if err == nil {
+			return resp, nil
+		}
+		var refused *refusedError
+		if errors.As(err, &refused) {
+			return nil, err
+		}
+		d := b.next()
+		c.log.Warn("coordinator unreachable, retrying", "url", c.base.String(), "err", err, "retry_in", d.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("register: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(d):
+		}
+	}
+}
+
+func (c *controlClient) registerOnce(ctx context.Context, req control.RegisterRequest) (*control.RegisterResponse, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.JoinPath(control.PathRegister).String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hresp, err := c.http.Do(hreq)
+	if err != nil {
+		return nil, err
+	}
+	defer hresp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(hresp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read register answer: %w", err)
+	}
+	if hresp.StatusCode != http.StatusOK {
+		var e control.Error
+		msg := http.StatusText(hresp.StatusCode)
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		if hresp.StatusCode >= 400 && hresp.StatusCode < 500 && hresp.StatusCode != http.StatusTooManyRequests {
+			return nil, &refusedError{status: hresp.StatusCode, msg: msg}
+		}
+		return nil, fmt.Errorf("register: HTTP %d: %s", hresp.StatusCode, msg)
+	}
+	var resp control.RegisterResponse
+	if err := json.Unmarshal(data, &resp); err != nil {
+		return nil, fmt.Errorf("decode register answer: %w", err)
+	}
+	return &resp, nil
+}
+
+// send queues a message for the coordinator. While the stream is down the
+// message is dropped: signalling is retried by the sessions themselves, and a
+// queue of stale candidates would only confuse the peer later.
+func (c *controlClient) send(m control.Message) {
+	c.mu.Lock()
+	up := c.connected
+	c.mu.Unlock()
+	if !up {
+		return
+	}
+	select {
+	case c.out <- m:
+	default:
+		c.log.Warn("control stream send queue full, dropping message", "type", m.Type)
+	}
+}
+
+func (c *controlClient) status() (bool, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connected, c.lastErr
+}
+
+// runStream keeps the stream up until ctx ends, reconnecting with jittered
+// backoff. The data plane does not depend on it: tunnels keep working while
+// the coordinator is away.
+func (c *controlClient) runStream(ctx context.Context, credential string, handle func(control.Message)) {
+	var b backoff
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := c.streamOnce(ctx, credential, handle)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > 30*time.Second {
+			b.reset()
+		}
+		d := b.next()
+		c.mu.Lock()
+		c.lastErr = err.Error()
+		c.mu.Unlock()
+		c.log.Warn("coordinator stream lost, reconnecting", "err", err, "retry_in", d.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+	}
+}
+
+func (c *controlClient) streamOnce(ctx context.Context, credential string, handle func(control.Message)) error {
+	u := *c.base.JoinPath(control.PathStream)
+	if u.Scheme == "https" {
+		u.Scheme = "wss"
+	} else {
+		u.Scheme = "ws"
+	}
+	u.RawQuery = "v=" + strconv.Itoa(control.ProtocolVersion)
+	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	ws, resp, err := websocket.Dial(dctx, u.String(), &websocket.DialOptions{
+		HTTPClient: &http.Client{Transport: c.http.Transport},
+		HTTPHeader: http.Header{"Authorization": []string{"Bearer " + credential}},
+	})
+	cancel()
+	if err != nil {
+		if resp != nil && resp.StatusCode >= 400 {
+			return fmt.Errorf("open stream: HTTP %d", resp.StatusCode)
+		}
+		return fmt.Errorf("open stream: %w", err)
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(16 << 20)
+	c.log.Info("connected to coordinator", "url", c.base.String())
+
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	// Drain what was queued for an earlier connection: it is stale.
+	for len(c.out) > 0 {
+		<-c.out
+	}
+	c.mu.Lock()
+	c.connected = true
+	c.lastErr = ""
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.connected = false
+		c.mu.Unlock()
+	}()
+
+	writeErr := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-sctx.Done():
+				writeErr <- nil
+				return
+			case m := <-c.out:
+				wctx, cancel := context.WithTimeout(sctx, 10*time.Second)
+				err := wsjson.Write(wctx, ws, m)
+				cancel()
+				if err != nil {
+					writeErr <- err
+					stop()
+					return
+				}
+			}
+		}
+	}()
+	for {
+		var m control.Message
+		if err := wsjson.Read(sctx, ws, &m); err != nil {
+			select {
+			case werr := <-writeErr:
+				if werr != nil {
+					return fmt.Errorf("stream write: %w", werr)
+				}
+			default:
+			}
+			return fmt.Errorf("stream read: %w", err)
+		}
+		handle(m)
+	}
+}
+
+// backoff yields 0.5 s, 1 s, 2 s … up to 30 s, each with ±25 % jitter so a
+// coordinator restart is not met by every agent in the same instant.
+type backoff struct{ n int }
+
+func (b *backoff) next() time.Duration {
+	d := 500 * time.Millisecond << min(b.n, 6)
+	if d > 30*time.Second {
+		d = 30 * time.Second
+	}
+	b.n++
+	j := time.Duration(rand.Int64N(int64(d)/2)) - d/4
+	return d + j
+}
+
+func (b *backoff) reset() { b.n = 0 }

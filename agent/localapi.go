@@ -1,0 +1,182 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/pion/ice/v4"
+)
+
+// The local API is HTTP on a unix socket; only root (or the socket's group)
+// may talk to it.
+const pathStatus = "/v1/status"
+
+func listenLocalAPI(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create socket dir: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another meshvpn agent is already running on %s", path)
+	}
+	_ = os.Remove(path) // stale socket of an agent that crashed
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return l, nil
+}
+
+func serveLocalAPI(l net.Listener, a *Agent) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+pathStatus, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(a.Status())
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	_ = srv.Serve(l)
+}
+
+// Status reports this node and the path to every peer.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	self := a.self
+	peers := make([]*peer, 0, len(a.peers))
+	for _, p := range a.peers {
+		peers = append(peers, p)
+	}
+	a.mu.Unlock()
+	connected, lastErr := a.ctl.status()
+	st := Status{
+		Self: SelfStatus{
+			ID:         self.ID,
+			Name:       self.Name,
+			IP:         self.IP,
+			PublicKey:  a.pub.String(),
+			ListenPort: int(a.bind.Port()),
+			TUN:        a.tun.IfName(),
+			Endpoints:  []EndpointStatus{},
+		},
+		Coordinator: CoordinatorStatus{URL: a.ctl.base.String(), Connected: connected, LastError: lastErr},
+		Peers:       []PeerStatus{},
+	}
+	wg, err := a.wg.stats()
+	if err != nil {
+		a.log.Warn("status", "err", err)
+	}
+	seen := map[string]bool{}
+	for _, p := range peers {
+		s, ok := wg[p.key.Hex()]
+		st.Peers = append(st.Peers, p.status(s, ok))
+		for _, e := range p.localEndpoints() {
+			if !seen[e.Addr] {
+				seen[e.Addr] = true
+				st.Self.Endpoints = append(st.Self.Endpoints, e)
+			}
+		}
+	}
+	slices.SortFunc(st.Self.Endpoints, func(x, y EndpointStatus) int {
+		if x.Type != y.Type {
+			return compareStr(x.Type, y.Type)
+		}
+		return compareStr(x.Addr, y.Addr)
+	})
+	sortPeers(st.Peers)
+	return st
+}
+
+func compareStr(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// localEndpoints lists the local candidates of the peer's current session.
+func (p *peer) localEndpoints() []EndpointStatus {
+	p.mu.Lock()
+	agent := p.ice
+	p.mu.Unlock()
+	if agent == nil {
+		return nil
+	}
+	cands, err := agent.GetLocalCandidates()
+	if err != nil {
+		return nil
+	}
+	var out []EndpointStatus
+	for _, c := range cands {
+		if c.Type() == ice.CandidateTypePeerReflexive {
+			continue
+		}
+		out = append(out, EndpointStatus{
+			Addr: net.JoinHostPort(c.Address(), strconv.Itoa(c.Port())),
+			Type: c.Type().String(),
+		})
+	}
+	return out
+}
+
+// Client talks to a running agent over its unix socket.
+type Client struct {
+	Socket string
+}
+
+func (c *Client) httpClient() *http.Client {
+	return &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", c.Socket)
+			},
+		},
+	}
+}
+
+// Status fetches the agent's status.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://meshvpn"+pathStatus, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || isConnRefused(err) {
+			return nil, fmt.Errorf("no meshvpn agent is running on %s (start it with `meshvpn up`)", c.Socket)
+		}
+		return nil, fmt.Errorf("talk to agent on %s: %w", c.Socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Errorf("agent status: HTTP %d: %s", resp.StatusCode, b)
+	}
+	var st Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, fmt.Errorf("decode agent status: %w", err)
+	}
+	return &st, nil
+}
+
+func isConnRefused(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}

@@ -1,0 +1,144 @@
+package agent
+
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/meshvpn/meshvpn/control"
+)
+
+// handleMessage applies one message from the coordinator's stream.
+func (a *Agent) handleMessage(m control.Message) {
+	switch m.Type {
+	case control.MsgNetmap:
+		if m.Netmap != nil {
+			a.applyNetmap(m.Netmap)
+		}
+	case control.MsgDelta:
+		if m.Delta != nil {
+			a.applyDelta(m.Delta)
+		}
+	case control.MsgSignal:
+		if m.Signal == nil {
+			return
+		}
+		a.mu.Lock()
+		p := a.peers[m.Signal.From]
+		a.mu.Unlock()
+		if p == nil {
+			a.log.Debug("signal from unknown node", "from", m.Signal.From)
+			return
+		}
+		p.handleSignal(m.Signal)
+	case control.MsgError:
+		a.log.Warn("coordinator says", "error", m.Error)
+	default:
+		a.log.Debug("ignoring unknown stream message", "type", m.Type)
+	}
+}
+
+// applyNetmap replaces the whole view: peers missing from it are removed.
+// Peers that are already known keep their sessions, so a reconnect to the
+// coordinator does not disturb working tunnels.
+func (a *Agent) applyNetmap(nm *control.Netmap) {
+	a.mu.Lock()
+	a.stun = slices.Clone(nm.STUN)
+	if nm.Self.ID != 0 {
+		self := nm.Self
+		self.PublicKey = a.pub.String()
+		a.self = self
+	}
+	keep := make(map[uint64]bool, len(nm.Peers))
+	for _, n := range nm.Peers {
+		keep[n.ID] = true
+	}
+	var gone []uint64
+	for id := range a.peers {
+		if !keep[id] {
+			gone = append(gone, id)
+		}
+	}
+	a.mu.Unlock()
+	for _, id := range gone {
+		a.removePeer(id)
+	}
+	for _, n := range nm.Peers {
+		a.upsertPeer(n)
+	}
+}
+
+func (a *Agent) applyDelta(d *control.Delta) {
+	if d.STUN != nil {
+		a.mu.Lock()
+		a.stun = slices.Clone(*d.STUN)
+		a.mu.Unlock()
+	}
+	for _, id := range d.Remove {
+		a.removePeer(id)
+	}
+	for _, n := range d.Upsert {
+		a.upsertPeer(n)
+	}
+}
+
+func (a *Agent) upsertPeer(n control.Node) {
+	a.mu.Lock()
+	if n.ID == a.self.ID {
+		a.mu.Unlock()
+		return
+	}
+	p := a.peers[n.ID]
+	a.mu.Unlock()
+	key, err := parseKey(n.PublicKey)
+	if err != nil {
+		a.log.Warn("peer with invalid public key ignored", "peer", n.Name, "err", err)
+		return
+	}
+	ip, err := netip.ParseAddr(n.IP)
+	if err != nil || !ip.Is4() {
+		a.log.Warn("peer with invalid overlay address ignored", "peer", n.Name, "ip", n.IP)
+		return
+	}
+	if p != nil && p.key == key {
+		p.mu.Lock()
+		ipChanged := p.node.IP != n.IP
+		p.mu.Unlock()
+		if ipChanged {
+			if err := a.wg.addPeer(key, ip); err != nil {
+				a.log.Error("update WireGuard peer", "peer", n.Name, "err", err)
+			}
+		}
+		p.update(n)
+		return
+	}
+	if p != nil {
+		// The node re-registered with a new key: a new peer as far as
+		// WireGuard is concerned.
+		a.removePeer(n.ID)
+	}
+	if err := a.wg.addPeer(key, ip); err != nil {
+		a.log.Error("add WireGuard peer", "peer", n.Name, "err", err)
+		return
+	}
+	p = newPeer(a, n, key)
+	a.mu.Lock()
+	a.peers[n.ID] = p
+	a.mu.Unlock()
+	a.log.Info("peer added", "peer", n.Name, "ip", n.IP, "online", n.Online)
+	p.kick()
+}
+
+func (a *Agent) removePeer(id uint64) {
+	a.mu.Lock()
+	p := a.peers[id]
+	delete(a.peers, id)
+	a.mu.Unlock()
+	if p == nil {
+		return
+	}
+	p.close()
+	if err := a.wg.removePeer(p.key); err != nil {
+		a.log.Error("remove WireGuard peer", "peer", p.node.Name, "err", err)
+	}
+	a.log.Info("peer removed", "peer", p.node.Name)
+}

@@ -1,0 +1,160 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+)
+
+// PingOptions configure Ping.
+type PingOptions struct {
+	Count    int
+	Interval time.Duration
+	Timeout  time.Duration // per reply
+}
+
+// PingResult counts what Ping saw.
+type PingResult struct {
+	Sent, Received int
+}
+
+// ResolvePeer finds a peer by name or overlay address in st.
+func ResolvePeer(st *Status, target string) (*PeerStatus, error) {
+	for i := range st.Peers {
+		if st.Peers[i].Name == target || st.Peers[i].IP == target {
+			return &st.Peers[i], nil
+		}
+	}
+	return nil, fmt.Errorf("no peer named or addressed %q (see `meshvpn status`)", target)
+}
+
+// Ping sends ICMP echo requests to a peer's overlay address, through the
+// kernel and the TUN device like any application's packets, and prints for
+// each reply the path the agent had for the peer at that moment.
+func Ping(ctx context.Context, c *Client, target string, opt PingOptions, out io.Writer) (PingResult, error) {
+	var res PingResult
+	st, err := c.Status(ctx)
+	if err != nil {
+		return res, err
+	}
+	p, err := ResolvePeer(st, target)
+	if err != nil {
+		return res, err
+	}
+	dst, err := netip.ParseAddr(p.IP)
+	if err != nil {
+		return res, fmt.Errorf("peer %s has no usable address %q", p.Name, p.IP)
+	}
+	conn, network, err := listenICMP()
+	if err != nil {
+		return res, err
+	}
+	defer conn.Close()
+	fmt.Fprintf(out, "PING %s (%s) from %s\n", p.Name, p.IP, st.Self.IP)
+	id := os.Getpid() & 0xffff
+	var to net.Addr = &net.IPAddr{IP: dst.AsSlice()}
+	if network == "udp4" {
+		to = &net.UDPAddr{IP: dst.AsSlice()}
+	}
+	for seq := 1; seq <= opt.Count; seq++ {
+		if seq > 1 {
+			select {
+			case <-ctx.Done():
+				return res, nil
+			case <-time.After(opt.Interval):
+			}
+		}
+		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("meshvpn-ping")}}
+		b, _ := msg.Marshal(nil)
+		if _, err := conn.WriteTo(b, to); err != nil {
+			return res, fmt.Errorf("send ping: %w", err)
+		}
+		res.Sent++
+		rtt, ok := waitEcho(conn, dst, id, seq, network == "udp4", opt.Timeout)
+		if !ok {
+			fmt.Fprintf(out, "seq=%d: no reply within %v\n", seq, opt.Timeout)
+			continue
+		}
+		res.Received++
+		path := "path unknown"
+		if st, err := c.Status(ctx); err == nil {
+			if ps, err := ResolvePeer(st, p.IP); err == nil {
+				path = describePath(ps)
+			}
+		}
+		fmt.Fprintf(out, "reply from %s (%s): seq=%d time=%.2f ms via %s\n", p.Name, p.IP, seq, float64(rtt.Microseconds())/1000, path)
+	}
+	loss := 100 * float64(res.Sent-res.Received) / float64(max(res.Sent, 1))
+	fmt.Fprintf(out, "--- %s: %d sent, %d received, %.0f%% loss\n", p.Name, res.Sent, res.Received, loss)
+	return res, nil
+}
+
+func describePath(p *PeerStatus) string {
+	switch p.Path {
+	case PathDirect, PathRelay:
+		return fmt.Sprintf("%s %s (local %s, remote %s)", p.Path, p.Endpoint, p.LocalType, p.RemoteType)
+	default:
+		if p.Reason != "" {
+			return p.Path + ": " + p.Reason
+		}
+		return p.Path
+	}
+}
+
+// listenICMP opens a raw ICMP socket (root) or, failing that, an unprivileged
+// ping socket (allowed by net.ipv4.ping_group_range).
+func listenICMP() (*icmp.PacketConn, string, error) {
+	c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+	if err == nil {
+		return c, "ip4", nil
+	}
+	c, err2 := icmp.ListenPacket("udp4", "0.0.0.0")
+	if err2 == nil {
+		return c, "udp4", nil
+	}
+	return nil, "", fmt.Errorf("open ICMP socket: %w (needs root, CAP_NET_RAW or net.ipv4.ping_group_range)", errors.Join(err, err2))
+}
+
+// waitEcho reads until the matching echo reply arrives or the timeout passes.
+// An unprivileged ping socket rewrites the ID, so only seq is matched there.
+func waitEcho(c *icmp.PacketConn, from netip.Addr, id, seq int, dgram bool, timeout time.Duration) (time.Duration, bool) {
+	start := time.Now()
+	deadline := start.Add(timeout)
+	buf := make([]byte, 1500)
+	for {
+		if err := c.SetReadDeadline(deadline); err != nil {
+			return 0, false
+		}
+		n, peer, err := c.ReadFrom(buf)
+		if err != nil {
+			return 0, false
+		}
+		var src netip.Addr
+		switch a := peer.(type) {
+		case *net.IPAddr:
+			src, _ = netip.AddrFromSlice(a.IP)
+		case *net.UDPAddr:
+			src, _ = netip.AddrFromSlice(a.IP)
+		}
+		if src.Unmap() != from {
+			continue
+		}
+		m, err := icmp.ParseMessage(1, buf[:n])
+		if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
+			continue
+		}
+		e, ok := m.Body.(*icmp.Echo)
+		if !ok || e.Seq != seq || (!dgram && e.ID != id) {
+			continue
+		}
+		return time.Since(start), true
+	}
+}

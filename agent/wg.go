@@ -1,0 +1,106 @@
+package agent
+
+import (
+	"bufio"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.zx2c4.com/wireguard/device"
+)
+
+// wgDevice configures the wireguard-go device through its UAPI text
+// protocol, the same one `wg set` speaks.
+type wgDevice struct {
+	dev *device.Device
+}
+
+func newWGLogger(log *slog.Logger) *device.Logger {
+	return &device.Logger{
+		Verbosef: func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...)) },
+		Errorf:   func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) },
+	}
+}
+
+// persistentKeepalive keeps NAT mappings open even when the tunnel is idle:
+// most NATs forget a UDP flow after 30 s to a few minutes.
+const persistentKeepalive = 25
+
+func (w *wgDevice) addPeer(key Key, ip netip.Addr) error {
+	cfg := fmt.Sprintf("public_key=%s\nreplace_allowed_ips=true\nallowed_ip=%s/32\npersistent_keepalive_interval=%d\n",
+		key.Hex(), ip, persistentKeepalive)
+	if err := w.dev.IpcSet(cfg); err != nil {
+		return fmt.Errorf("add WireGuard peer: %w", err)
+	}
+	return nil
+}
+
+func (w *wgDevice) removePeer(key Key) error {
+	if err := w.dev.IpcSet(fmt.Sprintf("public_key=%s\nremove=true\n", key.Hex())); err != nil {
+		return fmt.Errorf("remove WireGuard peer: %w", err)
+	}
+	return nil
+}
+
+func (w *wgDevice) setEndpoint(key Key, ep netip.AddrPort) error {
+	if err := w.dev.IpcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s\n", key.Hex(), ep)); err != nil {
+		return fmt.Errorf("set WireGuard endpoint: %w", err)
+	}
+	return nil
+}
+
+// wgPeerStats is what wireguard-go reports of one peer.
+type wgPeerStats struct {
+	Endpoint      string
+	LastHandshake time.Time
+	RxBytes       uint64
+	TxBytes       uint64
+}
+
+// stats reads every peer's counters, keyed by hex public key.
+func (w *wgDevice) stats() (map[string]wgPeerStats, error) {
+	s, err := w.dev.IpcGet()
+	if err != nil {
+		return nil, fmt.Errorf("read WireGuard state: %w", err)
+	}
+	out := make(map[string]wgPeerStats)
+	var cur string
+	var st wgPeerStats
+	var sec, nsec int64
+	flush := func() {
+		if cur == "" {
+			return
+		}
+		if sec != 0 || nsec != 0 {
+			st.LastHandshake = time.Unix(sec, nsec)
+		}
+		out[cur] = st
+	}
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "public_key":
+			flush()
+			cur, st, sec, nsec = v, wgPeerStats{}, 0, 0
+		case "endpoint":
+			st.Endpoint = v
+		case "last_handshake_time_sec":
+			sec, _ = strconv.ParseInt(v, 10, 64)
+		case "last_handshake_time_nsec":
+			nsec, _ = strconv.ParseInt(v, 10, 64)
+		case "rx_bytes":
+			st.RxBytes, _ = strconv.ParseUint(v, 10, 64)
+		case "tx_bytes":
+			st.TxBytes, _ = strconv.ParseUint(v, 10, 64)
+		}
+	}
+	flush()
+	return out, nil
+}

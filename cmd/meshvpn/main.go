@@ -1,0 +1,274 @@
+// Command meshvpn is the meshvpn agent (`meshvpn up`) and the client
+// commands that talk to a running agent.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/meshvpn/meshvpn/agent"
+	"github.com/meshvpn/meshvpn/tun"
+)
+
+const defaultSocket = "/run/meshvpn/meshvpn.sock"
+
+const usage = `meshvpn: peer-to-peer mesh VPN agent
+
+Usage:
+  meshvpn up --coordinator URL [--authkey KEY] [flags]   run the agent (foreground)
+  meshvpn status [--json] [--socket PATH]                 show this node and the path to every peer
+  meshvpn ping PEER [-c N] [--socket PATH]                ping a peer over the overlay, showing the path
+  meshvpn version                                         print the version
+
+Run 'meshvpn COMMAND --help' for the flags of a command.
+`
+
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "up":
+		err = cmdUp(args[1:], stderr)
+	case "status":
+		err = cmdStatus(args[1:], stdout, stderr)
+	case "ping":
+		err = cmdPing(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "meshvpn", version)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "meshvpn: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if errors.Is(err, errUsage) {
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "meshvpn %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+var errUsage = errors.New("usage")
+
+func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: meshvpn %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse accepts flags before and after positional arguments.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, errUsage
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func cmdUp(args []string, stderr io.Writer) error {
+	fs := newFlags("up", "up --coordinator URL [--authkey KEY] [flags]", stderr)
+	coord := fs.String("coordinator", os.Getenv("MESHVPN_COORDINATOR"), "coordinator URL, e.g. https://coord.example.com:8080 (env MESHVPN_COORDINATOR)")
+	authKey := fs.String("authkey", "", "auth key from `meshvpn-coordinator authkey create`; needed on the first start only (env MESHVPN_AUTHKEY; prefer a file: --authkey-file)")
+	authKeyFile := fs.String("authkey-file", "", "read the auth key from this file")
+	hostname := fs.String("hostname", "", "name of this node in the mesh (default: the OS hostname)")
+	stateDir := fs.String("state-dir", "/var/lib/meshvpn", "directory for the private key and node credential (mode 0700)")
+	socket := fs.String("socket", defaultSocket, "unix socket of the local API used by status and ping")
+	tunName := fs.String("tun", "meshvpn0", "name of the TUN device")
+	port := fs.Uint("port", 0, "UDP port shared by WireGuard and ICE (0 = random)")
+	mtu := fs.Int("mtu", tun.DefaultMTU, "MTU of the TUN device")
+	verbose := fs.Bool("verbose", false, "log debug details")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("unexpected argument %q", pos[0])
+	}
+	if *port > 65535 {
+		return fmt.Errorf("--port %d is not a UDP port", *port)
+	}
+	if *mtu < 1280 || *mtu > 9000 {
+		return fmt.Errorf("--mtu %d out of range 1280-9000", *mtu)
+	}
+	key := *authKey
+	if key == "" {
+		key = os.Getenv("MESHVPN_AUTHKEY")
+	}
+	if *authKeyFile != "" {
+		b, err := os.ReadFile(*authKeyFile)
+		if err != nil {
+			return fmt.Errorf("read --authkey-file: %w", err)
+		}
+		key = strings.TrimSpace(string(b))
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return agent.Run(ctx, agent.Config{
+		Coordinator: *coord,
+		AuthKey:     key,
+		Hostname:    *hostname,
+		StateDir:    *stateDir,
+		Socket:      *socket,
+		TUN:         *tunName,
+		Port:        uint16(*port),
+		MTU:         *mtu,
+		Logger:      log,
+	})
+}
+
+func cmdStatus(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("status", "status [--json] [--socket PATH]", stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	socket := fs.String("socket", defaultSocket, "unix socket of the agent")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := (&agent.Client{Socket: *socket}).Status(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	printStatus(stdout, st)
+	return nil
+}
+
+func printStatus(w io.Writer, st *agent.Status) {
+	fmt.Fprintf(w, "self: %s %s  (UDP port %d, TUN %s)\n", st.Self.Name, st.Self.IP, st.Self.ListenPort, st.Self.TUN)
+	for _, e := range st.Self.Endpoints {
+		fmt.Fprintf(w, "  endpoint %-22s %s\n", e.Addr, e.Type)
+	}
+	coord := "connected"
+	if !st.Coordinator.Connected {
+		coord = "DISCONNECTED"
+		if st.Coordinator.LastError != "" {
+			coord += " (" + st.Coordinator.LastError + ")"
+		}
+	}
+	fmt.Fprintf(w, "coordinator: %s %s\n\n", st.Coordinator.URL, coord)
+	if len(st.Peers) == 0 {
+		fmt.Fprintln(w, "no peers")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tIP\tONLINE\tPATH\tENDPOINT\tCANDIDATES\tHANDSHAKE\tRX\tTX\tRTT")
+	for _, p := range st.Peers {
+		path := p.Path
+		if p.Reason != "" {
+			path += " (" + p.Reason + ")"
+		}
+		cands := "-"
+		if p.LocalType != "" {
+			cands = p.LocalType + "→" + p.RemoteType
+		}
+		hs := "never"
+		if t, err := time.Parse(time.RFC3339, p.LastHandshake); err == nil {
+			hs = time.Since(t).Round(time.Second).String() + " ago"
+		}
+		rtt := "-"
+		if p.RTTMs > 0 {
+			rtt = fmt.Sprintf("%.1fms", p.RTTMs)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.IP, p.Online, path, dash(p.Endpoint), cands, hs,
+			bytesStr(p.RxBytes), bytesStr(p.TxBytes), rtt)
+	}
+	tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func bytesStr(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1fG", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1fK", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+func cmdPing(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("ping", "ping PEER [-c N] [--socket PATH]", stderr)
+	count := fs.Int("c", 4, "number of echo requests")
+	interval := fs.Duration("i", time.Second, "interval between requests")
+	timeout := fs.Duration("W", 2*time.Second, "time to wait for each reply")
+	socket := fs.String("socket", defaultSocket, "unix socket of the agent")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	if *count < 1 || *count > 100000 {
+		return fmt.Errorf("-c %d out of range 1-100000", *count)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, err := agent.Ping(ctx, &agent.Client{Socket: *socket}, pos[0], agent.PingOptions{Count: *count, Interval: *interval, Timeout: *timeout}, stdout)
+	if err != nil {
+		return err
+	}
+	if res.Received == 0 {
+		return fmt.Errorf("no reply from %s", pos[0])
+	}
+	return nil
+}

@@ -1,0 +1,161 @@
+// Package control defines the messages exchanged between the agent and the
+// coordinator. Both sides import it, so every message is defined once.
+//
+// The control plane is plain HTTP(S) with JSON bodies:
+//
+//	POST /api/v1/register   RegisterRequest -> RegisterResponse
+//	GET  /api/v1/stream     WebSocket; Authorization: Bearer <credential>
+//
+// On the stream the coordinator sends a full Netmap first, then Deltas, and
+// forwards Signals between agents. The agent sends Signals addressed to peers.
+package control
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// ProtocolVersion is the stream protocol version spoken by this build. The
+// agent sends it as the "v" query parameter of the stream URL; the coordinator
+// answers with the highest version both know.
+const ProtocolVersion = 1
+
+// Paths of the HTTP API.
+const (
+	PathRegister = "/api/v1/register"
+	PathStream   = "/api/v1/stream"
+)
+
+// OverlayPrefix is the range overlay addresses are drawn from (RFC 6598 shared
+// address space, as CGNAT-style meshes commonly use).
+var OverlayPrefix = netip.MustParsePrefix("100.64.0.0/10")
+
+// MaxRequestBody bounds every JSON request body the coordinator reads.
+const MaxRequestBody = 64 << 10
+
+// RegisterRequest asks the coordinator to admit a node. A node that holds a
+// credential from an earlier registration sends it instead of an auth key; it
+// keeps its ID and overlay address.
+type RegisterRequest struct {
+	AuthKey    string `json:"auth_key,omitempty"`
+	Credential string `json:"credential,omitempty"`
+	Hostname   string `json:"hostname"`
+	// PublicKey is the node's WireGuard public key, base64 (44 characters).
+	PublicKey string `json:"public_key"`
+}
+
+// Validate checks the fields a coordinator must not trust blindly.
+func (r *RegisterRequest) Validate() error {
+	if r.AuthKey == "" && r.Credential == "" {
+		return errors.New("auth_key or credential is required")
+	}
+	if len(r.Hostname) > 63 {
+		return errors.New("hostname longer than 63 characters")
+	}
+	if err := ValidatePublicKey(r.PublicKey); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ValidatePublicKey checks a base64 WireGuard public key.
+func ValidatePublicKey(s string) error {
+	if len(s) != 44 || s[43] != '=' {
+		return fmt.Errorf("public_key: want 44 base64 characters, got %d", len(s))
+	}
+	for i := 0; i < 43; i++ {
+		c := s[i]
+		ok := c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/'
+		if !ok {
+			return errors.New("public_key: not base64")
+		}
+	}
+	return nil
+}
+
+// RegisterResponse admits a node.
+type RegisterResponse struct {
+	NodeID uint64 `json:"node_id"`
+	Name   string `json:"name"`
+	// IP is the node's overlay address, stable for the node.
+	IP string `json:"ip"`
+	// Prefix is the overlay prefix to route into the TUN device.
+	Prefix string `json:"prefix"`
+	// Credential authenticates the node from now on; the agent stores it
+	// (mode 0600) and never logs it.
+	Credential string `json:"credential"`
+}
+
+// Error is the JSON body of every non-2xx API answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// Node is one member of the mesh as its peers see it.
+type Node struct {
+	ID        uint64    `json:"id"`
+	Name      string    `json:"name"`
+	IP        string    `json:"ip"`
+	PublicKey string    `json:"public_key"`
+	Online    bool      `json:"online"`
+	LastSeen  time.Time `json:"last_seen,omitzero"`
+}
+
+// Netmap is the full view of the mesh for one node.
+type Netmap struct {
+	Self  Node   `json:"self"`
+	Peers []Node `json:"peers"`
+	// STUN lists host:port STUN servers the agent should use.
+	STUN []string `json:"stun"`
+}
+
+// Delta changes a Netmap: nodes added or changed, nodes gone.
+type Delta struct {
+	Upsert []Node    `json:"upsert,omitempty"`
+	Remove []uint64  `json:"remove,omitempty"`
+	STUN   *[]string `json:"stun,omitempty"`
+}
+
+// Signal kinds.
+const (
+	// SignalOffer carries the controlling side's ICE credentials for a new session.
+	SignalOffer = "offer"
+	// SignalAnswer carries the controlled side's ICE credentials for that session.
+	SignalAnswer = "answer"
+	// SignalCandidate carries one trickled ICE candidate of a session.
+	SignalCandidate = "candidate"
+	// SignalRestart asks the controlling side to start a new session.
+	SignalRestart = "restart"
+)
+
+// Signal is ICE signalling between two agents, relayed by the coordinator.
+// The coordinator fills From; it forwards only between nodes of one mesh.
+type Signal struct {
+	From      uint64 `json:"from"`
+	To        uint64 `json:"to"`
+	Kind      string `json:"kind"`
+	Session   string `json:"session"`
+	Ufrag     string `json:"ufrag,omitempty"`
+	Pwd       string `json:"pwd,omitempty"`
+	Candidate string `json:"candidate,omitempty"`
+}
+
+// Message types on the stream.
+const (
+	MsgNetmap = "netmap"
+	MsgDelta  = "delta"
+	MsgSignal = "signal"
+	MsgError  = "error"
+)
+
+// Message is one frame on the stream, in either direction.
+type Message struct {
+	Type    string  `json:"type"`
+	Version int     `json:"v,omitempty"`
+	Netmap  *Netmap `json:"netmap,omitempty"`
+	Delta   *Delta  `json:"delta,omitempty"`
+	Signal  *Signal `json:"signal,omitempty"`
+	Error   string  `json:"error,omitempty"`
+}

@@ -238,6 +238,7 @@ func (a *Agent) stopDataPlane() {
 // pair that stops answering is declared dead after 5 s.
 const (
 	iceCheckInterval     = 50 * time.Millisecond
+	iceMaxRequests       = 100 // per pair: 5 s of checks, long enough to learn peer-reflexive addresses
 	iceKeepalive         = 2 * time.Second
 	iceDisconnected      = 5 * time.Second
 	iceFailed            = 10 * time.Second
@@ -265,6 +266,7 @@ func (a *Agent) newICEAgent() (*ice.Agent, error) {
 		ice.WithNet(a.net),
 		ice.WithMulticastDNSMode(ice.MulticastDNSModeDisabled),
 		ice.WithCheckInterval(iceCheckInterval),
+		ice.WithMaxBindingRequests(iceMaxRequests),
 		ice.WithKeepaliveInterval(iceKeepalive),
 		ice.WithDisconnectedTimeout(iceDisconnected),
 		ice.WithFailedTimeout(iceFailed),

@@ -236,10 +236,30 @@ func (p *peer) onSelected(agent *ice.Agent, local, remote ice.Candidate) {
 	p.remoteType = remote.Type().String()
 	p.endpoint = ep
 	p.selectedAt = time.Now()
+	overlay, _ := netip.ParseAddr(p.node.IP)
 	p.mu.Unlock()
 	p.log.Info("path selected", "path", pathOf(local.Type(), remote.Type()), "local", local.Type().String()+" "+net.JoinHostPort(local.Address(), strconv.Itoa(local.Port())), "remote", remote.Type().String()+" "+ep.String())
 	if err := p.a.wg.setEndpoint(p.key, ep); err != nil {
 		p.log.Error("set WireGuard endpoint", "err", err)
+		return
+	}
+	time.AfterFunc(handshakeGrace, func() { p.ensureHandshake(agent, overlay, ep) })
+}
+
+// handshakeGrace is how long a new path may go without a WireGuard
+// handshake before the peer is recreated to force one.
+const handshakeGrace = 400 * time.Millisecond
+
+func (p *peer) ensureHandshake(agent *ice.Agent, overlay netip.Addr, ep netip.AddrPort) {
+	p.mu.Lock()
+	current := p.ice == agent && p.endpoint == ep && !p.closed
+	p.mu.Unlock()
+	if !current || p.a.wg.handshaked(p.key) {
+		return
+	}
+	p.log.Debug("no handshake on the new path yet, recreating the WireGuard peer")
+	if err := p.a.wg.recreatePeer(p.key, overlay, ep); err != nil {
+		p.log.Error("recreate WireGuard peer", "err", err)
 	}
 }
 
@@ -250,6 +270,7 @@ func (p *peer) handleSignal(s *control.Signal) {
 	if p.closed {
 		return
 	}
+	p.log.Debug("signal", "kind", s.Kind, "session", s.Session, "current", p.session, "candidate", s.Candidate)
 	switch s.Kind {
 	case control.SignalRestart:
 		if !p.controlling {

@@ -29,9 +29,12 @@ func newWGLogger(log *slog.Logger) *device.Logger {
 // most NATs forget a UDP flow after 30 s to a few minutes.
 const persistentKeepalive = 25
 
+// addPeer makes WireGuard know the peer, without an endpoint and without
+// keepalives, so that it accepts the peer's handshake as soon as the peer's
+// ICE session selects a path, and does not try (and fail) to handshake
+// before ours does: a failed attempt would hold the next one back 5 s.
 func (w *wgDevice) addPeer(key Key, ip netip.Addr) error {
-	cfg := fmt.Sprintf("public_key=%s\nreplace_allowed_ips=true\nallowed_ip=%s/32\npersistent_keepalive_interval=%d\n",
-		key.Hex(), ip, persistentKeepalive)
+	cfg := fmt.Sprintf("public_key=%s\nreplace_allowed_ips=true\nallowed_ip=%s/32\n", key.Hex(), ip)
 	if err := w.dev.IpcSet(cfg); err != nil {
 		return fmt.Errorf("add WireGuard peer: %w", err)
 	}
@@ -45,11 +48,36 @@ func (w *wgDevice) removePeer(key Key) error {
 	return nil
 }
 
+// setEndpoint points the peer at the path ICE selected and turns keepalives
+// on, which starts a handshake at once when none has been attempted lately.
 func (w *wgDevice) setEndpoint(key Key, ep netip.AddrPort) error {
-	if err := w.dev.IpcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s\n", key.Hex(), ep)); err != nil {
+	cfg := fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s\npersistent_keepalive_interval=%d\n", key.Hex(), ep, persistentKeepalive)
+	if err := w.dev.IpcSet(cfg); err != nil {
 		return fmt.Errorf("set WireGuard endpoint: %w", err)
 	}
 	return nil
+}
+
+// recreatePeer replaces the peer with a fresh one at ep. wireguard-go holds
+// a new handshake back for 5 s after any attempt, including one that failed
+// because no endpoint was known yet (a packet sent before ICE finished); a
+// fresh peer has no such memory and handshakes at once.
+func (w *wgDevice) recreatePeer(key Key, ip netip.Addr, ep netip.AddrPort) error {
+	cfg := fmt.Sprintf("public_key=%s\nremove=true\npublic_key=%s\nallowed_ip=%s/32\nendpoint=%s\npersistent_keepalive_interval=%d\n",
+		key.Hex(), key.Hex(), ip, ep, persistentKeepalive)
+	if err := w.dev.IpcSet(cfg); err != nil {
+		return fmt.Errorf("recreate WireGuard peer: %w", err)
+	}
+	return nil
+}
+
+// handshaked tells whether the peer has completed a handshake.
+func (w *wgDevice) handshaked(key Key) bool {
+	st, err := w.stats()
+	if err != nil {
+		return false
+	}
+	return !st[key.Hex()].LastHandshake.IsZero()
 }
 
 // wgPeerStats is what wireguard-go reports of one peer.

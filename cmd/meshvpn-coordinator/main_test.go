@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/coordinator"
+)
+
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return lines[len(lines)-1]
+}
+
+// TestAuthKeyWhileServing creates keys with the CLI while a server holds the
+// same store open, then registers with them and lists the nodes.
+func TestAuthKeyWhileServing(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := coordinator.New(coordinator.Config{
+		Listen:   "127.0.0.1:0",
+		StateDir: dir,
+		Logger:   slog.New(slog.NewTextHandler(t.Output(), nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	base := "http://" + srv.HTTPAddr().String()
+
+	code, out, errOut := runCLI(t, "authkey", "create", "--state", dir)
+	if code != 0 {
+		t.Fatalf("authkey create: exit %d: %s", code, errOut)
+	}
+	key := lastLine(out)
+	if !strings.HasPrefix(key, coordinator.AuthKeyPrefix) {
+		t.Fatalf("last line %q is not a key", key)
+	}
+	if strings.Contains(errOut, key) {
+		t.Fatal("key printed to stderr")
+	}
+
+	code, out, errOut = runCLI(t, "authkey", "create", "--json", "--expiry", "0", "--state", dir, "--reusable")
+	if code != 0 {
+		t.Fatalf("authkey create --json: exit %d: %s", code, errOut)
+	}
+	var k struct {
+		Key       string     `json:"key"`
+		Reusable  bool       `json:"reusable"`
+		ExpiresAt *time.Time `json:"expires_at"`
+	}
+	if err := json.Unmarshal([]byte(lastLine(out)), &k); err != nil || !k.Reusable || k.ExpiresAt != nil || k.Key == "" {
+		t.Fatalf("json output %q: %+v %v", out, k, err)
+	}
+
+	for i, key := range []string{key, k.Key} {
+		body, _ := json.Marshal(control.RegisterRequest{AuthKey: key, Hostname: "host", PublicKey: strings.Repeat("A", 42) + string(rune('A'+i)) + "="})
+		resp, err := http.Post(base+control.PathRegister, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("register with CLI key %d: status %d", i, resp.StatusCode)
+		}
+	}
+
+	code, out, errOut = runCLI(t, "nodes", "list", "--json", "--state", dir)
+	if code != 0 {
+		t.Fatalf("nodes list: exit %d: %s", code, errOut)
+	}
+	var nodes []map[string]any
+	if err := json.Unmarshal([]byte(out), &nodes); err != nil {
+		t.Fatalf("nodes list --json: %v: %s", err, out)
+	}
+	if len(nodes) != 2 || nodes[0]["name"] != "host" || nodes[1]["name"] != "host-2" || nodes[0]["ip"] != "100.64.0.1" {
+		t.Fatalf("nodes: %v", nodes)
+	}
+	for _, want := range []string{"id", "name", "ip", "public_key", "online", "last_seen"} {
+		if _, ok := nodes[0][want]; !ok {
+			t.Errorf("nodes list --json lacks %q", want)
+		}
+	}
+
+	code, out, _ = runCLI(t, "nodes", "list", "--state", dir)
+	if code != 0 || !strings.Contains(out, "host-2") || !strings.Contains(out, "100.64.0.2") || !strings.Contains(out, "LAST SEEN") {
+		t.Fatalf("nodes list table: exit %d:\n%s", code, out)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	cases := [][]string{
+		{},
+		{"bogus"},
+		{"authkey"},
+		{"authkey", "delete"},
+		{"authkey", "create", "--expiry", "soon", "--state", dir},
+		{"authkey", "create", "--expiry", "-1h", "--state", dir},
+		{"authkey", "create", "extra", "--state", dir},
+		{"nodes", "list", "--nope"},
+		{"serve", "--tls-cert", "x.pem"},
+		{"serve", "--log-level", "loud"},
+	}
+	for _, args := range cases {
+		code, out, errOut := runCLI(t, args...)
+		if code != 2 || errOut == "" {
+			t.Errorf("%q: exit %d, stderr %q, want exit 2 and a message", args, code, errOut)
+		}
+		if strings.Contains(out, coordinator.AuthKeyPrefix) {
+			t.Errorf("%q created a key", args)
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{
+		{"--help"}, {"help"}, {"serve", "--help"}, {"authkey", "--help"},
+		{"authkey", "create", "-h"}, {"nodes", "list", "--help"},
+	} {
+		code, out, _ := runCLI(t, args...)
+		if code != 0 || !strings.Contains(out, "usage") && !strings.Contains(out, "Usage") {
+			t.Errorf("%q: exit %d, stdout %q", args, code, out)
+		}
+	}
+	_, out, _ := runCLI(t, "serve", "--help")
+	for _, flag := range []string{"-listen", "-state", "-tls-cert", "-tls-key", "-stun-listen", "-public-host"} {
+		if !strings.Contains(out, flag) {
+			t.Errorf("serve --help does not explain %s", flag)
+		}
+	}
+}
+
+func TestServeBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	code, _, errOut := runCLI(t, "serve", "--state", dir, "--listen", "127.0.0.1:0", "--tls-cert", dir+"/no.pem", "--tls-key", dir+"/no.key")
+	if code != 1 || !strings.Contains(errOut, "TLS") {
+		t.Fatalf("missing cert: exit %d, %q", code, errOut)
+	}
+	code, _, errOut = runCLI(t, "serve", "--state", dir, "--listen", "not an address", "--stun-listen", "")
+	if code != 1 || errOut == "" {
+		t.Fatalf("bad listen: exit %d, %q", code, errOut)
+	}
+}

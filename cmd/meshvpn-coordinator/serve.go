@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/meshvpn/meshvpn/coordinator"
+)
+
+const serveAbout = `Runs the coordinator until SIGINT or SIGTERM: the HTTP(S) API that admits
+nodes (POST /api/v1/register), the WebSocket stream that sends each agent its
+netmap and relays ICE signalling (GET /api/v1/stream), and an embedded STUN
+server. The API speaks HTTPS when both --tls-cert and --tls-key are given,
+plain HTTP otherwise. State (auth keys, nodes) lives in --state.`
+
+func runServe(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var cfg coordinator.Config
+	fs.StringVar(&cfg.Listen, "listen", ":8080", "TCP `address` of the API")
+	fs.StringVar(&cfg.StateDir, "state", defaultStateDir, "state `directory` (created with mode 0700)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate `file` (with --tls-key: serve HTTPS)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key `file` (with --tls-cert: serve HTTPS)")
+	fs.StringVar(&cfg.STUNListen, "stun-listen", ":3478", "UDP `address` of the STUN server; empty disables STUN")
+	fs.StringVar(&cfg.PublicHost, "public-host", "", "`host` agents are told to reach STUN at (default: the host each agent used to reach the API)")
+	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	if err := parseFlags(fs, serveAbout, args, stdout, stderr); err != nil {
+		return err
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		fmt.Fprintf(stderr, "meshvpn-coordinator serve: bad --log-level %q: want debug, info, warn or error\n", *level)
+		return errUsage
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --tls-cert and --tls-key must be given together")
+		return errUsage
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+
+	srv, err := coordinator.New(cfg)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := srv.Run(ctx); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	cfg.Logger.Info("stopped")
+	return nil
+}

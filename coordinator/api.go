@@ -1,0 +1,128 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/meshvpn/meshvpn/control"
+)
+
+// maxSecretLen bounds auth keys and credentials in a request; real ones are
+// well under 100 characters.
+const maxSecretLen = 256
+
+// Handler is the coordinator's HTTP API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc(control.PathRegister, s.handleRegister)
+	mux.HandleFunc(control.PathStream, s.handleStream)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not found")
+	})
+	return mux
+}
+
+// handleRegister serves POST /api/v1/register.
+func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+		return
+	}
+	req, status, err := decodeRegisterRequest(w, r)
+	if err != nil {
+		writeError(w, status, err.Error())
+		return
+	}
+
+	reg, err := s.store.Register(r.Context(), req)
+	if err != nil {
+		status, msg := registerErrorStatus(err)
+		if status == http.StatusInternalServerError {
+			s.log.Error("register failed", "err", err)
+		} else {
+			// The reason is safe to log; the key or credential is not.
+			s.log.Info("register refused", "hostname", req.Hostname, "reason", msg, "remote", r.RemoteAddr)
+		}
+		writeError(w, status, msg)
+		return
+	}
+	s.hub.upsert(reg.Node)
+	s.log.Info("node registered", "node", reg.Node.ID, "name", reg.Node.Name, "ip", reg.Node.IP,
+		"new", reg.Created, "remote", r.RemoteAddr)
+
+	// The answer carries a credential; no cache may keep it.
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, control.RegisterResponse{
+		NodeID:     reg.Node.ID,
+		Name:       reg.Node.Name,
+		IP:         reg.Node.IP,
+		Prefix:     control.OverlayPrefix.String(),
+		Credential: reg.Credential,
+	})
+}
+
+// decodeRegisterRequest reads and checks one JSON request, returning the
+// HTTP status to answer with if it is unacceptable.
+func decodeRegisterRequest(w http.ResponseWriter, r *http.Request) (control.RegisterRequest, int, error) {
+	var req control.RegisterRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, control.MaxRequestBody))
+	err := dec.Decode(&req)
+	if err == nil {
+		// Exactly one JSON value: trailing data means a confused client.
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("trailing data after JSON object")
+			if terr != nil && !isSyntaxError(terr) {
+				err = terr
+			}
+		}
+	}
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return req, http.StatusRequestEntityTooLarge, errors.New("request body too large")
+		}
+		return req, http.StatusBadRequest, errors.New("malformed JSON request: " + err.Error())
+	}
+	if err := req.Validate(); err != nil {
+		return req, http.StatusBadRequest, err
+	}
+	if len(req.AuthKey) > maxSecretLen || len(req.Credential) > maxSecretLen {
+		return req, http.StatusBadRequest, errors.New("auth_key or credential too long")
+	}
+	return req, 0, nil
+}
+
+func isSyntaxError(err error) bool {
+	_, ok := errors.AsType[*json.SyntaxError](err)
+	return ok
+}
+
+// registerErrorStatus maps a registration failure to its HTTP answer.
+func registerErrorStatus(err error) (int, string) {
+	for _, e := range []error{ErrUnknownAuthKey, ErrAuthKeyExpired, ErrAuthKeyUsed, ErrBadCredential} {
+		if errors.Is(err, e) {
+			return http.StatusUnauthorized, e.Error()
+		}
+	}
+	switch {
+	case errors.Is(err, ErrPublicKeyInUse):
+		return http.StatusConflict, ErrPublicKeyInUse.Error()
+	case errors.Is(err, errPoolExhausted):
+		return http.StatusServiceUnavailable, errPoolExhausted.Error()
+	}
+	return http.StatusInternalServerError, "internal error"
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	// A failed write means the client went away; nothing left to tell it.
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeError answers with the API's error body.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, control.Error{Error: msg})
+}

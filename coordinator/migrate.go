@@ -1,0 +1,67 @@
+package coordinator
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// migrations are applied in order; the schema version is the number of
+// migrations applied. Append new steps, never edit old ones: a store created
+// by an older build must upgrade by running only the steps it lacks.
+var migrations = []string{
+	// 1: auth keys and nodes.
+	`CREATE TABLE auth_keys (
+		id         INTEGER PRIMARY KEY AUTOINCREMENT,
+		key_hash   BLOB    NOT NULL UNIQUE,
+		reusable   INTEGER NOT NULL,
+		expires_at INTEGER,
+		created_at INTEGER NOT NULL,
+		used_at    INTEGER,
+		uses       INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE TABLE nodes (
+		id              INTEGER PRIMARY KEY AUTOINCREMENT,
+		name            TEXT    NOT NULL UNIQUE,
+		ip              TEXT    NOT NULL UNIQUE,
+		public_key      TEXT    NOT NULL UNIQUE,
+		credential_hash BLOB    NOT NULL,
+		auth_key_id     INTEGER REFERENCES auth_keys(id) ON DELETE SET NULL,
+		created_at      INTEGER NOT NULL,
+		last_seen       INTEGER,
+		online          INTEGER NOT NULL DEFAULT 0
+	);`,
+}
+
+// migrate brings the schema up to date. It runs in one immediate transaction,
+// so two processes opening a new store at once cannot both apply a step.
+func (s *Store) migrate(ctx context.Context) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+			return fmt.Errorf("migrate: create version table: %w", err)
+		}
+		var version int
+		err := tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&version)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
+				return fmt.Errorf("migrate: init version: %w", err)
+			}
+		case err != nil:
+			return fmt.Errorf("migrate: read version: %w", err)
+		}
+		if version > len(migrations) {
+			return fmt.Errorf("migrate: store schema version %d is newer than this build (%d)", version, len(migrations))
+		}
+		for i := version; i < len(migrations); i++ {
+			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+				return fmt.Errorf("migrate: step %d: %w", i+1, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(migrations)); err != nil {
+			return fmt.Errorf("migrate: set version: %w", err)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,204 @@
+package coordinator
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/meshvpn/meshvpn/control"
+)
+
+// ErrPublicKeyInUse means a node asked for a public key another node holds.
+var ErrPublicKeyInUse = errors.New("public key belongs to another node")
+
+// Registration is the outcome of admitting a node.
+type Registration struct {
+	Node       control.Node
+	Credential string
+	// Created is true for a new node, false for a re-admitted one.
+	Created bool
+}
+
+// Register admits a node. A valid credential wins; a node whose credential
+// is stale (say the coordinator's state was restored from an old backup) may
+// send an auth key along with it and is then admitted by the key.
+func (s *Store) Register(ctx context.Context, req control.RegisterRequest) (Registration, error) {
+	if req.Credential != "" {
+		reg, err := s.registerWithCredential(ctx, req)
+		if err == nil || !errors.Is(err, ErrBadCredential) || req.AuthKey == "" {
+			return reg, err
+		}
+	}
+	return s.registerWithAuthKey(ctx, req)
+}
+
+// registerWithAuthKey admits by auth key. A known public key re-admits its
+// node (same ID, name and address, new credential); otherwise a node is
+// created. The key is consumed in the same transaction, so a single-use key
+// admits exactly one node even under concurrent requests.
+func (s *Store) registerWithAuthKey(ctx context.Context, req control.RegisterRequest) (Registration, error) {
+	var reg Registration
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		keyID, err := s.checkAuthKey(ctx, tx, req.AuthKey)
+		if err != nil {
+			return err
+		}
+		node, err := scanNode(tx.QueryRowContext(ctx,
+			`SELECT `+nodeColumns+` FROM nodes WHERE public_key = ?`, req.PublicKey))
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			node, err = s.createNode(ctx, tx, req, keyID)
+			if err != nil {
+				return err
+			}
+			reg.Created = true
+		case err != nil:
+			return fmt.Errorf("look up public key: %w", err)
+		}
+		cred, err := newCredential(node.ID)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE nodes SET credential_hash = ? WHERE id = ?`, hashSecret(cred), node.ID); err != nil {
+			return fmt.Errorf("store credential: %w", err)
+		}
+		if err := s.useAuthKey(ctx, tx, keyID); err != nil {
+			return err
+		}
+		reg.Node, reg.Credential = node, cred
+		return nil
+	})
+	if err != nil {
+		return Registration{}, fmt.Errorf("register node: %w", err)
+	}
+	return reg, nil
+}
+
+// createNode inserts a node with a unique name and the first free address.
+// Its credential hash is set by the caller once the ID is known.
+func (s *Store) createNode(ctx context.Context, tx *sql.Tx, req control.RegisterRequest, keyID int64) (control.Node, error) {
+	name, err := uniqueName(ctx, tx, sanitizeHostname(req.Hostname))
+	if err != nil {
+		return control.Node{}, err
+	}
+	ip, err := freeIP(ctx, tx)
+	if err != nil {
+		return control.Node{}, err
+	}
+	res, err := tx.ExecContext(ctx,
+		`INSERT INTO nodes (name, ip, public_key, credential_hash, auth_key_id, created_at) VALUES (?, ?, ?, x'', ?, ?)`,
+		name, ip.String(), req.PublicKey, keyID, toMillis(s.now()))
+	if err != nil {
+		return control.Node{}, fmt.Errorf("insert node: %w", err)
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return control.Node{}, fmt.Errorf("insert node: %w", err)
+	}
+	return control.Node{ID: uint64(id), Name: name, IP: ip.String(), PublicKey: req.PublicKey}, nil
+}
+
+// uniqueName picks base, base-2, base-3, … whichever is free first.
+func uniqueName(ctx context.Context, tx *sql.Tx, base string) (string, error) {
+	// base is [a-z0-9-] only, so it has no LIKE wildcards to escape.
+	rows, err := tx.QueryContext(ctx, `SELECT name FROM nodes WHERE name LIKE ?`, base[:min(len(base), 40)]+"%")
+	if err != nil {
+		return "", fmt.Errorf("pick name: %w", err)
+	}
+	defer rows.Close()
+	taken := map[string]bool{}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return "", fmt.Errorf("pick name: %w", err)
+		}
+		taken[n] = true
+	}
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("pick name: %w", err)
+	}
+	for i := 1; ; i++ {
+		if c := nameCandidate(base, i); !taken[c] {
+			return c, nil
+		}
+	}
+}
+
+// freeIP allocates the first unused overlay address.
+func freeIP(ctx context.Context, tx *sql.Tx) (netip.Addr, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT ip FROM nodes`)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("allocate address: %w", err)
+	}
+	defer rows.Close()
+	used := map[netip.Addr]bool{}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return netip.Addr{}, fmt.Errorf("allocate address: %w", err)
+		}
+		if a, err := netip.ParseAddr(s); err == nil {
+			used[a] = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return netip.Addr{}, fmt.Errorf("allocate address: %w", err)
+	}
+	ip, err := allocateIP(control.OverlayPrefix, used)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("allocate address: %w", err)
+	}
+	return ip, nil
+}
+
+// registerWithCredential re-admits a node by its credential, adopting a new
+// public key if the node rotated it. The presented credential stays valid
+// and is returned as is.
+func (s *Store) registerWithCredential(ctx context.Context, req control.RegisterRequest) (Registration, error) {
+	var reg Registration
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		id, err := credentialNodeID(req.Credential)
+		if err != nil {
+			return err
+		}
+		var (
+			node     control.Node
+			lastSeen sql.NullInt64
+			hash     []byte
+		)
+		err = tx.QueryRowContext(ctx, `SELECT `+nodeColumns+`, credential_hash FROM nodes WHERE id = ?`, id).
+			Scan(&node.ID, &node.Name, &node.IP, &node.PublicKey, &node.Online, &lastSeen, &hash)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrBadCredential
+		}
+		if err != nil {
+			return fmt.Errorf("look up node: %w", err)
+		}
+		if !credentialMatches(req.Credential, hash) {
+			return ErrBadCredential
+		}
+		node.LastSeen = fromMillis(lastSeen)
+		if req.PublicKey != node.PublicKey {
+			var other uint64
+			err := tx.QueryRowContext(ctx, `SELECT id FROM nodes WHERE public_key = ?`, req.PublicKey).Scan(&other)
+			switch {
+			case err == nil:
+				return ErrPublicKeyInUse
+			case !errors.Is(err, sql.ErrNoRows):
+				return fmt.Errorf("check public key: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE nodes SET public_key = ? WHERE id = ?`, req.PublicKey, id); err != nil {
+				return fmt.Errorf("update public key: %w", err)
+			}
+			node.PublicKey = req.PublicKey
+		}
+		reg.Node, reg.Credential = node, req.Credential
+		return nil
+	})
+	if err != nil {
+		return Registration{}, fmt.Errorf("register node: %w", err)
+	}
+	return reg, nil
+}

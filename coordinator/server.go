@@ -1,0 +1,288 @@
+// Package coordinator is the meshvpn control server: it admits nodes with
+// auth keys, hands out overlay addresses, streams the netmap to agents,
+// relays their ICE signalling and answers STUN.
+package coordinator
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Listen is the HTTP(S) API address, e.g. ":8080".
+	Listen string
+	// StateDir holds the store.
+	StateDir string
+	// TLSCert and TLSKey are PEM files; with both set the API speaks HTTPS.
+	TLSCert string
+	TLSKey  string
+	// STUNListen is the UDP address of the embedded STUN server; empty
+	// disables it.
+	STUNListen string
+	// PublicHost is the host agents are told to reach STUN at. Empty means
+	// the host each agent used to reach the API.
+	PublicHost string
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// shutdownTimeout bounds a clean shutdown.
+const shutdownTimeout = 10 * time.Second
+
+// Server is a running coordinator.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	store *Store
+	hub   *hub
+	tls   *tls.Config
+
+	httpSrv *http.Server
+	httpLn  net.Listener
+	stun    *stunServer
+
+	// streams counts live stream handlers, which http.Server.Shutdown does
+	// not wait for once they have taken over their connection.
+	streams sync.WaitGroup
+	// Stream liveness timing; fields so tests can shorten them.
+	pingInterval time.Duration
+	pingTimeout  time.Duration
+	closeOnce    sync.Once
+}
+
+// New checks cfg, opens the store and loads the mesh. Call Run (or Listen
+// then Serve), or Close to release the store.
+func New(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Listen == "" {
+		return nil, errors.New("new coordinator: listen address is empty")
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return nil, errors.New("new coordinator: TLS needs both a certificate and a key")
+	}
+	if err := checkPublicHost(cfg.PublicHost); err != nil {
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, pingInterval: pingInterval, pingTimeout: pingTimeout}
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("new coordinator: load TLS certificate: %w", err)
+		}
+		s.tls = &tls.Config{
+			Certificates: []tls.Certificate{cert},
+			MinVersion:   tls.VersionTLS12,
+			// WebSockets need HTTP/1.1; the API gains nothing from HTTP/2.
+			NextProtos: []string{"http/1.1"},
+		}
+	}
+
+	store, err := OpenStore(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// No stream exists yet, whatever a crashed predecessor left behind.
+	if err := store.ClearOnline(ctx); err != nil {
+		store.Close()
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
+	h, err := newHub(ctx, store, s.log)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
+	s.store, s.hub = store, h
+	s.httpSrv = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+// checkPublicHost accepts a host name or IP address without a port.
+func checkPublicHost(h string) error {
+	if h == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(h); err == nil || strings.ContainsAny(h, "/ ") {
+		return fmt.Errorf("public host %q: want a host name or IP address without port", h)
+	}
+	return nil
+}
+
+// Store is the server's store.
+func (s *Server) Store() *Store { return s.store }
+
+// Listen binds the API and STUN sockets. After it returns, HTTPAddr and
+// STUNAddr report the bound addresses (useful with port 0).
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
+	}
+	if s.cfg.STUNListen != "" {
+		st, err := listenSTUN(s.cfg.STUNListen, s.log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		s.stun = st
+	}
+	s.httpLn = ln
+	return nil
+}
+
+// HTTPAddr is the API's bound address, nil before Listen.
+func (s *Server) HTTPAddr() net.Addr {
+	if s.httpLn == nil {
+		return nil
+	}
+	return s.httpLn.Addr()
+}
+
+// STUNAddr is the STUN server's bound address, nil if disabled.
+func (s *Server) STUNAddr() net.Addr {
+	if s.stun == nil {
+		return nil
+	}
+	return s.stun.conn.LocalAddr()
+}
+
+// Run listens and serves until ctx is done, then shuts down cleanly.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		s.Close()
+		return err
+	}
+	return s.Serve(ctx)
+}
+
+// Serve serves on the sockets bound by Listen until ctx is done or a socket
+// fails, then shuts down: it closes every stream, marks every node offline
+// and closes the store. It returns nil after a shutdown asked for by ctx.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.httpLn == nil {
+		return errors.New("serve: Listen was not called")
+	}
+	errc := make(chan error, 2)
+	ln := s.httpLn
+	scheme := "http"
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls)
+		scheme = "https"
+	}
+	go func() {
+		if err := s.httpSrv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serve http: %w", err)
+		}
+	}()
+	attrs := []any{"api", scheme + "://" + s.httpLn.Addr().String(), "state", s.store.Path()}
+	if s.stun != nil {
+		go func() {
+			if err := s.stun.serve(); err != nil {
+				errc <- err
+			}
+		}()
+		attrs = append(attrs, "stun", "udp://"+s.stun.conn.LocalAddr().String())
+	} else {
+		attrs = append(attrs, "stun", "disabled")
+	}
+	s.log.Info("coordinator listening", attrs...)
+
+	var err error
+	select {
+	case <-ctx.Done():
+		s.log.Info("shutting down")
+	case err = <-errc:
+		s.log.Error("shutting down after failure", "err", err)
+	}
+	if cerr := s.shutdown(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// shutdown stops accepting, ends streams, then clears online flags, so the
+// store says "offline" for every node once the server is gone.
+func (s *Server) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	var errs []error
+	if err := s.httpSrv.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("shutdown http: %w", err))
+	}
+	s.hub.closeAll("coordinator shutting down")
+	done := make(chan struct{})
+	go func() {
+		s.streams.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, errors.New("shutdown: streams did not end in time"))
+	}
+	if err := s.store.ClearOnline(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Close releases the sockets and the store without a clean shutdown; Serve
+// calls it itself.
+func (s *Server) Close() error {
+	var errs []error
+	s.closeOnce.Do(func() {
+		if s.httpLn != nil {
+			s.httpSrv.Close()
+			s.httpLn.Close() // in case Serve never ran
+		}
+		if s.stun != nil {
+			if err := s.stun.close(); err != nil {
+				errs = append(errs, fmt.Errorf("close stun: %w", err))
+			}
+		}
+		if err := s.store.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// stunServers is the STUN list for an agent that reached us via r.
+func (s *Server) stunServers(r *http.Request) []string {
+	if s.stun == nil {
+		return []string{}
+	}
+	host := s.cfg.PublicHost
+	if host == "" {
+		host = r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if host == "" {
+		return []string{}
+	}
+	return []string{net.JoinHostPort(host, strconv.Itoa(s.stun.port()))}
+}

@@ -1,0 +1,121 @@
+package coordinator
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver; no cgo needed
+)
+
+// DBFile is the name of the SQLite database inside the state directory.
+const DBFile = "coordinator.db"
+
+// Store is the coordinator's persistent state: auth keys and nodes. Several
+// processes may open the same store at once (the server and the admin
+// commands), which is why it runs in WAL mode with a busy timeout.
+type Store struct {
+	db   *sql.DB
+	path string
+	// now is the clock; tests replace it to exercise expiry.
+	now func() time.Time
+}
+
+// OpenStore opens (creating if needed) the store in dir. The directory is
+// created with mode 0700 and the database file with mode 0600, since it
+// holds credential hashes.
+func OpenStore(dir string) (*Store, error) {
+	if dir == "" {
+		return nil, errors.New("open store: state directory is empty")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open store: create state dir: %w", err)
+	}
+	path := filepath.Join(dir, DBFile)
+	// Create the file ourselves so SQLite never creates it with a umask-derived
+	// mode; its -wal and -shm files copy this file's permissions.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	f.Close()
+	if err := os.Chmod(path, 0o600); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+
+	// busy_timeout makes a writer wait for another process's write instead of
+	// failing; _txlock=immediate takes the write lock at BEGIN, so a
+	// read-then-write transaction cannot fail half-way on a lock upgrade.
+	dsn := "file:" + path +
+		"?_pragma=busy_timeout(5000)" +
+		"&_pragma=journal_mode(WAL)" +
+		"&_pragma=foreign_keys(1)" +
+		"&_pragma=synchronous(NORMAL)" +
+		"&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	// One connection serialises this process's writers in Go rather than in
+	// SQLite's lock, and keeps pragmas on the single connection in force.
+	db.SetMaxOpenConns(1)
+	db.SetConnMaxLifetime(0)
+
+	s := &Store{db: db, path: path, now: time.Now}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Path is the database file's path.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the database.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+// inTx runs fn in one write transaction and commits it if fn succeeds.
+func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// Times are stored as Unix milliseconds; NULL means "never".
+
+func toMillis(t time.Time) int64 { return t.UnixMilli() }
+
+func nullMillis(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixMilli(), Valid: true}
+}
+
+func fromMillis(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return time.UnixMilli(v.Int64).UTC()
+}

@@ -1,0 +1,224 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/meshvpn/meshvpn/control"
+)
+
+const (
+	// streamReadLimit bounds one agent frame; signals are a few hundred bytes.
+	streamReadLimit = 64 << 10
+	// sendQueueLen bounds the frames waiting for one agent.
+	sendQueueLen = 256
+	// pingInterval is how often a stream is probed; a NAT or a dead peer is
+	// noticed within pingInterval+pingTimeout.
+	pingInterval = 15 * time.Second
+	pingTimeout  = 10 * time.Second
+	writeTimeout = 10 * time.Second
+)
+
+// handleStream serves GET /api/v1/stream: the long-lived WebSocket that
+// carries the netmap and its deltas to an agent and signals both ways.
+func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+		return
+	}
+	version, err := negotiateVersion(r.URL.Query().Get("v"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	// Authenticate before the upgrade, so a bad credential gets a plain 401
+	// the agent can act on.
+	cred, ok := bearerToken(r.Header.Get("Authorization"))
+	if !ok {
+		writeError(w, http.StatusUnauthorized, "missing bearer credential")
+		return
+	}
+	node, err := s.store.AuthenticateNode(r.Context(), cred)
+	if errors.Is(err, ErrBadCredential) {
+		writeError(w, http.StatusUnauthorized, ErrBadCredential.Error())
+		return
+	}
+	if err != nil {
+		s.log.Error("stream: authenticate", "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error")
+		return
+	}
+
+	ws, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		// Accept has already answered the client.
+		s.log.Debug("stream: upgrade failed", "node", node.ID, "err", err)
+		return
+	}
+	s.streams.Add(1)
+	defer s.streams.Done()
+	ws.SetReadLimit(streamReadLimit)
+	s.serveStream(ws, node, version, s.stunServers(r))
+}
+
+// serveStream runs one agent's stream until either side ends it.
+func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int, stun []string) {
+	log := s.log.With("node", node.ID, "name", node.Name)
+	// ctx stops the writer and pinger. Reads use a context that is never
+	// cancelled: cancelling a read makes the library drop the connection
+	// without a close handshake, and we want the agent to see our reason.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var closeOnce sync.Once
+	closed := make(chan struct{})
+	c := &streamConn{
+		nodeID: node.ID,
+		send:   make(chan []byte, sendQueueLen),
+		close: func(reason string, graceful bool) {
+			closeOnce.Do(func() {
+				cancel()
+				// The hub calls this under its lock, so never wait here:
+				// Close waits for the agent's close frame, and even CloseNow
+				// waits for the reader and writer to let go.
+				go func() {
+					defer close(closed)
+					if graceful {
+						ws.Close(websocket.StatusGoingAway, reason)
+					} else {
+						ws.CloseNow()
+					}
+				}()
+			})
+		},
+	}
+
+	if err := s.hub.connect(c, version, stun); err != nil {
+		log.Warn("stream refused", "err", err)
+		ws.Close(websocket.StatusTryAgainLater, err.Error())
+		return
+	}
+	log.Info("node online")
+	defer func() {
+		if s.hub.disconnect(c) {
+			log.Info("node offline")
+		}
+	}()
+
+	var wg sync.WaitGroup
+	wg.Go(func() { s.writeLoop(ctx, ws, c, log) })
+	wg.Go(func() { s.pingLoop(ctx, ws, c, log) })
+	s.readLoop(ws, node.ID, log)
+
+	c.close("stream ended", false)
+	<-closed
+	wg.Wait()
+}
+
+// writeLoop sends queued frames in order.
+func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *streamConn, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case frame := <-c.send:
+			wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+			err := ws.Write(wctx, websocket.MessageText, frame)
+			cancel()
+			if err != nil {
+				log.Debug("stream write failed", "err", err)
+				c.close("write failed", false)
+				return
+			}
+		}
+	}
+}
+
+// pingLoop detects dead streams: a stream that does not answer a ping is
+// closed, which marks its node offline.
+func (s *Server) pingLoop(ctx context.Context, ws *websocket.Conn, c *streamConn, log *slog.Logger) {
+	t := time.NewTicker(s.pingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, s.pingTimeout)
+		err := ws.Ping(pctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Info("stream not answering pings, closing", "err", err)
+			}
+			c.close("ping timeout", false)
+			return
+		}
+		s.hub.touch(c.nodeID)
+	}
+}
+
+// readLoop handles frames from the agent until the stream fails or closes.
+func (s *Server) readLoop(ws *websocket.Conn, from uint64, log *slog.Logger) {
+	for {
+		typ, data, err := ws.Read(context.Background())
+		if err != nil {
+			if websocket.CloseStatus(err) == -1 {
+				log.Debug("stream read ended", "err", err)
+			}
+			return
+		}
+		if typ != websocket.MessageText {
+			log.Debug("ignoring binary frame")
+			continue
+		}
+		var m control.Message
+		if err := json.Unmarshal(data, &m); err != nil {
+			log.Debug("ignoring malformed frame", "err", err)
+			continue
+		}
+		switch m.Type {
+		case control.MsgSignal:
+			if m.Signal == nil {
+				log.Debug("ignoring signal frame without signal")
+				continue
+			}
+			s.hub.relay(from, *m.Signal)
+		default:
+			log.Debug("ignoring frame", "type", m.Type)
+		}
+	}
+}
+
+// negotiateVersion picks the stream protocol version: the agent's, capped at
+// ours. An agent that sends none speaks version 1.
+func negotiateVersion(v string) (int, error) {
+	if v == "" {
+		return 1, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, errors.New("bad protocol version " + strconv.Quote(v))
+	}
+	return min(n, control.ProtocolVersion), nil
+}
+
+// bearerToken extracts the credential of an "Authorization: Bearer" header.
+func bearerToken(h string) (string, bool) {
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}

@@ -1,0 +1,325 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
+
+	"github.com/meshvpn/meshvpn/control"
+)
+
+// registerHTTP registers over the real API.
+func registerHTTP(t *testing.T, base string, req control.RegisterRequest) control.RegisterResponse {
+	t.Helper()
+	body, _ := json.Marshal(req)
+	resp, err := http.Post(base+control.PathRegister, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("register %s: status %d", req.Hostname, resp.StatusCode)
+	}
+	var r control.RegisterResponse
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func dialStream(t *testing.T, base, cred string) *websocket.Conn {
+	t.Helper()
+	c, resp, err := dialStreamErr(t, base, cred)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial stream: %v (status %d)", err, status)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+func dialStreamErr(t *testing.T, base, cred string) (*websocket.Conn, *http.Response, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h := http.Header{}
+	if cred != "" {
+		h.Set("Authorization", "Bearer "+cred)
+	}
+	u := "ws" + strings.TrimPrefix(base, "http") + control.PathStream + "?v=" + strconv.Itoa(control.ProtocolVersion)
+	return websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: h})
+}
+
+func readMsg(t *testing.T, c *websocket.Conn) control.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var m control.Message
+	if err := wsjson.Read(ctx, c, &m); err != nil {
+		t.Fatalf("read stream: %v", err)
+	}
+	return m
+}
+
+// readUpsert reads one delta and returns its single node.
+func readUpsert(t *testing.T, c *websocket.Conn) control.Node {
+	t.Helper()
+	m := readMsg(t, c)
+	if m.Type != control.MsgDelta || m.Delta == nil || len(m.Delta.Upsert) != 1 {
+		t.Fatalf("want a delta with one node, got %+v", m)
+	}
+	return m.Delta.Upsert[0]
+}
+
+func TestStreamNetmapDeltasAndSignals(t *testing.T) {
+	s, base := startServer(t, t.TempDir())
+	key := newKey(t, s.store, true, 0)
+	a := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "alpha", PublicKey: newPublicKey(t)})
+	b := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "beta", PublicKey: newPublicKey(t)})
+
+	ca := dialStream(t, base, a.Credential)
+	m := readMsg(t, ca)
+	if m.Type != control.MsgNetmap || m.Version != 1 || m.Netmap == nil {
+		t.Fatalf("first frame: %+v", m)
+	}
+	nm := m.Netmap
+	if nm.Self.ID != a.NodeID || nm.Self.IP != a.IP || !nm.Self.Online {
+		t.Fatalf("self: %+v", nm.Self)
+	}
+	if len(nm.Peers) != 1 || nm.Peers[0].ID != b.NodeID || nm.Peers[0].Online {
+		t.Fatalf("peers: %+v", nm.Peers)
+	}
+	stunPort := s.STUNAddr().(*net.UDPAddr).Port
+	if want := "127.0.0.1:" + strconv.Itoa(stunPort); len(nm.STUN) != 1 || nm.STUN[0] != want {
+		t.Fatalf("stun: %v, want [%s]", nm.STUN, want)
+	}
+
+	// A new node registers: alpha hears of it.
+	c := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "gamma", PublicKey: newPublicKey(t)})
+	if n := readUpsert(t, ca); n.ID != c.NodeID || n.Name != "gamma" || n.Online {
+		t.Fatalf("delta for gamma: %+v", n)
+	}
+
+	// beta connects: alpha sees it online; beta's netmap has alpha online.
+	cb := dialStream(t, base, b.Credential)
+	m = readMsg(t, cb)
+	if m.Type != control.MsgNetmap || len(m.Netmap.Peers) != 2 {
+		t.Fatalf("beta netmap: %+v", m)
+	}
+	for _, p := range m.Netmap.Peers {
+		if p.ID == a.NodeID && !p.Online {
+			t.Fatalf("beta sees alpha offline: %+v", p)
+		}
+	}
+	if n := readUpsert(t, ca); n.ID != b.NodeID || !n.Online || n.LastSeen.IsZero() {
+		t.Fatalf("delta for beta online: %+v", n)
+	}
+
+	// beta signals alpha, claiming to be someone else: From is fixed up.
+	ctx := t.Context()
+	sig := control.Signal{From: 999, To: a.NodeID, Kind: control.SignalOffer, Session: "s1", Ufrag: "u", Pwd: "p"}
+	if err := wsjson.Write(ctx, cb, control.Message{Type: control.MsgSignal, Signal: &sig}); err != nil {
+		t.Fatal(err)
+	}
+	// Garbage, unknown types and signals to nowhere are ignored.
+	cb.Write(ctx, websocket.MessageText, []byte("{not json"))
+	wsjson.Write(ctx, cb, control.Message{Type: "bogus"})
+	wsjson.Write(ctx, cb, control.Message{Type: control.MsgSignal, Signal: &control.Signal{To: 12345, Kind: "offer"}})
+	wsjson.Write(ctx, cb, control.Message{Type: control.MsgSignal})
+	cand := control.Signal{To: a.NodeID, Kind: control.SignalCandidate, Session: "s1", Candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host"}
+	wsjson.Write(ctx, cb, control.Message{Type: control.MsgSignal, Signal: &cand})
+
+	m = readMsg(t, ca)
+	want := sig
+	want.From = b.NodeID
+	if m.Type != control.MsgSignal || m.Signal == nil || *m.Signal != want {
+		t.Fatalf("relayed signal: %+v, want %+v", m.Signal, want)
+	}
+	m = readMsg(t, ca)
+	cand.From = b.NodeID
+	if m.Type != control.MsgSignal || *m.Signal != cand {
+		t.Fatalf("relayed candidate: %+v", m.Signal)
+	}
+
+	// beta leaves: alpha sees it offline, and so does the store.
+	cb.Close(websocket.StatusNormalClosure, "")
+	if n := readUpsert(t, ca); n.ID != b.NodeID || n.Online {
+		t.Fatalf("delta for beta offline: %+v", n)
+	}
+	online := onlineByID(t, s.store)
+	if !online[a.NodeID] || online[b.NodeID] {
+		t.Fatalf("store online flags: %v", online)
+	}
+}
+
+func onlineByID(t *testing.T, st *Store) map[uint64]bool {
+	t.Helper()
+	nodes, err := st.ListNodes(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[uint64]bool{}
+	for _, n := range nodes {
+		m[n.ID] = n.Online
+	}
+	return m
+}
+
+func TestStreamAuth(t *testing.T) {
+	s, base := startServer(t, t.TempDir())
+	key := newKey(t, s.store, false, 0)
+	a := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "a", PublicKey: newPublicKey(t)})
+	for _, cred := range []string{"", "1.wrong", a.Credential + "x", "garbage"} {
+		_, resp, err := dialStreamErr(t, base, cred)
+		if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+			st := 0
+			if resp != nil {
+				st = resp.StatusCode
+			}
+			t.Errorf("credential %q: err %v status %d, want 401", cred, err, st)
+		}
+	}
+	// POST to the stream path is not a stream.
+	resp, err := http.Post(base+control.PathStream, "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST stream: %d", resp.StatusCode)
+	}
+}
+
+func TestStreamReplacedByNewer(t *testing.T) {
+	s, base := startServer(t, t.TempDir())
+	key := newKey(t, s.store, true, 0)
+	a := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "a", PublicKey: newPublicKey(t)})
+	b := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "b", PublicKey: newPublicKey(t)})
+	cb := dialStream(t, base, b.Credential)
+	readMsg(t, cb)
+
+	old := dialStream(t, base, a.Credential)
+	readMsg(t, old)
+	if n := readUpsert(t, cb); n.ID != a.NodeID || !n.Online {
+		t.Fatalf("a online: %+v", n)
+	}
+	fresh := dialStream(t, base, a.Credential)
+	if m := readMsg(t, fresh); m.Type != control.MsgNetmap {
+		t.Fatalf("new stream: %+v", m)
+	}
+	// The old stream is closed by the server.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, _, err := old.Read(ctx); websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Fatalf("old stream: %v, want close with going away", err)
+	}
+	// Peers only ever see a online; the replacement did not flap it offline.
+	if n := readUpsert(t, cb); n.ID != a.NodeID || !n.Online {
+		t.Fatalf("a after reconnect: %+v", n)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if !onlineByID(t, s.store)[a.NodeID] {
+		t.Fatal("a offline in store after replacement")
+	}
+}
+
+func TestStreamDeadConnectionGoesOffline(t *testing.T) {
+	s, base := startServer(t, t.TempDir(), func(s *Server) {
+		s.pingInterval = 50 * time.Millisecond
+		s.pingTimeout = 200 * time.Millisecond
+	})
+	key := newKey(t, s.store, true, 0)
+	a := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "a", PublicKey: newPublicKey(t)})
+	b := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "b", PublicKey: newPublicKey(t)})
+	cb := dialStream(t, base, b.Credential)
+	readMsg(t, cb)
+
+	// A client that never reads never answers pings: it looks dead.
+	dialStream(t, base, a.Credential)
+	if n := readUpsert(t, cb); n.ID != a.NodeID || !n.Online {
+		t.Fatalf("a online: %+v", n)
+	}
+	if n := readUpsert(t, cb); n.ID != a.NodeID || n.Online {
+		t.Fatalf("a should be dropped as dead: %+v", n)
+	}
+	if onlineByID(t, s.store)[a.NodeID] {
+		t.Fatal("dead node online in store")
+	}
+}
+
+func TestStreamShutdownClearsOnline(t *testing.T) {
+	dir := t.TempDir()
+	s, err := New(Config{Listen: "127.0.0.1:0", StateDir: dir, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	base := "http://" + s.HTTPAddr().String()
+	key := newKey(t, s.store, false, 0)
+	a := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "a", PublicKey: newPublicKey(t)})
+	c := dialStream(t, base, a.Credential)
+	if m := readMsg(t, c); len(m.Netmap.STUN) != 0 {
+		t.Fatalf("STUN disabled but netmap lists %v", m.Netmap.STUN)
+	}
+	if !onlineByID(t, s.store)[a.NodeID] {
+		t.Fatal("not online")
+	}
+	// The agent keeps reading, as real agents do, so it answers the close.
+	readErr := make(chan error, 1)
+	go func() {
+		_, _, err := c.Read(context.Background())
+		readErr <- err
+	}()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if err := <-readErr; websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Fatalf("stream after shutdown: %v", err)
+	}
+	st, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if onlineByID(t, st)[a.NodeID] {
+		t.Fatal("online flag survived shutdown")
+	}
+}
+
+func TestHubDropsSlowStream(t *testing.T) {
+	s := newTestServer(t)
+	key := newKey(t, s.store, true, 0)
+	a := mustRegister(t, s.Handler(), control.RegisterRequest{AuthKey: key, Hostname: "a", PublicKey: newPublicKey(t)})
+	closed := 0
+	c := &streamConn{nodeID: a.NodeID, send: make(chan []byte, 4), close: func(string, bool) { closed++ }}
+	if err := s.hub.connect(c, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		mustRegister(t, s.Handler(), control.RegisterRequest{AuthKey: key, Hostname: "x", PublicKey: newPublicKey(t)})
+	}
+	if closed != 1 {
+		t.Fatalf("slow stream closed %d times, want 1", closed)
+	}
+	if len(c.send) != cap(c.send) {
+		t.Fatalf("queue holds %d frames", len(c.send))
+	}
+	s.hub.disconnect(c)
+}

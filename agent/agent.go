@@ -32,7 +32,10 @@ type Config struct {
 	TUN         string
 	Port        uint16 // UDP port of the shared socket; 0 picks one
 	MTU         int
-	Logger      *slog.Logger
+	// CAFile, when set, is a PEM bundle trusted for the coordinator's TLS
+	// certificate instead of the system roots (a self-hosted CA).
+	CAFile string
+	Logger *slog.Logger
 }
 
 // Agent is a running node.
@@ -48,6 +51,8 @@ type Agent struct {
 	net  *iceNet
 	pion logging.LoggerFactory
 	tun  *tun.Device
+
+	stop context.CancelFunc // ends Run; `meshvpn down` calls it
 
 	mu    sync.Mutex
 	self  control.Node
@@ -72,7 +77,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		cfg.Hostname = h
 	}
-	ctl, err := newControlClient(cfg.Coordinator, cfg.Logger)
+	ctl, err := newControlClient(cfg.Coordinator, cfg.CAFile, cfg.Logger)
 	if err != nil {
 		return err
 	}
@@ -86,7 +91,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	a := &Agent{
+		stop:  stop,
 		cfg:   cfg,
 		log:   cfg.Logger,
 		priv:  priv,

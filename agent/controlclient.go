@@ -3,6 +3,8 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -46,14 +49,26 @@ func (e *refusedError) Error() string {
 	return fmt.Sprintf("coordinator refused: %s (HTTP %d)", e.msg, e.status)
 }
 
-func newControlClient(coordinator string, log *slog.Logger) (*controlClient, error) {
+func newControlClient(coordinator, caFile string, log *slog.Logger) (*controlClient, error) {
 	u, err := parseCoordinatorURL(coordinator)
 	if err != nil {
 		return nil, err
 	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("read CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
 	return &controlClient{
 		base: u,
-		http: &http.Client{Timeout: 15 * time.Second},
+		http: &http.Client{Timeout: 15 * time.Second, Transport: tr},
 		log:  log,
 		out:  make(chan control.Message, 256),
 	}, nil
@@ -88,6 +103,9 @@ func (c *controlClient) register(ctx context.Context, req control.RegisterReques
 		var refused *refusedError
 		if errors.As(err, &refused) {
 			return nil, err
+		}
+		if isCertError(err) {
+			return nil, fmt.Errorf("coordinator's TLS certificate is not trusted (give its CA with --ca-file): %w", err)
 		}
 		d := b.next()
 		c.log.Warn("coordinator unreachable, retrying", "url", c.base.String(), "err", err, "retry_in", d.Round(time.Millisecond))
@@ -134,6 +152,16 @@ func (c *controlClient) registerOnce(ctx context.Context, req control.RegisterRe
 		return nil, fmt.Errorf("decode register answer: %w", err)
 	}
 	return &resp, nil
+}
+
+// isCertError tells a TLS verification failure, which no retry can fix, from
+// a network failure, which a retry may.
+func isCertError(err error) bool {
+	var unknown x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var host x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	return errors.As(err, &unknown) || errors.As(err, &invalid) || errors.As(err, &host) || errors.As(err, &verify)
 }
 
 // send queues a message for the coordinator. While the stream is down the

@@ -19,7 +19,10 @@ import (
 
 // The local API is HTTP on a unix socket; only root (or the socket's group)
 // may talk to it.
-const pathStatus = "/v1/status"
+const (
+	pathStatus = "/v1/status"
+	pathDown   = "/v1/down"
+)
 
 func listenLocalAPI(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -46,6 +49,11 @@ func serveLocalAPI(l net.Listener, a *Agent) {
 	mux.HandleFunc("GET "+pathStatus, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(a.Status())
+	})
+	mux.HandleFunc("POST "+pathDown, func(w http.ResponseWriter, r *http.Request) {
+		a.log.Info("shutdown requested over the local API")
+		w.WriteHeader(http.StatusNoContent)
+		a.stop()
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	_ = srv.Serve(l)
@@ -174,6 +182,26 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 		return nil, fmt.Errorf("decode agent status: %w", err)
 	}
 	return &st, nil
+}
+
+// Down asks the agent to shut down, as SIGTERM would.
+func (c *Client) Down(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://meshvpn"+pathDown, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || isConnRefused(err) {
+			return fmt.Errorf("no meshvpn agent is running on %s", c.Socket)
+		}
+		return fmt.Errorf("talk to agent on %s: %w", c.Socket, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("agent refused to shut down: HTTP %d", resp.StatusCode)
+	}
+	return nil
 }
 
 func isConnRefused(err error) bool {

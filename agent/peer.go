@@ -239,22 +239,41 @@ func (p *peer) onSelected(agent *ice.Agent, local, remote ice.Candidate) {
 	overlay, _ := netip.ParseAddr(p.node.IP)
 	p.mu.Unlock()
 	p.log.Info("path selected", "path", pathOf(local.Type(), remote.Type()), "local", local.Type().String()+" "+net.JoinHostPort(local.Address(), strconv.Itoa(local.Port())), "remote", remote.Type().String()+" "+ep.String())
-	if err := p.a.wg.setEndpoint(p.key, ep); err != nil {
+	// Only the controlling side starts the first handshake: when both
+	// initiate at the same instant, wireguard-go can end up with keypairs
+	// that do not match and stays silent until its 15 s retry. The
+	// controlled side turns its keepalives on a little later, which also
+	// covers a controlling side that never got through.
+	if err := p.a.wg.setEndpoint(p.key, ep, p.controlling); err != nil {
 		p.log.Error("set WireGuard endpoint", "err", err)
 		return
 	}
-	time.AfterFunc(handshakeGrace, func() { p.ensureHandshake(agent, overlay, ep) })
+	if p.controlling {
+		time.AfterFunc(handshakeGrace, func() { p.ensureHandshake(agent, overlay, ep) })
+		return
+	}
+	time.AfterFunc(3*handshakeGrace, func() {
+		if p.current(agent, ep) {
+			if err := p.a.wg.setEndpoint(p.key, ep, true); err != nil {
+				p.log.Error("enable WireGuard keepalives", "err", err)
+			}
+		}
+	})
 }
 
 // handshakeGrace is how long a new path may go without a WireGuard
-// handshake before the peer is recreated to force one.
+// handshake before the controlling side recreates the peer to force one.
 const handshakeGrace = 400 * time.Millisecond
 
-func (p *peer) ensureHandshake(agent *ice.Agent, overlay netip.Addr, ep netip.AddrPort) {
+// current tells whether ep, selected by agent, is still the peer's path.
+func (p *peer) current(agent *ice.Agent, ep netip.AddrPort) bool {
 	p.mu.Lock()
-	current := p.ice == agent && p.endpoint == ep && !p.closed
-	p.mu.Unlock()
-	if !current || p.a.wg.handshaked(p.key) {
+	defer p.mu.Unlock()
+	return p.ice == agent && p.endpoint == ep && !p.closed
+}
+
+func (p *peer) ensureHandshake(agent *ice.Agent, overlay netip.Addr, ep netip.AddrPort) {
+	if !p.current(agent, ep) || p.a.wg.handshaked(p.key) {
 		return
 	}
 	p.log.Debug("no handshake on the new path yet, recreating the WireGuard peer")

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,11 +20,28 @@ type PingOptions struct {
 	Count    int
 	Interval time.Duration
 	Timeout  time.Duration // per reply
+	JSON     bool          // one JSON object per line instead of text
 }
 
 // PingResult counts what Ping saw.
 type PingResult struct {
-	Sent, Received int
+	Peer     string `json:"peer"`
+	IP       string `json:"ip"`
+	Sent     int    `json:"sent"`
+	Received int    `json:"received"`
+}
+
+// PingReply is one echo and the path the agent had for the peer when the
+// reply came (or, without a reply, when it gave up waiting).
+type PingReply struct {
+	Seq        int     `json:"seq"`
+	Reply      bool    `json:"reply"`
+	RTTMs      float64 `json:"rtt_ms,omitempty"`
+	Path       string  `json:"path"`
+	Reason     string  `json:"reason,omitempty"`
+	Endpoint   string  `json:"endpoint,omitempty"`
+	LocalType  string  `json:"local_type,omitempty"`
+	RemoteType string  `json:"remote_type,omitempty"`
 }
 
 // ResolvePeer finds a peer by name or overlay address in st.
@@ -58,7 +76,11 @@ func Ping(ctx context.Context, c *Client, target string, opt PingOptions, out io
 		return res, err
 	}
 	defer conn.Close()
-	fmt.Fprintf(out, "PING %s (%s) from %s\n", p.Name, p.IP, st.Self.IP)
+	res.Peer, res.IP = p.Name, p.IP
+	enc := json.NewEncoder(out)
+	if !opt.JSON {
+		fmt.Fprintf(out, "PING %s (%s) from %s\n", p.Name, p.IP, st.Self.IP)
+	}
 	id := os.Getpid() & 0xffff
 	var to net.Addr = &net.IPAddr{IP: dst.AsSlice()}
 	if network == "udp4" {
@@ -79,25 +101,35 @@ func Ping(ctx context.Context, c *Client, target string, opt PingOptions, out io
 		}
 		res.Sent++
 		rtt, ok := waitEcho(conn, dst, id, seq, network == "udp4", opt.Timeout)
-		if !ok {
-			fmt.Fprintf(out, "seq=%d: no reply within %v\n", seq, opt.Timeout)
-			continue
+		r := PingReply{Seq: seq, Reply: ok, Path: PathNone}
+		if ok {
+			res.Received++
+			r.RTTMs = float64(rtt.Microseconds()) / 1000
 		}
-		res.Received++
-		path := "path unknown"
 		if st, err := c.Status(ctx); err == nil {
 			if ps, err := ResolvePeer(st, p.IP); err == nil {
-				path = describePath(ps)
+				r.Path, r.Reason, r.Endpoint, r.LocalType, r.RemoteType = ps.Path, ps.Reason, ps.Endpoint, ps.LocalType, ps.RemoteType
 			}
 		}
-		fmt.Fprintf(out, "reply from %s (%s): seq=%d time=%.2f ms via %s\n", p.Name, p.IP, seq, float64(rtt.Microseconds())/1000, path)
+		switch {
+		case opt.JSON:
+			_ = enc.Encode(r)
+		case ok:
+			fmt.Fprintf(out, "reply from %s (%s): seq=%d time=%.2f ms via %s\n", p.Name, p.IP, seq, r.RTTMs, describePath(&r))
+		default:
+			fmt.Fprintf(out, "seq=%d: no reply within %v (%s)\n", seq, opt.Timeout, describePath(&r))
+		}
+	}
+	if opt.JSON {
+		_ = enc.Encode(res)
+		return res, nil
 	}
 	loss := 100 * float64(res.Sent-res.Received) / float64(max(res.Sent, 1))
 	fmt.Fprintf(out, "--- %s: %d sent, %d received, %.0f%% loss\n", p.Name, res.Sent, res.Received, loss)
 	return res, nil
 }
 
-func describePath(p *PeerStatus) string {
+func describePath(p *PingReply) string {
 	switch p.Path {
 	case PathDirect, PathRelay:
 		return fmt.Sprintf("%s %s (local %s, remote %s)", p.Path, p.Endpoint, p.LocalType, p.RemoteType)

@@ -48,10 +48,14 @@ func (w *wgDevice) removePeer(key Key) error {
 	return nil
 }
 
-// setEndpoint points the peer at the path ICE selected and turns keepalives
-// on, which starts a handshake at once when none has been attempted lately.
-func (w *wgDevice) setEndpoint(key Key, ep netip.AddrPort) error {
-	cfg := fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s\npersistent_keepalive_interval=%d\n", key.Hex(), ep, persistentKeepalive)
+// setEndpoint points the peer at the path ICE selected. With keepalive it
+// also turns keepalives on, which starts a handshake at once when none has
+// been attempted lately; without, WireGuard waits for the peer's handshake.
+func (w *wgDevice) setEndpoint(key Key, ep netip.AddrPort, keepalive bool) error {
+	cfg := fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s\n", key.Hex(), ep)
+	if keepalive {
+		cfg += fmt.Sprintf("persistent_keepalive_interval=%d\n", persistentKeepalive)
+	}
 	if err := w.dev.IpcSet(cfg); err != nil {
 		return fmt.Errorf("set WireGuard endpoint: %w", err)
 	}

@@ -28,7 +28,8 @@ const usage = `meshvpn: peer-to-peer mesh VPN agent
 Usage:
   meshvpn up --coordinator URL [--authkey KEY] [flags]   run the agent (foreground)
   meshvpn status [--json] [--socket PATH]                 show this node and the path to every peer
-  meshvpn ping PEER [-c N] [--socket PATH]                ping a peer over the overlay, showing the path
+  meshvpn ping PEER [-c N] [--json] [--socket PATH]       ping a peer over the overlay, showing the path
+  meshvpn down [--socket PATH]                            stop the running agent (as SIGTERM does)
   meshvpn version                                         print the version
 
 Run 'meshvpn COMMAND --help' for the flags of a command.
@@ -53,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdStatus(args[1:], stdout, stderr)
 	case "ping":
 		err = cmdPing(args[1:], stdout, stderr)
+	case "down":
+		err = cmdDown(args[1:], stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "meshvpn", version)
 	case "help", "-h", "--help":
@@ -116,6 +119,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 	tunName := fs.String("tun", "meshvpn0", "name of the TUN device")
 	port := fs.Uint("port", 0, "UDP port shared by WireGuard and ICE (0 = random)")
 	mtu := fs.Int("mtu", tun.DefaultMTU, "MTU of the TUN device")
+	caFile := fs.String("ca-file", "", "PEM file of the CA that signed the coordinator's TLS certificate (default: system roots)")
 	verbose := fs.Bool("verbose", false, "log debug details")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -157,6 +161,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 		TUN:         *tunName,
 		Port:        uint16(*port),
 		MTU:         *mtu,
+		CAFile:      *caFile,
 		Logger:      log,
 	})
 }
@@ -249,6 +254,7 @@ func cmdPing(args []string, stdout, stderr io.Writer) error {
 	count := fs.Int("c", 4, "number of echo requests")
 	interval := fs.Duration("i", time.Second, "interval between requests")
 	timeout := fs.Duration("W", 2*time.Second, "time to wait for each reply")
+	asJSON := fs.Bool("json", false, "print one JSON object per echo and a summary object")
 	socket := fs.String("socket", defaultSocket, "unix socket of the agent")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -258,12 +264,15 @@ func cmdPing(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
+	if *interval < 10*time.Millisecond || *timeout <= 0 {
+		return errors.New("-i must be at least 10ms and -W positive")
+	}
 	if *count < 1 || *count > 100000 {
 		return fmt.Errorf("-c %d out of range 1-100000", *count)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	res, err := agent.Ping(ctx, &agent.Client{Socket: *socket}, pos[0], agent.PingOptions{Count: *count, Interval: *interval, Timeout: *timeout}, stdout)
+	res, err := agent.Ping(ctx, &agent.Client{Socket: *socket}, pos[0], agent.PingOptions{Count: *count, Interval: *interval, Timeout: *timeout, JSON: *asJSON}, stdout)
 	if err != nil {
 		return err
 	}
@@ -271,4 +280,15 @@ func cmdPing(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("no reply from %s", pos[0])
 	}
 	return nil
+}
+
+func cmdDown(args []string, stderr io.Writer) error {
+	fs := newFlags("down", "down [--socket PATH]", stderr)
+	socket := fs.String("socket", defaultSocket, "unix socket of the agent")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return (&agent.Client{Socket: *socket}).Down(ctx)
 }

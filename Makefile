@@ -1,0 +1,56 @@
+# meshvpn build, test and install. Most targets need root for the NAT lab
+# (network namespaces, nftables, TUN): run them as root (sudo make test).
+
+# Go lives in /usr/local/go on the project's machines; append it so a go
+# already on PATH still wins.
+export PATH := $(PATH):/usr/local/go/bin
+GO      ?= go
+PREFIX  ?= /usr/local
+DESTDIR ?=
+UNITDIR ?= /etc/systemd/system
+# NAT kinds for make demo: public fullcone restrictedcone portrestricted symmetric
+NAT1    ?= portrestricted
+NAT2    ?= symmetric
+
+.PHONY: all build deps vet test e2e bench demo install clean
+
+all: build
+
+build:
+	$(GO) build -o bin/meshvpn ./cmd/meshvpn
+	$(GO) build -o bin/meshvpn-coordinator ./cmd/meshvpn-coordinator
+
+deps:
+	scripts/deps.sh
+
+vet:
+	$(GO) vet ./...
+
+# Unit tests, then the end-to-end tests in the NAT lab, then a summary line.
+test: deps build vet
+	GO=$(GO) scripts/test.sh
+
+# Only the end-to-end tests.
+e2e: build
+	$(GO) test -count=1 -v -timeout 20m ./e2e/...
+
+# Throughput of meshvpn vs stock wireguard-go over the same lab link, and
+# the time for a new agent to become pingable. Reports, never fails on numbers.
+bench: deps build
+	$(GO) test -count=1 -v -run '^$$' -bench . -benchtime 1x -timeout 15m ./e2e/
+
+demo: build
+	$(GO) run ./internal/demo -nat1 $(NAT1) -nat2 $(NAT2)
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/meshvpn
+	install -m 0755 bin/meshvpn bin/meshvpn-coordinator $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 configs/meshvpn.service configs/meshvpn-coordinator.service $(DESTDIR)$(UNITDIR)/
+	install -m 0644 configs/meshvpn.env.example configs/meshvpn-coordinator.env.example $(DESTDIR)/etc/meshvpn/
+	@echo "installed; copy /etc/meshvpn/*.env.example to *.env, edit, then:"
+	@echo "  systemctl daemon-reload && systemctl enable --now meshvpn-coordinator   # on the coordinator"
+	@echo "  systemctl daemon-reload && systemctl enable --now meshvpn               # on every node"
+
+clean:
+	rm -rf bin
+	$(GO) clean -testcache

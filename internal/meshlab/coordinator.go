@@ -1,0 +1,92 @@
+package meshlab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/natlab"
+)
+
+// The coordinator's place in every lab.
+const (
+	CoordinatorIP  = "203.0.113.10"
+	CoordinatorURL = "http://" + CoordinatorIP + ":8080"
+)
+
+// Coordinator is a running meshvpn-coordinator on a public lab host.
+type Coordinator struct {
+	Host     *natlab.Host
+	Proc     *natlab.Proc
+	StateDir string
+	URL      string
+	Bins     Bins
+}
+
+// StartCoordinator adds the public host "coord" at CoordinatorIP, starts
+// `meshvpn-coordinator serve` there (HTTP :8080, STUN :3478) and waits
+// until its API accepts connections.
+func StartCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coordinator, error) {
+	h, err := lab.AddPublicHost("coord", CoordinatorIP)
+	if err != nil {
+		return nil, err
+	}
+	c := &Coordinator{Host: h, StateDir: filepath.Join(lab.Dir, "coord-state"), URL: CoordinatorURL, Bins: bins}
+	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
+		return nil, err
+	}
+	c.Proc, err = h.Start(bins.Coordinator, "serve",
+		"--listen", CoordinatorIP+":8080",
+		"--state", c.StateDir,
+		"--stun-listen", CoordinatorIP+":3478")
+	if err != nil {
+		return nil, err
+	}
+	err = natlab.Poll(ctx, 20*time.Second, 200*time.Millisecond, func() error {
+		if c.Proc.Exited() {
+			return natlab.Fatal(fmt.Errorf("coordinator exited: %v\n%s", c.Proc.Wait(0), c.Proc.Log()))
+		}
+		return h.WaitTCP(ctx, CoordinatorIP+":8080", 0)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("meshlab: coordinator not ready: %w", err)
+	}
+	return c, nil
+}
+
+// AuthKey creates an auth key (single-use unless reusable); extra flags such
+// as "--expiry", "1s" are passed on. The key is the last line of stdout.
+func (c *Coordinator) AuthKey(ctx context.Context, reusable bool, extra ...string) (string, error) {
+	args := []string{"authkey", "create", "--state", c.StateDir}
+	if reusable {
+		args = append(args, "--reusable")
+	}
+	out, err := c.Host.Run(ctx, c.Bins.Coordinator, append(args, extra...)...)
+	if err != nil {
+		return "", fmt.Errorf("meshlab: authkey create: %w", err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	key := strings.TrimSpace(lines[len(lines)-1])
+	if key == "" {
+		return "", fmt.Errorf("meshlab: authkey create printed no key")
+	}
+	return key, nil
+}
+
+// Nodes runs `meshvpn-coordinator nodes list --json`.
+func (c *Coordinator) Nodes(ctx context.Context) ([]control.Node, error) {
+	out, err := c.Host.Run(ctx, c.Bins.Coordinator, "nodes", "list", "--json", "--state", c.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("meshlab: nodes list: %w", err)
+	}
+	var nodes []control.Node
+	if err := json.Unmarshal([]byte(out), &nodes); err != nil {
+		return nil, fmt.Errorf("meshlab: nodes list: %w in %q", err, out)
+	}
+	return nodes, nil
+}

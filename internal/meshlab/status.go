@@ -1,0 +1,76 @@
+package meshlab
+
+import "encoding/json"
+
+// Status is the JSON printed by `meshvpn status --json`.
+type Status struct {
+	Self  SelfStatus   `json:"self"`
+	Peers []PeerStatus `json:"peers"`
+}
+
+// SelfStatus describes the local node.
+type SelfStatus struct {
+	Name      string     `json:"name"`
+	IP        string     `json:"ip"`
+	Endpoints []Endpoint `json:"endpoints"`
+}
+
+// Endpoint is one address the node advertises. The agent prints objects
+// ({"addr": "ip:port", "type": "srflx"}); a plain "ip:port" string is
+// accepted too, since the contract only promised a list.
+type Endpoint struct {
+	Addr string `json:"addr"`
+	Type string `json:"type"`
+}
+
+// UnmarshalJSON accepts an object or a bare address string.
+func (e *Endpoint) UnmarshalJSON(data []byte) error {
+	if len(data) > 0 && data[0] == '"' {
+		return json.Unmarshal(data, &e.Addr)
+	}
+	type plain Endpoint // no UnmarshalJSON: avoids recursion
+	return json.Unmarshal(data, (*plain)(e))
+}
+
+func (e Endpoint) String() string {
+	if e.Type == "" {
+		return e.Addr
+	}
+	return e.Type + " " + e.Addr
+}
+
+// PeerStatus describes one peer and the path to it.
+type PeerStatus struct {
+	Name          string  `json:"name"`
+	IP            string  `json:"ip"`
+	Online        bool    `json:"online"`
+	Path          string  `json:"path"` // "direct", "relay" or "none"
+	Endpoint      string  `json:"endpoint"`
+	LocalType     string  `json:"local_type"`  // host, srflx, prflx, relay
+	RemoteType    string  `json:"remote_type"` // host, srflx, prflx, relay
+	LastHandshake string  `json:"last_handshake"`
+	RxBytes       uint64  `json:"rx_bytes"`
+	TxBytes       uint64  `json:"tx_bytes"`
+	RTTms         float64 `json:"rtt_ms"`
+}
+
+// Peer returns the peer called name, or nil.
+func (s *Status) Peer(name string) *PeerStatus {
+	for i := range s.Peers {
+		if s.Peers[i].Name == name {
+			return &s.Peers[i]
+		}
+	}
+	return nil
+}
+
+// OnlinePeers counts the peers marked online.
+func (s *Status) OnlinePeers() int {
+	n := 0
+	for _, p := range s.Peers {
+		if p.Online {
+			n++
+		}
+	}
+	return n
+}

@@ -9,8 +9,8 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 UNITDIR ?= /etc/systemd/system
 # NAT kinds for make demo: public fullcone restrictedcone portrestricted symmetric
-NAT1    ?= portrestricted
-NAT2    ?= symmetric
+NAT1    ?= symmetric
+NAT2    ?= restrictedcone
 
 .PHONY: all build deps vet test e2e bench demo install clean
 
@@ -39,7 +39,7 @@ e2e: build
 bench: deps build
 	$(GO) test -count=1 -v -run '^$$' -bench . -benchtime 1x -timeout 15m ./e2e/
 
-demo: build
+demo: deps build
 	$(GO) run ./internal/demo -nat1 $(NAT1) -nat2 $(NAT2)
 
 install: build

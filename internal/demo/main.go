@@ -3,7 +3,7 @@
 // different NATs, their status, a ping and an ssh login across the overlay.
 // Run it as root from the repository root after `make build`:
 //
-//	make demo            # or: go run ./internal/demo -nat1 portrestricted -nat2 symmetric
+//	make demo            # or: go run ./internal/demo -nat1 symmetric -nat2 restrictedcone
 //
 // Everything lives in network namespaces that are deleted at the end, also
 // on Ctrl-C.
@@ -32,8 +32,8 @@ func (printLogger) Logf(format string, args ...any) {
 }
 
 func main() {
-	nat1 := flag.String("nat1", "portrestricted", "NAT in front of the laptop: public, fullcone, restrictedcone, portrestricted, symmetric")
-	nat2 := flag.String("nat2", "symmetric", "NAT in front of the server (same choices)")
+	nat1 := flag.String("nat1", "symmetric", "NAT in front of the laptop: public, fullcone, restrictedcone, portrestricted, symmetric")
+	nat2 := flag.String("nat2", "restrictedcone", "NAT in front of the server (same choices)")
 	flag.Parse()
 	k1, err := natlab.ParseKind(*nat1)
 	if err == nil {

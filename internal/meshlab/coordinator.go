@@ -40,23 +40,40 @@ func StartCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coordin
 	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 		return nil, err
 	}
-	c.Proc, err = h.Start(bins.Coordinator, "serve",
+	if err := c.start(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Restart starts the coordinator again on the same state dir after it
+// stopped or was killed.
+func (c *Coordinator) Restart(ctx context.Context) error {
+	if !c.Proc.Exited() {
+		return fmt.Errorf("meshlab: coordinator still running")
+	}
+	return c.start(ctx)
+}
+
+func (c *Coordinator) start(ctx context.Context) error {
+	var err error
+	c.Proc, err = c.Host.Start(c.Bins.Coordinator, "serve",
 		"--listen", CoordinatorIP+":8080",
 		"--state", c.StateDir,
 		"--stun-listen", CoordinatorIP+":3478")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	err = natlab.Poll(ctx, 20*time.Second, 200*time.Millisecond, func() error {
 		if c.Proc.Exited() {
 			return natlab.Fatal(fmt.Errorf("coordinator exited: %v\n%s", c.Proc.Wait(0), c.Proc.Log()))
 		}
-		return h.WaitTCP(ctx, CoordinatorIP+":8080", 0)
+		return c.Host.WaitTCP(ctx, CoordinatorIP+":8080", 0)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("meshlab: coordinator not ready: %w", err)
+		return fmt.Errorf("meshlab: coordinator not ready: %w", err)
 	}
-	return c, nil
+	return nil
 }
 
 // AuthKey creates an auth key (single-use unless reusable); extra flags such

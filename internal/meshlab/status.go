@@ -4,8 +4,15 @@ import "encoding/json"
 
 // Status is the JSON printed by `meshvpn status --json`.
 type Status struct {
-	Self  SelfStatus   `json:"self"`
-	Peers []PeerStatus `json:"peers"`
+	Self        SelfStatus   `json:"self"`
+	Coordinator Coordination `json:"coordinator"`
+	Peers       []PeerStatus `json:"peers"`
+}
+
+// Coordination tells whether the agent's control stream is up.
+type Coordination struct {
+	URL       string `json:"url"`
+	Connected bool   `json:"connected"`
 }
 
 // SelfStatus describes the local node.

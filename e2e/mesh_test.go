@@ -50,6 +50,27 @@ func TestMeshAllNATPairs(t *testing.T) {
 	for _, a := range agents {
 		ips[a] = overlayIP(t, a)
 	}
+	// The coordinator's view agrees: every node listed, online, at the
+	// address its agent reports.
+	nodes, err := coord.Nodes(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]string{}
+	for _, n := range nodes {
+		if !n.Online {
+			t.Errorf("nodes list: %s offline", n.Name)
+		}
+		byName[n.Name] = n.IP
+	}
+	for _, a := range agents {
+		if byName[a.Name] != ips[a] {
+			t.Errorf("nodes list: %s at %q, its agent says %s", a.Name, byName[a.Name], ips[a])
+		}
+	}
+	if len(nodes) != len(agents) {
+		t.Errorf("nodes list has %d nodes, want %d", len(nodes), len(agents))
+	}
 
 	for i, a := range agents {
 		for _, b := range agents[i+1:] {

@@ -53,6 +53,15 @@ func TestAuthKeyErrors(t *testing.T) {
 		}
 		expectRejected(t, newAgent("second"), key)
 	})
+
+	t.Run("expired", func(t *testing.T) {
+		key, err := coord.AuthKey(ctx, true, "--expiry", "1s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		expectRejected(t, newAgent("late"), key)
+	})
 }
 
 // expectRejected starts a with key and expects it to exit non-zero within

@@ -23,6 +23,8 @@ type Agent struct {
 	StateDir string
 	Socket   string
 	Coord    *Coordinator
+	// NoCA leaves out --ca-file even when the coordinator uses the lab CA.
+	NoCA bool
 	// Proc is the current `meshvpn up` process, nil before Up.
 	Proc *natlab.Proc
 }
@@ -55,6 +57,9 @@ func (a *Agent) Start(authKey string) error {
 	}
 	if authKey != "" {
 		args = append(args, "--authkey", authKey)
+	}
+	if a.Coord.TLS != nil && !a.NoCA {
+		args = append(args, "--ca-file", a.Coord.TLS.CA)
 	}
 	p, err := a.Host.Start(a.Coord.Bins.Agent, args...)
 	if err != nil {

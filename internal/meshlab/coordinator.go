@@ -26,12 +26,24 @@ type Coordinator struct {
 	StateDir string
 	URL      string
 	Bins     Bins
+	// TLS is set when the coordinator serves HTTPS with a lab CA.
+	TLS *TLSFiles
 }
 
 // StartCoordinator adds the public host "coord" at CoordinatorIP, starts
 // `meshvpn-coordinator serve` there (HTTP :8080, STUN :3478) and waits
 // until its API accepts connections.
 func StartCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coordinator, error) {
+	return startCoordinator(ctx, lab, bins, false)
+}
+
+// StartCoordinatorTLS is StartCoordinator with HTTPS, its certificate
+// signed by a CA made for the lab; agents are given that CA.
+func StartCoordinatorTLS(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coordinator, error) {
+	return startCoordinator(ctx, lab, bins, true)
+}
+
+func startCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins, withTLS bool) (*Coordinator, error) {
 	h, err := lab.AddPublicHost("coord", CoordinatorIP)
 	if err != nil {
 		return nil, err
@@ -39,6 +51,14 @@ func StartCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coordin
 	c := &Coordinator{Host: h, StateDir: filepath.Join(lab.Dir, "coord-state"), URL: CoordinatorURL, Bins: bins}
 	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 		return nil, err
+	}
+	if withTLS {
+		files, err := writeLabTLS(lab.Dir, CoordinatorIP)
+		if err != nil {
+			return nil, err
+		}
+		c.TLS = &files
+		c.URL = "https://" + CoordinatorIP + ":8080"
 	}
 	if err := c.start(ctx); err != nil {
 		return nil, err
@@ -56,11 +76,15 @@ func (c *Coordinator) Restart(ctx context.Context) error {
 }
 
 func (c *Coordinator) start(ctx context.Context) error {
-	var err error
-	c.Proc, err = c.Host.Start(c.Bins.Coordinator, "serve",
-		"--listen", CoordinatorIP+":8080",
+	args := []string{"serve",
+		"--listen", CoordinatorIP + ":8080",
 		"--state", c.StateDir,
-		"--stun-listen", CoordinatorIP+":3478")
+		"--stun-listen", CoordinatorIP + ":3478"}
+	if c.TLS != nil {
+		args = append(args, "--tls-cert", c.TLS.Cert, "--tls-key", c.TLS.Key)
+	}
+	var err error
+	c.Proc, err = c.Host.Start(c.Bins.Coordinator, args...)
 	if err != nil {
 		return err
 	}

@@ -104,6 +104,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	st, err := a.join(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			a.log.Info("stopped before joining the mesh", "last_error", err)
+			return nil
+		}
 		return err
 	}
 	lapi, err := listenLocalAPI(cfg.Socket)

@@ -135,7 +135,7 @@ func noPathReason(online, haveSession bool, state ice.ConnectionState, controlli
 	case controlling && !answered:
 		return "offer sent, waiting for the peer's answer"
 	case state == ice.ConnectionStateFailed:
-		return "no candidate pair worked (both NATs filter strictly: needs a relay)"
+		return "no candidate pair worked: these NATs allow no direct path (needs a relay)"
 	case state == ice.ConnectionStateDisconnected:
 		return "path lost, checking candidates again"
 	default:

@@ -86,15 +86,19 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 		send:   make(chan []byte, sendQueueLen),
 		close: func(reason string, graceful bool) {
 			closeOnce.Do(func() {
-				cancel()
 				// The hub calls this under its lock, so never wait here:
 				// Close waits for the agent's close frame, and even CloseNow
 				// waits for the reader and writer to let go.
 				go func() {
 					defer close(closed)
 					if graceful {
+						// Stop the writer and pinger only after the close
+						// frame is out: cancelling a write or ping in flight
+						// drops the connection without it.
 						ws.Close(websocket.StatusGoingAway, reason)
+						cancel()
 					} else {
+						cancel()
 						ws.CloseNow()
 					}
 				}()

@@ -33,14 +33,15 @@ grep -E '^\s*--- FAIL' "$log" | sed 's/^\s*/   /' || echo "   none"
 echo "== skipped tests:"
 grep -E '^\s*--- SKIP' "$log" | sed 's/^\s*/   /' || echo "   none"
 echo
-summary="$passed passed, $failed failed, $skipped skipped"
 if [ "$broken" -gt 0 ]; then
-	summary="$summary, $broken package(s) failed to build or crashed"
+	echo "== $broken package(s) failed to build or crashed"
 	status=1
 fi
 if [ "$status" -eq 0 ]; then
-	echo "TEST SUMMARY: $summary: OK"
+	echo "== result: OK"
 else
-	echo "TEST SUMMARY: $summary: FAILED"
+	echo "== result: FAILED"
 fi
+# Last line, in the plain form CI reads: "word: N passed, N failed, N skipped".
+echo "tests: $passed passed, $failed failed, $skipped skipped"
 exit "$status"

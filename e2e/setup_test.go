@@ -13,6 +13,11 @@ import (
 // a running coordinator. The lab closes itself (and dumps the process logs
 // if the test failed) when the test ends.
 func newLab(t testing.TB) (*natlab.Lab, *meshlab.Coordinator) {
+	return newLabWith(t, meshlab.StartCoordinator)
+}
+
+// newLabWith is newLab with another way to start the coordinator.
+func newLabWith(t testing.TB, start func(context.Context, *natlab.Lab, meshlab.Bins) (*meshlab.Coordinator, error)) (*natlab.Lab, *meshlab.Coordinator) {
 	t.Helper()
 	natlab.Require(t)
 	bins, err := meshlab.FindBins()
@@ -23,7 +28,7 @@ func newLab(t testing.TB) (*natlab.Lab, *meshlab.Coordinator) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	coord, err := meshlab.StartCoordinator(t.Context(), lab, bins)
+	coord, err := start(t.Context(), lab, bins)
 	if err != nil {
 		t.Fatal(err)
 	}

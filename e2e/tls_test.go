@@ -14,20 +14,8 @@ import (
 // agents given the CA join and reach each other; an agent without it stops
 // at once, saying the certificate is not trusted, and leaves no TUN.
 func TestTLSCoordinator(t *testing.T) {
-	natlab.Require(t)
-	bins, err := meshlab.FindBins()
-	if err != nil {
-		t.Fatal(err)
-	}
-	lab, err := natlab.New(t)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab, coord := newLabWith(t, meshlab.StartCoordinatorTLS)
 	ctx := t.Context()
-	coord, err := meshlab.StartCoordinatorTLS(ctx, lab, bins)
-	if err != nil {
-		t.Fatal(err)
-	}
 	key := authKey(t, coord, true)
 
 	stranger := addSiteAgent(t, lab, coord, "stranger", natlab.FullCone)
@@ -35,7 +23,7 @@ func TestTLSCoordinator(t *testing.T) {
 	if err := stranger.Start(key); err != nil {
 		t.Fatal(err)
 	}
-	err = stranger.Proc.Wait(30 * time.Second)
+	err := stranger.Proc.Wait(30 * time.Second)
 	log := stranger.Proc.Log()
 	if errors.Is(err, natlab.ErrTimeout) || err == nil {
 		t.Fatalf("agent without the CA: want a quick non-zero exit, got %v:\n%s", err, log)

@@ -159,26 +159,12 @@ func WaitOnline(ctx context.Context, agents []*Agent, timeout time.Duration) err
 // WaitPath waits until a's status shows the given path to peer and returns
 // that peer's last status line.
 func WaitPath(ctx context.Context, a *Agent, peer, path string, timeout time.Duration) (*PeerStatus, error) {
-	var last *PeerStatus
-	err := natlab.Poll(ctx, timeout, 500*time.Millisecond, func() error {
-		if err := a.Running(); err != nil {
-			return natlab.Fatal(err)
-		}
-		st, err := a.Status(ctx)
-		if err != nil {
-			return err
-		}
-		p := st.Peer(peer)
-		if p == nil {
-			return fmt.Errorf("%s does not list peer %s", a.Name, peer)
-		}
-		last = p
+	return waitPeer(ctx, a, peer, timeout, func(p *PeerStatus) error {
 		if p.Path != path {
 			return fmt.Errorf("%s -> %s: path %q, want %q", a.Name, peer, p.Path, path)
 		}
 		return nil
 	})
-	return last, err
 }
 
 // PingIP sends ICMP echo over the overlay with the kernel's ping from a's
@@ -190,6 +176,17 @@ func PingIP(ctx context.Context, a *Agent, ip string, count int) (string, error)
 // WaitConnected waits until a has a working path (direct or relay) to peer
 // and returns that peer's status line.
 func WaitConnected(ctx context.Context, a *Agent, peer string, timeout time.Duration) (*PeerStatus, error) {
+	return waitPeer(ctx, a, peer, timeout, func(p *PeerStatus) error {
+		if p.Path != "direct" && p.Path != "relay" {
+			return fmt.Errorf("%s -> %s: path %q", a.Name, peer, p.Path)
+		}
+		return nil
+	})
+}
+
+// waitPeer polls a's status until its line for peer passes ok, and returns
+// the last line seen.
+func waitPeer(ctx context.Context, a *Agent, peer string, timeout time.Duration, ok func(*PeerStatus) error) (*PeerStatus, error) {
 	var last *PeerStatus
 	err := natlab.Poll(ctx, timeout, 500*time.Millisecond, func() error {
 		if err := a.Running(); err != nil {
@@ -202,10 +199,7 @@ func WaitConnected(ctx context.Context, a *Agent, peer string, timeout time.Dura
 		if last = st.Peer(peer); last == nil {
 			return fmt.Errorf("%s does not list peer %s", a.Name, peer)
 		}
-		if last.Path != "direct" && last.Path != "relay" {
-			return fmt.Errorf("%s -> %s: path %q", a.Name, peer, last.Path)
-		}
-		return nil
+		return ok(last)
 	})
 	return last, err
 }

@@ -44,14 +44,12 @@ type peer struct {
 	answered bool // controlling: the answer for session has arrived
 	started  time.Time
 	state    ice.ConnectionState
-	failedAt time.Time
 	retry    backoff
 	nextTry  time.Time // earliest (re)start or restart request
 	deferred bool      // a restart request waits for the current offer's answer
 
 	localType, remoteType string
 	endpoint              netip.AddrPort
-	selectedAt            time.Time
 	closed                bool
 }
 
@@ -215,7 +213,6 @@ func (p *peer) onState(agent *ice.Agent, s ice.ConnectionState) {
 		p.retry.reset()
 		p.nextTry = time.Time{}
 	case ice.ConnectionStateFailed:
-		p.failedAt = time.Now()
 		p.nextTry = time.Now().Add(p.retry.next())
 	}
 }
@@ -235,7 +232,6 @@ func (p *peer) onSelected(agent *ice.Agent, local, remote ice.Candidate) {
 	p.localType = local.Type().String()
 	p.remoteType = remote.Type().String()
 	p.endpoint = ep
-	p.selectedAt = time.Now()
 	overlay, _ := netip.ParseAddr(p.node.IP)
 	p.mu.Unlock()
 	p.log.Info("path selected", "path", pathOf(local.Type(), remote.Type()), "local", local.Type().String()+" "+net.JoinHostPort(local.Address(), strconv.Itoa(local.Port())), "remote", remote.Type().String()+" "+ep.String())

@@ -101,7 +101,7 @@ func (a *Agent) upsertPeer(n control.Node) {
 	}
 	if p != nil && p.key == key {
 		p.mu.Lock()
-		ipChanged := p.node.IP != n.IP
+		ipChanged := p.node.IP != n.IP && p.wgAdded
 		p.mu.Unlock()
 		if ipChanged {
 			if err := a.wg.addPeer(key, ip); err != nil {
@@ -116,10 +116,9 @@ func (a *Agent) upsertPeer(n control.Node) {
 		// WireGuard is concerned.
 		a.removePeer(n.ID)
 	}
-	if err := a.wg.addPeer(key, ip); err != nil {
-		a.log.Error("add WireGuard peer", "peer", n.Name, "err", err)
-		return
-	}
+	// WireGuard learns of the peer only when ICE has found a path (see
+	// peer.onSelected): until then its packets are dropped instead of
+	// queued behind a handshake that has nowhere to go.
 	p = newPeer(a, n, key)
 	a.mu.Lock()
 	a.peers[n.ID] = p

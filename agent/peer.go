@@ -50,6 +50,7 @@ type peer struct {
 
 	localType, remoteType string
 	endpoint              netip.AddrPort
+	wgAdded               bool // WireGuard knows the peer (after the first path)
 	closed                bool
 }
 
@@ -233,14 +234,24 @@ func (p *peer) onSelected(agent *ice.Agent, local, remote ice.Candidate) {
 	p.remoteType = remote.Type().String()
 	p.endpoint = ep
 	overlay, _ := netip.ParseAddr(p.node.IP)
+	first := !p.wgAdded
+	p.wgAdded = true
 	p.mu.Unlock()
 	p.log.Info("path selected", "path", pathOf(local.Type(), remote.Type()), "local", local.Type().String()+" "+net.JoinHostPort(local.Address(), strconv.Itoa(local.Port())), "remote", remote.Type().String()+" "+ep.String())
 	// Only the controlling side starts the first handshake: when both
 	// initiate at the same instant, wireguard-go can end up with keypairs
 	// that do not match and stays silent until its 15 s retry. The
 	// controlled side turns its keepalives on a little later, which also
-	// covers a controlling side that never got through.
-	if err := p.a.wg.setEndpoint(p.key, ep, p.controlling); err != nil {
+	// covers a controlling side that never got through. The first path
+	// creates the WireGuard peer: the controlled side selects on the
+	// controlling side's nomination, half a round trip before the
+	// controlling side does, so it knows the peer when the handshake comes.
+	if first {
+		err = p.a.wg.recreatePeer(p.key, overlay, ep, p.controlling)
+	} else {
+		err = p.a.wg.setEndpoint(p.key, ep, p.controlling)
+	}
+	if err != nil {
 		p.log.Error("set WireGuard endpoint", "err", err)
 		return
 	}
@@ -273,7 +284,7 @@ func (p *peer) ensureHandshake(agent *ice.Agent, overlay netip.Addr, ep netip.Ad
 		return
 	}
 	p.log.Debug("no handshake on the new path yet, recreating the WireGuard peer")
-	if err := p.a.wg.recreatePeer(p.key, overlay, ep); err != nil {
+	if err := p.a.wg.recreatePeer(p.key, overlay, ep, true); err != nil {
 		p.log.Error("recreate WireGuard peer", "err", err)
 	}
 }

@@ -29,10 +29,7 @@ func newWGLogger(log *slog.Logger) *device.Logger {
 // most NATs forget a UDP flow after 30 s to a few minutes.
 const persistentKeepalive = 25
 
-// addPeer makes WireGuard know the peer, without an endpoint and without
-// keepalives, so that it accepts the peer's handshake as soon as the peer's
-// ICE session selects a path, and does not try (and fail) to handshake
-// before ours does: a failed attempt would hold the next one back 5 s.
+// addPeer sets the peer's overlay address, creating the peer if need be.
 func (w *wgDevice) addPeer(key Key, ip netip.Addr) error {
 	cfg := fmt.Sprintf("public_key=%s\nreplace_allowed_ips=true\nallowed_ip=%s/32\n", key.Hex(), ip)
 	if err := w.dev.IpcSet(cfg); err != nil {
@@ -62,15 +59,17 @@ func (w *wgDevice) setEndpoint(key Key, ep netip.AddrPort, keepalive bool) error
 	return nil
 }
 
-// recreatePeer replaces the peer with a fresh one at ep. wireguard-go holds
-// a new handshake back for 5 s after any attempt, including one that failed
-// because no endpoint was known yet (a packet sent before ICE finished); a
-// fresh peer has no such memory and handshakes at once.
-func (w *wgDevice) recreatePeer(key Key, ip netip.Addr, ep netip.AddrPort) error {
-	cfg := fmt.Sprintf("public_key=%s\nremove=true\npublic_key=%s\nallowed_ip=%s/32\nendpoint=%s\npersistent_keepalive_interval=%d\n",
-		key.Hex(), key.Hex(), ip, ep, persistentKeepalive)
+// recreatePeer makes the peer afresh at ep, with keepalives on when asked
+// (which starts a handshake at once). A fresh peer is the way to force a
+// handshake: wireguard-go holds a new one back 5 s after any attempt.
+func (w *wgDevice) recreatePeer(key Key, ip netip.Addr, ep netip.AddrPort, keepalive bool) error {
+	cfg := fmt.Sprintf("public_key=%s\nremove=true\npublic_key=%s\nallowed_ip=%s/32\nendpoint=%s\n",
+		key.Hex(), key.Hex(), ip, ep)
+	if keepalive {
+		cfg += fmt.Sprintf("persistent_keepalive_interval=%d\n", persistentKeepalive)
+	}
 	if err := w.dev.IpcSet(cfg); err != nil {
-		return fmt.Errorf("recreate WireGuard peer: %w", err)
+		return fmt.Errorf("create WireGuard peer: %w", err)
 	}
 	return nil
 }

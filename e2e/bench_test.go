@@ -71,7 +71,9 @@ func BenchmarkTunnel(b *testing.B) {
 				return fmt.Errorf("%s does not know %s yet", a.Name, peer.Name)
 			}
 		}
-		_, err := a.Host.Run(ctx, "ping", "-n", "-c", "1", "-W", "1", ipB)
+		// A short wait per try: a probe sent before the path exists is lost,
+		// and a 1 s wait would then hide how soon the next one gets through.
+		_, err := a.Host.Run(ctx, "ping", "-n", "-c", "1", "-W", "0.2", ipB)
 		return err
 	})
 	if err != nil {

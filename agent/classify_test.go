@@ -3,7 +3,7 @@ package agent
 import (
 	"testing"
 
-	"github.com/pion/stun/v3"
+	"github.com/pion/stun/v4"
 )
 
 func TestClassify(t *testing.T) {

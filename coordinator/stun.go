@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"net"
 
-	"github.com/pion/stun/v3"
+	"github.com/pion/stun/v4"
 )
 
 // stunServer answers STUN Binding requests, telling each agent the address

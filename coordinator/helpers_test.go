@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -34,7 +35,21 @@ func newTestServer(t testing.TB) *Server {
 // API base URL. The server is shut down at the end of the test.
 func startServer(t testing.TB, dir string, opts ...func(*Server)) (*Server, string) {
 	t.Helper()
-	s, err := New(Config{Listen: "127.0.0.1:0", StateDir: dir, STUNListen: "127.0.0.1:0", Logger: testLogger(t)})
+	s, stop := runServer(t, Config{Listen: "127.0.0.1:0", StateDir: dir, STUNListen: "127.0.0.1:0", Logger: testLogger(t)}, opts...)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return s, "http://" + s.HTTPAddr().String()
+}
+
+// runServer starts a server with cfg and returns it with a function that
+// shuts it down and returns what Serve returned, for tests that stop the
+// server themselves.
+func runServer(t testing.TB, cfg Config, opts ...func(*Server)) (*Server, func() error) {
+	t.Helper()
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,18 +63,15 @@ func startServer(t testing.TB, dir string, opts ...func(*Server)) (*Server, stri
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
+	return s, func() error {
 		cancel()
 		select {
 		case err := <-done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
+			return err
 		case <-time.After(20 * time.Second):
-			t.Errorf("serve did not return after cancel")
+			return errors.New("serve did not return after cancel")
 		}
-	})
-	return s, "http://" + s.HTTPAddr().String()
+	}
 }
 
 func newPublicKey(t testing.TB) string {

@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -77,19 +76,9 @@ func TestSTUNServersList(t *testing.T) {
 func TestServeTLS(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile, pool := writeSelfSigned(t, dir)
-	s, err := New(Config{Listen: "127.0.0.1:0", StateDir: filepath.Join(dir, "state"), TLSCert: certFile, TLSKey: keyFile, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
+	s, stop := runServer(t, Config{Listen: "127.0.0.1:0", StateDir: filepath.Join(dir, "state"), TLSCert: certFile, TLSKey: keyFile, Logger: testLogger(t)})
 	defer func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	}()

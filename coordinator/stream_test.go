@@ -260,16 +260,7 @@ func TestStreamDeadConnectionGoesOffline(t *testing.T) {
 
 func TestStreamShutdownClearsOnline(t *testing.T) {
 	dir := t.TempDir()
-	s, err := New(Config{Listen: "127.0.0.1:0", StateDir: dir, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
+	s, stop := runServer(t, Config{Listen: "127.0.0.1:0", StateDir: dir, Logger: testLogger(t)})
 	base := "http://" + s.HTTPAddr().String()
 	key := newKey(t, s.store, false, 0)
 	a := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "a", PublicKey: newPublicKey(t)})
@@ -286,8 +277,7 @@ func TestStreamShutdownClearsOnline(t *testing.T) {
 		_, _, err := c.Read(context.Background())
 		readErr <- err
 	}()
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("serve: %v", err)
 	}
 	if err := <-readErr; websocket.CloseStatus(err) != websocket.StatusGoingAway {

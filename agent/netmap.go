@@ -104,7 +104,7 @@ func (a *Agent) upsertPeer(n control.Node) {
 		ipChanged := p.node.IP != n.IP && p.wgAdded
 		p.mu.Unlock()
 		if ipChanged {
-			if err := a.wg.addPeer(key, ip); err != nil {
+			if err := a.wg.setOverlayIP(key, ip); err != nil {
 				a.log.Error("update WireGuard peer", "peer", n.Name, "err", err)
 			}
 		}

@@ -29,11 +29,11 @@ func newWGLogger(log *slog.Logger) *device.Logger {
 // most NATs forget a UDP flow after 30 s to a few minutes.
 const persistentKeepalive = 25
 
-// addPeer sets the peer's overlay address, creating the peer if need be.
-func (w *wgDevice) addPeer(key Key, ip netip.Addr) error {
+// setOverlayIP makes the peer's overlay address the only one it may use.
+func (w *wgDevice) setOverlayIP(key Key, ip netip.Addr) error {
 	cfg := fmt.Sprintf("public_key=%s\nreplace_allowed_ips=true\nallowed_ip=%s/32\n", key.Hex(), ip)
 	if err := w.dev.IpcSet(cfg); err != nil {
-		return fmt.Errorf("add WireGuard peer: %w", err)
+		return fmt.Errorf("set WireGuard peer address: %w", err)
 	}
 	return nil
 }

@@ -84,6 +84,10 @@ func (a *Agent) applyDelta(d *control.Delta) {
 func (a *Agent) upsertPeer(n control.Node) {
 	a.mu.Lock()
 	if n.ID == a.self.ID {
+		// Protocol version 2 sends our own changes too (a rename, say). The
+		// public key stays ours: the coordinator only ever echoes it.
+		n.PublicKey = a.self.PublicKey
+		a.self = n
 		a.mu.Unlock()
 		return
 	}

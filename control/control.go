@@ -18,9 +18,22 @@ import (
 )
 
 // ProtocolVersion is the stream protocol version spoken by this build. The
-// agent sends it as the "v" query parameter of the stream URL; the coordinator
-// answers with the highest version both know.
-const ProtocolVersion = 1
+// agent sends it as the "v" query parameter of the stream URL (none means 1);
+// the coordinator speaks min(agent's, its own) and says which in the netmap's
+// "v" field.
+//
+// The rule that keeps old agents working: a coordinator never sends a
+// version-N agent anything version N did not define. Adding an optional JSON
+// field that old agents may ignore needs no new version; changing what a
+// message means does, and the coordinator then keeps the old behaviour for
+// streams of the older version.
+//
+//   - 1: a netmap, then deltas; a delta never names the receiving node.
+//   - 2: deltas are batched (many nodes per delta, sent at most once per
+//     batch window) and may name the receiving node itself, whose entry the
+//     agent applies to its own view (name, address). Version 1 streams get the
+//     same batches with their own node left out.
+const ProtocolVersion = 2
 
 // Paths of the HTTP API.
 const (

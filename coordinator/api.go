@@ -33,6 +33,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	req, status, err := decodeRegisterRequest(w, r)
 	if err != nil {
+		s.metrics.registrations.With("invalid").Inc()
 		writeError(w, status, err.Error())
 		return
 	}
@@ -40,6 +41,11 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	reg, err := s.store.Register(r.Context(), req)
 	if err != nil {
 		status, msg := registerErrorStatus(err)
+		result := "refused"
+		if status == http.StatusInternalServerError {
+			result = "error"
+		}
+		s.metrics.registrations.With(result).Inc()
 		if status == http.StatusInternalServerError {
 			s.log.Error("register failed", "err", err)
 		} else {
@@ -50,6 +56,11 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.hub.upsert(reg.Node)
+	if reg.Created {
+		s.metrics.registrations.With("created").Inc()
+	} else {
+		s.metrics.registrations.With("readmitted").Inc()
+	}
 	s.log.Info("node registered", "node", reg.Node.ID, "name", reg.Node.Name, "ip", reg.Node.IP,
 		"new", reg.Created, "remote", r.RemoteAddr)
 

@@ -1,13 +1,14 @@
 package coordinator
 
 import (
-	"cmp"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -17,28 +18,69 @@ import (
 // errHubClosed refuses streams once shutdown has begun.
 var errHubClosed = errors.New("coordinator shutting down")
 
+// defaultBatchWindow is how long the hub gathers changes before it sends
+// them as one delta. Under churn (a thousand agents reconnecting after a
+// coordinator restart) every agent gets a few deltas a second instead of one
+// per change; a lone change waits at most this long.
+const defaultBatchWindow = 50 * time.Millisecond
+
 // hub is the live view of the mesh: every node, and the stream of each
-// connected one. It fans out each change as one small delta per connected
-// agent. Holding mu while changing a node and queueing its delta is what
-// keeps the order every agent sees equal to the order changes happened.
+// connected one.
+//
+// Costs, with N nodes: a change records the node's ID and re-encodes that
+// one node (O(1)); once per batch window the changed nodes are encoded into
+// one delta frame shared by every stream, so each agent costs one queue push
+// per batch whatever the number of changes. A newly connected agent's netmap
+// is the concatenation of the cached per-node encodings, O(N) bytes copied
+// for that agent only. Nothing rebuilds the whole map per change.
+//
+// Ordering: frames are queued under mu, so every agent sees its netmap
+// before any delta, and deltas in the order of flushes. A delta carries the
+// state of each node at flush time, so applying it is idempotent, which is
+// what lets a netmap taken between a change and its flush stay correct.
 //
 // The server process is the only writer of nodes, so the in-memory map stays
 // equal to the store; the admin commands only read nodes.
 type hub struct {
-	log   *slog.Logger
-	store *Store
+	log     *slog.Logger
+	store   *Store
+	metrics *serverMetrics
+	window  time.Duration
 
 	mu     sync.Mutex
 	nodes  map[uint64]control.Node
+	enc    map[uint64][]byte // JSON of each node in nodes, kept current
+	ids    []uint64          // keys of nodes, sorted: the netmap's order
+	online int               // nodes with Online set
 	conns  map[uint64]*streamConn
 	closed bool
+
+	// pending holds the nodes changed (or removed) since the last flush;
+	// dirty the online state and last-seen times to write to the store.
+	pending map[uint64]struct{}
+	dirty   map[uint64]nodeSeen
+	// kick wakes the flusher; stop ends it, done says it ended.
+	kick     chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// nodeSeen is the hub-owned part of a node the store is told about lazily.
+type nodeSeen struct {
+	online   bool
+	lastSeen time.Time
+	// touch only moves last_seen; the online flag is left as stored.
+	touch bool
 }
 
 // streamConn is the hub's side of one agent stream: a bounded queue of
 // encoded frames and a way to end the stream.
 type streamConn struct {
 	nodeID uint64
-	send   chan []byte
+	// version is the negotiated stream protocol version.
+	version int
+	send    chan []byte
 	// close ends the stream (once). Graceful closes send the reason to the
 	// agent and wait for its answer; others just drop the connection, for
 	// agents that are dead or too slow to take part in a handshake.
@@ -48,25 +90,73 @@ type streamConn struct {
 	dropped bool
 }
 
-func newHub(ctx context.Context, store *Store, log *slog.Logger) (*hub, error) {
+func newHub(ctx context.Context, store *Store, log *slog.Logger, m *serverMetrics) (*hub, error) {
 	nodes, err := store.ListNodes(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load nodes: %w", err)
 	}
 	h := &hub{
-		log:   log,
-		store: store,
-		nodes: make(map[uint64]control.Node, len(nodes)),
-		conns: map[uint64]*streamConn{},
+		log:     log,
+		store:   store,
+		metrics: m,
+		window:  defaultBatchWindow,
+		nodes:   make(map[uint64]control.Node, len(nodes)),
+		enc:     make(map[uint64][]byte, len(nodes)),
+		ids:     make([]uint64, 0, len(nodes)),
+		conns:   map[uint64]*streamConn{},
+		pending: map[uint64]struct{}{},
+		dirty:   map[uint64]nodeSeen{},
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	for _, n := range nodes {
-		h.nodes[n.ID] = n
+		if err := h.setLocked(n); err != nil {
+			return nil, err
+		}
 	}
+	go h.flusher()
 	return h, nil
 }
 
-// dbTimeout bounds store writes made while holding the hub lock.
-const dbTimeout = 10 * time.Second
+// setLocked stores n and its encoding. It does not schedule a delta.
+func (h *hub) setLocked(n control.Node) error {
+	b, err := json.Marshal(n)
+	if err != nil {
+		return fmt.Errorf("encode node %d: %w", n.ID, err)
+	}
+	old, existed := h.nodes[n.ID]
+	if !existed {
+		i, _ := slices.BinarySearch(h.ids, n.ID)
+		h.ids = slices.Insert(h.ids, i, n.ID)
+	}
+	if existed && old.Online {
+		h.online--
+	}
+	if n.Online {
+		h.online++
+	}
+	h.nodes[n.ID] = n
+	h.enc[n.ID] = b
+	return nil
+}
+
+// changedLocked stores n and schedules it for the next delta.
+func (h *hub) changedLocked(n control.Node) {
+	if err := h.setLocked(n); err != nil {
+		h.log.Warn("node change not sent", "err", err)
+		return
+	}
+	h.pending[n.ID] = struct{}{}
+	h.wakeLocked()
+}
+
+func (h *hub) wakeLocked() {
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
+}
 
 // upsert records a node that registered or changed and tells the others.
 // Online and LastSeen belong to the hub (they follow streams), so they are
@@ -80,13 +170,42 @@ func (h *hub) upsert(n control.Node) {
 			return // a re-registration that changed nothing peers see
 		}
 	}
-	h.nodes[n.ID] = n
-	h.broadcastLocked(n)
+	h.changedLocked(n)
+}
+
+// remove forgets a node that was deleted from the store: its stream, if
+// any, is closed with reason, and every peer is told to drop it in the next
+// delta. It reports whether the node was known.
+func (h *hub) remove(id uint64, reason string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n, ok := h.nodes[id]
+	if !ok {
+		return false
+	}
+	if c := h.conns[id]; c != nil {
+		delete(h.conns, id)
+		c.dropped = true
+		c.close(reason, true)
+	}
+	if n.Online {
+		h.online--
+	}
+	delete(h.nodes, id)
+	delete(h.enc, id)
+	delete(h.dirty, id)
+	if i, found := slices.BinarySearch(h.ids, id); found {
+		h.ids = slices.Delete(h.ids, i, i+1)
+	}
+	h.pending[id] = struct{}{}
+	h.wakeLocked()
+	return true
 }
 
 // connect attaches a stream: the node goes online, the stream gets the full
-// netmap as its first frame, and the others get a delta. A previous stream
-// of the same node is closed, since an agent holds one stream at a time.
+// netmap as its first frame, and the others learn of it in the next delta.
+// A previous stream of the same node is closed, since an agent holds one
+// stream at a time.
 func (h *hub) connect(c *streamConn, version int, stun []string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -97,38 +216,66 @@ func (h *hub) connect(c *streamConn, version int, stun []string) error {
 	if !ok {
 		return fmt.Errorf("node %d not known", c.nodeID)
 	}
+	c.version = version
 	if old := h.conns[c.nodeID]; old != nil {
 		h.log.Info("replacing stream", "node", c.nodeID)
 		old.dropped = true
 		old.close("replaced by a newer stream", true)
 	}
-	h.conns[c.nodeID] = c
-
 	self.Online, self.LastSeen = true, time.Now().UTC()
-	h.nodes[self.ID] = self
-	h.persistOnlineLocked(self)
+	h.changedLocked(self)
+	h.dirty[self.ID] = nodeSeen{online: true, lastSeen: self.LastSeen}
 
-	peers := make([]control.Node, 0, len(h.nodes))
-	for id, n := range h.nodes {
-		if id != self.ID {
-			peers = append(peers, n)
-		}
+	frame, err := h.netmapFrameLocked(self, version, stun)
+	if err != nil {
+		return err
 	}
-	slices.SortFunc(peers, func(a, b control.Node) int { return cmp.Compare(a.ID, b.ID) })
+	h.conns[c.nodeID] = c
+	h.metrics.netmaps.Inc()
+	h.metrics.netmapBytes.Set(float64(len(frame)))
+	h.enqueueLocked(c, frame)
+	return nil
+}
+
+// netmapFrameLocked encodes self's full netmap from the cached node
+// encodings: one copy of each peer's bytes, no per-node marshalling.
+func (h *hub) netmapFrameLocked(self control.Node, version int, stun []string) ([]byte, error) {
 	if stun == nil {
 		stun = []string{}
 	}
-	frame, err := json.Marshal(control.Message{
-		Type:    control.MsgNetmap,
-		Version: version,
-		Netmap:  &control.Netmap{Self: self, Peers: peers, STUN: stun},
-	})
+	selfJSON, err := json.Marshal(self)
 	if err != nil {
-		return fmt.Errorf("encode netmap: %w", err)
+		return nil, fmt.Errorf("encode netmap: %w", err)
 	}
-	h.enqueueLocked(c, frame)
-	h.broadcastLocked(self)
-	return nil
+	stunJSON, err := json.Marshal(stun)
+	if err != nil {
+		return nil, fmt.Errorf("encode netmap: %w", err)
+	}
+	size := 128 + len(selfJSON) + len(stunJSON)
+	for _, id := range h.ids {
+		size += len(h.enc[id]) + 1
+	}
+	b := bytes.NewBuffer(make([]byte, 0, size))
+	b.WriteString(`{"type":"netmap","v":`)
+	b.WriteString(strconv.Itoa(version))
+	b.WriteString(`,"netmap":{"self":`)
+	b.Write(selfJSON)
+	b.WriteString(`,"peers":[`)
+	first := true
+	for _, id := range h.ids {
+		if id == self.ID {
+			continue
+		}
+		if !first {
+			b.WriteByte(',')
+		}
+		first = false
+		b.Write(h.enc[id])
+	}
+	b.WriteString(`],"stun":`)
+	b.Write(stunJSON)
+	b.WriteString(`}}`)
+	return b.Bytes(), nil
 }
 
 // disconnect detaches a stream that ended and reports whether the node went
@@ -146,28 +293,32 @@ func (h *hub) disconnect(c *streamConn) bool {
 		return false
 	}
 	n.Online, n.LastSeen = false, time.Now().UTC()
-	h.nodes[n.ID] = n
-	h.persistOnlineLocked(n)
-	h.broadcastLocked(n)
+	h.changedLocked(n)
+	h.dirty[n.ID] = nodeSeen{online: false, lastSeen: n.LastSeen}
 	return true
 }
 
 // touch records that a node's stream is alive. Peers are not told: a
-// last-seen tick is not worth a delta to every agent.
+// last-seen tick is not worth a delta to every agent. The store learns of it
+// with the next batch, in one transaction with the others.
 func (h *hub) touch(id uint64) {
-	ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
-	defer cancel()
-	if err := h.store.Touch(ctx, id, time.Now()); err != nil {
-		h.log.Warn("update last seen", "node", id, "err", err)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.dirty[id]; ok {
+		return // an online change is queued and carries a fresher time
 	}
+	h.dirty[id] = nodeSeen{lastSeen: time.Now().UTC(), touch: true}
+	h.wakeLocked()
 }
 
 // relay forwards a signal to its target's stream. From is always the
-// sender, whatever the sender claimed.
+// sender, whatever the sender claimed. Signals are not batched: ICE needs
+// them now, and only one agent receives each.
 func (h *hub) relay(from uint64, sig control.Signal) {
 	sig.From = from
 	if sig.To == 0 || sig.To == from {
 		h.log.Debug("dropping signal with bad target", "from", from, "to", sig.To)
+		h.metrics.signals.With("dropped").Inc()
 		return
 	}
 	frame, err := json.Marshal(control.Message{Type: control.MsgSignal, Signal: &sig})
@@ -180,8 +331,10 @@ func (h *hub) relay(from uint64, sig control.Signal) {
 	c := h.conns[sig.To]
 	if c == nil {
 		h.log.Debug("dropping signal for offline node", "from", from, "to", sig.To, "kind", sig.Kind)
+		h.metrics.signals.With("dropped").Inc()
 		return
 	}
+	h.metrics.signals.With("forwarded").Inc()
 	h.enqueueLocked(c, frame)
 }
 
@@ -195,22 +348,11 @@ func (h *hub) closeAll(reason string) {
 	}
 }
 
-// broadcastLocked sends n as a delta to every connected node but n itself.
-// The frame is encoded once; each agent costs one queue push.
-func (h *hub) broadcastLocked(n control.Node) {
-	if len(h.conns) == 0 {
-		return
-	}
-	frame, err := json.Marshal(control.Message{Type: control.MsgDelta, Delta: &control.Delta{Upsert: []control.Node{n}}})
-	if err != nil {
-		h.log.Warn("encode delta", "err", err)
-		return
-	}
-	for id, c := range h.conns {
-		if id != n.ID {
-			h.enqueueLocked(c, frame)
-		}
-	}
+// shutdown stops the flusher after a last flush, so every state change that
+// happened reaches the store before it is closed. Safe to call twice.
+func (h *hub) shutdown() {
+	h.stopOnce.Do(func() { close(h.stop) })
+	<-h.done
 }
 
 // enqueueLocked queues a frame without blocking. An agent too slow to drain
@@ -224,15 +366,15 @@ func (h *hub) enqueueLocked(c *streamConn, frame []byte) {
 	case c.send <- frame:
 	default:
 		h.log.Warn("stream send queue full, closing", "node", c.nodeID)
+		h.metrics.streamsDropped.Inc()
 		c.dropped = true
 		c.close("send queue overflow", false)
 	}
 }
 
-func (h *hub) persistOnlineLocked(n control.Node) {
-	ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
-	defer cancel()
-	if err := h.store.SetOnline(ctx, n.ID, n.Online, n.LastSeen); err != nil {
-		h.log.Warn("persist online state", "node", n.ID, "err", err)
-	}
+// counts reports nodes, online nodes and streams for the metrics.
+func (h *hub) counts() (nodes, online, streams int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.nodes), h.online, len(h.conns)
 }

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/meshvpn/meshvpn/internal/metrics"
 )
 
 // Config configures a Server.
@@ -32,6 +34,9 @@ type Config struct {
 	// PublicHost is the host agents are told to reach STUN at. Empty means
 	// the host each agent used to reach the API.
 	PublicHost string
+	// MetricsListen is the TCP address of the Prometheus endpoint
+	// (/metrics, plain HTTP); empty disables it.
+	MetricsListen string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -50,6 +55,8 @@ type Server struct {
 	httpSrv *http.Server
 	httpLn  net.Listener
 	stun    *stunServer
+	metrics *serverMetrics
+	metSrv  *metrics.Server
 
 	// streams counts live stream handlers, which http.Server.Shutdown does
 	// not wait for once they have taken over their connection.
@@ -75,7 +82,8 @@ func New(cfg Config) (*Server, error) {
 	if err := checkPublicHost(cfg.PublicHost); err != nil {
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, pingInterval: pingInterval, pingTimeout: pingTimeout}
+	s := &Server{cfg: cfg, log: cfg.Logger, pingInterval: pingInterval, pingTimeout: pingTimeout,
+		metrics: newServerMetrics()}
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
@@ -100,11 +108,12 @@ func New(cfg Config) (*Server, error) {
 		store.Close()
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
-	h, err := newHub(ctx, store, s.log)
+	h, err := newHub(ctx, store, s.log, s.metrics)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
+	s.metrics.registerHubGauges(h)
 	s.store, s.hub = store, h
 	s.httpSrv = &http.Server{
 		Handler:           s.Handler(),
@@ -142,7 +151,19 @@ func (s *Server) Listen() error {
 			ln.Close()
 			return err
 		}
+		st.requests = s.metrics.stunRequests
 		s.stun = st
+	}
+	if s.cfg.MetricsListen != "" {
+		ms, err := metrics.Listen(s.cfg.MetricsListen, s.metrics.reg, s.log)
+		if err != nil {
+			ln.Close()
+			if s.stun != nil {
+				s.stun.close()
+			}
+			return err
+		}
+		s.metSrv = ms
 	}
 	s.httpLn = ln
 	return nil
@@ -154,6 +175,14 @@ func (s *Server) HTTPAddr() net.Addr {
 		return nil
 	}
 	return s.httpLn.Addr()
+}
+
+// MetricsAddr is the metrics endpoint's bound address, nil if disabled.
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metSrv == nil {
+		return nil
+	}
+	return s.metSrv.Addr()
 }
 
 // STUNAddr is the STUN server's bound address, nil if disabled.
@@ -238,6 +267,8 @@ func (s *Server) shutdown() error {
 	case <-ctx.Done():
 		errs = append(errs, errors.New("shutdown: streams did not end in time"))
 	}
+	// The hub's last batch writes online flags; ClearOnline must come after.
+	s.hub.shutdown()
 	if err := s.store.ClearOnline(ctx); err != nil {
 		errs = append(errs, err)
 	}
@@ -261,6 +292,10 @@ func (s *Server) Close() error {
 				errs = append(errs, fmt.Errorf("close stun: %w", err))
 			}
 		}
+		if s.metSrv != nil {
+			s.metSrv.Close()
+		}
+		s.hub.shutdown()
 		if err := s.store.Close(); err != nil {
 			errs = append(errs, err)
 		}

@@ -7,6 +7,8 @@ import (
 	"net"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/meshvpn/meshvpn/internal/metrics"
 )
 
 // stunServer answers STUN Binding requests, telling each agent the address
@@ -14,6 +16,8 @@ import (
 type stunServer struct {
 	conn net.PacketConn
 	log  *slog.Logger
+	// requests counts answered requests; nil in tests that do not care.
+	requests *metrics.Vec
 }
 
 func listenSTUN(addr string, log *slog.Logger) (*stunServer, error) {
@@ -46,6 +50,9 @@ func (s *stunServer) serve() error {
 		resp, ok := bindingResponse(buf[:n], from)
 		if !ok {
 			continue
+		}
+		if s.requests != nil {
+			s.requests.Inc()
 		}
 		if _, err := s.conn.WriteTo(resp, from); err != nil {
 			s.log.Debug("stun write", "to", from, "err", err)

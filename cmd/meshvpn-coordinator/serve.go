@@ -28,6 +28,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key `file` (with --tls-cert: serve HTTPS)")
 	fs.StringVar(&cfg.STUNListen, "stun-listen", ":3478", "UDP `address` of the STUN server; empty disables STUN")
 	fs.StringVar(&cfg.PublicHost, "public-host", "", "`host` agents are told to reach STUN at (default: the host each agent used to reach the API)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "TCP `address` of the Prometheus endpoint (plain HTTP, path /metrics), e.g. 127.0.0.1:9100; empty (the default) disables it")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	if err := parseFlags(fs, serveAbout, args, stdout, stderr); err != nil {
 		return err

@@ -1,0 +1,149 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// dbTimeout bounds one batch write to the store.
+const dbTimeout = 10 * time.Second
+
+// flusher sends the changes gathered during each batch window as one delta
+// per agent. The first change after a quiet spell starts a window; changes
+// during it ride along. One goroutine, so store writes keep their order.
+func (h *hub) flusher() {
+	defer close(h.done)
+	for {
+		select {
+		case <-h.kick:
+		case <-h.stop:
+			h.flush()
+			return
+		}
+		t := time.NewTimer(h.window)
+		select {
+		case <-t.C:
+		case <-h.stop:
+			t.Stop()
+			h.flush()
+			return
+		}
+		h.flush()
+	}
+}
+
+// flush writes online state and last-seen times to the store, then sends
+// the node changes pending when it started. The store goes first so that an
+// agent told "peer offline" finds the same in the store.
+func (h *hub) flush() {
+	h.mu.Lock()
+	var dirty map[uint64]nodeSeen
+	if len(h.dirty) > 0 {
+		dirty, h.dirty = h.dirty, map[uint64]nodeSeen{}
+	}
+	ids := slices.Sorted(maps.Keys(h.pending))
+	clear(h.pending)
+	h.mu.Unlock()
+	if len(dirty) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
+		if err := h.store.saveSeen(ctx, dirty); err != nil {
+			h.log.Warn("persist online state", "nodes", len(dirty), "err", err)
+		}
+		cancel()
+	}
+	if len(ids) == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.sendLocked(ids)
+}
+
+// sendLocked encodes the current state of the changed nodes ids (sorted)
+// once and queues the frame to every stream. A node changed again since the
+// flush began is sent with its newest state, and again in the next batch:
+// deltas are idempotent.
+//
+// Protocol versions: from version 2 a delta may name the receiving node
+// itself (its own change, e.g. a rename), which the agent applies to its
+// self view. Version 1 agents were never sent their own node, so they get a
+// copy of the frame without it; that costs one extra encoding per version 1
+// agent whose own node is in the batch.
+func (h *hub) sendLocked(ids []uint64) {
+	h.metrics.deltaBatches.Inc()
+	h.metrics.deltaNodes.Add(float64(len(ids)))
+	if len(h.conns) == 0 {
+		return
+	}
+	shared := h.deltaFrameLocked(ids, 0)
+	for id, c := range h.conns {
+		frame := shared
+		if c.version < 2 {
+			if _, mine := slices.BinarySearch(ids, id); mine {
+				if len(ids) == 1 {
+					continue
+				}
+				frame = h.deltaFrameLocked(ids, id)
+			}
+		}
+		h.metrics.deltaFrames.Inc()
+		h.enqueueLocked(c, frame)
+	}
+}
+
+// deltaFrameLocked encodes a delta with the current state of ids: known
+// nodes as upserts, the others as removals. skip, if not 0, is left out.
+func (h *hub) deltaFrameLocked(ids []uint64, skip uint64) []byte {
+	size := 64
+	for _, id := range ids {
+		size += len(h.enc[id]) + 21
+	}
+	b := bytes.NewBuffer(make([]byte, 0, size))
+	b.WriteString(`{"type":"delta","delta":{`)
+	n := 0
+	for _, id := range ids {
+		e, ok := h.enc[id]
+		if !ok || id == skip {
+			continue
+		}
+		if n == 0 {
+			b.WriteString(`"upsert":[`)
+		} else {
+			b.WriteByte(',')
+		}
+		b.Write(e)
+		n++
+	}
+	if n > 0 {
+		b.WriteByte(']')
+	}
+	r := 0
+	for _, id := range ids {
+		if _, ok := h.enc[id]; ok || id == skip {
+			continue
+		}
+		switch {
+		case r == 0 && n > 0:
+			b.WriteString(`,"remove":[`)
+		case r == 0:
+			b.WriteString(`"remove":[`)
+		default:
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatUint(id, 10))
+		r++
+	}
+	if r > 0 {
+		b.WriteByte(']')
+	}
+	b.WriteString(`}}`)
+	return b.Bytes()
+}
+
+// flushNow sends whatever is pending without waiting for the window; tests
+// use it to make batching deterministic.
+func (h *hub) flushNow() { h.flush() }

@@ -1,0 +1,68 @@
+package coordinator
+
+import (
+	"github.com/meshvpn/meshvpn/internal/metrics"
+)
+
+// serverMetrics are the coordinator's Prometheus metrics. Labels carry only
+// bounded enumerations (results, reasons), never node names, keys or
+// credentials.
+type serverMetrics struct {
+	reg            *metrics.Registry
+	registrations  *metrics.Vec
+	signals        *metrics.Vec
+	deltaBatches   *metrics.Vec
+	deltaNodes     *metrics.Vec
+	deltaFrames    *metrics.Vec
+	netmaps        *metrics.Vec
+	netmapBytes    *metrics.Vec
+	streamsDropped *metrics.Vec
+	stunRequests   *metrics.Vec
+}
+
+func newServerMetrics() *serverMetrics {
+	r := metrics.NewRegistry()
+	return &serverMetrics{
+		reg: r,
+		registrations: r.Counter("meshvpn_coordinator_registrations_total",
+			"Registration requests by result: created (new node), readmitted (known node), invalid (malformed request), refused (bad key or credential, conflict), error.", "result"),
+		signals: r.Counter("meshvpn_coordinator_signals_total",
+			"ICE signals from agents by result: forwarded to the target's stream, or dropped (target offline or invalid).", "result"),
+		deltaBatches: r.Counter("meshvpn_coordinator_delta_batches_total",
+			"Batches of node changes sent as one delta to every stream."),
+		deltaNodes: r.Counter("meshvpn_coordinator_delta_nodes_total",
+			"Node changes (upserts and removals) carried by delta batches."),
+		deltaFrames: r.Counter("meshvpn_coordinator_delta_frames_total",
+			"Delta frames queued to agent streams (the fan-out of the batches)."),
+		netmaps: r.Counter("meshvpn_coordinator_netmaps_total",
+			"Full netmaps sent to newly connected streams."),
+		netmapBytes: r.Gauge("meshvpn_coordinator_netmap_bytes",
+			"Size of the last full netmap frame sent."),
+		streamsDropped: r.Counter("meshvpn_coordinator_streams_dropped_total",
+			"Streams closed because the agent did not drain its send queue."),
+		stunRequests: r.Counter("meshvpn_coordinator_stun_requests_total",
+			"STUN binding requests answered."),
+	}
+}
+
+// registerHubGauges adds the gauges read from the hub at scrape time.
+func (m *serverMetrics) registerHubGauges(h *hub) {
+	one := func(f func() float64) func() []metrics.Sample {
+		return func() []metrics.Sample { return []metrics.Sample{{Value: f()}} }
+	}
+	m.reg.GaugeFunc("meshvpn_coordinator_nodes", "Nodes registered.", nil, one(func() float64 {
+		n, _, _ := h.counts()
+		return float64(n)
+	}))
+	m.reg.GaugeFunc("meshvpn_coordinator_nodes_online", "Nodes with a connected stream.", nil, one(func() float64 {
+		_, n, _ := h.counts()
+		return float64(n)
+	}))
+	m.reg.GaugeFunc("meshvpn_coordinator_streams", "Open agent streams.", nil, one(func() float64 {
+		_, _, n := h.counts()
+		return float64(n)
+	}))
+}
+
+// Metrics is the coordinator's metrics registry, for serving elsewhere.
+func (s *Server) Metrics() *metrics.Registry { return s.metrics.reg }

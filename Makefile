@@ -12,7 +12,7 @@ UNITDIR ?= /etc/systemd/system
 NAT1    ?= symmetric
 NAT2    ?= restrictedcone
 
-.PHONY: all build deps vet test e2e bench demo install clean
+.PHONY: all build deps vet test e2e bench bench-coordinator demo install clean
 
 all: build
 
@@ -38,6 +38,14 @@ e2e: build
 # the time for a new agent to become pingable. Reports, never fails on numbers.
 bench: deps build
 	$(GO) test -count=1 -v -run '^$$' -bench . -benchtime 1x -timeout 15m ./e2e/
+
+# Coordinator scale: N simulated agents (register, hold streams; no TUN, no
+# WireGuard) against the real coordinator on 127.0.0.1. Reports RSS, CPU,
+# propagation p50/p99 and netmap size; never fails on numbers.
+# make bench-coordinator N=10000
+N ?= 1000
+bench-coordinator: build
+	$(GO) run ./internal/loadgen/cmd -coordinator bin/meshvpn-coordinator -n $(N)
 
 demo: deps build
 	$(GO) run ./internal/demo -nat1 $(NAT1) -nat2 $(NAT2)

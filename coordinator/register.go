@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/netip"
 
 	"github.com/meshvpn/meshvpn/control"
 )
@@ -83,7 +82,7 @@ func (s *Store) createNode(ctx context.Context, tx *sql.Tx, req control.Register
 	if err != nil {
 		return control.Node{}, err
 	}
-	ip, err := freeIP(ctx, tx)
+	ip, err := s.freeIP(ctx, tx)
 	if err != nil {
 		return control.Node{}, err
 	}
@@ -124,33 +123,6 @@ func uniqueName(ctx context.Context, tx *sql.Tx, base string) (string, error) {
 			return c, nil
 		}
 	}
-}
-
-// freeIP allocates the first unused overlay address.
-func freeIP(ctx context.Context, tx *sql.Tx) (netip.Addr, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT ip FROM nodes`)
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("allocate address: %w", err)
-	}
-	defer rows.Close()
-	used := map[netip.Addr]bool{}
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return netip.Addr{}, fmt.Errorf("allocate address: %w", err)
-		}
-		if a, err := netip.ParseAddr(s); err == nil {
-			used[a] = true
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return netip.Addr{}, fmt.Errorf("allocate address: %w", err)
-	}
-	ip, err := allocateIP(control.OverlayPrefix, used)
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("allocate address: %w", err)
-	}
-	return ip, nil
 }
 
 // registerWithCredential re-admits a node by its credential, adopting a new

@@ -23,6 +23,8 @@ type Store struct {
 	path string
 	// now is the clock; tests replace it to exercise expiry.
 	now func() time.Time
+	// ipHint is where the search for a free overlay address starts.
+	ipHint ipHint
 }
 
 // OpenStore opens (creating if needed) the store in dir. The directory is

@@ -1,0 +1,289 @@
+// Package loadgen measures one coordinator under N simulated agents: it
+// starts the real meshvpn-coordinator binary on loopback, registers N agents
+// over the HTTP API, holds their WebSocket streams, and times how long one
+// change takes to reach all of them. The agents have no TUN and no
+// WireGuard; they only read their streams.
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/meshvpn/meshvpn/internal/metrics"
+)
+
+// Config says what to measure.
+type Config struct {
+	// Coordinator is the meshvpn-coordinator binary.
+	Coordinator string
+	// N is the number of simulated agents.
+	N int
+	// Workers is how many registrations and stream dials run at once.
+	Workers int
+	// ProbeTimeout bounds the wait for one change to reach every agent.
+	ProbeTimeout time.Duration
+	// SetupTimeout bounds registering and connecting all N agents.
+	SetupTimeout time.Duration
+	// Log receives progress; nil is silent.
+	Log *slog.Logger
+}
+
+// run is one measurement in progress.
+type run struct {
+	cfg       Config
+	log       *slog.Logger
+	base      string
+	wsBase    string
+	metrics   string
+	state     string
+	cmd       *exec.Cmd
+	exited    chan error
+	hc        *http.Client
+	agents    []*simAgent
+	probe     atomic.Pointer[probe]
+	lastFrame atomic.Int64
+	netmaps   atomic.Int64
+}
+
+// Run measures one coordinator with cfg.N agents and stops it again.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.N < 1 {
+		return nil, fmt.Errorf("loadgen: N must be at least 1, got %d", cfg.N)
+	}
+	if cfg.Workers < 1 {
+		cfg.Workers = 32
+	}
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = 30 * time.Second
+	}
+	if cfg.SetupTimeout <= 0 {
+		cfg.SetupTimeout = 10 * time.Minute
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	// Our N streams, the coordinator's N, plus slack; the coordinator
+	// inherits the limit.
+	if lim, err := raiseFileLimit(uint64(cfg.N)*2 + 1024); err != nil {
+		return nil, err
+	} else if lim < uint64(cfg.N)+256 {
+		return nil, fmt.Errorf("loadgen: file limit %d too low for %d streams", lim, cfg.N)
+	}
+	state, err := os.MkdirTemp("", "meshvpn-loadgen-")
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: %w", err)
+	}
+	defer os.RemoveAll(state)
+	g := &run{cfg: cfg, log: cfg.Log, state: state}
+	g.hc = &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			MaxIdleConns:        cfg.Workers,
+			MaxIdleConnsPerHost: cfg.Workers,
+			IdleConnTimeout:     30 * time.Second,
+		},
+	}
+	if err := g.startCoordinator(ctx); err != nil {
+		return nil, err
+	}
+	defer g.stopCoordinator()
+	defer g.closeStreams()
+	return g.measure(ctx)
+}
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("pick a port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func (g *run) startCoordinator(ctx context.Context) error {
+	api, err := freePort()
+	if err != nil {
+		return err
+	}
+	met, err := freePort()
+	if err != nil {
+		return err
+	}
+	g.base, g.wsBase, g.metrics = "http://"+api, "ws://"+api, "http://"+met+metrics.Path
+	logf, err := os.Create(filepath.Join(g.state, "coordinator.log"))
+	if err != nil {
+		return fmt.Errorf("loadgen: %w", err)
+	}
+	g.cmd = exec.Command(g.cfg.Coordinator, "serve", "--listen", api, "--stun-listen", "",
+		"--metrics-listen", met, "--state", filepath.Join(g.state, "coord"), "--log-level", "warn")
+	g.cmd.Stdout, g.cmd.Stderr = logf, logf
+	if err := g.cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("loadgen: start coordinator: %w", err)
+	}
+	g.exited = make(chan error, 1)
+	go func() {
+		g.exited <- g.cmd.Wait()
+		logf.Close()
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := g.scrape(ctx); err == nil {
+			return nil
+		}
+		select {
+		case err := <-g.exited:
+			g.exited <- err
+			return fmt.Errorf("loadgen: coordinator exited at start: %v (log: %s)", err, g.logTail())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("loadgen: coordinator not answering after 30s (log: %s)", g.logTail())
+		}
+	}
+}
+
+func (g *run) logTail() string {
+	b, _ := os.ReadFile(filepath.Join(g.state, "coordinator.log"))
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// stopCoordinator asks for a clean shutdown and kills the process if that
+// takes too long; it only ever signals the process it started.
+func (g *run) stopCoordinator() {
+	if g.cmd == nil || g.cmd.Process == nil {
+		return
+	}
+	g.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-g.exited:
+	case <-time.After(30 * time.Second):
+		g.cmd.Process.Kill()
+		<-g.exited
+	}
+}
+
+func (g *run) closeStreams() {
+	for _, a := range g.agents {
+		if a.ws != nil {
+			a.ws.CloseNow()
+		}
+	}
+}
+
+func (g *run) scrape(ctx context.Context) (map[string]float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.metrics, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := g.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("scrape: %s", resp.Status)
+	}
+	return metrics.Parse(resp.Body)
+}
+
+// createKey makes a reusable auth key with the admin command, as an
+// operator would.
+func (g *run) createKey(ctx context.Context) (string, error) {
+	var out, errb bytes.Buffer
+	cmd := exec.CommandContext(ctx, g.cfg.Coordinator, "authkey", "create", "--reusable", "--expiry", "0",
+		"--state", filepath.Join(g.state, "coord"))
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("loadgen: authkey create: %v: %s", err, strings.TrimSpace(errb.String()))
+	}
+	lines := strings.Fields(out.String())
+	if len(lines) == 0 {
+		return "", errors.New("loadgen: authkey create printed no key")
+	}
+	return lines[len(lines)-1], nil
+}
+
+// parallel runs fn for agents [0, n) on the configured number of workers
+// and returns the first error.
+func (g *run) parallel(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		next    atomic.Int64
+		wg      sync.WaitGroup
+		errOnce sync.Once
+		first   error
+	)
+	for range min(g.cfg.Workers, n) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := fn(ctx, i); err != nil {
+					errOnce.Do(func() { first = err; cancel() })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return first
+}
+
+// waitQuiet waits until no frame has arrived for quiet, so a probe is not
+// timed behind the tail of the setup storm.
+func (g *run) waitQuiet(ctx context.Context, quiet, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for time.Since(time.Unix(0, g.lastFrame.Load())) < quiet {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("loadgen: streams not quiet after %v: %w", limit, errTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// waitProbe waits until want agents have seen p.
+func (g *run) waitProbe(ctx context.Context, p *probe, want int) error {
+	deadline := time.Now().Add(g.cfg.ProbeTimeout)
+	for p.seen.Load() < int64(want) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d agents saw the change within %v: %w", p.seen.Load(), want, g.cfg.ProbeTimeout, errTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// drainBody is for answers whose content does not matter.
+func drainBody(r io.ReadCloser) { io.Copy(io.Discard, r); r.Close() }

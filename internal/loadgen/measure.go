@@ -1,0 +1,180 @@
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// idleWindow is how long the idle CPU of the coordinator is sampled.
+const idleWindow = 5 * time.Second
+
+func (g *run) measure(ctx context.Context) (*Result, error) {
+	n := g.cfg.N
+	res := &Result{N: n, Workers: g.cfg.Workers}
+	pid := g.cmd.Process.Pid
+	start, err := readProc(pid)
+	if err != nil {
+		return nil, err
+	}
+	key, err := g.createKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Agent n is the probe: it joins, goes offline and is removed while the
+	// others watch.
+	g.agents = make([]*simAgent, n+1)
+	for i := range g.agents {
+		g.agents[i] = &simAgent{index: i, pub: newPublicKey()}
+	}
+	setupCtx, cancel := context.WithTimeout(ctx, g.cfg.SetupTimeout)
+	defer cancel()
+
+	g.log.Info("registering", "agents", n, "workers", g.cfg.Workers)
+	t0 := time.Now()
+	if err := g.parallel(setupCtx, n, func(ctx context.Context, i int) error {
+		return g.agents[i].register(ctx, g.hc, g.base, key)
+	}); err != nil {
+		return nil, fmt.Errorf("loadgen: %w", err)
+	}
+	res.RegisterSeconds = time.Since(t0).Seconds()
+
+	g.log.Info("connecting streams", "agents", n, "register_s", res.RegisterSeconds)
+	t0 = time.Now()
+	if err := g.parallel(setupCtx, n, func(ctx context.Context, i int) error {
+		a := g.agents[i]
+		if err := a.dial(ctx, g.hc, g.wsBase); err != nil {
+			return err
+		}
+		go a.readLoop(g)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("loadgen: %w", err)
+	}
+	for g.netmaps.Load() < int64(n) {
+		if setupCtx.Err() != nil {
+			return nil, fmt.Errorf("loadgen: %d of %d netmaps received: %w", g.netmaps.Load(), n, errTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	res.ConnectSeconds = time.Since(t0).Seconds()
+	g.log.Info("streams up, waiting for the delta storm to settle", "connect_s", res.ConnectSeconds)
+	if err := g.waitQuiet(ctx, time.Second, 5*time.Minute); err != nil {
+		return nil, err
+	}
+	res.SettleSeconds = time.Since(t0).Seconds()
+	afterSetup, err := readProc(pid)
+	if err != nil {
+		return nil, err
+	}
+	res.SetupCPUSeconds = float64(afterSetup.cpuTicks-start.cpuTicks) / clockTicks
+	time.Sleep(idleWindow)
+	idle, err := readProc(pid)
+	if err != nil {
+		return nil, err
+	}
+	res.IdleCPUPercent = 100 * float64(idle.cpuTicks-afterSetup.cpuTicks) / clockTicks / idleWindow.Seconds()
+	res.RSSBytes = idle.rssBytes
+	for _, a := range g.agents[:n] {
+		res.NetmapBytes = max(res.NetmapBytes, a.netmapBytes.Load())
+	}
+
+	// Join: a new node registers; every agent must hear of it.
+	probe := g.agents[n]
+	marker := []byte(`"public_key":"` + probe.pub + `"`)
+	p := newProbe(n, -1, func(f []byte) bool { return bytes.Contains(f, marker) })
+	g.probe.Store(p)
+	if err := probe.register(ctx, g.hc, g.base, key); err != nil {
+		return nil, fmt.Errorf("loadgen: probe: %w", err)
+	}
+	if err := g.waitProbe(ctx, p, n); err != nil {
+		return nil, fmt.Errorf("loadgen: join: %w", err)
+	}
+	res.Join = summarize(p.latencies())
+	g.log.Info("join propagated", "p50_ms", res.Join.P50*1000, "p99_ms", res.Join.P99*1000)
+
+	// Online then offline: the probe's stream comes and goes.
+	on := newProbe(n, -1, func(f []byte) bool {
+		if !bytes.Contains(f, idMarker(probe.nodeID)) {
+			return false
+		}
+		nd, up, _ := deltaNode(f, probe.nodeID)
+		return up && nd.Online
+	})
+	g.probe.Store(on)
+	if err := probe.dial(ctx, g.hc, g.wsBase); err != nil {
+		return nil, fmt.Errorf("loadgen: probe: %w", err)
+	}
+	go probe.readLoop(g)
+	if err := g.waitProbe(ctx, on, n); err != nil {
+		return nil, fmt.Errorf("loadgen: online: %w", err)
+	}
+	res.Online = summarize(on.latencies())
+	off := newProbe(n, -1, func(f []byte) bool {
+		if !bytes.Contains(f, idMarker(probe.nodeID)) {
+			return false
+		}
+		nd, up, _ := deltaNode(f, probe.nodeID)
+		return up && !nd.Online
+	})
+	g.probe.Store(off)
+	probe.ws.CloseNow()
+	if err := g.waitProbe(ctx, off, n); err != nil {
+		return nil, fmt.Errorf("loadgen: offline: %w", err)
+	}
+	res.Offline = summarize(off.latencies())
+	g.log.Info("offline propagated", "p50_ms", res.Offline.P50*1000, "p99_ms", res.Offline.P99*1000)
+
+	// Removal through the admin command, where this build has one.
+	rm := newProbe(n, -1, func(f []byte) bool {
+		if !bytes.Contains(f, []byte(`"remove":`)) {
+			return false
+		}
+		_, _, removed := deltaNode(f, probe.nodeID)
+		return removed
+	})
+	g.probe.Store(rm)
+	if msg, err := g.removeNode(ctx, probe.nodeID); err != nil {
+		res.RemovalNote = "not measured: " + msg
+	} else if err := g.waitProbe(ctx, rm, n); err != nil {
+		res.RemovalNote = "removal did not reach the agents: " + err.Error()
+	} else {
+		res.Removal = summarize(rm.latencies())
+	}
+	g.probe.Store(nil)
+
+	if m, err := g.scrape(ctx); err == nil {
+		res.Coordinator = m
+	}
+	end, err := readProc(pid)
+	if err != nil {
+		return nil, err
+	}
+	res.PeakRSSBytes = end.peakBytes
+	res.TotalCPUSeconds = float64(end.cpuTicks-start.cpuTicks) / clockTicks
+	return res, nil
+}
+
+// removeNode runs the admin command that removes a node. It returns a
+// reason when this build has no such command or it failed.
+func (g *run) removeNode(ctx context.Context, id uint64) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, g.cfg.Coordinator, "nodes", "remove", "--state", filepath.Join(g.state, "coord"),
+		strconv.FormatUint(id, 10))
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(out.String())
+		if i := strings.IndexByte(msg, '\n'); i > 0 {
+			msg = msg[:i]
+		}
+		return fmt.Sprintf("'meshvpn-coordinator nodes remove' failed (%v): %s", err, msg), err
+	}
+	return "", nil
+}

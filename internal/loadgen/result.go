@@ -1,0 +1,82 @@
+package loadgen
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+)
+
+// Latency summarises how long one change took to reach each agent, in
+// seconds from the moment the change was made.
+type Latency struct {
+	Agents int     `json:"agents"`
+	P50    float64 `json:"p50_s"`
+	P99    float64 `json:"p99_s"`
+	Max    float64 `json:"max_s"`
+}
+
+func summarize(v []float64) Latency {
+	if len(v) == 0 {
+		return Latency{}
+	}
+	slices.Sort(v)
+	q := func(p float64) float64 {
+		// nearest rank: the smallest value with at least p of the samples
+		// at or below it
+		i := int(math.Ceil(p*float64(len(v)))) - 1
+		return v[max(0, min(i, len(v)-1))]
+	}
+	return Latency{Agents: len(v), P50: q(0.50), P99: q(0.99), Max: v[len(v)-1]}
+}
+
+// Result is one run's figures.
+type Result struct {
+	N       int `json:"n"`
+	Workers int `json:"workers"`
+	// RegisterSeconds is the time to register all N agents.
+	RegisterSeconds float64 `json:"register_s"`
+	// ConnectSeconds is the time to open all N streams and receive every
+	// netmap; SettleSeconds until the last delta of that storm arrived.
+	ConnectSeconds float64 `json:"connect_s"`
+	SettleSeconds  float64 `json:"settle_s"`
+	// Coordinator process figures from /proc.
+	RSSBytes        int64   `json:"rss_bytes"`
+	PeakRSSBytes    int64   `json:"peak_rss_bytes"`
+	SetupCPUSeconds float64 `json:"setup_cpu_s"`
+	TotalCPUSeconds float64 `json:"total_cpu_s"`
+	IdleCPUPercent  float64 `json:"idle_cpu_percent"`
+	// NetmapBytes is the largest full netmap frame an agent received.
+	NetmapBytes int64 `json:"netmap_bytes"`
+	// Join: a node registers. Online, Offline: its stream comes and goes.
+	// Removal: an admin removes it (when the build has the command).
+	Join        Latency            `json:"join"`
+	Online      Latency            `json:"online"`
+	Offline     Latency            `json:"offline"`
+	Removal     Latency            `json:"removal"`
+	RemovalNote string             `json:"removal_note,omitempty"`
+	Coordinator map[string]float64 `json:"coordinator_metrics,omitempty"`
+}
+
+// Print writes a human summary.
+func (r *Result) Print(w io.Writer) {
+	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
+	ms := func(s float64) float64 { return s * 1000 }
+	fmt.Fprintf(w, "coordinator under N=%d simulated agents (%d workers, loopback)\n", r.N, r.Workers)
+	fmt.Fprintf(w, "  registration of N     %8.2f s  (%.0f/s)\n", r.RegisterSeconds, float64(r.N)/r.RegisterSeconds)
+	fmt.Fprintf(w, "  streams + netmaps     %8.2f s  (settled after %.2f s)\n", r.ConnectSeconds, r.SettleSeconds)
+	fmt.Fprintf(w, "  RSS steady / peak     %8.1f MiB / %.1f MiB\n", mib(r.RSSBytes), mib(r.PeakRSSBytes))
+	fmt.Fprintf(w, "  CPU setup / total     %8.2f s / %.2f s;  idle %.1f%% of one core\n", r.SetupCPUSeconds, r.TotalCPUSeconds, r.IdleCPUPercent)
+	fmt.Fprintf(w, "  full netmap           %8d bytes\n", r.NetmapBytes)
+	line := func(name string, l Latency) {
+		fmt.Fprintf(w, "  %-21s p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms  (%d agents)\n", name, ms(l.P50), ms(l.P99), ms(l.Max), l.Agents)
+	}
+	line("join propagation", r.Join)
+	line("online propagation", r.Online)
+	line("offline propagation", r.Offline)
+	if r.RemovalNote != "" {
+		fmt.Fprintf(w, "  removal propagation   %s\n", r.RemovalNote)
+	} else {
+		line("removal propagation", r.Removal)
+	}
+}

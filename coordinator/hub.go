@@ -1,15 +1,14 @@
 package coordinator
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
@@ -17,6 +16,10 @@ import (
 
 // errHubClosed refuses streams once shutdown has begun.
 var errHubClosed = errors.New("coordinator shutting down")
+
+// defaultMaxHold bounds the extra wait for slow writers (see hub.backlog),
+// so one stuck agent cannot slow everyone else by more than this.
+const defaultMaxHold = 500 * time.Millisecond
 
 // defaultBatchWindow is how long the hub gathers changes before it sends
 // them as one delta. Under churn (a thousand agents reconnecting after a
@@ -46,6 +49,13 @@ type hub struct {
 	store   *Store
 	metrics *serverMetrics
 	window  time.Duration
+	// maxHold bounds how long a batch may be held back for slow writers.
+	maxHold time.Duration
+
+	// backlog counts frames queued to streams and not yet written. The
+	// flusher holds the next batch while most streams have not taken the
+	// last one, so under churn batches grow instead of piling up frames.
+	backlog atomic.Int64
 
 	mu     sync.Mutex
 	nodes  map[uint64]control.Node
@@ -54,6 +64,8 @@ type hub struct {
 	online int               // nodes with Online set
 	conns  map[uint64]*streamConn
 	closed bool
+	// peers caches the encoded peer list netmaps are cut from.
+	peers peerBlob
 
 	// pending holds the nodes changed (or removed) since the last flush;
 	// dirty the online state and last-seen times to write to the store.
@@ -88,6 +100,10 @@ type streamConn struct {
 	// dropped is set, under hub.mu, once the hub gave up on this stream, so
 	// nothing more is queued to it.
 	dropped bool
+	// netmap is the first frame, set by connect before the stream's writer
+	// starts; the writer sends it before anything queued and then hands
+	// the buffer back with releaseNetmap.
+	netmap []byte
 }
 
 func newHub(ctx context.Context, store *Store, log *slog.Logger, m *serverMetrics) (*hub, error) {
@@ -100,6 +116,7 @@ func newHub(ctx context.Context, store *Store, log *slog.Logger, m *serverMetric
 		store:   store,
 		metrics: m,
 		window:  defaultBatchWindow,
+		maxHold: defaultMaxHold,
 		nodes:   make(map[uint64]control.Node, len(nodes)),
 		enc:     make(map[uint64][]byte, len(nodes)),
 		ids:     make([]uint64, 0, len(nodes)),
@@ -138,6 +155,7 @@ func (h *hub) setLocked(n control.Node) error {
 	}
 	h.nodes[n.ID] = n
 	h.enc[n.ID] = b
+	h.peers.changed(n.ID)
 	return nil
 }
 
@@ -193,6 +211,7 @@ func (h *hub) remove(id uint64, reason string) bool {
 	}
 	delete(h.nodes, id)
 	delete(h.enc, id)
+	h.peers.changed(id)
 	delete(h.dirty, id)
 	if i, found := slices.BinarySearch(h.ids, id); found {
 		h.ids = slices.Delete(h.ids, i, i+1)
@@ -233,49 +252,10 @@ func (h *hub) connect(c *streamConn, version int, stun []string) error {
 	h.conns[c.nodeID] = c
 	h.metrics.netmaps.Inc()
 	h.metrics.netmapBytes.Set(float64(len(frame)))
-	h.enqueueLocked(c, frame)
+	// The netmap goes ahead of the queue (see streamConn.netmap), so a
+	// 10,000-node netmap does not count against the queue bound.
+	c.netmap = frame
 	return nil
-}
-
-// netmapFrameLocked encodes self's full netmap from the cached node
-// encodings: one copy of each peer's bytes, no per-node marshalling.
-func (h *hub) netmapFrameLocked(self control.Node, version int, stun []string) ([]byte, error) {
-	if stun == nil {
-		stun = []string{}
-	}
-	selfJSON, err := json.Marshal(self)
-	if err != nil {
-		return nil, fmt.Errorf("encode netmap: %w", err)
-	}
-	stunJSON, err := json.Marshal(stun)
-	if err != nil {
-		return nil, fmt.Errorf("encode netmap: %w", err)
-	}
-	size := 128 + len(selfJSON) + len(stunJSON)
-	for _, id := range h.ids {
-		size += len(h.enc[id]) + 1
-	}
-	b := bytes.NewBuffer(make([]byte, 0, size))
-	b.WriteString(`{"type":"netmap","v":`)
-	b.WriteString(strconv.Itoa(version))
-	b.WriteString(`,"netmap":{"self":`)
-	b.Write(selfJSON)
-	b.WriteString(`,"peers":[`)
-	first := true
-	for _, id := range h.ids {
-		if id == self.ID {
-			continue
-		}
-		if !first {
-			b.WriteByte(',')
-		}
-		first = false
-		b.Write(h.enc[id])
-	}
-	b.WriteString(`],"stun":`)
-	b.Write(stunJSON)
-	b.WriteString(`}}`)
-	return b.Bytes(), nil
 }
 
 // disconnect detaches a stream that ended and reports whether the node went
@@ -284,6 +264,9 @@ func (h *hub) netmapFrameLocked(self control.Node, version int, stun []string) (
 func (h *hub) disconnect(c *streamConn) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	// The stream's writer has stopped: what it left queued is not backlog.
+	c.dropped = true
+	h.backlog.Add(-int64(len(c.send)))
 	if h.conns[c.nodeID] != c {
 		return false
 	}
@@ -364,6 +347,7 @@ func (h *hub) enqueueLocked(c *streamConn, frame []byte) {
 	}
 	select {
 	case c.send <- frame:
+		h.backlog.Add(1)
 	default:
 		h.log.Warn("stream send queue full, closing", "node", c.nodeID)
 		h.metrics.streamsDropped.Inc()

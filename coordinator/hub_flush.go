@@ -32,9 +32,35 @@ func (h *hub) flusher() {
 			h.flush()
 			return
 		}
+		h.holdForWriters()
 		h.flush()
 	}
 }
+
+// holdForWriters waits, up to maxHold, while the streams as a whole are
+// behind: more frames queued than half the streams plus one full queue
+// (a single stuck agent must not hold everyone up). Writing a batch to
+// 10,000 streams takes a while on a small machine; sending the next one
+// before that is done only grows every queue.
+func (h *hub) holdForWriters() {
+	deadline := time.Now().Add(h.maxHold)
+	for time.Now().Before(deadline) {
+		h.mu.Lock()
+		limit := int64(len(h.conns)/2 + sendQueueLen)
+		h.mu.Unlock()
+		if h.backlog.Load() <= limit {
+			return
+		}
+		select {
+		case <-h.stop:
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// written is called by a stream's writer for each frame it took.
+func (h *hub) written() { h.backlog.Add(-1) }
 
 // flush writes online state and last-seen times to the store, then sends
 // the node changes pending when it started. The store goes first so that an

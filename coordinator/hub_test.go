@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -27,6 +28,14 @@ func newFakeConn(id uint64) *fakeConn {
 func (f *fakeConn) drain(t *testing.T) []control.Message {
 	t.Helper()
 	var out []control.Message
+	if f.netmap != nil {
+		var m control.Message
+		if err := json.Unmarshal(f.netmap, &m); err != nil {
+			t.Fatalf("netmap %q: %v", f.netmap, err)
+		}
+		out = append(out, m)
+		f.netmap = nil
+	}
 	for {
 		select {
 		case b := <-f.send:
@@ -220,8 +229,14 @@ func TestHubRemove(t *testing.T) {
 // boundaries and checks that an agent that applied its netmap and every
 // delta ends with exactly the view a fresh netmap gives.
 func TestHubDeltasConvergeToNetmap(t *testing.T) {
+	for seed := range uint64(4) {
+		t.Run(strconv.FormatUint(seed, 10), func(t *testing.T) { testConverge(t, seed) })
+	}
+}
+
+func testConverge(t *testing.T, seed uint64) {
 	s, key := batchServer(t)
-	rng := rand.New(rand.NewPCG(1, 2))
+	rng := rand.New(rand.NewPCG(seed, 2))
 	obs := newFakeConn(addNode(t, s, key, "observer"))
 	if err := s.hub.connect(obs.streamConn, 2, nil); err != nil {
 		t.Fatal(err)
@@ -276,6 +291,19 @@ func TestHubDeltasConvergeToNetmap(t *testing.T) {
 	want.apply(t, msgs[0])
 	if len(want.peers) != len(known) {
 		t.Fatalf("fresh netmap has %d peers, %d nodes exist", len(want.peers), len(known))
+	}
+	// The netmap (cut from the cached blob and patched) equals the hub's
+	// nodes; the Self field matches too.
+	for id, n := range s.hub.nodes {
+		if id == obs.nodeID {
+			if want.self != n {
+				t.Fatalf("netmap self %+v, hub %+v", want.self, n)
+			}
+			continue
+		}
+		if want.peers[id] != n {
+			t.Fatalf("netmap has %+v for node %d, hub %+v", want.peers[id], id, n)
+		}
 	}
 	if !reflect.DeepEqual(v.peers, want.peers) {
 		for id, n := range want.peers {

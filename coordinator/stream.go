@@ -128,13 +128,26 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 	wg.Wait()
 }
 
-// writeLoop sends queued frames in order.
+// writeLoop sends the netmap, then queued frames in order.
 func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *streamConn, log *slog.Logger) {
+	if c.netmap != nil {
+		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+		err := ws.Write(wctx, websocket.MessageText, c.netmap)
+		cancel()
+		releaseNetmap(c.netmap)
+		c.netmap = nil
+		if err != nil {
+			log.Debug("stream write failed", "err", err)
+			c.close("write failed", false)
+			return
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case frame := <-c.send:
+			s.hub.written()
 			wctx, cancel := context.WithTimeout(ctx, writeTimeout)
 			err := ws.Write(wctx, websocket.MessageText, frame)
 			cancel()

@@ -88,11 +88,14 @@ func (a *simAgent) readLoop(g *run) {
 	var buf bytes.Buffer
 	for {
 		_, r, err := a.ws.Reader(context.Background())
-		if err != nil {
-			return
+		if err == nil {
+			buf.Reset()
+			_, err = buf.ReadFrom(r)
 		}
-		buf.Reset()
-		if _, err := buf.ReadFrom(r); err != nil {
+		if err != nil {
+			if a.index < g.cfg.N && g.measuring.Load() {
+				g.lost.Add(1)
+			}
 			return
 		}
 		now := time.Now()

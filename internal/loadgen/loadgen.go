@@ -57,6 +57,10 @@ type run struct {
 	probe     atomic.Pointer[probe]
 	lastFrame atomic.Int64
 	netmaps   atomic.Int64
+	// measuring is set once setup is done; lost counts agent streams that
+	// ended after that (the coordinator dropped them).
+	measuring atomic.Bool
+	lost      atomic.Int64
 }
 
 // Run measures one coordinator with cfg.N agents and stops it again.
@@ -102,7 +106,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	defer g.stopCoordinator()
 	defer g.closeStreams()
-	return g.measure(ctx)
+	res, err := g.measure(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w\ncoordinator log tail:\n%s", err, g.logTail())
+	}
+	return res, nil
 }
 
 func freePort() (string, error) {

@@ -68,6 +68,7 @@ func (g *run) measure(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	res.SettleSeconds = time.Since(t0).Seconds()
+	g.measuring.Store(true)
 	afterSetup, err := readProc(pid)
 	if err != nil {
 		return nil, err
@@ -92,10 +93,9 @@ func (g *run) measure(ctx context.Context) (*Result, error) {
 	if err := probe.register(ctx, g.hc, g.base, key); err != nil {
 		return nil, fmt.Errorf("loadgen: probe: %w", err)
 	}
-	if err := g.waitProbe(ctx, p, n); err != nil {
-		return nil, fmt.Errorf("loadgen: join: %w", err)
-	}
+	res.note(g.waitProbe(ctx, p, n), "join")
 	res.Join = summarize(p.latencies())
+	g.waitQuiet(ctx, 200*time.Millisecond, 30*time.Second)
 	g.log.Info("join propagated", "p50_ms", res.Join.P50*1000, "p99_ms", res.Join.P99*1000)
 
 	// Online then offline: the probe's stream comes and goes.
@@ -111,10 +111,9 @@ func (g *run) measure(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("loadgen: probe: %w", err)
 	}
 	go probe.readLoop(g)
-	if err := g.waitProbe(ctx, on, n); err != nil {
-		return nil, fmt.Errorf("loadgen: online: %w", err)
-	}
+	res.note(g.waitProbe(ctx, on, n), "online")
 	res.Online = summarize(on.latencies())
+	g.waitQuiet(ctx, 200*time.Millisecond, 30*time.Second)
 	off := newProbe(n, -1, func(f []byte) bool {
 		if !bytes.Contains(f, idMarker(probe.nodeID)) {
 			return false
@@ -124,9 +123,7 @@ func (g *run) measure(ctx context.Context) (*Result, error) {
 	})
 	g.probe.Store(off)
 	probe.ws.CloseNow()
-	if err := g.waitProbe(ctx, off, n); err != nil {
-		return nil, fmt.Errorf("loadgen: offline: %w", err)
-	}
+	res.note(g.waitProbe(ctx, off, n), "offline")
 	res.Offline = summarize(off.latencies())
 	g.log.Info("offline propagated", "p50_ms", res.Offline.P50*1000, "p99_ms", res.Offline.P99*1000)
 
@@ -156,6 +153,7 @@ func (g *run) measure(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	res.PeakRSSBytes = end.peakBytes
+	res.LostStreams = g.lost.Load()
 	res.TotalCPUSeconds = float64(end.cpuTicks-start.cpuTicks) / clockTicks
 	return res, nil
 }

@@ -50,12 +50,22 @@ type Result struct {
 	NetmapBytes int64 `json:"netmap_bytes"`
 	// Join: a node registers. Online, Offline: its stream comes and goes.
 	// Removal: an admin removes it (when the build has the command).
-	Join        Latency            `json:"join"`
-	Online      Latency            `json:"online"`
-	Offline     Latency            `json:"offline"`
-	Removal     Latency            `json:"removal"`
-	RemovalNote string             `json:"removal_note,omitempty"`
+	Join        Latency `json:"join"`
+	Online      Latency `json:"online"`
+	Offline     Latency `json:"offline"`
+	Removal     Latency `json:"removal"`
+	RemovalNote string  `json:"removal_note,omitempty"`
+	// LostStreams counts agent streams that ended during the measurement;
+	// Notes says which probes did not reach every agent in time.
+	LostStreams int64              `json:"lost_streams"`
+	Notes       []string           `json:"notes,omitempty"`
 	Coordinator map[string]float64 `json:"coordinator_metrics,omitempty"`
+}
+
+func (r *Result) note(err error, what string) {
+	if err != nil {
+		r.Notes = append(r.Notes, what+": "+err.Error())
+	}
 }
 
 // Print writes a human summary.
@@ -74,6 +84,10 @@ func (r *Result) Print(w io.Writer) {
 	line("join propagation", r.Join)
 	line("online propagation", r.Online)
 	line("offline propagation", r.Offline)
+	fmt.Fprintf(w, "  streams lost          %8d\n", r.LostStreams)
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "  NOTE: %s\n", n)
+	}
 	if r.RemovalNote != "" {
 		fmt.Fprintf(w, "  removal propagation   %s\n", r.RemovalNote)
 	} else {

@@ -22,6 +22,7 @@ type serverMetrics struct {
 
 func newServerMetrics() *serverMetrics {
 	r := metrics.NewRegistry()
+	metrics.RegisterGoRuntime(r)
 	return &serverMetrics{
 		reg: r,
 		registrations: r.Counter("meshvpn_coordinator_registrations_total",

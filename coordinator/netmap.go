@@ -7,7 +7,6 @@ import (
 	"maps"
 	"slices"
 	"strconv"
-	"sync"
 
 	"github.com/meshvpn/meshvpn/control"
 )
@@ -63,13 +62,18 @@ func (h *hub) rebuildPeersLocked() {
 
 // netmapPool recycles netmap frames: at 10,000 nodes each is over a
 // megabyte, and a reconnect storm would otherwise churn gigabytes through
-// the garbage collector.
-var netmapPool sync.Pool
+// the garbage collector. A small fixed pool rather than a sync.Pool, which
+// would keep one buffer per concurrent writer alive until the next GC.
+var netmapPool = make(chan []byte, 4)
 
 // releaseNetmap returns a written netmap frame to the pool.
 func releaseNetmap(b []byte) {
-	if cap(b) >= 64<<10 {
-		netmapPool.Put(b[:0])
+	if cap(b) < 64<<10 {
+		return
+	}
+	select {
+	case netmapPool <- b[:0]:
+	default:
 	}
 }
 
@@ -94,7 +98,11 @@ func (h *hub) netmapFrameLocked(self control.Node, version int, stun []string) (
 	for id := range p.stale {
 		size += len(h.enc[id]) + 1
 	}
-	buf, _ := netmapPool.Get().([]byte)
+	var buf []byte
+	select {
+	case buf = <-netmapPool:
+	default:
+	}
 	if cap(buf) < size {
 		buf = make([]byte, 0, size+size/8)
 	}

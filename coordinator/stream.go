@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -20,7 +21,7 @@ const (
 	// streamReadLimit bounds one agent frame; signals are a few hundred bytes.
 	streamReadLimit = 64 << 10
 	// sendQueueLen bounds the frames waiting for one agent.
-	sendQueueLen = 256
+	sendQueueLen = 128
 	// pingInterval is how often a stream is probed; a NAT or a dead peer is
 	// noticed within pingInterval+pingTimeout.
 	pingInterval = 15 * time.Second
@@ -119,8 +120,7 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 	}()
 
 	var wg sync.WaitGroup
-	wg.Go(func() { s.writeLoop(ctx, ws, c, log) })
-	wg.Go(func() { s.pingLoop(ctx, ws, c, log) })
+	wg.Go(func() { s.writeLoop(ctx, ws, c, log, &wg) })
 	s.readLoop(ws, node.ID, log)
 
 	c.close("stream ended", false)
@@ -128,8 +128,12 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 	wg.Wait()
 }
 
-// writeLoop sends the netmap, then queued frames in order.
-func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *streamConn, log *slog.Logger) {
+// writeLoop sends the netmap, then queued frames in order, and starts a
+// ping every ping interval (at most one in flight), counted in wg.
+func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *streamConn, log *slog.Logger, wg *sync.WaitGroup) {
+	t := time.NewTicker(s.pingInterval)
+	defer t.Stop()
+	var pinging atomic.Bool
 	if c.netmap != nil {
 		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
 		err := ws.Write(wctx, websocket.MessageText, c.netmap)
@@ -146,6 +150,13 @@ func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *streamCon
 		select {
 		case <-ctx.Done():
 			return
+		case <-t.C:
+			if pinging.CompareAndSwap(false, true) {
+				wg.Go(func() {
+					defer pinging.Store(false)
+					s.pingOnce(ctx, ws, c, log)
+				})
+			}
 		case frame := <-c.send:
 			s.hub.written()
 			wctx, cancel := context.WithTimeout(ctx, writeTimeout)
@@ -160,29 +171,22 @@ func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *streamCon
 	}
 }
 
-// pingLoop detects dead streams: a stream that does not answer a ping is
-// closed, which marks its node offline.
-func (s *Server) pingLoop(ctx context.Context, ws *websocket.Conn, c *streamConn, log *slog.Logger) {
-	t := time.NewTicker(s.pingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+// pingOnce probes the stream: one that does not answer is closed, which
+// marks its node offline. The writer starts one per ping interval in a
+// short-lived goroutine, rather than each stream keeping a pinger goroutine
+// (and its stack) alive: at 10,000 streams that was 80 MB.
+func (s *Server) pingOnce(ctx context.Context, ws *websocket.Conn, c *streamConn, log *slog.Logger) {
+	pctx, cancel := context.WithTimeout(ctx, s.pingTimeout)
+	err := ws.Ping(pctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Info("stream not answering pings, closing", "err", err)
 		}
-		pctx, cancel := context.WithTimeout(ctx, s.pingTimeout)
-		err := ws.Ping(pctx)
-		cancel()
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Info("stream not answering pings, closing", "err", err)
-			}
-			c.close("ping timeout", false)
-			return
-		}
-		s.hub.touch(c.nodeID)
+		c.close("ping timeout", false)
+		return
 	}
+	s.hub.touch(c.nodeID)
 }
 
 // readLoop handles frames from the agent until the stream fails or closes.

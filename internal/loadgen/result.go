@@ -76,6 +76,11 @@ func (r *Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "  registration of N     %8.2f s  (%.0f/s)\n", r.RegisterSeconds, float64(r.N)/r.RegisterSeconds)
 	fmt.Fprintf(w, "  streams + netmaps     %8.2f s  (settled after %.2f s)\n", r.ConnectSeconds, r.SettleSeconds)
 	fmt.Fprintf(w, "  RSS steady / peak     %8.1f MiB / %.1f MiB\n", mib(r.RSSBytes), mib(r.PeakRSSBytes))
+	if r.Coordinator != nil {
+		c := r.Coordinator
+		fmt.Fprintf(w, "  Go heap / stacks      %8.1f MiB / %.1f MiB, %.0f goroutines\n",
+			c["go_memstats_heap_inuse_bytes"]/(1<<20), c["go_memstats_stack_inuse_bytes"]/(1<<20), c["go_goroutines"])
+	}
 	fmt.Fprintf(w, "  CPU setup / total     %8.2f s / %.2f s;  idle %.1f%% of one core\n", r.SetupCPUSeconds, r.TotalCPUSeconds, r.IdleCPUPercent)
 	fmt.Fprintf(w, "  full netmap           %8d bytes\n", r.NetmapBytes)
 	line := func(name string, l Latency) {

@@ -19,6 +19,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/metrics"
 	"github.com/meshvpn/meshvpn/tun"
 )
 
@@ -35,7 +36,10 @@ type Config struct {
 	// CAFile, when set, is a PEM bundle trusted for the coordinator's TLS
 	// certificate instead of the system roots (a self-hosted CA).
 	CAFile string
-	Logger *slog.Logger
+	// MetricsListen is the TCP address of the Prometheus endpoint (plain
+	// HTTP, /metrics); empty disables it.
+	MetricsListen string
+	Logger        *slog.Logger
 }
 
 // Agent is a running node.
@@ -52,7 +56,8 @@ type Agent struct {
 	pion logging.LoggerFactory
 	tun  *tun.Device
 
-	stop context.CancelFunc // ends Run; `meshvpn down` calls it
+	stop    context.CancelFunc // ends Run; `meshvpn down` calls it
+	metrics *agentMetrics
 
 	mu    sync.Mutex
 	self  control.Node
@@ -102,6 +107,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ctl:   ctl,
 		peers: make(map[uint64]*peer),
 	}
+	a.metrics = newAgentMetrics(a.Status)
 	st, err := a.join(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -119,6 +125,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer a.stopDataPlane()
+	if cfg.MetricsListen != "" {
+		ms, err := metrics.Listen(cfg.MetricsListen, a.metrics.reg, a.log)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+	}
 	go serveLocalAPI(lapi, a)
 
 	a.log.Info("meshvpn up", "name", st.Name, "ip", st.IP, "tun", a.tun.IfName(), "port", a.bind.Port())

@@ -133,6 +133,7 @@ func (p *peer) tick(now time.Time) {
 }
 
 func (p *peer) requestRestartLocked() {
+	p.a.countICERestart()
 	p.nextTry = time.Now().Add(p.retry.next())
 	p.a.sendSignal(control.Signal{To: p.id, Kind: control.SignalRestart})
 }
@@ -141,6 +142,9 @@ func (p *peer) requestRestartLocked() {
 func (p *peer) startLocked() {
 	if len(p.a.stunURLs()) == 0 {
 		p.log.Debug("no STUN server known yet; offering host candidates only")
+	}
+	if p.ice != nil {
+		p.a.countICERestart()
 	}
 	agent, err := p.newICELocked(newSessionID())
 	if err != nil {
@@ -214,6 +218,7 @@ func (p *peer) onState(agent *ice.Agent, s ice.ConnectionState) {
 		p.retry.reset()
 		p.nextTry = time.Time{}
 	case ice.ConnectionStateFailed:
+		p.a.countICEFailure()
 		p.nextTry = time.Now().Add(p.retry.next())
 	}
 }

@@ -120,6 +120,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 	port := fs.Uint("port", 0, "UDP port shared by WireGuard and ICE (0 = random)")
 	mtu := fs.Int("mtu", tun.DefaultMTU, "MTU of the TUN device")
 	caFile := fs.String("ca-file", "", "PEM file of the CA that signed the coordinator's TLS certificate (default: system roots)")
+	metricsListen := fs.String("metrics-listen", "", "TCP address of the Prometheus endpoint (plain HTTP, path /metrics), e.g. 127.0.0.1:9101; empty (the default) disables it")
 	verbose := fs.Bool("verbose", false, "log debug details")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -153,16 +154,17 @@ func cmdUp(args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return agent.Run(ctx, agent.Config{
-		Coordinator: *coord,
-		AuthKey:     key,
-		Hostname:    *hostname,
-		StateDir:    *stateDir,
-		Socket:      *socket,
-		TUN:         *tunName,
-		Port:        uint16(*port),
-		MTU:         *mtu,
-		CAFile:      *caFile,
-		Logger:      log,
+		Coordinator:   *coord,
+		AuthKey:       key,
+		Hostname:      *hostname,
+		StateDir:      *stateDir,
+		Socket:        *socket,
+		TUN:           *tunName,
+		Port:          uint16(*port),
+		MTU:           *mtu,
+		CAFile:        *caFile,
+		MetricsListen: *metricsListen,
+		Logger:        log,
 	})
 }
 

@@ -101,9 +101,8 @@ type streamConn struct {
 	// nothing more is queued to it.
 	dropped bool
 	// netmap is the first frame, set by connect before the stream's writer
-	// starts; the writer sends it before anything queued and then hands
-	// the buffer back with releaseNetmap.
-	netmap []byte
+	// starts; the writer sends it before anything queued.
+	netmap *netmapFrame
 }
 
 func newHub(ctx context.Context, store *Store, log *slog.Logger, m *serverMetrics) (*hub, error) {
@@ -251,7 +250,7 @@ func (h *hub) connect(c *streamConn, version int, stun []string) error {
 	}
 	h.conns[c.nodeID] = c
 	h.metrics.netmaps.Inc()
-	h.metrics.netmapBytes.Set(float64(len(frame)))
+	h.metrics.netmapBytes.Set(float64(frame.size))
 	// The netmap goes ahead of the queue (see streamConn.netmap), so a
 	// 10,000-node netmap does not count against the queue bound.
 	c.netmap = frame
@@ -283,15 +282,16 @@ func (h *hub) disconnect(c *streamConn) bool {
 
 // touch records that a node's stream is alive. Peers are not told: a
 // last-seen tick is not worth a delta to every agent. The store learns of it
-// with the next batch, in one transaction with the others.
+// with the next batch or within touchFlushInterval, in one transaction.
 func (h *hub) touch(id uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.dirty[id]; ok {
 		return // an online change is queued and carries a fresher time
 	}
+	// No wake-up: the flusher writes touches with the next batch or on its
+	// touch tick, so 10,000 pinged streams do not mean 20 writes a second.
 	h.dirty[id] = nodeSeen{lastSeen: time.Now().UTC(), touch: true}
-	h.wakeLocked()
 }
 
 // relay forwards a signal to its target's stream. From is always the

@@ -9,6 +9,10 @@ import (
 	"time"
 )
 
+// touchFlushInterval is how often last-seen times from stream pings are
+// written when nothing else is.
+const touchFlushInterval = 5 * time.Second
+
 // dbTimeout bounds one batch write to the store.
 const dbTimeout = 10 * time.Second
 
@@ -17,9 +21,14 @@ const dbTimeout = 10 * time.Second
 // during it ride along. One goroutine, so store writes keep their order.
 func (h *hub) flusher() {
 	defer close(h.done)
+	touches := time.NewTicker(touchFlushInterval)
+	defer touches.Stop()
 	for {
 		select {
 		case <-h.kick:
+		case <-touches.C:
+			h.flush() // last-seen times only, unless a change is pending
+			continue
 		case <-h.stop:
 			h.flush()
 			return

@@ -30,8 +30,8 @@ func (f *fakeConn) drain(t *testing.T) []control.Message {
 	var out []control.Message
 	if f.netmap != nil {
 		var m control.Message
-		if err := json.Unmarshal(f.netmap, &m); err != nil {
-			t.Fatalf("netmap %q: %v", f.netmap, err)
+		if err := json.Unmarshal(f.netmap.bytes(), &m); err != nil {
+			t.Fatalf("netmap %q: %v", f.netmap.bytes(), err)
 		}
 		out = append(out, m)
 		f.netmap = nil

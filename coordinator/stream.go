@@ -135,10 +135,7 @@ func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *streamCon
 	defer t.Stop()
 	var pinging atomic.Bool
 	if c.netmap != nil {
-		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
-		err := ws.Write(wctx, websocket.MessageText, c.netmap)
-		cancel()
-		releaseNetmap(c.netmap)
+		err := writeNetmap(ctx, ws, c.netmap)
 		c.netmap = nil
 		if err != nil {
 			log.Debug("stream write failed", "err", err)
@@ -169,6 +166,24 @@ func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *streamCon
 			}
 		}
 	}
+}
+
+// writeNetmap sends a netmap as one message from its parts.
+func writeNetmap(ctx context.Context, ws *websocket.Conn, f *netmapFrame) error {
+	// A netmap of 10,000 nodes is 1.7 MB: allow for a slow reader.
+	wctx, cancel := context.WithTimeout(ctx, 3*writeTimeout)
+	defer cancel()
+	w, err := ws.Writer(wctx, websocket.MessageText)
+	if err != nil {
+		return err
+	}
+	for _, p := range f.parts {
+		if _, err := w.Write(p); err != nil {
+			w.Close()
+			return err
+		}
+	}
+	return w.Close()
 }
 
 // pingOnce probes the stream: one that does not answer is closed, which

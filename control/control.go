@@ -109,6 +109,24 @@ type Netmap struct {
 	Peers []Node `json:"peers"`
 	// STUN lists host:port STUN servers the agent should use.
 	STUN []string `json:"stun"`
+	// Relays lists the TURN servers the agent may relay through, with
+	// credentials minted for this node. Absent from older coordinators.
+	Relays []Relay `json:"relays,omitempty"`
+}
+
+// Relay is one TURN server and the short-lived credential for it, in the
+// TURN REST API scheme (username "expiry:node", password an HMAC of it).
+type Relay struct {
+	// URL is a turn: or turns: URI, e.g. "turn:relay.example.com:3478?transport=udp".
+	URL      string `json:"url"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+	// Expires is when the credential stops working; the coordinator sends
+	// fresh ones well before.
+	Expires time.Time `json:"expires,omitzero"`
+	// CA is an optional PEM bundle that a turns: server's certificate chains
+	// to, for servers with a private CA.
+	CA string `json:"ca,omitempty"`
 }
 
 // Delta changes a Netmap: nodes added or changed, nodes gone.
@@ -116,6 +134,8 @@ type Delta struct {
 	Upsert []Node    `json:"upsert,omitempty"`
 	Remove []uint64  `json:"remove,omitempty"`
 	STUN   *[]string `json:"stun,omitempty"`
+	// Relays, when present, replaces the whole relay list (fresh credentials).
+	Relays *[]Relay `json:"relays,omitempty"`
 }
 
 // Signal kinds.
@@ -140,7 +160,14 @@ type Signal struct {
 	Ufrag     string `json:"ufrag,omitempty"`
 	Pwd       string `json:"pwd,omitempty"`
 	Candidate string `json:"candidate,omitempty"`
+	// Lane names which of the two per-peer sessions the signal belongs to:
+	// "" for the direct one (all a version-1 agent knows), "relay" for the
+	// relay-only one.
+	Lane string `json:"lane,omitempty"`
 }
+
+// LaneRelay is Signal.Lane of the relay-only ICE session.
+const LaneRelay = "relay"
 
 // Message types on the stream.
 const (

@@ -32,6 +32,8 @@ type Config struct {
 	// PublicHost is the host agents are told to reach STUN at. Empty means
 	// the host each agent used to reach the API.
 	PublicHost string
+	// TURN configures the embedded TURN server and external relays.
+	TURN TURNConfig
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -50,6 +52,10 @@ type Server struct {
 	httpSrv *http.Server
 	httpLn  net.Listener
 	stun    *stunServer
+	turn    *turnServer
+	// relays mints each node's relay list; nil when no relay is configured.
+	relays     *relayList
+	turnSecret []byte
 
 	// streams counts live stream handlers, which http.Server.Shutdown does
 	// not wait for once they have taken over their connection.
@@ -106,6 +112,18 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
 	s.store, s.hub = store, h
+	if cfg.TURN.Embedded {
+		if s.turnSecret, err = loadTURNSecret(cfg.StateDir); err != nil {
+			store.Close()
+			return nil, fmt.Errorf("new coordinator: %w", err)
+		}
+	}
+	if cfg.TURN.Embedded || len(cfg.TURN.URLs) > 0 {
+		if s.relays, err = newRelayList(cfg.TURN, s.turnSecret); err != nil {
+			store.Close()
+			return nil, fmt.Errorf("new coordinator: %w", err)
+		}
+	}
 	s.httpSrv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -136,16 +154,42 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
 	}
-	if s.cfg.STUNListen != "" {
+	if s.cfg.TURN.Embedded {
+		t, err := listenTURN(s.cfg.TURN, s.cfg.PublicHost, s.tls, s.turnSecret, s.hub.member, s.log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		s.turn = t
+	}
+	// A TURN server answers STUN Binding requests itself, so one on the
+	// STUN address replaces the plain STUN server.
+	if s.cfg.STUNListen != "" && !s.turnServesSTUN() {
 		st, err := listenSTUN(s.cfg.STUNListen, s.log)
 		if err != nil {
 			ln.Close()
+			if s.turn != nil {
+				s.turn.close()
+			}
 			return err
 		}
 		s.stun = st
 	}
 	s.httpLn = ln
 	return nil
+}
+
+func (s *Server) turnServesSTUN() bool {
+	return s.turn != nil && s.cfg.STUNListen == s.cfg.TURN.Listen
+}
+
+// TURNAddr is the embedded TURN server's UDP (and TCP) address, nil if
+// disabled.
+func (s *Server) TURNAddr() net.Addr {
+	if s.turn == nil {
+		return nil
+	}
+	return s.turn.udp.LocalAddr()
 }
 
 // HTTPAddr is the API's bound address, nil before Listen.
@@ -158,6 +202,9 @@ func (s *Server) HTTPAddr() net.Addr {
 
 // STUNAddr is the STUN server's bound address, nil if disabled.
 func (s *Server) STUNAddr() net.Addr {
+	if s.turnServesSTUN() {
+		return s.turn.udp.LocalAddr()
+	}
 	if s.stun == nil {
 		return nil
 	}
@@ -200,10 +247,21 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}()
 		attrs = append(attrs, "stun", "udp://"+s.stun.conn.LocalAddr().String())
+	} else if s.turnServesSTUN() {
+		attrs = append(attrs, "stun", "udp://"+s.turn.udp.LocalAddr().String()+" (turn)")
 	} else {
 		attrs = append(attrs, "stun", "disabled")
 	}
+	if s.turn != nil {
+		attrs = append(attrs, "turn", s.turn.udp.LocalAddr().String()+" udp+tcp", "relay_ip", s.turn.relayIP.String())
+		if s.turn.tls != nil {
+			attrs = append(attrs, "turns", s.turn.tls.Addr().String())
+		}
+	}
 	s.log.Info("coordinator listening", attrs...)
+	if s.relays == nil {
+		s.log.Warn("no TURN relay configured: peers without a direct path will not connect")
+	}
 
 	var err error
 	select {
@@ -261,6 +319,11 @@ func (s *Server) Close() error {
 				errs = append(errs, fmt.Errorf("close stun: %w", err))
 			}
 		}
+		if s.turn != nil {
+			if err := s.turn.close(); err != nil {
+				errs = append(errs, fmt.Errorf("close turn: %w", err))
+			}
+		}
 		if err := s.store.Close(); err != nil {
 			errs = append(errs, err)
 		}
@@ -270,9 +333,25 @@ func (s *Server) Close() error {
 
 // stunServers is the STUN list for an agent that reached us via r.
 func (s *Server) stunServers(r *http.Request) []string {
-	if s.stun == nil {
+	port := 0
+	switch {
+	case s.turnServesSTUN():
+		port = s.turn.udpPort
+	case s.stun != nil:
+		port = s.stun.port()
+	default:
 		return []string{}
 	}
+	host := s.advertisedHost(r)
+	if host == "" {
+		return []string{}
+	}
+	return []string{net.JoinHostPort(host, strconv.Itoa(port))}
+}
+
+// advertisedHost is the host an agent that reached us via r is told to
+// use for STUN and TURN: --public-host, else the host it dialled.
+func (s *Server) advertisedHost(r *http.Request) string {
 	host := s.cfg.PublicHost
 	if host == "" {
 		host = r.Host
@@ -280,9 +359,5 @@ func (s *Server) stunServers(r *http.Request) []string {
 			host = h
 		}
 	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if host == "" {
-		return []string{}
-	}
-	return []string{net.JoinHostPort(host, strconv.Itoa(s.stun.port()))}
+	return strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 }

@@ -68,11 +68,11 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	s.streams.Add(1)
 	defer s.streams.Done()
 	ws.SetReadLimit(streamReadLimit)
-	s.serveStream(ws, node, version, s.stunServers(r))
+	s.serveStream(ws, node, version, s.stunServers(r), s.advertisedHost(r))
 }
 
 // serveStream runs one agent's stream until either side ends it.
-func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int, stun []string) {
+func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int, stun []string, host string) {
 	log := s.log.With("node", node.ID, "name", node.Name)
 	// ctx stops the writer and pinger. Reads use a context that is never
 	// cancelled: cancelling a read makes the library drop the connection
@@ -121,6 +121,7 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 	var wg sync.WaitGroup
 	wg.Go(func() { s.writeLoop(ctx, ws, c, log) })
 	wg.Go(func() { s.pingLoop(ctx, ws, c, log) })
+	wg.Go(func() { s.relayLoop(ctx, c, host) })
 	s.readLoop(ws, node.ID, log)
 
 	c.close("stream ended", false)

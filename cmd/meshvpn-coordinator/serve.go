@@ -15,8 +15,11 @@ import (
 
 const serveAbout = `Runs the coordinator until SIGINT or SIGTERM: the HTTP(S) API that admits
 nodes (POST /api/v1/register), the WebSocket stream that sends each agent its
-netmap and relays ICE signalling (GET /api/v1/stream), and an embedded STUN
-server. The API speaks HTTPS when both --tls-cert and --tls-key are given,
+netmap and relays ICE signalling (GET /api/v1/stream), an embedded STUN
+server and an embedded TURN relay (UDP and TCP on --turn-listen, TLS on
+--turns-listen). Agents get short-lived TURN credentials (TURN REST API
+scheme), renewed before they expire; external TURN servers such as coturn
+with use-auth-secret can be added with --turn-url and --turn-secret-file. The API speaks HTTPS when both --tls-cert and --tls-key are given,
 plain HTTP otherwise. State (auth keys, nodes) lives in --state.`
 
 func runServe(args []string, stdout, stderr io.Writer) error {
@@ -28,6 +31,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key `file` (with --tls-cert: serve HTTPS)")
 	fs.StringVar(&cfg.STUNListen, "stun-listen", ":3478", "UDP `address` of the STUN server; empty disables STUN")
 	fs.StringVar(&cfg.PublicHost, "public-host", "", "`host` agents are told to reach STUN at (default: the host each agent used to reach the API)")
+	turnCfg := turnFlags(fs)
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	if err := parseFlags(fs, serveAbout, args, stdout, stderr); err != nil {
 		return err
@@ -39,6 +43,11 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --tls-cert and --tls-key must be given together")
+		return errUsage
+	}
+	var err error
+	if cfg.TURN, err = turnCfg(); err != nil {
+		fmt.Fprintf(stderr, "meshvpn-coordinator serve: %v\n", err)
 		return errUsage
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))

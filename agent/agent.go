@@ -54,6 +54,9 @@ type Agent struct {
 
 	stop context.CancelFunc // ends Run; `meshvpn down` calls it
 
+	relays *relayManager
+	nat    natState
+
 	mu    sync.Mutex
 	self  control.Node
 	peers map[uint64]*peer
@@ -102,6 +105,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ctl:   ctl,
 		peers: make(map[uint64]*peer),
 	}
+	a.relays = &relayManager{a: a}
 	st, err := a.join(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -247,12 +251,13 @@ func (a *Agent) stopDataPlane() {
 
 // ICE timings. Checks go out every 50 ms while connecting so the first
 // overlay packet follows the agent's start within a second or so; a selected
-// pair that stops answering is declared dead after 5 s.
+// pair that stops answering is declared disconnected after 3 s, when traffic
+// moves to the relay, and dead after 10 s.
 const (
 	iceCheckInterval     = 50 * time.Millisecond
 	iceMaxRequests       = 100 // per pair: 5 s of checks, long enough to learn peer-reflexive addresses
-	iceKeepalive         = 2 * time.Second
-	iceDisconnected      = 5 * time.Second
+	iceKeepalive         = 1 * time.Second
+	iceDisconnected      = 3 * time.Second
 	iceFailed            = 10 * time.Second
 	iceSrflxMinWait      = 100 * time.Millisecond
 	icePrflxMinWait      = 200 * time.Millisecond
@@ -308,6 +313,8 @@ func (a *Agent) tickLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			a.relays.tick(now)
+			a.natTick(now)
 			a.mu.Lock()
 			peers := make([]*peer, 0, len(a.peers))
 			for _, p := range a.peers {

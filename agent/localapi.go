@@ -78,6 +78,7 @@ func (a *Agent) Status() Status {
 			ListenPort: int(a.bind.Port()),
 			TUN:        a.tun.IfName(),
 			Endpoints:  []EndpointStatus{},
+			Relays:     []RelayStatus{},
 		},
 		Coordinator: CoordinatorStatus{URL: a.ctl.base.String(), Connected: connected, LastError: lastErr},
 		Peers:       []PeerStatus{},
@@ -86,10 +87,22 @@ func (a *Agent) Status() Status {
 	if err != nil {
 		a.log.Warn("status", "err", err)
 	}
+	env := a.pathEnv()
+	st.Self.NAT = env.localNAT
+	for _, c := range a.relays.snapshot() {
+		rs := RelayStatus{URL: c.URL, Server: c.Server, Transport: c.Transport, Available: c.OK, Error: c.Err}
+		if c.OK {
+			rs.RTTMs = float64(c.RTT.Microseconds()) / 1000
+		}
+		if !c.Checked.IsZero() {
+			rs.Checked = c.Checked.UTC().Format(time.RFC3339)
+		}
+		st.Self.Relays = append(st.Self.Relays, rs)
+	}
 	seen := map[string]bool{}
 	for _, p := range peers {
 		s, ok := wg[p.key.Hex()]
-		st.Peers = append(st.Peers, p.status(s, ok))
+		st.Peers = append(st.Peers, p.status(s, ok, env))
 		for _, e := range p.localEndpoints() {
 			if !seen[e.Addr] {
 				seen[e.Addr] = true
@@ -117,17 +130,19 @@ func compareStr(a, b string) int {
 	return 0
 }
 
-// localEndpoints lists the local candidates of the peer's current session.
+// localEndpoints lists the local candidates of the peer's current sessions.
 func (p *peer) localEndpoints() []EndpointStatus {
 	p.mu.Lock()
-	agent := p.ice
+	agents := []*ice.Agent{p.direct.ice, p.relay.ice}
 	p.mu.Unlock()
-	if agent == nil {
-		return nil
-	}
-	cands, err := agent.GetLocalCandidates()
-	if err != nil {
-		return nil
+	var cands []ice.Candidate
+	for _, agent := range agents {
+		if agent == nil {
+			continue
+		}
+		if cs, err := agent.GetLocalCandidates(); err == nil {
+			cands = append(cands, cs...)
+		}
 	}
 	var out []EndpointStatus
 	for _, c := range cands {

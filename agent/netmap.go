@@ -59,6 +59,9 @@ func (a *Agent) applyNetmap(nm *control.Netmap) {
 		}
 	}
 	a.mu.Unlock()
+	if nm.Relays != nil {
+		a.relays.set(nm.Relays)
+	}
 	for _, id := range gone {
 		a.removePeer(id)
 	}
@@ -72,6 +75,9 @@ func (a *Agent) applyDelta(d *control.Delta) {
 		a.mu.Lock()
 		a.stun = slices.Clone(*d.STUN)
 		a.mu.Unlock()
+	}
+	if d.Relays != nil {
+		a.relays.set(*d.Relays)
 	}
 	for _, id := range d.Remove {
 		a.removePeer(id)

@@ -164,6 +164,10 @@ type Signal struct {
 	// "" for the direct one (all a version-1 agent knows), "relay" for the
 	// relay-only one.
 	Lane string `json:"lane,omitempty"`
+	// NAT is what the sender found about its own network ("symmetric",
+	// "udp-blocked" or empty), sent with offers and answers so both sides
+	// can tell the user why a path is not direct.
+	NAT string `json:"nat,omitempty"`
 }
 
 // LaneRelay is Signal.Lane of the relay-only ICE session.

@@ -193,6 +193,16 @@ func printStatus(w io.Writer, st *agent.Status) {
 	for _, e := range st.Self.Endpoints {
 		fmt.Fprintf(w, "  endpoint %-22s %s\n", e.Addr, e.Type)
 	}
+	if st.Self.NAT != "" {
+		fmt.Fprintf(w, "  network: %s\n", st.Self.NAT)
+	}
+	for _, r := range st.Self.Relays {
+		state := fmt.Sprintf("available, %.1fms", r.RTTMs)
+		if !r.Available {
+			state = "UNAVAILABLE: " + r.Error
+		}
+		fmt.Fprintf(w, "  relay %-25s %-3s %s\n", r.Server, r.Transport, state)
+	}
 	coord := "connected"
 	if !st.Coordinator.Connected {
 		coord = "DISCONNECTED"
@@ -209,6 +219,9 @@ func printStatus(w io.Writer, st *agent.Status) {
 	fmt.Fprintln(tw, "PEER\tIP\tONLINE\tPATH\tENDPOINT\tCANDIDATES\tHANDSHAKE\tRX\tTX\tRTT")
 	for _, p := range st.Peers {
 		path := p.Path
+		if p.Relay != nil {
+			path += " via " + p.Relay.Server + " " + p.Relay.Transport
+		}
 		if p.Reason != "" {
 			path += " (" + p.Reason + ")"
 		}
@@ -250,8 +263,9 @@ func bytesStr(n uint64) string {
 }
 
 func cmdPing(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("ping", "ping PEER [-c N] [--socket PATH]", stderr)
-	count := fs.Int("c", 4, "number of echo requests")
+	fs := newFlags("ping", "ping PEER [-c N] [--until-direct] [--json] [--socket PATH]", stderr)
+	count := fs.Int("c", 0, "number of echo requests (default 4; with --until-direct, the most to send: default 30)")
+	untilDirect := fs.Bool("until-direct", false, "keep pinging until a reply comes over a direct path (exit 1 if none does within -c pings)")
 	interval := fs.Duration("i", time.Second, "interval between requests")
 	timeout := fs.Duration("W", 2*time.Second, "time to wait for each reply")
 	asJSON := fs.Bool("json", false, "print one JSON object per echo and a summary object")
@@ -267,17 +281,26 @@ func cmdPing(args []string, stdout, stderr io.Writer) error {
 	if *interval < 10*time.Millisecond || *timeout <= 0 {
 		return errors.New("-i must be at least 10ms and -W positive")
 	}
+	if *count == 0 {
+		*count = 4
+		if *untilDirect {
+			*count = 30
+		}
+	}
 	if *count < 1 || *count > 100000 {
 		return fmt.Errorf("-c %d out of range 1-100000", *count)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	res, err := agent.Ping(ctx, &agent.Client{Socket: *socket}, pos[0], agent.PingOptions{Count: *count, Interval: *interval, Timeout: *timeout, JSON: *asJSON}, stdout)
+	res, err := agent.Ping(ctx, &agent.Client{Socket: *socket}, pos[0], agent.PingOptions{Count: *count, Interval: *interval, Timeout: *timeout, JSON: *asJSON, UntilDirect: *untilDirect}, stdout)
 	if err != nil {
 		return err
 	}
 	if res.Received == 0 {
 		return fmt.Errorf("no reply from %s", pos[0])
+	}
+	if *untilDirect && !res.Direct {
+		return fmt.Errorf("no direct path to %s after %d pings", pos[0], res.Sent)
 	}
 	return nil
 }

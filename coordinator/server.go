@@ -180,7 +180,19 @@ func (s *Server) Listen() error {
 }
 
 func (s *Server) turnServesSTUN() bool {
-	return s.turn != nil && s.cfg.STUNListen == s.cfg.TURN.Listen
+	return s.turn != nil && sameUDPPort(s.cfg.STUNListen, s.cfg.TURN.Listen)
+}
+
+// sameUDPPort tells whether two listen addresses would claim the same UDP
+// port: same port, and the same host or a wildcard on either side.
+func sameUDPPort(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb || pa == "0" {
+		return false
+	}
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || wild(ha) || wild(hb)
 }
 
 // TURNAddr is the embedded TURN server's UDP (and TCP) address, nil if

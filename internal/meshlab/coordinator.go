@@ -28,27 +28,43 @@ type Coordinator struct {
 	Bins     Bins
 	// TLS is set when the coordinator serves HTTPS with a lab CA.
 	TLS *TLSFiles
+	// Args are extra flags for serve (relay settings).
+	Args []string
+}
+
+// CoordinatorOptions adjust StartCoordinatorWith.
+type CoordinatorOptions struct {
+	// TLS serves HTTPS (and TURN over TLS on :443) with a lab CA.
+	TLS bool
+	// Args are extra flags for `meshvpn-coordinator serve`.
+	Args []string
+}
+
+// StartCoordinatorWith is StartCoordinator with options.
+func StartCoordinatorWith(ctx context.Context, lab *natlab.Lab, bins Bins, opt CoordinatorOptions) (*Coordinator, error) {
+	return startCoordinator(ctx, lab, bins, opt)
 }
 
 // StartCoordinator adds the public host "coord" at CoordinatorIP, starts
 // `meshvpn-coordinator serve` there (HTTP :8080, STUN :3478) and waits
 // until its API accepts connections.
 func StartCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coordinator, error) {
-	return startCoordinator(ctx, lab, bins, false)
+	return startCoordinator(ctx, lab, bins, CoordinatorOptions{})
 }
 
 // StartCoordinatorTLS is StartCoordinator with HTTPS, its certificate
 // signed by a CA made for the lab; agents are given that CA.
 func StartCoordinatorTLS(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coordinator, error) {
-	return startCoordinator(ctx, lab, bins, true)
+	return startCoordinator(ctx, lab, bins, CoordinatorOptions{TLS: true})
 }
 
-func startCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins, withTLS bool) (*Coordinator, error) {
+func startCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins, opt CoordinatorOptions) (*Coordinator, error) {
+	withTLS := opt.TLS
 	h, err := lab.AddPublicHost("coord", CoordinatorIP)
 	if err != nil {
 		return nil, err
 	}
-	c := &Coordinator{Host: h, StateDir: filepath.Join(lab.Dir, "coord-state"), URL: CoordinatorURL, Bins: bins}
+	c := &Coordinator{Host: h, StateDir: filepath.Join(lab.Dir, "coord-state"), URL: CoordinatorURL, Bins: bins, Args: opt.Args}
 	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -79,10 +95,14 @@ func (c *Coordinator) start(ctx context.Context) error {
 	args := []string{"serve",
 		"--listen", CoordinatorIP + ":8080",
 		"--state", c.StateDir,
-		"--stun-listen", CoordinatorIP + ":3478"}
+		"--stun-listen", CoordinatorIP + ":3478",
+		"--turn-listen", CoordinatorIP + ":3478",
+		// Few relay ports: a lab run makes a handful of allocations.
+		"--relay-range", "50000-50999"}
 	if c.TLS != nil {
-		args = append(args, "--tls-cert", c.TLS.Cert, "--tls-key", c.TLS.Key)
+		args = append(args, "--tls-cert", c.TLS.Cert, "--tls-key", c.TLS.Key, "--turns-listen", CoordinatorIP+":443")
 	}
+	args = append(args, c.Args...)
 	var err error
 	c.Proc, err = c.Host.Start(c.Bins.Coordinator, args...)
 	if err != nil {

@@ -20,6 +20,24 @@ type SelfStatus struct {
 	Name      string     `json:"name"`
 	IP        string     `json:"ip"`
 	Endpoints []Endpoint `json:"endpoints"`
+	NAT       string     `json:"nat"`
+	Relays    []Relay    `json:"relays"`
+}
+
+// Relay is one TURN server the agent was offered and its last check.
+type Relay struct {
+	URL       string `json:"url"`
+	Server    string `json:"server"`
+	Transport string `json:"transport"`
+	Available bool   `json:"available"`
+	Error     string `json:"error"`
+}
+
+// RelayPath is the relay a peer's path goes through.
+type RelayPath struct {
+	URL       string `json:"url"`
+	Server    string `json:"server"`
+	Transport string `json:"transport"`
 }
 
 // Endpoint is one address the node advertises. The agent prints objects
@@ -48,17 +66,20 @@ func (e Endpoint) String() string {
 
 // PeerStatus describes one peer and the path to it.
 type PeerStatus struct {
-	Name          string  `json:"name"`
-	IP            string  `json:"ip"`
-	Online        bool    `json:"online"`
-	Path          string  `json:"path"` // "direct", "relay" or "none"
-	Endpoint      string  `json:"endpoint"`
-	LocalType     string  `json:"local_type"`  // host, srflx, prflx, relay
-	RemoteType    string  `json:"remote_type"` // host, srflx, prflx, relay
-	LastHandshake string  `json:"last_handshake"`
-	RxBytes       uint64  `json:"rx_bytes"`
-	TxBytes       uint64  `json:"tx_bytes"`
-	RTTms         float64 `json:"rtt_ms"`
+	Name          string     `json:"name"`
+	IP            string     `json:"ip"`
+	Online        bool       `json:"online"`
+	Path          string     `json:"path"` // "direct", "relay" or "none"
+	Endpoint      string     `json:"endpoint"`
+	LocalType     string     `json:"local_type"`  // host, srflx, prflx, relay
+	RemoteType    string     `json:"remote_type"` // host, srflx, prflx, relay
+	Reason        string     `json:"reason"`
+	Relay         *RelayPath `json:"relay"`
+	LastChange    string     `json:"last_change"`
+	LastHandshake string     `json:"last_handshake"`
+	RxBytes       uint64     `json:"rx_bytes"`
+	TxBytes       uint64     `json:"tx_bytes"`
+	RTTms         float64    `json:"rtt_ms"`
 }
 
 // Peer returns the peer called name, or nil.

@@ -273,3 +273,116 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, " | ")
 }
+
+// TestRelayTLS blocks UDP and TURN's TCP port at one site, so the only way
+// out is TURN over TLS on :443: the agent verifies the relay's certificate
+// against the lab CA it was given and relays over TLS.
+func TestRelayTLS(t *testing.T) {
+	lab, coord := newLabWith(t, meshlab.StartCoordinatorTLS)
+	key := authKey(t, coord, true)
+	site, err := lab.AddSite("hotel", natlab.UDPBlocked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if _, err := site.Router.Run(ctx, "nft", "add", "rule", "ip", "natlab", "forward", "tcp", "dport", "3478", "drop"); err != nil {
+		t.Fatal(err)
+	}
+	a, err := meshlab.NewAgent(coord, site.Host, "hotel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := addSiteAgent(t, lab, coord, "office", natlab.Symmetric)
+	for _, x := range []*meshlab.Agent{a, b} {
+		if err := x.Start(key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := meshlab.WaitOnline(ctx, []*meshlab.Agent{a, b}, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := pingUntil(ctx, a, overlayIP(t, b), 40*time.Second); err != nil {
+		t.Fatalf("overlay ping over TURN/TLS failed: %v\n%s", err, out)
+	}
+	checkRelayed(t, a, b, "tls", meshlab.CoordinatorIP)
+	st, err := a.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range st.Self.Relays {
+		t.Logf("hotel relay %s %s available=%v %s", r.Server, r.Transport, r.Available, r.Error)
+		if r.Transport != "tls" && r.Available {
+			t.Errorf("relay %s over %s available although the site blocks it", r.Server, r.Transport)
+		}
+	}
+}
+
+// TestRelayUnavailable gives the agents relays they cannot use - coturn
+// with the wrong shared secret, and a TURN server that does not exist -
+// and checks that status says why, the logs say so, and direct paths keep
+// working.
+func TestRelayUnavailable(t *testing.T) {
+	natlab.Require(t)
+	lab, coord := newLabWith(t, func(ctx context.Context, lab *natlab.Lab, bins meshlab.Bins) (*meshlab.Coordinator, error) {
+		turn, err := meshlab.StartCoturn(ctx, lab)
+		if err != nil {
+			return nil, err
+		}
+		return meshlab.StartCoordinatorWith(ctx, lab, bins, meshlab.CoordinatorOptions{Args: []string{
+			"--embedded-turn=false",
+			"--turn-secret", "not-" + turn.Secret,
+			"--turn-url", turn.URLs[0],
+			"--turn-url", "turn:198.51.100.99:3478?transport=udp",
+		}})
+	})
+	key := authKey(t, coord, true)
+	a := addSiteAgent(t, lab, coord, "conea", natlab.FullCone)
+	b := addSiteAgent(t, lab, coord, "coneb", natlab.RestrictedCone)
+	ctx := t.Context()
+	for _, x := range []*meshlab.Agent{a, b} {
+		if err := x.Start(key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := meshlab.WaitOnline(ctx, []*meshlab.Agent{a, b}, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	checkDirectPair(t, a, b, overlayIP(t, b))
+	var st *meshlab.Status
+	err := natlab.Poll(ctx, 30*time.Second, 500*time.Millisecond, func() error {
+		var err error
+		if st, err = a.Status(ctx); err != nil {
+			return err
+		}
+		if len(st.Self.Relays) != 2 {
+			return fmt.Errorf("want 2 relays in status, got %+v", st.Self.Relays)
+		}
+		for _, r := range st.Self.Relays {
+			if r.Error == "" || r.Error == "not checked yet" {
+				return fmt.Errorf("relay %s not checked yet", r.URL)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range st.Self.Relays {
+		t.Logf("relay %s: available=%v error=%q", r.URL, r.Available, r.Error)
+		if r.Available {
+			t.Errorf("relay %s reported available", r.URL)
+		}
+	}
+	if !strings.Contains(st.Self.Relays[0].Error, "credentials refused") {
+		t.Errorf("wrong secret: error %q does not say the credentials were refused", st.Self.Relays[0].Error)
+	}
+	if !strings.Contains(st.Self.Relays[1].Error, "no answer") {
+		t.Errorf("missing server: error %q does not say it got no answer", st.Self.Relays[1].Error)
+	}
+	if !strings.Contains(a.Proc.Log(), "relay unavailable") {
+		t.Error("the agent did not log that the relay is unavailable")
+	}
+	if out, err := meshlab.PingIP(ctx, a, overlayIP(t, b), 3); err != nil {
+		t.Fatalf("direct path broken while relays fail: %v\n%s", err, out)
+	}
+}

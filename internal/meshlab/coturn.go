@@ -69,6 +69,7 @@ func StartCoturn(ctx context.Context, lab *natlab.Lab) (*Coturn, error) {
 		"pidfile=" + filepath.Join(dir, "turnserver.pid"),
 		"log-file=stdout",
 		"simple-log",
+		"verbose",
 		"",
 	}, "\n")
 	cfgPath := filepath.Join(dir, "turnserver.conf")

@@ -29,6 +29,10 @@ type Config struct {
 	// STUNListen is the UDP address of the embedded STUN server; empty
 	// disables it.
 	STUNListen string
+	// STUNAltListen is a second UDP address of the STUN server (another IP,
+	// another port, or both) for RFC 5780 NAT tests; empty disables it.
+	// (netcheck)
+	STUNAltListen string
 	// PublicHost is the host agents are told to reach STUN at. Empty means
 	// the host each agent used to reach the API.
 	PublicHost string
@@ -136,8 +140,12 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
 	}
+	if s.cfg.STUNListen == "" && s.cfg.STUNAltListen != "" {
+		ln.Close()
+		return errors.New("a STUN alternate address needs a primary STUN address")
+	}
 	if s.cfg.STUNListen != "" {
-		st, err := listenSTUN(s.cfg.STUNListen, s.log)
+		st, err := listenSTUN(s.cfg.STUNListen, s.cfg.STUNAltListen, s.log)
 		if err != nil {
 			ln.Close()
 			return err
@@ -161,7 +169,18 @@ func (s *Server) STUNAddr() net.Addr {
 	if s.stun == nil {
 		return nil
 	}
-	return s.stun.conn.LocalAddr()
+	return s.stun.primaryAddr()
+}
+
+// STUNAltAddr is the STUN server's bound alternate address, nil if none.
+func (s *Server) STUNAltAddr() net.Addr {
+	if s.stun == nil {
+		return nil
+	}
+	if a := s.stun.alternateAddr(); a != nil {
+		return a
+	}
+	return nil
 }
 
 // Run listens and serves until ctx is done, then shuts down cleanly.
@@ -199,7 +218,10 @@ func (s *Server) Serve(ctx context.Context) error {
 				errc <- err
 			}
 		}()
-		attrs = append(attrs, "stun", "udp://"+s.stun.conn.LocalAddr().String())
+		attrs = append(attrs, "stun", "udp://"+s.stun.primaryAddr().String())
+		if a := s.stun.alternateAddr(); a != nil {
+			attrs = append(attrs, "stun_alternate", "udp://"+a.String())
+		}
 	} else {
 		attrs = append(attrs, "stun", "disabled")
 	}
@@ -273,6 +295,16 @@ func (s *Server) stunServers(r *http.Request) []string {
 	if s.stun == nil {
 		return []string{}
 	}
+	host := s.stunHost(r)
+	if host == "" {
+		return []string{}
+	}
+	return []string{net.JoinHostPort(host, strconv.Itoa(s.stun.port()))}
+}
+
+// stunHost is the host a client that reached us via r is told to reach STUN
+// at, empty if there is none.
+func (s *Server) stunHost(r *http.Request) string {
 	host := s.cfg.PublicHost
 	if host == "" {
 		host = r.Host
@@ -280,9 +312,5 @@ func (s *Server) stunServers(r *http.Request) []string {
 			host = h
 		}
 	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if host == "" {
-		return []string{}
-	}
-	return []string{net.JoinHostPort(host, strconv.Itoa(s.stun.port()))}
+	return strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 }

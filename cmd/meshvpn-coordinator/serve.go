@@ -16,7 +16,9 @@ import (
 const serveAbout = `Runs the coordinator until SIGINT or SIGTERM: the HTTP(S) API that admits
 nodes (POST /api/v1/register), the WebSocket stream that sends each agent its
 netmap and relays ICE signalling (GET /api/v1/stream), and an embedded STUN
-server. The API speaks HTTPS when both --tls-cert and --tls-key are given,
+server. With --stun-alt-listen the STUN server answers RFC 5780
+CHANGE-REQUEST from its second address, and GET /api/v1/netcheck-info tells
+'meshvpn netcheck' both addresses. The API speaks HTTPS when both --tls-cert and --tls-key are given,
 plain HTTP otherwise. State (auth keys, nodes) lives in --state.`
 
 func runServe(args []string, stdout, stderr io.Writer) error {
@@ -27,6 +29,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate `file` (with --tls-key: serve HTTPS)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key `file` (with --tls-cert: serve HTTPS)")
 	fs.StringVar(&cfg.STUNListen, "stun-listen", ":3478", "UDP `address` of the STUN server; empty disables STUN")
+	// netcheck: the second STUN address for NAT-type tests.
+	fs.StringVar(&cfg.STUNAltListen, "stun-alt-listen", "", "second UDP `address` of the STUN server for `meshvpn netcheck`'s NAT tests: another IP (e.g. 203.0.113.11:3479; then --stun-listen needs a specific IP too), or only another port (e.g. :3479); empty disables it")
 	fs.StringVar(&cfg.PublicHost, "public-host", "", "`host` agents are told to reach STUN at (default: the host each agent used to reach the API)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	if err := parseFlags(fs, serveAbout, args, stdout, stderr); err != nil {

@@ -65,11 +65,17 @@ func (p *prober) localPort() uint16 {
 // drops everything else, until the socket is closed.
 func (p *prober) readLoop() {
 	buf := make([]byte, 1500)
-	for {
+	for errs := 0; ; {
 		n, from, err := p.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
-			return
+			// An ICMP error from one server must not end the others' tests;
+			// a socket that only fails ends the loop.
+			if errs++; errors.Is(err, net.ErrClosed) || errs > 100 {
+				return
+			}
+			continue
 		}
+		errs = 0
 		now := time.Now()
 		msg := new(stun.Message)
 		if err := stun.Decode(append([]byte(nil), buf[:n]...), msg); err != nil {

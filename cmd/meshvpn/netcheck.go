@@ -91,37 +91,40 @@ var natWords = map[string]string{
 	netcheck.NATRestricted:     "restricted cone: one public port for every destination; replies come in from any port of an address you sent to",
 	netcheck.NATPortRestricted: "port-restricted cone: one public port for every destination; replies come in only from the address and port you sent to",
 	netcheck.NATSymmetric:      "symmetric: a new public port for each destination; direct paths to peers behind port-restricted or symmetric NATs need a relay (or a port mapping)",
-	netcheck.NATUDPBlocked:     "UDP blocked: no STUN server answered over UDP",
+	netcheck.NATUDPBlocked:     "UDP blocked",
 	netcheck.NATUnknown:        "unknown",
 }
 
 func printNetcheck(w io.Writer, r *netcheck.Report) {
 	yesNo := map[bool]string{true: "yes", false: "no"}
-	fmt.Fprintf(w, "UDP:                  %s\n", yesNo[r.UDP])
+	line := func(label, format string, args ...any) {
+		fmt.Fprintf(w, "%-31s %s\n", label+":", fmt.Sprintf(format, args...))
+	}
+	line("UDP", "%s", yesNo[r.UDP])
 	if r.PublicEndpoint != "" {
-		fmt.Fprintf(w, "Public IPv4 endpoint: %s (local UDP port %d)\n", r.PublicEndpoint, r.LocalPort)
+		line("Public IPv4 endpoint", "%s (local UDP port %d)", r.PublicEndpoint, r.LocalPort)
 	} else {
-		fmt.Fprintln(w, "Public IPv4 endpoint: unknown")
+		line("Public IPv4 endpoint", "unknown")
 	}
 	varies := "not tested"
 	if v := r.MappingVariesByDestination; v != nil {
 		varies = yesNo[*v]
 	}
-	fmt.Fprintf(w, "Mapping varies by destination: %s (mapping %s)\n", varies, r.Mapping)
-	fmt.Fprintf(w, "Filtering:            %s\n", r.Filtering)
-	fmt.Fprintf(w, "NAT type:             %s\n", natWords[r.NATType])
+	line("Mapping varies by destination", "%s (%s mapping)", varies, r.Mapping)
+	line("Filtering", "%s", filteringWords[r.Filtering])
+	line("NAT type", "%s", natWords[r.NATType])
 	if r.Reason != "" {
-		fmt.Fprintf(w, "  why: %s\n", r.Reason)
+		line("  why", "%s", r.Reason)
 	}
 	switch pm := r.PortMapping; {
 	case !pm.Probed:
-		fmt.Fprintln(w, "Port mapping:         not probed")
+		line("Port mapping", "not probed")
 	case pm.Error != "":
-		fmt.Fprintf(w, "Port mapping:         probe failed: %s\n", pm.Error)
+		line("Port mapping", "probe failed: %s", pm.Error)
 	default:
-		fmt.Fprintf(w, "Port mapping:         UPnP %s, NAT-PMP %s, PCP %s\n", yesNo[pm.UPnP], yesNo[pm.NATPMP], yesNo[pm.PCP])
+		line("Port mapping", "UPnP %s, NAT-PMP %s, PCP %s", yesNo[pm.UPnP], yesNo[pm.NATPMP], yesNo[pm.PCP])
 		if pm.External != "" {
-			fmt.Fprintf(w, "  mapped %s via %s\n", pm.External, pm.Protocol)
+			line("  mapped", "%s via %s", pm.External, pm.Protocol)
 		}
 	}
 	fmt.Fprintln(w, "Latency:")
@@ -137,4 +140,12 @@ func printNetcheck(w io.Writer, r *netcheck.Report) {
 		}
 		fmt.Fprintf(w, "  %-14s %-24s %s\n", s.Kind, s.Addr, lat)
 	}
+}
+
+// filteringWords says what each filtering behaviour lets in.
+var filteringWords = map[string]string{
+	netcheck.EndpointIndependent: "endpoint-independent (anyone may send to the public port)",
+	netcheck.AddressDependent:    "address-dependent (replies from any port of an address you sent to)",
+	netcheck.AddrPortDependent:   "address-and-port-dependent (replies only from the address and port you sent to)",
+	netcheck.Unknown:             "unknown",
 }

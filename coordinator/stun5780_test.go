@@ -216,3 +216,23 @@ func TestNetcheckInfo(t *testing.T) {
 		t.Fatalf("POST: status %d, want 405", post.StatusCode)
 	}
 }
+
+// A port-only alternate is advertised in the netmap under the host the
+// agent used, next to the plain STUN list older agents read.
+func TestNetmapCarriesSTUNAlternate(t *testing.T) {
+	s, base := startServer(t, t.TempDir(), func(s *Server) {
+		s.cfg.STUNAltListen = ":0"
+	})
+	key := newKey(t, s.store, true, 0)
+	a := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "alpha", PublicKey: newPublicKey(t)})
+	m := readMsg(t, dialStream(t, base, a.Credential))
+	if m.Netmap == nil {
+		t.Fatalf("first frame: %+v", m)
+	}
+	primary := "127.0.0.1:" + strconv.Itoa(s.STUNAddr().(*net.UDPAddr).Port)
+	alt := "127.0.0.1:" + strconv.Itoa(s.STUNAltAddr().(*net.UDPAddr).Port)
+	want := []control.STUNServer{{Addr: primary, Alternate: alt}}
+	if !reflect.DeepEqual(m.Netmap.STUN, []string{primary}) || !reflect.DeepEqual(m.Netmap.STUNServers, want) {
+		t.Fatalf("netmap stun %v, stun_servers %+v; want [%s] and %+v", m.Netmap.STUN, m.Netmap.STUNServers, primary, want)
+	}
+}

@@ -8,12 +8,14 @@
 package netcheck
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -76,6 +78,8 @@ type ServerReport struct {
 	// Mapped is the public address the server saw.
 	Mapped string `json:"mapped,omitempty"`
 	Error  string `json:"error,omitempty"`
+
+	seq int // listing order: the order servers were given
 }
 
 // BindingReport is one plain Binding exchange of the NAT tests.
@@ -183,12 +187,13 @@ type tester struct {
 	mu sync.Mutex // guards report.Servers and report.Tests.Bindings
 }
 
-// target is a resolved server address.
+// target is a resolved server address; seq orders the report.
 type target struct {
 	addr string
 	kind string
 	ap   netip.AddrPort
 	err  error
+	seq  int
 }
 
 // run does the tests and returns what it observed; Observations.Bindings
@@ -202,6 +207,7 @@ func (t *tester) run(ctx context.Context) Observations {
 	stuns := make([]target, len(t.cfg.STUN))
 	for i, s := range t.cfg.STUN {
 		stuns[i] = resolve(ctx, s.Addr, KindSTUN)
+		stuns[i].seq = 2 * i
 	}
 	// The test server: the first that resolves.
 	first := -1
@@ -211,7 +217,10 @@ func (t *tester) run(ctx context.Context) Observations {
 			break
 		}
 	}
-	const noAlt = "the STUN server has no alternate address (start the coordinator with --stun-alt-listen)"
+	noAlt := "the STUN server has no alternate address (start the coordinator with --stun-alt-listen)"
+	if first < 0 {
+		noAlt = "no STUN server address could be resolved"
+	}
 	obs.ChangeIPPortReason, obs.ChangePortReason = noAlt, noAlt
 	var alt target
 	var primaryAnswer *answer
@@ -226,8 +235,9 @@ func (t *tester) run(ctx context.Context) Observations {
 				alt = target{addr: other.String(), kind: KindSTUNAlternate, ap: other}
 			}
 		}
+		alt.seq = 2*first + 1
 		if alt.err != nil {
-			t.addServer(ServerReport{Addr: alt.addr, Kind: alt.kind, Error: alt.err.Error()})
+			t.addServer(ServerReport{Addr: alt.addr, Kind: alt.kind, Error: alt.err.Error(), seq: alt.seq})
 			obs.ChangeIPPortReason = "the STUN alternate address did not resolve: " + alt.err.Error()
 			obs.ChangePortReason = obs.ChangeIPPortReason
 			alt = target{}
@@ -258,14 +268,17 @@ func (t *tester) run(ctx context.Context) Observations {
 			rest = append(rest, s)
 		}
 	}
-	for _, addr := range t.cfg.TURN {
-		rest = append(rest, resolve(ctx, addr, KindTURN))
+	for i, addr := range t.cfg.TURN {
+		s := resolve(ctx, addr, KindTURN)
+		s.seq = 2*len(stuns) + i
+		rest = append(rest, s)
 	}
 	var wg sync.WaitGroup
 	for _, s := range rest {
 		wg.Go(func() { t.bind(ctx, s) })
 	}
 	wg.Wait()
+	slices.SortStableFunc(t.report.Servers, func(a, b ServerReport) int { return cmp.Compare(a.seq, b.seq) })
 
 	for _, b := range t.report.Tests.Bindings {
 		if b.Mapped == "" {
@@ -282,7 +295,7 @@ func (t *tester) run(ctx context.Context) Observations {
 // bind does one plain Binding exchange with s and records it. Servers of
 // kind "" are test addresses, not listed as servers.
 func (t *tester) bind(ctx context.Context, s target) (answer, bool) {
-	sr := ServerReport{Addr: s.addr, Kind: s.kind}
+	sr := ServerReport{Addr: s.addr, Kind: s.kind, seq: s.seq}
 	defer func() {
 		if s.kind != "" {
 			t.addServer(sr)

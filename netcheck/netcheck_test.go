@@ -134,8 +134,8 @@ func TestRunNoAnswer(t *testing.T) {
 	if rep.UDP || rep.NATType != NATUDPBlocked || rep.Reason == "" {
 		t.Fatalf("report %+v, want UDP blocked with a reason", rep)
 	}
-	if len(rep.Servers) != 3 {
-		t.Fatalf("servers %+v, want all three listed", rep.Servers)
+	if len(rep.Servers) != 3 || rep.Servers[0].Addr != silent.LocalAddr().String() || rep.Servers[2].Addr != "bad" {
+		t.Fatalf("servers %+v, want all three listed in the order given", rep.Servers)
 	}
 	for _, s := range rep.Servers {
 		if s.Error == "" || s.LatencyMs != nil {

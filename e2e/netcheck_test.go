@@ -143,3 +143,31 @@ func runNetcheck(t *testing.T, coord *meshlab.Coordinator, h *natlab.Host) (netc
 	}
 	return rep, out
 }
+
+// TestNetcheckTLS asks a coordinator that serves HTTPS with a lab CA: with
+// --ca-file the check runs, without it netcheck says the certificate is not
+// trusted and exits 1.
+func TestNetcheckTLS(t *testing.T) {
+	lab, coord := newLabWith(t, meshlab.StartCoordinatorTLS)
+	site, err := lab.AddSite("nctls", natlab.FullCone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	out, err := site.Host.Run(ctx, coord.Bins.Agent, "netcheck", "--json", "--coordinator", coord.URL, "--ca-file", coord.TLS.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep netcheckReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("netcheck --json: %v in %q", err, out)
+	}
+	if rep.NATType != "full cone" {
+		t.Fatalf("nat_type %q over HTTPS, want full cone\n%s", rep.NATType, out)
+	}
+	_, err = site.Host.Run(ctx, coord.Bins.Agent, "netcheck", "--coordinator", coord.URL)
+	if err == nil || !strings.Contains(err.Error(), "not trusted (give its CA with --ca-file)") || !strings.Contains(err.Error(), "exit status 1") {
+		t.Fatalf("without --ca-file: %v; want exit 1 and a hint to --ca-file", err)
+	}
+}

@@ -236,3 +236,30 @@ func TestNetmapCarriesSTUNAlternate(t *testing.T) {
 		t.Fatalf("netmap stun %v, stun_servers %+v; want [%s] and %+v", m.Netmap.STUN, m.Netmap.STUNServers, primary, want)
 	}
 }
+
+// FuzzSTUNAnswer feeds arbitrary packets to a server with all four
+// addresses: never a panic, and any answer is a STUN message sent from one
+// of the server's own sockets.
+func FuzzSTUNAnswer(f *testing.F) {
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.RawAttribute{Type: stun.AttrChangeRequest, Value: []byte{0, 0, 0, 6}}).Raw)
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.RawAttribute{Type: stun.AttrChangeRequest, Value: []byte{0xff}}).Raw)
+	f.Add([]byte("not stun"))
+	srv, err := listenSTUN("127.0.0.1:0", "127.0.0.2:0", testLogger(f))
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer srv.close()
+	from := &net.UDPAddr{IP: net.ParseIP("198.51.100.7"), Port: 40000}
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		for _, on := range srv.socks {
+			resp, via, ok := srv.answer(pkt, from, on)
+			if !ok {
+				continue
+			}
+			if via == nil || !stun.IsMessage(resp) {
+				t.Fatalf("answer %x via %v", resp, via)
+			}
+		}
+	})
+}

@@ -16,10 +16,12 @@ import (
 const serveAbout = `Runs the coordinator until SIGINT or SIGTERM: the HTTP(S) API that admits
 nodes (POST /api/v1/register), the WebSocket stream that sends each agent its
 netmap and relays ICE signalling (GET /api/v1/stream), and an embedded STUN
-server. With --stun-alt-listen the STUN server answers RFC 5780
-CHANGE-REQUEST from its second address, and GET /api/v1/netcheck-info tells
-'meshvpn netcheck' both addresses. The API speaks HTTPS when both --tls-cert and --tls-key are given,
-plain HTTP otherwise. State (auth keys, nodes) lives in --state.`
+server. The API speaks HTTPS when both --tls-cert and --tls-key are given,
+plain HTTP otherwise. State (auth keys, nodes) lives in --state.
+
+With --stun-alt-listen the STUN server also answers RFC 5780 CHANGE-REQUEST
+from its second address, and GET /api/v1/netcheck-info (no credential) tells
+'meshvpn netcheck' both addresses.`
 
 func runServe(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)

@@ -61,6 +61,9 @@ type Agent struct {
 	self  control.Node
 	peers map[uint64]*peer
 	stun  []string
+	// stunAlt are the STUN servers' alternate addresses, for telling a
+	// symmetric NAT (a new mapping per destination) from the others.
+	stunAlt []string
 }
 
 // Run starts the agent and blocks until ctx ends, then removes the TUN

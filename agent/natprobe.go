@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -106,6 +107,9 @@ const natRecheck = 5 * time.Minute
 // natTick re-probes the NAT when due, off the caller's goroutine.
 func (a *Agent) natTick(now time.Time) {
 	servers := a.stunURLs()
+	a.mu.Lock()
+	servers = append(slices.Clone(servers), a.stunAlt...)
+	a.mu.Unlock()
 	n := &a.nat
 	n.mu.Lock()
 	if n.running || len(servers) == 0 || now.Before(n.next) {

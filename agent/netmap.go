@@ -43,6 +43,12 @@ func (a *Agent) handleMessage(m control.Message) {
 func (a *Agent) applyNetmap(nm *control.Netmap) {
 	a.mu.Lock()
 	a.stun = slices.Clone(nm.STUN)
+	a.stunAlt = nil
+	for _, srv := range nm.STUNServers {
+		if srv.Alternate != "" {
+			a.stunAlt = append(a.stunAlt, srv.Alternate)
+		}
+	}
 	if nm.Self.ID != 0 {
 		self := nm.Self
 		self.PublicKey = a.pub.String()

@@ -109,6 +109,9 @@ type Netmap struct {
 	Peers []Node `json:"peers"`
 	// STUN lists host:port STUN servers the agent should use.
 	STUN []string `json:"stun"`
+	// STUNServers repeats STUN with each server's alternate address, for
+	// NAT tests (see NetcheckInfo); older agents read only STUN.
+	STUNServers []STUNServer `json:"stun_servers,omitempty"`
 	// Relays lists the TURN servers the agent may relay through, with
 	// credentials minted for this node. Absent from older coordinators.
 	Relays []Relay `json:"relays,omitempty"`

@@ -18,6 +18,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(control.PathRegister, s.handleRegister)
 	mux.HandleFunc(control.PathStream, s.handleStream)
+	mux.HandleFunc(control.PathNetcheckInfo, s.handleNetcheckInfo)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not found")
 	})

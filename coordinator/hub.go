@@ -87,7 +87,9 @@ func (h *hub) upsert(n control.Node) {
 // connect attaches a stream: the node goes online, the stream gets the full
 // netmap as its first frame, and the others get a delta. A previous stream
 // of the same node is closed, since an agent holds one stream at a time.
-func (h *hub) connect(c *streamConn, version int, stun []string) error {
+// servers carries the netmap's server fields (STUN, ...); connect fills in
+// Self and Peers.
+func (h *hub) connect(c *streamConn, version int, servers control.Netmap) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -115,13 +117,15 @@ func (h *hub) connect(c *streamConn, version int, stun []string) error {
 		}
 	}
 	slices.SortFunc(peers, func(a, b control.Node) int { return cmp.Compare(a.ID, b.ID) })
-	if stun == nil {
-		stun = []string{}
+	if servers.STUN == nil {
+		servers.STUN = []string{}
 	}
+	nm := servers
+	nm.Self, nm.Peers = self, peers
 	frame, err := json.Marshal(control.Message{
 		Type:    control.MsgNetmap,
 		Version: version,
-		Netmap:  &control.Netmap{Self: self, Peers: peers, STUN: stun},
+		Netmap:  &nm,
 	})
 	if err != nil {
 		return fmt.Errorf("encode netmap: %w", err)

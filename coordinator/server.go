@@ -29,6 +29,10 @@ type Config struct {
 	// STUNListen is the UDP address of the embedded STUN server; empty
 	// disables it.
 	STUNListen string
+	// STUNAltListen is a second UDP address of the STUN server (another IP,
+	// another port, or both) for RFC 5780 NAT tests; empty disables it.
+	// (netcheck)
+	STUNAltListen string
 	// PublicHost is the host agents are told to reach STUN at. Empty means
 	// the host each agent used to reach the API.
 	PublicHost string
@@ -154,33 +158,42 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
 	}
-	if s.cfg.TURN.Embedded {
-		t, err := listenTURN(s.cfg.TURN, s.cfg.PublicHost, s.tls, s.turnSecret, s.hub.member, s.log)
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		s.turn = t
+	if s.cfg.STUNListen == "" && s.cfg.STUNAltListen != "" {
+		ln.Close()
+		return errors.New("a STUN alternate address needs a primary STUN address")
 	}
-	// A TURN server answers STUN Binding requests itself, so one on the
-	// STUN address replaces the plain STUN server.
-	if s.cfg.STUNListen != "" && !s.turnServesSTUN() {
-		st, err := listenSTUN(s.cfg.STUNListen, s.log)
+	if s.cfg.STUNListen != "" {
+		st, err := listenSTUN(s.cfg.STUNListen, s.cfg.STUNAltListen, s.log)
 		if err != nil {
 			ln.Close()
-			if s.turn != nil {
-				s.turn.close()
-			}
 			return err
 		}
 		s.stun = st
+	}
+	if s.cfg.TURN.Embedded {
+		// TURN on the STUN port shares the STUN server's socket.
+		var udp net.PacketConn
+		if s.stun != nil && sameUDPPort(s.cfg.STUNListen, s.cfg.TURN.Listen) {
+			udp = s.stun.shareWithTURN()
+		}
+		t, err := listenTURN(s.cfg.TURN, udp, s.cfg.PublicHost, s.tls, s.turnSecret, s.hub.member, s.log)
+		if err != nil {
+			ln.Close()
+			if s.stun != nil {
+				s.stun.close()
+			}
+			return err
+		}
+		s.turn = t
 	}
 	s.httpLn = ln
 	return nil
 }
 
+// turnServesSTUN tells whether STUN is answered only by the TURN server
+// (no STUN server of its own).
 func (s *Server) turnServesSTUN() bool {
-	return s.turn != nil && sameUDPPort(s.cfg.STUNListen, s.cfg.TURN.Listen)
+	return s.turn != nil && s.stun == nil
 }
 
 // sameUDPPort tells whether two listen addresses would claim the same UDP
@@ -220,7 +233,18 @@ func (s *Server) STUNAddr() net.Addr {
 	if s.stun == nil {
 		return nil
 	}
-	return s.stun.conn.LocalAddr()
+	return s.stun.primaryAddr()
+}
+
+// STUNAltAddr is the STUN server's bound alternate address, nil if none.
+func (s *Server) STUNAltAddr() net.Addr {
+	if s.stun == nil {
+		return nil
+	}
+	if a := s.stun.alternateAddr(); a != nil {
+		return a
+	}
+	return nil
 }
 
 // Run listens and serves until ctx is done, then shuts down cleanly.
@@ -258,9 +282,10 @@ func (s *Server) Serve(ctx context.Context) error {
 				errc <- err
 			}
 		}()
-		attrs = append(attrs, "stun", "udp://"+s.stun.conn.LocalAddr().String())
-	} else if s.turnServesSTUN() {
-		attrs = append(attrs, "stun", "udp://"+s.turn.udp.LocalAddr().String()+" (turn)")
+		attrs = append(attrs, "stun", "udp://"+s.stun.primaryAddr().String())
+		if a := s.stun.alternateAddr(); a != nil {
+			attrs = append(attrs, "stun_alternate", "udp://"+a.String())
+		}
 	} else {
 		attrs = append(attrs, "stun", "disabled")
 	}
@@ -354,16 +379,16 @@ func (s *Server) stunServers(r *http.Request) []string {
 	default:
 		return []string{}
 	}
-	host := s.advertisedHost(r)
+	host := s.stunHost(r)
 	if host == "" {
 		return []string{}
 	}
 	return []string{net.JoinHostPort(host, strconv.Itoa(port))}
 }
 
-// advertisedHost is the host an agent that reached us via r is told to
-// use for STUN and TURN: --public-host, else the host it dialled.
-func (s *Server) advertisedHost(r *http.Request) string {
+// stunHost is the host a client that reached us via r is told to reach STUN
+// (and the embedded TURN server) at, empty if there is none.
+func (s *Server) stunHost(r *http.Request) string {
 	host := s.cfg.PublicHost
 	if host == "" {
 		host = r.Host

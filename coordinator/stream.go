@@ -68,11 +68,13 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	s.streams.Add(1)
 	defer s.streams.Done()
 	ws.SetReadLimit(streamReadLimit)
-	s.serveStream(ws, node, version, s.stunServers(r), s.advertisedHost(r))
+	s.serveStream(ws, node, version, control.Netmap{STUN: s.stunServers(r), STUNServers: s.stunServerList(r)}, s.stunHost(r))
 }
 
 // serveStream runs one agent's stream until either side ends it.
-func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int, stun []string, host string) {
+// servers carries the netmap's server fields for this stream (STUN, ...);
+// host is where the agent reaches us, for its relay URLs.
+func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int, servers control.Netmap, host string) {
 	log := s.log.With("node", node.ID, "name", node.Name)
 	// ctx stops the writer and pinger. Reads use a context that is never
 	// cancelled: cancelling a read makes the library drop the connection
@@ -106,7 +108,7 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 		},
 	}
 
-	if err := s.hub.connect(c, version, stun); err != nil {
+	if err := s.hub.connect(c, version, servers); err != nil {
 		log.Warn("stream refused", "err", err)
 		ws.Close(websocket.StatusTryAgainLater, err.Error())
 		return

@@ -70,7 +70,9 @@ type turnServer struct {
 // nodeAllowed tells the TURN server whether a node may still relay.
 type nodeAllowed func(id uint64) bool
 
-func listenTURN(cfg TURNConfig, publicHost string, tlsCfg *tls.Config, secret []byte, allowed nodeAllowed, log *slog.Logger) (*turnServer, error) {
+// listenTURN starts the embedded server. udp, when not nil, is the socket
+// it shares with the STUN server; otherwise it binds cfg.Listen itself.
+func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *tls.Config, secret []byte, allowed nodeAllowed, log *slog.Logger) (*turnServer, error) {
 	relayIP, err := relayAddress(cfg.PublicIP, publicHost)
 	if err != nil {
 		return nil, err
@@ -87,8 +89,11 @@ func listenTURN(cfg TURNConfig, publicHost string, tlsCfg *tls.Config, secret []
 		t.closeSockets()
 		return nil, err
 	}
-	if t.udp, err = net.ListenPacket("udp4", cfg.Listen); err != nil {
-		return fail(fmt.Errorf("listen turn udp %s: %w", cfg.Listen, err))
+	t.udp = udp
+	if t.udp == nil {
+		if t.udp, err = net.ListenPacket("udp4", cfg.Listen); err != nil {
+			return fail(fmt.Errorf("listen turn udp %s: %w", cfg.Listen, err))
+		}
 	}
 	t.udpPort = t.udp.LocalAddr().(*net.UDPAddr).Port
 	// TCP on the same port as UDP, as TURN clients expect.

@@ -148,7 +148,7 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	_, out, _ := runCLI(t, "serve", "--help")
-	for _, flag := range []string{"-listen", "-state", "-tls-cert", "-tls-key", "-stun-listen", "-public-host"} {
+	for _, flag := range []string{"-listen", "-state", "-tls-cert", "-tls-key", "-stun-listen", "-stun-alt-listen", "-public-host"} {
 		if !strings.Contains(out, flag) {
 			t.Errorf("serve --help does not explain %s", flag)
 		}
@@ -164,5 +164,17 @@ func TestServeBadConfig(t *testing.T) {
 	code, _, errOut = runCLI(t, "serve", "--state", dir, "--listen", "not an address", "--stun-listen", "")
 	if code != 1 || errOut == "" {
 		t.Fatalf("bad listen: exit %d, %q", code, errOut)
+	}
+	// netcheck's alternate STUN address: another IP needs specific IPs on
+	// both, and no alternate without a primary.
+	for _, c := range []struct{ stun, alt, want string }{
+		{":0", "127.0.0.2:0", "both need a specific IP"},
+		{"", ":3479", "needs a primary STUN address"},
+		{"127.0.0.1:0", "127.0.0.1:nope", "stun alternate address"},
+	} {
+		code, _, errOut = runCLI(t, "serve", "--state", dir, "--listen", "127.0.0.1:0", "--stun-listen", c.stun, "--stun-alt-listen", c.alt)
+		if code != 1 || !strings.Contains(errOut, c.want) {
+			t.Errorf("--stun-listen %q --stun-alt-listen %q: exit %d, %q; want 1 and %q", c.stun, c.alt, code, errOut, c.want)
+		}
 	}
 }

@@ -19,8 +19,13 @@ netmap and relays ICE signalling (GET /api/v1/stream), an embedded STUN
 server and an embedded TURN relay (UDP and TCP on --turn-listen, TLS on
 --turns-listen). Agents get short-lived TURN credentials (TURN REST API
 scheme), renewed before they expire; external TURN servers such as coturn
-with use-auth-secret can be added with --turn-url and --turn-secret-file. The API speaks HTTPS when both --tls-cert and --tls-key are given,
-plain HTTP otherwise. State (auth keys, nodes) lives in --state.`
+with use-auth-secret can be added with --turn-url and --turn-secret-file.
+The API speaks HTTPS when both --tls-cert and --tls-key are given, plain
+HTTP otherwise. State (auth keys, nodes) lives in --state.
+
+With --stun-alt-listen the STUN server also answers RFC 5780 CHANGE-REQUEST
+from its second address, and GET /api/v1/netcheck-info (no credential) tells
+'meshvpn netcheck' both addresses.`
 
 func runServe(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -30,6 +35,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate `file` (with --tls-key: serve HTTPS)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key `file` (with --tls-cert: serve HTTPS)")
 	fs.StringVar(&cfg.STUNListen, "stun-listen", ":3478", "UDP `address` of the STUN server; empty disables STUN")
+	// netcheck: the second STUN address for NAT-type tests.
+	fs.StringVar(&cfg.STUNAltListen, "stun-alt-listen", "", "second UDP `address` of the STUN server for `meshvpn netcheck`'s NAT tests: another IP (e.g. 203.0.113.11:3479; then --stun-listen needs a specific IP too), or only another port (e.g. :3479); empty disables it")
 	fs.StringVar(&cfg.PublicHost, "public-host", "", "`host` agents are told to reach STUN at (default: the host each agent used to reach the API)")
 	turnCfg := turnFlags(fs)
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")

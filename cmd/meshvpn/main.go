@@ -30,6 +30,8 @@ Usage:
   meshvpn status [--json] [--socket PATH]                 show this node and the path to every peer
   meshvpn ping PEER [-c N] [--json] [--socket PATH]       ping a peer over the overlay, showing the path
   meshvpn down [--socket PATH]                            stop the running agent (as SIGTERM does)
+  meshvpn netcheck [--json] [--coordinator URL]           what this network does to UDP: NAT type, public
+                                                          address, latency (no running agent needed)
   meshvpn version                                         print the version
 
 Run 'meshvpn COMMAND --help' for the flags of a command.
@@ -56,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdPing(args[1:], stdout, stderr)
 	case "down":
 		err = cmdDown(args[1:], stderr)
+	case "netcheck":
+		err = cmdNetcheck(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "meshvpn", version)
 	case "help", "-h", "--help":

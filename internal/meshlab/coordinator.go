@@ -17,6 +17,10 @@ import (
 const (
 	CoordinatorIP  = "203.0.113.10"
 	CoordinatorURL = "http://" + CoordinatorIP + ":8080"
+	// CoordinatorAltSTUN is the STUN server's second address (another IP
+	// and port), so that netcheck can ask for replies from elsewhere.
+	CoordinatorAltIP   = "198.51.100.10"
+	CoordinatorAltSTUN = CoordinatorAltIP + ":3479"
 )
 
 // Coordinator is a running meshvpn-coordinator on a public lab host.
@@ -46,7 +50,8 @@ func StartCoordinatorWith(ctx context.Context, lab *natlab.Lab, bins Bins, opt C
 }
 
 // StartCoordinator adds the public host "coord" at CoordinatorIP, starts
-// `meshvpn-coordinator serve` there (HTTP :8080, STUN :3478) and waits
+// `meshvpn-coordinator serve` there (HTTP :8080, STUN :3478 and the
+// alternate CoordinatorAltSTUN) and waits
 // until its API accepts connections.
 func StartCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coordinator, error) {
 	return startCoordinator(ctx, lab, bins, CoordinatorOptions{})
@@ -62,6 +67,10 @@ func startCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins, opt Coord
 	withTLS := opt.TLS
 	h, err := lab.AddPublicHost("coord", CoordinatorIP)
 	if err != nil {
+		return nil, err
+	}
+	// /32: the whole 198.51.100.0/24 is already on-link (natlab).
+	if err := h.AddAddr(CoordinatorAltIP + "/32"); err != nil {
 		return nil, err
 	}
 	c := &Coordinator{Host: h, StateDir: filepath.Join(lab.Dir, "coord-state"), URL: CoordinatorURL, Bins: bins, Args: opt.Args}
@@ -96,6 +105,7 @@ func (c *Coordinator) start(ctx context.Context) error {
 		"--listen", CoordinatorIP + ":8080",
 		"--state", c.StateDir,
 		"--stun-listen", CoordinatorIP + ":3478",
+		"--stun-alt-listen", CoordinatorAltSTUN,
 		"--turn-listen", CoordinatorIP + ":3478",
 		// Few relay ports: a lab run makes a handful of allocations.
 		"--relay-range", "50000-50999"}

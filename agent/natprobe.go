@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/meshvpn/meshvpn/control"
 )
 
 // What an agent tells its peers about its own network, so each side can
@@ -124,8 +126,15 @@ func (a *Agent) natTick(now time.Time) {
 		changed := label != n.label
 		n.label, n.running, n.next = label, false, time.Now().Add(natRecheck)
 		n.mu.Unlock()
-		if changed && label != "" {
-			a.log.Info("local network", "nat", label)
+		if changed {
+			if label != "" {
+				a.log.Info("local network", "nat", label)
+			}
+			// Peers explain paths with it; offers carry it too, but the
+			// first ones usually leave before the probe is done.
+			for _, p := range a.peerList() {
+				a.sendSignal(control.Signal{To: p.id, Kind: control.SignalInfo, NAT: label})
+			}
 		}
 	}()
 }

@@ -308,8 +308,12 @@ func (p *peer) handleSignal(s *control.Signal) {
 		p.log.Debug("signal for unknown lane", "lane", s.Lane)
 		return
 	}
-	if s.Kind == control.SignalOffer || s.Kind == control.SignalAnswer {
+	switch s.Kind {
+	case control.SignalOffer, control.SignalAnswer:
 		p.peerNAT = s.NAT
+	case control.SignalInfo:
+		p.peerNAT = s.NAT
+		return
 	}
 	p.log.Debug("signal", "lane", l.label(), "kind", s.Kind, "session", s.Session, "current", l.session, "candidate", s.Candidate)
 	l.handleSignalLocked(s)

@@ -151,6 +151,9 @@ const (
 	SignalCandidate = "candidate"
 	// SignalRestart asks the controlling side to start a new session.
 	SignalRestart = "restart"
+	// SignalInfo carries only NAT: the sender learnt something new about
+	// its network. Agents that do not know it ignore it.
+	SignalInfo = "info"
 )
 
 // Signal is ICE signalling between two agents, relayed by the coordinator.

@@ -1,0 +1,130 @@
+package natlab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshvpn/meshvpn/portmap"
+)
+
+// TestPortmapHelper is not a test: run with PORTMAP_HELPER=1 inside a lab
+// namespace, it maps a UDP port with the portmap package and prints the
+// probe result and the mapping as JSON, then deletes the mapping when told
+// to (PORTMAP_KEEP unset).
+func TestPortmapHelper(t *testing.T) {
+	if os.Getenv("PORTMAP_HELPER") != "1" {
+		t.Skip("helper process for TestMiniUPnPd")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out := map[string]any{}
+	var cfg portmap.Config
+	for _, p := range strings.Split(os.Getenv("PORTMAP_DISABLE"), ",") {
+		if p != "" {
+			cfg.Disable = append(cfg.Disable, portmap.Protocol(p))
+		}
+	}
+	res, err := portmap.Probe(ctx, cfg)
+	out["probe"], out["probe_err"] = res, fmt.Sprint(err)
+	c, err := net.ListenUDP("udp4", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl := portmap.NewClient(cfg)
+	m, err := cl.Map(ctx, uint16(c.LocalAddr().(*net.UDPAddr).Port))
+	out["mapping"], out["map_err"] = m, fmt.Sprint(err)
+	out["close_err"] = fmt.Sprint(cl.Close())
+	b, _ := json.Marshal(out)
+	fmt.Printf("RESULT %s\n", b)
+}
+
+// TestMiniUPnPd runs real miniupnpd on a symmetric-NAT router in each mode
+// and maps a port through it with the portmap package.
+func TestMiniUPnPd(t *testing.T) {
+	Require(t)
+	for _, mode := range []UPnPMode{UPnPAndPMP, PMPOnly, UPnPOnly} {
+		t.Run(mode.String(), func(t *testing.T) {
+			lab, err := New(t)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stun, err := lab.AddCoturnSTUN("stun", "203.0.113.3", "203.0.113.4")
+			if err != nil {
+				t.Fatal(err)
+			}
+			site, err := lab.AddSite("home", Symmetric)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mu, err := site.StartMiniUPnPd(t.Context(), stun, mode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := runPortmapHelper(t, site.Host, "")
+			wantPMP := mode != UPnPOnly
+			if res.Probe.NATPMP != wantPMP || res.Probe.PCP != wantPMP || res.Probe.UPnP != (mode != PMPOnly) {
+				t.Errorf("probe %+v does not match mode %v", res.Probe, mode)
+			}
+			if res.Mapping.External.Addr() != site.Router.IP {
+				t.Errorf("mapping %+v (%s), want external address %v", res.Mapping, res.MapErr, site.Router.IP)
+			}
+			// Each protocol on its own, where the mode offers it.
+			for _, only := range []portmap.Protocol{portmap.PCP, portmap.NATPMP, portmap.UPnP} {
+				if (only == portmap.UPnP && mode == PMPOnly) || (only != portmap.UPnP && mode == UPnPOnly) {
+					continue
+				}
+				var others []string
+				for _, p := range []portmap.Protocol{portmap.PCP, portmap.NATPMP, portmap.UPnP} {
+					if p != only {
+						others = append(others, string(p))
+					}
+				}
+				res := runPortmapHelper(t, site.Host, strings.Join(others, ","))
+				if res.Mapping.Protocol != only || res.Mapping.External.Addr() != site.Router.IP || res.CloseErr != "<nil>" {
+					t.Errorf("%s alone: mapping %+v (%s), close: %s", only, res.Mapping, res.MapErr, res.CloseErr)
+				}
+			}
+			rules, err := mu.Redirects(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rules) != 0 {
+				t.Errorf("redirects left after Close: %v", rules)
+			}
+		})
+	}
+}
+
+type helperResult struct {
+	Probe    portmap.ProbeResult
+	Mapping  portmap.Mapping
+	MapErr   string `json:"map_err"`
+	CloseErr string `json:"close_err"`
+}
+
+// runPortmapHelper runs TestPortmapHelper on h with the given protocols
+// disabled.
+func runPortmapHelper(t *testing.T, h *Host, disable string) helperResult {
+	t.Helper()
+	out, err := h.Run(t.Context(), "env", "PORTMAP_HELPER=1", "PORTMAP_DISABLE="+disable, os.Args[0], "-test.run=^TestPortmapHelper$")
+	t.Logf("helper (disabled: %q): %s", disable, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.Index(out, "RESULT ")
+	if i < 0 {
+		t.Fatal("no result")
+	}
+	var res helperResult
+	if err := json.Unmarshal([]byte(strings.SplitN(out[i+7:], "\n", 2)[0]), &res); err != nil {
+		t.Fatal(err)
+	}
+	return res
+}

@@ -78,6 +78,7 @@ func (a *Agent) Status() Status {
 			ListenPort: int(a.bind.Port()),
 			TUN:        a.tun.IfName(),
 			Endpoints:  []EndpointStatus{},
+			PortMap:    a.portmapStatus(),
 		},
 		Coordinator: CoordinatorStatus{URL: a.ctl.base.String(), Connected: connected, LastError: lastErr},
 		Peers:       []PeerStatus{},
@@ -96,6 +97,9 @@ func (a *Agent) Status() Status {
 				st.Self.Endpoints = append(st.Self.Endpoints, e)
 			}
 		}
+	}
+	if e, ok := a.portmapEndpoint(); ok {
+		st.Self.Endpoints = append(st.Self.Endpoints, e)
 	}
 	slices.SortFunc(st.Self.Endpoints, func(x, y EndpointStatus) int {
 		if x.Type != y.Type {

@@ -155,6 +155,7 @@ func (p *peer) startLocked() {
 	if err := agent.GatherCandidates(); err != nil {
 		p.log.Warn("gather candidates", "err", err)
 	}
+	p.offerPortmapLocked() // portmap.go
 }
 
 // newICELocked closes the current ICE agent and makes a fresh one for session.
@@ -327,6 +328,7 @@ func (p *peer) handleSignal(s *control.Signal) {
 		if err := agent.GatherCandidates(); err != nil {
 			p.log.Warn("gather candidates", "err", err)
 		}
+		p.offerPortmapLocked() // portmap.go
 	case control.SignalAnswer:
 		if !p.controlling || s.Session != p.session || p.answered || p.ice == nil {
 			return

@@ -32,6 +32,9 @@ type SelfStatus struct {
 	// Endpoints are the addresses peers can reach this node at, as its ICE
 	// sessions gathered them (host and server-reflexive).
 	Endpoints []EndpointStatus `json:"endpoints"`
+	// PortMap is the port forward this node got from its gateway (PCP,
+	// NAT-PMP or UPnP); absent with --no-portmap. See portmap.go.
+	PortMap *PortMapStatus `json:"portmap,omitempty"`
 }
 
 // EndpointStatus is one local candidate address.

@@ -122,7 +122,7 @@ func (pm *portMapper) run(ctx context.Context, first chan struct{}) {
 // changed, renegotiates with every peer so that it learns the new one.
 func (pm *portMapper) set(m portmap.Mapping, err error) {
 	pm.mu.Lock()
-	old, hadOld := pm.cur.External, pm.have
+	old, hadOld, oldErr := pm.cur.External, pm.have, pm.err
 	if err != nil {
 		pm.err = err.Error()
 		// A mapping whose renewal failed stays offered while its lease runs.
@@ -136,7 +136,9 @@ func (pm *portMapper) set(m portmap.Mapping, err error) {
 	}
 	changed := pm.have != hadOld || (pm.have && pm.cur.External != old)
 	pm.mu.Unlock()
-	if err != nil {
+	if err != nil && err.Error() != oldErr {
+		// Once per new reason: a host without a mapping gateway retries
+		// every minute and need not say so each time.
 		pm.a.log.Warn("no port mapping offered", "err", err)
 	}
 	if changed {

@@ -20,6 +20,16 @@ type SelfStatus struct {
 	Name      string     `json:"name"`
 	IP        string     `json:"ip"`
 	Endpoints []Endpoint `json:"endpoints"`
+	// PortMap is nil when the agent runs with --no-portmap.
+	PortMap *PortMap `json:"portmap"`
+}
+
+// PortMap is the agent's port forward on its router.
+type PortMap struct {
+	Protocol   string `json:"protocol"` // "pcp", "nat-pmp", "upnp"; empty without a mapping
+	External   string `json:"external"` // ip:port peers are offered
+	LeaseLeftS int64  `json:"lease_left_s"`
+	Error      string `json:"error"`
 }
 
 // Endpoint is one address the node advertises. The agent prints objects

@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshvpn/meshvpn/internal/meshlab"
+	"github.com/meshvpn/meshvpn/internal/natlab"
+)
+
+// The port-mapping tests put an agent behind a router whose NAT is
+// symmetric but which runs real miniupnpd, and peers behind a symmetric and
+// a port-restricted NAT. Without the router's port forward neither pair has
+// a direct path (TestMeshAllNATPairs skips them as relay-only); with it both
+// must be direct, and the peers must be talking to the forwarded port.
+
+func TestPortmapUPnPAndNATPMP(t *testing.T) {
+	testPortmap(t, natlab.UPnPAndPMP, []string{"pcp"})
+}
+
+func TestPortmapNATPMPOnly(t *testing.T) {
+	// miniupnpd's NAT-PMP switch serves PCP too, and the agent prefers PCP;
+	// NAT-PMP alone against miniupnpd is covered by natlab's TestMiniUPnPd.
+	testPortmap(t, natlab.PMPOnly, []string{"pcp", "nat-pmp"})
+}
+
+func TestPortmapUPnPOnly(t *testing.T) {
+	testPortmap(t, natlab.UPnPOnly, []string{"upnp"})
+}
+
+func testPortmap(t *testing.T, mode natlab.UPnPMode, protocols []string) {
+	lab, coord := newLab(t)
+	ctx := t.Context()
+	stun, err := lab.AddCoturnSTUN("stun", "203.0.113.40", "203.0.113.41")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := authKey(t, coord, true)
+	home := addSiteAgent(t, lab, coord, "home", natlab.Symmetric)
+	upnpd, err := home.Host.Site.StartMiniUPnPd(ctx, stun, mode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sym := addSiteAgent(t, lab, coord, "sym", natlab.Symmetric)
+	pr := addSiteAgent(t, lab, coord, "pr", natlab.PortRestricted)
+	agents := []*meshlab.Agent{home, sym, pr}
+	for _, a := range agents {
+		if err := a.Start(key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := meshlab.WaitOnline(ctx, agents, 60*time.Second); err != nil {
+		t.Fatalf("mesh did not come up: %v", err)
+	}
+
+	// The mapping: on the router's WAN address, by a protocol the mode offers.
+	var pm *meshlab.PortMap
+	err = natlab.Poll(ctx, 20*time.Second, 500*time.Millisecond, func() error {
+		st, err := home.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Self.PortMap == nil {
+			return natlab.Fatal(fmt.Errorf("status has no portmap field"))
+		}
+		pm = st.Self.PortMap
+		if pm.Protocol == "" {
+			return fmt.Errorf("no mapping yet: %s", pm.Error)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("home got no port mapping: %v", err)
+	}
+	t.Logf("home's mapping: %s %s, lease %ds left", pm.Protocol, pm.External, pm.LeaseLeftS)
+	if !slices.Contains(protocols, pm.Protocol) {
+		t.Errorf("mapped with %s, want one of %v", pm.Protocol, protocols)
+	}
+	if want := home.Host.Site.Router.IP.String() + ":"; !strings.HasPrefix(pm.External, want) {
+		t.Errorf("mapped external %s, want the router's WAN address %s", pm.External, want)
+	}
+	if pm.LeaseLeftS < 3000 {
+		t.Errorf("lease left %ds, want about 2 h", pm.LeaseLeftS)
+	}
+	rules, err := upnpd.Redirects(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("miniupnpd redirects: %v", rules)
+	extPort := pm.External[strings.LastIndex(pm.External, ":")+1:]
+	if len(rules) != 1 || !strings.Contains(rules[0], "dport "+extPort) || !strings.Contains(rules[0], home.Host.IP.String()) {
+		t.Errorf("router redirects %v, want one for port %s to %s", rules, extPort, home.Host.IP)
+	}
+
+	// Both hard pairs are direct, and the peers send to the forwarded port.
+	for _, peer := range []*meshlab.Agent{sym, pr} {
+		t.Run("home-"+peer.Name, func(t *testing.T) {
+			checkDirectPair(t, home, peer, overlayIP(t, peer))
+			st, err := peer.Status(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := st.Peer("home")
+			if p == nil {
+				t.Fatal("peer does not list home")
+			}
+			if p.Endpoint != pm.External {
+				t.Errorf("%s reaches home at %s (%s), want the port-mapped %s", peer.Name, p.Endpoint, p.RemoteType, pm.External)
+			}
+		})
+	}
+
+	// Stopping the agent deletes the forward from the router.
+	if err := home.Stop(10 * time.Second); err != nil {
+		t.Fatalf("stop home: %v", err)
+	}
+	err = natlab.Poll(ctx, 10*time.Second, 200*time.Millisecond, func() error {
+		rules, err := upnpd.Redirects(ctx)
+		if err != nil {
+			return err
+		}
+		if len(rules) != 0 {
+			return fmt.Errorf("router still redirects: %v", rules)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("mapping not removed when the agent stopped: %v", err)
+	}
+	if !strings.Contains(home.Proc.Log(), "port mapping deleted") {
+		t.Errorf("home's log does not say the mapping was deleted")
+	}
+}

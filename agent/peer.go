@@ -232,7 +232,7 @@ func (p *peer) onSelected(agent *ice.Agent, local, remote ice.Candidate) {
 		return
 	}
 	p.localType = local.Type().String()
-	p.remoteType = remote.Type().String()
+	p.remoteType = candidateLabel(remote) // portmap.go: "portmap" for a port-mapped candidate
 	p.endpoint = ep
 	overlay, _ := netip.ParseAddr(p.node.IP)
 	first := !p.wgAdded

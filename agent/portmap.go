@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -161,6 +162,19 @@ func (a *Agent) portMapping() (portmap.Mapping, bool) {
 	return pm.cur, pm.have
 }
 
+// portmapFoundation starts the foundation of a port-mapped candidate, so
+// that the peer that selects it can say so in its status.
+const portmapFoundation = "portmap"
+
+// candidateLabel is the candidate's type for `status`, with "portmap" for a
+// peer's port-mapped candidate (signalled as srflx).
+func candidateLabel(c ice.Candidate) string {
+	if c.Type() == ice.CandidateTypeServerReflexive && strings.HasPrefix(c.Foundation(), portmapFoundation) {
+		return "portmap"
+	}
+	return c.Type().String()
+}
+
 // portmapCandidate is the mapped address as an ICE candidate string.
 func (a *Agent) portmapCandidate() (string, bool) {
 	m, ok := a.portMapping()
@@ -173,7 +187,7 @@ func (a *Agent) portmapCandidate() (string, bool) {
 		Port:       int(m.External.Port()),
 		Component:  1,
 		Priority:   portmapTypePreference<<24 | 65535<<8 | 255,
-		Foundation: "portmap" + strconv.Itoa(int(m.External.Port())),
+		Foundation: portmapFoundation + strconv.Itoa(int(m.External.Port())),
 		RelAddr:    "0.0.0.0",
 		RelPort:    int(m.InternalPort),
 	})

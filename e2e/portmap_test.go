@@ -107,8 +107,8 @@ func testPortmap(t *testing.T, mode natlab.UPnPMode, protocols []string) {
 			if p == nil {
 				t.Fatal("peer does not list home")
 			}
-			if p.Endpoint != pm.External {
-				t.Errorf("%s reaches home at %s (%s), want the port-mapped %s", peer.Name, p.Endpoint, p.RemoteType, pm.External)
+			if p.Endpoint != pm.External || p.RemoteType != "portmap" {
+				t.Errorf("%s reaches home at %s (remote candidate %s), want the port-mapped candidate %s", peer.Name, p.Endpoint, p.RemoteType, pm.External)
 			}
 		})
 	}

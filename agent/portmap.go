@@ -97,15 +97,27 @@ func (pm *portMapper) run(ctx context.Context, first chan struct{}) {
 	m, err := pm.client.Map(ctx, port)
 	pm.set(m, err)
 	close(first)
+	// A gateway's announcement (after a reboot) triggers a renewal at once;
+	// without the listener (port 5350 taken) the minute's check remains.
+	announced, aerr := pm.client.Announcements(ctx)
+	if aerr != nil {
+		pm.a.log.Debug("not listening for gateway announcements", "err", aerr)
+	}
 	t := time.NewTicker(portmapRefreshEvery)
 	defer t.Stop()
 	for {
+		force := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-announced:
+			force = true
 		}
-		if _, ok := pm.client.Current(); ok {
+		if _, ok := pm.client.Current(); ok && force {
+			pm.a.log.Info("gateway announced a change; renewing the port mapping")
+			m, err = pm.client.Renew(ctx)
+		} else if ok {
 			m, err = pm.client.Refresh(ctx)
 		} else {
 			// No mapping yet (no gateway, or it refused): try again now and

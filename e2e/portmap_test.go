@@ -134,3 +134,64 @@ func testPortmap(t *testing.T, mode natlab.UPnPMode, protocols []string) {
 		t.Errorf("home's log does not say the mapping was deleted")
 	}
 }
+
+// TestPortmapRouterReboot: a router that reboots forgets its port forwards,
+// starts a new PCP epoch and announces itself; the agent notices (at once
+// from the announcement, else within a minute from the epoch) and maps the
+// same port again.
+func TestPortmapRouterReboot(t *testing.T) {
+	lab, coord := newLab(t)
+	ctx := t.Context()
+	stun, err := lab.AddCoturnSTUN("stun", "203.0.113.40", "203.0.113.41")
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := addSiteAgent(t, lab, coord, "home", natlab.Symmetric)
+	upnpd, err := home.Host.Site.StartMiniUPnPd(ctx, stun, natlab.UPnPAndPMP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := home.Start(authKey(t, coord, false)); err != nil {
+		t.Fatal(err)
+	}
+	waitRedirect := func(what string) string {
+		t.Helper()
+		var rules []string
+		err := natlab.Poll(ctx, 90*time.Second, time.Second, func() error {
+			if err := home.Running(); err != nil {
+				return natlab.Fatal(err)
+			}
+			var err error
+			rules, err = upnpd.Redirects(ctx)
+			if err != nil {
+				return err
+			}
+			if len(rules) != 1 || !strings.Contains(rules[0], home.Host.IP.String()) {
+				return fmt.Errorf("router redirects %v", rules)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return rules[0]
+	}
+	before := waitRedirect("first mapping")
+	start := time.Now()
+	if err := upnpd.Reboot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Reboot emptied the chains; a redirect now is a new mapping, which
+	// the new miniupnpd process logs.
+	after := waitRedirect("mapping after the router rebooted")
+	if !strings.Contains(upnpd.Proc.Log(), "port mapping accepted") {
+		t.Errorf("the rebooted miniupnpd granted no mapping, yet redirects %s", after)
+	}
+	t.Logf("mapped again %v after the reboot: %s (before: %s)", time.Since(start).Round(time.Second), after, before)
+	if after != before {
+		t.Errorf("external port changed across the reboot: %s, was %s (the agent asks for the old one)", after, before)
+	}
+	if log := home.Proc.Log(); !strings.Contains(log, "gateway announced a change") && !strings.Contains(log, "epoch went back") {
+		t.Errorf("agent log does not say it noticed the reboot")
+	}
+}

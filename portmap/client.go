@@ -36,6 +36,7 @@ type Client struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
+	gw       netip.Addr // gateway of the mapping
 	m        mapper
 	cur      Mapping
 	have     bool
@@ -77,7 +78,7 @@ func (c *Client) mapLocked(ctx context.Context, internalPort, wantExternal uint1
 			errs = append(errs, fmt.Errorf("%s: %w", m.protocol(), err))
 			continue
 		}
-		c.m, c.cur, c.have, c.internal = m, mp, true, internalPort
+		c.m, c.cur, c.have, c.internal, c.gw = m, mp, true, internalPort, found.result.Gateway
 		c.log.Info("port mapped", "protocol", mp.Protocol, "external", mp.External, "internal_port", internalPort, "lease", mp.Lease)
 		return mp, nil
 	}
@@ -97,13 +98,23 @@ func (c *Client) Current() (Mapping, bool) {
 // returns the mapping in force, which may differ from the previous one.
 // Call it every minute or so.
 func (c *Client) Refresh(ctx context.Context) (Mapping, error) {
+	return c.refresh(ctx, false)
+}
+
+// Renew renews the mapping now, for the same external port, whether due or
+// not: after the gateway announced a change (see Announcements).
+func (c *Client) Renew(ctx context.Context) (Mapping, error) {
+	return c.refresh(ctx, true)
+}
+
+func (c *Client) refresh(ctx context.Context, force bool) (Mapping, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.have {
 		return Mapping{}, errors.New("portmap: nothing mapped")
 	}
 	now := time.Now()
-	due := !now.Before(c.cur.RenewAt(c.cfg.Lease))
+	due := force || !now.Before(c.cur.RenewAt(c.cfg.Lease))
 	if !due {
 		cctx, cancel := context.WithTimeout(ctx, mapTimeout)
 		reset, err := c.m.checkEpoch(cctx)

@@ -46,6 +46,8 @@ type MiniUPnPd struct {
 	Site *Site
 	Mode UPnPMode
 	Proc *Proc
+
+	conf, pid string
 }
 
 // AddCoturnSTUN adds a public host running coturn as a plain STUN server on
@@ -166,17 +168,40 @@ func (s *Site) StartMiniUPnPd(ctx context.Context, stun *Host, mode UPnPMode) (*
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	// -d: foreground, logs to stderr. The pid file must be per router: the
-	// filesystem is shared between namespaces.
-	p, err := r.Start("miniupnpd", "-f", confPath, "-d", "-P", filepath.Join(l.Dir, r.Name+"-miniupnpd.pid"))
-	if err != nil {
+	m := &MiniUPnPd{Site: s, Mode: mode, conf: confPath, pid: filepath.Join(l.Dir, r.Name+"-miniupnpd.pid")}
+	if err := m.start(); err != nil {
 		return nil, err
 	}
-	m := &MiniUPnPd{Site: s, Mode: mode, Proc: p}
-	if err := p.WaitLog("Port forwarding is now enabled", 30*time.Second); err != nil {
-		return nil, fmt.Errorf("natlab: miniupnpd on %s: %w", r.Name, err)
-	}
 	return m, nil
+}
+
+func (m *MiniUPnPd) start() error {
+	// -d: foreground, logs to stderr. The pid file must be per router: the
+	// filesystem is shared between namespaces.
+	p, err := m.Site.Router.Start("miniupnpd", "-f", m.conf, "-d", "-P", m.pid)
+	if err != nil {
+		return err
+	}
+	m.Proc = p
+	if err := p.WaitLog("Port forwarding is now enabled", 30*time.Second); err != nil {
+		return fmt.Errorf("natlab: miniupnpd on %s: %w", m.Site.Router.Name, err)
+	}
+	return nil
+}
+
+// Reboot makes the router forget its port forwards, as a power cycle does:
+// miniupnpd stops, its chains are emptied, and it starts again with a new
+// NAT-PMP/PCP epoch.
+func (m *MiniUPnPd) Reboot(ctx context.Context) error {
+	if err := m.Proc.Stop(5 * time.Second); err != nil {
+		return fmt.Errorf("natlab: stop miniupnpd: %w", err)
+	}
+	for _, chain := range []string{"miniupnpd", "prerouting_miniupnpd", "postrouting_miniupnpd"} {
+		if _, err := m.Site.Router.Run(ctx, "nft", "flush", "chain", "inet", "filter", chain); err != nil {
+			return err
+		}
+	}
+	return m.start()
 }
 
 // LANAddr is the router's address on the site's LAN, where miniupnpd listens.

@@ -85,6 +85,13 @@ func testPortmap(t *testing.T, mode natlab.UPnPMode, protocols []string) {
 	if pm.LeaseLeftS < 3000 {
 		t.Errorf("lease left %ds, want about 2 h", pm.LeaseLeftS)
 	}
+	text, err := home.Host.Run(ctx, coord.Bins.Agent, "status", "--socket", home.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "portmap: " + pm.Protocol + " " + pm.External + " (lease "; !strings.Contains(text, want) {
+		t.Errorf("`meshvpn status` does not show %q:\n%s", want, text)
+	}
 	rules, err := upnpd.Redirects(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -193,5 +200,49 @@ func TestPortmapRouterReboot(t *testing.T) {
 	}
 	if log := home.Proc.Log(); !strings.Contains(log, "gateway announced a change") && !strings.Contains(log, "epoch went back") {
 		t.Errorf("agent log does not say it noticed the reboot")
+	}
+}
+
+// TestPortmapDisabled: with --no-portmap the agent leaves the router alone
+// and its status says the mapping is off.
+func TestPortmapDisabled(t *testing.T) {
+	lab, coord := newLab(t)
+	ctx := t.Context()
+	stun, err := lab.AddCoturnSTUN("stun", "203.0.113.40", "203.0.113.41")
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := addSiteAgent(t, lab, coord, "home", natlab.Symmetric)
+	upnpd, err := home.Host.Site.StartMiniUPnPd(ctx, stun, natlab.UPnPAndPMP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	home.ExtraArgs = []string{"--no-portmap"}
+	if err := home.Up(ctx, authKey(t, coord, false), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := home.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Self.PortMap != nil {
+		t.Errorf("status shows a port mapping with --no-portmap: %+v", st.Self.PortMap)
+	}
+	text, err := home.Host.Run(ctx, coord.Bins.Agent, "status", "--socket", home.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, "portmap: off") {
+		t.Errorf("`meshvpn status` does not say the port mapping is off:\n%s", text)
+	}
+	rules, err := upnpd.Redirects(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rules) != 0 {
+		t.Errorf("router redirects %v for an agent run with --no-portmap", rules)
+	}
+	if strings.Contains(upnpd.Proc.Log(), "10.1.0.11") {
+		t.Errorf("miniupnpd heard from the host although port mapping is off")
 	}
 }

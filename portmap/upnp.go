@@ -228,8 +228,8 @@ func randomPort() uint16 {
 }
 
 // ssdpSearch sends an M-SEARCH for an IGD to the multicast group and to the
-// gateway itself, and collects the device locations answered until ctx ends
-// or both were answered.
+// gateway itself, and returns the location of the first IGD that answers
+// before ctx ends.
 func ssdpSearch(ctx context.Context, group string, gw netip.AddrPort) ([]string, error) {
 	c, err := net.ListenUDP("udp4", nil)
 	if err != nil {
@@ -250,19 +250,17 @@ func ssdpSearch(ctx context.Context, group string, gw netip.AddrPort) ([]string,
 			sendErr = err
 		}
 	}
+	// The first IGD to answer is taken: a LAN has one gateway, and waiting
+	// for more would spend the probe's whole budget.
 	var locs []string
-	seen := map[string]bool{}
 	buf := make([]byte, 2048)
-	for len(locs) < 4 {
+	for range 64 { // stray SSDP traffic is skipped, but not forever
 		n, _, err := c.ReadFromUDP(buf)
 		if err != nil {
 			break
 		}
-		loc := ssdpLocation(buf[:n])
-		if loc != "" && !seen[loc] {
-			seen[loc] = true
+		if loc := ssdpLocation(buf[:n]); loc != "" {
 			locs = append(locs, loc)
-			// One IGD is enough; give a second answer no more time.
 			break
 		}
 	}

@@ -3,6 +3,7 @@ package natlab
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -13,36 +14,41 @@ import (
 	"github.com/meshvpn/meshvpn/portmap"
 )
 
-// TestPortmapHelper is not a test: run with PORTMAP_HELPER=1 inside a lab
-// namespace, it maps a UDP port with the portmap package and prints the
-// probe result and the mapping as JSON, then deletes the mapping when told
-// to (PORTMAP_KEEP unset).
-func TestPortmapHelper(t *testing.T) {
-	if os.Getenv("PORTMAP_HELPER") != "1" {
-		t.Skip("helper process for TestMiniUPnPd")
+// portmapTool probes the gateway and maps a UDP port with the portmap
+// package, prints the probe, the mapping and the errors as one JSON line
+// ("RESULT {...}"), then deletes the mapping. It runs inside a lab host.
+func portmapTool(args []string) error {
+	fs := flag.NewFlagSet("portmap", flag.ContinueOnError)
+	disable := fs.String("disable", "", "comma-separated protocols to leave out")
+	if err := fs.Parse(args); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	out := map[string]any{}
 	var cfg portmap.Config
-	for _, p := range strings.Split(os.Getenv("PORTMAP_DISABLE"), ",") {
+	for _, p := range strings.Split(*disable, ",") {
 		if p != "" {
 			cfg.Disable = append(cfg.Disable, portmap.Protocol(p))
 		}
 	}
+	out := map[string]any{}
 	res, err := portmap.Probe(ctx, cfg)
 	out["probe"], out["probe_err"] = res, fmt.Sprint(err)
 	c, err := net.ListenUDP("udp4", nil)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer c.Close()
 	cl := portmap.NewClient(cfg)
 	m, err := cl.Map(ctx, uint16(c.LocalAddr().(*net.UDPAddr).Port))
 	out["mapping"], out["map_err"] = m, fmt.Sprint(err)
 	out["close_err"] = fmt.Sprint(cl.Close())
-	b, _ := json.Marshal(out)
+	b, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
 	fmt.Printf("RESULT %s\n", b)
+	return nil
 }
 
 // TestMiniUPnPd runs real miniupnpd on a symmetric-NAT router in each mode
@@ -109,12 +115,11 @@ type helperResult struct {
 	CloseErr string `json:"close_err"`
 }
 
-// runPortmapHelper runs TestPortmapHelper on h with the given protocols
-// disabled.
+// runPortmapHelper runs portmapTool on h with the given protocols disabled.
 func runPortmapHelper(t *testing.T, h *Host, disable string) helperResult {
 	t.Helper()
-	out, err := h.Run(t.Context(), "env", "PORTMAP_HELPER=1", "PORTMAP_DISABLE="+disable, os.Args[0], "-test.run=^TestPortmapHelper$")
-	t.Logf("helper (disabled: %q): %s", disable, out)
+	out, err := h.Run(t.Context(), "env", "NATLAB_UDPTOOL=1", os.Args[0], "--", "portmap", "-disable", disable)
+	t.Logf("portmap tool (disabled: %q): %s", disable, out)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,10 @@ func portmapTool(args []string) error {
 	cl := portmap.NewClient(cfg)
 	m, err := cl.Map(ctx, uint16(c.LocalAddr().(*net.UDPAddr).Port))
 	out["mapping"], out["map_err"] = m, fmt.Sprint(err)
+	if err == nil {
+		r, err := cl.Renew(ctx)
+		out["renewed"], out["renew_err"] = r, fmt.Sprint(err)
+	}
 	out["close_err"] = fmt.Sprint(cl.Close())
 	b, err := json.Marshal(out)
 	if err != nil {
@@ -96,6 +100,10 @@ func TestMiniUPnPd(t *testing.T) {
 				if res.Mapping.Protocol != only || res.Mapping.External.Addr() != site.Router.IP || res.CloseErr != "<nil>" {
 					t.Errorf("%s alone: mapping %+v (%s), close: %s", only, res.Mapping, res.MapErr, res.CloseErr)
 				}
+				// A renewal keeps the external port.
+				if res.Renewed.External != res.Mapping.External || !res.Renewed.Obtained.After(res.Mapping.Obtained) {
+					t.Errorf("%s alone: renewed %+v (%s), was %+v", only, res.Renewed, res.RenewErr, res.Mapping)
+				}
 			}
 			rules, err := mu.Redirects(t.Context())
 			if err != nil {
@@ -112,6 +120,8 @@ type helperResult struct {
 	Probe    portmap.ProbeResult
 	Mapping  portmap.Mapping
 	MapErr   string `json:"map_err"`
+	Renewed  portmap.Mapping
+	RenewErr string `json:"renew_err"`
 	CloseErr string `json:"close_err"`
 }
 

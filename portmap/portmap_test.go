@@ -196,3 +196,37 @@ func TestIsAnnouncement(t *testing.T) {
 		}
 	}
 }
+
+// A gateway that stops answering: the mapping stays offered while its lease
+// runs, and is dropped once it has expired.
+func TestRenewalFailure(t *testing.T) {
+	f := newFakePMP(t)
+	c := NewClient(f.config())
+	m, err := c.Map(t.Context(), 8000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.set(func(f *fakePMP) { f.silent = true })
+	// Due for renewal (past half-life), not yet expired.
+	c.mu.Lock()
+	c.cur.Obtained = time.Now().Add(-(DefaultLease/2 + time.Minute))
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	got, err := c.Refresh(ctx)
+	if err == nil || got.External != m.External {
+		t.Fatalf("refresh with a silent gateway = %+v, %v; want the old mapping and an error", got, err)
+	}
+	if _, ok := c.Current(); !ok {
+		t.Fatal("mapping dropped before its lease ran out")
+	}
+	c.mu.Lock()
+	c.cur.Obtained = time.Now().Add(-DefaultLease - time.Minute)
+	c.mu.Unlock()
+	if got, err := c.Refresh(ctx); err == nil {
+		t.Fatalf("refresh of an expired mapping with a silent gateway = %+v", got)
+	}
+	if _, ok := c.Current(); ok {
+		t.Fatal("expired mapping still offered")
+	}
+}

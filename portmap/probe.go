@@ -120,7 +120,7 @@ func probeAll(ctx context.Context, cfg Config) (probeFound, error) {
 		f.result.Errors = nil
 	}
 	if !f.result.Any() {
-		cfg.Logger.Info("no port-mapping protocol answered", "gateway", gw, "errors", f.result.errorText())
+		cfg.Logger.Debug("no port-mapping protocol answered", "gateway", gw, "errors", f.result.errorText())
 	}
 	return f, nil
 }

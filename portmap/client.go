@@ -74,7 +74,7 @@ func (c *Client) mapLocked(ctx context.Context, internalPort, wantExternal uint1
 		mp, err := m.mapPort(mctx, internalPort, wantExternal, c.cfg.Lease)
 		cancel()
 		if err != nil {
-			c.log.Warn("port mapping refused", "protocol", m.protocol(), "gateway", found.result.Gateway, "err", err)
+			c.log.Debug("port mapping refused", "protocol", m.protocol(), "gateway", found.result.Gateway, "err", err)
 			errs = append(errs, fmt.Errorf("%s: %w", m.protocol(), err))
 			continue
 		}

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -35,7 +36,10 @@ type Config struct {
 	// CAFile, when set, is a PEM bundle trusted for the coordinator's TLS
 	// certificate instead of the system roots (a self-hosted CA).
 	CAFile string
-	Logger *slog.Logger
+	// NoPortmap: do not ask the gateway (PCP, NAT-PMP, UPnP) to forward the
+	// UDP port (see portmap.go).
+	NoPortmap bool
+	Logger    *slog.Logger
 }
 
 // Agent is a running node.
@@ -51,6 +55,10 @@ type Agent struct {
 	net  *iceNet
 	pion logging.LoggerFactory
 	tun  *tun.Device
+
+	// portmap is nil with --no-portmap. Atomic, not under mu: peers read it
+	// with their own lock held, and stopDataPlane takes mu then peer locks.
+	portmap atomic.Pointer[portMapper]
 
 	stop context.CancelFunc // ends Run; `meshvpn down` calls it
 
@@ -126,6 +134,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer a.stopDataPlane()
+	a.startPortmap(ctx)
+	defer a.stopPortmap() // before the data plane stops: deletes the router's forward
 	go serveLocalAPI(lapi, a)
 
 	a.log.Info("meshvpn up", "name", st.Name, "ip", st.IP, "tun", a.tun.IfName(), "port", a.bind.Port())

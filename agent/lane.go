@@ -143,6 +143,7 @@ func (l *lane) startLocked() {
 	if err := agent.GatherCandidates(); err != nil {
 		l.p.log.Warn("gather candidates", "lane", l.label(), "err", err)
 	}
+	l.offerPortmapLocked() // portmap.go
 }
 
 // newICELocked closes the current ICE agent and makes a fresh one for session.
@@ -242,6 +243,7 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 		if err := agent.GatherCandidates(); err != nil {
 			l.p.log.Warn("gather candidates", "lane", l.label(), "err", err)
 		}
+		l.offerPortmapLocked() // portmap.go
 	case control.SignalAnswer:
 		if !l.p.controlling || s.Session != l.session || l.answered || l.ice == nil {
 			return

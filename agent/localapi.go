@@ -79,6 +79,7 @@ func (a *Agent) Status() Status {
 			TUN:        a.tun.IfName(),
 			Endpoints:  []EndpointStatus{},
 			Relays:     []RelayStatus{},
+			PortMap:    a.portmapStatus(),
 		},
 		Coordinator: CoordinatorStatus{URL: a.ctl.base.String(), Connected: connected, LastError: lastErr},
 		Peers:       []PeerStatus{},
@@ -109,6 +110,9 @@ func (a *Agent) Status() Status {
 				st.Self.Endpoints = append(st.Self.Endpoints, e)
 			}
 		}
+	}
+	if e, ok := a.portmapEndpoint(); ok {
+		st.Self.Endpoints = append(st.Self.Endpoints, e)
 	}
 	slices.SortFunc(st.Self.Endpoints, func(x, y EndpointStatus) int {
 		if x.Type != y.Type {

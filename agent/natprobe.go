@@ -18,6 +18,7 @@ import (
 const (
 	natSymmetric  = "symmetric"   // the mapping varies by destination
 	natUDPBlocked = "udp-blocked" // no STUN answer over UDP at all
+	natPortMapped = "port-mapped" // the gateway forwards a port to us (portmap)
 )
 
 const natProbeTimeout = 2 * time.Second
@@ -139,7 +140,12 @@ func (a *Agent) natTick(now time.Time) {
 	}()
 }
 
+// natLabel is what peers are told about this node's network. A port
+// mapping makes even a symmetric NAT reachable, so it wins.
 func (a *Agent) natLabel() string {
+	if _, ok := a.portMapping(); ok {
+		return natPortMapped
+	}
 	a.nat.mu.Lock()
 	defer a.nat.mu.Unlock()
 	return a.nat.label

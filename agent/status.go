@@ -39,6 +39,9 @@ type SelfStatus struct {
 	// Relays are the TURN servers the coordinator offered, and whether
 	// each works from here.
 	Relays []RelayStatus `json:"relays"`
+	// PortMap is the port forward this node got from its gateway (PCP,
+	// NAT-PMP or UPnP); absent with --no-portmap. See portmap.go.
+	PortMap *PortMapStatus `json:"portmap,omitempty"`
 }
 
 // EndpointStatus is one local candidate address.
@@ -141,7 +144,7 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 		st.Endpoint = p.endpoint.String()
 		if active.local != nil {
 			st.LocalType = active.local.Type().String()
-			st.RemoteType = active.remote.Type().String()
+			st.RemoteType = candidateLabel(active.remote) // "portmap" for a port-mapped candidate
 		}
 		if active.relay() {
 			st.Relay = &RelayPathStatus{URL: active.target.URL, Server: active.target.Server, Transport: active.target.Transport}

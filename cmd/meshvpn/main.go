@@ -124,6 +124,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 	port := fs.Uint("port", 0, "UDP port shared by WireGuard and ICE (0 = random)")
 	mtu := fs.Int("mtu", tun.DefaultMTU, "MTU of the TUN device")
 	caFile := fs.String("ca-file", "", "PEM file of the CA that signed the coordinator's TLS certificate (default: system roots)")
+	noPortmap := fs.Bool("no-portmap", false, "do not ask the router (PCP, NAT-PMP or UPnP) to forward the UDP port")
 	verbose := fs.Bool("verbose", false, "log debug details")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -166,6 +167,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 		Port:        uint16(*port),
 		MTU:         *mtu,
 		CAFile:      *caFile,
+		NoPortmap:   *noPortmap,
 		Logger:      log,
 	})
 }
@@ -197,6 +199,7 @@ func printStatus(w io.Writer, st *agent.Status) {
 	for _, e := range st.Self.Endpoints {
 		fmt.Fprintf(w, "  endpoint %-22s %s\n", e.Addr, e.Type)
 	}
+	printPortMap(w, st.Self.PortMap)
 	if st.Self.NAT != "" {
 		fmt.Fprintf(w, "  network: %s\n", st.Self.NAT)
 	}

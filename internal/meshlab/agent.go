@@ -25,6 +25,8 @@ type Agent struct {
 	Coord    *Coordinator
 	// NoCA leaves out --ca-file even when the coordinator uses the lab CA.
 	NoCA bool
+	// ExtraArgs are appended to `meshvpn up` (e.g. --no-portmap).
+	ExtraArgs []string
 	// Proc is the current `meshvpn up` process, nil before Up.
 	Proc *natlab.Proc
 }
@@ -61,6 +63,7 @@ func (a *Agent) Start(authKey string) error {
 	if a.Coord.TLS != nil && !a.NoCA {
 		args = append(args, "--ca-file", a.Coord.TLS.CA)
 	}
+	args = append(args, a.ExtraArgs...)
 	p, err := a.Host.Start(a.Coord.Bins.Agent, args...)
 	if err != nil {
 		return err

@@ -22,6 +22,16 @@ type SelfStatus struct {
 	Endpoints []Endpoint `json:"endpoints"`
 	NAT       string     `json:"nat"`
 	Relays    []Relay    `json:"relays"`
+	// PortMap is nil when the agent runs with --no-portmap.
+	PortMap *PortMap `json:"portmap"`
+}
+
+// PortMap is the agent's port forward on its router.
+type PortMap struct {
+	Protocol   string `json:"protocol"` // "pcp", "nat-pmp", "upnp"; empty without a mapping
+	External   string `json:"external"` // ip:port peers are offered
+	LeaseLeftS int64  `json:"lease_left_s"`
+	Error      string `json:"error"`
 }
 
 // Relay is one TURN server the agent was offered and its last check.

@@ -22,7 +22,12 @@ type netcheckReport struct {
 	NATType        string `json:"nat_type"`
 	Reason         string `json:"reason"`
 	PortMapping    struct {
-		Probed bool `json:"probed"`
+		Probed   bool   `json:"probed"`
+		UPnP     bool   `json:"upnp"`
+		NATPMP   bool   `json:"nat_pmp"`
+		PCP      bool   `json:"pcp"`
+		Protocol string `json:"protocol"`
+		External string `json:"external"`
 	} `json:"port_mapping"`
 	Servers []struct {
 		Addr      string   `json:"addr"`
@@ -83,8 +88,9 @@ func TestNetcheckNATTypes(t *testing.T) {
 			if rep.PublicIP != wantIP || !strings.HasPrefix(rep.PublicEndpoint, wantIP+":") {
 				t.Errorf("public %s (%s), want the address %s", rep.PublicIP, rep.PublicEndpoint, wantIP)
 			}
-			if rep.PortMapping.Probed {
-				t.Errorf("port_mapping probed with no probe wired")
+			// These routers speak no port-mapping protocol.
+			if pm := rep.PortMapping; !pm.Probed || pm.UPnP || pm.NATPMP || pm.PCP || pm.External != "" {
+				t.Errorf("port_mapping %+v: want probed, nothing offered", pm)
 			}
 			latency := map[string]bool{}
 			for _, s := range rep.Servers {
@@ -169,5 +175,44 @@ func TestNetcheckTLS(t *testing.T) {
 	_, err = site.Host.Run(ctx, coord.Bins.Agent, "netcheck", "--coordinator", coord.URL)
 	if err == nil || !strings.Contains(err.Error(), "not trusted (give its CA with --ca-file)") || !strings.Contains(err.Error(), "exit status 1") {
 		t.Fatalf("without --ca-file: %v; want exit 1 and a hint to --ca-file", err)
+	}
+}
+
+// TestNetcheckPortMapping runs netcheck behind a symmetric-NAT router with
+// real miniupnpd: it must name the protocols the router speaks and the
+// address a mapping gets, and leave no mapping behind.
+func TestNetcheckPortMapping(t *testing.T) {
+	lab, coord := newLab(t)
+	ctx := t.Context()
+	stun, err := lab.AddCoturnSTUN("stun", "203.0.113.40", "203.0.113.41")
+	if err != nil {
+		t.Fatal(err)
+	}
+	site, err := lab.AddSite("nc-upnp", natlab.Symmetric)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upnpd, err := site.StartMiniUPnPd(ctx, stun, natlab.UPnPAndPMP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, raw := runNetcheck(t, coord, site.Host)
+	pm := rep.PortMapping
+	t.Logf("port_mapping: %+v", pm)
+	if !pm.Probed || !pm.UPnP || !pm.NATPMP || !pm.PCP {
+		t.Fatalf("port_mapping %+v: want UPnP, NAT-PMP and PCP offered\n%s", pm, raw)
+	}
+	if pm.Protocol == "" || !strings.HasPrefix(pm.External, site.Router.IP.String()+":") {
+		t.Errorf("mapping %s %q: want one on the router's address %s", pm.Protocol, pm.External, site.Router.IP)
+	}
+	if rep.NATType != "symmetric" {
+		t.Errorf("nat_type %q, want symmetric (the router's own NAT)", rep.NATType)
+	}
+	left, err := upnpd.Redirects(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Errorf("netcheck left forwards on the router: %v", left)
 	}
 }

@@ -56,7 +56,7 @@ func cmdNetcheck(args []string, stdout, stderr io.Writer) error {
 
 	cfg := netcheck.Config{
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		// PortMapProbe: wired to portmap once that package lands.
+		PortMapProbe: netcheck.PortMapProbe,
 	}
 	if *coord != "" {
 		info, err := netcheck.FetchInfo(ctx, *coord, *caFile)

@@ -102,6 +102,8 @@ func Run(ctx context.Context, cfg Config) error {
 		ctl:   ctl,
 		peers: make(map[uint64]*peer),
 	}
+	ctl.pubKey = a.pub.String()
+	ctl.onRefused = a.dropAllPeers
 	st, err := a.join(ctx)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -141,3 +141,21 @@ func (a *Agent) removePeer(id uint64) {
 	}
 	a.log.Info("peer removed", "peer", p.node.Name)
 }
+
+// dropAllPeers forgets every peer (WireGuard peer and ICE session) when the
+// coordinator refuses this node: it was removed or expired, and its peers
+// have already dropped it, so the tunnels are dead anyway.
+func (a *Agent) dropAllPeers(reason string) {
+	a.mu.Lock()
+	ids := make([]uint64, 0, len(a.peers))
+	for id := range a.peers {
+		ids = append(ids, id)
+	}
+	a.mu.Unlock()
+	for _, id := range ids {
+		a.removePeer(id)
+	}
+	if len(ids) > 0 {
+		a.log.Warn("dropped every peer: the coordinator no longer admits this node", "reason", reason, "peers", len(ids))
+	}
+}

@@ -19,16 +19,20 @@ type Status struct {
 	Self        SelfStatus        `json:"self"`
 	Coordinator CoordinatorStatus `json:"coordinator"`
 	Peers       []PeerStatus      `json:"peers"`
+	// WireGuardPeers are the public keys the WireGuard device has peers
+	// for, read from the device itself: what `wg show` would list.
+	WireGuardPeers []string `json:"wireguard_peers"`
 }
 
 // SelfStatus describes this node.
 type SelfStatus struct {
-	ID         uint64 `json:"id"`
-	Name       string `json:"name"`
-	IP         string `json:"ip"`
-	PublicKey  string `json:"public_key"`
-	ListenPort int    `json:"listen_port"`
-	TUN        string `json:"tun"`
+	ID         uint64   `json:"id"`
+	Name       string   `json:"name"`
+	IP         string   `json:"ip"`
+	PublicKey  string   `json:"public_key"`
+	Tags       []string `json:"tags"`
+	ListenPort int      `json:"listen_port"`
+	TUN        string   `json:"tun"`
 	// Endpoints are the addresses peers can reach this node at, as its ICE
 	// sessions gathered them (host and server-reflexive).
 	Endpoints []EndpointStatus `json:"endpoints"`
@@ -49,11 +53,12 @@ type CoordinatorStatus struct {
 
 // PeerStatus describes the path to one peer.
 type PeerStatus struct {
-	ID        uint64 `json:"id"`
-	Name      string `json:"name"`
-	IP        string `json:"ip"`
-	PublicKey string `json:"public_key"`
-	Online    bool   `json:"online"`
+	ID        uint64   `json:"id"`
+	Name      string   `json:"name"`
+	IP        string   `json:"ip"`
+	PublicKey string   `json:"public_key"`
+	Tags      []string `json:"tags"`
+	Online    bool     `json:"online"`
 	// Path is "direct", "relay" or "none"; Reason says why when not direct.
 	Path       string `json:"path"`
 	Reason     string `json:"reason,omitempty"`
@@ -76,6 +81,7 @@ func (p *peer) status(wg wgPeerStats, haveWG bool) PeerStatus {
 		Name:       p.node.Name,
 		IP:         p.node.IP,
 		PublicKey:  p.key.String(),
+		Tags:       nonNil(p.node.Tags),
 		Online:     p.node.Online,
 		LocalType:  p.localType,
 		RemoteType: p.remoteType,
@@ -145,4 +151,11 @@ func noPathReason(online, haveSession bool, state ice.ConnectionState, controlli
 
 func sortPeers(ps []PeerStatus) {
 	sort.Slice(ps, func(i, j int) bool { return ps[i].Name < ps[j].Name })
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }

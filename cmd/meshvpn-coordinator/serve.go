@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/meshvpn/meshvpn/coordinator"
 )
@@ -17,7 +18,9 @@ const serveAbout = `Runs the coordinator until SIGINT or SIGTERM: the HTTP(S) AP
 nodes (POST /api/v1/register), the WebSocket stream that sends each agent its
 netmap and relays ICE signalling (GET /api/v1/stream), and an embedded STUN
 server. The API speaks HTTPS when both --tls-cert and --tls-key are given,
-plain HTTP otherwise. State (auth keys, nodes) lives in --state.`
+plain HTTP otherwise. State (auth keys, nodes) lives in --state; admin
+commands that change nodes reach the running server through the unix socket
+admin.sock there (mode 0600).`
 
 func runServe(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -28,6 +31,10 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key `file` (with --tls-cert: serve HTTPS)")
 	fs.StringVar(&cfg.STUNListen, "stun-listen", ":3478", "UDP `address` of the STUN server; empty disables STUN")
 	fs.StringVar(&cfg.PublicHost, "public-host", "", "`host` agents are told to reach STUN at (default: the host each agent used to reach the API)")
+	fs.DurationVar(&cfg.EphemeralTimeout, "ephemeral-timeout", 5*time.Minute, "how long a node of an --ephemeral auth key may be offline before it is removed (`duration`)")
+	fs.DurationVar(&cfg.EphemeralGrace, "ephemeral-grace", 10*time.Minute, "time an ephemeral node gets to open its first stream after registering, or to reconnect after a coordinator restart (`duration`)")
+	fs.IntVar(&cfg.AuthFailBurst, "auth-fail-burst", 20, "`n` failed auth attempts (bad auth key or credential) allowed from one source IP before it gets 429; -1 disables the limit")
+	fs.Float64Var(&cfg.AuthFailPerMinute, "auth-fail-per-minute", 30, "rate at which a source IP's failed-attempt budget refills (`n` per minute)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	if err := parseFlags(fs, serveAbout, args, stdout, stderr); err != nil {
 		return err
@@ -35,6 +42,10 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		fmt.Fprintf(stderr, "meshvpn-coordinator serve: bad --log-level %q: want debug, info, warn or error\n", *level)
+		return errUsage
+	}
+	if cfg.EphemeralTimeout <= 0 || cfg.EphemeralGrace <= 0 || cfg.AuthFailPerMinute <= 0 || cfg.AuthFailBurst == 0 || cfg.AuthFailBurst < -1 {
+		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --ephemeral-timeout, --ephemeral-grace and --auth-fail-per-minute must be positive, --auth-fail-burst positive or -1")
 		return errUsage
 	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {

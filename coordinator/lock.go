@@ -18,7 +18,7 @@ const LockFile = "serve.lock"
 
 // lockWait bounds how long a starting server waits for admin commands that
 // hold the lock.
-const lockWait = 10 * time.Second
+var lockWait = 10 * time.Second
 
 // lockServe takes the state dir's lock for a server.
 func lockServe(dir string) (*os.File, error) {

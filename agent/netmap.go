@@ -104,7 +104,7 @@ func (a *Agent) upsertPeer(n control.Node) {
 		ipChanged := p.node.IP != n.IP && p.wgAdded
 		p.mu.Unlock()
 		if ipChanged {
-			if err := a.wg.setOverlayIP(key, ip); err != nil {
+			if err := p.wgChange(func() error { return a.wg.setOverlayIP(key, ip) }); err != nil {
 				a.log.Error("update WireGuard peer", "peer", n.Name, "err", err)
 			}
 		}
@@ -136,7 +136,11 @@ func (a *Agent) removePeer(id uint64) {
 		return
 	}
 	p.close()
-	if err := a.wg.removePeer(p.key); err != nil {
+	// After close, wgChange refuses; taking wgMu waits for one in flight.
+	p.wgMu.Lock()
+	err := a.wg.removePeer(p.key)
+	p.wgMu.Unlock()
+	if err != nil {
 		a.log.Error("remove WireGuard peer", "peer", p.node.Name, "err", err)
 	}
 	a.log.Info("peer removed", "peer", p.node.Name)

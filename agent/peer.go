@@ -52,6 +52,24 @@ type peer struct {
 	endpoint              netip.AddrPort
 	wgAdded               bool // WireGuard knows the peer (after the first path)
 	closed                bool
+
+	// wgMu serialises this peer's WireGuard changes with its removal, so a
+	// path selected just as the peer is removed cannot add it back.
+	wgMu sync.Mutex
+}
+
+// wgChange runs fn, a change to this peer's WireGuard configuration, unless
+// the peer is closed.
+func (p *peer) wgChange(fn func() error) error {
+	p.wgMu.Lock()
+	defer p.wgMu.Unlock()
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return nil
+	}
+	return fn()
 }
 
 func newPeer(a *Agent, n control.Node, key Key) *peer {
@@ -246,11 +264,12 @@ func (p *peer) onSelected(agent *ice.Agent, local, remote ice.Candidate) {
 	// creates the WireGuard peer: the controlled side selects on the
 	// controlling side's nomination, half a round trip before the
 	// controlling side does, so it knows the peer when the handshake comes.
-	if first {
-		err = p.a.wg.recreatePeer(p.key, overlay, ep, p.controlling)
-	} else {
-		err = p.a.wg.setEndpoint(p.key, ep, p.controlling)
-	}
+	err = p.wgChange(func() error {
+		if first {
+			return p.a.wg.recreatePeer(p.key, overlay, ep, p.controlling)
+		}
+		return p.a.wg.setEndpoint(p.key, ep, p.controlling)
+	})
 	if err != nil {
 		p.log.Error("set WireGuard endpoint", "err", err)
 		return
@@ -261,7 +280,7 @@ func (p *peer) onSelected(agent *ice.Agent, local, remote ice.Candidate) {
 	}
 	time.AfterFunc(3*handshakeGrace, func() {
 		if p.current(agent, ep) {
-			if err := p.a.wg.setEndpoint(p.key, ep, true); err != nil {
+			if err := p.wgChange(func() error { return p.a.wg.setEndpoint(p.key, ep, true) }); err != nil {
 				p.log.Error("enable WireGuard keepalives", "err", err)
 			}
 		}
@@ -284,7 +303,7 @@ func (p *peer) ensureHandshake(agent *ice.Agent, overlay netip.Addr, ep netip.Ad
 		return
 	}
 	p.log.Debug("no handshake on the new path yet, recreating the WireGuard peer")
-	if err := p.a.wg.recreatePeer(p.key, overlay, ep, true); err != nil {
+	if err := p.wgChange(func() error { return p.a.wg.recreatePeer(p.key, overlay, ep, true) }); err != nil {
 		p.log.Error("recreate WireGuard peer", "err", err)
 	}
 }

@@ -28,6 +28,8 @@ type Coordinator struct {
 	Bins     Bins
 	// TLS is set when the coordinator serves HTTPS with a lab CA.
 	TLS *TLSFiles
+	// Args are extra `serve` flags, kept for restarts.
+	Args []string
 }
 
 // StartCoordinator adds the public host "coord" at CoordinatorIP, starts
@@ -37,18 +39,26 @@ func StartCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coordin
 	return startCoordinator(ctx, lab, bins, false)
 }
 
+// StartCoordinatorArgs returns a starter like StartCoordinator that passes
+// extra flags to `serve` (e.g. "--ephemeral-timeout", "2s").
+func StartCoordinatorArgs(extra ...string) func(context.Context, *natlab.Lab, Bins) (*Coordinator, error) {
+	return func(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coordinator, error) {
+		return startCoordinator(ctx, lab, bins, false, extra...)
+	}
+}
+
 // StartCoordinatorTLS is StartCoordinator with HTTPS, its certificate
 // signed by a CA made for the lab; agents are given that CA.
 func StartCoordinatorTLS(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coordinator, error) {
 	return startCoordinator(ctx, lab, bins, true)
 }
 
-func startCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins, withTLS bool) (*Coordinator, error) {
+func startCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins, withTLS bool, extra ...string) (*Coordinator, error) {
 	h, err := lab.AddPublicHost("coord", CoordinatorIP)
 	if err != nil {
 		return nil, err
 	}
-	c := &Coordinator{Host: h, StateDir: filepath.Join(lab.Dir, "coord-state"), URL: CoordinatorURL, Bins: bins}
+	c := &Coordinator{Host: h, StateDir: filepath.Join(lab.Dir, "coord-state"), URL: CoordinatorURL, Bins: bins, Args: extra}
 	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -83,6 +93,7 @@ func (c *Coordinator) start(ctx context.Context) error {
 	if c.TLS != nil {
 		args = append(args, "--tls-cert", c.TLS.Cert, "--tls-key", c.TLS.Key)
 	}
+	args = append(args, c.Args...)
 	var err error
 	c.Proc, err = c.Host.Start(c.Bins.Coordinator, args...)
 	if err != nil {
@@ -130,4 +141,14 @@ func (c *Coordinator) Nodes(ctx context.Context) ([]control.Node, error) {
 		return nil, fmt.Errorf("meshlab: nodes list: %w in %q", err, out)
 	}
 	return nodes, nil
+}
+
+// Admin runs an admin command (e.g. "nodes", "remove", "NAME", "--json")
+// with the coordinator's --state and returns its stdout.
+func (c *Coordinator) Admin(ctx context.Context, args ...string) (string, error) {
+	out, err := c.Host.Run(ctx, c.Bins.Coordinator, append(args, "--state", c.StateDir)...)
+	if err != nil {
+		return out, fmt.Errorf("meshlab: meshvpn-coordinator %s: %w", strings.Join(args, " "), err)
+	}
+	return out, nil
 }

@@ -7,18 +7,23 @@ type Status struct {
 	Self        SelfStatus   `json:"self"`
 	Coordinator Coordination `json:"coordinator"`
 	Peers       []PeerStatus `json:"peers"`
+	// WireGuardPeers are the public keys the agent's WireGuard device has.
+	WireGuardPeers []string `json:"wireguard_peers"`
 }
 
 // Coordination tells whether the agent's control stream is up.
 type Coordination struct {
 	URL       string `json:"url"`
 	Connected bool   `json:"connected"`
+	LastError string `json:"last_error"`
 }
 
 // SelfStatus describes the local node.
 type SelfStatus struct {
 	Name      string     `json:"name"`
 	IP        string     `json:"ip"`
+	PublicKey string     `json:"public_key"`
+	Tags      []string   `json:"tags"`
 	Endpoints []Endpoint `json:"endpoints"`
 }
 
@@ -48,17 +53,19 @@ func (e Endpoint) String() string {
 
 // PeerStatus describes one peer and the path to it.
 type PeerStatus struct {
-	Name          string  `json:"name"`
-	IP            string  `json:"ip"`
-	Online        bool    `json:"online"`
-	Path          string  `json:"path"` // "direct", "relay" or "none"
-	Endpoint      string  `json:"endpoint"`
-	LocalType     string  `json:"local_type"`  // host, srflx, prflx, relay
-	RemoteType    string  `json:"remote_type"` // host, srflx, prflx, relay
-	LastHandshake string  `json:"last_handshake"`
-	RxBytes       uint64  `json:"rx_bytes"`
-	TxBytes       uint64  `json:"tx_bytes"`
-	RTTms         float64 `json:"rtt_ms"`
+	Name          string   `json:"name"`
+	IP            string   `json:"ip"`
+	PublicKey     string   `json:"public_key"`
+	Tags          []string `json:"tags"`
+	Online        bool     `json:"online"`
+	Path          string   `json:"path"` // "direct", "relay" or "none"
+	Endpoint      string   `json:"endpoint"`
+	LocalType     string   `json:"local_type"`  // host, srflx, prflx, relay
+	RemoteType    string   `json:"remote_type"` // host, srflx, prflx, relay
+	LastHandshake string   `json:"last_handshake"`
+	RxBytes       uint64   `json:"rx_bytes"`
+	TxBytes       uint64   `json:"tx_bytes"`
+	RTTms         float64  `json:"rtt_ms"`
 }
 
 // Peer returns the peer called name, or nil.

@@ -97,7 +97,7 @@ func (s *Store) FindNode(ctx context.Context, ref string) (NodeRecord, error) {
 
 func findNode(ctx context.Context, q queryer, ref string) (NodeRecord, error) {
 	var row *sql.Row
-	if id, err := strconv.ParseUint(ref, 10, 64); err == nil {
+	if id, err := strconv.ParseUint(ref, 10, 63); err == nil {
 		row = q.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM nodes WHERE id = ?`, id)
 	} else if ip, err := netip.ParseAddr(ref); err == nil {
 		row = q.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM nodes WHERE ip = ?`, ip.String())

@@ -216,7 +216,10 @@ func (c *controlClient) runStream(ctx context.Context, credential string, handle
 			// Retrying soon cannot help: wait the longest backoff.
 			b.n = 100
 			c.log.Error("coordinator refused this node; start again with --authkey to rejoin", "reason", refused.msg)
-			if c.onRefused != nil {
+			// Only an operator's removal or expiry takes the peers away; any
+			// other refusal (a store restored from an old backup, say) leaves
+			// working tunnels alone, as an outage does.
+			if c.onRefused != nil && (refused.msg == control.ReasonNodeRemoved || refused.msg == control.ReasonNodeExpired) {
 				c.onRefused(refused.msg)
 			}
 		}

@@ -420,3 +420,19 @@ func TestAdminDirectWhenNotServing(t *testing.T) {
 		t.Fatalf("second server: %v", err)
 	}
 }
+
+func TestStreamOversizedFrameCloses(t *testing.T) {
+	s, base := startServer(t, t.TempDir())
+	a := registerHTTP(t, base, control.RegisterRequest{AuthKey: newKey(t, s.store, true, 0), Hostname: "a", PublicKey: newPublicKey(t)})
+	c := dialStream(t, base, a.Credential)
+	readMsg(t, c)
+	big := `{"type":"signal","signal":{"to":1,"candidate":"` + strings.Repeat("x", streamReadLimit) + `"}}`
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Write(ctx, websocket.MessageText, []byte(big)); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := waitClosed(t, c); code != websocket.StatusMessageTooBig {
+		t.Fatalf("oversized frame: closed with %d, want %d", code, websocket.StatusMessageTooBig)
+	}
+}

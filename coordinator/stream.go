@@ -202,13 +202,13 @@ func (s *Server) readLoop(ws *websocket.Conn, from uint64, log *slog.Logger) {
 	for {
 		typ, data, err := ws.Read(context.Background())
 		if err != nil {
-			switch st := websocket.CloseStatus(err); st {
-			case -1, websocket.StatusNormalClosure, websocket.StatusGoingAway:
+			switch websocket.CloseStatus(err) {
+			case websocket.StatusNormalClosure, websocket.StatusGoingAway:
 				log.Debug("stream read ended", "err", err)
 			default:
-				// Oversized frames (StatusMessageTooBig) and protocol
-				// errors end here.
-				log.Info("stream closed", "code", int(st), "err", err)
+				// Dropped connections, oversized frames (answered with
+				// 1009) and protocol errors end here.
+				log.Info("stream read ended", "err", err)
 			}
 			return
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -434,5 +435,38 @@ func TestStreamOversizedFrameCloses(t *testing.T) {
 	}
 	if code, _ := waitClosed(t, c); code != websocket.StatusMessageTooBig {
 		t.Fatalf("oversized frame: closed with %d, want %d", code, websocket.StatusMessageTooBig)
+	}
+}
+
+func TestRegisterRequestLimits(t *testing.T) {
+	s := newTestServer(t)
+	h := s.Handler()
+	key := newKey(t, s.store, true, 0)
+	send := func(ct, body string) (int, string) {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, control.PathRegister, strings.NewReader(body))
+		if ct != "" {
+			req.Header.Set("Content-Type", ct)
+		}
+		h.ServeHTTP(rec, req)
+		var e control.Error
+		json.Unmarshal(rec.Body.Bytes(), &e)
+		return rec.Code, e.Error
+	}
+	ok := `{"auth_key":"` + key + `","hostname":"a","public_key":"` + newPublicKey(t) + `"}`
+	for _, tc := range []struct {
+		ct, body string
+		code     int
+		msg      string
+	}{
+		{"application/json", `{"hostname":"` + strings.Repeat("a", control.MaxRequestBody) + `"}`, http.StatusRequestEntityTooLarge, "too large"},
+		{"text/plain", ok, http.StatusUnsupportedMediaType, "Content-Type"},
+		{"application/json", `{"auth_key":`, http.StatusBadRequest, "malformed JSON"},
+		{"application/json; charset=utf-8", ok, http.StatusOK, ""},
+	} {
+		code, msg := send(tc.ct, tc.body)
+		if code != tc.code || !strings.Contains(msg, tc.msg) {
+			t.Errorf("%s body of %d bytes: %d %q, want %d %q", tc.ct, len(tc.body), code, msg, tc.code, tc.msg)
+		}
 	}
 }

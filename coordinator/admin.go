@@ -35,6 +35,9 @@ type adminRequest struct {
 // (safe: we hold the state dir's lock, so no other server uses it).
 func listenAdmin(dir string) (net.Listener, error) {
 	path := filepath.Join(dir, AdminSocket)
+	if len(path) >= 108 { // sun_path in struct sockaddr_un
+		return nil, fmt.Errorf("admin socket: path %s is too long for a unix socket (use a shorter --state)", path)
+	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}

@@ -24,7 +24,7 @@ const propagationLimit = time.Second
 // other two drop it from their status and WireGuard devices within a
 // second, the removed agent loses its peers and can reach nobody, and a
 // restart with its stored credential is refused. Tags of the auth key show
-// in the peers' status.
+// in the peers' status, and a rename reaches them too.
 func TestLifecycleRemove(t *testing.T) {
 	lab, coord := newLab(t)
 	ctx := t.Context()
@@ -110,6 +110,17 @@ func TestLifecycleRemove(t *testing.T) {
 	if out, err := pingUntil(ctx, alpha, ipBeta, 30*time.Second); err != nil {
 		t.Errorf("alpha -> beta after gamma's removal: %v\n%s", err, out)
 	}
+
+	// A rename reaches the peer's status the same way.
+	if _, err := coord.Admin(ctx, "nodes", "rename", "beta", "db-1"); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, alpha, 10*time.Second, func(st *meshlab.Status) error {
+		if st.Peer("db-1") == nil || st.Peer("beta") != nil {
+			return errors.New("alpha does not list beta as db-1 yet")
+		}
+		return nil
+	})
 
 	expectRefusedRestart(t, gamma, "node removed")
 	if !strings.Contains(coord.Proc.Log(), `reason="node removed"`) {

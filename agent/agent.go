@@ -117,6 +117,8 @@ func Run(ctx context.Context, cfg Config) error {
 		peers: make(map[uint64]*peer),
 	}
 	a.relays = &relayManager{a: a}
+	ctl.pubKey = a.pub.String()
+	ctl.onRefused = a.dropAllPeers
 	st, err := a.join(ctx)
 	if err != nil {
 		if ctx.Err() != nil {

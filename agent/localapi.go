@@ -75,14 +75,16 @@ func (a *Agent) Status() Status {
 			Name:       self.Name,
 			IP:         self.IP,
 			PublicKey:  a.pub.String(),
+			Tags:       nonNil(self.Tags),
 			ListenPort: int(a.bind.Port()),
 			TUN:        a.tun.IfName(),
 			Endpoints:  []EndpointStatus{},
 			Relays:     []RelayStatus{},
 			PortMap:    a.portmapStatus(),
 		},
-		Coordinator: CoordinatorStatus{URL: a.ctl.base.String(), Connected: connected, LastError: lastErr},
-		Peers:       []PeerStatus{},
+		Coordinator:    CoordinatorStatus{URL: a.ctl.base.String(), Connected: connected, LastError: lastErr},
+		Peers:          []PeerStatus{},
+		WireGuardPeers: []string{},
 	}
 	wg, err := a.wg.stats()
 	if err != nil {
@@ -100,6 +102,12 @@ func (a *Agent) Status() Status {
 		}
 		st.Self.Relays = append(st.Self.Relays, rs)
 	}
+	for hexKey := range wg {
+		if k, err := parseHexKey(hexKey); err == nil {
+			st.WireGuardPeers = append(st.WireGuardPeers, k.String())
+		}
+	}
+	slices.Sort(st.WireGuardPeers)
 	seen := map[string]bool{}
 	for _, p := range peers {
 		s, ok := wg[p.key.Hex()]

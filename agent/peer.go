@@ -39,6 +39,24 @@ type peer struct {
 	changedAt  time.Time // last path change
 	lastChange string    // why, for status
 	peerNAT    string    // the peer's own view of its network (Signal.NAT)
+
+	// wgMu serialises this peer's WireGuard changes with its removal, so a
+	// path selected just as the peer is removed cannot add it back.
+	wgMu sync.Mutex
+}
+
+// wgChange runs fn, a change to this peer's WireGuard configuration, unless
+// the peer is closed.
+func (p *peer) wgChange(fn func() error) error {
+	p.wgMu.Lock()
+	defer p.wgMu.Unlock()
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return nil
+	}
+	return fn()
 }
 
 func newPeer(a *Agent, n control.Node, key Key) *peer {
@@ -252,12 +270,12 @@ func (p *peer) reconsiderLocked(why string) func() {
 // trip before the controlling side does, so it knows the peer when the
 // handshake comes.
 func (p *peer) applyPath(l *lane, overlay netip.Addr, ep netip.AddrPort, first bool) {
-	var err error
-	if first {
-		err = p.a.wg.recreatePeer(p.key, overlay, ep, p.controlling)
-	} else {
-		err = p.a.wg.setEndpoint(p.key, ep, p.controlling)
-	}
+	err := p.wgChange(func() error {
+		if first {
+			return p.a.wg.recreatePeer(p.key, overlay, ep, p.controlling)
+		}
+		return p.a.wg.setEndpoint(p.key, ep, p.controlling)
+	})
 	if err != nil {
 		p.log.Error("set WireGuard endpoint", "err", err)
 		return
@@ -268,7 +286,7 @@ func (p *peer) applyPath(l *lane, overlay netip.Addr, ep netip.AddrPort, first b
 	}
 	time.AfterFunc(3*handshakeGrace, func() {
 		if p.current(l, ep) {
-			if err := p.a.wg.setEndpoint(p.key, ep, true); err != nil {
+			if err := p.wgChange(func() error { return p.a.wg.setEndpoint(p.key, ep, true) }); err != nil {
 				p.log.Error("enable WireGuard keepalives", "err", err)
 			}
 		}
@@ -291,7 +309,7 @@ func (p *peer) ensureHandshake(l *lane, overlay netip.Addr, ep netip.AddrPort) {
 		return
 	}
 	p.log.Debug("no handshake on the new path yet, recreating the WireGuard peer")
-	if err := p.a.wg.recreatePeer(p.key, overlay, ep, true); err != nil {
+	if err := p.wgChange(func() error { return p.a.wg.recreatePeer(p.key, overlay, ep, true) }); err != nil {
 		p.log.Error("recreate WireGuard peer", "err", err)
 	}
 }

@@ -21,16 +21,20 @@ type Status struct {
 	Self        SelfStatus        `json:"self"`
 	Coordinator CoordinatorStatus `json:"coordinator"`
 	Peers       []PeerStatus      `json:"peers"`
+	// WireGuardPeers are the public keys the WireGuard device has peers
+	// for, read from the device itself: what `wg show` would list.
+	WireGuardPeers []string `json:"wireguard_peers"`
 }
 
 // SelfStatus describes this node.
 type SelfStatus struct {
-	ID         uint64 `json:"id"`
-	Name       string `json:"name"`
-	IP         string `json:"ip"`
-	PublicKey  string `json:"public_key"`
-	ListenPort int    `json:"listen_port"`
-	TUN        string `json:"tun"`
+	ID         uint64   `json:"id"`
+	Name       string   `json:"name"`
+	IP         string   `json:"ip"`
+	PublicKey  string   `json:"public_key"`
+	Tags       []string `json:"tags"`
+	ListenPort int      `json:"listen_port"`
+	TUN        string   `json:"tun"`
 	// Endpoints are the addresses peers can reach this node at, as its ICE
 	// sessions gathered them (host and server-reflexive).
 	Endpoints []EndpointStatus `json:"endpoints"`
@@ -59,11 +63,12 @@ type CoordinatorStatus struct {
 
 // PeerStatus describes the path to one peer.
 type PeerStatus struct {
-	ID        uint64 `json:"id"`
-	Name      string `json:"name"`
-	IP        string `json:"ip"`
-	PublicKey string `json:"public_key"`
-	Online    bool   `json:"online"`
+	ID        uint64   `json:"id"`
+	Name      string   `json:"name"`
+	IP        string   `json:"ip"`
+	PublicKey string   `json:"public_key"`
+	Tags      []string `json:"tags"`
+	Online    bool     `json:"online"`
 	// Path is "direct", "relay" or "none"; Reason says why when not direct.
 	Path     string `json:"path"`
 	Reason   string `json:"reason,omitempty"`
@@ -120,6 +125,7 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 		Name:          p.node.Name,
 		IP:            p.node.IP,
 		PublicKey:     p.key.String(),
+		Tags:          nonNil(p.node.Tags),
 		Online:        p.node.Online,
 		ICEState:      "none",
 		RelayICEState: "none",
@@ -264,4 +270,11 @@ func (r reasonInput) none() string {
 
 func sortPeers(ps []PeerStatus) {
 	sort.Slice(ps, func(i, j int) bool { return ps[i].Name < ps[j].Name })
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }

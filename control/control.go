@@ -28,6 +28,10 @@ const (
 	PathStream   = "/api/v1/stream"
 )
 
+// HeaderPublicKey carries the agent's WireGuard public key on the stream
+// request, so the coordinator can refuse a credential used with another key.
+const HeaderPublicKey = "Meshvpn-Public-Key"
+
 // OverlayPrefix is the range overlay addresses are drawn from (RFC 6598 shared
 // address space, as CGNAT-style meshes commonly use).
 var OverlayPrefix = netip.MustParsePrefix("100.64.0.0/10")
@@ -101,6 +105,8 @@ type Node struct {
 	PublicKey string    `json:"public_key"`
 	Online    bool      `json:"online"`
 	LastSeen  time.Time `json:"last_seen,omitzero"`
+	// Tags come from the auth key the node joined with; peers see them.
+	Tags []string `json:"tags,omitempty"`
 }
 
 // Netmap is the full view of the mesh for one node.
@@ -178,6 +184,18 @@ type Signal struct {
 
 // LaneRelay is Signal.Lane of the relay-only ICE session.
 const LaneRelay = "relay"
+
+// Close codes (WebSocket application range) and reasons the coordinator
+// ends a stream with when an operator took the node out of the mesh. The
+// agent drops its peers on them: reconnecting with the same credential will
+// be refused.
+const (
+	CloseNodeRemoved = 4001
+	CloseNodeExpired = 4002
+
+	ReasonNodeRemoved = "node removed"
+	ReasonNodeExpired = "node expired"
+)
 
 // Message types on the stream.
 const (

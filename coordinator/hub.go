@@ -22,8 +22,9 @@ var errHubClosed = errors.New("coordinator shutting down")
 // agent. Holding mu while changing a node and queueing its delta is what
 // keeps the order every agent sees equal to the order changes happened.
 //
-// The server process is the only writer of nodes, so the in-memory map stays
-// equal to the store; the admin commands only read nodes.
+// The server process is the only writer of nodes while it runs, so the
+// in-memory map stays equal to the store's members: admin commands that
+// change nodes go through the server's admin socket (see admin.go).
 type hub struct {
 	log   *slog.Logger
 	store *Store
@@ -76,7 +77,7 @@ func (h *hub) upsert(n control.Node) {
 	defer h.mu.Unlock()
 	if old, ok := h.nodes[n.ID]; ok {
 		n.Online, n.LastSeen = old.Online, old.LastSeen
-		if old == n {
+		if sameNode(old, n) {
 			return // a re-registration that changed nothing peers see
 		}
 	}
@@ -181,6 +182,10 @@ func (h *hub) relay(from uint64, sig control.Signal) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if !h.peersLocked(from, sig.To) {
+		h.log.Info("dropping signal between nodes that are not peers", "from", from, "to", sig.To, "kind", sig.Kind)
+		return
+	}
 	c := h.conns[sig.To]
 	if c == nil {
 		h.log.Debug("dropping signal for offline node", "from", from, "to", sig.To, "kind", sig.Kind)

@@ -138,11 +138,3 @@ func (h *hub) sendTo(c *streamConn, frame []byte) {
 	defer h.mu.Unlock()
 	h.enqueueLocked(c, frame)
 }
-
-// member tells whether id is a node of the mesh (the TURN server asks).
-func (h *hub) member(id uint64) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	_, ok := h.nodes[id]
-	return ok
-}

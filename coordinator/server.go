@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,7 +41,26 @@ type Config struct {
 	TURN TURNConfig
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+
+	// EphemeralTimeout is how long a node of an ephemeral key may be
+	// offline before it is removed (default 5m). EphemeralGrace is the time
+	// such a node gets to open its first stream after registering, or to
+	// reconnect after a coordinator restart (default 10m).
+	EphemeralTimeout time.Duration
+	EphemeralGrace   time.Duration
+	// AuthFailBurst failed auth attempts (unknown auth key, bad credential)
+	// are allowed from one source IP before it is refused with 429; the
+	// budget refills at AuthFailPerMinute. Defaults 20 and 30; a negative
+	// burst disables the limit.
+	AuthFailBurst     int
+	AuthFailPerMinute float64
 }
+
+// Defaults of the auth failure limit.
+const (
+	defaultAuthFailBurst     = 20
+	defaultAuthFailPerMinute = 30
+)
 
 // shutdownTimeout bounds a clean shutdown.
 const shutdownTimeout = 10 * time.Second
@@ -60,6 +80,13 @@ type Server struct {
 	// relays mints each node's relay list; nil when no relay is configured.
 	relays     *relayList
 	turnSecret []byte
+
+	// lock is the state dir's serve lock, held from New to Close.
+	lock     *os.File
+	adminSrv *http.Server
+	adminLn  net.Listener
+	limiter  *authLimiter
+	life     lifecycle
 
 	// streams counts live stream handlers, which http.Server.Shutdown does
 	// not wait for once they have taken over their connection.
@@ -85,7 +112,22 @@ func New(cfg Config) (*Server, error) {
 	if err := checkPublicHost(cfg.PublicHost); err != nil {
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, pingInterval: pingInterval, pingTimeout: pingTimeout}
+	if cfg.EphemeralTimeout <= 0 {
+		cfg.EphemeralTimeout = defaultEphemeralTimeout
+	}
+	if cfg.EphemeralGrace <= 0 {
+		cfg.EphemeralGrace = defaultEphemeralGrace
+	}
+	if cfg.AuthFailBurst == 0 {
+		cfg.AuthFailBurst = defaultAuthFailBurst
+	}
+	if cfg.AuthFailPerMinute <= 0 {
+		cfg.AuthFailPerMinute = defaultAuthFailPerMinute
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, pingInterval: pingInterval, pingTimeout: pingTimeout,
+		limiter: newAuthLimiter(cfg.AuthFailBurst, cfg.AuthFailPerMinute),
+		life:    lifecycle{ephemeral: newEphemeralTracker(cfg.EphemeralTimeout, cfg.EphemeralGrace)},
+	}
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
@@ -99,21 +141,32 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 
+	if cfg.StateDir == "" {
+		return nil, errors.New("new coordinator: state directory is empty")
+	}
+	lock, err := lockServe(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
 	store, err := OpenStore(cfg.StateDir)
 	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
+	fail := func(err error) (*Server, error) {
+		store.Close()
+		lock.Close()
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// No stream exists yet, whatever a crashed predecessor left behind.
 	if err := store.ClearOnline(ctx); err != nil {
-		store.Close()
-		return nil, fmt.Errorf("new coordinator: %w", err)
+		return fail(err)
 	}
 	h, err := newHub(ctx, store, s.log)
 	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("new coordinator: %w", err)
+		return fail(err)
 	}
 	s.store, s.hub = store, h
 	if cfg.TURN.Embedded {
@@ -128,6 +181,11 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("new coordinator: %w", err)
 		}
 	}
+	s.store, s.hub, s.lock = store, h, lock
+	if err := s.loadEphemeral(ctx); err != nil {
+		return fail(err)
+	}
+	s.adminSrv = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 	s.httpSrv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -176,7 +234,7 @@ func (s *Server) Listen() error {
 		if s.stun != nil && sameUDPPort(s.cfg.STUNListen, s.cfg.TURN.Listen) {
 			udp = s.stun.shareWithTURN()
 		}
-		t, err := listenTURN(s.cfg.TURN, udp, s.cfg.PublicHost, s.tls, s.turnSecret, s.hub.member, s.log)
+		t, err := listenTURN(s.cfg.TURN, udp, s.cfg.PublicHost, s.tls, s.turnSecret, s.nodeActive, s.log)
 		if err != nil {
 			ln.Close()
 			if s.stun != nil {
@@ -186,7 +244,18 @@ func (s *Server) Listen() error {
 		}
 		s.turn = t
 	}
-	s.httpLn = ln
+	adminLn, err := listenAdmin(s.cfg.StateDir)
+	if err != nil {
+		ln.Close()
+		if s.stun != nil {
+			s.stun.close()
+		}
+		if s.turn != nil {
+			s.turn.close()
+		}
+		return err
+	}
+	s.httpLn, s.adminLn = ln, adminLn
 	return nil
 }
 
@@ -263,7 +332,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.httpLn == nil {
 		return errors.New("serve: Listen was not called")
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	ln := s.httpLn
 	scheme := "http"
 	if s.tls != nil {
@@ -295,6 +364,14 @@ func (s *Server) Serve(ctx context.Context) error {
 			attrs = append(attrs, "turns", s.turn.tls.Addr().String())
 		}
 	}
+	go func() {
+		if err := s.serveAdmin(); err != nil {
+			errc <- err
+		}
+	}()
+	sweepCtx, stopSweep := context.WithCancel(context.Background())
+	go s.sweepLoop(sweepCtx)
+	attrs = append(attrs, "admin", s.adminLn.Addr().String())
 	s.log.Info("coordinator listening", attrs...)
 	if s.relays == nil {
 		s.log.Warn("no TURN relay configured: peers without a direct path will not connect")
@@ -307,6 +384,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	case err = <-errc:
 		s.log.Error("shutting down after failure", "err", err)
 	}
+	stopSweep()
 	if cerr := s.shutdown(); err == nil {
 		err = cerr
 	}
@@ -321,6 +399,9 @@ func (s *Server) shutdown() error {
 	var errs []error
 	if err := s.httpSrv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("shutdown http: %w", err))
+	}
+	if err := s.adminSrv.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("shutdown admin socket: %w", err))
 	}
 	s.hub.closeAll("coordinator shutting down")
 	done := make(chan struct{})
@@ -361,9 +442,15 @@ func (s *Server) Close() error {
 				errs = append(errs, fmt.Errorf("close turn: %w", err))
 			}
 		}
+		if s.adminLn != nil {
+			s.adminSrv.Close()
+			s.adminLn.Close() // removes the socket file
+		}
 		if err := s.store.Close(); err != nil {
 			errs = append(errs, err)
 		}
+		// Last: once released, an admin command may write the store.
+		s.lock.Close()
 	})
 	return errors.Join(errs...)
 }

@@ -43,14 +43,37 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	}
 	// Authenticate before the upgrade, so a bad credential gets a plain 401
 	// the agent can act on.
+	if !s.checkAuthRate(w, r) {
+		return
+	}
 	cred, ok := bearerToken(r.Header.Get("Authorization"))
 	if !ok {
+		s.log.Info("stream refused", "status", http.StatusUnauthorized, "reason", "missing bearer credential", "remote", r.RemoteAddr)
+		s.authFailed(r)
 		writeError(w, http.StatusUnauthorized, "missing bearer credential")
 		return
 	}
 	node, err := s.store.AuthenticateNode(r.Context(), cred)
-	if errors.Is(err, ErrBadCredential) {
-		writeError(w, http.StatusUnauthorized, ErrBadCredential.Error())
+	if err == nil && !s.hub.active(node.ID) {
+		err = ErrNodeRemoved // removed while we read the store
+	}
+	// An agent says which public key it holds; a credential presented with
+	// another node's key is refused, as at registration.
+	if pk := r.Header.Get(control.HeaderPublicKey); err == nil && pk != "" && pk != node.PublicKey {
+		err = ErrCredentialKeyMismatch
+	}
+	if isCredentialRefusal(err) {
+		// The node's ID is in the credential; it is logged only when the
+		// credential was once valid (removed, expired, key mismatch).
+		attrs := []any{"status", http.StatusUnauthorized, "reason", err.Error(), "remote", r.RemoteAddr}
+		if !errors.Is(err, ErrBadCredential) {
+			if id, e := credentialNodeID(cred); e == nil {
+				attrs = append(attrs, "node", id)
+			}
+		}
+		s.log.Info("stream refused", attrs...)
+		s.authFailed(r)
+		writeError(w, http.StatusUnauthorized, err.Error())
 		return
 	}
 	if err != nil {
@@ -97,7 +120,7 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 						// Stop the writer and pinger only after the close
 						// frame is out: cancelling a write or ping in flight
 						// drops the connection without it.
-						ws.Close(websocket.StatusGoingAway, reason)
+						ws.Close(closeCode(reason), reason)
 						cancel()
 					} else {
 						cancel()
@@ -114,9 +137,11 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 		return
 	}
 	log.Info("node online")
+	s.life.ephemeral.connected(node.ID)
 	defer func() {
 		if s.hub.disconnect(c) {
 			log.Info("node offline")
+			s.life.ephemeral.disconnected(node.ID, time.Now())
 		}
 	}()
 
@@ -180,8 +205,13 @@ func (s *Server) readLoop(ws *websocket.Conn, from uint64, log *slog.Logger) {
 	for {
 		typ, data, err := ws.Read(context.Background())
 		if err != nil {
-			if websocket.CloseStatus(err) == -1 {
+			switch websocket.CloseStatus(err) {
+			case websocket.StatusNormalClosure, websocket.StatusGoingAway:
 				log.Debug("stream read ended", "err", err)
+			default:
+				// Dropped connections, oversized frames (answered with
+				// 1009) and protocol errors end here.
+				log.Info("stream read ended", "err", err)
 			}
 			return
 		}
@@ -191,7 +221,7 @@ func (s *Server) readLoop(ws *websocket.Conn, from uint64, log *slog.Logger) {
 		}
 		var m control.Message
 		if err := json.Unmarshal(data, &m); err != nil {
-			log.Debug("ignoring malformed frame", "err", err)
+			log.Info("ignoring malformed frame", "err", err, "len", len(data))
 			continue
 		}
 		switch m.Type {
@@ -228,4 +258,16 @@ func bearerToken(h string) (string, bool) {
 	}
 	token = strings.TrimSpace(token)
 	return token, token != ""
+}
+
+// closeCode is the WebSocket close code for a reason the hub gives: the
+// lifecycle reasons have their own codes, so the agent need not parse text.
+func closeCode(reason string) websocket.StatusCode {
+	switch reason {
+	case control.ReasonNodeRemoved:
+		return control.CloseNodeRemoved
+	case control.ReasonNodeExpired:
+		return control.CloseNodeExpired
+	}
+	return websocket.StatusGoingAway
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/meshvpn/meshvpn/coordinator"
 )
@@ -25,7 +26,10 @@ HTTP otherwise. State (auth keys, nodes) lives in --state.
 
 With --stun-alt-listen the STUN server also answers RFC 5780 CHANGE-REQUEST
 from its second address, and GET /api/v1/netcheck-info (no credential) tells
-'meshvpn netcheck' both addresses.`
+'meshvpn netcheck' both addresses.
+
+Admin commands that change nodes reach the running server through the unix
+socket admin.sock in --state (mode 0600).`
 
 func runServe(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -39,6 +43,10 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.STUNAltListen, "stun-alt-listen", "", "second UDP `address` of the STUN server for `meshvpn netcheck`'s NAT tests: another IP (e.g. 203.0.113.11:3479; then --stun-listen needs a specific IP too), or only another port (e.g. :3479); empty disables it")
 	fs.StringVar(&cfg.PublicHost, "public-host", "", "`host` agents are told to reach STUN at (default: the host each agent used to reach the API)")
 	turnCfg := turnFlags(fs)
+	fs.DurationVar(&cfg.EphemeralTimeout, "ephemeral-timeout", 5*time.Minute, "how long a node of an --ephemeral auth key may be offline before it is removed (`duration`)")
+	fs.DurationVar(&cfg.EphemeralGrace, "ephemeral-grace", 10*time.Minute, "time an ephemeral node gets to open its first stream after registering, or to reconnect after a coordinator restart (`duration`)")
+	fs.IntVar(&cfg.AuthFailBurst, "auth-fail-burst", 20, "`n` failed auth attempts (bad auth key or credential) allowed from one source IP before it gets 429; -1 disables the limit")
+	fs.Float64Var(&cfg.AuthFailPerMinute, "auth-fail-per-minute", 30, "rate at which a source IP's failed-attempt budget refills (`n` per minute)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	if err := parseFlags(fs, serveAbout, args, stdout, stderr); err != nil {
 		return err
@@ -46,6 +54,10 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		fmt.Fprintf(stderr, "meshvpn-coordinator serve: bad --log-level %q: want debug, info, warn or error\n", *level)
+		return errUsage
+	}
+	if cfg.EphemeralTimeout <= 0 || cfg.EphemeralGrace <= 0 || cfg.AuthFailPerMinute <= 0 || cfg.AuthFailBurst == 0 || cfg.AuthFailBurst < -1 {
+		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --ephemeral-timeout, --ephemeral-grace and --auth-fail-per-minute must be positive, --auth-fail-burst positive or -1")
 		return errUsage
 	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {

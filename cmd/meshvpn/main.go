@@ -196,6 +196,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 
 func printStatus(w io.Writer, st *agent.Status) {
 	fmt.Fprintf(w, "self: %s %s  (UDP port %d, TUN %s)\n", st.Self.Name, st.Self.IP, st.Self.ListenPort, st.Self.TUN)
+	if len(st.Self.Tags) > 0 {
+		fmt.Fprintf(w, "  tags %s\n", strings.Join(st.Self.Tags, ","))
+	}
 	for _, e := range st.Self.Endpoints {
 		fmt.Fprintf(w, "  endpoint %-22s %s\n", e.Addr, e.Type)
 	}
@@ -223,7 +226,7 @@ func printStatus(w io.Writer, st *agent.Status) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tIP\tONLINE\tPATH\tENDPOINT\tCANDIDATES\tHANDSHAKE\tRX\tTX\tRTT")
+	fmt.Fprintln(tw, "PEER\tIP\tTAGS\tONLINE\tPATH\tENDPOINT\tCANDIDATES\tHANDSHAKE\tRX\tTX\tRTT")
 	for _, p := range st.Peers {
 		path := p.Path
 		if p.Relay != nil {
@@ -244,7 +247,7 @@ func printStatus(w io.Writer, st *agent.Status) {
 		if p.RTTMs > 0 {
 			rtt = fmt.Sprintf("%.1fms", p.RTTMs)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.IP, p.Online, path, dash(p.Endpoint), cands, hs,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.IP, dash(strings.Join(p.Tags, ",")), p.Online, path, dash(p.Endpoint), cands, hs,
 			bytesStr(p.RxBytes), bytesStr(p.TxBytes), rtt)
 	}
 	tw.Flush()

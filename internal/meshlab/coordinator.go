@@ -57,6 +57,14 @@ func StartCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coordin
 	return startCoordinator(ctx, lab, bins, CoordinatorOptions{})
 }
 
+// StartCoordinatorArgs returns a starter like StartCoordinator that passes
+// extra flags to `serve` (e.g. "--ephemeral-timeout", "2s").
+func StartCoordinatorArgs(extra ...string) func(context.Context, *natlab.Lab, Bins) (*Coordinator, error) {
+	return func(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coordinator, error) {
+		return startCoordinator(ctx, lab, bins, CoordinatorOptions{Args: extra})
+	}
+}
+
 // StartCoordinatorTLS is StartCoordinator with HTTPS, its certificate
 // signed by a CA made for the lab; agents are given that CA.
 func StartCoordinatorTLS(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coordinator, error) {
@@ -160,4 +168,14 @@ func (c *Coordinator) Nodes(ctx context.Context) ([]control.Node, error) {
 		return nil, fmt.Errorf("meshlab: nodes list: %w in %q", err, out)
 	}
 	return nodes, nil
+}
+
+// Admin runs an admin command (e.g. "nodes", "remove", "NAME", "--json")
+// with the coordinator's --state and returns its stdout.
+func (c *Coordinator) Admin(ctx context.Context, args ...string) (string, error) {
+	out, err := c.Host.Run(ctx, c.Bins.Coordinator, append(args, "--state", c.StateDir)...)
+	if err != nil {
+		return out, fmt.Errorf("meshlab: meshvpn-coordinator %s: %w", strings.Join(args, " "), err)
+	}
+	return out, nil
 }

@@ -7,18 +7,23 @@ type Status struct {
 	Self        SelfStatus   `json:"self"`
 	Coordinator Coordination `json:"coordinator"`
 	Peers       []PeerStatus `json:"peers"`
+	// WireGuardPeers are the public keys the agent's WireGuard device has.
+	WireGuardPeers []string `json:"wireguard_peers"`
 }
 
 // Coordination tells whether the agent's control stream is up.
 type Coordination struct {
 	URL       string `json:"url"`
 	Connected bool   `json:"connected"`
+	LastError string `json:"last_error"`
 }
 
 // SelfStatus describes the local node.
 type SelfStatus struct {
 	Name      string     `json:"name"`
 	IP        string     `json:"ip"`
+	PublicKey string     `json:"public_key"`
+	Tags      []string   `json:"tags"`
 	Endpoints []Endpoint `json:"endpoints"`
 	NAT       string     `json:"nat"`
 	Relays    []Relay    `json:"relays"`
@@ -78,11 +83,13 @@ func (e Endpoint) String() string {
 type PeerStatus struct {
 	Name          string     `json:"name"`
 	IP            string     `json:"ip"`
+	PublicKey     string     `json:"public_key"`
+	Tags          []string   `json:"tags"`
 	Online        bool       `json:"online"`
 	Path          string     `json:"path"` // "direct", "relay" or "none"
 	Endpoint      string     `json:"endpoint"`
-	LocalType     string     `json:"local_type"`  // host, srflx, prflx, relay
-	RemoteType    string     `json:"remote_type"` // host, srflx, prflx, relay
+	LocalType     string     `json:"local_type"`  // host, srflx, prflx, relay, portmap
+	RemoteType    string     `json:"remote_type"` // host, srflx, prflx, relay, portmap
 	Reason        string     `json:"reason"`
 	Relay         *RelayPath `json:"relay"`
 	LastChange    string     `json:"last_change"`

@@ -228,3 +228,29 @@ func TestRelayLoopRenewsCredentials(t *testing.T) {
 		}
 	}
 }
+
+// A removed or expired node's TURN credential stops working at once, even
+// though it has not expired yet.
+func TestEmbeddedTURNRefusesRemovedAndExpiredNodes(t *testing.T) {
+	for _, op := range []string{"remove", "expire"} {
+		t.Run(op, func(t *testing.T) {
+			s, addr, node := startTURN(t, nil)
+			user, pass := mintTURNCredential(s.turnSecret, node, time.Now().Add(time.Hour))
+			if _, _, err := allocate(t, addr, user, pass); err != nil {
+				t.Fatalf("before %s: %v", op, err)
+			}
+			var err error
+			if op == "remove" {
+				_, err = s.RemoveNode(context.Background(), "n1")
+			} else {
+				_, err = s.ExpireNode(context.Background(), "n1")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := allocate(t, addr, user, pass); err == nil {
+				t.Fatalf("allocation granted to a node after %s", op)
+			}
+		})
+	}
+}

@@ -171,14 +171,12 @@ func New(cfg Config) (*Server, error) {
 	s.store, s.hub = store, h
 	if cfg.TURN.Embedded {
 		if s.turnSecret, err = loadTURNSecret(cfg.StateDir); err != nil {
-			store.Close()
-			return nil, fmt.Errorf("new coordinator: %w", err)
+			return fail(err)
 		}
 	}
 	if cfg.TURN.Embedded || len(cfg.TURN.URLs) > 0 {
 		if s.relays, err = newRelayList(cfg.TURN, s.turnSecret); err != nil {
-			store.Close()
-			return nil, fmt.Errorf("new coordinator: %w", err)
+			return fail(err)
 		}
 	}
 	s.store, s.hub, s.lock = store, h, lock

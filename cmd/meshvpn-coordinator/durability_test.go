@@ -60,7 +60,7 @@ func TestStoreSurvivesSIGKILL(t *testing.T) {
 	}
 	st.Close()
 
-	cmd := exec.Command(os.Args[0], "serve", "--listen", "127.0.0.1:0", "--stun-listen", "", "--state", dir)
+	cmd := exec.Command(os.Args[0], "serve", "--listen", "127.0.0.1:0", "--stun-listen", "", "--turn-listen", "127.0.0.1:0", "--state", dir)
 	cmd.Env = append(os.Environ(), childEnv+"=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -89,19 +89,10 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *t
 		t.closeSockets()
 		return nil, err
 	}
-	t.udp = udp
-	if t.udp == nil {
-		if t.udp, err = net.ListenPacket("udp4", cfg.Listen); err != nil {
-			return fail(fmt.Errorf("listen turn udp %s: %w", cfg.Listen, err))
-		}
+	if t.udp, t.tcp, err = listenUDPAndTCP(cfg.Listen, udp); err != nil {
+		return fail(err)
 	}
 	t.udpPort = t.udp.LocalAddr().(*net.UDPAddr).Port
-	// TCP on the same port as UDP, as TURN clients expect.
-	host, _, _ := net.SplitHostPort(cfg.Listen)
-	tcpAddr := net.JoinHostPort(host, strconv.Itoa(t.udpPort))
-	if t.tcp, err = net.Listen("tcp4", tcpAddr); err != nil {
-		return fail(fmt.Errorf("listen turn tcp %s: %w", tcpAddr, err))
-	}
 	if cfg.TLSListen != "" {
 		if tlsCfg == nil {
 			return fail(errors.New("turn: a TLS listener needs --tls-cert and --tls-key"))
@@ -153,6 +144,39 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *t
 		return fail(fmt.Errorf("start turn: %w", err))
 	}
 	return t, nil
+}
+
+// listenUDPAndTCP binds addr over UDP (unless udp is given) and TCP on the
+// same port, as TURN clients expect. With port 0 the kernel picks the UDP
+// port, which TCP may already use; then it tries again with another.
+func listenUDPAndTCP(addr string, udp net.PacketConn) (net.PacketConn, net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("turn listen address %q: %w", addr, err)
+	}
+	tries := 1
+	if port == "0" && udp == nil {
+		tries = 20
+	}
+	for i := 0; ; i++ {
+		pc := udp
+		if pc == nil {
+			if pc, err = net.ListenPacket("udp4", addr); err != nil {
+				return nil, nil, fmt.Errorf("listen turn udp %s: %w", addr, err)
+			}
+		}
+		tcpAddr := net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
+		ln, err := net.Listen("tcp4", tcpAddr)
+		if err == nil {
+			return pc, ln, nil
+		}
+		if udp == nil {
+			pc.Close()
+		}
+		if i+1 >= tries {
+			return nil, nil, fmt.Errorf("listen turn tcp %s: %w", tcpAddr, err)
+		}
+	}
 }
 
 // turnAuth accepts credentials minted by this coordinator for nodes that

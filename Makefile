@@ -8,9 +8,11 @@ GO      ?= go
 PREFIX  ?= /usr/local
 DESTDIR ?=
 UNITDIR ?= /etc/systemd/system
-# NAT kinds for make demo: public fullcone restrictedcone portrestricted symmetric
+# NAT kinds for make demo (laptop, server, nas): public fullcone restrictedcone
+# portrestricted symmetric udpblocked
 NAT1    ?= symmetric
 NAT2    ?= restrictedcone
+NAT3    ?= symmetric
 
 .PHONY: all build deps vet test e2e bench bench-coordinator demo install clean
 
@@ -48,7 +50,7 @@ bench-coordinator: build
 	$(GO) run ./internal/loadgen/cmd -coordinator bin/meshvpn-coordinator -n $(N)
 
 demo: deps build
-	$(GO) run ./internal/demo -nat1 $(NAT1) -nat2 $(NAT2)
+	$(GO) run ./internal/demo -nat1 $(NAT1) -nat2 $(NAT2) -nat3 $(NAT3)
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/meshvpn

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -36,6 +37,9 @@ type Config struct {
 	// CAFile, when set, is a PEM bundle trusted for the coordinator's TLS
 	// certificate instead of the system roots (a self-hosted CA).
 	CAFile string
+	// NoPortmap: do not ask the gateway (PCP, NAT-PMP, UPnP) to forward the
+	// UDP port (see portmap.go).
+	NoPortmap bool
 	// MetricsListen is the TCP address of the Prometheus endpoint (plain
 	// HTTP, /metrics); empty disables it.
 	MetricsListen string
@@ -56,13 +60,23 @@ type Agent struct {
 	pion logging.LoggerFactory
 	tun  *tun.Device
 
+	// portmap is nil with --no-portmap. Atomic, not under mu: peers read it
+	// with their own lock held, and stopDataPlane takes mu then peer locks.
+	portmap atomic.Pointer[portMapper]
+
 	stop    context.CancelFunc // ends Run; `meshvpn down` calls it
 	metrics *agentMetrics
+
+	relays *relayManager
+	nat    natState
 
 	mu    sync.Mutex
 	self  control.Node
 	peers map[uint64]*peer
 	stun  []string
+	// stunAlt are the STUN servers' alternate addresses, for telling a
+	// symmetric NAT (a new mapping per destination) from the others.
+	stunAlt []string
 }
 
 // Run starts the agent and blocks until ctx ends, then removes the TUN
@@ -107,6 +121,9 @@ func Run(ctx context.Context, cfg Config) error {
 		ctl:   ctl,
 		peers: make(map[uint64]*peer),
 	}
+	a.relays = &relayManager{a: a}
+	ctl.pubKey = a.pub.String()
+	ctl.onRefused = a.dropAllPeers
 	a.metrics = newAgentMetrics(a.Status)
 	st, err := a.join(ctx)
 	if err != nil {
@@ -125,6 +142,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer a.stopDataPlane()
+	a.startPortmap(ctx)
+	defer a.stopPortmap() // before the data plane stops: deletes the router's forward
 	if cfg.MetricsListen != "" {
 		ms, err := metrics.Listen(cfg.MetricsListen, a.metrics.reg, a.log)
 		if err != nil {
@@ -260,12 +279,13 @@ func (a *Agent) stopDataPlane() {
 
 // ICE timings. Checks go out every 50 ms while connecting so the first
 // overlay packet follows the agent's start within a second or so; a selected
-// pair that stops answering is declared dead after 5 s.
+// pair that stops answering is declared disconnected after 3 s, when traffic
+// moves to the relay, and dead after 10 s.
 const (
 	iceCheckInterval     = 50 * time.Millisecond
 	iceMaxRequests       = 100 // per pair: 5 s of checks, long enough to learn peer-reflexive addresses
-	iceKeepalive         = 2 * time.Second
-	iceDisconnected      = 5 * time.Second
+	iceKeepalive         = 1 * time.Second
+	iceDisconnected      = 3 * time.Second
 	iceFailed            = 10 * time.Second
 	iceSrflxMinWait      = 100 * time.Millisecond
 	icePrflxMinWait      = 200 * time.Millisecond
@@ -321,6 +341,8 @@ func (a *Agent) tickLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			a.relays.tick(now)
+			a.natTick(now)
 			a.mu.Lock()
 			peers := make([]*peer, 0, len(a.peers))
 			for _, p := range a.peers {

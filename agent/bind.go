@@ -24,12 +24,13 @@ type Bind struct {
 	open bool
 	port uint16
 
-	stun *stunConn
+	stun   *stunConn
+	relays *relayPaths
 }
 
 // NewBind returns a Bind; its STUN side is Bind.STUNConn.
 func NewBind() *Bind {
-	b := &Bind{inner: conn.NewStdNetBind()}
+	b := &Bind{inner: conn.NewStdNetBind(), relays: newRelayPaths()}
 	b.stun = newSTUNConn(b)
 	return b
 }
@@ -54,10 +55,13 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	b.open = true
 	b.port = actual
 	b.mu.Unlock()
-	wrapped := make([]conn.ReceiveFunc, len(fns))
+	wrapped := make([]conn.ReceiveFunc, len(fns), len(fns)+1)
 	for i, fn := range fns {
 		wrapped[i] = b.filter(fn)
 	}
+	// Packets that come through TURN relays reach WireGuard here.
+	b.relays.open()
+	wrapped = append(wrapped, b.relays.receiveFunc())
 	return wrapped, actual, nil
 }
 
@@ -93,14 +97,31 @@ func (b *Bind) Close() error {
 	b.mu.Lock()
 	b.open = false
 	b.mu.Unlock()
+	b.relays.close()
 	return b.inner.Close()
 }
 
 func (b *Bind) SetMark(mark uint32) error { return b.inner.SetMark(mark) }
 
-func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error { return b.inner.Send(bufs, ep) }
+// Send writes through the shared socket, or through a TURN allocation for
+// a peer whose path is relayed.
+func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	if re, ok := ep.(*relayEndpoint); ok {
+		return re.send(bufs)
+	}
+	return b.inner.Send(bufs, ep)
+}
 
-func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) { return b.inner.ParseEndpoint(s) }
+// ParseEndpoint maps a relayed peer's address to its relay route, so that
+// setting that endpoint over UAPI selects the relay.
+func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		if re := b.relays.lookup(ap); re != nil {
+			return re, nil
+		}
+	}
+	return b.inner.ParseEndpoint(s)
+}
 
 func (b *Bind) BatchSize() int { return b.inner.BatchSize() }
 

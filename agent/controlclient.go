@@ -32,6 +32,13 @@ type controlClient struct {
 	log  *slog.Logger
 
 	out chan control.Message
+	// pubKey is sent with the stream request, to which the credential is
+	// bound.
+	pubKey string
+	// onRefused is called when the coordinator refuses this node's
+	// credential on the stream (removed, expired): retrying will not help
+	// until an operator acts, and the mesh no longer counts us in.
+	onRefused func(reason string)
 
 	mu        sync.Mutex
 	connected bool
@@ -46,6 +53,9 @@ type refusedError struct {
 }
 
 func (e *refusedError) Error() string {
+	if e.status >= 1000 { // a WebSocket close code, not an HTTP status
+		return fmt.Sprintf("coordinator refused: %s (stream closed with code %d)", e.msg, e.status)
+	}
 	return fmt.Sprintf("coordinator refused: %s (HTTP %d)", e.msg, e.status)
 }
 
@@ -201,6 +211,18 @@ func (c *controlClient) runStream(ctx context.Context, credential string, handle
 		if time.Since(start) > 30*time.Second {
 			b.reset()
 		}
+		var refused *refusedError
+		if errors.As(err, &refused) {
+			// Retrying soon cannot help: wait the longest backoff.
+			b.n = 100
+			c.log.Error("coordinator refused this node; start again with --authkey to rejoin", "reason", refused.msg)
+			// Only an operator's removal or expiry takes the peers away; any
+			// other refusal (a store restored from an old backup, say) leaves
+			// working tunnels alone, as an outage does.
+			if c.onRefused != nil && (refused.msg == control.ReasonNodeRemoved || refused.msg == control.ReasonNodeExpired) {
+				c.onRefused(refused.msg)
+			}
+		}
 		d := b.next()
 		c.mu.Lock()
 		c.lastErr = err.Error()
@@ -225,12 +247,26 @@ func (c *controlClient) streamOnce(ctx context.Context, credential string, handl
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	ws, resp, err := websocket.Dial(dctx, u.String(), &websocket.DialOptions{
 		HTTPClient: &http.Client{Transport: c.http.Transport},
-		HTTPHeader: http.Header{"Authorization": []string{"Bearer " + credential}},
+		HTTPHeader: http.Header{
+			"Authorization":         []string{"Bearer " + credential},
+			control.HeaderPublicKey: []string{c.pubKey},
+		},
 	})
 	cancel()
 	if err != nil {
 		if resp != nil && resp.StatusCode >= 400 {
-			return fmt.Errorf("open stream: HTTP %d", resp.StatusCode)
+			msg := http.StatusText(resp.StatusCode)
+			if resp.Body != nil {
+				var e control.Error
+				data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+				if json.Unmarshal(data, &e) == nil && e.Error != "" {
+					msg = e.Error
+				}
+			}
+			if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+				return &refusedError{status: resp.StatusCode, msg: msg}
+			}
+			return fmt.Errorf("open stream: HTTP %d: %s", resp.StatusCode, msg)
 		}
 		return fmt.Errorf("open stream: %w", err)
 	}
@@ -282,6 +318,18 @@ func (c *controlClient) streamOnce(ctx context.Context, credential string, handl
 					return fmt.Errorf("stream write: %w", werr)
 				}
 			default:
+			}
+			switch code := websocket.CloseStatus(err); code {
+			case control.CloseNodeRemoved, control.CloseNodeExpired:
+				var ce websocket.CloseError
+				msg := control.ReasonNodeRemoved
+				if code == control.CloseNodeExpired {
+					msg = control.ReasonNodeExpired
+				}
+				if errors.As(err, &ce) && ce.Reason != "" {
+					msg = ce.Reason
+				}
+				return &refusedError{status: int(code), msg: msg}
 			}
 			return fmt.Errorf("stream read: %w", err)
 		}

@@ -48,3 +48,14 @@ func parseKey(s string) (Key, error) {
 	copy(k[:], b)
 	return k, nil
 }
+
+// parseHexKey reads a key in the form wireguard-go reports it.
+func parseHexKey(s string) (Key, error) {
+	var k Key
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != 32 {
+		return k, fmt.Errorf("invalid key: want 32 bytes of hex")
+	}
+	copy(k[:], b)
+	return k, nil
+}

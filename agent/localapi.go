@@ -75,27 +75,52 @@ func (a *Agent) Status() Status {
 			Name:       self.Name,
 			IP:         self.IP,
 			PublicKey:  a.pub.String(),
+			Tags:       nonNil(self.Tags),
 			ListenPort: int(a.bind.Port()),
 			TUN:        a.tun.IfName(),
 			Endpoints:  []EndpointStatus{},
+			Relays:     []RelayStatus{},
+			PortMap:    a.portmapStatus(),
 		},
-		Coordinator: CoordinatorStatus{URL: a.ctl.base.String(), Connected: connected, LastError: lastErr},
-		Peers:       []PeerStatus{},
+		Coordinator:    CoordinatorStatus{URL: a.ctl.base.String(), Connected: connected, LastError: lastErr},
+		Peers:          []PeerStatus{},
+		WireGuardPeers: []string{},
 	}
 	wg, err := a.wg.stats()
 	if err != nil {
 		a.log.Warn("status", "err", err)
 	}
+	env := a.pathEnv()
+	st.Self.NAT = env.localNAT
+	for _, c := range a.relays.snapshot() {
+		rs := RelayStatus{URL: c.URL, Server: c.Server, Transport: c.Transport, Available: c.OK, Error: c.Err}
+		if c.OK {
+			rs.RTTMs = float64(c.RTT.Microseconds()) / 1000
+		}
+		if !c.Checked.IsZero() {
+			rs.Checked = c.Checked.UTC().Format(time.RFC3339)
+		}
+		st.Self.Relays = append(st.Self.Relays, rs)
+	}
+	for hexKey := range wg {
+		if k, err := parseHexKey(hexKey); err == nil {
+			st.WireGuardPeers = append(st.WireGuardPeers, k.String())
+		}
+	}
+	slices.Sort(st.WireGuardPeers)
 	seen := map[string]bool{}
 	for _, p := range peers {
 		s, ok := wg[p.key.Hex()]
-		st.Peers = append(st.Peers, p.status(s, ok))
+		st.Peers = append(st.Peers, p.status(s, ok, env))
 		for _, e := range p.localEndpoints() {
 			if !seen[e.Addr] {
 				seen[e.Addr] = true
 				st.Self.Endpoints = append(st.Self.Endpoints, e)
 			}
 		}
+	}
+	if e, ok := a.portmapEndpoint(); ok {
+		st.Self.Endpoints = append(st.Self.Endpoints, e)
 	}
 	slices.SortFunc(st.Self.Endpoints, func(x, y EndpointStatus) int {
 		if x.Type != y.Type {
@@ -117,17 +142,19 @@ func compareStr(a, b string) int {
 	return 0
 }
 
-// localEndpoints lists the local candidates of the peer's current session.
+// localEndpoints lists the local candidates of the peer's current sessions.
 func (p *peer) localEndpoints() []EndpointStatus {
 	p.mu.Lock()
-	agent := p.ice
+	agents := []*ice.Agent{p.direct.ice, p.relay.ice}
 	p.mu.Unlock()
-	if agent == nil {
-		return nil
-	}
-	cands, err := agent.GetLocalCandidates()
-	if err != nil {
-		return nil
+	var cands []ice.Candidate
+	for _, agent := range agents {
+		if agent == nil {
+			continue
+		}
+		if cs, err := agent.GetLocalCandidates(); err == nil {
+			cands = append(cands, cs...)
+		}
 	}
 	var out []EndpointStatus
 	for _, c := range cands {

@@ -43,6 +43,12 @@ func (a *Agent) handleMessage(m control.Message) {
 func (a *Agent) applyNetmap(nm *control.Netmap) {
 	a.mu.Lock()
 	a.stun = slices.Clone(nm.STUN)
+	a.stunAlt = nil
+	for _, srv := range nm.STUNServers {
+		if srv.Alternate != "" {
+			a.stunAlt = append(a.stunAlt, srv.Alternate)
+		}
+	}
 	if nm.Self.ID != 0 {
 		self := nm.Self
 		self.PublicKey = a.pub.String()
@@ -59,6 +65,9 @@ func (a *Agent) applyNetmap(nm *control.Netmap) {
 		}
 	}
 	a.mu.Unlock()
+	if nm.Relays != nil {
+		a.relays.set(nm.Relays)
+	}
 	for _, id := range gone {
 		a.removePeer(id)
 	}
@@ -72,6 +81,9 @@ func (a *Agent) applyDelta(d *control.Delta) {
 		a.mu.Lock()
 		a.stun = slices.Clone(*d.STUN)
 		a.mu.Unlock()
+	}
+	if d.Relays != nil {
+		a.relays.set(*d.Relays)
 	}
 	for _, id := range d.Remove {
 		a.removePeer(id)
@@ -108,7 +120,7 @@ func (a *Agent) upsertPeer(n control.Node) {
 		ipChanged := p.node.IP != n.IP && p.wgAdded
 		p.mu.Unlock()
 		if ipChanged {
-			if err := a.wg.setOverlayIP(key, ip); err != nil {
+			if err := p.wgChange(func() error { return a.wg.setOverlayIP(key, ip) }); err != nil {
 				a.log.Error("update WireGuard peer", "peer", n.Name, "err", err)
 			}
 		}
@@ -140,8 +152,30 @@ func (a *Agent) removePeer(id uint64) {
 		return
 	}
 	p.close()
-	if err := a.wg.removePeer(p.key); err != nil {
+	// After close, wgChange refuses; taking wgMu waits for one in flight.
+	p.wgMu.Lock()
+	err := a.wg.removePeer(p.key)
+	p.wgMu.Unlock()
+	if err != nil {
 		a.log.Error("remove WireGuard peer", "peer", p.node.Name, "err", err)
 	}
 	a.log.Info("peer removed", "peer", p.node.Name)
+}
+
+// dropAllPeers forgets every peer (WireGuard peer and ICE session) when the
+// coordinator refuses this node: it was removed or expired, and its peers
+// have already dropped it, so the tunnels are dead anyway.
+func (a *Agent) dropAllPeers(reason string) {
+	a.mu.Lock()
+	ids := make([]uint64, 0, len(a.peers))
+	for id := range a.peers {
+		ids = append(ids, id)
+	}
+	a.mu.Unlock()
+	for _, id := range ids {
+		a.removePeer(id)
+	}
+	if len(ids) > 0 {
+		a.log.Warn("dropped every peer: the coordinator no longer admits this node", "reason", reason, "peers", len(ids))
+	}
 }

@@ -15,21 +15,11 @@ import (
 	"github.com/meshvpn/meshvpn/control"
 )
 
-// peer manages the path to one other node: one ICE session at a time, whose
-// selected pair becomes the WireGuard endpoint of the peer.
-//
-// Sessions are driven by the controlling side (the node with the smaller
-// public key, so both sides agree without talking):
-//
-//	controlling: start → send offer(session) → gather/trickle candidates
-//	             ← answer(session): start checks (Dial)
-//	controlled:  ← offer(session): new ICE agent → send answer → gather → Accept
-//	             on start-up or failure: send restart, asking for an offer
-//
-// Every message names its session; anything for another session is stale and
-// dropped. A session that fails is replaced with backoff; the WireGuard
-// endpoint of the old one stays in place until a new pair is selected, so a
-// working tunnel is never torn down to renegotiate.
+// peer manages the path to one other node. Its two lanes (see lane) find a
+// direct and a relayed path; the peer puts the best working one into
+// WireGuard: direct when the direct lane is up, else relayed. When neither
+// works, WireGuard keeps the last endpoint: a working tunnel is never torn
+// down to renegotiate.
 type peer struct {
 	a           *Agent
 	id          uint64
@@ -37,25 +27,40 @@ type peer struct {
 	controlling bool
 	log         *slog.Logger
 
-	mu       sync.Mutex
-	node     control.Node
-	ice      *ice.Agent
-	session  string
-	answered bool // controlling: the answer for session has arrived
-	started  time.Time
-	state    ice.ConnectionState
-	retry    backoff
-	nextTry  time.Time // earliest (re)start or restart request
-	deferred bool      // a restart request waits for the current offer's answer
+	mu     sync.Mutex
+	node   control.Node
+	direct lane
+	relay  lane
+	active *lane // the lane whose path WireGuard uses, nil before the first
 
-	localType, remoteType string
-	endpoint              netip.AddrPort
-	wgAdded               bool // WireGuard knows the peer (after the first path)
-	closed                bool
+	endpoint   netip.AddrPort // WireGuard's endpoint
+	wgAdded    bool           // WireGuard knows the peer (after the first path)
+	closed     bool
+	changedAt  time.Time // last path change
+	lastChange string    // why, for status
+	peerNAT    string    // the peer's own view of its network (Signal.NAT)
+
+	// wgMu serialises this peer's WireGuard changes with its removal, so a
+	// path selected just as the peer is removed cannot add it back.
+	wgMu sync.Mutex
+}
+
+// wgChange runs fn, a change to this peer's WireGuard configuration, unless
+// the peer is closed.
+func (p *peer) wgChange(fn func() error) error {
+	p.wgMu.Lock()
+	defer p.wgMu.Unlock()
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return nil
+	}
+	return fn()
 }
 
 func newPeer(a *Agent, n control.Node, key Key) *peer {
-	return &peer{
+	p := &peer{
 		a:           a,
 		id:          n.ID,
 		key:         key,
@@ -63,6 +68,9 @@ func newPeer(a *Agent, n control.Node, key Key) *peer {
 		controlling: a.pub.String() < key.String(),
 		log:         a.log.With("peer", n.Name),
 	}
+	p.direct = lane{p: p}
+	p.relay = lane{p: p, name: control.LaneRelay}
+	return p
 }
 
 const (
@@ -85,145 +93,77 @@ func (p *peer) update(n control.Node) {
 	}
 }
 
-// kick starts negotiating now if the path is not already up: the peer just
-// came online or we just learnt of it.
+// kick starts negotiating now on every lane that is not up: the peer just
+// came online, we just learnt of it, or relays became available.
 func (p *peer) kick() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || !p.node.Online || p.connectedLocked() {
+	if p.closed || !p.node.Online {
 		return
 	}
-	p.retry.reset()
-	p.nextTry = time.Time{}
-	if p.controlling {
-		p.startLocked()
-	} else {
-		p.requestRestartLocked()
-	}
-}
-
-func (p *peer) connectedLocked() bool {
-	return p.ice != nil && (p.state == ice.ConnectionStateConnected || p.state == ice.ConnectionStateCompleted)
+	p.direct.kickLocked()
+	p.relay.kickLocked()
 }
 
 // tick is called every second and repairs whatever is stuck.
 func (p *peer) tick(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || !p.node.Online || now.Before(p.nextTry) {
+	if p.closed || !p.node.Online {
 		return
 	}
-	if p.controlling {
-		switch {
-		case p.ice == nil:
-			p.startLocked()
-		case p.deferred && !p.answered:
-			p.startLocked()
-		case !p.answered && now.Sub(p.started) > answerTimeout:
-			p.startLocked()
-		case p.state == ice.ConnectionStateFailed:
-			p.startLocked()
-		}
-		p.deferred = false
-		return
-	}
-	if p.ice == nil || p.state == ice.ConnectionStateFailed {
-		p.requestRestartLocked()
-	}
+	p.direct.tickLocked(now)
+	p.relay.tickLocked(now)
 }
 
-func (p *peer) requestRestartLocked() {
-	p.a.countICERestart()
-	p.nextTry = time.Now().Add(p.retry.next())
-	p.a.sendSignal(control.Signal{To: p.id, Kind: control.SignalRestart})
-}
-
-// startLocked replaces the session with a new one and offers it.
-func (p *peer) startLocked() {
-	if len(p.a.stunURLs()) == 0 {
-		p.log.Debug("no STUN server known yet; offering host candidates only")
-	}
-	if p.ice != nil {
-		p.a.countICERestart()
-	}
-	agent, err := p.newICELocked(newSessionID())
-	if err != nil {
-		p.log.Error("create ICE agent", "err", err)
-		p.nextTry = time.Now().Add(p.retry.next())
-		return
-	}
-	p.answered = false
-	p.nextTry = time.Now().Add(p.retry.next())
-	ufrag, pwd, _ := agent.GetLocalUserCredentials()
-	p.a.sendSignal(control.Signal{To: p.id, Kind: control.SignalOffer, Session: p.session, Ufrag: ufrag, Pwd: pwd})
-	if err := agent.GatherCandidates(); err != nil {
-		p.log.Warn("gather candidates", "err", err)
-	}
-}
-
-// newICELocked closes the current ICE agent and makes a fresh one for session.
-func (p *peer) newICELocked(session string) (*ice.Agent, error) {
-	p.closeICELocked()
-	agent, err := p.a.newICEAgent()
-	if err != nil {
-		return nil, err
-	}
-	p.ice = agent
-	p.session = session
-	p.started = time.Now()
-	p.state = ice.ConnectionStateNew
-
-	_ = agent.OnCandidate(func(c ice.Candidate) {
-		if c == nil {
-			return
-		}
-		p.mu.Lock()
-		current := p.ice == agent
-		p.mu.Unlock()
-		if current {
-			p.a.sendSignal(control.Signal{To: p.id, Kind: control.SignalCandidate, Session: session, Candidate: c.Marshal()})
-		}
-	})
-	_ = agent.OnConnectionStateChange(func(s ice.ConnectionState) {
-		p.onState(agent, s)
-	})
-	_ = agent.OnSelectedCandidatePairChange(func(local, remote ice.Candidate) {
-		p.onSelected(agent, local, remote)
-	})
-	return agent, nil
-}
-
-func (p *peer) closeICELocked() {
-	if p.ice == nil {
-		return
-	}
-	old := p.ice
-	p.ice = nil
-	p.session = ""
-	p.state = ice.ConnectionStateClosed
-	// Closing waits for ICE's goroutines; never hold our lock for that.
-	go old.Close()
-}
-
-func (p *peer) onState(agent *ice.Agent, s ice.ConnectionState) {
+// restartRelay replaces the relay lane's session, e.g. with fresh
+// credentials, unless traffic is using it right now.
+func (p *peer) restartRelay() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.ice != agent {
+	if p.closed || !p.node.Online || p.active == &p.relay {
 		return
 	}
-	p.state = s
-	p.log.Info("ICE state", "state", s.String(), "session", p.session)
+	p.relay.closeICELocked()
+	p.relay.kickLocked()
+}
+
+func (p *peer) lane(name string) *lane {
+	switch name {
+	case "":
+		return &p.direct
+	case control.LaneRelay:
+		return &p.relay
+	}
+	return nil
+}
+
+func (p *peer) onState(l *lane, agent *ice.Agent, s ice.ConnectionState) {
+	p.mu.Lock()
+	if l.ice != agent {
+		p.mu.Unlock()
+		return
+	}
+	l.state = s
+	p.log.Info("ICE state", "lane", l.label(), "state", s.String(), "session", l.session)
 	switch s {
 	case ice.ConnectionStateConnected, ice.ConnectionStateCompleted:
-		p.retry.reset()
-		p.nextTry = time.Time{}
+		l.retry.reset()
+		l.nextTry = time.Time{}
 	case ice.ConnectionStateFailed:
 		p.a.countICEFailure()
-		p.nextTry = time.Now().Add(p.retry.next())
+		l.failures++
+		l.selected = false
+		l.nextTry = time.Now().Add(l.retry.next())
+	}
+	apply := p.reconsiderLocked(l.label() + " lane " + s.String())
+	p.mu.Unlock()
+	if apply != nil {
+		apply()
 	}
 }
 
-func (p *peer) onSelected(agent *ice.Agent, local, remote ice.Candidate) {
+func (p *peer) onSelected(l *lane, agent *ice.Agent, local, remote ice.Candidate) {
 	ip, err := netip.ParseAddr(remote.Address())
 	if err != nil {
 		p.log.Warn("selected remote candidate has no IP address", "addr", remote.Address())
@@ -231,42 +171,123 @@ func (p *peer) onSelected(agent *ice.Agent, local, remote ice.Candidate) {
 	}
 	ep := netip.AddrPortFrom(ip.Unmap(), uint16(remote.Port()))
 	p.mu.Lock()
-	if p.ice != agent {
+	if l.ice != agent {
 		p.mu.Unlock()
 		return
 	}
-	p.localType = local.Type().String()
-	p.remoteType = remote.Type().String()
-	p.endpoint = ep
-	overlay, _ := netip.ParseAddr(p.node.IP)
+	l.local, l.remote, l.endpoint, l.selected = local, remote, ep, true
+	if l.relay() && l.conn != nil {
+		if l.relayEP != nil {
+			p.a.bind.relays.remove(l.relayEP)
+		}
+		l.relayEP = p.a.bind.relays.add(ep, l.conn)
+		l.reading.Store(l.relayEP)
+		if l.reader != agent {
+			l.reader = agent
+			go p.readRelayed(l, l.conn)
+		}
+	}
+	p.log.Info("pair selected", "lane", l.label(),
+		"local", local.Type().String()+" "+net.JoinHostPort(local.Address(), strconv.Itoa(local.Port())),
+		"remote", remote.Type().String()+" "+ep.String())
+	apply := p.reconsiderLocked(l.label() + " pair selected")
+	p.mu.Unlock()
+	if apply != nil {
+		apply()
+	}
+}
+
+// readRelayed hands the WireGuard messages that arrive through the relay
+// lane's allocation to WireGuard, until the session's connection closes.
+func (p *peer) readRelayed(l *lane, c *ice.Conn) {
+	buf := make([]byte, 65535)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return
+		}
+		ep := l.reading.Load()
+		if ep == nil || classify(buf[:n]) != kindWireGuard {
+			continue
+		}
+		p.a.bind.relays.deliver(buf[:n], ep)
+	}
+}
+
+// reconsiderLocked picks the lane WireGuard should use and returns the
+// WireGuard change to make once the lock is released (nil for none).
+func (p *peer) reconsiderLocked(why string) func() {
+	var best *lane
+	switch {
+	case p.closed:
+		return nil
+	case p.direct.up():
+		best = &p.direct
+	case p.relay.up():
+		best = &p.relay
+	default:
+		if p.active != nil && p.lastChange != "no working path" {
+			p.log.Warn("no working path to peer; keeping the last endpoint", "why", why)
+			p.lastChange = "no working path"
+			p.changedAt = time.Now()
+		}
+		return nil
+	}
+	ep := best.endpoint
+	if best == p.active && ep == p.endpoint && p.wgAdded {
+		return nil
+	}
+	prev := p.active
+	p.active, p.endpoint = best, ep
+	p.changedAt = time.Now()
 	first := !p.wgAdded
 	p.wgAdded = true
-	p.mu.Unlock()
-	p.log.Info("path selected", "path", pathOf(local.Type(), remote.Type()), "local", local.Type().String()+" "+net.JoinHostPort(local.Address(), strconv.Itoa(local.Port())), "remote", remote.Type().String()+" "+ep.String())
-	// Only the controlling side starts the first handshake: when both
-	// initiate at the same instant, wireguard-go can end up with keypairs
-	// that do not match and stays silent until its 15 s retry. The
-	// controlled side turns its keepalives on a little later, which also
-	// covers a controlling side that never got through. The first path
-	// creates the WireGuard peer: the controlled side selects on the
-	// controlling side's nomination, half a round trip before the
-	// controlling side does, so it knows the peer when the handshake comes.
-	if first {
-		err = p.a.wg.recreatePeer(p.key, overlay, ep, p.controlling)
-	} else {
-		err = p.a.wg.setEndpoint(p.key, ep, p.controlling)
+	switch {
+	case prev == nil:
+		p.lastChange = "first path"
+		p.log.Info("path up", "path", best.label(), "endpoint", ep.String(), "via", best.via())
+	case prev == best:
+		p.lastChange = "endpoint moved"
+		p.log.Info("path endpoint changed", "path", best.label(), "endpoint", ep.String())
+	case best.relay():
+		p.lastChange = "direct path lost, relayed"
+		p.log.Warn("direct path lost, falling back to relay", "why", why, "endpoint", ep.String(), "via", best.via())
+	default:
+		p.lastChange = "upgraded from relay to direct"
+		p.log.Info("direct path found, leaving the relay", "endpoint", ep.String())
 	}
+	overlay, _ := netip.ParseAddr(p.node.IP)
+	return func() { p.applyPath(best, overlay, ep, first) }
+}
+
+// applyPath puts ep into WireGuard.
+//
+// Only the controlling side starts the first handshake: when both initiate
+// at the same instant, wireguard-go can end up with keypairs that do not
+// match and stays silent until its 15 s retry. The controlled side turns its
+// keepalives on a little later, which also covers a controlling side that
+// never got through. The first path creates the WireGuard peer: the
+// controlled side selects on the controlling side's nomination, half a round
+// trip before the controlling side does, so it knows the peer when the
+// handshake comes.
+func (p *peer) applyPath(l *lane, overlay netip.Addr, ep netip.AddrPort, first bool) {
+	err := p.wgChange(func() error {
+		if first {
+			return p.a.wg.recreatePeer(p.key, overlay, ep, p.controlling)
+		}
+		return p.a.wg.setEndpoint(p.key, ep, p.controlling)
+	})
 	if err != nil {
 		p.log.Error("set WireGuard endpoint", "err", err)
 		return
 	}
 	if p.controlling {
-		time.AfterFunc(handshakeGrace, func() { p.ensureHandshake(agent, overlay, ep) })
+		time.AfterFunc(handshakeGrace, func() { p.ensureHandshake(l, overlay, ep) })
 		return
 	}
 	time.AfterFunc(3*handshakeGrace, func() {
-		if p.current(agent, ep) {
-			if err := p.a.wg.setEndpoint(p.key, ep, true); err != nil {
+		if p.current(l, ep) {
+			if err := p.wgChange(func() error { return p.a.wg.setEndpoint(p.key, ep, true) }); err != nil {
 				p.log.Error("enable WireGuard keepalives", "err", err)
 			}
 		}
@@ -277,19 +298,19 @@ func (p *peer) onSelected(agent *ice.Agent, local, remote ice.Candidate) {
 // handshake before the controlling side recreates the peer to force one.
 const handshakeGrace = 400 * time.Millisecond
 
-// current tells whether ep, selected by agent, is still the peer's path.
-func (p *peer) current(agent *ice.Agent, ep netip.AddrPort) bool {
+// current tells whether ep on l is still the peer's path.
+func (p *peer) current(l *lane, ep netip.AddrPort) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.ice == agent && p.endpoint == ep && !p.closed
+	return p.active == l && p.endpoint == ep && !p.closed
 }
 
-func (p *peer) ensureHandshake(agent *ice.Agent, overlay netip.Addr, ep netip.AddrPort) {
-	if !p.current(agent, ep) || p.a.wg.handshaked(p.key) {
+func (p *peer) ensureHandshake(l *lane, overlay netip.Addr, ep netip.AddrPort) {
+	if !p.current(l, ep) || p.a.wg.handshaked(p.key) {
 		return
 	}
 	p.log.Debug("no handshake on the new path yet, recreating the WireGuard peer")
-	if err := p.a.wg.recreatePeer(p.key, overlay, ep, true); err != nil {
+	if err := p.wgChange(func() error { return p.a.wg.recreatePeer(p.key, overlay, ep, true) }); err != nil {
 		p.log.Error("recreate WireGuard peer", "err", err)
 	}
 }
@@ -301,76 +322,32 @@ func (p *peer) handleSignal(s *control.Signal) {
 	if p.closed {
 		return
 	}
-	p.log.Debug("signal", "kind", s.Kind, "session", s.Session, "current", p.session, "candidate", s.Candidate)
-	switch s.Kind {
-	case control.SignalRestart:
-		if !p.controlling {
-			return
-		}
-		if !p.answered && time.Since(p.started) < restartHold && p.ice != nil {
-			// Our offer may be in flight to the peer's new instance.
-			p.deferred = true
-			p.nextTry = p.started.Add(restartHold)
-			return
-		}
-		p.retry.reset()
-		p.startLocked()
-	case control.SignalOffer:
-		if p.controlling {
-			return
-		}
-		agent, err := p.newICELocked(s.Session)
-		if err != nil {
-			p.log.Error("create ICE agent", "err", err)
-			return
-		}
-		ufrag, pwd, _ := agent.GetLocalUserCredentials()
-		p.a.sendSignal(control.Signal{To: p.id, Kind: control.SignalAnswer, Session: s.Session, Ufrag: ufrag, Pwd: pwd})
-		if _, err := agent.StartAccept(s.Ufrag, s.Pwd); err != nil {
-			p.log.Warn("start ICE checks", "err", err)
-		}
-		if err := agent.GatherCandidates(); err != nil {
-			p.log.Warn("gather candidates", "err", err)
-		}
-	case control.SignalAnswer:
-		if !p.controlling || s.Session != p.session || p.answered || p.ice == nil {
-			return
-		}
-		p.answered = true
-		if _, err := p.ice.StartDial(s.Ufrag, s.Pwd); err != nil {
-			p.log.Warn("start ICE checks", "err", err)
-		}
-	case control.SignalCandidate:
-		if s.Session != p.session || p.ice == nil {
-			return
-		}
-		c, err := ice.UnmarshalCandidate(s.Candidate)
-		if err != nil {
-			p.log.Debug("bad remote candidate", "err", err)
-			return
-		}
-		if err := p.ice.AddRemoteCandidate(c); err != nil {
-			p.log.Debug("add remote candidate", "err", err)
-		}
+	l := p.lane(s.Lane)
+	if l == nil {
+		p.log.Debug("signal for unknown lane", "lane", s.Lane)
+		return
 	}
+	switch s.Kind {
+	case control.SignalOffer, control.SignalAnswer:
+		p.peerNAT = s.NAT
+	case control.SignalInfo:
+		p.peerNAT = s.NAT
+		return
+	}
+	p.log.Debug("signal", "lane", l.label(), "kind", s.Kind, "session", s.Session, "current", l.session, "candidate", s.Candidate)
+	l.handleSignalLocked(s)
 }
 
 func (p *peer) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
-	p.closeICELocked()
+	p.direct.closeICELocked()
+	p.relay.closeICELocked()
 }
 
 func newSessionID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-func pathOf(local, remote ice.CandidateType) string {
-	if local == ice.CandidateTypeRelay || remote == ice.CandidateTypeRelay {
-		return PathRelay
-	}
-	return PathDirect
 }

@@ -21,6 +21,9 @@ type PingOptions struct {
 	Interval time.Duration
 	Timeout  time.Duration // per reply
 	JSON     bool          // one JSON object per line instead of text
+	// UntilDirect stops at the first reply that came over a direct path;
+	// Count is then the limit.
+	UntilDirect bool
 }
 
 // PingResult counts what Ping saw.
@@ -29,6 +32,8 @@ type PingResult struct {
 	IP       string `json:"ip"`
 	Sent     int    `json:"sent"`
 	Received int    `json:"received"`
+	// Direct tells whether a reply came over a direct path.
+	Direct bool `json:"direct"`
 }
 
 // PingReply is one echo and the path the agent had for the peer when the
@@ -42,6 +47,8 @@ type PingReply struct {
 	Endpoint   string  `json:"endpoint,omitempty"`
 	LocalType  string  `json:"local_type,omitempty"`
 	RemoteType string  `json:"remote_type,omitempty"`
+	// Relay is "SERVER TRANSPORT" for a relayed path.
+	Relay string `json:"relay,omitempty"`
 }
 
 // ResolvePeer finds a peer by name or overlay address in st.
@@ -109,7 +116,13 @@ func Ping(ctx context.Context, c *Client, target string, opt PingOptions, out io
 		if st, err := c.Status(ctx); err == nil {
 			if ps, err := ResolvePeer(st, p.IP); err == nil {
 				r.Path, r.Reason, r.Endpoint, r.LocalType, r.RemoteType = ps.Path, ps.Reason, ps.Endpoint, ps.LocalType, ps.RemoteType
+				if ps.Path == PathRelay && ps.Relay != nil {
+					r.Relay = ps.Relay.Server + " " + ps.Relay.Transport
+				}
 			}
+		}
+		if ok && r.Path == PathDirect {
+			res.Direct = true
 		}
 		switch {
 		case opt.JSON:
@@ -118,6 +131,9 @@ func Ping(ctx context.Context, c *Client, target string, opt PingOptions, out io
 			fmt.Fprintf(out, "reply from %s (%s): seq=%d time=%.2f ms via %s\n", p.Name, p.IP, seq, r.RTTMs, describePath(&r))
 		default:
 			fmt.Fprintf(out, "seq=%d: no reply within %v (%s)\n", seq, opt.Timeout, describePath(&r))
+		}
+		if opt.UntilDirect && res.Direct {
+			break
 		}
 	}
 	if opt.JSON {
@@ -131,8 +147,17 @@ func Ping(ctx context.Context, c *Client, target string, opt PingOptions, out io
 
 func describePath(p *PingReply) string {
 	switch p.Path {
-	case PathDirect, PathRelay:
+	case PathDirect:
 		return fmt.Sprintf("%s %s (local %s, remote %s)", p.Path, p.Endpoint, p.LocalType, p.RemoteType)
+	case PathRelay:
+		s := "relay"
+		if p.Relay != "" {
+			s += " " + p.Relay
+		}
+		if p.Reason != "" {
+			s += " (" + p.Reason + ")"
+		}
+		return s
 	default:
 		if p.Reason != "" {
 			return p.Path + ": " + p.Reason

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"net"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -19,19 +21,31 @@ type Status struct {
 	Self        SelfStatus        `json:"self"`
 	Coordinator CoordinatorStatus `json:"coordinator"`
 	Peers       []PeerStatus      `json:"peers"`
+	// WireGuardPeers are the public keys the WireGuard device has peers
+	// for, read from the device itself: what `wg show` would list.
+	WireGuardPeers []string `json:"wireguard_peers"`
 }
 
 // SelfStatus describes this node.
 type SelfStatus struct {
-	ID         uint64 `json:"id"`
-	Name       string `json:"name"`
-	IP         string `json:"ip"`
-	PublicKey  string `json:"public_key"`
-	ListenPort int    `json:"listen_port"`
-	TUN        string `json:"tun"`
+	ID         uint64   `json:"id"`
+	Name       string   `json:"name"`
+	IP         string   `json:"ip"`
+	PublicKey  string   `json:"public_key"`
+	Tags       []string `json:"tags"`
+	ListenPort int      `json:"listen_port"`
+	TUN        string   `json:"tun"`
 	// Endpoints are the addresses peers can reach this node at, as its ICE
 	// sessions gathered them (host and server-reflexive).
 	Endpoints []EndpointStatus `json:"endpoints"`
+	// NAT is what probing found: "symmetric", "udp-blocked" or empty.
+	NAT string `json:"nat,omitempty"`
+	// Relays are the TURN servers the coordinator offered, and whether
+	// each works from here.
+	Relays []RelayStatus `json:"relays"`
+	// PortMap is the port forward this node got from its gateway (PCP,
+	// NAT-PMP or UPnP); absent with --no-portmap. See portmap.go.
+	PortMap *PortMapStatus `json:"portmap,omitempty"`
 }
 
 // EndpointStatus is one local candidate address.
@@ -49,18 +63,30 @@ type CoordinatorStatus struct {
 
 // PeerStatus describes the path to one peer.
 type PeerStatus struct {
-	ID        uint64 `json:"id"`
-	Name      string `json:"name"`
-	IP        string `json:"ip"`
-	PublicKey string `json:"public_key"`
-	Online    bool   `json:"online"`
+	ID        uint64   `json:"id"`
+	Name      string   `json:"name"`
+	IP        string   `json:"ip"`
+	PublicKey string   `json:"public_key"`
+	Tags      []string `json:"tags"`
+	Online    bool     `json:"online"`
 	// Path is "direct", "relay" or "none"; Reason says why when not direct.
-	Path       string `json:"path"`
-	Reason     string `json:"reason,omitempty"`
-	Endpoint   string `json:"endpoint,omitempty"`
+	Path     string `json:"path"`
+	Reason   string `json:"reason,omitempty"`
+	Endpoint string `json:"endpoint,omitempty"`
+	// LocalType and RemoteType are the candidate types of the pair in use.
 	LocalType  string `json:"local_type,omitempty"`
 	RemoteType string `json:"remote_type,omitempty"`
-	ICEState   string `json:"ice_state"`
+	// Relay describes the relay the path goes through (path "relay").
+	Relay *RelayPathStatus `json:"relay,omitempty"`
+	// ICEState is the direct session's state, RelayICEState the relay
+	// session's ("none" when there is none).
+	ICEState      string `json:"ice_state"`
+	RelayICEState string `json:"relay_ice_state"`
+	// LastChange says what last changed the path, and when.
+	LastChange string `json:"last_change,omitempty"`
+	ChangedAt  string `json:"changed_at,omitempty"`
+	// ICEFailures counts sessions (both lanes) that failed.
+	ICEFailures int `json:"ice_failures"`
 	// LastHandshake is empty before the first WireGuard handshake.
 	LastHandshake string  `json:"last_handshake"`
 	RxBytes       uint64  `json:"rx_bytes"`
@@ -68,30 +94,79 @@ type PeerStatus struct {
 	RTTMs         float64 `json:"rtt_ms"`
 }
 
+// RelayPathStatus is the relay a peer's packets go through.
+type RelayPathStatus struct {
+	URL string `json:"url"`
+	// Server is the TURN server's host:port; Transport how we reach it:
+	// udp, tcp or tls.
+	Server    string `json:"server"`
+	Transport string `json:"transport"`
+	// Allocation is our relayed address on the server.
+	Allocation string `json:"allocation,omitempty"`
+}
+
+// RelayStatus is one relay the coordinator offered and what its last
+// check found.
+type RelayStatus struct {
+	URL       string  `json:"url"`
+	Server    string  `json:"server"`
+	Transport string  `json:"transport"`
+	Available bool    `json:"available"`
+	Error     string  `json:"error,omitempty"`
+	RTTMs     float64 `json:"rtt_ms,omitempty"`
+	Checked   string  `json:"checked,omitempty"`
+}
+
 // status reports the peer; wg holds WireGuard's counters for its key.
-func (p *peer) status(wg wgPeerStats, haveWG bool) PeerStatus {
+func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 	p.mu.Lock()
 	st := PeerStatus{
-		ID:         p.id,
-		Name:       p.node.Name,
-		IP:         p.node.IP,
-		PublicKey:  p.key.String(),
-		Online:     p.node.Online,
-		LocalType:  p.localType,
-		RemoteType: p.remoteType,
-		ICEState:   "none",
+		ID:            p.id,
+		Name:          p.node.Name,
+		IP:            p.node.IP,
+		PublicKey:     p.key.String(),
+		Tags:          nonNil(p.node.Tags),
+		Online:        p.node.Online,
+		ICEState:      "none",
+		RelayICEState: "none",
+		LastChange:    p.lastChange,
+		ICEFailures:   p.direct.failures + p.relay.failures,
 	}
-	agent := p.ice
-	state := p.state
-	if agent != nil {
-		st.ICEState = state.String()
+	if !p.changedAt.IsZero() {
+		st.ChangedAt = p.changedAt.UTC().Format(time.RFC3339)
 	}
-	if p.endpoint.IsValid() {
+	if p.direct.ice != nil {
+		st.ICEState = p.direct.state.String()
+	}
+	if p.relay.ice != nil {
+		st.RelayICEState = p.relay.state.String()
+	}
+	active := p.active
+	var activeUp bool
+	var agent *ice.Agent
+	if active != nil {
+		activeUp = active.up()
+		agent = active.ice
 		st.Endpoint = p.endpoint.String()
+		if active.local != nil {
+			st.LocalType = active.local.Type().String()
+			st.RemoteType = candidateLabel(active.remote) // "portmap" for a port-mapped candidate
+		}
+		if active.relay() {
+			st.Relay = &RelayPathStatus{URL: active.target.URL, Server: active.target.Server, Transport: active.target.Transport}
+			if active.local != nil {
+				st.Relay.Allocation = net.JoinHostPort(active.local.Address(), strconv.Itoa(active.local.Port()))
+			}
+		}
 	}
-	hasPath := p.endpoint.IsValid()
-	controlling := p.controlling
-	answered := p.answered
+	why := reasonInput{
+		online:      p.node.Online,
+		controlling: p.controlling,
+		direct:      laneInfo(&p.direct),
+		relay:       laneInfo(&p.relay),
+		peerNAT:     p.peerNAT,
+		pathEnv:     env,
+	}
 	p.mu.Unlock()
 
 	if haveWG {
@@ -111,38 +186,95 @@ func (p *peer) status(wg wgPeerStats, haveWG bool) PeerStatus {
 	}
 	recentHandshake := haveWG && time.Since(wg.LastHandshake) < 3*time.Minute
 	switch {
-	case hasPath && (state == ice.ConnectionStateConnected || state == ice.ConnectionStateCompleted || recentHandshake):
+	case active != nil && (activeUp || recentHandshake) && !active.relay():
 		st.Path = PathDirect
-		if st.LocalType == "relay" || st.RemoteType == "relay" {
-			st.Path = PathRelay
-		}
+	case active != nil && (activeUp || recentHandshake):
+		st.Path = PathRelay
+		st.Reason = why.notDirect()
 	default:
 		st.Path = PathNone
-		st.Reason = noPathReason(st.Online, agent != nil, state, controlling, answered)
+		st.Endpoint = ""
+		st.Reason = why.none()
 	}
 	return st
 }
 
-// noPathReason puts the session state in a short phrase for `status`.
-func noPathReason(online, haveSession bool, state ice.ConnectionState, controlling, answered bool) string {
+// pathEnv is what the agent knows about its own network, for reasons.
+type pathEnv struct {
+	localNAT   string // natSymmetric, natUDPBlocked or ""
+	portMapped bool
+	relayErr   string // why no relay is usable; "" when one is
+}
+
+type laneState struct {
+	session  bool
+	answered bool
+	state    ice.ConnectionState
+	failures int
+}
+
+func laneInfo(l *lane) laneState {
+	return laneState{session: l.ice != nil, answered: l.answered, state: l.state, failures: l.failures}
+}
+
+type reasonInput struct {
+	online        bool
+	controlling   bool
+	direct, relay laneState
+	peerNAT       string
+	pathEnv
+}
+
+// notDirect says in a short phrase why a relayed peer has no direct path.
+func (r reasonInput) notDirect() string {
 	switch {
-	case !online:
-		return "peer offline"
-	case !haveSession && controlling:
-		return "starting a session"
-	case !haveSession:
-		return "waiting for the peer's offer"
-	case controlling && !answered:
-		return "offer sent, waiting for the peer's answer"
-	case state == ice.ConnectionStateFailed:
-		return "no candidate pair worked: these NATs allow no direct path (needs a relay)"
-	case state == ice.ConnectionStateDisconnected:
-		return "path lost, checking candidates again"
-	default:
-		return "checking candidate pairs"
+	case r.localNAT == natUDPBlocked:
+		return "UDP blocked locally"
+	case r.peerNAT == natUDPBlocked:
+		return "UDP blocked at the peer"
+	case r.localNAT == natSymmetric && r.peerNAT == natSymmetric:
+		return "both behind symmetric NAT, no port mapping"
+	case r.peerNAT == natSymmetric:
+		return "peer behind symmetric NAT, no port mapping"
+	case r.localNAT == natSymmetric:
+		return "behind symmetric NAT here, no port mapping"
+	case r.direct.state == ice.ConnectionStateDisconnected:
+		return "direct path lost, checking it again"
+	case r.direct.failures > 0:
+		return "no direct candidate pair worked"
 	}
+	return "direct path not found yet"
+}
+
+// none says in a short phrase why a peer has no path at all.
+func (r reasonInput) none() string {
+	switch {
+	case !r.online:
+		return "peer offline"
+	case !r.direct.session && r.controlling:
+		return "starting a session"
+	case !r.direct.session:
+		return "waiting for the peer's offer"
+	case r.controlling && !r.direct.answered:
+		return "offer sent, waiting for the peer's answer"
+	case r.direct.state == ice.ConnectionStateDisconnected:
+		return "path lost, checking candidates again"
+	case r.direct.state == ice.ConnectionStateFailed || r.direct.failures > 0:
+		if r.relayErr != "" {
+			return r.notDirect() + "; relay unavailable: " + r.relayErr
+		}
+		return r.notDirect() + "; trying the relay"
+	}
+	return "checking candidate pairs"
 }
 
 func sortPeers(ps []PeerStatus) {
 	sort.Slice(ps, func(i, j int) bool { return ps[i].Name < ps[j].Name })
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }

@@ -41,6 +41,10 @@ const (
 	PathStream   = "/api/v1/stream"
 )
 
+// HeaderPublicKey carries the agent's WireGuard public key on the stream
+// request, so the coordinator can refuse a credential used with another key.
+const HeaderPublicKey = "Meshvpn-Public-Key"
+
 // OverlayPrefix is the range overlay addresses are drawn from (RFC 6598 shared
 // address space, as CGNAT-style meshes commonly use).
 var OverlayPrefix = netip.MustParsePrefix("100.64.0.0/10")
@@ -114,6 +118,8 @@ type Node struct {
 	PublicKey string    `json:"public_key"`
 	Online    bool      `json:"online"`
 	LastSeen  time.Time `json:"last_seen,omitzero"`
+	// Tags come from the auth key the node joined with; peers see them.
+	Tags []string `json:"tags,omitempty"`
 }
 
 // Netmap is the full view of the mesh for one node.
@@ -122,6 +128,27 @@ type Netmap struct {
 	Peers []Node `json:"peers"`
 	// STUN lists host:port STUN servers the agent should use.
 	STUN []string `json:"stun"`
+	// STUNServers repeats STUN with each server's alternate address, for
+	// NAT tests (see NetcheckInfo); older agents read only STUN.
+	STUNServers []STUNServer `json:"stun_servers,omitempty"`
+	// Relays lists the TURN servers the agent may relay through, with
+	// credentials minted for this node. Absent from older coordinators.
+	Relays []Relay `json:"relays,omitempty"`
+}
+
+// Relay is one TURN server and the short-lived credential for it, in the
+// TURN REST API scheme (username "expiry:node", password an HMAC of it).
+type Relay struct {
+	// URL is a turn: or turns: URI, e.g. "turn:relay.example.com:3478?transport=udp".
+	URL      string `json:"url"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+	// Expires is when the credential stops working; the coordinator sends
+	// fresh ones well before.
+	Expires time.Time `json:"expires,omitzero"`
+	// CA is an optional PEM bundle that a turns: server's certificate chains
+	// to, for servers with a private CA.
+	CA string `json:"ca,omitempty"`
 }
 
 // Delta changes a Netmap: nodes added or changed, nodes gone.
@@ -129,6 +156,8 @@ type Delta struct {
 	Upsert []Node    `json:"upsert,omitempty"`
 	Remove []uint64  `json:"remove,omitempty"`
 	STUN   *[]string `json:"stun,omitempty"`
+	// Relays, when present, replaces the whole relay list (fresh credentials).
+	Relays *[]Relay `json:"relays,omitempty"`
 }
 
 // Signal kinds.
@@ -141,6 +170,9 @@ const (
 	SignalCandidate = "candidate"
 	// SignalRestart asks the controlling side to start a new session.
 	SignalRestart = "restart"
+	// SignalInfo carries only NAT: the sender learnt something new about
+	// its network. Agents that do not know it ignore it.
+	SignalInfo = "info"
 )
 
 // Signal is ICE signalling between two agents, relayed by the coordinator.
@@ -153,7 +185,30 @@ type Signal struct {
 	Ufrag     string `json:"ufrag,omitempty"`
 	Pwd       string `json:"pwd,omitempty"`
 	Candidate string `json:"candidate,omitempty"`
+	// Lane names which of the two per-peer sessions the signal belongs to:
+	// "" for the direct one (all a version-1 agent knows), "relay" for the
+	// relay-only one.
+	Lane string `json:"lane,omitempty"`
+	// NAT is what the sender found about its own network ("symmetric",
+	// "udp-blocked" or empty), sent with offers and answers so both sides
+	// can tell the user why a path is not direct.
+	NAT string `json:"nat,omitempty"`
 }
+
+// LaneRelay is Signal.Lane of the relay-only ICE session.
+const LaneRelay = "relay"
+
+// Close codes (WebSocket application range) and reasons the coordinator
+// ends a stream with when an operator took the node out of the mesh. The
+// agent drops its peers on them: reconnecting with the same credential will
+// be refused.
+const (
+	CloseNodeRemoved = 4001
+	CloseNodeExpired = 4002
+
+	ReasonNodeRemoved = "node removed"
+	ReasonNodeExpired = "node expired"
+)
 
 // Message types on the stream.
 const (

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
+	"time"
 
 	"github.com/meshvpn/meshvpn/control"
 )
@@ -18,6 +20,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(control.PathRegister, s.handleRegister)
 	mux.HandleFunc(control.PathStream, s.handleStream)
+	mux.HandleFunc(control.PathNetcheckInfo, s.handleNetcheckInfo)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not found")
 	})
@@ -31,9 +34,13 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
+	if !s.checkAuthRate(w, r) {
+		return
+	}
 	req, status, err := decodeRegisterRequest(w, r)
 	if err != nil {
 		s.metrics.registrations.With("invalid").Inc()
+		s.log.Info("register refused: bad request", "status", status, "reason", err.Error(), "remote", r.RemoteAddr)
 		writeError(w, status, err.Error())
 		return
 	}
@@ -50,12 +57,24 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 			s.log.Error("register failed", "err", err)
 		} else {
 			// The reason is safe to log; the key or credential is not.
-			s.log.Info("register refused", "hostname", req.Hostname, "reason", msg, "remote", r.RemoteAddr)
+			s.log.Info("register refused", "hostname", req.Hostname, "status", status, "reason", msg, "remote", r.RemoteAddr)
+		}
+		if status == http.StatusUnauthorized {
+			s.authFailed(r)
 		}
 		writeError(w, status, msg)
 		return
 	}
-	s.hub.upsert(reg.Node)
+	if reg.Created || reg.Credential != req.Credential { // admitted by auth key
+		s.hub.upsert(reg.Node)
+	} else if !s.hub.updateMember(reg.Node) {
+		// Removed or expired between the store's answer and now.
+		s.log.Info("register refused: node left the mesh meanwhile", "node", reg.Node.ID, "remote", r.RemoteAddr)
+		s.metrics.registrations.With("refused").Inc()
+		writeError(w, http.StatusUnauthorized, ErrNodeRemoved.Error())
+		return
+	}
+	s.life.ephemeral.registered(reg.Node.ID, reg.Ephemeral, time.Now())
 	if reg.Created {
 		s.metrics.registrations.With("created").Inc()
 	} else {
@@ -79,6 +98,11 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 // HTTP status to answer with if it is unacceptable.
 func decodeRegisterRequest(w http.ResponseWriter, r *http.Request) (control.RegisterRequest, int, error) {
 	var req control.RegisterRequest
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return req, http.StatusUnsupportedMediaType, errors.New("Content-Type must be application/json")
+		}
+	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, control.MaxRequestBody))
 	err := dec.Decode(&req)
 	if err == nil {
@@ -112,7 +136,8 @@ func isSyntaxError(err error) bool {
 
 // registerErrorStatus maps a registration failure to its HTTP answer.
 func registerErrorStatus(err error) (int, string) {
-	for _, e := range []error{ErrUnknownAuthKey, ErrAuthKeyExpired, ErrAuthKeyUsed, ErrBadCredential} {
+	for _, e := range []error{ErrUnknownAuthKey, ErrAuthKeyExpired, ErrAuthKeyUsed, ErrAuthKeyRevoked,
+		ErrBadCredential, ErrNodeRemoved, ErrNodeExpired, ErrCredentialKeyMismatch} {
 		if errors.Is(err, e) {
 			return http.StatusUnauthorized, e.Error()
 		}

@@ -22,6 +22,7 @@ var (
 	ErrUnknownAuthKey = errors.New("unknown auth key")
 	ErrAuthKeyExpired = errors.New("auth key expired")
 	ErrAuthKeyUsed    = errors.New("auth key already used")
+	ErrAuthKeyRevoked = errors.New("auth key revoked")
 )
 
 // AuthKey describes a stored auth key. The key itself is never stored; only
@@ -29,8 +30,20 @@ var (
 type AuthKey struct {
 	ID        int64
 	Reusable  bool
+	Ephemeral bool      // nodes it admits are removed once offline for a while
+	Tags      []string  // given to every node it admits
 	ExpiresAt time.Time // zero: never expires
 	CreatedAt time.Time
+}
+
+// AuthKeyOptions are what an operator chooses for a new key.
+type AuthKeyOptions struct {
+	Reusable  bool
+	Ephemeral bool
+	// Expiry is the key's lifetime; 0 means it never expires. It is
+	// compared on the coordinator's clock only.
+	Expiry time.Duration
+	Tags   []string
 }
 
 // NewAuthKey is a freshly created key and its secret.
@@ -41,8 +54,18 @@ type NewAuthKey struct {
 
 // CreateAuthKey makes a new auth key. expiry 0 means it never expires.
 func (s *Store) CreateAuthKey(ctx context.Context, reusable bool, expiry time.Duration) (NewAuthKey, error) {
+	return s.CreateAuthKeyWith(ctx, AuthKeyOptions{Reusable: reusable, Expiry: expiry})
+}
+
+// CreateAuthKeyWith makes a new auth key with the given options.
+func (s *Store) CreateAuthKeyWith(ctx context.Context, o AuthKeyOptions) (NewAuthKey, error) {
+	reusable, expiry := o.Reusable, o.Expiry
 	if expiry < 0 {
 		return NewAuthKey{}, fmt.Errorf("create auth key: negative expiry %v", expiry)
+	}
+	tags, err := NormalizeTags(o.Tags)
+	if err != nil {
+		return NewAuthKey{}, fmt.Errorf("create auth key: %w", err)
 	}
 	var secret [32]byte
 	if _, err := rand.Read(secret[:]); err != nil {
@@ -55,8 +78,8 @@ func (s *Store) CreateAuthKey(ctx context.Context, reusable bool, expiry time.Du
 		expires = now.Add(expiry)
 	}
 	res, err := s.db.ExecContext(ctx,
-		`INSERT INTO auth_keys (key_hash, reusable, expires_at, created_at) VALUES (?, ?, ?, ?)`,
-		hashSecret(key), reusable, nullMillis(expires), toMillis(now))
+		`INSERT INTO auth_keys (key_hash, reusable, ephemeral, tags, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		hashSecret(key), reusable, o.Ephemeral, joinTags(tags), nullMillis(expires), toMillis(now))
 	if err != nil {
 		return NewAuthKey{}, fmt.Errorf("create auth key: %w", err)
 	}
@@ -65,40 +88,47 @@ func (s *Store) CreateAuthKey(ctx context.Context, reusable bool, expiry time.Du
 		return NewAuthKey{}, fmt.Errorf("create auth key: %w", err)
 	}
 	return NewAuthKey{
-		AuthKey: AuthKey{ID: id, Reusable: reusable, ExpiresAt: expires, CreatedAt: now},
+		AuthKey: AuthKey{ID: id, Reusable: reusable, Ephemeral: o.Ephemeral, Tags: tags, ExpiresAt: expires, CreatedAt: now},
 		Key:     key,
 	}, nil
 }
 
-// checkAuthKey finds a usable auth key inside tx and returns its ID. It does
-// not consume the key; useAuthKey does, in the same transaction, once the
-// node is admitted.
-func (s *Store) checkAuthKey(ctx context.Context, tx *sql.Tx, key string) (int64, error) {
+// checkAuthKey finds a usable auth key inside tx. It does not consume the
+// key; useAuthKey does, in the same transaction, once the node is admitted.
+// Expiry is judged by the coordinator's clock alone: the client's clock never
+// enters into it, so a skewed client can neither stretch nor shorten a key.
+func (s *Store) checkAuthKey(ctx context.Context, tx *sql.Tx, key string) (AuthKey, error) {
 	if !strings.HasPrefix(key, AuthKeyPrefix) {
-		return 0, ErrUnknownAuthKey
+		return AuthKey{}, ErrUnknownAuthKey
 	}
 	var (
-		id       int64
-		reusable bool
-		expires  sql.NullInt64
-		uses     int64
+		k       AuthKey
+		expires sql.NullInt64
+		revoked sql.NullInt64
+		tags    string
+		uses    int64
 	)
 	err := tx.QueryRowContext(ctx,
-		`SELECT id, reusable, expires_at, uses FROM auth_keys WHERE key_hash = ?`,
-		hashSecret(key)).Scan(&id, &reusable, &expires, &uses)
+		`SELECT id, reusable, ephemeral, tags, expires_at, revoked_at, uses FROM auth_keys WHERE key_hash = ?`,
+		hashSecret(key)).Scan(&k.ID, &k.Reusable, &k.Ephemeral, &tags, &expires, &revoked, &uses)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, ErrUnknownAuthKey
+		return AuthKey{}, ErrUnknownAuthKey
 	}
 	if err != nil {
-		return 0, fmt.Errorf("look up auth key: %w", err)
+		return AuthKey{}, fmt.Errorf("look up auth key: %w", err)
+	}
+	if revoked.Valid {
+		return AuthKey{}, ErrAuthKeyRevoked
 	}
 	if expires.Valid && !s.now().Before(fromMillis(expires)) {
-		return 0, ErrAuthKeyExpired
+		return AuthKey{}, ErrAuthKeyExpired
 	}
-	if !reusable && uses > 0 {
-		return 0, ErrAuthKeyUsed
+	if !k.Reusable && uses > 0 {
+		return AuthKey{}, ErrAuthKeyUsed
 	}
-	return id, nil
+	k.Tags = splitTags(tags)
+	k.ExpiresAt = fromMillis(expires)
+	return k, nil
 }
 
 // useAuthKey records one use of the key. The WHERE clause re-checks

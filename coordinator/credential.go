@@ -32,7 +32,9 @@ func credentialNodeID(cred string) (uint64, error) {
 	if !ok || secret == "" || len(cred) > 128 {
 		return 0, ErrBadCredential
 	}
-	id, err := strconv.ParseUint(idPart, 10, 64)
+	// Node IDs are SQLite rowids, positive int64s; a larger number would
+	// fail in the driver rather than simply match nothing.
+	id, err := strconv.ParseUint(idPart, 10, 63)
 	if err != nil || id == 0 {
 		return 0, ErrBadCredential
 	}

@@ -125,3 +125,13 @@ func mustRegister(t testing.TB, h http.Handler, req control.RegisterRequest) con
 	}
 	return resp
 }
+
+// newRecorder sends a register request from remote to h.
+func newRecorder(h http.Handler, remote, body string) *http.Response {
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, control.PathRegister, bytes.NewReader([]byte(body)))
+	req.RemoteAddr = remote
+	req.Header.Set("Content-Type", "application/json")
+	h.ServeHTTP(rec, req)
+	return rec.Result()
+}

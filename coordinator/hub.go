@@ -42,8 +42,9 @@ const defaultBatchWindow = 50 * time.Millisecond
 // state of each node at flush time, so applying it is idempotent, which is
 // what lets a netmap taken between a change and its flush stay correct.
 //
-// The server process is the only writer of nodes, so the in-memory map stays
-// equal to the store; the admin commands only read nodes.
+// The server process is the only writer of nodes while it runs, so the
+// in-memory map stays equal to the store's members: admin commands that
+// change nodes go through the server's admin socket (see admin.go).
 type hub struct {
 	log     *slog.Logger
 	store   *Store
@@ -183,7 +184,7 @@ func (h *hub) upsert(n control.Node) {
 	defer h.mu.Unlock()
 	if old, ok := h.nodes[n.ID]; ok {
 		n.Online, n.LastSeen = old.Online, old.LastSeen
-		if old == n {
+		if sameNode(old, n) {
 			return // a re-registration that changed nothing peers see
 		}
 	}
@@ -223,8 +224,9 @@ func (h *hub) remove(id uint64, reason string) bool {
 // connect attaches a stream: the node goes online, the stream gets the full
 // netmap as its first frame, and the others learn of it in the next delta.
 // A previous stream of the same node is closed, since an agent holds one
-// stream at a time.
-func (h *hub) connect(c *streamConn, version int, stun []string) error {
+// stream at a time. servers carries the netmap's server fields (STUN, ...);
+// connect fills in Self and Peers.
+func (h *hub) connect(c *streamConn, version int, servers control.Netmap) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -244,7 +246,7 @@ func (h *hub) connect(c *streamConn, version int, stun []string) error {
 	h.changedLocked(self)
 	h.dirty[self.ID] = nodeSeen{online: true, lastSeen: self.LastSeen}
 
-	frame, err := h.netmapFrameLocked(self, version, stun)
+	frame, err := h.netmapFrameLocked(self, version, servers)
 	if err != nil {
 		return err
 	}
@@ -311,6 +313,11 @@ func (h *hub) relay(from uint64, sig control.Signal) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if !h.peersLocked(from, sig.To) {
+		h.log.Info("dropping signal between nodes that are not peers", "from", from, "to", sig.To, "kind", sig.Kind)
+		h.metrics.signals.With("dropped").Inc()
+		return
+	}
 	c := h.conns[sig.To]
 	if c == nil {
 		h.log.Debug("dropping signal for offline node", "from", from, "to", sig.To, "kind", sig.Kind)

@@ -99,7 +99,7 @@ func addNode(t *testing.T, s *Server, key, name string) uint64 {
 func TestHubBatchesChanges(t *testing.T) {
 	s, key := batchServer(t)
 	obs := newFakeConn(addNode(t, s, key, "observer"))
-	if err := s.hub.connect(obs.streamConn, 2, nil); err != nil {
+	if err := s.hub.connect(obs.streamConn, 2, control.Netmap{}); err != nil {
 		t.Fatal(err)
 	}
 	s.hub.flushNow()
@@ -139,7 +139,7 @@ func TestHubFlushesWithinWindow(t *testing.T) {
 	s := newTestServer(t)
 	key := newKey(t, s.store, true, 0)
 	obs := newFakeConn(addNode(t, s, key, "observer"))
-	if err := s.hub.connect(obs.streamConn, 2, nil); err != nil {
+	if err := s.hub.connect(obs.streamConn, 2, control.Netmap{}); err != nil {
 		t.Fatal(err)
 	}
 	obs.drain(t)
@@ -167,10 +167,10 @@ func TestHubVersion1NeverSeesItself(t *testing.T) {
 	v2 := newFakeConn(addNode(t, s, key, "new"))
 	other := addNode(t, s, key, "other")
 	s.hub.flushNow()
-	if err := s.hub.connect(v1.streamConn, 1, nil); err != nil {
+	if err := s.hub.connect(v1.streamConn, 1, control.Netmap{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.hub.connect(v2.streamConn, 2, nil); err != nil {
+	if err := s.hub.connect(v2.streamConn, 2, control.Netmap{}); err != nil {
 		t.Fatal(err)
 	}
 	// Both connects and a change of another node are in one batch.
@@ -200,7 +200,7 @@ func TestHubRemove(t *testing.T) {
 	obs := newFakeConn(addNode(t, s, key, "observer"))
 	gone := newFakeConn(addNode(t, s, key, "gone"))
 	for _, c := range []*fakeConn{obs, gone} {
-		if err := s.hub.connect(c.streamConn, 2, nil); err != nil {
+		if err := s.hub.connect(c.streamConn, 2, control.Netmap{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -238,7 +238,7 @@ func testConverge(t *testing.T, seed uint64) {
 	s, key := batchServer(t)
 	rng := rand.New(rand.NewPCG(seed, 2))
 	obs := newFakeConn(addNode(t, s, key, "observer"))
-	if err := s.hub.connect(obs.streamConn, 2, nil); err != nil {
+	if err := s.hub.connect(obs.streamConn, 2, control.Netmap{}); err != nil {
 		t.Fatal(err)
 	}
 	var v view
@@ -252,7 +252,7 @@ func testConverge(t *testing.T, seed uint64) {
 			id := known[rng.IntN(len(known))]
 			if conns[id] == nil {
 				c := newFakeConn(id)
-				if err := s.hub.connect(c.streamConn, 2, nil); err == nil {
+				if err := s.hub.connect(c.streamConn, 2, control.Netmap{}); err == nil {
 					conns[id] = c
 				}
 			}
@@ -283,7 +283,7 @@ func testConverge(t *testing.T, seed uint64) {
 
 	// A fresh stream of the observer's node: its netmap is the truth.
 	fresh := newFakeConn(obs.nodeID)
-	if err := s.hub.connect(fresh.streamConn, 2, nil); err != nil {
+	if err := s.hub.connect(fresh.streamConn, 2, control.Netmap{}); err != nil {
 		t.Fatal(err)
 	}
 	msgs := fresh.drain(t)
@@ -296,18 +296,18 @@ func testConverge(t *testing.T, seed uint64) {
 	// nodes; the Self field matches too.
 	for id, n := range s.hub.nodes {
 		if id == obs.nodeID {
-			if want.self != n {
+			if !reflect.DeepEqual(want.self, n) {
 				t.Fatalf("netmap self %+v, hub %+v", want.self, n)
 			}
 			continue
 		}
-		if want.peers[id] != n {
+		if !reflect.DeepEqual(want.peers[id], n) {
 			t.Fatalf("netmap has %+v for node %d, hub %+v", want.peers[id], id, n)
 		}
 	}
 	if !reflect.DeepEqual(v.peers, want.peers) {
 		for id, n := range want.peers {
-			if v.peers[id] != n {
+			if !reflect.DeepEqual(v.peers[id], n) {
 				t.Errorf("node %d: agent has %+v, netmap %+v", id, v.peers[id], n)
 			}
 		}
@@ -323,7 +323,7 @@ func testConverge(t *testing.T, seed uint64) {
 func TestHubPersistsOnlineInBatches(t *testing.T) {
 	s, key := batchServer(t)
 	c := newFakeConn(addNode(t, s, key, "a"))
-	if err := s.hub.connect(c.streamConn, 2, nil); err != nil {
+	if err := s.hub.connect(c.streamConn, 2, control.Netmap{}); err != nil {
 		t.Fatal(err)
 	}
 	if onlineByID(t, s.store)[c.nodeID] {

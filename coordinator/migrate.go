@@ -32,6 +32,23 @@ var migrations = []string{
 		last_seen       INTEGER,
 		online          INTEGER NOT NULL DEFAULT 0
 	);`,
+	// 2: node lifecycle. Keys carry the ephemeral flag and tags they give
+	// their nodes and can be revoked; a node can be expired; a removed node
+	// leaves a tombstone so its credential is refused with a clear reason
+	// (AUTOINCREMENT already keeps its ID from being reused).
+	`ALTER TABLE auth_keys ADD COLUMN ephemeral INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE auth_keys ADD COLUMN tags TEXT NOT NULL DEFAULT '';
+	ALTER TABLE auth_keys ADD COLUMN revoked_at INTEGER;
+	ALTER TABLE nodes ADD COLUMN ephemeral INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE nodes ADD COLUMN tags TEXT NOT NULL DEFAULT '';
+	ALTER TABLE nodes ADD COLUMN expired_at INTEGER;
+	CREATE TABLE removed_nodes (
+		id              INTEGER PRIMARY KEY,
+		name            TEXT    NOT NULL,
+		credential_hash BLOB    NOT NULL,
+		removed_at      INTEGER NOT NULL,
+		reason          TEXT    NOT NULL
+	);`,
 }
 
 // migrate brings the schema up to date. It runs in one immediate transaction,

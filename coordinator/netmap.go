@@ -84,20 +84,44 @@ func (f *netmapFrame) bytes() []byte { return bytes.Join(f.parts, nil) }
 
 var comma = []byte{','}
 
-// netmapFrameLocked builds self's full netmap.
-func (h *hub) netmapFrameLocked(self control.Node, version int, stun []string) (*netmapFrame, error) {
+// serverFields encodes the netmap fields other than self and peers as
+// `,"name":value...`, whatever fields control.Netmap grows.
+func serverFields(servers control.Netmap) (string, error) {
+	raw, err := json.Marshal(servers)
+	if err != nil {
+		return "", err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return "", err
+	}
+	delete(fields, "self")
+	delete(fields, "peers")
+	if len(fields) == 0 {
+		return "", nil
+	}
+	b, err := json.Marshal(fields) // keys sorted
+	if err != nil {
+		return "", err
+	}
+	return "," + string(b[1:len(b)-1]), nil
+}
+
+// netmapFrameLocked builds self's full netmap; servers carries the fields
+// other than Self and Peers (STUN, relays, ...), encoded as they are.
+func (h *hub) netmapFrameLocked(self control.Node, version int, servers control.Netmap) (*netmapFrame, error) {
 	if !h.peers.valid {
 		h.rebuildPeersLocked()
 	}
 	p := &h.peers
-	if stun == nil {
-		stun = []string{}
+	if servers.STUN == nil {
+		servers.STUN = []string{}
 	}
 	selfJSON, err := json.Marshal(self)
 	if err != nil {
 		return nil, fmt.Errorf("encode netmap: %w", err)
 	}
-	stunJSON, err := json.Marshal(stun)
+	rest, err := serverFields(servers)
 	if err != nil {
 		return nil, fmt.Errorf("encode netmap: %w", err)
 	}
@@ -142,6 +166,6 @@ func (h *hub) netmapFrameLocked(self control.Node, version int, stun []string) (
 		}
 	}
 	entries(p.blob[p.offs[cur]:])
-	f.add([]byte(`],"stun":` + string(stunJSON) + `}}`))
+	f.add([]byte(`]` + rest + `}}`))
 	return f, nil
 }

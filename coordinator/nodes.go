@@ -11,27 +11,34 @@ import (
 )
 
 // nodeColumns are the columns scanNode reads, in order.
-const nodeColumns = `id, name, ip, public_key, online, last_seen`
+const nodeColumns = `id, name, ip, public_key, online, last_seen, tags`
+
+// activeNode selects nodes that are members of the mesh: not expired.
+const activeNode = `expired_at IS NULL`
 
 type rowScanner interface {
 	Scan(dest ...any) error
 }
 
-func scanNode(row rowScanner) (control.Node, error) {
+func scanNode(row rowScanner, extra ...any) (control.Node, error) {
 	var (
 		n        control.Node
 		lastSeen sql.NullInt64
+		tags     string
 	)
-	if err := row.Scan(&n.ID, &n.Name, &n.IP, &n.PublicKey, &n.Online, &lastSeen); err != nil {
+	dest := append([]any{&n.ID, &n.Name, &n.IP, &n.PublicKey, &n.Online, &lastSeen, &tags}, extra...)
+	if err := row.Scan(dest...); err != nil {
 		return control.Node{}, err
 	}
 	n.LastSeen = fromMillis(lastSeen)
+	n.Tags = splitTags(tags)
 	return n, nil
 }
 
-// ListNodes returns every node, ordered by ID.
+// ListNodes returns every member of the mesh (expired nodes are not), ordered
+// by ID.
 func (s *Store) ListNodes(ctx context.Context) ([]control.Node, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+nodeColumns+` FROM nodes ORDER BY id`)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE `+activeNode+` ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
@@ -50,31 +57,64 @@ func (s *Store) ListNodes(ctx context.Context) ([]control.Node, error) {
 	return nodes, nil
 }
 
-// AuthenticateNode returns the node a credential belongs to, or
-// ErrBadCredential.
+// AuthenticateNode returns the node a credential belongs to. A credential
+// that never was valid gets ErrBadCredential; one that was, but whose node
+// an operator removed or expired, gets ErrNodeRemoved or ErrNodeExpired, so
+// the agent can say why.
 func (s *Store) AuthenticateNode(ctx context.Context, cred string) (control.Node, error) {
+	n, _, err := s.nodeByCredential(ctx, s.db, cred)
+	return n, err
+}
+
+// queryer is what *sql.DB and *sql.Tx share.
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// nodeByCredential finds and checks the node of cred; with it comes whether
+// the node is ephemeral.
+func (s *Store) nodeByCredential(ctx context.Context, q queryer, cred string) (control.Node, bool, error) {
 	id, err := credentialNodeID(cred)
 	if err != nil {
-		return control.Node{}, err
+		return control.Node{}, false, err
 	}
 	var (
-		n        control.Node
-		lastSeen sql.NullInt64
-		hash     []byte
+		hash      []byte
+		ephemeral bool
+		expired   sql.NullInt64
 	)
-	err = s.db.QueryRowContext(ctx, `SELECT `+nodeColumns+`, credential_hash FROM nodes WHERE id = ?`, id).
-		Scan(&n.ID, &n.Name, &n.IP, &n.PublicKey, &n.Online, &lastSeen, &hash)
-	n.LastSeen = fromMillis(lastSeen)
+	n, err := scanNode(q.QueryRowContext(ctx, `SELECT `+nodeColumns+`, credential_hash, ephemeral, expired_at FROM nodes WHERE id = ?`, id),
+		&hash, &ephemeral, &expired)
 	if errors.Is(err, sql.ErrNoRows) {
-		return control.Node{}, ErrBadCredential
+		return control.Node{}, false, s.removedCredential(ctx, q, id, cred)
 	}
 	if err != nil {
-		return control.Node{}, fmt.Errorf("authenticate node: %w", err)
+		return control.Node{}, false, fmt.Errorf("authenticate node: %w", err)
 	}
 	if !credentialMatches(cred, hash) {
-		return control.Node{}, ErrBadCredential
+		return control.Node{}, false, ErrBadCredential
 	}
-	return n, nil
+	if expired.Valid {
+		return control.Node{}, false, ErrNodeExpired
+	}
+	return n, ephemeral, nil
+}
+
+// removedCredential tells a removed node's own credential (ErrNodeRemoved)
+// from any other unknown one (ErrBadCredential): only the holder of the
+// secret learns that the node existed.
+func (s *Store) removedCredential(ctx context.Context, q queryer, id uint64, cred string) error {
+	var hash []byte
+	err := q.QueryRowContext(ctx, `SELECT credential_hash FROM removed_nodes WHERE id = ?`, id).Scan(&hash)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return ErrBadCredential
+	case err != nil:
+		return fmt.Errorf("authenticate node: %w", err)
+	case credentialMatches(cred, hash):
+		return ErrNodeRemoved
+	}
+	return ErrBadCredential
 }
 
 // SetOnline records that a node's stream came up or went away.

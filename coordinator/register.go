@@ -18,6 +18,8 @@ type Registration struct {
 	Credential string
 	// Created is true for a new node, false for a re-admitted one.
 	Created bool
+	// Ephemeral nodes are removed once offline for a while.
+	Ephemeral bool
 }
 
 // Register admits a node. A valid credential wins; a node whose credential
@@ -26,7 +28,7 @@ type Registration struct {
 func (s *Store) Register(ctx context.Context, req control.RegisterRequest) (Registration, error) {
 	if req.Credential != "" {
 		reg, err := s.registerWithCredential(ctx, req)
-		if err == nil || !errors.Is(err, ErrBadCredential) || req.AuthKey == "" {
+		if err == nil || !isCredentialRefusal(err) || req.AuthKey == "" {
 			return reg, err
 		}
 	}
@@ -40,7 +42,7 @@ func (s *Store) Register(ctx context.Context, req control.RegisterRequest) (Regi
 func (s *Store) registerWithAuthKey(ctx context.Context, req control.RegisterRequest) (Registration, error) {
 	var reg Registration
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		keyID, err := s.checkAuthKey(ctx, tx, req.AuthKey)
+		key, err := s.checkAuthKey(ctx, tx, req.AuthKey)
 		if err != nil {
 			return err
 		}
@@ -48,7 +50,7 @@ func (s *Store) registerWithAuthKey(ctx context.Context, req control.RegisterReq
 			`SELECT `+nodeColumns+` FROM nodes WHERE public_key = ?`, req.PublicKey))
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			node, err = s.createNode(ctx, tx, req, keyID)
+			node, err = s.createNode(ctx, tx, req, key.ID)
 			if err != nil {
 				return err
 			}
@@ -60,13 +62,19 @@ func (s *Store) registerWithAuthKey(ctx context.Context, req control.RegisterReq
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE nodes SET credential_hash = ? WHERE id = ?`, hashSecret(cred), node.ID); err != nil {
+		// A re-admitted node takes the new key's tags and ephemerality and
+		// is no longer expired: the operator's key vouches for it afresh.
+		// Its old credential stops working here (a replay of it is refused).
+		if _, err := tx.ExecContext(ctx,
+			`UPDATE nodes SET credential_hash = ?, tags = ?, ephemeral = ?, expired_at = NULL, auth_key_id = ? WHERE id = ?`,
+			hashSecret(cred), joinTags(key.Tags), key.Ephemeral, key.ID, node.ID); err != nil {
 			return fmt.Errorf("store credential: %w", err)
 		}
-		if err := s.useAuthKey(ctx, tx, keyID); err != nil {
+		if err := s.useAuthKey(ctx, tx, key.ID); err != nil {
 			return err
 		}
-		reg.Node, reg.Credential = node, cred
+		node.Tags = key.Tags
+		reg.Node, reg.Credential, reg.Ephemeral = node, cred, key.Ephemeral
 		return nil
 	})
 	if err != nil {
@@ -128,52 +136,19 @@ func uniqueName(ctx context.Context, tx *sql.Tx, base string) (string, error) {
 	}
 }
 
-// registerWithCredential re-admits a node by its credential, adopting a new
-// public key if the node rotated it. The presented credential stays valid
-// and is returned as is.
+// registerWithCredential re-admits a node by its credential. The credential
+// is bound to the node's WireGuard public key: presented with another key it
+// is refused (a node that changes its key joins again with an auth key). The
+// presented credential stays valid and is returned as is.
 func (s *Store) registerWithCredential(ctx context.Context, req control.RegisterRequest) (Registration, error) {
-	var reg Registration
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		id, err := credentialNodeID(req.Credential)
-		if err != nil {
-			return err
-		}
-		var (
-			node     control.Node
-			lastSeen sql.NullInt64
-			hash     []byte
-		)
-		err = tx.QueryRowContext(ctx, `SELECT `+nodeColumns+`, credential_hash FROM nodes WHERE id = ?`, id).
-			Scan(&node.ID, &node.Name, &node.IP, &node.PublicKey, &node.Online, &lastSeen, &hash)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrBadCredential
-		}
-		if err != nil {
-			return fmt.Errorf("look up node: %w", err)
-		}
-		if !credentialMatches(req.Credential, hash) {
-			return ErrBadCredential
-		}
-		node.LastSeen = fromMillis(lastSeen)
-		if req.PublicKey != node.PublicKey {
-			var other uint64
-			err := tx.QueryRowContext(ctx, `SELECT id FROM nodes WHERE public_key = ?`, req.PublicKey).Scan(&other)
-			switch {
-			case err == nil:
-				return ErrPublicKeyInUse
-			case !errors.Is(err, sql.ErrNoRows):
-				return fmt.Errorf("check public key: %w", err)
-			}
-			if _, err := tx.ExecContext(ctx, `UPDATE nodes SET public_key = ? WHERE id = ?`, req.PublicKey, id); err != nil {
-				return fmt.Errorf("update public key: %w", err)
-			}
-			node.PublicKey = req.PublicKey
-		}
-		reg.Node, reg.Credential = node, req.Credential
-		return nil
-	})
+	// Only reads: no write transaction, so re-admissions do not queue
+	// behind the store's write lock.
+	node, ephemeral, err := s.nodeByCredential(ctx, s.db, req.Credential)
+	if err == nil && req.PublicKey != node.PublicKey {
+		err = ErrCredentialKeyMismatch
+	}
 	if err != nil {
 		return Registration{}, fmt.Errorf("register node: %w", err)
 	}
-	return reg, nil
+	return Registration{Node: node, Credential: req.Credential, Ephemeral: ephemeral}, nil
 }

@@ -13,6 +13,9 @@ import (
 // never panic and must answer 2xx or 4xx, never 5xx.
 func FuzzRegisterRequest(f *testing.F) {
 	s := newTestServer(f)
+	// Every fuzz input comes from one address; the failure limit would
+	// answer most of them 429 before decoding anything.
+	s.limiter = newAuthLimiter(-1, 1)
 	key := newKey(f, s.store, true, 0)
 	single := newKey(f, s.store, false, 0)
 	pk := "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
@@ -23,6 +26,12 @@ func FuzzRegisterRequest(f *testing.F) {
 	f.Add([]byte(`{"auth_key":"` + single + `","hostname":"Über Host!","public_key":"` + pk + `"}`))
 	f.Add([]byte(`{"credential":"` + seed.Credential + `","public_key":"` + pk + `"}`))
 	f.Add([]byte(`{"credential":"1.x","auth_key":"` + key + `","public_key":"` + pk + `"}`))
+	gone := mustRegister(f, h, control.RegisterRequest{AuthKey: key, Hostname: "gone", PublicKey: newPublicKey(f)})
+	if _, err := s.RemoveNode(f.Context(), "gone"); err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte(`{"credential":"` + gone.Credential + `","public_key":"` + pk + `"}`))
+	f.Add([]byte(`{"credential":"` + gone.Credential + `","auth_key":"` + key + `","public_key":"` + pk + `"}`))
 	f.Add([]byte(`{"auth_key":"mvk-x","public_key":"` + pk + `"}`))
 	f.Add([]byte(`{"hostname":null}`))
 	f.Add([]byte(`[1,2,3]`))
@@ -35,6 +44,43 @@ func FuzzRegisterRequest(f *testing.F) {
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, control.PathRegister, bytes.NewReader(body)))
 		if rec.Code >= 500 || rec.Code < 200 || (rec.Code >= 300 && rec.Code < 400) {
 			t.Fatalf("status %d for %q: %s", rec.Code, body, rec.Body)
+		}
+	})
+}
+
+// FuzzStreamAuth feeds arbitrary credentials and public key headers to the
+// stream endpoint: without a valid pair it must answer 4xx before any
+// upgrade, and never 5xx.
+func FuzzStreamAuth(f *testing.F) {
+	s := newTestServer(f)
+	s.limiter = newAuthLimiter(-1, 1)
+	key := newKey(f, s.store, true, 0)
+	h := s.Handler()
+	pk := newPublicKey(f)
+	ok := mustRegister(f, h, control.RegisterRequest{AuthKey: key, Hostname: "ok", PublicKey: pk})
+	gone := mustRegister(f, h, control.RegisterRequest{AuthKey: key, Hostname: "gone", PublicKey: newPublicKey(f)})
+	if _, err := s.RemoveNode(f.Context(), "gone"); err != nil {
+		f.Fatal(err)
+	}
+	f.Add("Bearer "+ok.Credential, newPublicKey(f))
+	f.Add("Bearer "+gone.Credential, "")
+	f.Add("Bearer "+ok.Credential+"x", pk)
+	f.Add("bearer  1.", "")
+	f.Add("Basic abc", pk)
+	f.Add("Bearer 18446744073709551616.x", "")
+	f.Add("", "")
+
+	f.Fuzz(func(t *testing.T, auth, pub string) {
+		if auth == "Bearer "+ok.Credential && (pub == "" || pub == pk) {
+			return // the one valid pair would open a real stream
+		}
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, control.PathStream+"?v=1", nil)
+		req.Header.Set("Authorization", auth)
+		req.Header.Set(control.HeaderPublicKey, pub)
+		h.ServeHTTP(rec, req)
+		if rec.Code < 400 || rec.Code >= 500 {
+			t.Fatalf("status %d for %q / %q: %s", rec.Code, auth, pub, rec.Body)
 		}
 	})
 }

@@ -60,18 +60,23 @@ func TestReRegisterKeepsIdentity(t *testing.T) {
 		t.Fatalf("old credential: status %d, want 401", code)
 	}
 
-	// By credential: same node, same credential, public key rotation accepted.
-	pk2 := newPublicKey(t)
-	byCred := mustRegister(t, h, control.RegisterRequest{Credential: again.Credential, Hostname: "whatever", PublicKey: pk2})
+	// By credential: same node, same credential.
+	byCred := mustRegister(t, h, control.RegisterRequest{Credential: again.Credential, Hostname: "whatever", PublicKey: pk})
 	if byCred.NodeID != first.NodeID || byCred.IP != first.IP || byCred.Credential != again.Credential {
 		t.Fatalf("by credential: got %+v", byCred)
+	}
+	// The credential is bound to the public key: with another key it is
+	// refused, and the node keeps its key.
+	code, _, e := register(t, h, control.RegisterRequest{Credential: again.Credential, Hostname: "whatever", PublicKey: newPublicKey(t)})
+	if code != http.StatusUnauthorized || e.Error != ErrCredentialKeyMismatch.Error() {
+		t.Fatalf("credential with another public key: %d %q, want 401 %q", code, e.Error, ErrCredentialKeyMismatch)
 	}
 	nodes, err := s.store.ListNodes(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if nodes[0].PublicKey != pk2 {
-		t.Fatalf("public key not rotated: %s", nodes[0].PublicKey)
+	if nodes[0].PublicKey != pk {
+		t.Fatalf("public key changed to %s", nodes[0].PublicKey)
 	}
 }
 
@@ -85,8 +90,8 @@ func TestRegisterCredentialErrors(t *testing.T) {
 
 	// Taking another node's public key.
 	code, _, e := register(t, h, control.RegisterRequest{Credential: a.Credential, PublicKey: bKey})
-	if code != http.StatusConflict {
-		t.Fatalf("stolen public key: %d %q, want 409", code, e.Error)
+	if code != http.StatusUnauthorized || e.Error != ErrCredentialKeyMismatch.Error() {
+		t.Fatalf("stolen public key: %d %q, want 401 %q", code, e.Error, ErrCredentialKeyMismatch)
 	}
 	for _, cred := range []string{"x", "1.", "0.abc", "99.abc", a.Credential + "x", "1.AAAA"} {
 		code, _, e := register(t, h, control.RegisterRequest{Credential: cred, PublicKey: newPublicKey(t)})

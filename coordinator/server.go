@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,15 +32,40 @@ type Config struct {
 	// STUNListen is the UDP address of the embedded STUN server; empty
 	// disables it.
 	STUNListen string
+	// STUNAltListen is a second UDP address of the STUN server (another IP,
+	// another port, or both) for RFC 5780 NAT tests; empty disables it.
+	// (netcheck)
+	STUNAltListen string
 	// PublicHost is the host agents are told to reach STUN at. Empty means
 	// the host each agent used to reach the API.
 	PublicHost string
+	// TURN configures the embedded TURN server and external relays.
+	TURN TURNConfig
 	// MetricsListen is the TCP address of the Prometheus endpoint
 	// (/metrics, plain HTTP); empty disables it.
 	MetricsListen string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+
+	// EphemeralTimeout is how long a node of an ephemeral key may be
+	// offline before it is removed (default 5m). EphemeralGrace is the time
+	// such a node gets to open its first stream after registering, or to
+	// reconnect after a coordinator restart (default 10m).
+	EphemeralTimeout time.Duration
+	EphemeralGrace   time.Duration
+	// AuthFailBurst failed auth attempts (unknown auth key, bad credential)
+	// are allowed from one source IP before it is refused with 429; the
+	// budget refills at AuthFailPerMinute. Defaults 20 and 30; a negative
+	// burst disables the limit.
+	AuthFailBurst     int
+	AuthFailPerMinute float64
 }
+
+// Defaults of the auth failure limit.
+const (
+	defaultAuthFailBurst     = 20
+	defaultAuthFailPerMinute = 30
+)
 
 // shutdownTimeout bounds a clean shutdown.
 const shutdownTimeout = 10 * time.Second
@@ -55,8 +81,19 @@ type Server struct {
 	httpSrv *http.Server
 	httpLn  net.Listener
 	stun    *stunServer
-	metrics *serverMetrics
-	metSrv  *metrics.Server
+	turn    *turnServer
+	// relays mints each node's relay list; nil when no relay is configured.
+	relays     *relayList
+	turnSecret []byte
+
+	// lock is the state dir's serve lock, held from New to Close.
+	lock     *os.File
+	adminSrv *http.Server
+	adminLn  net.Listener
+	limiter  *authLimiter
+	life     lifecycle
+	metrics  *serverMetrics
+	metSrv   *metrics.Server
 
 	// streams counts live stream handlers, which http.Server.Shutdown does
 	// not wait for once they have taken over their connection.
@@ -82,8 +119,23 @@ func New(cfg Config) (*Server, error) {
 	if err := checkPublicHost(cfg.PublicHost); err != nil {
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
+	if cfg.EphemeralTimeout <= 0 {
+		cfg.EphemeralTimeout = defaultEphemeralTimeout
+	}
+	if cfg.EphemeralGrace <= 0 {
+		cfg.EphemeralGrace = defaultEphemeralGrace
+	}
+	if cfg.AuthFailBurst == 0 {
+		cfg.AuthFailBurst = defaultAuthFailBurst
+	}
+	if cfg.AuthFailPerMinute <= 0 {
+		cfg.AuthFailPerMinute = defaultAuthFailPerMinute
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, pingInterval: pingInterval, pingTimeout: pingTimeout,
-		metrics: newServerMetrics()}
+		limiter: newAuthLimiter(cfg.AuthFailBurst, cfg.AuthFailPerMinute),
+		life:    lifecycle{ephemeral: newEphemeralTracker(cfg.EphemeralTimeout, cfg.EphemeralGrace)},
+		metrics: newServerMetrics(),
+	}
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
@@ -97,24 +149,50 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 
+	if cfg.StateDir == "" {
+		return nil, errors.New("new coordinator: state directory is empty")
+	}
+	lock, err := lockServe(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
 	store, err := OpenStore(cfg.StateDir)
 	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
+	fail := func(err error) (*Server, error) {
+		store.Close()
+		lock.Close()
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// No stream exists yet, whatever a crashed predecessor left behind.
 	if err := store.ClearOnline(ctx); err != nil {
-		store.Close()
-		return nil, fmt.Errorf("new coordinator: %w", err)
+		return fail(err)
 	}
 	h, err := newHub(ctx, store, s.log, s.metrics)
 	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("new coordinator: %w", err)
+		return fail(err)
 	}
 	s.metrics.registerHubGauges(h)
 	s.store, s.hub = store, h
+	if cfg.TURN.Embedded {
+		if s.turnSecret, err = loadTURNSecret(cfg.StateDir); err != nil {
+			return fail(err)
+		}
+	}
+	if cfg.TURN.Embedded || len(cfg.TURN.URLs) > 0 {
+		if s.relays, err = newRelayList(cfg.TURN, s.turnSecret); err != nil {
+			return fail(err)
+		}
+	}
+	s.store, s.hub, s.lock = store, h, lock
+	if err := s.loadEphemeral(ctx); err != nil {
+		return fail(err)
+	}
+	s.adminSrv = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 	s.httpSrv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -145,8 +223,12 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
 	}
+	if s.cfg.STUNListen == "" && s.cfg.STUNAltListen != "" {
+		ln.Close()
+		return errors.New("a STUN alternate address needs a primary STUN address")
+	}
 	if s.cfg.STUNListen != "" {
-		st, err := listenSTUN(s.cfg.STUNListen, s.log)
+		st, err := listenSTUN(s.cfg.STUNListen, s.cfg.STUNAltListen, s.log)
 		if err != nil {
 			ln.Close()
 			return err
@@ -154,8 +236,13 @@ func (s *Server) Listen() error {
 		st.requests = s.metrics.stunRequests
 		s.stun = st
 	}
-	if s.cfg.MetricsListen != "" {
-		ms, err := metrics.Listen(s.cfg.MetricsListen, s.metrics.reg, s.log)
+	if s.cfg.TURN.Embedded {
+		// TURN on the STUN port shares the STUN server's socket.
+		var udp net.PacketConn
+		if s.stun != nil && sameUDPPort(s.cfg.STUNListen, s.cfg.TURN.Listen) {
+			udp = s.stun.shareWithTURN()
+		}
+		t, err := listenTURN(s.cfg.TURN, udp, s.cfg.PublicHost, s.tls, s.turnSecret, s.nodeActive, s.log)
 		if err != nil {
 			ln.Close()
 			if s.stun != nil {
@@ -163,10 +250,63 @@ func (s *Server) Listen() error {
 			}
 			return err
 		}
+		s.turn = t
+	}
+	adminLn, err := listenAdmin(s.cfg.StateDir)
+	if err != nil {
+		ln.Close()
+		if s.stun != nil {
+			s.stun.close()
+		}
+		if s.turn != nil {
+			s.turn.close()
+		}
+		return err
+	}
+	if s.cfg.MetricsListen != "" {
+		ms, err := metrics.Listen(s.cfg.MetricsListen, s.metrics.reg, s.log)
+		if err != nil {
+			ln.Close()
+			adminLn.Close()
+			if s.stun != nil {
+				s.stun.close()
+			}
+			if s.turn != nil {
+				s.turn.close()
+			}
+			return err
+		}
 		s.metSrv = ms
 	}
-	s.httpLn = ln
+	s.httpLn, s.adminLn = ln, adminLn
 	return nil
+}
+
+// turnServesSTUN tells whether STUN is answered only by the TURN server
+// (no STUN server of its own).
+func (s *Server) turnServesSTUN() bool {
+	return s.turn != nil && s.stun == nil
+}
+
+// sameUDPPort tells whether two listen addresses would claim the same UDP
+// port: same port, and the same host or a wildcard on either side.
+func sameUDPPort(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb || pa == "0" {
+		return false
+	}
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || wild(ha) || wild(hb)
+}
+
+// TURNAddr is the embedded TURN server's UDP (and TCP) address, nil if
+// disabled.
+func (s *Server) TURNAddr() net.Addr {
+	if s.turn == nil {
+		return nil
+	}
+	return s.turn.udp.LocalAddr()
 }
 
 // HTTPAddr is the API's bound address, nil before Listen.
@@ -187,10 +327,24 @@ func (s *Server) MetricsAddr() net.Addr {
 
 // STUNAddr is the STUN server's bound address, nil if disabled.
 func (s *Server) STUNAddr() net.Addr {
+	if s.turnServesSTUN() {
+		return s.turn.udp.LocalAddr()
+	}
 	if s.stun == nil {
 		return nil
 	}
-	return s.stun.conn.LocalAddr()
+	return s.stun.primaryAddr()
+}
+
+// STUNAltAddr is the STUN server's bound alternate address, nil if none.
+func (s *Server) STUNAltAddr() net.Addr {
+	if s.stun == nil {
+		return nil
+	}
+	if a := s.stun.alternateAddr(); a != nil {
+		return a
+	}
+	return nil
 }
 
 // Run listens and serves until ctx is done, then shuts down cleanly.
@@ -209,7 +363,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.httpLn == nil {
 		return errors.New("serve: Listen was not called")
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	ln := s.httpLn
 	scheme := "http"
 	if s.tls != nil {
@@ -228,11 +382,31 @@ func (s *Server) Serve(ctx context.Context) error {
 				errc <- err
 			}
 		}()
-		attrs = append(attrs, "stun", "udp://"+s.stun.conn.LocalAddr().String())
+		attrs = append(attrs, "stun", "udp://"+s.stun.primaryAddr().String())
+		if a := s.stun.alternateAddr(); a != nil {
+			attrs = append(attrs, "stun_alternate", "udp://"+a.String())
+		}
 	} else {
 		attrs = append(attrs, "stun", "disabled")
 	}
+	if s.turn != nil {
+		attrs = append(attrs, "turn", s.turn.udp.LocalAddr().String()+" udp+tcp", "relay_ip", s.turn.relayIP.String())
+		if s.turn.tls != nil {
+			attrs = append(attrs, "turns", s.turn.tls.Addr().String())
+		}
+	}
+	go func() {
+		if err := s.serveAdmin(); err != nil {
+			errc <- err
+		}
+	}()
+	sweepCtx, stopSweep := context.WithCancel(context.Background())
+	go s.sweepLoop(sweepCtx)
+	attrs = append(attrs, "admin", s.adminLn.Addr().String())
 	s.log.Info("coordinator listening", attrs...)
+	if s.relays == nil {
+		s.log.Warn("no TURN relay configured: peers without a direct path will not connect")
+	}
 
 	var err error
 	select {
@@ -241,6 +415,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	case err = <-errc:
 		s.log.Error("shutting down after failure", "err", err)
 	}
+	stopSweep()
 	if cerr := s.shutdown(); err == nil {
 		err = cerr
 	}
@@ -255,6 +430,9 @@ func (s *Server) shutdown() error {
 	var errs []error
 	if err := s.httpSrv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("shutdown http: %w", err))
+	}
+	if err := s.adminSrv.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("shutdown admin socket: %w", err))
 	}
 	s.hub.closeAll("coordinator shutting down")
 	done := make(chan struct{})
@@ -292,6 +470,15 @@ func (s *Server) Close() error {
 				errs = append(errs, fmt.Errorf("close stun: %w", err))
 			}
 		}
+		if s.turn != nil {
+			if err := s.turn.close(); err != nil {
+				errs = append(errs, fmt.Errorf("close turn: %w", err))
+			}
+		}
+		if s.adminLn != nil {
+			s.adminSrv.Close()
+			s.adminLn.Close() // removes the socket file
+		}
 		if s.metSrv != nil {
 			s.metSrv.Close()
 		}
@@ -299,15 +486,33 @@ func (s *Server) Close() error {
 		if err := s.store.Close(); err != nil {
 			errs = append(errs, err)
 		}
+		// Last: once released, an admin command may write the store.
+		s.lock.Close()
 	})
 	return errors.Join(errs...)
 }
 
 // stunServers is the STUN list for an agent that reached us via r.
 func (s *Server) stunServers(r *http.Request) []string {
-	if s.stun == nil {
+	port := 0
+	switch {
+	case s.turnServesSTUN():
+		port = s.turn.udpPort
+	case s.stun != nil:
+		port = s.stun.port()
+	default:
 		return []string{}
 	}
+	host := s.stunHost(r)
+	if host == "" {
+		return []string{}
+	}
+	return []string{net.JoinHostPort(host, strconv.Itoa(port))}
+}
+
+// stunHost is the host a client that reached us via r is told to reach STUN
+// (and the embedded TURN server) at, empty if there is none.
+func (s *Server) stunHost(r *http.Request) string {
 	host := s.cfg.PublicHost
 	if host == "" {
 		host = r.Host
@@ -315,9 +520,5 @@ func (s *Server) stunServers(r *http.Request) []string {
 			host = h
 		}
 	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if host == "" {
-		return []string{}
-	}
-	return []string{net.JoinHostPort(host, strconv.Itoa(s.stun.port()))}
+	return strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 }

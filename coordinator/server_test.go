@@ -45,7 +45,7 @@ func TestSTUNServersList(t *testing.T) {
 	if got := s.stunServers(httptest.NewRequest("GET", "http://coord.example:8080/", nil)); len(got) != 0 {
 		t.Fatalf("STUN disabled: %v", got)
 	}
-	st, err := listenSTUN("127.0.0.1:0", s.log)
+	st, err := listenSTUN("127.0.0.1:0", "", s.log)
 	if err != nil {
 		t.Fatal(err)
 	}

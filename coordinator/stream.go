@@ -44,14 +44,37 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	}
 	// Authenticate before the upgrade, so a bad credential gets a plain 401
 	// the agent can act on.
+	if !s.checkAuthRate(w, r) {
+		return
+	}
 	cred, ok := bearerToken(r.Header.Get("Authorization"))
 	if !ok {
+		s.log.Info("stream refused", "status", http.StatusUnauthorized, "reason", "missing bearer credential", "remote", r.RemoteAddr)
+		s.authFailed(r)
 		writeError(w, http.StatusUnauthorized, "missing bearer credential")
 		return
 	}
 	node, err := s.store.AuthenticateNode(r.Context(), cred)
-	if errors.Is(err, ErrBadCredential) {
-		writeError(w, http.StatusUnauthorized, ErrBadCredential.Error())
+	if err == nil && !s.hub.active(node.ID) {
+		err = ErrNodeRemoved // removed while we read the store
+	}
+	// An agent says which public key it holds; a credential presented with
+	// another node's key is refused, as at registration.
+	if pk := r.Header.Get(control.HeaderPublicKey); err == nil && pk != "" && pk != node.PublicKey {
+		err = ErrCredentialKeyMismatch
+	}
+	if isCredentialRefusal(err) {
+		// The node's ID is in the credential; it is logged only when the
+		// credential was once valid (removed, expired, key mismatch).
+		attrs := []any{"status", http.StatusUnauthorized, "reason", err.Error(), "remote", r.RemoteAddr}
+		if !errors.Is(err, ErrBadCredential) {
+			if id, e := credentialNodeID(cred); e == nil {
+				attrs = append(attrs, "node", id)
+			}
+		}
+		s.log.Info("stream refused", attrs...)
+		s.authFailed(r)
+		writeError(w, http.StatusUnauthorized, err.Error())
 		return
 	}
 	if err != nil {
@@ -69,11 +92,13 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	s.streams.Add(1)
 	defer s.streams.Done()
 	ws.SetReadLimit(streamReadLimit)
-	s.serveStream(ws, node, version, s.stunServers(r))
+	s.serveStream(ws, node, version, control.Netmap{STUN: s.stunServers(r), STUNServers: s.stunServerList(r)}, s.stunHost(r))
 }
 
 // serveStream runs one agent's stream until either side ends it.
-func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int, stun []string) {
+// servers carries the netmap's server fields for this stream (STUN, ...);
+// host is where the agent reaches us, for its relay URLs.
+func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int, servers control.Netmap, host string) {
 	log := s.log.With("node", node.ID, "name", node.Name)
 	// ctx stops the writer and pinger. Reads use a context that is never
 	// cancelled: cancelling a read makes the library drop the connection
@@ -96,7 +121,7 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 						// Stop the writer and pinger only after the close
 						// frame is out: cancelling a write or ping in flight
 						// drops the connection without it.
-						ws.Close(websocket.StatusGoingAway, reason)
+						ws.Close(closeCode(reason), reason)
 						cancel()
 					} else {
 						cancel()
@@ -107,20 +132,23 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 		},
 	}
 
-	if err := s.hub.connect(c, version, stun); err != nil {
+	if err := s.hub.connect(c, version, servers); err != nil {
 		log.Warn("stream refused", "err", err)
 		ws.Close(websocket.StatusTryAgainLater, err.Error())
 		return
 	}
 	log.Info("node online")
+	s.life.ephemeral.connected(node.ID)
 	defer func() {
 		if s.hub.disconnect(c) {
 			log.Info("node offline")
+			s.life.ephemeral.disconnected(node.ID, time.Now())
 		}
 	}()
 
 	var wg sync.WaitGroup
 	wg.Go(func() { s.writeLoop(ctx, ws, c, log, &wg) })
+	wg.Go(func() { s.relayLoop(ctx, c, host) })
 	s.readLoop(ws, node.ID, log)
 
 	c.close("stream ended", false)
@@ -209,8 +237,13 @@ func (s *Server) readLoop(ws *websocket.Conn, from uint64, log *slog.Logger) {
 	for {
 		typ, data, err := ws.Read(context.Background())
 		if err != nil {
-			if websocket.CloseStatus(err) == -1 {
+			switch websocket.CloseStatus(err) {
+			case websocket.StatusNormalClosure, websocket.StatusGoingAway:
 				log.Debug("stream read ended", "err", err)
+			default:
+				// Dropped connections, oversized frames (answered with
+				// 1009) and protocol errors end here.
+				log.Info("stream read ended", "err", err)
 			}
 			return
 		}
@@ -220,7 +253,7 @@ func (s *Server) readLoop(ws *websocket.Conn, from uint64, log *slog.Logger) {
 		}
 		var m control.Message
 		if err := json.Unmarshal(data, &m); err != nil {
-			log.Debug("ignoring malformed frame", "err", err)
+			log.Info("ignoring malformed frame", "err", err, "len", len(data))
 			continue
 		}
 		switch m.Type {
@@ -257,4 +290,16 @@ func bearerToken(h string) (string, bool) {
 	}
 	token = strings.TrimSpace(token)
 	return token, token != ""
+}
+
+// closeCode is the WebSocket close code for a reason the hub gives: the
+// lifecycle reasons have their own codes, so the agent need not parse text.
+func closeCode(reason string) websocket.StatusCode {
+	switch reason {
+	case control.ReasonNodeRemoved:
+		return control.CloseNodeRemoved
+	case control.ReasonNodeExpired:
+		return control.CloseNodeExpired
+	}
+	return websocket.StatusGoingAway
 }

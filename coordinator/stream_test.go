@@ -330,7 +330,7 @@ func TestHubDropsSlowStream(t *testing.T) {
 	a := mustRegister(t, s.Handler(), control.RegisterRequest{AuthKey: key, Hostname: "a", PublicKey: newPublicKey(t)})
 	closed := 0
 	c := &streamConn{nodeID: a.NodeID, send: make(chan []byte, 4), close: func(string, bool) { closed++ }}
-	if err := s.hub.connect(c, 1, nil); err != nil {
+	if err := s.hub.connect(c, 1, control.Netmap{}); err != nil {
 		t.Fatal(err)
 	}
 	for range 10 {

@@ -9,7 +9,7 @@ import (
 )
 
 func TestSTUNBinding(t *testing.T) {
-	srv, err := listenSTUN("127.0.0.1:0", testLogger(t))
+	srv, err := listenSTUN("127.0.0.1:0", "", testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +22,7 @@ func TestSTUNBinding(t *testing.T) {
 		}
 	}()
 
-	conn, err := net.DialUDP("udp", nil, srv.conn.LocalAddr().(*net.UDPAddr))
+	conn, err := net.DialUDP("udp", nil, srv.primaryAddr())
 	if err != nil {
 		t.Fatal(err)
 	}

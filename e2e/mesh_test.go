@@ -21,7 +21,8 @@ func needsRelay(a, b natlab.Kind) bool {
 
 // TestMeshAllNATPairs joins eight agents, two behind each NAT kind, and
 // checks every pair: an overlay ping gets through and both sides report a
-// direct path.
+// direct path, or - for the pairs no NAT traversal can join - a path
+// through the coordinator's TURN relay over UDP.
 func TestMeshAllNATPairs(t *testing.T) {
 	lab, coord := newLab(t)
 	key := authKey(t, coord, true)
@@ -76,7 +77,12 @@ func TestMeshAllNATPairs(t *testing.T) {
 		for _, b := range agents[i+1:] {
 			t.Run(a.Name+"-"+b.Name, func(t *testing.T) {
 				if needsRelay(kindOf[a], kindOf[b]) {
-					t.Skip("needs TURN relay (issue 3)")
+					if out, err := pingUntil(t.Context(), a, ips[b], 30*time.Second); err != nil {
+						t.Fatalf("overlay ping %s -> %s over the relay failed: %v\n%s", a.Name, b.Name, err, out)
+					}
+					checkRelayed(t, a, b, "udp", meshlab.CoordinatorIP)
+					checkRelayed(t, b, a, "udp", meshlab.CoordinatorIP)
+					return
 				}
 				checkDirectPair(t, a, b, ips[b])
 			})

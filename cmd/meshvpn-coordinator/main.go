@@ -18,9 +18,14 @@ const defaultStateDir = "./meshvpn-coordinator-state"
 const usage = `meshvpn-coordinator runs and administers the meshvpn coordinator.
 
 Usage:
-  meshvpn-coordinator serve [flags]           run the coordinator (HTTP API, streams, STUN)
-  meshvpn-coordinator authkey create [flags]  create an auth key that admits nodes
-  meshvpn-coordinator nodes list [flags]      list the nodes of the mesh
+  meshvpn-coordinator serve [flags]                    run the coordinator (HTTP API, streams, STUN)
+  meshvpn-coordinator authkey create [flags]           create an auth key that admits nodes
+  meshvpn-coordinator authkey list [flags]             list auth keys and whether they still work
+  meshvpn-coordinator authkey revoke [flags] ID        make an auth key unusable
+  meshvpn-coordinator nodes list [flags]               list the nodes of the mesh
+  meshvpn-coordinator nodes remove [flags] NODE        remove a node; peers drop it at once
+  meshvpn-coordinator nodes expire [flags] NODE        expire a node's credential now
+  meshvpn-coordinator nodes rename [flags] NODE NAME   rename a node
 
 Run "meshvpn-coordinator <command> --help" for a command's flags.
 `
@@ -47,9 +52,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "serve":
 		err = runServe(rest, stdout, stderr)
 	case "authkey":
-		err = runGroup("authkey", map[string]command{"create": runAuthKeyCreate}, rest, stdout, stderr)
+		err = runGroup("authkey", map[string]command{
+			"create": runAuthKeyCreate, "list": runAuthKeyList, "revoke": runAuthKeyRevoke,
+		}, rest, stdout, stderr)
 	case "nodes":
-		err = runGroup("nodes", map[string]command{"list": runNodesList}, rest, stdout, stderr)
+		err = runGroup("nodes", map[string]command{
+			"list": runNodesList, "remove": runNodesRemove, "expire": runNodesExpire, "rename": runNodesRename,
+		}, rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "meshvpn-coordinator: unknown command %q\n\n%s", cmd, usage)
 		return 2
@@ -94,25 +103,45 @@ func runGroup(group string, subs map[string]command, args []string, stdout, stde
 // parseFlags parses a subcommand's flags. --help prints the description and
 // flags to stdout; a bad flag or a stray argument is a usage error on stderr.
 func parseFlags(fs *flag.FlagSet, about string, args []string, stdout, stderr io.Writer) error {
+	_, err := parseFlagsArgs(fs, "", about, 0, args, stdout, stderr)
+	return err
+}
+
+// parseFlagsArgs is parseFlags for a command that takes exactly nargs
+// positional arguments (described by argsUsage), which may come before,
+// between or after the flags.
+func parseFlagsArgs(fs *flag.FlagSet, argsUsage, about string, nargs int, args []string, stdout, stderr io.Writer) ([]string, error) {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	printHelp := func(w io.Writer) {
-		fmt.Fprintf(w, "usage: meshvpn-coordinator %s [flags]\n\n%s\n\nFlags:\n", fs.Name(), about)
+		fmt.Fprintf(w, "usage: meshvpn-coordinator %s [flags] %s\n\n%s\n\nFlags:\n", fs.Name(), argsUsage, about)
 		fs.SetOutput(w)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
 	}
-	err := fs.Parse(args)
+	var pos []string
+	var err error
+	for {
+		err = fs.Parse(args)
+		if err != nil || fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
 	if errors.Is(err, flag.ErrHelp) {
 		printHelp(stdout)
-		return flag.ErrHelp
+		return nil, flag.ErrHelp
 	}
-	if err == nil && fs.NArg() > 0 {
-		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	if err == nil && len(pos) > nargs {
+		err = fmt.Errorf("unexpected argument %q", pos[nargs])
+	}
+	if err == nil && len(pos) < nargs {
+		err = fmt.Errorf("missing argument: want %s", argsUsage)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "meshvpn-coordinator %s: %v\nRun \"meshvpn-coordinator %s --help\" for usage.\n", fs.Name(), err, fs.Name())
-		return errUsage
+		return nil, errUsage
 	}
-	return nil
+	return pos, nil
 }

@@ -125,6 +125,13 @@ func TestUsageErrors(t *testing.T) {
 		{"nodes", "list", "--nope"},
 		{"serve", "--tls-cert", "x.pem"},
 		{"serve", "--log-level", "loud"},
+		{"serve", "--relay-range", "60000-50000"},
+		{"serve", "--relay-range", "lots"},
+		{"serve", "--turn-allow-peer", "10.0.0.0"},
+		{"serve", "--turn-url", "turn:relay.example.com"},
+		{"serve", "--turn-secret", "s", "--turn-secret-file", "f", "--turn-url", "turn:x"},
+		{"serve", "--turn-username", "u", "--turn-url", "turn:x"},
+		{"serve", "--turn-secret", "s"},
 	}
 	for _, args := range cases {
 		code, out, errOut := runCLI(t, args...)
@@ -148,7 +155,9 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	_, out, _ := runCLI(t, "serve", "--help")
-	for _, flag := range []string{"-listen", "-state", "-tls-cert", "-tls-key", "-stun-listen", "-public-host"} {
+	for _, flag := range []string{"-listen", "-state", "-tls-cert", "-tls-key", "-stun-listen", "-stun-alt-listen", "-public-host",
+		"-embedded-turn", "-turn-listen", "-turns-listen", "-turn-public-ip", "-relay-range", "-turn-allow-peer", "-turn-url",
+		"-turn-secret-file", "-turn-username", "-turn-ca", "-turn-credential-ttl"} {
 		if !strings.Contains(out, flag) {
 			t.Errorf("serve --help does not explain %s", flag)
 		}
@@ -164,5 +173,33 @@ func TestServeBadConfig(t *testing.T) {
 	code, _, errOut = runCLI(t, "serve", "--state", dir, "--listen", "not an address", "--stun-listen", "")
 	if code != 1 || errOut == "" {
 		t.Fatalf("bad listen: exit %d, %q", code, errOut)
+	}
+	// Relay settings that can only be judged when starting.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--turn-url", "stun:x:3478", "--turn-secret", "s"}, "turn url"},
+		{[]string{"--turns-listen", "127.0.0.1:0"}, "TLS listener needs"},
+		{[]string{"--turn-public-ip", "not-an-ip"}, "turn public ip"},
+		{[]string{"--turn-ca", dir + "/missing.pem"}, "turn ca file"},
+	} {
+		args := append([]string{"serve", "--state", dir, "--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0", "--turn-listen", "127.0.0.1:0"}, c.args...)
+		code, _, errOut = runCLI(t, args...)
+		if code != 1 || !strings.Contains(errOut, c.want) {
+			t.Errorf("%q: exit %d, %q; want 1 and %q", c.args, code, errOut, c.want)
+		}
+	}
+	// netcheck's alternate STUN address: another IP needs specific IPs on
+	// both, and no alternate without a primary.
+	for _, c := range []struct{ stun, alt, want string }{
+		{":0", "127.0.0.2:0", "both need a specific IP"},
+		{"", ":3479", "needs a primary STUN address"},
+		{"127.0.0.1:0", "127.0.0.1:nope", "stun alternate address"},
+	} {
+		code, _, errOut = runCLI(t, "serve", "--state", dir, "--listen", "127.0.0.1:0", "--stun-listen", c.stun, "--stun-alt-listen", c.alt)
+		if code != 1 || !strings.Contains(errOut, c.want) {
+			t.Errorf("--stun-listen %q --stun-alt-listen %q: exit %d, %q; want 1 and %q", c.stun, c.alt, code, errOut, c.want)
+		}
 	}
 }

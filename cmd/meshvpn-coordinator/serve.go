@@ -9,15 +9,27 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/meshvpn/meshvpn/coordinator"
 )
 
 const serveAbout = `Runs the coordinator until SIGINT or SIGTERM: the HTTP(S) API that admits
 nodes (POST /api/v1/register), the WebSocket stream that sends each agent its
-netmap and relays ICE signalling (GET /api/v1/stream), and an embedded STUN
-server. The API speaks HTTPS when both --tls-cert and --tls-key are given,
-plain HTTP otherwise. State (auth keys, nodes) lives in --state.`
+netmap and relays ICE signalling (GET /api/v1/stream), an embedded STUN
+server and an embedded TURN relay (UDP and TCP on --turn-listen, TLS on
+--turns-listen). Agents get short-lived TURN credentials (TURN REST API
+scheme), renewed before they expire; external TURN servers such as coturn
+with use-auth-secret can be added with --turn-url and --turn-secret-file.
+The API speaks HTTPS when both --tls-cert and --tls-key are given, plain
+HTTP otherwise. State (auth keys, nodes) lives in --state.
+
+With --stun-alt-listen the STUN server also answers RFC 5780 CHANGE-REQUEST
+from its second address, and GET /api/v1/netcheck-info (no credential) tells
+'meshvpn netcheck' both addresses.
+
+Admin commands that change nodes reach the running server through the unix
+socket admin.sock in --state (mode 0600).`
 
 func runServe(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -27,7 +39,14 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate `file` (with --tls-key: serve HTTPS)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key `file` (with --tls-cert: serve HTTPS)")
 	fs.StringVar(&cfg.STUNListen, "stun-listen", ":3478", "UDP `address` of the STUN server; empty disables STUN")
+	// netcheck: the second STUN address for NAT-type tests.
+	fs.StringVar(&cfg.STUNAltListen, "stun-alt-listen", "", "second UDP `address` of the STUN server for `meshvpn netcheck`'s NAT tests: another IP (e.g. 203.0.113.11:3479; then --stun-listen needs a specific IP too), or only another port (e.g. :3479); empty disables it")
 	fs.StringVar(&cfg.PublicHost, "public-host", "", "`host` agents are told to reach STUN at (default: the host each agent used to reach the API)")
+	turnCfg := turnFlags(fs)
+	fs.DurationVar(&cfg.EphemeralTimeout, "ephemeral-timeout", 5*time.Minute, "how long a node of an --ephemeral auth key may be offline before it is removed (`duration`)")
+	fs.DurationVar(&cfg.EphemeralGrace, "ephemeral-grace", 10*time.Minute, "time an ephemeral node gets to open its first stream after registering, or to reconnect after a coordinator restart (`duration`)")
+	fs.IntVar(&cfg.AuthFailBurst, "auth-fail-burst", 20, "`n` failed auth attempts (bad auth key or credential) allowed from one source IP before it gets 429; -1 disables the limit")
+	fs.Float64Var(&cfg.AuthFailPerMinute, "auth-fail-per-minute", 30, "rate at which a source IP's failed-attempt budget refills (`n` per minute)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "TCP `address` of the Prometheus endpoint (plain HTTP, path /metrics), e.g. 127.0.0.1:9100; empty (the default) disables it")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	if err := parseFlags(fs, serveAbout, args, stdout, stderr); err != nil {
@@ -38,8 +57,17 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "meshvpn-coordinator serve: bad --log-level %q: want debug, info, warn or error\n", *level)
 		return errUsage
 	}
+	if cfg.EphemeralTimeout <= 0 || cfg.EphemeralGrace <= 0 || cfg.AuthFailPerMinute <= 0 || cfg.AuthFailBurst == 0 || cfg.AuthFailBurst < -1 {
+		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --ephemeral-timeout, --ephemeral-grace and --auth-fail-per-minute must be positive, --auth-fail-burst positive or -1")
+		return errUsage
+	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --tls-cert and --tls-key must be given together")
+		return errUsage
+	}
+	var err error
+	if cfg.TURN, err = turnCfg(); err != nil {
+		fmt.Fprintf(stderr, "meshvpn-coordinator serve: %v\n", err)
 		return errUsage
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))

@@ -30,6 +30,8 @@ Usage:
   meshvpn status [--json] [--socket PATH]                 show this node and the path to every peer
   meshvpn ping PEER [-c N] [--json] [--socket PATH]       ping a peer over the overlay, showing the path
   meshvpn down [--socket PATH]                            stop the running agent (as SIGTERM does)
+  meshvpn netcheck [--json] [--coordinator URL]           what this network does to UDP: NAT type, public
+                                                          address, latency (no running agent needed)
   meshvpn version                                         print the version
 
 Run 'meshvpn COMMAND --help' for the flags of a command.
@@ -56,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdPing(args[1:], stdout, stderr)
 	case "down":
 		err = cmdDown(args[1:], stderr)
+	case "netcheck":
+		err = cmdNetcheck(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "meshvpn", version)
 	case "help", "-h", "--help":
@@ -120,6 +124,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 	port := fs.Uint("port", 0, "UDP port shared by WireGuard and ICE (0 = random)")
 	mtu := fs.Int("mtu", tun.DefaultMTU, "MTU of the TUN device")
 	caFile := fs.String("ca-file", "", "PEM file of the CA that signed the coordinator's TLS certificate (default: system roots)")
+	noPortmap := fs.Bool("no-portmap", false, "do not ask the router (PCP, NAT-PMP or UPnP) to forward the UDP port")
 	metricsListen := fs.String("metrics-listen", "", "TCP address of the Prometheus endpoint (plain HTTP, path /metrics), e.g. 127.0.0.1:9101; empty (the default) disables it")
 	verbose := fs.Bool("verbose", false, "log debug details")
 	pos, err := parse(fs, args)
@@ -163,6 +168,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 		Port:          uint16(*port),
 		MTU:           *mtu,
 		CAFile:        *caFile,
+		NoPortmap:     *noPortmap,
 		MetricsListen: *metricsListen,
 		Logger:        log,
 	})
@@ -192,8 +198,22 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 
 func printStatus(w io.Writer, st *agent.Status) {
 	fmt.Fprintf(w, "self: %s %s  (UDP port %d, TUN %s)\n", st.Self.Name, st.Self.IP, st.Self.ListenPort, st.Self.TUN)
+	if len(st.Self.Tags) > 0 {
+		fmt.Fprintf(w, "  tags %s\n", strings.Join(st.Self.Tags, ","))
+	}
 	for _, e := range st.Self.Endpoints {
 		fmt.Fprintf(w, "  endpoint %-22s %s\n", e.Addr, e.Type)
+	}
+	printPortMap(w, st.Self.PortMap)
+	if st.Self.NAT != "" {
+		fmt.Fprintf(w, "  network: %s\n", st.Self.NAT)
+	}
+	for _, r := range st.Self.Relays {
+		state := fmt.Sprintf("available, %.1fms", r.RTTMs)
+		if !r.Available {
+			state = "UNAVAILABLE: " + r.Error
+		}
+		fmt.Fprintf(w, "  relay %-25s %-3s %s\n", r.Server, r.Transport, state)
 	}
 	coord := "connected"
 	if !st.Coordinator.Connected {
@@ -208,9 +228,12 @@ func printStatus(w io.Writer, st *agent.Status) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tIP\tONLINE\tPATH\tENDPOINT\tCANDIDATES\tHANDSHAKE\tRX\tTX\tRTT")
+	fmt.Fprintln(tw, "PEER\tIP\tTAGS\tONLINE\tPATH\tENDPOINT\tCANDIDATES\tHANDSHAKE\tRX\tTX\tRTT")
 	for _, p := range st.Peers {
 		path := p.Path
+		if p.Relay != nil {
+			path += " via " + p.Relay.Server + " " + p.Relay.Transport
+		}
 		if p.Reason != "" {
 			path += " (" + p.Reason + ")"
 		}
@@ -226,7 +249,7 @@ func printStatus(w io.Writer, st *agent.Status) {
 		if p.RTTMs > 0 {
 			rtt = fmt.Sprintf("%.1fms", p.RTTMs)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.IP, p.Online, path, dash(p.Endpoint), cands, hs,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.IP, dash(strings.Join(p.Tags, ",")), p.Online, path, dash(p.Endpoint), cands, hs,
 			bytesStr(p.RxBytes), bytesStr(p.TxBytes), rtt)
 	}
 	tw.Flush()
@@ -252,8 +275,9 @@ func bytesStr(n uint64) string {
 }
 
 func cmdPing(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("ping", "ping PEER [-c N] [--socket PATH]", stderr)
-	count := fs.Int("c", 4, "number of echo requests")
+	fs := newFlags("ping", "ping PEER [-c N] [--until-direct] [--json] [--socket PATH]", stderr)
+	count := fs.Int("c", 0, "number of echo requests (default 4; with --until-direct, the most to send: default 30)")
+	untilDirect := fs.Bool("until-direct", false, "keep pinging until a reply comes over a direct path (exit 1 if none does within -c pings)")
 	interval := fs.Duration("i", time.Second, "interval between requests")
 	timeout := fs.Duration("W", 2*time.Second, "time to wait for each reply")
 	asJSON := fs.Bool("json", false, "print one JSON object per echo and a summary object")
@@ -269,17 +293,26 @@ func cmdPing(args []string, stdout, stderr io.Writer) error {
 	if *interval < 10*time.Millisecond || *timeout <= 0 {
 		return errors.New("-i must be at least 10ms and -W positive")
 	}
+	if *count == 0 {
+		*count = 4
+		if *untilDirect {
+			*count = 30
+		}
+	}
 	if *count < 1 || *count > 100000 {
 		return fmt.Errorf("-c %d out of range 1-100000", *count)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	res, err := agent.Ping(ctx, &agent.Client{Socket: *socket}, pos[0], agent.PingOptions{Count: *count, Interval: *interval, Timeout: *timeout, JSON: *asJSON}, stdout)
+	res, err := agent.Ping(ctx, &agent.Client{Socket: *socket}, pos[0], agent.PingOptions{Count: *count, Interval: *interval, Timeout: *timeout, JSON: *asJSON, UntilDirect: *untilDirect}, stdout)
 	if err != nil {
 		return err
 	}
 	if res.Received == 0 {
 		return fmt.Errorf("no reply from %s", pos[0])
+	}
+	if *untilDirect && !res.Direct {
+		return fmt.Errorf("no direct path to %s after %d pings", pos[0], res.Sent)
 	}
 	return nil
 }

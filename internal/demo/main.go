@@ -1,6 +1,8 @@
 // Command demo shows meshvpn end to end in a throw-away NAT lab: a
-// coordinator on the lab's internet, a "laptop" and a "server" behind two
-// different NATs, their status, a ping and an ssh login across the overlay.
+// coordinator on the lab's internet, a "laptop", a "server" and a "nas"
+// behind three NATs, their status, pings and an ssh login across the
+// overlay. With the default NATs the laptop reaches the server directly and
+// the nas (symmetric NAT on both sides) through the coordinator's TURN relay.
 // Run it as root from the repository root after `make build`:
 //
 //	make demo            # or: go run ./internal/demo -nat1 symmetric -nat2 restrictedcone
@@ -34,15 +36,19 @@ func (printLogger) Logf(format string, args ...any) {
 func main() {
 	nat1 := flag.String("nat1", "symmetric", "NAT in front of the laptop: public, fullcone, restrictedcone, portrestricted, symmetric")
 	nat2 := flag.String("nat2", "restrictedcone", "NAT in front of the server (same choices)")
+	nat3 := flag.String("nat3", "symmetric", "NAT in front of the nas (same choices, and udpblocked)")
 	flag.Parse()
-	k1, err := natlab.ParseKind(*nat1)
-	if err == nil {
-		var k2 natlab.Kind
-		if k2, err = natlab.ParseKind(*nat2); err == nil {
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			err = run(ctx, k1, k2)
-			stop()
+	var kinds [3]natlab.Kind
+	var err error
+	for i, n := range []string{*nat1, *nat2, *nat3} {
+		if kinds[i], err = natlab.ParseKind(n); err != nil {
+			break
 		}
+	}
+	if err == nil {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err = run(ctx, kinds)
+		stop()
 	}
 	if errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "demo: interrupted; the lab has been removed")
@@ -68,7 +74,7 @@ func show(out string, err error) {
 	}
 }
 
-func run(ctx context.Context, kindLaptop, kindServer natlab.Kind) (err error) {
+func run(ctx context.Context, kinds [3]natlab.Kind) (err error) {
 	if err := natlab.Check(); err != nil {
 		return fmt.Errorf("%w; run sudo make demo", err)
 	}
@@ -97,7 +103,7 @@ func run(ctx context.Context, kindLaptop, kindServer natlab.Kind) (err error) {
 	for _, s := range []struct {
 		name string
 		kind natlab.Kind
-	}{{"laptop", kindLaptop}, {"server", kindServer}} {
+	}{{"laptop", kinds[0]}, {"server", kinds[1]}, {"nas", kinds[2]}} {
 		site, err := lab.AddSite(s.name, s.kind)
 		if err != nil {
 			return err
@@ -113,10 +119,10 @@ func run(ctx context.Context, kindLaptop, kindServer natlab.Kind) (err error) {
 		}
 		fmt.Printf("    %-7s %s\n", s.name, where)
 	}
-	fmt.Printf("    coord   %s (meshvpn-coordinator: API :8080, STUN :3478)\n", meshlab.CoordinatorIP)
+	fmt.Printf("    coord   %s (meshvpn-coordinator: API :8080, STUN and TURN :3478)\n", meshlab.CoordinatorIP)
 	laptop, server := agents[0], agents[1]
 
-	step("Creating an auth key and starting both agents")
+	step("Creating an auth key and starting the agents")
 	key, err := coord.AuthKey(ctx, true)
 	if err != nil {
 		return err
@@ -130,16 +136,20 @@ func run(ctx context.Context, kindLaptop, kindServer natlab.Kind) (err error) {
 	if err := meshlab.WaitOnline(ctx, agents, 60*time.Second); err != nil {
 		return err
 	}
-	fmt.Printf("    both agents see each other online after %v\n", time.Since(start).Round(time.Millisecond))
-	path, err := meshlab.WaitConnected(ctx, laptop, server.Name, 20*time.Second)
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if err != nil {
-		fmt.Printf("    no path between laptop and server (%v).\n", err)
-		fmt.Printf("    A %s NAT and a %s NAT may leave no direct path; then traffic needs a TURN relay.\n", kindLaptop, kindServer)
-	} else {
-		fmt.Printf("    path laptop -> server: %s (%s -> %s, endpoint %s)\n", path.Path, path.LocalType, path.RemoteType, path.Endpoint)
+	fmt.Printf("    all agents see each other online after %v\n", time.Since(start).Round(time.Millisecond))
+	for _, peer := range agents[1:] {
+		path, err := meshlab.WaitConnected(ctx, laptop, peer.Name, 30*time.Second)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		switch {
+		case err != nil:
+			fmt.Printf("    no path between laptop and %s (%v)\n", peer.Name, err)
+		case path.Relay != nil:
+			fmt.Printf("    path laptop -> %s: relay via %s over %s (%s)\n", peer.Name, path.Relay.Server, path.Relay.Transport, path.Reason)
+		default:
+			fmt.Printf("    path laptop -> %s: %s (%s -> %s, endpoint %s)\n", peer.Name, path.Path, path.LocalType, path.RemoteType, path.Endpoint)
+		}
 	}
 
 	for _, a := range agents {
@@ -154,12 +164,14 @@ func run(ctx context.Context, kindLaptop, kindServer natlab.Kind) (err error) {
 	if err != nil {
 		return err
 	}
-	step("meshvpn ping %s -c 3 (from laptop)", server.Name)
-	out, err := laptop.Ping(ctx, server.Name, 3)
-	show(out, err)
-	if err != nil {
-		step("Skipping ssh: the overlay does not carry traffic between these NATs (yet)")
-		return ctx.Err()
+	for _, peer := range agents[1:] {
+		step("meshvpn ping %s -c 3 (from laptop)", peer.Name)
+		out, err := laptop.Ping(ctx, peer.Name, 3)
+		show(out, err)
+		if err != nil && peer == server {
+			step("Skipping ssh: the overlay carries no traffic between laptop and server")
+			return ctx.Err()
+		}
 	}
 
 	step("ssh root@%s over the overlay (sshd runs in the server's namespace)", st.Self.IP)

@@ -25,7 +25,7 @@ type Agent struct {
 	Coord    *Coordinator
 	// NoCA leaves out --ca-file even when the coordinator uses the lab CA.
 	NoCA bool
-	// ExtraArgs are appended to `meshvpn up`'s flags.
+	// ExtraArgs are appended to `meshvpn up` (e.g. --no-portmap).
 	ExtraArgs []string
 	// Proc is the current `meshvpn up` process, nil before Up.
 	Proc *natlab.Proc

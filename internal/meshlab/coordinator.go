@@ -17,6 +17,10 @@ import (
 const (
 	CoordinatorIP  = "203.0.113.10"
 	CoordinatorURL = "http://" + CoordinatorIP + ":8080"
+	// CoordinatorAltSTUN is the STUN server's second address (another IP
+	// and port), so that netcheck can ask for replies from elsewhere.
+	CoordinatorAltIP   = "198.51.100.10"
+	CoordinatorAltSTUN = CoordinatorAltIP + ":3479"
 )
 
 // Coordinator is a running meshvpn-coordinator on a public lab host.
@@ -28,27 +32,56 @@ type Coordinator struct {
 	Bins     Bins
 	// TLS is set when the coordinator serves HTTPS with a lab CA.
 	TLS *TLSFiles
+	// Args are extra flags for serve (relay settings).
+	Args []string
+}
+
+// CoordinatorOptions adjust StartCoordinatorWith.
+type CoordinatorOptions struct {
+	// TLS serves HTTPS (and TURN over TLS on :443) with a lab CA.
+	TLS bool
+	// Args are extra flags for `meshvpn-coordinator serve`.
+	Args []string
+}
+
+// StartCoordinatorWith is StartCoordinator with options.
+func StartCoordinatorWith(ctx context.Context, lab *natlab.Lab, bins Bins, opt CoordinatorOptions) (*Coordinator, error) {
+	return startCoordinator(ctx, lab, bins, opt)
 }
 
 // StartCoordinator adds the public host "coord" at CoordinatorIP, starts
-// `meshvpn-coordinator serve` there (HTTP :8080, STUN :3478) and waits
+// `meshvpn-coordinator serve` there (HTTP :8080, STUN :3478 and the
+// alternate CoordinatorAltSTUN) and waits
 // until its API accepts connections.
 func StartCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coordinator, error) {
-	return startCoordinator(ctx, lab, bins, false)
+	return startCoordinator(ctx, lab, bins, CoordinatorOptions{})
+}
+
+// StartCoordinatorArgs returns a starter like StartCoordinator that passes
+// extra flags to `serve` (e.g. "--ephemeral-timeout", "2s").
+func StartCoordinatorArgs(extra ...string) func(context.Context, *natlab.Lab, Bins) (*Coordinator, error) {
+	return func(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coordinator, error) {
+		return startCoordinator(ctx, lab, bins, CoordinatorOptions{Args: extra})
+	}
 }
 
 // StartCoordinatorTLS is StartCoordinator with HTTPS, its certificate
 // signed by a CA made for the lab; agents are given that CA.
 func StartCoordinatorTLS(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coordinator, error) {
-	return startCoordinator(ctx, lab, bins, true)
+	return startCoordinator(ctx, lab, bins, CoordinatorOptions{TLS: true})
 }
 
-func startCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins, withTLS bool) (*Coordinator, error) {
+func startCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins, opt CoordinatorOptions) (*Coordinator, error) {
+	withTLS := opt.TLS
 	h, err := lab.AddPublicHost("coord", CoordinatorIP)
 	if err != nil {
 		return nil, err
 	}
-	c := &Coordinator{Host: h, StateDir: filepath.Join(lab.Dir, "coord-state"), URL: CoordinatorURL, Bins: bins}
+	// /32: the whole 198.51.100.0/24 is already on-link (natlab).
+	if err := h.AddAddr(CoordinatorAltIP + "/32"); err != nil {
+		return nil, err
+	}
+	c := &Coordinator{Host: h, StateDir: filepath.Join(lab.Dir, "coord-state"), URL: CoordinatorURL, Bins: bins, Args: opt.Args}
 	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -79,10 +112,15 @@ func (c *Coordinator) start(ctx context.Context) error {
 	args := []string{"serve",
 		"--listen", CoordinatorIP + ":8080",
 		"--state", c.StateDir,
-		"--stun-listen", CoordinatorIP + ":3478"}
+		"--stun-listen", CoordinatorIP + ":3478",
+		"--stun-alt-listen", CoordinatorAltSTUN,
+		"--turn-listen", CoordinatorIP + ":3478",
+		// Few relay ports: a lab run makes a handful of allocations.
+		"--relay-range", "50000-50999"}
 	if c.TLS != nil {
-		args = append(args, "--tls-cert", c.TLS.Cert, "--tls-key", c.TLS.Key)
+		args = append(args, "--tls-cert", c.TLS.Cert, "--tls-key", c.TLS.Key, "--turns-listen", CoordinatorIP+":443")
 	}
+	args = append(args, c.Args...)
 	var err error
 	c.Proc, err = c.Host.Start(c.Bins.Coordinator, args...)
 	if err != nil {
@@ -130,4 +168,14 @@ func (c *Coordinator) Nodes(ctx context.Context) ([]control.Node, error) {
 		return nil, fmt.Errorf("meshlab: nodes list: %w in %q", err, out)
 	}
 	return nodes, nil
+}
+
+// Admin runs an admin command (e.g. "nodes", "remove", "NAME", "--json")
+// with the coordinator's --state and returns its stdout.
+func (c *Coordinator) Admin(ctx context.Context, args ...string) (string, error) {
+	out, err := c.Host.Run(ctx, c.Bins.Coordinator, append(args, "--state", c.StateDir)...)
+	if err != nil {
+		return out, fmt.Errorf("meshlab: meshvpn-coordinator %s: %w", strings.Join(args, " "), err)
+	}
+	return out, nil
 }

@@ -7,19 +7,52 @@ type Status struct {
 	Self        SelfStatus   `json:"self"`
 	Coordinator Coordination `json:"coordinator"`
 	Peers       []PeerStatus `json:"peers"`
+	// WireGuardPeers are the public keys the agent's WireGuard device has.
+	WireGuardPeers []string `json:"wireguard_peers"`
 }
 
 // Coordination tells whether the agent's control stream is up.
 type Coordination struct {
 	URL       string `json:"url"`
 	Connected bool   `json:"connected"`
+	LastError string `json:"last_error"`
 }
 
 // SelfStatus describes the local node.
 type SelfStatus struct {
 	Name      string     `json:"name"`
 	IP        string     `json:"ip"`
+	PublicKey string     `json:"public_key"`
+	Tags      []string   `json:"tags"`
 	Endpoints []Endpoint `json:"endpoints"`
+	NAT       string     `json:"nat"`
+	Relays    []Relay    `json:"relays"`
+	// PortMap is nil when the agent runs with --no-portmap.
+	PortMap *PortMap `json:"portmap"`
+}
+
+// PortMap is the agent's port forward on its router.
+type PortMap struct {
+	Protocol   string `json:"protocol"` // "pcp", "nat-pmp", "upnp"; empty without a mapping
+	External   string `json:"external"` // ip:port peers are offered
+	LeaseLeftS int64  `json:"lease_left_s"`
+	Error      string `json:"error"`
+}
+
+// Relay is one TURN server the agent was offered and its last check.
+type Relay struct {
+	URL       string `json:"url"`
+	Server    string `json:"server"`
+	Transport string `json:"transport"`
+	Available bool   `json:"available"`
+	Error     string `json:"error"`
+}
+
+// RelayPath is the relay a peer's path goes through.
+type RelayPath struct {
+	URL       string `json:"url"`
+	Server    string `json:"server"`
+	Transport string `json:"transport"`
 }
 
 // Endpoint is one address the node advertises. The agent prints objects
@@ -48,17 +81,22 @@ func (e Endpoint) String() string {
 
 // PeerStatus describes one peer and the path to it.
 type PeerStatus struct {
-	Name          string  `json:"name"`
-	IP            string  `json:"ip"`
-	Online        bool    `json:"online"`
-	Path          string  `json:"path"` // "direct", "relay" or "none"
-	Endpoint      string  `json:"endpoint"`
-	LocalType     string  `json:"local_type"`  // host, srflx, prflx, relay
-	RemoteType    string  `json:"remote_type"` // host, srflx, prflx, relay
-	LastHandshake string  `json:"last_handshake"`
-	RxBytes       uint64  `json:"rx_bytes"`
-	TxBytes       uint64  `json:"tx_bytes"`
-	RTTms         float64 `json:"rtt_ms"`
+	Name          string     `json:"name"`
+	IP            string     `json:"ip"`
+	PublicKey     string     `json:"public_key"`
+	Tags          []string   `json:"tags"`
+	Online        bool       `json:"online"`
+	Path          string     `json:"path"` // "direct", "relay" or "none"
+	Endpoint      string     `json:"endpoint"`
+	LocalType     string     `json:"local_type"`  // host, srflx, prflx, relay, portmap
+	RemoteType    string     `json:"remote_type"` // host, srflx, prflx, relay, portmap
+	Reason        string     `json:"reason"`
+	Relay         *RelayPath `json:"relay"`
+	LastChange    string     `json:"last_change"`
+	LastHandshake string     `json:"last_handshake"`
+	RxBytes       uint64     `json:"rx_bytes"`
+	TxBytes       uint64     `json:"tx_bytes"`
+	RTTms         float64    `json:"rtt_ms"`
 }
 
 // Peer returns the peer called name, or nil.

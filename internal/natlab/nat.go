@@ -12,6 +12,7 @@ import (
 //	RestrictedCone  endpoint-independent   address-dependent
 //	PortRestricted  endpoint-independent   address-and-port-dependent
 //	Symmetric       endpoint-dependent     address-and-port-dependent
+//	UDPBlocked      as PortRestricted for TCP; all outbound UDP dropped
 //
 // None means no router: the site's hosts are public.
 type Kind int
@@ -22,6 +23,10 @@ const (
 	RestrictedCone
 	PortRestricted
 	Symmetric
+	// UDPBlocked is a firewall that lets only TCP out (as in some offices
+	// and hotels): peers behind it can only be reached through a TURN
+	// relay over TCP or TLS.
+	UDPBlocked
 )
 
 var kindNames = []string{
@@ -30,6 +35,7 @@ var kindNames = []string{
 	RestrictedCone: "restrictedcone",
 	PortRestricted: "portrestricted",
 	Symmetric:      "symmetric",
+	UDPBlocked:     "udpblocked",
 }
 
 func (k Kind) String() string {
@@ -80,12 +86,11 @@ type ruleset struct {
 // That is a quirk of routers without an input firewall, not of the NAT
 // types, and it made cone-to-cone pairs fail at random in the lab.
 //
-// A later "UDPBlocked" kind adds `oifname "wan" meta l4proto udp drop` to
-// forward; a miniupnpd router adds the miniupnpd chains with jumps to them
+// UDPBlocked drops the LAN's UDP in forward; a miniupnpd router adds the miniupnpd chains with jumps to them
 // and accepts its STUN check's unsolicited inbound in input.
 func (k Kind) rules(s *Site) (ruleset, error) {
 	switch k {
-	case None, FullCone, RestrictedCone, PortRestricted, Symmetric:
+	case None, FullCone, RestrictedCone, PortRestricted, Symmetric, UDPBlocked:
 	default:
 		return ruleset{}, fmt.Errorf("natlab: NAT kind %v not supported", k)
 	}
@@ -113,6 +118,9 @@ func (k Kind) rules(s *Site) (ruleset, error) {
 	case Symmetric:
 		// A fresh random external port for each new destination.
 		r.postrouting = []string{masq + " random,fully-random"}
+	case UDPBlocked:
+		r.postrouting = []string{masq}
+		r.forward = []string{`iifname "lan" oifname "wan" meta l4proto udp drop`}
 	}
 	return r, nil
 }

@@ -19,6 +19,8 @@ import (
 //	                                          print "mapped SERVER OBSERVED", then "ready",
 //	                                          then "from SRC PAYLOAD" for DUR
 //	probe  -bind ADDR -to ADDR                send a few unsolicited "probe" packets
+//	portmap -disable P,Q                      map a UDP port with the portmap package,
+//	                                          print "RESULT {json}", delete the mapping
 func TestMain(m *testing.M) {
 	if os.Getenv("NATLAB_UDPTOOL") == "1" {
 		udpTool(os.Args[1:])
@@ -42,6 +44,8 @@ func udpTool(args []string) {
 		err = udpClient(args[1:])
 	case "probe":
 		err = udpProbe(args[1:])
+	case "portmap": // miniupnpd_test.go
+		err = portmapTool(args[1:])
 	default:
 		err = fmt.Errorf("unknown mode %q", args[0])
 	}

@@ -1,0 +1,282 @@
+package agent
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/ice/v4"
+
+	"github.com/meshvpn/meshvpn/control"
+)
+
+// lane is one ICE session machine of a peer. Every peer has two: the direct
+// lane (host, server-reflexive and peer-reflexive candidates over the shared
+// socket) and the relay lane (only TURN relay candidates). Both run at once,
+// so a relayed path is ready when the direct one dies, and the direct lane
+// keeps retrying while traffic is relayed.
+//
+// Sessions are driven by the controlling side (the node with the smaller
+// public key, so both sides agree without talking):
+//
+//	controlling: start → send offer(session) → gather/trickle candidates
+//	             ← answer(session): start checks (Dial)
+//	controlled:  ← offer(session): new ICE agent → send answer → gather → Accept
+//	             on start-up or failure: send restart, asking for an offer
+//
+// Every message names its lane and session; anything for another session is
+// stale and dropped. A session that fails is replaced with backoff. All
+// fields are guarded by the peer's mutex.
+type lane struct {
+	p    *peer
+	name string // "" (direct) or control.LaneRelay
+
+	ice      *ice.Agent
+	conn     *ice.Conn
+	session  string
+	answered bool // controlling: the answer for session has arrived
+	started  time.Time
+	state    ice.ConnectionState
+	retry    backoff
+	nextTry  time.Time // earliest (re)start or restart request
+	deferred bool      // a restart request waits for the current offer's answer
+	failures int       // sessions that ended in failure, for status and metrics
+
+	// The selected pair of the current session.
+	selected      bool
+	local, remote ice.Candidate
+	endpoint      netip.AddrPort
+	relayEP       *relayEndpoint // relay lane: WireGuard's route through the allocation
+	// reading is relayEP for the goroutine reading the allocation, which
+	// must not take the peer's lock per packet; reader is the ICE agent it
+	// reads for.
+	reading atomic.Pointer[relayEndpoint]
+	reader  *ice.Agent
+	// target is the relay the current relay session allocates on.
+	target relayTarget
+}
+
+func (l *lane) relay() bool { return l.name == control.LaneRelay }
+
+// label names the lane in logs.
+func (l *lane) label() string {
+	if l.relay() {
+		return "relay"
+	}
+	return "direct"
+}
+
+// up tells whether the lane has a working selected pair.
+func (l *lane) up() bool {
+	return l.ice != nil && l.selected && (l.state == ice.ConnectionStateConnected || l.state == ice.ConnectionStateCompleted)
+}
+
+// enabled tells whether the lane can run now: the relay lane needs a relay.
+func (l *lane) enabled() bool {
+	return !l.relay() || len(l.p.a.relayChoice()) > 0
+}
+
+// kickLocked starts negotiating now if the lane is not already up.
+func (l *lane) kickLocked() {
+	if !l.enabled() || l.up() {
+		return
+	}
+	l.retry.reset()
+	l.nextTry = time.Time{}
+	if l.p.controlling {
+		l.startLocked()
+	} else {
+		l.requestRestartLocked()
+	}
+}
+
+// tickLocked repairs whatever is stuck; called every second.
+func (l *lane) tickLocked(now time.Time) {
+	if !l.enabled() || now.Before(l.nextTry) {
+		return
+	}
+	if l.p.controlling {
+		switch {
+		case l.ice == nil:
+			l.startLocked()
+		case l.deferred && !l.answered:
+			l.startLocked()
+		case !l.answered && now.Sub(l.started) > answerTimeout:
+			l.startLocked()
+		case l.state == ice.ConnectionStateFailed:
+			l.startLocked()
+		}
+		l.deferred = false
+		return
+	}
+	if l.ice == nil || l.state == ice.ConnectionStateFailed {
+		l.requestRestartLocked()
+	}
+}
+
+func (l *lane) signal(s control.Signal) {
+	s.To = l.p.id
+	s.Lane = l.name
+	if s.Kind == control.SignalOffer || s.Kind == control.SignalAnswer {
+		s.NAT = l.p.a.natLabel()
+	}
+	l.p.a.sendSignal(s)
+}
+
+func (l *lane) requestRestartLocked() {
+	l.p.a.countICERestart()
+	l.nextTry = time.Now().Add(l.retry.next())
+	l.signal(control.Signal{Kind: control.SignalRestart})
+}
+
+// startLocked replaces the session with a new one and offers it.
+func (l *lane) startLocked() {
+	if l.ice != nil {
+		l.p.a.countICERestart()
+	}
+	agent, err := l.newICELocked(newSessionID())
+	if err != nil {
+		l.p.log.Error("create ICE agent", "lane", l.label(), "err", err)
+		l.nextTry = time.Now().Add(l.retry.next())
+		return
+	}
+	l.answered = false
+	l.nextTry = time.Now().Add(l.retry.next())
+	ufrag, pwd, _ := agent.GetLocalUserCredentials()
+	l.signal(control.Signal{Kind: control.SignalOffer, Session: l.session, Ufrag: ufrag, Pwd: pwd})
+	if err := agent.GatherCandidates(); err != nil {
+		l.p.log.Warn("gather candidates", "lane", l.label(), "err", err)
+	}
+	l.offerPortmapLocked() // portmap.go
+}
+
+// newICELocked closes the current ICE agent and makes a fresh one for session.
+func (l *lane) newICELocked(session string) (*ice.Agent, error) {
+	l.closeICELocked()
+	var agent *ice.Agent
+	var err error
+	if l.relay() {
+		agent, l.target, err = l.p.a.newRelayICEAgent()
+	} else {
+		agent, err = l.p.a.newICEAgent()
+	}
+	if err != nil {
+		return nil, err
+	}
+	l.ice = agent
+	l.session = session
+	l.started = time.Now()
+	l.state = ice.ConnectionStateNew
+
+	p := l.p
+	_ = agent.OnCandidate(func(c ice.Candidate) {
+		if c == nil {
+			return
+		}
+		p.mu.Lock()
+		current := l.ice == agent
+		p.mu.Unlock()
+		if current {
+			l.signal(control.Signal{Kind: control.SignalCandidate, Session: session, Candidate: c.Marshal()})
+		}
+	})
+	_ = agent.OnConnectionStateChange(func(s ice.ConnectionState) {
+		p.onState(l, agent, s)
+	})
+	_ = agent.OnSelectedCandidatePairChange(func(local, remote ice.Candidate) {
+		p.onSelected(l, agent, local, remote)
+	})
+	return agent, nil
+}
+
+func (l *lane) closeICELocked() {
+	if l.ice == nil {
+		return
+	}
+	old := l.ice
+	l.ice = nil
+	l.conn = nil
+	l.session = ""
+	l.state = ice.ConnectionStateClosed
+	l.selected = false
+	if l.relayEP != nil {
+		l.p.a.bind.relays.remove(l.relayEP)
+		l.relayEP = nil
+	}
+	l.reading.Store(nil)
+	l.reader = nil
+	// Closing waits for ICE's goroutines; never hold our lock for that.
+	go old.Close()
+}
+
+// handleSignalLocked applies one message of this lane from the peer.
+func (l *lane) handleSignalLocked(s *control.Signal) {
+	switch s.Kind {
+	case control.SignalRestart:
+		if !l.p.controlling || !l.enabled() {
+			return
+		}
+		if !l.answered && time.Since(l.started) < restartHold && l.ice != nil {
+			// Our offer may be in flight to the peer's new instance.
+			l.deferred = true
+			l.nextTry = l.started.Add(restartHold)
+			return
+		}
+		l.retry.reset()
+		l.startLocked()
+	case control.SignalOffer:
+		if l.p.controlling {
+			return
+		}
+		if !l.enabled() {
+			l.p.log.Debug("relay offer ignored: no relay available here")
+			return
+		}
+		agent, err := l.newICELocked(s.Session)
+		if err != nil {
+			l.p.log.Error("create ICE agent", "lane", l.label(), "err", err)
+			return
+		}
+		ufrag, pwd, _ := agent.GetLocalUserCredentials()
+		l.signal(control.Signal{Kind: control.SignalAnswer, Session: s.Session, Ufrag: ufrag, Pwd: pwd})
+		c, err := agent.StartAccept(s.Ufrag, s.Pwd)
+		if err != nil {
+			l.p.log.Warn("start ICE checks", "lane", l.label(), "err", err)
+		}
+		l.conn = c
+		if err := agent.GatherCandidates(); err != nil {
+			l.p.log.Warn("gather candidates", "lane", l.label(), "err", err)
+		}
+		l.offerPortmapLocked() // portmap.go
+	case control.SignalAnswer:
+		if !l.p.controlling || s.Session != l.session || l.answered || l.ice == nil {
+			return
+		}
+		l.answered = true
+		c, err := l.ice.StartDial(s.Ufrag, s.Pwd)
+		if err != nil {
+			l.p.log.Warn("start ICE checks", "lane", l.label(), "err", err)
+		}
+		l.conn = c
+	case control.SignalCandidate:
+		if s.Session != l.session || l.ice == nil {
+			return
+		}
+		c, err := ice.UnmarshalCandidate(s.Candidate)
+		if err != nil {
+			l.p.log.Debug("bad remote candidate", "err", err)
+			return
+		}
+		if err := l.ice.AddRemoteCandidate(c); err != nil {
+			l.p.log.Debug("add remote candidate", "err", err)
+		}
+	}
+}
+
+// via describes how the lane's path goes, for logs.
+func (l *lane) via() string {
+	if !l.relay() {
+		return "direct"
+	}
+	return l.target.URL + " (" + l.target.Transport + ")"
+}

@@ -1,0 +1,170 @@
+package agent
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pion/stun/v4"
+
+	"github.com/meshvpn/meshvpn/control"
+)
+
+// What an agent tells its peers about its own network, so each side can
+// say why a path is not direct.
+const (
+	natSymmetric  = "symmetric"   // the mapping varies by destination
+	natUDPBlocked = "udp-blocked" // no STUN answer over UDP at all
+	natPortMapped = "port-mapped" // the gateway forwards a port to us (portmap)
+)
+
+const natProbeTimeout = 2 * time.Second
+
+// probeNAT asks every STUN server for our mapped address from one fresh
+// socket: no answer at all means UDP is blocked; two different mapped
+// ports mean a symmetric NAT. One server (or one answer) cannot tell, and
+// gives "".
+func probeNAT(servers []string) string {
+	if len(servers) == 0 {
+		return ""
+	}
+	pc, err := net.ListenPacket("udp4", ":0")
+	if err != nil {
+		return ""
+	}
+	defer pc.Close()
+	var mapped []netip.AddrPort
+	for _, s := range servers {
+		if m, err := stunMapped(pc, s); err == nil {
+			mapped = append(mapped, m)
+		}
+	}
+	switch {
+	case len(mapped) == 0:
+		return natUDPBlocked
+	case len(mapped) >= 2 && mapped[0] != mapped[1]:
+		return natSymmetric
+	}
+	return ""
+}
+
+// stunMapped sends one Binding request (twice, for loss) and returns the
+// XOR-MAPPED-ADDRESS of the answer.
+func stunMapped(pc net.PacketConn, server string) (netip.AddrPort, error) {
+	to, err := net.ResolveUDPAddr("udp4", server)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+	deadline := time.Now().Add(natProbeTimeout)
+	buf := make([]byte, 1500)
+	for try := 0; try < 2; try++ {
+		if _, err := pc.WriteTo(req.Raw, to); err != nil {
+			return netip.AddrPort{}, err
+		}
+		_ = pc.SetReadDeadline(minTime(deadline, time.Now().Add(natProbeTimeout/2)))
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				break
+			}
+			var m stun.Message
+			m.Raw = append(m.Raw[:0], buf[:n]...)
+			if m.Decode() != nil || m.TransactionID != req.TransactionID {
+				continue
+			}
+			var xa stun.XORMappedAddress
+			if err := xa.GetFrom(&m); err != nil {
+				return netip.AddrPort{}, err
+			}
+			ip, ok := netip.AddrFromSlice(xa.IP)
+			if !ok {
+				return netip.AddrPort{}, errors.New("bad mapped address")
+			}
+			return netip.AddrPortFrom(ip.Unmap(), uint16(xa.Port)), nil
+		}
+	}
+	return netip.AddrPort{}, errors.New("no STUN answer")
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// natState is the agent's latest probeNAT result.
+type natState struct {
+	mu      sync.Mutex
+	label   string
+	next    time.Time
+	running bool
+}
+
+const natRecheck = 5 * time.Minute
+
+// natTick re-probes the NAT when due, off the caller's goroutine.
+func (a *Agent) natTick(now time.Time) {
+	servers := a.stunURLs()
+	a.mu.Lock()
+	servers = append(slices.Clone(servers), a.stunAlt...)
+	a.mu.Unlock()
+	n := &a.nat
+	n.mu.Lock()
+	if n.running || len(servers) == 0 || now.Before(n.next) {
+		n.mu.Unlock()
+		return
+	}
+	n.running = true
+	n.mu.Unlock()
+	go func() {
+		label := probeNAT(servers)
+		n.mu.Lock()
+		changed := label != n.label
+		n.label, n.running, n.next = label, false, time.Now().Add(natRecheck)
+		n.mu.Unlock()
+		if changed {
+			if label != "" {
+				a.log.Info("local network", "nat", label)
+			}
+			// Peers explain paths with it; offers carry it too, but the
+			// first ones usually leave before the probe is done.
+			for _, p := range a.peerList() {
+				a.sendSignal(control.Signal{To: p.id, Kind: control.SignalInfo, NAT: label})
+			}
+		}
+	}()
+}
+
+// natLabel is what peers are told about this node's network. A port
+// mapping makes even a symmetric NAT reachable, so it wins.
+func (a *Agent) natLabel() string {
+	if _, ok := a.portMapping(); ok {
+		return natPortMapped
+	}
+	a.nat.mu.Lock()
+	defer a.nat.mu.Unlock()
+	return a.nat.label
+}
+
+// pathEnv gathers what status needs to explain paths.
+func (a *Agent) pathEnv() pathEnv {
+	env := pathEnv{localNAT: a.natLabel()}
+	if a.relays.choice() == nil {
+		checks := a.relays.snapshot()
+		switch {
+		case len(checks) == 0:
+			env.relayErr = "no relay configured on the coordinator"
+		default:
+			env.relayErr = checks[0].Err
+			for _, c := range checks[1:] {
+				env.relayErr += "; " + c.Err
+			}
+		}
+	}
+	return env
+}

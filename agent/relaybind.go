@@ -1,0 +1,144 @@
+package agent
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+
+	"golang.zx2c4.com/wireguard/conn"
+)
+
+// relayEndpoint is a WireGuard endpoint reached through a TURN allocation:
+// the peer's relayed address, and the relay session's connection to write
+// to. WireGuard treats it like any endpoint (and roams to it when packets
+// arrive through the relay); Bind.Send recognises it and writes through
+// the allocation instead of the shared socket.
+type relayEndpoint struct {
+	addr netip.AddrPort
+	w    io.Writer
+}
+
+func (e *relayEndpoint) ClearSrc()           {}
+func (e *relayEndpoint) SrcToString() string { return "" }
+func (e *relayEndpoint) DstToString() string { return e.addr.String() }
+func (e *relayEndpoint) DstToBytes() []byte  { b, _ := e.addr.MarshalBinary(); return b }
+func (e *relayEndpoint) DstIP() netip.Addr   { return e.addr.Addr() }
+func (e *relayEndpoint) SrcIP() netip.Addr   { return netip.Addr{} }
+
+// relayedPacket is a WireGuard message that arrived through a relay.
+type relayedPacket struct {
+	buf *[]byte
+	n   int
+	ep  *relayEndpoint
+}
+
+// relayQueueLen bounds the relayed packets waiting for WireGuard; beyond it
+// packets are dropped, as a full socket buffer would.
+const relayQueueLen = 1024
+
+var relayBufPool = sync.Pool{New: func() any { b := make([]byte, 65535); return &b }}
+
+// relayPaths is the part of Bind that routes by endpoint.
+type relayPaths struct {
+	mu     sync.RWMutex
+	routes map[netip.AddrPort]*relayEndpoint
+	in     chan relayedPacket
+	done   chan struct{} // closed by Close; Open makes a new one
+}
+
+func newRelayPaths() *relayPaths {
+	return &relayPaths{routes: make(map[netip.AddrPort]*relayEndpoint), in: make(chan relayedPacket, relayQueueLen)}
+}
+
+// add routes WireGuard packets for addr through w; the returned endpoint is
+// what ParseEndpoint gives for addr from now on.
+func (r *relayPaths) add(addr netip.AddrPort, w io.Writer) *relayEndpoint {
+	ep := &relayEndpoint{addr: addr, w: w}
+	r.mu.Lock()
+	r.routes[addr] = ep
+	r.mu.Unlock()
+	return ep
+}
+
+// remove drops ep's route if it is still the one for its address.
+func (r *relayPaths) remove(ep *relayEndpoint) {
+	r.mu.Lock()
+	if r.routes[ep.addr] == ep {
+		delete(r.routes, ep.addr)
+	}
+	r.mu.Unlock()
+}
+
+func (r *relayPaths) lookup(addr netip.AddrPort) *relayEndpoint {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.routes[addr]
+}
+
+// deliver queues a WireGuard message that came through ep's relay.
+func (r *relayPaths) deliver(p []byte, ep *relayEndpoint) {
+	b := relayBufPool.Get().(*[]byte)
+	n := copy(*b, p)
+	select {
+	case r.in <- relayedPacket{buf: b, n: n, ep: ep}:
+	default:
+		relayBufPool.Put(b)
+	}
+}
+
+func (r *relayPaths) open() {
+	r.mu.Lock()
+	r.done = make(chan struct{})
+	r.mu.Unlock()
+}
+
+func (r *relayPaths) close() {
+	r.mu.Lock()
+	if r.done != nil {
+		close(r.done)
+		r.done = nil
+	}
+	r.mu.Unlock()
+}
+
+// receiveFunc is the extra conn.ReceiveFunc WireGuard polls for relayed
+// packets: it blocks for one, then takes whatever else is queued.
+func (r *relayPaths) receiveFunc() conn.ReceiveFunc {
+	r.mu.RLock()
+	done := r.done
+	r.mu.RUnlock()
+	return func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		var pkt relayedPacket
+		select {
+		case pkt = <-r.in:
+		case <-done:
+			return 0, net.ErrClosed
+		}
+		n := 0
+		for {
+			sizes[n] = copy(packets[n], (*pkt.buf)[:pkt.n])
+			eps[n] = pkt.ep
+			relayBufPool.Put(pkt.buf)
+			n++
+			if n == len(packets) {
+				return n, nil
+			}
+			select {
+			case pkt = <-r.in:
+			default:
+				return n, nil
+			}
+		}
+	}
+}
+
+// send writes WireGuard messages through ep's relay.
+func (e *relayEndpoint) send(bufs [][]byte) error {
+	for _, b := range bufs {
+		if _, err := e.w.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}

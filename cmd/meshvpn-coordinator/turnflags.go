@@ -1,0 +1,84 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshvpn/meshvpn/coordinator"
+)
+
+// listFlag is a flag that may be given several times.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// turnFlags registers the relay flags of serve; the returned function
+// checks them once parsed.
+func turnFlags(fs *flag.FlagSet) func() (coordinator.TURNConfig, error) {
+	var cfg coordinator.TURNConfig
+	var urls, allow listFlag
+	fs.BoolVar(&cfg.Embedded, "embedded-turn", true, "run the embedded TURN relay (set =false to use only --turn-url servers)")
+	fs.StringVar(&cfg.Listen, "turn-listen", ":3478", "UDP and TCP `address` of the embedded TURN server (it answers STUN too when equal to --stun-listen)")
+	fs.StringVar(&cfg.TLSListen, "turns-listen", "", "TLS `address` of the embedded TURN server, e.g. :443 (needs --tls-cert/--tls-key)")
+	fs.StringVar(&cfg.PublicIP, "turn-public-ip", "", "public IPv4 `address` relayed traffic appears from, for a server behind 1:1 NAT (default: --public-host if an IP, else the first global address)")
+	rng := fs.String("relay-range", "49152-65535", "UDP `ports` MIN-MAX the embedded TURN server relays from")
+	fs.Var(&allow, "turn-allow-peer", "`CIDR` the embedded relay may reach although it is private or loopback (repeatable; by default those are refused)")
+	fs.DurationVar(&cfg.CredentialTTL, "turn-credential-ttl", 12*time.Hour, "lifetime of the TURN credentials given to agents (renewed at half-life)")
+	fs.Var(&urls, "turn-url", "external TURN server `URI`, e.g. turn:turn.example.com:3478?transport=udp or turns:turn.example.com:443?transport=tcp (repeatable)")
+	secret := fs.String("turn-secret", "", "`secret` shared with the external TURN servers (coturn static-auth-secret); prefer --turn-secret-file")
+	secretFile := fs.String("turn-secret-file", "", "`file` holding the external TURN servers' shared secret")
+	fs.StringVar(&cfg.Username, "turn-username", "", "static `username` for the external TURN servers (instead of a secret; every agent gets it)")
+	fs.StringVar(&cfg.Password, "turn-password", "", "static `password` for the external TURN servers")
+	fs.StringVar(&cfg.CAFile, "turn-ca", "", "PEM `file` of the CA that turns: servers' certificates chain to, handed to agents")
+	return func() (coordinator.TURNConfig, error) {
+		cfg.URLs = urls
+		lo, hi, ok := strings.Cut(*rng, "-")
+		minP, err1 := strconv.ParseUint(lo, 10, 16)
+		maxP, err2 := strconv.ParseUint(hi, 10, 16)
+		if !ok || err1 != nil || err2 != nil || minP == 0 || maxP < minP {
+			return cfg, fmt.Errorf("bad --relay-range %q: want MIN-MAX, e.g. 49152-65535", *rng)
+		}
+		cfg.MinPort, cfg.MaxPort = uint16(minP), uint16(maxP)
+		for _, a := range allow {
+			p, err := netip.ParsePrefix(a)
+			if err != nil {
+				return cfg, fmt.Errorf("bad --turn-allow-peer %q: want a CIDR such as 10.0.0.0/8", a)
+			}
+			cfg.AllowPeers = append(cfg.AllowPeers, p.Masked())
+		}
+		if *secret != "" && *secretFile != "" {
+			return cfg, errors.New("give --turn-secret or --turn-secret-file, not both")
+		}
+		cfg.Secret = *secret
+		if *secretFile != "" {
+			b, err := os.ReadFile(*secretFile)
+			if err != nil {
+				return cfg, fmt.Errorf("--turn-secret-file: %w", err)
+			}
+			cfg.Secret = strings.TrimSpace(string(b))
+			if cfg.Secret == "" {
+				return cfg, fmt.Errorf("--turn-secret-file %s is empty", *secretFile)
+			}
+		}
+		if cfg.Secret != "" && (cfg.Username != "" || cfg.Password != "") {
+			return cfg, errors.New("give --turn-secret or --turn-username/--turn-password, not both")
+		}
+		if (cfg.Username == "") != (cfg.Password == "") {
+			return cfg, errors.New("--turn-username and --turn-password go together")
+		}
+		if len(urls) > 0 && cfg.Secret == "" && cfg.Username == "" {
+			return cfg, errors.New("--turn-url needs --turn-secret(-file) or --turn-username/--turn-password")
+		}
+		if len(urls) == 0 && (cfg.Secret != "" || cfg.Username != "") {
+			return cfg, errors.New("TURN credentials given without --turn-url")
+		}
+		return cfg, nil
+	}
+}

@@ -1,0 +1,50 @@
+package coordinator
+
+import (
+	"slices"
+
+	"github.com/meshvpn/meshvpn/control"
+)
+
+// sameNode tells whether a change would show peers nothing new.
+func sameNode(a, b control.Node) bool {
+	return a.ID == b.ID && a.Name == b.Name && a.IP == b.IP && a.PublicKey == b.PublicKey &&
+		a.Online == b.Online && a.LastSeen.Equal(b.LastSeen) && slices.Equal(a.Tags, b.Tags)
+}
+
+// active tells whether id is a member of the mesh (registered, not removed
+// or expired).
+func (h *hub) active(id uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.nodes[id]
+	return ok
+}
+
+// node returns a member's current view.
+func (h *hub) node(id uint64) (control.Node, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n, ok := h.nodes[id]
+	return n, ok
+}
+
+// peersLocked tells whether two nodes may signal each other: both must be
+// members. Every member is a peer of every other (there are no ACLs yet), so
+// this is where a policy would go.
+func (h *hub) peersLocked(a, b uint64) bool {
+	_, okA := h.nodes[a]
+	_, okB := h.nodes[b]
+	return okA && okB && a != b
+}
+
+// updateMember is upsert for a node that must already be a member: a node
+// re-admitted by its credential while an operator removed it must not come
+// back as a ghost.
+func (h *hub) updateMember(n control.Node) bool {
+	if !h.active(n.ID) {
+		return false
+	}
+	h.upsert(n)
+	return true
+}

@@ -1,0 +1,140 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshvpn/meshvpn/control"
+)
+
+// relayList is what the coordinator tells one node about relays: the
+// embedded server's URLs and the external ones, each with a credential
+// minted for that node. Each node gets its own, so this is sent on the
+// node's stream rather than through the shared deltas.
+type relayList struct {
+	embedded []string // URLs of the embedded server, without host: filled per request
+	secret   []byte   // embedded server's secret
+	cfg      TURNConfig
+	ca       string // PEM advertised with turns: URLs
+	ttl      time.Duration
+}
+
+func newRelayList(cfg TURNConfig, secret []byte) (*relayList, error) {
+	l := &relayList{cfg: cfg, secret: secret, ttl: cfg.CredentialTTL}
+	if l.ttl <= 0 {
+		l.ttl = defaultCredentialTTL
+	}
+	if l.ttl < 2*time.Minute {
+		return nil, fmt.Errorf("turn credential ttl %s: want at least 2m", l.ttl)
+	}
+	if cfg.CAFile != "" {
+		b, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("turn ca file: %w", err)
+		}
+		if !strings.Contains(string(b), "-----BEGIN CERTIFICATE-----") {
+			return nil, fmt.Errorf("turn ca file %s: no PEM certificate in it", cfg.CAFile)
+		}
+		l.ca = string(b)
+	}
+	for _, u := range cfg.URLs {
+		if err := checkTURNURL(u); err != nil {
+			return nil, err
+		}
+	}
+	if len(cfg.URLs) > 0 && cfg.Secret == "" && (cfg.Username == "" || cfg.Password == "") {
+		return nil, fmt.Errorf("external turn servers need --turn-secret or --turn-username and --turn-password")
+	}
+	return l, nil
+}
+
+// checkTURNURL accepts turn:/turns: URIs with a host, an optional port and
+// an optional ?transport=udp|tcp.
+func checkTURNURL(u string) error {
+	scheme, rest, ok := strings.Cut(u, ":")
+	if !ok || (scheme != "turn" && scheme != "turns") {
+		return fmt.Errorf("turn url %q: want turn:HOST[:PORT][?transport=udp|tcp] or turns:...", u)
+	}
+	hostport, query, _ := strings.Cut(rest, "?")
+	if hostport == "" || strings.Contains(hostport, "/") || strings.Contains(hostport, "@") {
+		return fmt.Errorf("turn url %q: bad host", u)
+	}
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		if h == "" {
+			return fmt.Errorf("turn url %q: empty host", u)
+		}
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("turn url %q: bad port", u)
+		}
+	}
+	switch query {
+	case "", "transport=udp", "transport=tcp":
+	default:
+		return fmt.Errorf("turn url %q: the only query allowed is transport=udp or transport=tcp", u)
+	}
+	return nil
+}
+
+// forNode mints the relay list for node; host is where the node reaches
+// the embedded server.
+func (l *relayList) forNode(node uint64, host string, t *turnServer, now time.Time) []control.Relay {
+	exp := now.Add(l.ttl)
+	out := []control.Relay{}
+	if t != nil && host != "" {
+		user, pass := mintTURNCredential(l.secret, node, exp)
+		hp := net.JoinHostPort(host, strconv.Itoa(t.udpPort))
+		out = append(out,
+			control.Relay{URL: "turn:" + hp + "?transport=udp", Username: user, Password: pass, Expires: exp},
+			control.Relay{URL: "turn:" + hp + "?transport=tcp", Username: user, Password: pass, Expires: exp})
+		if t.tlsPort != 0 {
+			out = append(out, control.Relay{URL: "turns:" + net.JoinHostPort(host, strconv.Itoa(t.tlsPort)) + "?transport=tcp",
+				Username: user, Password: pass, Expires: exp, CA: l.ca})
+		}
+	}
+	for _, u := range l.cfg.URLs {
+		r := control.Relay{URL: u, CA: l.ca}
+		if l.cfg.Secret != "" {
+			r.Username, r.Password = mintTURNCredential([]byte(l.cfg.Secret), node, exp)
+			r.Expires = exp
+		} else {
+			r.Username, r.Password = l.cfg.Username, l.cfg.Password
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// relayLoop sends the node its relays right after the netmap, then fresh
+// credentials at half-life, until ctx ends.
+func (s *Server) relayLoop(ctx context.Context, c *streamConn, host string) {
+	if s.relays == nil {
+		return
+	}
+	for {
+		list := s.relays.forNode(c.nodeID, host, s.turn, time.Now())
+		frame, err := json.Marshal(control.Message{Type: control.MsgDelta, Delta: &control.Delta{Relays: &list}})
+		if err != nil {
+			s.log.Error("encode relays", "err", err)
+			return
+		}
+		s.hub.sendTo(c, frame)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(s.relays.ttl / 2):
+		}
+	}
+}
+
+// sendTo queues one frame for one stream.
+func (h *hub) sendTo(c *streamConn, frame []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.enqueueLocked(c, frame)
+}

@@ -1,0 +1,252 @@
+package coordinator
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/pion/logging"
+	"github.com/pion/turn/v5"
+)
+
+// TURNConfig configures relaying. The embedded server and external servers
+// can be used together; agents get credentials for each.
+type TURNConfig struct {
+	// Embedded runs a TURN server inside the coordinator.
+	Embedded bool
+	// Listen is the UDP and TCP address of the embedded server. When it
+	// equals Config.STUNListen the TURN server answers STUN there too.
+	Listen string
+	// TLSListen is the TLS (turns:) address; it needs Config.TLSCert/TLSKey.
+	TLSListen string
+	// PublicIP is the address relayed packets come from, as agents must see
+	// it: the public address of a host behind 1:1 NAT. Empty picks
+	// Config.PublicHost when it is an IP, else the host's first global IPv4.
+	PublicIP string
+	// MinPort and MaxPort bound the relay ports (default 49152-65535).
+	MinPort, MaxPort uint16
+	// AllowPeers are private ranges the relay may reach anyway.
+	AllowPeers []netip.Prefix
+	// CredentialTTL is how long a minted credential works (default 12h);
+	// agents get fresh ones at half-life.
+	CredentialTTL time.Duration
+
+	// URLs are external TURN servers (turn: or turns: URIs).
+	URLs []string
+	// Secret is the external servers' REST API shared secret (coturn's
+	// static-auth-secret). Username/Password are static credentials instead.
+	Secret             string
+	Username, Password string
+	// CAFile is a PEM bundle handed to agents to verify turns: servers with
+	// a private CA.
+	CAFile string
+}
+
+const (
+	turnRealm             = "meshvpn"
+	defaultCredentialTTL  = 12 * time.Hour
+	defaultRelayMinPort   = 49152
+	defaultRelayMaxPort   = 65535
+	turnAllocationTimeout = 10 * time.Minute
+)
+
+// turnServer is the embedded relay.
+type turnServer struct {
+	srv     *turn.Server
+	udp     net.PacketConn
+	tcp     net.Listener
+	tls     net.Listener
+	relayIP netip.Addr
+	udpPort int
+	tlsPort int
+	log     *slog.Logger
+}
+
+// nodeAllowed tells the TURN server whether a node may still relay.
+type nodeAllowed func(id uint64) bool
+
+// listenTURN starts the embedded server. udp, when not nil, is the socket
+// it shares with the STUN server; otherwise it binds cfg.Listen itself.
+func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *tls.Config, secret []byte, allowed nodeAllowed, log *slog.Logger) (*turnServer, error) {
+	relayIP, err := relayAddress(cfg.PublicIP, publicHost)
+	if err != nil {
+		return nil, err
+	}
+	minPort, maxPort := cfg.MinPort, cfg.MaxPort
+	if minPort == 0 && maxPort == 0 {
+		minPort, maxPort = defaultRelayMinPort, defaultRelayMaxPort
+	}
+	if minPort == 0 || maxPort < minPort {
+		return nil, fmt.Errorf("turn: bad relay port range %d-%d", minPort, maxPort)
+	}
+	t := &turnServer{relayIP: relayIP, log: log}
+	fail := func(err error) (*turnServer, error) {
+		t.closeSockets()
+		return nil, err
+	}
+	if t.udp, t.tcp, err = listenUDPAndTCP(cfg.Listen, udp); err != nil {
+		return fail(err)
+	}
+	t.udpPort = t.udp.LocalAddr().(*net.UDPAddr).Port
+	if cfg.TLSListen != "" {
+		if tlsCfg == nil {
+			return fail(errors.New("turn: a TLS listener needs --tls-cert and --tls-key"))
+		}
+		ln, err := net.Listen("tcp4", cfg.TLSListen)
+		if err != nil {
+			return fail(fmt.Errorf("listen turns %s: %w", cfg.TLSListen, err))
+		}
+		t.tlsPort = ln.Addr().(*net.TCPAddr).Port
+		tc := tlsCfg.Clone()
+		tc.NextProtos = nil
+		t.tls = tls.NewListener(ln, tc)
+	}
+
+	policy := peerPolicy{allow: cfg.AllowPeers, own: relayIP}
+	perm := func(client net.Addr, peer net.IP) bool {
+		if policy.permit(peer) {
+			return true
+		}
+		log.Warn("turn: refused relay to a protected address", "client", client.String(), "peer", peer.String())
+		return false
+	}
+	gen := func() turn.RelayAddressGenerator {
+		return &turn.RelayAddressGeneratorPortRange{
+			RelayAddress: net.IP(relayIP.AsSlice()),
+			Address:      "0.0.0.0",
+			MinPort:      minPort,
+			MaxPort:      maxPort,
+		}
+	}
+	sc := turn.ServerConfig{
+		Realm:         turnRealm,
+		AuthHandler:   turnAuth(secret, allowed, log),
+		LoggerFactory: pionLogger(log),
+		PacketConnConfigs: []turn.PacketConnConfig{{
+			PacketConn: t.udp, RelayAddressGenerator: gen(), PermissionHandler: perm,
+		}},
+		ListenerConfigs: []turn.ListenerConfig{{
+			Listener: t.tcp, RelayAddressGenerator: gen(), PermissionHandler: perm,
+		}},
+		AllocationLifetime: turnAllocationTimeout,
+	}
+	if t.tls != nil {
+		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
+			Listener: t.tls, RelayAddressGenerator: gen(), PermissionHandler: perm,
+		})
+	}
+	if t.srv, err = turn.NewServer(sc); err != nil {
+		return fail(fmt.Errorf("start turn: %w", err))
+	}
+	return t, nil
+}
+
+// listenUDPAndTCP binds addr over UDP (unless udp is given) and TCP on the
+// same port, as TURN clients expect. With port 0 the kernel picks the UDP
+// port, which TCP may already use; then it tries again with another.
+func listenUDPAndTCP(addr string, udp net.PacketConn) (net.PacketConn, net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("turn listen address %q: %w", addr, err)
+	}
+	tries := 1
+	if port == "0" && udp == nil {
+		tries = 20
+	}
+	for i := 0; ; i++ {
+		pc := udp
+		if pc == nil {
+			if pc, err = net.ListenPacket("udp4", addr); err != nil {
+				return nil, nil, fmt.Errorf("listen turn udp %s: %w", addr, err)
+			}
+		}
+		tcpAddr := net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
+		ln, err := net.Listen("tcp4", tcpAddr)
+		if err == nil {
+			return pc, ln, nil
+		}
+		if udp == nil {
+			pc.Close()
+		}
+		if i+1 >= tries {
+			return nil, nil, fmt.Errorf("listen turn tcp %s: %w", tcpAddr, err)
+		}
+	}
+}
+
+// turnAuth accepts credentials minted by this coordinator for nodes that
+// are still members; it logs why it refuses, never the password.
+func turnAuth(secret []byte, allowed nodeAllowed, log *slog.Logger) turn.AuthHandler {
+	return func(ra *turn.RequestAttributes) (string, []byte, bool) {
+		node, err := parseTURNUsername(ra.Username, time.Now())
+		if err == nil && !allowed(node) {
+			err = errors.New("node is not a member")
+		}
+		if err != nil {
+			log.Warn("turn: refused credential", "client", fmt.Sprint(ra.SrcAddr), "username", ra.Username, "err", err)
+			return "", nil, false
+		}
+		return strconv.FormatUint(node, 10), turn.GenerateAuthKey(ra.Username, ra.Realm, turnPassword(secret, ra.Username)), true
+	}
+}
+
+func (t *turnServer) closeSockets() {
+	for _, c := range []interface{ Close() error }{t.udp, t.tcp, t.tls} {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
+func (t *turnServer) close() error {
+	if t.srv != nil {
+		return t.srv.Close()
+	}
+	t.closeSockets()
+	return nil
+}
+
+// relayAddress picks the address allocations are advertised with.
+func relayAddress(publicIP, publicHost string) (netip.Addr, error) {
+	if publicIP != "" {
+		a, err := netip.ParseAddr(publicIP)
+		if err != nil || !a.Is4() {
+			return netip.Addr{}, fmt.Errorf("turn public ip %q: want an IPv4 address", publicIP)
+		}
+		return a, nil
+	}
+	if a, err := netip.ParseAddr(publicHost); err == nil && a.Is4() {
+		return a, nil
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("turn: list addresses: %w", err)
+	}
+	for _, ia := range addrs {
+		if p, err := netip.ParsePrefix(ia.String()); err == nil && p.Addr().Is4() && p.Addr().IsGlobalUnicast() {
+			return p.Addr(), nil
+		}
+	}
+	return netip.Addr{}, errors.New("turn: no IPv4 address to relay from; set --turn-public-ip")
+}
+
+// pionLogger routes pion's logs to slog at debug level: its warnings are
+// mostly about single misbehaving clients.
+func pionLogger(log *slog.Logger) logging.LoggerFactory {
+	f := logging.NewDefaultLoggerFactory()
+	f.DefaultLogLevel = logging.LogLevelError
+	f.Writer = slogWriter{log}
+	return f
+}
+
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.log.Debug("turn: " + string(p))
+	return len(p), nil
+}

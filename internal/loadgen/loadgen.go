@@ -136,7 +136,11 @@ func (g *run) startCoordinator(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("loadgen: %w", err)
 	}
+	// Everything on loopback: no STUN (agents here never ask), and the
+	// embedded TURN server kept on (each agent is minted relay credentials,
+	// as in a real mesh) but bound to 127.0.0.1 on a free port.
 	g.cmd = exec.Command(g.cfg.Coordinator, "serve", "--listen", api, "--stun-listen", "",
+		"--turn-listen", "127.0.0.1:0", "--public-host", "127.0.0.1",
 		"--metrics-listen", met, "--state", filepath.Join(g.state, "coord"), "--log-level", "warn")
 	g.cmd.Stdout, g.cmd.Stderr = logf, logf
 	if err := g.cmd.Start(); err != nil {

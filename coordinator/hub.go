@@ -34,8 +34,10 @@ const defaultBatchWindow = 50 * time.Millisecond
 // one node (O(1)); once per batch window the changed nodes are encoded into
 // one delta frame shared by every stream, so each agent costs one queue push
 // per batch whatever the number of changes. A newly connected agent's netmap
-// is the concatenation of the cached per-node encodings, O(N) bytes copied
-// for that agent only. Nothing rebuilds the whole map per change.
+// is written from spans of a cached encoding of all nodes (peerBlob, see
+// netmap.go), patched with the few nodes changed since it was built; the
+// blob is rebuilt once per 64 changes at most. Nothing rebuilds the whole
+// map per change.
 //
 // Ordering: frames are queued under mu, so every agent sees its netmap
 // before any delta, and deltas in the order of flushes. A delta carries the

@@ -7,6 +7,8 @@ import (
 
 	"github.com/pion/transport/v5"
 	"github.com/pion/transport/v5/stdnet"
+
+	"github.com/meshvpn/meshvpn/internal/sockbuf"
 )
 
 // iceNet is the network view given to ICE. With a wildcard socket ICE lists
@@ -56,4 +58,14 @@ func (n *iceNet) keep(name string, flags net.Flags) bool {
 		}
 	}
 	return true
+}
+
+// ListenPacket opens the sockets of TURN allocations over UDP (the shared
+// socket is WireGuard's) with large buffers: relayed traffic is bursty.
+func (n *iceNet) ListenPacket(network, address string) (net.PacketConn, error) {
+	c, err := n.Net.ListenPacket(network, address)
+	if err == nil {
+		sockbuf.Grow(c)
+	}
+	return c, err
 }

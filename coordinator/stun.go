@@ -8,6 +8,8 @@ import (
 
 	"github.com/pion/stun/v4"
 
+	"github.com/meshvpn/meshvpn/internal/sockbuf"
+
 	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/internal/metrics"
 )
@@ -134,6 +136,7 @@ func (s *stunServer) bind(addr string, ip, port int) (*stunSocket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen stun %s: %w", addr, err)
 	}
+	sockbuf.Grow(conn) // the embedded TURN server may share it
 	k := &stunSocket{conn: conn, ip: ip, port: port}
 	s.socks = append(s.socks, k)
 	return k, nil

@@ -11,7 +11,10 @@ import (
 	"time"
 
 	"github.com/pion/logging"
+	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/turn/v5"
+
+	"github.com/meshvpn/meshvpn/internal/sockbuf"
 )
 
 // TURNConfig configures relaying. The embedded server and external servers
@@ -93,6 +96,7 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *t
 		return fail(err)
 	}
 	t.udpPort = t.udp.LocalAddr().(*net.UDPAddr).Port
+	sockbuf.Grow(t.udp)
 	if cfg.TLSListen != "" {
 		if tlsCfg == nil {
 			return fail(errors.New("turn: a TLS listener needs --tls-cert and --tls-key"))
@@ -115,12 +119,17 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *t
 		log.Warn("turn: refused relay to a protected address", "client", client.String(), "peer", peer.String())
 		return false
 	}
+	bigNet, err := newBufferedNet()
+	if err != nil {
+		return fail(err)
+	}
 	gen := func() turn.RelayAddressGenerator {
 		return &turn.RelayAddressGeneratorPortRange{
 			RelayAddress: net.IP(relayIP.AsSlice()),
 			Address:      "0.0.0.0",
 			MinPort:      minPort,
 			MaxPort:      maxPort,
+			Net:          bigNet,
 		}
 	}
 	sc := turn.ServerConfig{
@@ -177,6 +186,25 @@ func listenUDPAndTCP(addr string, udp net.PacketConn) (net.PacketConn, net.Liste
 			return nil, nil, fmt.Errorf("listen turn tcp %s: %w", tcpAddr, err)
 		}
 	}
+}
+
+// bufferedNet opens relay sockets with large buffers (see sockbuf).
+type bufferedNet struct{ *stdnet.Net }
+
+func newBufferedNet() (*bufferedNet, error) {
+	n, err := stdnet.NewNet()
+	if err != nil {
+		return nil, fmt.Errorf("turn: %w", err)
+	}
+	return &bufferedNet{n}, nil
+}
+
+func (n *bufferedNet) ListenPacket(network, address string) (net.PacketConn, error) {
+	c, err := n.Net.ListenPacket(network, address)
+	if err == nil {
+		sockbuf.Grow(c)
+	}
+	return c, err
 }
 
 // turnAuth accepts credentials minted by this coordinator for nodes that

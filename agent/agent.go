@@ -302,12 +302,21 @@ func (a *Agent) newICEAgent() (*ice.Agent, error) {
 		}
 		urls = append(urls, u)
 	}
-	return ice.NewAgentWithOptions(
+	return ice.NewAgentWithOptions(append(a.iceOptions(),
 		ice.WithNetworkTypes([]ice.NetworkType{ice.NetworkTypeUDP4}),
 		ice.WithCandidateTypes([]ice.CandidateType{ice.CandidateTypeHost, ice.CandidateTypeServerReflexive}),
 		ice.WithUDPMux(a.mux),
 		ice.WithUDPMuxSrflx(a.mux),
 		ice.WithUrls(urls),
+		ice.WithSrflxAcceptanceMinWait(iceSrflxMinWait),
+		ice.WithPrflxAcceptanceMinWait(icePrflxMinWait),
+		ice.WithSTUNGatherTimeout(iceSTUNGatherTimeout),
+	)...)
+}
+
+// iceOptions are the settings both lanes' ICE agents share.
+func (a *Agent) iceOptions() []ice.AgentOption {
+	return []ice.AgentOption{
 		ice.WithNet(a.net),
 		ice.WithMulticastDNSMode(ice.MulticastDNSModeDisabled),
 		ice.WithCheckInterval(iceCheckInterval),
@@ -315,11 +324,8 @@ func (a *Agent) newICEAgent() (*ice.Agent, error) {
 		ice.WithKeepaliveInterval(iceKeepalive),
 		ice.WithDisconnectedTimeout(iceDisconnected),
 		ice.WithFailedTimeout(iceFailed),
-		ice.WithSrflxAcceptanceMinWait(iceSrflxMinWait),
-		ice.WithPrflxAcceptanceMinWait(icePrflxMinWait),
-		ice.WithSTUNGatherTimeout(iceSTUNGatherTimeout),
 		ice.WithLoggerFactory(a.pion),
-	)
+	}
 }
 
 func (a *Agent) stunURLs() []string {
@@ -343,13 +349,7 @@ func (a *Agent) tickLoop(ctx context.Context) {
 		case now := <-t.C:
 			a.relays.tick(now)
 			a.natTick(now)
-			a.mu.Lock()
-			peers := make([]*peer, 0, len(a.peers))
-			for _, p := range a.peers {
-				peers = append(peers, p)
-			}
-			a.mu.Unlock()
-			for _, p := range peers {
+			for _, p := range a.peerList() {
 				p.tick(now)
 			}
 		}

@@ -228,13 +228,7 @@ func (l *lane) offerPortmapLocked() {
 // learns the current port-mapped candidate (or stops trying an old one). The
 // WireGuard endpoint stays in place until the new session selects a pair.
 func (a *Agent) renegotiateAll() {
-	a.mu.Lock()
-	peers := make([]*peer, 0, len(a.peers))
-	for _, p := range a.peers {
-		peers = append(peers, p)
-	}
-	a.mu.Unlock()
-	for _, p := range peers {
+	for _, p := range a.peerList() {
 		p.mu.Lock()
 		if !p.closed && p.node.Online && p.direct.ice != nil {
 			p.direct.retry.reset()

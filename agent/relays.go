@@ -332,21 +332,13 @@ func (a *Agent) newRelayICEAgent() (*ice.Agent, relayTarget, error) {
 		return nil, relayTarget{}, err
 	}
 	u.Username, u.Password = t.Username, t.Password
-	opts := []ice.AgentOption{
+	opts := append(a.iceOptions(),
 		ice.WithNetworkTypes([]ice.NetworkType{ice.NetworkTypeUDP4}),
 		ice.WithTURNTransportProtocols([]ice.NetworkType{ice.NetworkTypeUDP4, ice.NetworkTypeTCP4}),
 		ice.WithCandidateTypes([]ice.CandidateType{ice.CandidateTypeRelay}),
 		ice.WithUrls([]*stun.URI{u}),
-		ice.WithNet(a.net),
-		ice.WithMulticastDNSMode(ice.MulticastDNSModeDisabled),
-		ice.WithCheckInterval(iceCheckInterval),
-		ice.WithMaxBindingRequests(iceMaxRequests),
-		ice.WithKeepaliveInterval(iceKeepalive),
-		ice.WithDisconnectedTimeout(iceDisconnected),
-		ice.WithFailedTimeout(iceFailed),
 		ice.WithRelayAcceptanceMinWait(0),
-		ice.WithLoggerFactory(a.pion),
-	}
+	)
 	if t.Transport != "udp" {
 		opts = append(opts, ice.WithProxyDialer(relayDialer{a: a, t: *t}))
 	}

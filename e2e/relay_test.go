@@ -247,23 +247,38 @@ func TestRelayFallbackAndUpgrade(t *testing.T) {
 		t.Error("the agent's log does not say it fell back to the relay")
 	}
 
+	// While cut, `meshvpn ping --until-direct` gets relayed replies, never
+	// a direct one, and says so with exit 1.
+	out, err := a.Host.Run(ctx, a.Coord.Bins.Agent, "ping", "cutb", "--until-direct", "-c", "3", "-i", "0.2", "--socket", a.Socket)
+	if err == nil || !strings.Contains(out, "via relay") {
+		t.Errorf("ping --until-direct during the cut: err %v, want exit 1 after relayed replies:\n%s", err, out)
+	}
+
 	if err := undo(); err != nil {
 		t.Fatal(err)
 	}
 	undo = nil
 	restoredAt := time.Now()
-	if _, err := meshlab.WaitPath(ctx, a, "cutb", "direct", 90*time.Second); err != nil {
+	// --until-direct keeps pinging until the agents are back on the direct
+	// path, then stops with exit 0.
+	out, err = a.Host.Run(ctx, a.Coord.Bins.Agent, "ping", "cutb", "--until-direct", "-c", "300", "-i", "0.2", "--socket", a.Socket)
+	if err != nil {
+		t.Fatalf("ping --until-direct after the restore: %v\n%s", err, out)
+	}
+	t.Logf("ping --until-direct: %s", lastLines(out, 3))
+	if !strings.Contains(lastLines(out, 2), "via direct") {
+		t.Errorf("ping --until-direct stopped without a direct reply:\n%s", out)
+	}
+	if _, err := meshlab.WaitPath(ctx, a, "cutb", "direct", 10*time.Second); err != nil {
 		t.Fatalf("no upgrade back to direct after the restore: %v", err)
 	}
 	t.Logf("back on the direct path %v after the restore", time.Since(restoredAt).Round(100*time.Millisecond))
 	if out, err := meshlab.PingIP(ctx, a, ipB, 3); err != nil {
 		t.Fatalf("ping after the upgrade: %v\n%s", err, out)
 	}
-	_ = pinger.Wait(0)
 	pinger.Signal(syscall.SIGINT)
 	_ = pinger.Wait(3 * time.Second)
-	out := pinger.Log()
-	t.Logf("continuous ping: %s", lastLines(out, 2))
+	t.Logf("continuous ping: %s", lastLines(pinger.Log(), 2))
 }
 
 func lastLines(s string, n int) string {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -278,8 +279,8 @@ func cmdPing(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("ping", "ping PEER [-c N] [--until-direct] [--json] [--socket PATH]", stderr)
 	count := fs.Int("c", 0, "number of echo requests (default 4; with --until-direct, the most to send: default 30)")
 	untilDirect := fs.Bool("until-direct", false, "keep pinging until a reply comes over a direct path (exit 1 if none does within -c pings)")
-	interval := fs.Duration("i", time.Second, "interval between requests")
-	timeout := fs.Duration("W", 2*time.Second, "time to wait for each reply")
+	interval := secondsFlag(fs, "i", time.Second, "interval between requests (seconds like ping's 0.2, or a duration like 200ms)")
+	timeout := secondsFlag(fs, "W", 2*time.Second, "time to wait for each reply (seconds or a duration)")
 	asJSON := fs.Bool("json", false, "print one JSON object per echo and a summary object")
 	socket := fs.String("socket", defaultSocket, "unix socket of the agent")
 	pos, err := parse(fs, args)
@@ -326,4 +327,29 @@ func cmdDown(args []string, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return (&agent.Client{Socket: *socket}).Down(ctx)
+}
+
+// seconds is a duration flag that also takes plain seconds ("0.2"), as
+// ping users type them.
+type seconds time.Duration
+
+func secondsFlag(fs *flag.FlagSet, name string, def time.Duration, usage string) *time.Duration {
+	d := def
+	fs.Var((*seconds)(&d), name, usage)
+	return &d
+}
+
+func (s *seconds) String() string { return time.Duration(*s).String() }
+
+func (s *seconds) Set(v string) error {
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		*s = seconds(time.Duration(f * float64(time.Second)))
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return errors.New("want seconds (0.5) or a duration (500ms)")
+	}
+	*s = seconds(d)
+	return nil
 }

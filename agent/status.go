@@ -201,9 +201,8 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 
 // pathEnv is what the agent knows about its own network, for reasons.
 type pathEnv struct {
-	localNAT   string // natSymmetric, natUDPBlocked or ""
-	portMapped bool
-	relayErr   string // why no relay is usable; "" when one is
+	localNAT string // natSymmetric, natUDPBlocked or ""
+	relayErr string // why no relay is usable; "" when one is
 }
 
 type laneState struct {

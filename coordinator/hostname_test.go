@@ -44,25 +44,29 @@ func TestNameCandidate(t *testing.T) {
 	}
 }
 
-func TestAllocateIP(t *testing.T) {
+func TestFirstFree(t *testing.T) {
 	p := netip.MustParsePrefix("100.64.0.0/30")
 	used := map[netip.Addr]bool{}
-	a, err := allocateIP(p, used)
+	taken := func(a netip.Addr) (bool, error) { return used[a], nil }
+	a, err := firstFree(p, netip.Addr{}, taken)
 	if err != nil || a != netip.MustParseAddr("100.64.0.1") {
 		t.Fatalf("first: %v %v", a, err)
 	}
 	used[a] = true
-	b, err := allocateIP(p, used)
+	b, err := firstFree(p, a, taken)
 	if err != nil || b != netip.MustParseAddr("100.64.0.2") {
 		t.Fatalf("second: %v %v", b, err)
 	}
 	used[b] = true
-	if c, err := allocateIP(p, used); err == nil {
+	if c, err := firstFree(p, b, taken); err == nil {
 		t.Fatalf("pool of a /30 gave a third address %v", c)
 	}
-	// A freed gap is filled first.
+	// A freed gap is found when the walk starts below it.
 	delete(used, a)
-	if c, _ := allocateIP(p, used); c != a {
+	if c, _ := firstFree(p, netip.Addr{}, taken); c != a {
 		t.Fatalf("gap: got %v, want %v", c, a)
+	}
+	if c, err := firstFree(p, b, taken); err == nil {
+		t.Fatalf("walk from the hint went below it: %v", c)
 	}
 }

@@ -14,18 +14,27 @@ import (
 // errPoolExhausted means every overlay address is taken.
 var errPoolExhausted = errors.New("overlay address pool exhausted")
 
-// allocateIP returns the first address of prefix not in used, starting at the
-// first host address. It skips the network address and the last address of
-// the prefix, which some stacks treat as broadcast. Addresses are never
-// recycled while their node exists, so a node keeps its address for life.
-func allocateIP(prefix netip.Prefix, used map[netip.Addr]bool) (netip.Addr, error) {
+// firstFree returns the first address of prefix at or above from (the
+// first host address when from is outside it) that taken says is free. It
+// skips the network address and the last address of the prefix, which some
+// stacks treat as broadcast. Addresses are never recycled while their node
+// exists, so a node keeps its address for life.
+func firstFree(prefix netip.Prefix, from netip.Addr, taken func(netip.Addr) (bool, error)) (netip.Addr, error) {
 	prefix = prefix.Masked()
-	for a := prefix.Addr().Next(); a.IsValid() && prefix.Contains(a); a = a.Next() {
+	a := from
+	if !a.IsValid() || !prefix.Contains(a) || a == prefix.Addr() {
+		a = prefix.Addr().Next()
+	}
+	for ; a.IsValid() && prefix.Contains(a); a = a.Next() {
 		next := a.Next()
 		if !next.IsValid() || !prefix.Contains(next) {
 			break // a is the last address
 		}
-		if !used[a] {
+		used, err := taken(a)
+		if err != nil {
+			return netip.Addr{}, err
+		}
+		if !used {
 			return a, nil
 		}
 	}
@@ -49,25 +58,17 @@ type ipHint struct {
 func (s *Store) freeIP(ctx context.Context, tx *sql.Tx) (netip.Addr, error) {
 	s.ipHint.mu.Lock()
 	defer s.ipHint.mu.Unlock()
-	prefix := control.OverlayPrefix.Masked()
-	a := s.ipHint.next
-	if !a.IsValid() || !prefix.Contains(a) {
-		a = prefix.Addr().Next()
-	}
-	for ; a.IsValid() && prefix.Contains(a); a = a.Next() {
-		next := a.Next()
-		if !next.IsValid() || !prefix.Contains(next) {
-			break // a is the last address, kept free as in allocateIP
-		}
+	a, err := firstFree(control.OverlayPrefix, s.ipHint.next, func(a netip.Addr) (bool, error) {
 		var one int
 		err := tx.QueryRowContext(ctx, `SELECT 1 FROM nodes WHERE ip = ?`, a.String()).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
-			s.ipHint.next = a
-			return a, nil
+			return false, nil
 		}
-		if err != nil {
-			return netip.Addr{}, fmt.Errorf("allocate address: %w", err)
-		}
+		return err == nil, err
+	})
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("allocate address: %w", err)
 	}
-	return netip.Addr{}, fmt.Errorf("allocate address: %w", errPoolExhausted)
+	s.ipHint.next = a
+	return a, nil
 }

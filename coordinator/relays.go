@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -110,31 +109,19 @@ func (l *relayList) forNode(node uint64, host string, t *turnServer, now time.Ti
 	return out
 }
 
-// relayLoop sends the node its relays right after the netmap, then fresh
-// credentials at half-life, until ctx ends.
-func (s *Server) relayLoop(ctx context.Context, c *streamConn, host string) {
-	if s.relays == nil {
-		return
+// relayUpdate returns the relay message for node when one is due at now,
+// and when the next one is: the stream's writer sends the first right after
+// the netmap, then fresh credentials at half their lifetime. Each node gets
+// its own credentials, so this is not part of the shared deltas.
+func (s *Server) relayUpdate(node uint64, host string, due, now time.Time) (frame []byte, next time.Time) {
+	if s.relays == nil || now.Before(due) {
+		return nil, due
 	}
-	for {
-		list := s.relays.forNode(c.nodeID, host, s.turn, time.Now())
-		frame, err := json.Marshal(control.Message{Type: control.MsgDelta, Delta: &control.Delta{Relays: &list}})
-		if err != nil {
-			s.log.Error("encode relays", "err", err)
-			return
-		}
-		s.hub.sendTo(c, frame)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(s.relays.ttl / 2):
-		}
+	list := s.relays.forNode(node, host, s.turn, now)
+	frame, err := json.Marshal(control.Message{Type: control.MsgDelta, Delta: &control.Delta{Relays: &list}})
+	if err != nil {
+		s.log.Error("encode relays", "err", err)
+		return nil, now.Add(s.relays.ttl / 2)
 	}
-}
-
-// sendTo queues one frame for one stream.
-func (h *hub) sendTo(c *streamConn, frame []byte) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.enqueueLocked(c, frame)
+	return frame, now.Add(s.relays.ttl / 2)
 }

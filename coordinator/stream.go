@@ -147,8 +147,7 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 	}()
 
 	var wg sync.WaitGroup
-	wg.Go(func() { s.writeLoop(ctx, ws, c, log, &wg) })
-	wg.Go(func() { s.relayLoop(ctx, c, host) })
+	wg.Go(func() { s.writeLoop(ctx, ws, c, host, log, &wg) })
 	s.readLoop(ws, node.ID, log)
 
 	c.close("stream ended", false)
@@ -158,7 +157,7 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 
 // writeLoop sends the netmap, then queued frames in order, and starts a
 // ping every ping interval (at most one in flight), counted in wg.
-func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *streamConn, log *slog.Logger, wg *sync.WaitGroup) {
+func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *streamConn, host string, log *slog.Logger, wg *sync.WaitGroup) {
 	t := time.NewTicker(s.pingInterval)
 	defer t.Stop()
 	var pinging atomic.Bool
@@ -171,11 +170,36 @@ func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *streamCon
 			return
 		}
 	}
+	// Relay credentials: right after the netmap, then renewed from here
+	// (no goroutine per stream for it).
+	var relaysDue time.Time
+	writeRelays := func() bool {
+		var frame []byte
+		frame, relaysDue = s.relayUpdate(c.nodeID, host, relaysDue, time.Now())
+		if frame == nil {
+			return true
+		}
+		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+		err := ws.Write(wctx, websocket.MessageText, frame)
+		cancel()
+		if err != nil {
+			log.Debug("stream write failed", "err", err)
+			c.close("write failed", false)
+			return false
+		}
+		return true
+	}
+	if !writeRelays() {
+		return
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if !writeRelays() {
+				return
+			}
 			if pinging.CompareAndSwap(false, true) {
 				wg.Go(func() {
 					defer pinging.Store(false)

@@ -188,44 +188,48 @@ func TestRelaysOnStream(t *testing.T) {
 	}
 }
 
-func TestRelayLoopRenewsCredentials(t *testing.T) {
+func TestRelayUpdateRenewsCredentials(t *testing.T) {
 	s := newTestServer(t)
 	defer s.Close()
 	l, err := newRelayList(TURNConfig{URLs: []string{"turn:turn.example.com"}, Secret: "s3cret"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.ttl = 200 * time.Millisecond // below what the flag allows, to see renewals in a test
 	s.relays = l
-	c := &streamConn{nodeID: 9, send: make(chan []byte, 8), close: func(string, bool) {}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.relayLoop(ctx, c, "coord.example.com"); close(done) }()
-	var expires []time.Time
-	for len(expires) < 3 {
-		select {
-		case frame := <-c.send:
-			var m control.Message
-			if err := json.Unmarshal(frame, &m); err != nil || m.Delta == nil || m.Delta.Relays == nil || len(*m.Delta.Relays) != 1 {
-				t.Fatalf("frame %s: want a delta with one relay", frame)
-			}
-			r := (*m.Delta.Relays)[0]
-			if !strings.HasSuffix(r.Username, ":9") {
-				t.Errorf("username %q not minted for node 9", r.Username)
-			}
-			expires = append(expires, r.Expires)
-		case <-time.After(5 * time.Second):
-			t.Fatalf("only %d relay frames in 5 s", len(expires))
+	relays := func(frame []byte) control.Relay {
+		t.Helper()
+		var m control.Message
+		if err := json.Unmarshal(frame, &m); err != nil || m.Delta == nil || m.Delta.Relays == nil || len(*m.Delta.Relays) != 1 {
+			t.Fatalf("frame %s: want a delta with one relay", frame)
 		}
+		r := (*m.Delta.Relays)[0]
+		if !strings.HasSuffix(r.Username, ":9") {
+			t.Errorf("username %q not minted for node 9", r.Username)
+		}
+		return r
 	}
-	cancel()
-	<-done
-	// Usernames carry whole seconds; a renewal half-way through the TTL
-	// must not hand out an older expiry.
-	for i := 1; i < len(expires); i++ {
-		if expires[i].Before(expires[i-1]) {
-			t.Errorf("renewal %d expires %v, before the previous %v", i, expires[i], expires[i-1])
-		}
+	start := time.Now()
+	frame, next := s.relayUpdate(9, "coord.example.com", time.Time{}, start)
+	if frame == nil {
+		t.Fatal("no relays at the start of a stream")
+	}
+	first := relays(frame)
+	if want := start.Add(l.ttl / 2); !next.Equal(want) {
+		t.Errorf("next renewal at %v, want half the TTL later (%v)", next, want)
+	}
+	if f, n := s.relayUpdate(9, "coord.example.com", next, start.Add(time.Minute)); f != nil || !n.Equal(next) {
+		t.Error("relays sent again before half the TTL")
+	}
+	frame, _ = s.relayUpdate(9, "coord.example.com", next, next)
+	if frame == nil {
+		t.Fatal("no renewal at half the TTL")
+	}
+	if second := relays(frame); !second.Expires.After(first.Expires) || second.Password == first.Password {
+		t.Errorf("renewal expires %v (first %v), same password %v: want a fresh credential", second.Expires, first.Expires, second.Password == first.Password)
+	}
+	s.relays = nil
+	if f, _ := s.relayUpdate(9, "coord.example.com", time.Time{}, start); f != nil {
+		t.Error("relays sent with no relay configured")
 	}
 }
 

@@ -13,7 +13,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/coder/websocket/wsjson"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/cabundle"
 )
 
 // controlClient talks to the coordinator: registration over HTTP and the
@@ -66,13 +66,9 @@ func newControlClient(coordinator, caFile string, log *slog.Logger) (*controlCli
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("read CA file: %w", err)
-		}
 		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
+		if err := cabundle.Append(pool, caFile); err != nil {
+			return nil, err
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
@@ -88,17 +84,7 @@ func parseCoordinatorURL(s string) (*url.URL, error) {
 	if s == "" {
 		return nil, errors.New("--coordinator URL is required (e.g. https://coord.example.com)")
 	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return nil, fmt.Errorf("coordinator URL %q: %w", s, err)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("coordinator URL %q: scheme must be http or https", s)
-	}
-	if u.Host == "" {
-		return nil, fmt.Errorf("coordinator URL %q: no host", s)
-	}
-	return u, nil
+	return control.ParseCoordinatorURL(s)
 }
 
 // register admits the node, retrying with backoff while the coordinator is

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/pion/turn/v5"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/cabundle"
 )
 
 // relayTarget is the relay a relay session allocates on.
@@ -243,11 +243,9 @@ func (a *Agent) relayTLS(t relayTarget) (*tls.Config, error) {
 		pool = x509.NewCertPool()
 	}
 	if a.cfg.CAFile != "" {
-		pem, err := os.ReadFile(a.cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("read CA file: %w", err)
+		if err := cabundle.Append(pool, a.cfg.CAFile); err != nil {
+			return nil, err
 		}
-		pool.AppendCertsFromPEM(pem)
 	}
 	if t.CA != "" && !pool.AppendCertsFromPEM([]byte(t.CA)) {
 		a.log.Warn("relay CA from coordinator holds no certificate", "url", t.URL)

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"time"
 )
 
@@ -51,6 +52,22 @@ var OverlayPrefix = netip.MustParsePrefix("100.64.0.0/10")
 
 // MaxRequestBody bounds every JSON request body the coordinator reads.
 const MaxRequestBody = 64 << 10
+
+// ParseCoordinatorURL checks the coordinator's base URL: http or https,
+// with a host.
+func ParseCoordinatorURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator URL %q: %w", s, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("coordinator URL %q: scheme must be http or https", s)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("coordinator URL %q: no host", s)
+	}
+	return u, nil
+}
 
 // RegisterRequest asks the coordinator to admit a node. A node that holds a
 // credential from an earlier registration sends it instead of an auth key; it

@@ -9,36 +9,25 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"os"
 	"strings"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/cabundle"
 )
 
 // FetchInfo asks the coordinator at coordinatorURL which STUN (and TURN)
 // servers to test against. caFile, when set, is a PEM bundle trusted for
 // the coordinator's TLS certificate.
 func FetchInfo(ctx context.Context, coordinatorURL, caFile string) (*control.NetcheckInfo, error) {
-	u, err := url.Parse(coordinatorURL)
+	u, err := control.ParseCoordinatorURL(coordinatorURL)
 	if err != nil {
-		return nil, fmt.Errorf("coordinator URL %q: %w", coordinatorURL, err)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("coordinator URL %q: scheme must be http or https", coordinatorURL)
-	}
-	if u.Host == "" {
-		return nil, fmt.Errorf("coordinator URL %q: no host", coordinatorURL)
+		return nil, err
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("read CA file: %w", err)
-		}
 		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
+		if err := cabundle.Append(pool, caFile); err != nil {
+			return nil, err
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}

@@ -115,14 +115,7 @@ func TestRelayCoturn(t *testing.T) {
 	a := addSiteAgent(t, lab, coord, "syma", natlab.Symmetric)
 	b := addSiteAgent(t, lab, coord, "symb", natlab.Symmetric)
 	ctx := t.Context()
-	for _, x := range []*meshlab.Agent{a, b} {
-		if err := x.Start(key); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := meshlab.WaitOnline(ctx, []*meshlab.Agent{a, b}, 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	startOnline(t, key, a, b)
 	if out, err := pingUntil(ctx, a, overlayIP(t, b), 40*time.Second); err != nil {
 		t.Fatalf("overlay ping through coturn failed: %v\n%s", err, out)
 	}
@@ -187,14 +180,7 @@ func TestRelayFallbackAndUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
-	for _, x := range []*meshlab.Agent{a, b} {
-		if err := x.Start(key); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := meshlab.WaitOnline(ctx, []*meshlab.Agent{a, b}, 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	startOnline(t, key, a, b)
 	ipB := overlayIP(t, b)
 	if out, err := pingUntil(ctx, a, ipB, 30*time.Second); err != nil {
 		t.Fatalf("ping before the cut: %v\n%s", err, out)
@@ -308,14 +294,7 @@ func TestRelayTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := addSiteAgent(t, lab, coord, "office", natlab.Symmetric)
-	for _, x := range []*meshlab.Agent{a, b} {
-		if err := x.Start(key); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := meshlab.WaitOnline(ctx, []*meshlab.Agent{a, b}, 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	startOnline(t, key, a, b)
 	if out, err := pingUntil(ctx, a, overlayIP(t, b), 40*time.Second); err != nil {
 		t.Fatalf("overlay ping over TURN/TLS failed: %v\n%s", err, out)
 	}
@@ -354,14 +333,7 @@ func TestRelayUnavailable(t *testing.T) {
 	a := addSiteAgent(t, lab, coord, "conea", natlab.FullCone)
 	b := addSiteAgent(t, lab, coord, "coneb", natlab.RestrictedCone)
 	ctx := t.Context()
-	for _, x := range []*meshlab.Agent{a, b} {
-		if err := x.Start(key); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := meshlab.WaitOnline(ctx, []*meshlab.Agent{a, b}, 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	startOnline(t, key, a, b)
 	checkDirectPair(t, a, b, overlayIP(t, b))
 	var st *meshlab.Status
 	err := natlab.Poll(ctx, 30*time.Second, 500*time.Millisecond, func() error {

@@ -88,3 +88,17 @@ func pingUntil(ctx context.Context, a *meshlab.Agent, ip string, timeout time.Du
 	})
 	return out, err
 }
+
+// startOnline starts the agents with key and waits until each sees all the
+// others online, or fails the test.
+func startOnline(t testing.TB, key string, agents ...*meshlab.Agent) {
+	t.Helper()
+	for _, a := range agents {
+		if err := a.Start(key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := meshlab.WaitOnline(t.Context(), agents, 60*time.Second); err != nil {
+		t.Fatalf("mesh did not come up: %v", err)
+	}
+}

@@ -64,14 +64,12 @@ func newControlClient(coordinator, caFile string, log *slog.Logger) (*controlCli
 	if err != nil {
 		return nil, err
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if caFile != "" {
-		pool := x509.NewCertPool()
-		if err := cabundle.Append(pool, caFile); err != nil {
-			return nil, err
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	tlsCfg, err := cabundle.ClientTLS(caFile)
+	if err != nil {
+		return nil, err
 	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tlsCfg
 	return &controlClient{
 		base: u,
 		http: &http.Client{Timeout: 15 * time.Second, Transport: tr},

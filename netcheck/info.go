@@ -3,7 +3,6 @@ package netcheck
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,14 +22,12 @@ func FetchInfo(ctx context.Context, coordinatorURL, caFile string) (*control.Net
 	if err != nil {
 		return nil, err
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if caFile != "" {
-		pool := x509.NewCertPool()
-		if err := cabundle.Append(pool, caFile); err != nil {
-			return nil, err
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	tlsCfg, err := cabundle.ClientTLS(caFile)
+	if err != nil {
+		return nil, err
 	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tlsCfg
 	defer tr.CloseIdleConnections()
 	endpoint := strings.TrimSuffix(u.String(), "/") + control.PathNetcheckInfo
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)

@@ -3,6 +3,7 @@
 package cabundle
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"os"
@@ -20,4 +21,18 @@ func Append(pool *x509.CertPool, path string) error {
 		return fmt.Errorf("CA file %s holds no PEM certificate", path)
 	}
 	return nil
+}
+
+// ClientTLS is the TLS client configuration for a coordinator whose CA is
+// in the PEM file at path: that CA instead of the system roots. An empty
+// path gives nil, which means the system roots.
+func ClientTLS(path string) (*tls.Config, error) {
+	if path == "" {
+		return nil, nil
+	}
+	pool := x509.NewCertPool()
+	if err := Append(pool, path); err != nil {
+		return nil, err
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }

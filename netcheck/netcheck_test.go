@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -185,5 +186,74 @@ func TestFetchInfoErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v, want %q", c.url, err, c.want)
 		}
+	}
+}
+
+// seenRequest is one Binding request a recordingSTUN server got.
+type seenRequest struct {
+	fromPort int
+	change   bool // it carried a CHANGE-REQUEST
+}
+
+// recordingSTUN is plainSTUN that also records the requests it gets.
+func recordingSTUN(t *testing.T, mu *sync.Mutex, seen *[]seenRequest) *net.UDPConn {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := conn.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			var req stun.Message
+			if stun.Decode(buf[:n], &req) != nil {
+				continue
+			}
+			mu.Lock()
+			*seen = append(*seen, seenRequest{fromPort: from.Port, change: req.Contains(stun.AttrChangeRequest)})
+			mu.Unlock()
+			resp := stun.MustBuild(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
+				&stun.XORMappedAddress{IP: from.IP, Port: from.Port})
+			conn.WriteToUDP(resp.Raw, from)
+		}
+	}()
+	return conn
+}
+
+// TestRunSocketsApart checks that the CHANGE-REQUESTs of the filtering
+// tests never leave from the socket whose mapping is measured: their
+// unsolicited replies would move that mapping on a router without an input
+// firewall (a cone NAT then reads as symmetric).
+func TestRunSocketsApart(t *testing.T) {
+	var mu sync.Mutex
+	var seen []seenRequest
+	a, b := recordingSTUN(t, &mu, &seen), recordingSTUN(t, &mu, &seen)
+	rep, err := Run(t.Context(), Config{
+		STUN:         []control.STUNServer{{Addr: a.LocalAddr().String(), Alternate: b.LocalAddr().String()}},
+		ProbeTimeout: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	mapping, filtering := map[int]bool{}, map[int]bool{}
+	for _, r := range seen {
+		if r.change {
+			filtering[r.fromPort] = true
+		} else {
+			mapping[r.fromPort] = true
+		}
+	}
+	if len(filtering) == 0 || len(mapping) != 1 || !mapping[int(rep.LocalPort)] {
+		t.Fatalf("plain Bindings from ports %v, CHANGE-REQUESTs from %v: want the Bindings from the one socket %d, and filtering tests", mapping, filtering, rep.LocalPort)
+	}
+	if filtering[int(rep.LocalPort)] {
+		t.Errorf("CHANGE-REQUESTs from ports %v include the mapping socket's %d", filtering, rep.LocalPort)
 	}
 }

@@ -256,3 +256,71 @@ func TestNetcheckPortMapping(t *testing.T) {
 		t.Errorf("netcheck left forwards on the router: %v", left)
 	}
 }
+
+// TestAgentNATProbe checks the agent's own NAT probe, which tells peers
+// whether this node is behind a symmetric NAT (status: self.nat), on every
+// NAT kind and both router variants: only a symmetric NAT may be called
+// symmetric. The agents of one variant run together, so their peers' ICE
+// checks reach the routers meanwhile, as in a real mesh.
+func TestAgentNATProbe(t *testing.T) {
+	lab, coord := newLab(t)
+	key := authKey(t, coord, true)
+	want := map[natlab.Kind]string{
+		natlab.FullCone:       "",
+		natlab.RestrictedCone: "",
+		natlab.PortRestricted: "",
+		natlab.DoubleNAT:      "",
+		natlab.Symmetric:      "symmetric",
+		natlab.UDPBlocked:     "udp-blocked",
+	}
+	kinds := []natlab.Kind{natlab.FullCone, natlab.RestrictedCone, natlab.PortRestricted, natlab.DoubleNAT, natlab.Symmetric, natlab.UDPBlocked}
+	for _, v := range natlab.Variants {
+		t.Run(v.String(), func(t *testing.T) {
+			var agents []*meshlab.Agent
+			for _, k := range kinds {
+				name := "ap-" + k.String() + "-" + v.String()
+				site, err := lab.AddSiteSpec(name, natlab.SiteSpec{Kind: k, Variant: v})
+				if err != nil {
+					t.Fatal(err)
+				}
+				a, err := meshlab.NewAgent(coord, site.Host, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := a.Start(key); err != nil {
+					t.Fatal(err)
+				}
+				agents = append(agents, a)
+			}
+			defer func() {
+				for _, a := range agents {
+					a.Stop(5 * time.Second)
+				}
+			}()
+			for i, a := range agents {
+				if err := a.Proc.WaitLog("local network", 60*time.Second); err != nil {
+					t.Fatalf("%s: no NAT probe result: %v", a.Name, err)
+				}
+				// A probe with one server tells nothing: it must have
+				// asked the STUN server's primary and alternate address.
+				if !strings.Contains(a.Proc.Log(), "servers=2") {
+					t.Errorf("%s: probe did not ask two STUN addresses:\n%s", a.Name, a.Proc.Log())
+				}
+				st, err := a.Status(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				probe := ""
+				for _, line := range strings.Split(a.Proc.Log(), "\n") {
+					if strings.Contains(line, "local network") {
+						probe = line
+					}
+				}
+				t.Logf("%s/%s: agent status self.nat %q; %s", kinds[i], v, st.Self.NAT, probe)
+				if st.Self.NAT != want[kinds[i]] {
+					t.Errorf("%s/%s: agent says nat %q, want %q", kinds[i], v, st.Self.NAT, want[kinds[i]])
+				}
+			}
+		})
+	}
+}

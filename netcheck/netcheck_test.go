@@ -81,6 +81,12 @@ func TestRunAgainstCoordinator(t *testing.T) {
 // ignoring CHANGE-REQUEST, as a server without RFC 5780 does.
 func plainSTUN(t *testing.T, answer bool) *net.UDPConn {
 	t.Helper()
+	return fakeSTUN(t, answer, nil)
+}
+
+// fakeSTUN is plainSTUN that hands every request to record, when not nil.
+func fakeSTUN(t *testing.T, answer bool, record func(from *net.UDPAddr, req *stun.Message)) *net.UDPConn {
+	t.Helper()
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("127.0.0.1")})
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +100,13 @@ func plainSTUN(t *testing.T, answer bool) *net.UDPConn {
 				return
 			}
 			var req stun.Message
-			if !answer || stun.Decode(buf[:n], &req) != nil {
+			if stun.Decode(buf[:n], &req) != nil {
+				continue
+			}
+			if record != nil {
+				record(from, &req)
+			}
+			if !answer {
 				continue
 			}
 			resp := stun.MustBuild(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
@@ -189,40 +201,10 @@ func TestFetchInfoErrors(t *testing.T) {
 	}
 }
 
-// seenRequest is one Binding request a recordingSTUN server got.
+// seenRequest is one Binding request a fakeSTUN server got.
 type seenRequest struct {
 	fromPort int
 	change   bool // it carried a CHANGE-REQUEST
-}
-
-// recordingSTUN is plainSTUN that also records the requests it gets.
-func recordingSTUN(t *testing.T, mu *sync.Mutex, seen *[]seenRequest) *net.UDPConn {
-	t.Helper()
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("127.0.0.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := conn.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			var req stun.Message
-			if stun.Decode(buf[:n], &req) != nil {
-				continue
-			}
-			mu.Lock()
-			*seen = append(*seen, seenRequest{fromPort: from.Port, change: req.Contains(stun.AttrChangeRequest)})
-			mu.Unlock()
-			resp := stun.MustBuild(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
-				&stun.XORMappedAddress{IP: from.IP, Port: from.Port})
-			conn.WriteToUDP(resp.Raw, from)
-		}
-	}()
-	return conn
 }
 
 // TestRunSocketsApart checks that the CHANGE-REQUESTs of the filtering
@@ -232,7 +214,12 @@ func recordingSTUN(t *testing.T, mu *sync.Mutex, seen *[]seenRequest) *net.UDPCo
 func TestRunSocketsApart(t *testing.T) {
 	var mu sync.Mutex
 	var seen []seenRequest
-	a, b := recordingSTUN(t, &mu, &seen), recordingSTUN(t, &mu, &seen)
+	record := func(from *net.UDPAddr, req *stun.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, seenRequest{fromPort: from.Port, change: req.Contains(stun.AttrChangeRequest)})
+	}
+	a, b := fakeSTUN(t, true, record), fakeSTUN(t, true, record)
 	rep, err := Run(t.Context(), Config{
 		STUN:         []control.STUNServer{{Addr: a.LocalAddr().String(), Alternate: b.LocalAddr().String()}},
 		ProbeTimeout: 300 * time.Millisecond,

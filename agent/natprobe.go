@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"errors"
 	"net"
 	"net/netip"
@@ -26,14 +27,21 @@ const natProbeTimeout = 2 * time.Second
 // probeNAT asks every STUN server for our mapped address from one fresh
 // socket: no answer at all means UDP is blocked; two different mapped
 // ports mean a symmetric NAT. One server (or one answer) cannot tell, and
-// gives "".
-func probeNAT(servers []string) string {
+// gives "". It also returns the mapped addresses seen.
+//
+// The socket must be fresh and only ever receive answers to its own
+// requests: on a router without an input firewall, an unsolicited packet
+// from a server (such as a reply to an RFC 5780 CHANGE-REQUEST) leaves a
+// conntrack entry that moves the socket's later mapping toward that
+// server, and a cone NAT would read as symmetric. So no filtering test
+// here: netcheck does those from a socket of their own.
+func probeNAT(servers []string) (string, []netip.AddrPort) {
 	if len(servers) == 0 {
-		return ""
+		return "", nil
 	}
 	pc, err := net.ListenPacket("udp4", ":0")
 	if err != nil {
-		return ""
+		return "", nil
 	}
 	defer pc.Close()
 	var mapped []netip.AddrPort
@@ -44,11 +52,11 @@ func probeNAT(servers []string) string {
 	}
 	switch {
 	case len(mapped) == 0:
-		return natUDPBlocked
+		return natUDPBlocked, nil
 	case len(mapped) >= 2 && mapped[0] != mapped[1]:
-		return natSymmetric
+		return natSymmetric, mapped
 	}
-	return ""
+	return "", mapped
 }
 
 // stunMapped sends one Binding request (twice, for loss) and returns the
@@ -101,6 +109,7 @@ func minTime(a, b time.Time) time.Time {
 type natState struct {
 	mu      sync.Mutex
 	label   string
+	probed  bool // a probe has finished
 	next    time.Time
 	running bool
 }
@@ -122,15 +131,15 @@ func (a *Agent) natTick(now time.Time) {
 	n.running = true
 	n.mu.Unlock()
 	go func() {
-		label := probeNAT(servers)
+		label, mapped := probeNAT(servers)
 		n.mu.Lock()
-		changed := label != n.label
-		n.label, n.running, n.next = label, false, time.Now().Add(natRecheck)
+		changed, first := label != n.label, !n.probed
+		n.label, n.probed, n.running, n.next = label, true, false, time.Now().Add(natRecheck)
 		n.mu.Unlock()
+		if changed || first {
+			a.log.Info("local network", "nat", cmp.Or(label, "no symmetric NAT seen"), "servers", len(servers), "mapped", mapped)
+		}
 		if changed {
-			if label != "" {
-				a.log.Info("local network", "nat", label)
-			}
 			// Peers explain paths with it; offers carry it too, but the
 			// first ones usually leave before the probe is done.
 			for _, p := range a.peerList() {

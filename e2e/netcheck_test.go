@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -37,74 +38,113 @@ type netcheckReport struct {
 }
 
 // TestNetcheckNATTypes runs `meshvpn netcheck --json` (no agent running) on
-// a host of a site of every NAT kind and checks that it names the kind, with
-// the mapping and filtering behaviours behind the name. The coordinator's
-// STUN server has a second IP and port (meshlab.CoordinatorAltSTUN), as
-// the filtering tests need.
+// a host of a site of every NAT kind, on both router variants (with and
+// without an input firewall), and checks that it names the kind, with the
+// mapping and filtering behaviours behind the name. The coordinator's STUN
+// server has a second IP and port (meshlab.CoordinatorAltSTUN), as the
+// filtering tests need.
 func TestNetcheckNATTypes(t *testing.T) {
 	lab, coord := newLab(t)
-	cases := []struct {
-		kind               natlab.Kind
+	type want struct {
 		nat                string
 		mapping, filtering string
-		varies             bool
+		varies             *bool
+	}
+	no, yes := new(false), new(true)
+	cases := []struct {
+		kind natlab.Kind
+		want
 	}{
-		{natlab.None, "none", "endpoint-independent", "endpoint-independent", false},
-		{natlab.FullCone, "full cone", "endpoint-independent", "endpoint-independent", false},
-		{natlab.RestrictedCone, "restricted cone", "endpoint-independent", "address-dependent", false},
-		{natlab.PortRestricted, "port-restricted cone", "endpoint-independent", "address-and-port-dependent", false},
-		{natlab.Symmetric, "symmetric", "address-and-port-dependent", "address-and-port-dependent", true},
+		{natlab.None, want{"none", "endpoint-independent", "endpoint-independent", no}},
+		{natlab.FullCone, want{"full cone", "endpoint-independent", "endpoint-independent", no}},
+		{natlab.RestrictedCone, want{"restricted cone", "endpoint-independent", "address-dependent", no}},
+		{natlab.PortRestricted, want{"port-restricted cone", "endpoint-independent", "address-and-port-dependent", no}},
+		{natlab.DoubleNAT, want{"port-restricted cone", "endpoint-independent", "address-and-port-dependent", no}},
+		{natlab.Symmetric, want{"symmetric", "address-and-port-dependent", "address-and-port-dependent", yes}},
+		{natlab.UDPBlocked, want{"udp blocked", "unknown", "unknown", nil}},
 	}
-	// Build every site first, so the checks below run back to back.
-	sites := map[natlab.Kind]*natlab.Site{}
-	for _, c := range cases {
-		s, err := lab.AddSite("nc-"+c.kind.String(), c.kind)
-		if err != nil {
-			t.Fatal(err)
+	// Build every site first, so the checks below run back to back. A
+	// public host has no router, so no variant.
+	type key struct {
+		kind    natlab.Kind
+		variant natlab.Variant
+	}
+	sites := map[key]*natlab.Site{}
+	for _, v := range natlab.Variants {
+		for _, c := range cases {
+			if c.kind == natlab.None && v != natlab.InputDrop {
+				continue
+			}
+			s, err := lab.AddSiteSpec("nc-"+c.kind.String()+"-"+v.String(), natlab.SiteSpec{Kind: c.kind, Variant: v})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sites[key{c.kind, v}] = s
 		}
-		sites[c.kind] = s
 	}
-	for _, c := range cases {
-		t.Run(c.kind.String(), func(t *testing.T) {
-			site := sites[c.kind]
-			start := time.Now()
-			rep, raw := runNetcheck(t, coord, site.Host)
-			t.Logf("%s: netcheck took %v: nat_type %q, mapping %s, filtering %s, public %s",
-				c.kind, time.Since(start).Round(time.Millisecond), rep.NATType, rep.Mapping, rep.Filtering, rep.PublicEndpoint)
-			if rep.NATType != c.nat || rep.Mapping != c.mapping || rep.Filtering != c.filtering {
-				t.Fatalf("%s site: nat_type %q mapping %q filtering %q, want %q %q %q\n%s",
-					c.kind, rep.NATType, rep.Mapping, rep.Filtering, c.nat, c.mapping, c.filtering, raw)
-			}
-			if !rep.UDP {
-				t.Errorf("udp false")
-			}
-			if rep.Varies == nil || *rep.Varies != c.varies {
-				t.Errorf("mapping_varies_by_destination %v, want %v", rep.Varies, c.varies)
-			}
-			wantIP := site.Host.IP.String()
-			if site.Router != nil {
-				wantIP = site.Router.IP.String()
-			}
-			if rep.PublicIP != wantIP || !strings.HasPrefix(rep.PublicEndpoint, wantIP+":") {
-				t.Errorf("public %s (%s), want the address %s", rep.PublicIP, rep.PublicEndpoint, wantIP)
-			}
-			// These routers speak no port-mapping protocol.
-			if pm := rep.PortMapping; !pm.Probed || pm.UPnP || pm.NATPMP || pm.PCP || pm.External != "" {
-				t.Errorf("port_mapping %+v: want probed, nothing offered", pm)
-			}
-			latency := map[string]bool{}
-			for _, s := range rep.Servers {
-				if s.LatencyMs != nil && *s.LatencyMs > 0 {
-					latency[s.Kind+" "+s.Addr] = true
+	for _, v := range natlab.Variants {
+		t.Run(v.String(), func(t *testing.T) {
+			for _, c := range cases {
+				site := sites[key{c.kind, v}]
+				if site == nil {
+					continue
 				}
-			}
-			for _, want := range []string{"stun " + meshlab.CoordinatorIP + ":3478", "stun-alternate " + meshlab.CoordinatorAltSTUN} {
-				if !latency[want] {
-					t.Errorf("no latency for %s\n%s", want, raw)
-				}
+				t.Run(c.kind.String(), func(t *testing.T) {
+					checkNetcheck(t, coord, site, c.nat, c.mapping, c.filtering, c.varies)
+				})
 			}
 		})
 	}
+}
+
+// checkNetcheck runs netcheck on site's host and checks its verdict.
+func checkNetcheck(t *testing.T, coord *meshlab.Coordinator, site *natlab.Site, nat, mapping, filtering string, varies *bool) {
+	start := time.Now()
+	rep, raw := runNetcheck(t, coord, site.Host)
+	t.Logf("%s/%s: netcheck took %v: nat_type %q, mapping %s, filtering %s, public %s",
+		site.Kind, site.Variant, time.Since(start).Round(time.Millisecond), rep.NATType, rep.Mapping, rep.Filtering, rep.PublicEndpoint)
+	if rep.NATType != nat || rep.Mapping != mapping || rep.Filtering != filtering {
+		t.Fatalf("%s site (%s): nat_type %q mapping %q filtering %q, want %q %q %q\n%s",
+			site.Kind, site.Variant, rep.NATType, rep.Mapping, rep.Filtering, nat, mapping, filtering, raw)
+	}
+	if (rep.Varies == nil) != (varies == nil) || varies != nil && *rep.Varies != *varies {
+		t.Errorf("mapping_varies_by_destination %v, want %v", fmtBool(rep.Varies), fmtBool(varies))
+	}
+	// These routers speak no port-mapping protocol.
+	if pm := rep.PortMapping; !pm.Probed || pm.UPnP || pm.NATPMP || pm.PCP || pm.External != "" {
+		t.Errorf("port_mapping %+v: want probed, nothing offered", pm)
+	}
+	if site.Kind == natlab.UDPBlocked {
+		if rep.UDP || rep.PublicIP != "" {
+			t.Errorf("udp %v, public %q: want no UDP and no public address", rep.UDP, rep.PublicIP)
+		}
+		return
+	}
+	if !rep.UDP {
+		t.Errorf("udp false")
+	}
+	wantIP := site.PublicIP().String()
+	if rep.PublicIP != wantIP || !strings.HasPrefix(rep.PublicEndpoint, wantIP+":") {
+		t.Errorf("public %s (%s), want the address %s", rep.PublicIP, rep.PublicEndpoint, wantIP)
+	}
+	latency := map[string]bool{}
+	for _, s := range rep.Servers {
+		if s.LatencyMs != nil && *s.LatencyMs > 0 {
+			latency[s.Kind+" "+s.Addr] = true
+		}
+	}
+	for _, want := range []string{"stun " + meshlab.CoordinatorIP + ":3478", "stun-alternate " + meshlab.CoordinatorAltSTUN} {
+		if !latency[want] {
+			t.Errorf("no latency for %s\n%s", want, raw)
+		}
+	}
+}
+
+func fmtBool(b *bool) string {
+	if b == nil {
+		return "null"
+	}
+	return strconv.FormatBool(*b)
 }
 
 // TestNetcheckBadCoordinator checks that netcheck fails with a clear
@@ -214,5 +254,73 @@ func TestNetcheckPortMapping(t *testing.T) {
 	}
 	if len(left) != 0 {
 		t.Errorf("netcheck left forwards on the router: %v", left)
+	}
+}
+
+// TestAgentNATProbe checks the agent's own NAT probe, which tells peers
+// whether this node is behind a symmetric NAT (status: self.nat), on every
+// NAT kind and both router variants: only a symmetric NAT may be called
+// symmetric. The agents of one variant run together, so their peers' ICE
+// checks reach the routers meanwhile, as in a real mesh.
+func TestAgentNATProbe(t *testing.T) {
+	lab, coord := newLab(t)
+	key := authKey(t, coord, true)
+	want := map[natlab.Kind]string{
+		natlab.FullCone:       "",
+		natlab.RestrictedCone: "",
+		natlab.PortRestricted: "",
+		natlab.DoubleNAT:      "",
+		natlab.Symmetric:      "symmetric",
+		natlab.UDPBlocked:     "udp-blocked",
+	}
+	kinds := []natlab.Kind{natlab.FullCone, natlab.RestrictedCone, natlab.PortRestricted, natlab.DoubleNAT, natlab.Symmetric, natlab.UDPBlocked}
+	for _, v := range natlab.Variants {
+		t.Run(v.String(), func(t *testing.T) {
+			var agents []*meshlab.Agent
+			for _, k := range kinds {
+				name := "ap-" + k.String() + "-" + v.String()
+				site, err := lab.AddSiteSpec(name, natlab.SiteSpec{Kind: k, Variant: v})
+				if err != nil {
+					t.Fatal(err)
+				}
+				a, err := meshlab.NewAgent(coord, site.Host, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := a.Start(key); err != nil {
+					t.Fatal(err)
+				}
+				agents = append(agents, a)
+			}
+			defer func() {
+				for _, a := range agents {
+					a.Stop(5 * time.Second)
+				}
+			}()
+			for i, a := range agents {
+				if err := a.Proc.WaitLog("local network", 60*time.Second); err != nil {
+					t.Fatalf("%s: no NAT probe result: %v", a.Name, err)
+				}
+				// A probe with one server tells nothing: it must have
+				// asked the STUN server's primary and alternate address.
+				if !strings.Contains(a.Proc.Log(), "servers=2") {
+					t.Errorf("%s: probe did not ask two STUN addresses:\n%s", a.Name, a.Proc.Log())
+				}
+				st, err := a.Status(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				probe := ""
+				for _, line := range strings.Split(a.Proc.Log(), "\n") {
+					if strings.Contains(line, "local network") {
+						probe = line
+					}
+				}
+				t.Logf("%s/%s: agent status self.nat %q; %s", kinds[i], v, st.Self.NAT, probe)
+				if st.Self.NAT != want[kinds[i]] {
+					t.Errorf("%s/%s: agent says nat %q, want %q", kinds[i], v, st.Self.NAT, want[kinds[i]])
+				}
+			}
+		})
 	}
 }

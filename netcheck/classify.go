@@ -69,8 +69,9 @@ type Observations struct {
 	Local bool
 	// ChangeIPPort asked the primary server to reply from its other IP and
 	// port (RFC 5780 test II); ChangePort from its other port only (test
-	// III). Both are sent before the socket talks to anyone but the primary,
-	// so no earlier packet can have opened the NAT for the reply.
+	// III). Both go from a socket of their own that sends only to the
+	// primary, so no earlier packet can have opened the NAT for the reply,
+	// and the unsolicited replies cannot disturb the Bindings' mapping.
 	ChangeIPPort       Outcome
 	ChangeIPPortReason string
 	ChangePort         Outcome

@@ -4,7 +4,8 @@
 // users know (full cone, restricted cone, port-restricted cone, symmetric).
 //
 // It uses STUN servers only (RFC 5389 Binding, RFC 5780 CHANGE-REQUEST and
-// OTHER-ADDRESS), from one UDP socket, and needs no running agent.
+// OTHER-ADDRESS), from two UDP sockets (one for the mapping, one for the
+// filtering tests, see tester.run), and needs no running agent.
 package netcheck
 
 import (
@@ -199,9 +200,23 @@ type target struct {
 // run does the tests and returns what it observed; Observations.Bindings
 // holds only answered exchanges, the primary's first.
 //
-// Order matters: the filtering tests go out before the socket has sent
-// anything to a second address, since a packet to that address would open
-// the NAT for the very reply the test is waiting for.
+// The mapping and the filtering tests must not share a socket:
+//   - a filtering test asks for a reply from an address the socket never
+//     sent to. On a router without an input firewall (Docker hosts, cloud
+//     NAT instances, DIY routers) that unsolicited reply reaches the router
+//     itself and leaves a conntrack entry for that address and the socket's
+//     public port; the socket's own later Binding request to that address
+//     clashes with it and leaves from another port, which reads as "the
+//     mapping varies by destination" on a cone NAT;
+//   - a Binding request to the alternate address would open the NAT for
+//     the very reply a filtering test waits for.
+//
+// So the filtering tests run on a fresh socket that sends only to the
+// primary, and whose mapping no verdict depends on; the main socket
+// receives only answers to its own requests. They also run before the main
+// socket sends to the alternate address: some restricted-cone NATs open
+// their filter per host rather than per mapping (the lab's does), and
+// would let the reply from the alternate IP in.
 func (t *tester) run(ctx context.Context) Observations {
 	var obs Observations
 	stuns := make([]target, len(t.cfg.STUN))
@@ -250,8 +265,8 @@ func (t *tester) run(ctx context.Context) Observations {
 		}
 	}
 
-	// Now everything else, at once: the alternates for the mapping test,
-	// the other servers and TURN for their latency.
+	// Now everything else on the main socket, at once: the alternates for
+	// the mapping test, the other servers and TURN for their latency.
 	var rest []target
 	if alt.ap.IsValid() {
 		rest = append(rest, alt)
@@ -345,8 +360,16 @@ func (t *tester) addBinding(s target, mapped netip.AddrPort) {
 }
 
 // filteringTests asks the primary to answer from its other IP and port
-// (test II) and from its other port (test III), at once.
+// (test II) and from its other port (test III), at once, from a socket of
+// their own (see run).
 func (t *tester) filteringTests(ctx context.Context, primary, alt netip.AddrPort, obs *Observations) {
+	fp, err := newProber()
+	if err != nil {
+		obs.ChangeIPPortReason = fmt.Sprintf("no socket for the filtering tests: %v", err)
+		obs.ChangePortReason = obs.ChangeIPPortReason
+		return
+	}
+	defer fp.close()
 	var wg sync.WaitGroup
 	if alt.Addr() != primary.Addr() {
 		flags := changeIP
@@ -354,7 +377,7 @@ func (t *tester) filteringTests(ctx context.Context, primary, alt netip.AddrPort
 			flags |= changePort
 		}
 		wg.Go(func() {
-			obs.ChangeIPPort, obs.ChangeIPPortReason = t.changeTest(ctx, primary, flags, func(from netip.AddrPort) bool {
+			obs.ChangeIPPort, obs.ChangeIPPortReason = t.changeTest(ctx, fp, primary, flags, func(from netip.AddrPort) bool {
 				return from.Addr() != primary.Addr()
 			})
 		})
@@ -363,7 +386,7 @@ func (t *tester) filteringTests(ctx context.Context, primary, alt netip.AddrPort
 	}
 	if alt.Port() != primary.Port() {
 		wg.Go(func() {
-			obs.ChangePort, obs.ChangePortReason = t.changeTest(ctx, primary, changePort, func(from netip.AddrPort) bool {
+			obs.ChangePort, obs.ChangePortReason = t.changeTest(ctx, fp, primary, changePort, func(from netip.AddrPort) bool {
 				return from.Addr() == primary.Addr() && from.Port() != primary.Port()
 			})
 		})
@@ -375,8 +398,8 @@ func (t *tester) filteringTests(ctx context.Context, primary, alt netip.AddrPort
 
 // changeTest sends one CHANGE-REQUEST and judges the answer: it must come
 // from the address asked for, or the server did not do what the test needs.
-func (t *tester) changeTest(ctx context.Context, primary netip.AddrPort, flags byte, fromOK func(netip.AddrPort) bool) (Outcome, string) {
-	a, err := t.p.exchange(ctx, primary, flags, t.cfg.ProbeTimeout)
+func (t *tester) changeTest(ctx context.Context, p *prober, primary netip.AddrPort, flags byte, fromOK func(netip.AddrPort) bool) (Outcome, string) {
+	a, err := p.exchange(ctx, primary, flags, t.cfg.ProbeTimeout)
 	if errors.Is(err, errNoAnswer) {
 		return Silent, ""
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -80,6 +81,12 @@ func TestRunAgainstCoordinator(t *testing.T) {
 // ignoring CHANGE-REQUEST, as a server without RFC 5780 does.
 func plainSTUN(t *testing.T, answer bool) *net.UDPConn {
 	t.Helper()
+	return fakeSTUN(t, answer, nil)
+}
+
+// fakeSTUN is plainSTUN that hands every request to record, when not nil.
+func fakeSTUN(t *testing.T, answer bool, record func(from *net.UDPAddr, req *stun.Message)) *net.UDPConn {
+	t.Helper()
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("127.0.0.1")})
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +100,13 @@ func plainSTUN(t *testing.T, answer bool) *net.UDPConn {
 				return
 			}
 			var req stun.Message
-			if !answer || stun.Decode(buf[:n], &req) != nil {
+			if stun.Decode(buf[:n], &req) != nil {
+				continue
+			}
+			if record != nil {
+				record(from, &req)
+			}
+			if !answer {
 				continue
 			}
 			resp := stun.MustBuild(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
@@ -185,5 +198,49 @@ func TestFetchInfoErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v, want %q", c.url, err, c.want)
 		}
+	}
+}
+
+// seenRequest is one Binding request a fakeSTUN server got.
+type seenRequest struct {
+	fromPort int
+	change   bool // it carried a CHANGE-REQUEST
+}
+
+// TestRunSocketsApart checks that the CHANGE-REQUESTs of the filtering
+// tests never leave from the socket whose mapping is measured: their
+// unsolicited replies would move that mapping on a router without an input
+// firewall (a cone NAT then reads as symmetric).
+func TestRunSocketsApart(t *testing.T) {
+	var mu sync.Mutex
+	var seen []seenRequest
+	record := func(from *net.UDPAddr, req *stun.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, seenRequest{fromPort: from.Port, change: req.Contains(stun.AttrChangeRequest)})
+	}
+	a, b := fakeSTUN(t, true, record), fakeSTUN(t, true, record)
+	rep, err := Run(t.Context(), Config{
+		STUN:         []control.STUNServer{{Addr: a.LocalAddr().String(), Alternate: b.LocalAddr().String()}},
+		ProbeTimeout: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	mapping, filtering := map[int]bool{}, map[int]bool{}
+	for _, r := range seen {
+		if r.change {
+			filtering[r.fromPort] = true
+		} else {
+			mapping[r.fromPort] = true
+		}
+	}
+	if len(filtering) == 0 || len(mapping) != 1 || !mapping[int(rep.LocalPort)] {
+		t.Fatalf("plain Bindings from ports %v, CHANGE-REQUESTs from %v: want the Bindings from the one socket %d, and filtering tests", mapping, filtering, rep.LocalPort)
+	}
+	if filtering[int(rep.LocalPort)] {
+		t.Errorf("CHANGE-REQUESTs from ports %v include the mapping socket's %d", filtering, rep.LocalPort)
 	}
 }

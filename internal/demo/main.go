@@ -115,7 +115,7 @@ func run(ctx context.Context, kinds [3]natlab.Kind) (err error) {
 		agents = append(agents, a)
 		where := "public address " + site.Host.IP.String()
 		if site.Router != nil {
-			where = fmt.Sprintf("%s behind a %s NAT (router %s)", site.Host.IP, s.kind, site.Router.IP)
+			where = fmt.Sprintf("%s behind a %s NAT (public %s)", site.Host.IP, s.kind, site.PublicIP())
 		}
 		fmt.Printf("    %-7s %s\n", s.name, where)
 	}

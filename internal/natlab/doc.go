@@ -1,7 +1,8 @@
 // Package natlab builds a throw-away network of Linux network namespaces for
 // tests: an "internet" with public hosts, and sites behind NAT routers whose
-// behaviour (full cone, restricted cone, port-restricted cone, symmetric) is
-// made with nftables. It drives the stock `ip` and `nft` commands so that what
+// behaviour (full cone, restricted cone, port-restricted cone, symmetric,
+// UDP blocked, double NAT) is made with nftables, each in two router
+// variants: with an input firewall and without one (see Variant). It drives the stock `ip` and `nft` commands so that what
 // a test does can be replayed by hand in a shell.
 //
 // Topology and address plan:
@@ -14,6 +15,9 @@
 //	site N hosts:       eth0 on the router's lan bridge, 10.N.0.(10+i)/24,
 //	                    default route via 10.N.0.1
 //	KindNone sites:     no router; hosts sit on br0 at 203.0.113.(150+k)/24
+//	DoubleNAT site N:   carrier NAT wan on br0 = 203.0.113.(100+N)/24,
+//	                    lan bridge 172.16.N.1/24; the home router's wan is
+//	                    172.16.N.2/24 on it, its LAN as above
 //
 // Safety: every interface is created inside a lab namespace (`ip -n NS link
 // add ... peer ... netns OTHER`), so no lab namespace ever has a link to the

@@ -55,50 +55,55 @@ func TestNATBehaviour(t *testing.T) {
 		{RestrictedCone, true, true, false},
 		{PortRestricted, true, false, false},
 		{Symmetric, false, false, false},
+		{DoubleNAT, true, false, false},
 	}
-	for _, tc := range tests {
-		site, err := lab.AddSite(tc.kind.String(), tc.kind)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Run(tc.kind.String(), func(t *testing.T) {
-			client, err := site.Host.Start("env", toolArgs(t, "client", "-bind", "0.0.0.0:40000",
-				"-echo", "203.0.113.20:3478,203.0.113.21:3478", "-listen", "2s")...)
+	// Neither variant changes what a host's own flows see.
+	for _, v := range Variants {
+		for _, tc := range tests {
+			name := tc.kind.String() + "-" + v.String()
+			site, err := lab.AddSiteSpec(name, SiteSpec{Kind: tc.kind, Variant: v})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := client.WaitLog("ready", 10*time.Second); err != nil {
-				t.Fatal(err)
-			}
-			mapped := parseMapped(t, client.Log())
-			viaA, viaB := mapped["203.0.113.20:3478"], mapped["203.0.113.21:3478"]
-			if viaA.Addr() != site.Router.IP || viaB.Addr() != site.Router.IP {
-				t.Errorf("mapped addresses %v, %v; want the router's %v", viaA, viaB, site.Router.IP)
-			}
-			if got := viaA.Port() == viaB.Port(); got != tc.samePort {
-				t.Errorf("mapping to A is %v, to B is %v: same port = %v, want %v", viaA, viaB, got, tc.samePort)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			for _, h := range []*Host{a, c} {
-				if _, err := h.Run(ctx, "env", toolArgs(t, "probe", "-bind", "0.0.0.0:3479", "-to", viaA.String())...); err != nil {
+			t.Run(name, func(t *testing.T) {
+				client, err := site.Host.Start("env", toolArgs(t, "client", "-bind", "0.0.0.0:40000",
+					"-echo", "203.0.113.20:3478,203.0.113.21:3478", "-listen", "2s")...)
+				if err != nil {
 					t.Fatal(err)
 				}
-			}
-			if err := client.Wait(10 * time.Second); err != nil {
-				t.Fatalf("client: %v\n%s", err, client.Log())
-			}
-			log := client.Log()
-			gotA := strings.Contains(log, "from 203.0.113.20:3479 probe")
-			gotC := strings.Contains(log, "from 198.51.100.22:3479 probe")
-			if gotA != tc.fromOtherPort {
-				t.Errorf("probe from contacted address, other port (A:3479) received = %v, want %v", gotA, tc.fromOtherPort)
-			}
-			if gotC != tc.fromOther {
-				t.Errorf("probe from uncontacted address (C) received = %v, want %v", gotC, tc.fromOther)
-			}
-			t.Logf("%s: mapped via A %v, via B %v; inbound from A:3479 %v, from C %v", tc.kind, viaA, viaB, gotA, gotC)
-		})
+				if err := client.WaitLog("ready", 10*time.Second); err != nil {
+					t.Fatal(err)
+				}
+				mapped := parseMapped(t, client.Log())
+				viaA, viaB := mapped["203.0.113.20:3478"], mapped["203.0.113.21:3478"]
+				if viaA.Addr() != site.PublicIP() || viaB.Addr() != site.PublicIP() {
+					t.Errorf("mapped addresses %v, %v; want the site's public %v", viaA, viaB, site.PublicIP())
+				}
+				if got := viaA.Port() == viaB.Port(); got != tc.samePort {
+					t.Errorf("mapping to A is %v, to B is %v: same port = %v, want %v", viaA, viaB, got, tc.samePort)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				for _, h := range []*Host{a, c} {
+					if _, err := h.Run(ctx, "env", toolArgs(t, "probe", "-bind", "0.0.0.0:3479", "-to", viaA.String())...); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := client.Wait(10 * time.Second); err != nil {
+					t.Fatalf("client: %v\n%s", err, client.Log())
+				}
+				log := client.Log()
+				gotA := strings.Contains(log, "from 203.0.113.20:3479 probe")
+				gotC := strings.Contains(log, "from 198.51.100.22:3479 probe")
+				if gotA != tc.fromOtherPort {
+					t.Errorf("probe from contacted address, other port (A:3479) received = %v, want %v", gotA, tc.fromOtherPort)
+				}
+				if gotC != tc.fromOther {
+					t.Errorf("probe from uncontacted address (C) received = %v, want %v", gotC, tc.fromOther)
+				}
+				t.Logf("%s: mapped via A %v, via B %v; inbound from A:3479 %v, from C %v", name, viaA, viaB, gotA, gotC)
+			})
+		}
 	}
 }
 
@@ -111,8 +116,14 @@ func mustPublic(t *testing.T, lab *Lab, name, ip string) *Host {
 	return h
 }
 
-// parseMapped reads the client's "mapped SERVER OBSERVED" lines.
+// parseMapped reads the client's "mapped SERVER OBSERVED" lines, two.
 func parseMapped(t *testing.T, log string) map[string]netip.AddrPort {
+	t.Helper()
+	return parseMappedN(t, log, 2)
+}
+
+// parseMappedN reads n "mapped SERVER OBSERVED" lines.
+func parseMappedN(t *testing.T, log string, n int) map[string]netip.AddrPort {
 	t.Helper()
 	m := map[string]netip.AddrPort{}
 	for _, line := range strings.Split(log, "\n") {
@@ -125,8 +136,8 @@ func parseMapped(t *testing.T, log string) map[string]netip.AddrPort {
 			m[f[1]] = ap
 		}
 	}
-	if len(m) != 2 {
-		t.Fatalf("want 2 mappings, got %v from log:\n%s", m, log)
+	if len(m) != n {
+		t.Fatalf("want %d mappings, got %v from log:\n%s", n, m, log)
 	}
 	return m
 }

@@ -7,13 +7,19 @@ import (
 	"path/filepath"
 )
 
-// Site is a LAN behind one router, or (KindNone) a group of public hosts.
+// Site is a LAN behind one router (two for DoubleNAT), or (KindNone) a
+// group of public hosts.
 type Site struct {
-	Name string
-	Kind Kind
-	// Router is the NAT router's namespace (nil for KindNone). Its IP is the
-	// WAN address all the site's hosts appear from.
+	Name    string
+	Kind    Kind
+	Variant Variant
+	// Router is the NAT router the hosts sit behind, in namespace NAME-nat
+	// (nil for KindNone). Its IP is its WAN address: the address the
+	// site's hosts appear from, except behind a DoubleNAT (see PublicIP).
 	Router *Host
+	// Carrier is a DoubleNAT site's carrier-grade NAT (namespace NAME-cgn),
+	// with Router behind it at 172.16.N.2; nil for every other kind.
+	Carrier *Host
 	// LAN is the site's private prefix (10.N.0.0/24); invalid for KindNone.
 	LAN netip.Prefix
 	// Host is the first host (named like the site); Hosts lists them all.
@@ -24,24 +30,47 @@ type Site struct {
 	index int
 }
 
-// AddSite adds a site with one host named name. For a NAT kind it builds the
-// router namespace NAME-nat (wan on the internet bridge, lan bridge with
-// 10.N.0.1/24, forwarding on, the kind's nftables rules) and the host
-// behind it; for KindNone the host is public.
+// PublicIP is the address the site's hosts appear from on the internet.
+func (s *Site) PublicIP() netip.Addr {
+	switch {
+	case s.Carrier != nil:
+		return s.Carrier.IP
+	case s.Router != nil:
+		return s.Router.IP
+	}
+	return s.Host.IP
+}
+
+// AddSite adds a site of the given kind with today's firewalled router
+// (Variant InputDrop): AddSiteSpec(name, SiteSpec{Kind: kind}).
 func (l *Lab) AddSite(name string, kind Kind) (*Site, error) {
-	if _, err := kind.rules(nil); err != nil {
+	return l.AddSiteSpec(name, SiteSpec{Kind: kind})
+}
+
+// AddSiteSpec adds a site with one host named name. For a NAT kind it
+// builds the router namespace NAME-nat (wan on the internet bridge, lan
+// bridge with 10.N.0.1/24, forwarding on, the kind's nftables rules in the
+// spec's variant) and the host behind it; for DoubleNAT the router's wan
+// sits instead on the LAN (172.16.N.0/24) of a carrier NAT NAME-cgn, which
+// holds the public address. For KindNone the host is public.
+func (l *Lab) AddSiteSpec(name string, spec SiteSpec) (*Site, error) {
+	if err := spec.Kind.check(); err != nil {
 		return nil, err
 	}
+	if err := spec.Variant.check(); err != nil {
+		return nil, err
+	}
+	kind := spec.Kind
 	l.mu.Lock()
 	index := len(l.sites) + 1
-	s := &Site{Name: name, Kind: kind, lab: l, index: index}
+	s := &Site{Name: name, Kind: kind, Variant: spec.Variant, lab: l, index: index}
 	l.sites = append(l.sites, s)
 	l.mu.Unlock()
 	if index > 49 {
 		return nil, fmt.Errorf("natlab: at most 49 sites per lab")
 	}
 	if kind != None {
-		if err := s.makeRouter(); err != nil {
+		if err := s.makeRouters(); err != nil {
 			return nil, fmt.Errorf("natlab: site %s: %w", name, err)
 		}
 	}
@@ -56,27 +85,63 @@ func (l *Lab) AddSite(name string, kind Kind) (*Site, error) {
 	return s, nil
 }
 
-func (s *Site) makeRouter() error {
-	r, err := s.lab.newHost(s.Name+"-nat", s)
+// makeRouters builds the router, and a DoubleNAT site's carrier NAT in
+// front of it.
+func (s *Site) makeRouters() error {
+	public := netip.AddrFrom4([4]byte{203, 0, 113, byte(100 + s.index)})
+	if s.Kind != DoubleNAT {
+		r, err := s.newRouter(s.Name+"-nat", public, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(s.index), 0, 1}), 24))
+		if err != nil {
+			return err
+		}
+		s.Router = r
+		s.LAN = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(s.index), 0, 0}), 24)
+		return s.lab.connectInternet(r.NS, "wan", r.IP)
+	}
+	// 172.16.N.0/24 rather than the carriers' usual 100.64.0.0/10, which
+	// is the mesh's overlay range.
+	cgnGW := netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 16, byte(s.index), 1}), 24)
+	c, err := s.newRouter(s.Name+"-cgn", public, cgnGW)
+	if err != nil {
+		return err
+	}
+	s.Carrier = c
+	if err := s.lab.connectInternet(c.NS, "wan", c.IP); err != nil {
+		return err
+	}
+	home := netip.AddrFrom4([4]byte{172, 16, byte(s.index), 2})
+	r, err := s.newRouter(s.Name+"-nat", home, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(s.index), 0, 1}), 24))
 	if err != nil {
 		return err
 	}
 	s.Router = r
-	r.IP = netip.AddrFrom4([4]byte{203, 0, 113, byte(100 + s.index)})
 	s.LAN = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(s.index), 0, 0}), 24)
-	if err := s.lab.connectInternet(r.NS, "wan", r.IP); err != nil {
-		return err
+	return runAll(
+		[]string{"ip", "-n", r.NS, "link", "add", "wan", "type", "veth", "peer", "name", "r1", "netns", c.NS},
+		[]string{"ip", "-n", c.NS, "link", "set", "r1", "master", "lan", "up"},
+		[]string{"ip", "-n", r.NS, "addr", "add", netip.PrefixFrom(home, 24).String(), "dev", "wan"},
+		[]string{"ip", "-n", r.NS, "link", "set", "wan", "up"},
+		[]string{"ip", "-n", r.NS, "route", "add", "default", "via", cgnGW.Addr().String()},
+	)
+}
+
+// newRouter makes a router namespace with address ip (its wan, added by
+// the caller) and a lan bridge holding gw, forwarding on.
+func (s *Site) newRouter(name string, ip netip.Addr, gw netip.Prefix) (*Host, error) {
+	r, err := s.lab.newHost(name, s)
+	if err != nil {
+		return nil, err
 	}
+	r.IP = ip
 	// The LAN side is a bridge so that a site can hold several hosts.
-	gw := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(s.index), 0, 1}), 24)
 	if err := runAll(
 		[]string{"ip", "-n", r.NS, "link", "add", "lan", "type", "bridge"},
 		[]string{"ip", "-n", r.NS, "addr", "add", gw.String(), "dev", "lan"},
 		[]string{"ip", "-n", r.NS, "link", "set", "lan", "up"},
 	); err != nil {
-		return err
+		return nil, err
 	}
-	return setSysctl(r.NS, "net/ipv4/ip_forward", "1")
+	return r, setSysctl(r.NS, "net/ipv4/ip_forward", "1")
 }
 
 // AddHost adds another host to the site: 10.N.0.(10+i) behind the router,
@@ -125,16 +190,28 @@ func (s *Site) AddHost(name string) (*Host, error) {
 	return h, nil
 }
 
-// applyRules loads the kind's nftables ruleset into the router. The file is
-// kept in the lab dir, so `nft -f` can replay it by hand.
+// applyRules loads the kind's nftables rulesets into the site's routers.
+// The files are kept in the lab dir, so `nft -f` can replay them by hand.
 func (s *Site) applyRules() error {
-	r, err := s.Kind.rules(s)
+	kind := s.Kind
+	if s.Carrier != nil {
+		carrierLAN := netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 16, byte(s.index), 0}), 24)
+		if err := s.loadRules(s.Carrier, PortRestricted, carrierLAN, s.Router.IP); err != nil {
+			return err
+		}
+		kind = PortRestricted
+	}
+	return s.loadRules(s.Router, kind, s.LAN, s.Host.IP)
+}
+
+func (s *Site) loadRules(r *Host, kind Kind, lan netip.Prefix, host netip.Addr) error {
+	rs, err := kind.rules(lan, host, s.Variant)
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(s.lab.Dir, s.Router.Name+".nft")
-	if err := os.WriteFile(path, []byte(r.render()), 0o644); err != nil {
+	path := filepath.Join(s.lab.Dir, r.Name+".nft")
+	if err := os.WriteFile(path, []byte(rs.render()), 0o644); err != nil {
 		return err
 	}
-	return run("ip", "netns", "exec", s.Router.NS, "nft", "-f", path)
+	return run("ip", "netns", "exec", r.NS, "nft", "-f", path)
 }

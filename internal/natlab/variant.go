@@ -1,0 +1,51 @@
+package natlab
+
+import "fmt"
+
+// Variant is how a site's router treats unsolicited packets addressed to
+// itself. Every NAT kind comes in both variants; tests that claim a path
+// works on "a NAT of kind K" should run on both (see Variants).
+type Variant int
+
+const (
+	// InputDrop is a router whose input chain drops what comes in on the
+	// WAN unsolicited, as home routers do: a stray packet leaves no
+	// conntrack entry behind. The default.
+	InputDrop Variant = iota
+	// InputAccept is a router with the default ACCEPT input policy, as
+	// Docker and libvirt hosts, cloud NAT instances and many DIY and ISP
+	// routers: an unsolicited packet to the router's public port gets a
+	// confirmed conntrack entry, which moves the host's later mapping
+	// toward that sender (LAB-NOTES.md, "Routers without an input
+	// firewall").
+	InputAccept
+)
+
+// Variants lists every router variant, the default first.
+var Variants = []Variant{InputDrop, InputAccept}
+
+var variantNames = []string{
+	InputDrop:   "inputdrop",
+	InputAccept: "inputaccept",
+}
+
+func (v Variant) String() string {
+	if v >= 0 && int(v) < len(variantNames) {
+		return variantNames[v]
+	}
+	return fmt.Sprintf("Variant(%d)", int(v))
+}
+
+func (v Variant) check() error {
+	if v < 0 || int(v) >= len(variantNames) {
+		return fmt.Errorf("natlab: router variant %v not supported", v)
+	}
+	return nil
+}
+
+// SiteSpec says what site AddSiteSpec builds. The zero Variant is today's
+// firewalled router, so SiteSpec{Kind: k} is what AddSite(name, k) builds.
+type SiteSpec struct {
+	Kind    Kind
+	Variant Variant
+}

@@ -20,7 +20,8 @@ var allHosts = netip.AddrFrom4([4]byte{224, 0, 0, 1})
 
 // Announcements delivers a value each time the gateway of the current
 // mapping announces a change, until ctx ends. Announcements from any other
-// address, and anything that is not a NAT-PMP or PCP announcement, are
+// address or port (the gateway sends them from its server port, 5351), and
+// anything that is not a NAT-PMP or PCP announcement, are
 // ignored. Bursts (gateways repeat their announcement) are merged.
 func (c *Client) Announcements(ctx context.Context) (<-chan struct{}, error) {
 	conn, err := net.ListenMulticastUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(allHosts, announcePort)))
@@ -45,7 +46,7 @@ func (c *Client) Announcements(ctx context.Context) (<-chan struct{}, error) {
 			c.mu.Lock()
 			gw := c.gw
 			c.mu.Unlock()
-			if !isAnnouncement(buf[:n], from.Addr().Unmap(), gw) {
+			if !isAnnouncement(buf[:n], from, netip.AddrPortFrom(gw, c.cfg.pmpPort)) {
 				continue
 			}
 			c.log.Debug("gateway announced a change", "gateway", gw)
@@ -59,9 +60,9 @@ func (c *Client) Announcements(ctx context.Context) (<-chan struct{}, error) {
 }
 
 // isAnnouncement tells whether b, from from, is a NAT-PMP external-address
-// or PCP ANNOUNCE answer sent by the gateway gw.
-func isAnnouncement(b []byte, from, gw netip.Addr) bool {
-	if !gw.IsValid() || from != gw {
+// or PCP ANNOUNCE answer sent by the gateway's server gw.
+func isAnnouncement(b []byte, from, gw netip.AddrPort) bool {
+	if !gw.Addr().IsValid() || from.Addr().Unmap() != gw.Addr() || from.Port() != gw.Port() {
 		return false
 	}
 	if r, err := parsePMPResponse(b); err == nil && r.Op == pmpOpExternalAddr && r.Result == 0 {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // A LAN neighbour may answer SSDP, NAT-PMP and PCP. Only the gateway's
@@ -198,5 +199,25 @@ func TestGatewayErrorTextBounded(t *testing.T) {
 	}
 	if len(err.Error()) > 2*maxErrorText {
 		t.Fatalf("error text is %d bytes long", len(err.Error()))
+	}
+}
+
+// Announcements (which anyone on the LAN can forge with the gateway's
+// address) get through once per announceGap, yet a gateway's repeated
+// burst still gets later ones through.
+func TestAnnounceGate(t *testing.T) {
+	var g announceGate
+	t0 := time.Unix(1000, 0)
+	passed := 0
+	for i := range 1000 { // a flood: 1000 in one second
+		if g.allow(t0.Add(time.Duration(i) * time.Millisecond)) {
+			passed++
+		}
+	}
+	if passed != 1 {
+		t.Fatalf("%d of a flood of 1000 announcements in 1 s got through, want 1", passed)
+	}
+	if !g.allow(t0.Add(7750 * time.Millisecond)) {
+		t.Fatal("the gateway's announcement 7.75 s into its burst was held back")
 	}
 }

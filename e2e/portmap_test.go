@@ -159,21 +159,7 @@ const rebootAnnounceBudget = 10 * time.Second
 // rebootAnnounceBudget can only come from the announcement.
 func TestPortmapRouterRebootAnnounced(t *testing.T) {
 	rb := startRebootLab(t)
-	before := rb.waitRedirect("first mapping", 30*time.Second)
-	if err := rb.upnpd.Reboot(t.Context(), 0); err != nil {
-		t.Fatal(err)
-	}
-	back := time.Now()
-	after := rb.waitRedirect("mapping after the router rebooted (announcement)", rebootAnnounceBudget)
-	t.Logf("mapped again %v after the router was back: %s (before: %s)", time.Since(back).Round(100*time.Millisecond), after, before)
-	rb.checkRemapped(before, after)
-	log := rb.home.Proc.Log()
-	if !strings.Contains(log, "gateway announced a change") {
-		t.Errorf("agent log does not say the gateway announced a change")
-	}
-	if strings.Contains(log, "epoch went back") {
-		t.Errorf("agent noticed the reboot by its epoch check, not the announcement")
-	}
+	rb.rebootAndRemap(0, rebootAnnounceBudget, "gateway announced a change", "epoch went back")
 }
 
 // TestPortmapRouterRebootEpoch: the epoch path alone. The router's
@@ -182,25 +168,11 @@ func TestPortmapRouterRebootAnnounced(t *testing.T) {
 // next minute's check.
 func TestPortmapRouterRebootEpoch(t *testing.T) {
 	rb := startRebootLab(t)
-	before := rb.waitRedirect("first mapping", 30*time.Second)
 	if err := rb.upnpd.DropAnnouncements(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if err := rb.upnpd.Reboot(t.Context(), 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	back := time.Now()
 	// The check runs every minute; allow the minute, and a margin.
-	after := rb.waitRedirect("mapping after the router rebooted (epoch)", 75*time.Second)
-	t.Logf("mapped again %v after the router was back: %s (before: %s)", time.Since(back).Round(100*time.Millisecond), after, before)
-	rb.checkRemapped(before, after)
-	log := rb.home.Proc.Log()
-	if !strings.Contains(log, "epoch went back") {
-		t.Errorf("agent log does not say the gateway's epoch went back")
-	}
-	if strings.Contains(log, "gateway announced a change") {
-		t.Errorf("agent heard an announcement although the router's were dropped")
-	}
+	rb.rebootAndRemap(10*time.Second, 75*time.Second, "epoch went back", "gateway announced a change")
 }
 
 type rebootLab struct {
@@ -255,16 +227,32 @@ func (rb *rebootLab) waitRedirect(what string, timeout time.Duration) string {
 	return rules[0]
 }
 
-// checkRemapped checks that the forward after the reboot is a new grant by
-// the restarted miniupnpd, for the port the agent had before.
-func (rb *rebootLab) checkRemapped(before, after string) {
+// rebootAndRemap waits for the first mapping, reboots the router (down for
+// down), and checks that the agent mapped the same port again within
+// `within` of the router being back, noticing it as its log line `by` says
+// and not as `notBy` says.
+func (rb *rebootLab) rebootAndRemap(down, within time.Duration, by, notBy string) {
 	t := rb.t
 	t.Helper()
+	before := rb.waitRedirect("first mapping", 30*time.Second)
+	if err := rb.upnpd.Reboot(t.Context(), down); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	after := rb.waitRedirect("mapping after the router rebooted (noticed by "+by+")", within)
+	t.Logf("mapped again %v after the router was back: %s (before: %s)", time.Since(back).Round(100*time.Millisecond), after, before)
 	if !strings.Contains(rb.upnpd.Proc.Log(), "port mapping accepted") {
 		t.Errorf("the rebooted miniupnpd granted no mapping, yet redirects %s", after)
 	}
 	if after != before {
 		t.Errorf("external port changed across the reboot: %s, was %s (the agent asks for the old one)", after, before)
+	}
+	log := rb.home.Proc.Log()
+	if !strings.Contains(log, by) {
+		t.Errorf("agent log does not say %q", by)
+	}
+	if strings.Contains(log, notBy) {
+		t.Errorf("agent log says %q: it noticed the reboot the other way", notBy)
 	}
 }
 

@@ -31,19 +31,27 @@ func TestPortmapUPnPOnly(t *testing.T) {
 	testPortmap(t, natlab.UPnPOnly, []string{"upnp"})
 }
 
-func testPortmap(t *testing.T, mode natlab.UPnPMode, protocols []string) {
+// upnpHome makes a lab with an agent "home" (not started) behind a
+// symmetric-NAT router that runs miniupnpd in the given mode.
+func upnpHome(t *testing.T, mode natlab.UPnPMode) (*natlab.Lab, *meshlab.Coordinator, *meshlab.Agent, *natlab.MiniUPnPd) {
+	t.Helper()
 	lab, coord := newLab(t)
-	ctx := t.Context()
 	stun, err := lab.AddCoturnSTUN("stun", "203.0.113.40", "203.0.113.41")
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := authKey(t, coord, true)
 	home := addSiteAgent(t, lab, coord, "home", natlab.Symmetric)
-	upnpd, err := home.Host.Site.StartMiniUPnPd(ctx, stun, mode)
+	upnpd, err := home.Host.Site.StartMiniUPnPd(t.Context(), stun, mode)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return lab, coord, home, upnpd
+}
+
+func testPortmap(t *testing.T, mode natlab.UPnPMode, protocols []string) {
+	lab, coord, home, upnpd := upnpHome(t, mode)
+	ctx := t.Context()
+	key := authKey(t, coord, true)
 	sym := addSiteAgent(t, lab, coord, "sym", natlab.Symmetric)
 	pr := addSiteAgent(t, lab, coord, "pr", natlab.PortRestricted)
 	agents := []*meshlab.Agent{home, sym, pr}
@@ -58,7 +66,7 @@ func testPortmap(t *testing.T, mode natlab.UPnPMode, protocols []string) {
 
 	// The mapping: on the router's WAN address, by a protocol the mode offers.
 	var pm *meshlab.PortMap
-	err = natlab.Poll(ctx, 20*time.Second, 500*time.Millisecond, func() error {
+	err := natlab.Poll(ctx, 20*time.Second, 500*time.Millisecond, func() error {
 		st, err := home.Status(ctx)
 		if err != nil {
 			return err
@@ -184,16 +192,7 @@ type rebootLab struct {
 // startRebootLab starts an agent behind a symmetric-NAT router that runs
 // miniupnpd with UPnP, NAT-PMP and PCP.
 func startRebootLab(t *testing.T) *rebootLab {
-	lab, coord := newLab(t)
-	stun, err := lab.AddCoturnSTUN("stun", "203.0.113.40", "203.0.113.41")
-	if err != nil {
-		t.Fatal(err)
-	}
-	home := addSiteAgent(t, lab, coord, "home", natlab.Symmetric)
-	upnpd, err := home.Host.Site.StartMiniUPnPd(t.Context(), stun, natlab.UPnPAndPMP)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, coord, home, upnpd := upnpHome(t, natlab.UPnPAndPMP)
 	if err := home.Start(authKey(t, coord, false)); err != nil {
 		t.Fatal(err)
 	}
@@ -259,17 +258,8 @@ func (rb *rebootLab) rebootAndRemap(down, within time.Duration, by, notBy string
 // TestPortmapDisabled: with --no-portmap the agent leaves the router alone
 // and its status says the mapping is off.
 func TestPortmapDisabled(t *testing.T) {
-	lab, coord := newLab(t)
+	_, coord, home, upnpd := upnpHome(t, natlab.UPnPAndPMP)
 	ctx := t.Context()
-	stun, err := lab.AddCoturnSTUN("stun", "203.0.113.40", "203.0.113.41")
-	if err != nil {
-		t.Fatal(err)
-	}
-	home := addSiteAgent(t, lab, coord, "home", natlab.Symmetric)
-	upnpd, err := home.Host.Site.StartMiniUPnPd(ctx, stun, natlab.UPnPAndPMP)
-	if err != nil {
-		t.Fatal(err)
-	}
 	home.ExtraArgs = []string{"--no-portmap"}
 	if err := home.Up(ctx, authKey(t, coord, false), 30*time.Second); err != nil {
 		t.Fatal(err)
@@ -306,18 +296,9 @@ func TestPortmapDisabled(t *testing.T) {
 // (nor anywhere but the gateway), and still map its port through the
 // router's real miniupnpd.
 func TestPortmapIgnoresLANNeighbour(t *testing.T) {
-	lab, coord := newLab(t)
+	_, coord, home, upnpd := upnpHome(t, natlab.UPnPAndPMP)
 	ctx := t.Context()
-	stun, err := lab.AddCoturnSTUN("stun", "203.0.113.40", "203.0.113.41")
-	if err != nil {
-		t.Fatal(err)
-	}
-	home := addSiteAgent(t, lab, coord, "home", natlab.Symmetric)
 	site := home.Host.Site
-	upnpd, err := site.StartMiniUPnPd(ctx, stun, natlab.UPnPAndPMP)
-	if err != nil {
-		t.Fatal(err)
-	}
 	nbr, err := site.AddHost("nbr")
 	if err != nil {
 		t.Fatal(err)

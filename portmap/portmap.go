@@ -80,6 +80,7 @@ type Config struct {
 	Gateway netip.Addr
 	// UPnPURL, when set, is the IGD's root description (e.g.
 	// http://192.168.1.1:5000/rootDesc.xml) and SSDP discovery is skipped.
+	// Like a discovered one, it must name the gateway's address.
 	UPnPURL string
 	// ProbeTimeout bounds the parallel probe; default 250 ms.
 	ProbeTimeout time.Duration

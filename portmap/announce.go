@@ -16,12 +16,32 @@ import (
 
 const announcePort = 5350
 
+// announceGap is the least time between two announcements delivered. A
+// gateway repeats its announcement with doubling gaps (RFC 6886 3.2.1:
+// 250 ms, 500 ms, ... for about a minute), so later ones still get
+// through; a LAN neighbour that forges the gateway's address cannot make
+// the agent renew, and log, more often than this.
+const announceGap = 5 * time.Second
+
+// announceGate lets one announcement through per announceGap.
+type announceGate struct{ last time.Time }
+
+func (g *announceGate) allow(now time.Time) bool {
+	if !g.last.IsZero() && now.Sub(g.last) < announceGap {
+		return false
+	}
+	g.last = now
+	return true
+}
+
 var allHosts = netip.AddrFrom4([4]byte{224, 0, 0, 1})
 
 // Announcements delivers a value each time the gateway of the current
 // mapping announces a change, until ctx ends. Announcements from any other
-// address, and anything that is not a NAT-PMP or PCP announcement, are
-// ignored. Bursts (gateways repeat their announcement) are merged.
+// address or port (the gateway sends them from its server port, 5351), and
+// anything that is not a NAT-PMP or PCP announcement, are
+// ignored. Bursts (gateways repeat their announcement) are merged: at most
+// one value per announceGap.
 func (c *Client) Announcements(ctx context.Context) (<-chan struct{}, error) {
 	conn, err := net.ListenMulticastUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(allHosts, announcePort)))
 	if err != nil {
@@ -32,6 +52,7 @@ func (c *Client) Announcements(ctx context.Context) (<-chan struct{}, error) {
 	go func() {
 		defer conn.Close()
 		buf := make([]byte, maxAnswer)
+		var gate announceGate
 		for {
 			n, from, err := conn.ReadFromUDPAddrPort(buf)
 			if err != nil {
@@ -45,7 +66,7 @@ func (c *Client) Announcements(ctx context.Context) (<-chan struct{}, error) {
 			c.mu.Lock()
 			gw := c.gw
 			c.mu.Unlock()
-			if !isAnnouncement(buf[:n], from.Addr().Unmap(), gw) {
+			if !isAnnouncement(buf[:n], from, netip.AddrPortFrom(gw, c.cfg.pmpPort)) || !gate.allow(time.Now()) {
 				continue
 			}
 			c.log.Debug("gateway announced a change", "gateway", gw)
@@ -59,9 +80,9 @@ func (c *Client) Announcements(ctx context.Context) (<-chan struct{}, error) {
 }
 
 // isAnnouncement tells whether b, from from, is a NAT-PMP external-address
-// or PCP ANNOUNCE answer sent by the gateway gw.
-func isAnnouncement(b []byte, from, gw netip.Addr) bool {
-	if !gw.IsValid() || from != gw {
+// or PCP ANNOUNCE answer sent by the gateway's server gw.
+func isAnnouncement(b []byte, from, gw netip.AddrPort) bool {
+	if !gw.Addr().IsValid() || from.Addr().Unmap() != gw.Addr() || from.Port() != gw.Port() {
 		return false
 	}
 	if r, err := parsePMPResponse(b); err == nil && r.Op == pmpOpExternalAddr && r.Result == 0 {

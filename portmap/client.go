@@ -72,6 +72,7 @@ func (c *Client) mapLocked(ctx context.Context, internalPort, wantExternal uint1
 	for _, m := range found.working {
 		mctx, cancel := context.WithTimeout(ctx, mapTimeout)
 		mp, err := m.mapPort(mctx, internalPort, wantExternal, c.cfg.Lease)
+		err = bounded(err)
 		cancel()
 		if err != nil {
 			c.log.Debug("port mapping refused", "protocol", m.protocol(), "gateway", found.result.Gateway, "err", err)
@@ -118,6 +119,7 @@ func (c *Client) refresh(ctx context.Context, force bool) (Mapping, error) {
 	if !due {
 		cctx, cancel := context.WithTimeout(ctx, mapTimeout)
 		reset, err := c.m.checkEpoch(cctx)
+		err = bounded(err)
 		cancel()
 		if err != nil {
 			// An unanswered check is not a lost mapping: the lease runs on.
@@ -131,6 +133,7 @@ func (c *Client) refresh(ctx context.Context, force bool) (Mapping, error) {
 	}
 	mctx, cancel := context.WithTimeout(ctx, mapTimeout)
 	mp, err := c.m.mapPort(mctx, c.internal, c.cur.External.Port(), c.cfg.Lease)
+	err = bounded(err)
 	cancel()
 	if err == nil {
 		if mp.External != c.cur.External {
@@ -164,7 +167,7 @@ func (c *Client) Close() error {
 	c.have = false
 	ctx, cancel := context.WithTimeout(context.Background(), mapTimeout)
 	defer cancel()
-	if err := c.m.unmap(ctx, c.cur); err != nil {
+	if err := bounded(c.m.unmap(ctx, c.cur)); err != nil {
 		c.log.Warn("delete port mapping", "protocol", c.cur.Protocol, "external", c.cur.External, "err", err)
 		return fmt.Errorf("delete port mapping %s: %w", c.cur.External, err)
 	}

@@ -24,6 +24,9 @@ type fakePMP struct {
 	mapped   map[uint16]uint16
 	deletes  int
 	requests int
+	// answerFrom, when set, sends the answers from this socket instead: a
+	// host or port other than the gateway's.
+	answerFrom *net.UDPConn
 }
 
 func newFakePMP(t *testing.T) *fakePMP {
@@ -57,7 +60,13 @@ func (f *fakePMP) serve() {
 			return
 		}
 		if out := f.answer(buf[:n]); out != nil {
-			f.conn.WriteToUDP(out, from)
+			f.mu.Lock()
+			via := f.answerFrom
+			f.mu.Unlock()
+			if via == nil {
+				via = f.conn
+			}
+			via.WriteToUDP(out, from)
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"time"
+	"unicode/utf8"
 )
 
 // Protocol names a port-mapping protocol.
@@ -79,6 +80,7 @@ type Config struct {
 	Gateway netip.Addr
 	// UPnPURL, when set, is the IGD's root description (e.g.
 	// http://192.168.1.1:5000/rootDesc.xml) and SSDP discovery is skipped.
+	// Like a discovered one, it must name the gateway's address.
 	UPnPURL string
 	// ProbeTimeout bounds the parallel probe; default 250 ms.
 	ProbeTimeout time.Duration
@@ -146,3 +148,33 @@ func checkExternal(ip netip.Addr) error {
 }
 
 var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+// maxErrorText bounds the text of an error that quotes what a gateway sent
+// (a URL, an address string): such errors end up in logs and in status.
+const maxErrorText = 300
+
+// boundedError is an error whose text is cut to maxErrorText bytes; errors.Is
+// and errors.As still see the whole chain.
+type boundedError struct{ err error }
+
+func (e boundedError) Error() string {
+	s := e.err.Error()
+	if len(s) > maxErrorText {
+		n := maxErrorText
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		return s[:n] + "…"
+	}
+	return s
+}
+
+func (e boundedError) Unwrap() error { return e.err }
+
+// bounded wraps err so that its text stays short; nil stays nil.
+func bounded(err error) error {
+	if err == nil {
+		return nil
+	}
+	return boundedError{err}
+}

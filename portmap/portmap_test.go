@@ -177,17 +177,20 @@ func TestCheckExternal(t *testing.T) {
 }
 
 func TestIsAnnouncement(t *testing.T) {
-	gw := netip.MustParseAddr("10.1.0.1")
+	gw := netip.MustParseAddrPort("10.1.0.1:5351")
 	pmp := []byte{0, 128, 0, 0, 0, 0, 0, 5, 203, 0, 113, 7}
 	pcp := make([]byte, 24)
 	pcp[0], pcp[1] = 2, 0x80
 	if !isAnnouncement(pmp, gw, gw) || !isAnnouncement(pcp, gw, gw) {
 		t.Fatal("gateway announcements not recognised")
 	}
-	if isAnnouncement(pmp, netip.MustParseAddr("10.1.0.66"), gw) {
+	if isAnnouncement(pmp, netip.MustParseAddrPort("10.1.0.66:5351"), gw) {
 		t.Error("announcement from another host accepted")
 	}
-	if isAnnouncement(pmp, gw, netip.Addr{}) {
+	if isAnnouncement(pmp, netip.MustParseAddrPort("10.1.0.1:40000"), gw) {
+		t.Error("announcement from another port of the gateway accepted")
+	}
+	if isAnnouncement(pmp, gw, netip.AddrPort{}) {
 		t.Error("announcement accepted with no gateway known")
 	}
 	for _, bad := range [][]byte{{0, 0}, {0, 129, 0, 0, 0, 0, 0, 5}, pcp[:20], []byte("NOTIFY * HTTP/1.1\r\n\r\n")} {

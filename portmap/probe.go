@@ -84,6 +84,7 @@ func probeAll(ctx context.Context, cfg Config) (probeFound, error) {
 		}
 		wg.Go(func() {
 			ext, err := m.probe(pctx)
+			err = bounded(err)
 			mu.Lock()
 			answers[p] = answer{ext, err}
 			mu.Unlock()

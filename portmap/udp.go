@@ -21,7 +21,8 @@ const maxAnswer = 1100
 // roundTrip sends req to server from a fresh socket and returns the first
 // answer accept takes, resending with doubling intervals (from 100 ms, as a
 // lost datagram must not cost the whole budget) until ctx ends. Answers
-// accept refuses (stray or garbage datagrams) are skipped.
+// accept refuses (stray or garbage datagrams) are skipped, and so is
+// anything not from server's address and port.
 func roundTrip(ctx context.Context, server netip.AddrPort, req []byte, accept func([]byte) bool) ([]byte, error) {
 	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(server))
 	if err != nil {
@@ -47,7 +48,7 @@ func roundTrip(ctx context.Context, server netip.AddrPort, req []byte, accept fu
 			if ctx.Err() != nil { // AfterFunc may have fired before our deadline
 				return nil, fmt.Errorf("%s: no answer: %w", server, ctx.Err())
 			}
-			n, err := c.Read(buf)
+			n, from, err := c.ReadFromUDPAddrPort(buf)
 			if err != nil {
 				var ne net.Error
 				if errors.As(err, &ne) && ne.Timeout() {
@@ -55,6 +56,11 @@ func roundTrip(ctx context.Context, server netip.AddrPort, req []byte, accept fu
 				}
 				// ICMP port unreachable: nothing listens there.
 				return nil, fmt.Errorf("%s: %w", server, err)
+			}
+			// The connected socket gets datagrams from server only; say so
+			// here too, since a LAN neighbour can answer NAT-PMP and PCP.
+			if from.Addr().Unmap() != server.Addr() || from.Port() != server.Port() {
+				continue
 			}
 			if accept(buf[:n]) {
 				return append([]byte(nil), buf[:n]...), nil

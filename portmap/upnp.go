@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/huin/goupnp"
 	"github.com/huin/goupnp/dcps/internetgateway2"
 	"github.com/huin/goupnp/soap"
 )
@@ -83,14 +82,14 @@ func (c *upnpClient) probe(ctx context.Context) (netip.Addr, error) {
 	}
 	var errs []error
 	for _, loc := range locs {
-		conn, name, err := igdAt(ctx, loc)
+		conn, name, err := igdAt(ctx, loc, c.gw)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		s, err := conn.GetExternalIPAddressCtx(ctx)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s at %s: GetExternalIPAddress: %w", name, loc, err))
+			errs = append(errs, fmt.Errorf("%s at %s: GetExternalIPAddress: %w", name, c.gw, err))
 			continue
 		}
 		c.conn, c.service = conn, name
@@ -103,27 +102,29 @@ func (c *upnpClient) probe(ctx context.Context) (netip.Addr, error) {
 	return netip.Addr{}, errors.Join(errs...)
 }
 
-// igdAt reads the device description at loc and returns its WAN connection
-// service, preferring WANIPConnection2 (it has AddAnyPortMapping).
-func igdAt(ctx context.Context, loc string) (igdConn, string, error) {
-	u, err := url.Parse(loc)
+// igdAt reads the device description at loc, which must be on the gateway
+// gw, and returns its WAN connection service, preferring WANIPConnection2
+// (it has AddAnyPortMapping). Every request goes to gw only.
+func igdAt(ctx context.Context, loc string, gw netip.Addr) (igdConn, string, error) {
+	u, err := gatewayURL(loc, gw)
 	if err != nil {
-		return nil, "", fmt.Errorf("bad IGD location %q: %w", loc, err)
+		return nil, "", err
 	}
-	root, err := goupnp.DeviceByURLCtx(ctx, u)
+	hc := gatewayHTTPClient(gw)
+	root, err := fetchRootDevice(ctx, hc, u, gw)
 	if err != nil {
 		return nil, "", err
 	}
 	if cs, err := internetgateway2.NewWANIPConnection2ClientsFromRootDevice(root, u); err == nil && len(cs) > 0 {
-		return cs[0], "WANIPConnection2", nil
+		return cs[0], "WANIPConnection2", pinToGateway(&cs[0].ServiceClient, hc, gw)
 	}
 	if cs, err := internetgateway2.NewWANIPConnection1ClientsFromRootDevice(root, u); err == nil && len(cs) > 0 {
-		return cs[0], "WANIPConnection1", nil
+		return cs[0], "WANIPConnection1", pinToGateway(&cs[0].ServiceClient, hc, gw)
 	}
 	if cs, err := internetgateway2.NewWANPPPConnection1ClientsFromRootDevice(root, u); err == nil && len(cs) > 0 {
-		return cs[0], "WANPPPConnection1", nil
+		return cs[0], "WANPPPConnection1", pinToGateway(&cs[0].ServiceClient, hc, gw)
 	}
-	return nil, "", fmt.Errorf("device at %s has no WAN IP or PPP connection service", loc)
+	return nil, "", fmt.Errorf("device at %s has no WAN IP or PPP connection service", u.Redacted())
 }
 
 func (c *upnpClient) externalAddr(ctx context.Context) (netip.Addr, error) {
@@ -229,7 +230,8 @@ func randomPort() uint16 {
 
 // ssdpSearch sends an M-SEARCH for an IGD to the multicast group and to the
 // gateway itself, and returns the location of the first IGD that answers
-// before ctx ends.
+// before ctx ends. Only the gateway's answers count, and only a location on
+// the gateway's address: anyone on the LAN can answer.
 func ssdpSearch(ctx context.Context, group string, gw netip.AddrPort) ([]string, error) {
 	c, err := net.ListenUDP("udp4", nil)
 	if err != nil {
@@ -253,19 +255,33 @@ func ssdpSearch(ctx context.Context, group string, gw netip.AddrPort) ([]string,
 	// The first IGD to answer is taken: a LAN has one gateway, and waiting
 	// for more would spend the probe's whole budget.
 	var locs []string
+	var refused error
 	buf := make([]byte, 2048)
 	for range 64 { // stray SSDP traffic is skipped, but not forever
-		n, _, err := c.ReadFromUDP(buf)
+		n, from, err := c.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			break
 		}
-		if loc := ssdpLocation(buf[:n]); loc != "" {
-			locs = append(locs, loc)
-			break
+		loc := ssdpLocation(buf[:n])
+		if loc == "" {
+			continue
 		}
+		if from.Addr().Unmap() != gw.Addr() {
+			refused = fmt.Errorf("ignored an IGD answer from %s, which is not the gateway", from.Addr())
+			continue
+		}
+		if _, err := gatewayURL(loc, gw.Addr()); err != nil {
+			refused = fmt.Errorf("ignored the gateway's IGD answer: %w", err)
+			continue
+		}
+		locs = append(locs, loc)
+		break
 	}
 	if len(locs) == 0 {
-		if sendErr != nil {
+		switch {
+		case refused != nil:
+			return nil, fmt.Errorf("SSDP: %w", refused)
+		case sendErr != nil:
 			return nil, fmt.Errorf("SSDP search: %w", sendErr)
 		}
 		return nil, errors.New("SSDP: no IGD answered")

@@ -3,6 +3,7 @@ package portmap
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -22,13 +23,41 @@ type fakeIGD struct {
 	permanentOnly bool // answer 725 to a lease other than 0
 	mappings      map[string]string
 	leases        []string
+	// desc, when set, replaces the device description (a format with one
+	// %s for the service type).
+	desc string
+	// redirectTo, when set, answers every request with a 307 to this base
+	// URL plus the request's path.
+	redirectTo string
+	requests   int
 }
 
 func newFakeIGD(t *testing.T, service string) *fakeIGD {
+	return newFakeIGDAt(t, service, "127.0.0.1")
+}
+
+// newFakeIGDAt serves the IGD on ip (any 127/8 address: loopback answers
+// them all), to play a host other than the gateway.
+func newFakeIGDAt(t *testing.T, service, ip string) *fakeIGD {
+	t.Helper()
 	g := &fakeIGD{service: service, external: "203.0.113.9", mappings: map[string]string{}}
-	g.srv = httptest.NewServer(http.HandlerFunc(g.handle))
+	g.srv = httptest.NewUnstartedServer(http.HandlerFunc(g.handle))
+	ln, err := net.Listen("tcp4", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.srv.Listener.Close()
+	g.srv.Listener = ln
+	g.srv.Start()
 	t.Cleanup(g.srv.Close)
 	return g
+}
+
+// served is how many HTTP requests the IGD got.
+func (g *fakeIGD) served() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.requests
 }
 
 func (g *fakeIGD) config() Config {
@@ -49,8 +78,17 @@ var soapArg = regexp.MustCompile(`<(New[A-Za-z]+)>([^<]*)</New[A-Za-z]+>`)
 func (g *fakeIGD) handle(w http.ResponseWriter, r *http.Request) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.requests++
+	if g.redirectTo != "" {
+		http.Redirect(w, r, g.redirectTo+r.URL.Path, http.StatusTemporaryRedirect)
+		return
+	}
 	if r.Method == http.MethodGet {
-		fmt.Fprintf(w, fakeDesc, g.service)
+		desc := fakeDesc
+		if g.desc != "" {
+			desc = g.desc
+		}
+		fmt.Fprintf(w, desc, g.service)
 		return
 	}
 	body, _ := io.ReadAll(r.Body)

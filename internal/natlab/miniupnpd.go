@@ -18,7 +18,10 @@ type UPnPMode int
 const (
 	// UPnPAndPMP serves UPnP IGD and NAT-PMP/PCP (one switch in miniupnpd).
 	UPnPAndPMP UPnPMode = iota
-	// PMPOnly serves NAT-PMP and PCP only.
+	// PMPOnly serves NAT-PMP only. miniupnpd 2.3.1 has no switch for PCP
+	// alone (enable_natpmp serves both on port 5351), so the router drops
+	// PCP datagrams, which differ from NAT-PMP in their first byte (the
+	// version: 0 for NAT-PMP, 2 for PCP), both ways.
 	PMPOnly
 	// UPnPOnly serves UPnP IGD only.
 	UPnPOnly
@@ -106,6 +109,9 @@ func (s *Site) StartMiniUPnPd(ctx context.Context, stun *Host, mode UPnPMode) (*
 	chain postrouting_miniupnpd { }
 }
 `
+	if mode == PMPOnly {
+		nft += noPCP
+	}
 	nftPath := filepath.Join(l.Dir, r.Name+"-miniupnpd.nft")
 	if err := os.WriteFile(nftPath, []byte(nft), 0o644); err != nil {
 		return nil, err
@@ -175,6 +181,15 @@ func (s *Site) StartMiniUPnPd(ctx context.Context, stun *Host, mode UPnPMode) (*
 	return m, nil
 }
 
+// noPCP makes a router NAT-PMP only: it drops PCP requests to its
+// NAT-PMP/PCP port and the PCP announcements it sends. @th,64,8 is the first
+// byte after the UDP header, the version.
+const noPCP = `table inet natlab_nopcp {
+	chain in { type filter hook input priority -10; policy accept; udp dport 5351 @th,64,8 != 0 drop; }
+	chain out { type filter hook output priority -10; policy accept; udp sport 5351 @th,64,8 != 0 drop; }
+}
+`
+
 func (m *MiniUPnPd) start() error {
 	// -d: foreground, logs to stderr. The pid file must be per router: the
 	// filesystem is shared between namespaces.
@@ -190,9 +205,9 @@ func (m *MiniUPnPd) start() error {
 }
 
 // Reboot makes the router forget its port forwards, as a power cycle does:
-// miniupnpd stops, its chains are emptied, and it starts again with a new
-// NAT-PMP/PCP epoch.
-func (m *MiniUPnPd) Reboot(ctx context.Context) error {
+// miniupnpd stops, its chains are emptied, and after down it starts again
+// with a new NAT-PMP/PCP epoch.
+func (m *MiniUPnPd) Reboot(ctx context.Context, down time.Duration) error {
 	if err := m.Proc.Stop(5 * time.Second); err != nil {
 		return fmt.Errorf("natlab: stop miniupnpd: %w", err)
 	}
@@ -201,7 +216,34 @@ func (m *MiniUPnPd) Reboot(ctx context.Context) error {
 			return err
 		}
 	}
+	select {
+	case <-time.After(down):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	return m.start()
+}
+
+// DropAnnouncements makes the router's announcements (NAT-PMP and PCP, to
+// UDP 5350) go nowhere, so that clients must notice a reboot by the epoch.
+func (m *MiniUPnPd) DropAnnouncements(ctx context.Context) error {
+	_, err := m.Site.Router.Run(ctx, "nft", "add table inet natlab_noannounce; "+
+		"add chain inet natlab_noannounce out { type filter hook output priority -10; policy accept; }; "+
+		"add rule inet natlab_noannounce out udp dport 5350 drop")
+	return err
+}
+
+// DropSSDPAnswers stops (on) or lets through again (off) the router's SSDP
+// answers, so that a test controls which SSDP answers reach the LAN.
+func (m *MiniUPnPd) DropSSDPAnswers(ctx context.Context, on bool) error {
+	cmd := "delete table inet natlab_nossdp"
+	if on {
+		cmd = "add table inet natlab_nossdp; " +
+			"add chain inet natlab_nossdp out { type filter hook output priority -10; policy accept; }; " +
+			"add rule inet natlab_nossdp out udp sport 1900 drop"
+	}
+	_, err := m.Site.Router.Run(ctx, "nft", cmd)
+	return err
 }
 
 // LANAddr is the router's address on the site's LAN, where miniupnpd listens.

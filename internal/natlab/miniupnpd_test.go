@@ -79,7 +79,7 @@ func TestMiniUPnPd(t *testing.T) {
 			}
 			res := runPortmapHelper(t, site.Host, "")
 			wantPMP := mode != UPnPOnly
-			if res.Probe.NATPMP != wantPMP || res.Probe.PCP != wantPMP || res.Probe.UPnP != (mode != PMPOnly) {
+			if res.Probe.NATPMP != wantPMP || res.Probe.PCP != (mode == UPnPAndPMP) || res.Probe.UPnP != (mode != PMPOnly) {
 				t.Errorf("probe %+v does not match mode %v", res.Probe, mode)
 			}
 			if res.Mapping.External.Addr() != site.Router.IP {
@@ -87,7 +87,7 @@ func TestMiniUPnPd(t *testing.T) {
 			}
 			// Each protocol on its own, where the mode offers it.
 			for _, only := range []portmap.Protocol{portmap.PCP, portmap.NATPMP, portmap.UPnP} {
-				if (only == portmap.UPnP && mode == PMPOnly) || (only != portmap.UPnP && mode == UPnPOnly) {
+				if (only != portmap.NATPMP && mode == PMPOnly) || (only != portmap.UPnP && mode == UPnPOnly) {
 					continue
 				}
 				var others []string

@@ -61,7 +61,7 @@ func (c *Client) mapLocked(ctx context.Context, internalPort, wantExternal uint1
 	if internalPort == 0 {
 		return Mapping{}, errors.New("portmap: internal port 0")
 	}
-	found, err := probeAll(ctx, c.cfg)
+	found, err := probeAll(ctx, c.cfg, false)
 	if err != nil {
 		return Mapping{}, err
 	}

@@ -39,12 +39,13 @@ func (r ProbeResult) errorText() string {
 	return strings.Join(parts, "; ")
 }
 
-// Probe asks the gateway, with all three protocols at once and within
-// cfg.ProbeTimeout (250 ms by default), which of them it speaks. It maps
-// nothing. The error is only for a host without a gateway (no default
-// route); a gateway that answers nothing gives a result with all false.
+// Probe asks the gateway, with all three protocols at once, which of them
+// it speaks: PCP and NAT-PMP within cfg.ProbeTimeout (250 ms by default),
+// UPnP within that plus ssdpAnswerDelay. It maps nothing. The error is only
+// for a host without a gateway (no default route); a gateway that answers
+// nothing gives a result with all false.
 func Probe(ctx context.Context, cfg Config) (ProbeResult, error) {
-	found, err := probeAll(ctx, cfg.withDefaults())
+	found, err := probeAll(ctx, cfg.withDefaults(), true)
 	return found.result, err
 }
 
@@ -53,7 +54,14 @@ type probeFound struct {
 	working []mapper // in order of preference
 }
 
-func probeAll(ctx context.Context, cfg Config) (probeFound, error) {
+// probeAll asks all three protocols at once. UPnP gets ssdpAnswerDelay
+// more than the others: IGDs wait a random part of the search's MX before
+// they answer (miniupnpd does so even for a unicast search), so a 250 ms
+// budget missed them now and then. Unless every protocol's answer is
+// wanted (all, for netcheck), the UPnP wait ends as soon as PCP or NAT-PMP,
+// which are preferred to it, have answered: a mapping is not delayed by
+// a search whose result would not be used.
+func probeAll(ctx context.Context, cfg Config, all bool) (probeFound, error) {
 	var f probeFound
 	gw, err := findGateway(cfg)
 	if err != nil {
@@ -64,7 +72,7 @@ func probeAll(ctx context.Context, cfg Config) (probeFound, error) {
 		return f, err
 	}
 	f.result = ProbeResult{Gateway: gw, Local: local, Errors: map[Protocol]string{}}
-	all := map[Protocol]mapper{
+	clients := map[Protocol]mapper{
 		PCP:    newPCPClient(gw, cfg.pmpPort, local),
 		NATPMP: newPMPClient(gw, cfg.pmpPort),
 		UPnP:   newUPnPClient(cfg, gw, local),
@@ -78,16 +86,25 @@ func probeAll(ctx context.Context, cfg Config) (probeFound, error) {
 	var wg sync.WaitGroup
 	pctx, cancel := context.WithTimeout(ctx, cfg.ProbeTimeout)
 	defer cancel()
-	for p, m := range all {
+	uctx, ucancel := context.WithTimeout(ctx, cfg.ProbeTimeout+ssdpAnswerDelay)
+	defer ucancel()
+	for p, m := range clients {
 		if !cfg.enabled(p) {
 			continue
 		}
 		wg.Go(func() {
-			ext, err := m.probe(pctx)
+			c := pctx
+			if p == UPnP {
+				c = uctx
+			}
+			ext, err := m.probe(c)
 			err = bounded(err)
 			mu.Lock()
 			answers[p] = answer{ext, err}
 			mu.Unlock()
+			if err == nil && p != UPnP && !all {
+				ucancel()
+			}
 		})
 	}
 	wg.Wait()
@@ -101,7 +118,7 @@ func probeAll(ctx context.Context, cfg Config) (probeFound, error) {
 			f.result.Errors[p] = a.err.Error()
 			continue
 		}
-		f.working = append(f.working, all[p])
+		f.working = append(f.working, clients[p])
 		switch p {
 		case PCP:
 			f.result.PCP = true

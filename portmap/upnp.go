@@ -20,15 +20,19 @@ import (
 )
 
 // UPnP IGD v1/v2 through github.com/huin/goupnp. Discovery is our own small
-// SSDP search: goupnp's waits whole seconds (the MX header), far more than
-// the probe's budget, and only multicasts; we also ask the gateway directly
-// (unicast M-SEARCH), which routers answer without the random MX delay.
+// SSDP search: goupnp's only multicasts and waits out the whole MX; we also
+// ask the gateway directly (unicast M-SEARCH) and take the first answer from
+// it. Some IGDs (miniupnpd 2.3.1) delay even the unicast answer by a random
+// part of MX, so the probe gives UPnP that long (probeAll).
 
 const (
 	ssdpMulticast = "239.255.255.250:1900"
-	ssdpPort      = 1900
-	igdDevice     = "urn:schemas-upnp-org:device:InternetGatewayDevice:1"
-	mappingDesc   = "meshvpn"
+	// ssdpAnswerDelay is the MX of our search: an IGD answers after a
+	// random delay of up to that long.
+	ssdpAnswerDelay = time.Second
+	ssdpPort        = 1900
+	igdDevice       = "urn:schemas-upnp-org:device:InternetGatewayDevice:1"
+	mappingDesc     = "meshvpn"
 )
 
 // UPnP error codes that change what we do (UPnP IGD WANIPConnection:2).
@@ -240,8 +244,9 @@ func ssdpSearch(ctx context.Context, group string, gw netip.AddrPort) ([]string,
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	req := "M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nST: " + igdDevice +
-		"\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\n\r\n"
+	// MX must not be 0: some IGDs divide by it to pick their delay.
+	req := fmt.Sprintf("M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nST: %s\r\nMAN: \"ssdp:discover\"\r\nMX: %d\r\n\r\n",
+		igdDevice, int(ssdpAnswerDelay/time.Second))
 	var sendErr error
 	for _, to := range []string{group, gw.String()} {
 		addr, err := net.ResolveUDPAddr("udp4", to)

@@ -123,6 +123,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a.relays = &relayManager{a: a}
 	ctl.pubKey = a.pub.String()
+	ctl.priv = priv
 	ctl.onRefused = a.dropAllPeers
 	a.metrics = newAgentMetrics(a.Status)
 	st, err := a.join(ctx)

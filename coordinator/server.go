@@ -85,6 +85,10 @@ type Server struct {
 	// relays mints each node's relay list; nil when no relay is configured.
 	relays     *relayList
 	turnSecret []byte
+	// identity and challenges verify that a registering node holds its
+	// WireGuard private key.
+	identity   *identity
+	challenges *challenges
 
 	// lock is the state dir's serve lock, held from New to Close.
 	lock     *os.File
@@ -178,6 +182,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.metrics.registerHubGauges(h)
 	s.store, s.hub = store, h
+	if s.identity, err = loadIdentity(cfg.StateDir); err != nil {
+		return fail(err)
+	}
+	if s.challenges, err = newChallenges(time.Now); err != nil {
+		return fail(err)
+	}
 	if cfg.TURN.Embedded {
 		if s.turnSecret, err = loadTURNSecret(cfg.StateDir); err != nil {
 			return fail(err)

@@ -78,7 +78,7 @@ func TestAuthKeyWhileServing(t *testing.T) {
 	}
 
 	for i, key := range []string{key, k.Key} {
-		body, _ := json.Marshal(control.RegisterRequest{AuthKey: key, Hostname: "host", PublicKey: strings.Repeat("A", 42) + string(rune('A'+i)) + "="})
+		body, _ := json.Marshal(control.RegisterRequest{AuthKey: key, Hostname: "host", PublicKey: strings.Repeat("A", 41) + string(rune('E'+i)) + "E="})
 		resp, err := http.Post(base+control.PathRegister, "application/json", bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)

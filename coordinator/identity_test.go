@@ -1,0 +1,196 @@
+package coordinator
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/meshvpn/meshvpn/control"
+)
+
+// TestProofReadmitsOnlyTheKeyHolder: an existing public key is re-admitted
+// by auth key only with a valid proof from its holder; a member who names
+// it without, or with a proof made with another key, is refused and gets
+// no credential, and the node keeps its credential.
+func TestProofReadmitsOnlyTheKeyHolder(t *testing.T) {
+	s := newTestServer(t)
+	h := s.Handler()
+	key := newKey(t, s.store, true, 0)
+	victim := newNodeKey(t)
+	// A new node may prove too (agents always do).
+	first := mustRegister(t, h, victim.prove(t, fetchChallenge(t, h), control.RegisterRequest{AuthKey: key, Hostname: "victim"}))
+
+	attacker := newNodeKey(t)
+	cases := []struct {
+		name string
+		req  control.RegisterRequest
+		code int
+		err  error
+	}{
+		{"no proof", control.RegisterRequest{AuthKey: newKey(t, s.store, false, 0), Hostname: "evil", PublicKey: victim.pub},
+			http.StatusConflict, ErrPublicKeyInUse},
+		{"attacker's own proof", func() control.RegisterRequest {
+			r := attacker.prove(t, fetchChallenge(t, h), control.RegisterRequest{AuthKey: key, Hostname: "evil"})
+			r.PublicKey = victim.pub
+			return r
+		}(), http.StatusUnauthorized, ErrBadProof},
+		{"victim's proof, other auth key", func() control.RegisterRequest {
+			r := victim.prove(t, fetchChallenge(t, h), control.RegisterRequest{AuthKey: key, Hostname: "victim"})
+			r.AuthKey = newKey(t, s.store, false, 0)
+			return r
+		}(), http.StatusUnauthorized, ErrBadProof},
+		{"victim's proof, other hostname", func() control.RegisterRequest {
+			r := victim.prove(t, fetchChallenge(t, h), control.RegisterRequest{AuthKey: key, Hostname: "victim"})
+			r.Hostname = "evil"
+			return r
+		}(), http.StatusUnauthorized, ErrBadProof},
+		{"proof without challenge of ours", func() control.RegisterRequest {
+			ch := fetchChallenge(t, h)
+			ch.Challenge = base64.RawURLEncoding.EncodeToString(make([]byte, challengeLen))
+			return victim.prove(t, ch, control.RegisterRequest{AuthKey: key, Hostname: "victim"})
+		}(), http.StatusUnauthorized, ErrChallengeStale},
+	}
+	for _, c := range cases {
+		code, resp, e := register(t, h, c.req)
+		if code != c.code || e.Error != c.err.Error() || resp.Credential != "" {
+			t.Errorf("%s: %d %q %+v, want %d %q", c.name, code, e.Error, resp, c.code, c.err)
+		}
+	}
+	// The victim's credential still works.
+	byCred := mustRegister(t, h, control.RegisterRequest{Credential: first.Credential, PublicKey: victim.pub})
+	if byCred.NodeID != first.NodeID {
+		t.Fatalf("victim by credential: %+v", byCred)
+	}
+	// The store on its own (no proof checked) refuses an existing key too.
+	if _, err := s.store.Register(t.Context(), control.RegisterRequest{AuthKey: key, Hostname: "x", PublicKey: victim.pub}); !errors.Is(err, ErrPublicKeyInUse) {
+		t.Fatalf("store.Register of a known key: %v, want ErrPublicKeyInUse", err)
+	}
+}
+
+// TestProofReplay: a proven request is accepted once; sent again, to this
+// coordinator or another one, or after its challenge expired, it is refused.
+func TestProofReplay(t *testing.T) {
+	s := newTestServer(t)
+	h := s.Handler()
+	key := newKey(t, s.store, true, 0)
+	node := newNodeKey(t)
+	mustRegister(t, h, control.RegisterRequest{AuthKey: key, Hostname: "n", PublicKey: node.pub})
+
+	req := node.prove(t, fetchChallenge(t, h), control.RegisterRequest{AuthKey: key, Hostname: "n"})
+	mustRegister(t, h, req)
+	if code, _, e := register(t, h, req); code != http.StatusUnauthorized || e.Error != ErrChallengeStale.Error() {
+		t.Errorf("replay: %d %q, want 401 %q", code, e.Error, ErrChallengeStale)
+	}
+
+	// Another coordinator (its own key and challenge secret) with the same
+	// auth key and node in its store.
+	other := newTestServer(t)
+	okey := newKey(t, other.store, true, 0)
+	mustRegister(t, other.Handler(), control.RegisterRequest{AuthKey: okey, Hostname: "n", PublicKey: node.pub})
+	fresh := node.prove(t, fetchChallenge(t, h), control.RegisterRequest{AuthKey: okey, Hostname: "n"})
+	if code, _, e := register(t, other.Handler(), fresh); code != http.StatusUnauthorized || e.Error != ErrBadProof.Error() {
+		t.Errorf("request made for another coordinator: %d %q, want 401 %q", code, e.Error, ErrBadProof)
+	}
+
+	// A challenge past its lifetime.
+	late := node.prove(t, fetchChallenge(t, h), control.RegisterRequest{AuthKey: key, Hostname: "n"})
+	s.challenges.now = func() time.Time { return time.Now().Add(challengeTTL + time.Second) }
+	if code, _, e := register(t, h, late); code != http.StatusUnauthorized || e.Error != ErrChallengeStale.Error() {
+		t.Errorf("expired challenge: %d %q, want 401 %q", code, e.Error, ErrChallengeStale)
+	}
+}
+
+// TestChallengesForgetExpired: used challenges are remembered only until
+// they expire, so the memory stays bounded.
+func TestChallengesForgetExpired(t *testing.T) {
+	now := time.Now()
+	c, err := newChallenges(func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		ch, err := c.issue()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.use(ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(c.used) != 100 {
+		t.Fatalf("%d used challenges remembered, want 100", len(c.used))
+	}
+	now = now.Add(challengeTTL + 2*time.Second)
+	ch, _ := c.issue()
+	if err := c.use(ch); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.used) != 1 {
+		t.Fatalf("%d used challenges remembered after expiry, want 1", len(c.used))
+	}
+}
+
+// TestDegenerateKeysRefused: the zero key and the low-order points of
+// Curve25519 (in their canonical and non-canonical forms) are refused.
+func TestDegenerateKeysRefused(t *testing.T) {
+	s := newTestServer(t)
+	h := s.Handler()
+	key := newKey(t, s.store, true, 0)
+	// Little-endian u-coordinates: 0, 1, the two points of order 8, p-1,
+	// p, p+1, and the first ones again with the (ignored) top bit set.
+	points := []string{
+		"0000000000000000000000000000000000000000000000000000000000000000",
+		"0100000000000000000000000000000000000000000000000000000000000000",
+		"e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+		"5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"0000000000000000000000000000000000000000000000000000000000000080",
+		"0100000000000000000000000000000000000000000000000000000000000080",
+		"e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b880",
+	}
+	for _, p := range points {
+		b, _ := hex.DecodeString(p)
+		pub := base64.StdEncoding.EncodeToString(b)
+		code, resp, e := register(t, h, control.RegisterRequest{AuthKey: key, Hostname: "d", PublicKey: pub})
+		if code != http.StatusBadRequest || e.Error != ErrDegenerateKey.Error() || resp.Credential != "" {
+			t.Errorf("key %s: %d %q, want 400 %q", p, code, e.Error, ErrDegenerateKey)
+		}
+	}
+	if nodes, _ := s.store.ListNodes(t.Context()); len(nodes) != 0 {
+		t.Fatalf("nodes made with degenerate keys: %v", nodes)
+	}
+}
+
+// TestIdentityKeyFile: the coordinator's key is made once, mode 0600, and
+// the same after a restart.
+func TestIdentityKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	a, err := loadIdentity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, identityKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v, want 0600", fi.Mode().Perm())
+	}
+	b, err := loadIdentity(dir)
+	if err != nil || b.pub != a.pub {
+		t.Fatalf("reloaded key %v %v, want %s", b, err, a.pub)
+	}
+	if err := os.WriteFile(filepath.Join(dir, identityKeyFile), []byte("short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadIdentity(dir); err == nil {
+		t.Fatal("a damaged key file was accepted")
+	}
+}

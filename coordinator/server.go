@@ -59,6 +59,10 @@ type Config struct {
 	// burst disables the limit.
 	AuthFailBurst     int
 	AuthFailPerMinute float64
+	// IPHoldback is how long a removed node's overlay address is held back
+	// before another node gets it: 0 means DefaultIPHoldback, negative
+	// means no hold-back.
+	IPHoldback time.Duration
 }
 
 // Defaults of the auth failure limit.
@@ -169,6 +173,9 @@ func New(cfg Config) (*Server, error) {
 		store.Close()
 		lock.Close()
 		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
+	if cfg.IPHoldback != 0 {
+		store.SetIPHoldback(cfg.IPHoldback)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -25,6 +25,9 @@ type Store struct {
 	now func() time.Time
 	// ipHint is where the search for a free overlay address starts.
 	ipHint ipHint
+	// ipHoldback is how long a removed node's address stays unused
+	// (guarded by ipHint.mu).
+	ipHoldback time.Duration
 }
 
 // OpenStore opens (creating if needed) the store in dir. The directory is
@@ -67,7 +70,7 @@ func OpenStore(dir string) (*Store, error) {
 	db.SetMaxOpenConns(1)
 	db.SetConnMaxLifetime(0)
 
-	s := &Store{db: db, path: path, now: time.Now}
+	s := &Store{db: db, path: path, now: time.Now, ipHoldback: DefaultIPHoldback}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.migrate(ctx); err != nil {

@@ -47,6 +47,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.EphemeralGrace, "ephemeral-grace", 10*time.Minute, "time an ephemeral node gets to open its first stream after registering, or to reconnect after a coordinator restart (`duration`)")
 	fs.IntVar(&cfg.AuthFailBurst, "auth-fail-burst", 20, "`n` failed auth attempts (bad auth key or credential) allowed from one source IP before it gets 429; -1 disables the limit")
 	fs.Float64Var(&cfg.AuthFailPerMinute, "auth-fail-per-minute", 30, "rate at which a source IP's failed-attempt budget refills (`n` per minute)")
+	fs.DurationVar(&cfg.IPHoldback, "ip-holdback", coordinator.DefaultIPHoldback, "how long a removed node's overlay address is held back before another node gets it, so peers' address-based rules do not pass to a stranger (`duration`; 0 reuses at once)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "TCP `address` of the Prometheus endpoint (plain HTTP, path /metrics), e.g. 127.0.0.1:9100; empty (the default) disables it")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	if err := parseFlags(fs, serveAbout, args, stdout, stderr); err != nil {
@@ -60,6 +61,13 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if cfg.EphemeralTimeout <= 0 || cfg.EphemeralGrace <= 0 || cfg.AuthFailPerMinute <= 0 || cfg.AuthFailBurst == 0 || cfg.AuthFailBurst < -1 {
 		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --ephemeral-timeout, --ephemeral-grace and --auth-fail-per-minute must be positive, --auth-fail-burst positive or -1")
 		return errUsage
+	}
+	switch {
+	case cfg.IPHoldback < 0:
+		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --ip-holdback must not be negative")
+		return errUsage
+	case cfg.IPHoldback == 0:
+		cfg.IPHoldback = -1 // Config's "none"; its 0 means the default
 	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --tls-cert and --tls-key must be given together")

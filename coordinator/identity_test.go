@@ -194,3 +194,25 @@ func TestIdentityKeyFile(t *testing.T) {
 		t.Fatal("a damaged key file was accepted")
 	}
 }
+
+// TestStateDirTightened: an existing state dir with looser permissions is
+// tightened to 0700 when the server starts.
+func TestStateDirTightened(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	s, err := New(Config{Listen: "127.0.0.1:0", StateDir: dir, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Fatalf("state dir left at mode %v, want 0700", fi.Mode().Perm())
+	}
+}

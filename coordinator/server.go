@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/internal/metrics"
+	"github.com/meshvpn/meshvpn/internal/statedir"
 )
 
 // Config configures a Server.
@@ -159,6 +160,11 @@ func New(cfg Config) (*Server, error) {
 
 	if cfg.StateDir == "" {
 		return nil, errors.New("new coordinator: state directory is empty")
+	}
+	if was, err := statedir.Ensure(cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	} else if was != 0 {
+		s.log.Warn("state dir was readable by others; tightened to 0700", "dir", cfg.StateDir, "was", was.String())
 	}
 	lock, err := lockServe(cfg.StateDir)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/coordinator"
+	"github.com/meshvpn/meshvpn/internal/secretflag"
 )
 
 const serveAbout = `Runs the coordinator until SIGINT or SIGTERM: the HTTP(S) API that admits
@@ -79,6 +80,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	secretflag.Warn(fs, cfg.Logger, turnSecretSrc, turnPasswordSrc)
 
 	srv, err := coordinator.New(cfg)
 	if err != nil {

@@ -1,12 +1,16 @@
 package coordinator
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -232,5 +236,39 @@ func BenchmarkCheckProof(b *testing.B) {
 		if ok, err := s.checkProof(&reqs[i]); !ok || err != nil {
 			b.Fatal(ok, err)
 		}
+	}
+}
+
+// TestProofReplayConcurrent: one proven request sent 20 times at once is
+// accepted exactly once.
+func TestProofReplayConcurrent(t *testing.T) {
+	s := newTestServer(t)
+	h := s.Handler()
+	key := newKey(t, s.store, true, 0)
+	node := newNodeKey(t)
+	mustRegister(t, h, control.RegisterRequest{AuthKey: key, Hostname: "n", PublicKey: node.pub})
+	body, _ := json.Marshal(node.prove(t, fetchChallenge(t, h), control.RegisterRequest{AuthKey: key, Hostname: "n"}))
+	var wg sync.WaitGroup
+	codes := make([]int, 20)
+	for i := range codes {
+		wg.Go(func() {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, control.PathRegister, bytes.NewReader(body)))
+			codes[i] = rec.Code
+		})
+	}
+	wg.Wait()
+	ok := 0
+	for _, c := range codes {
+		switch c {
+		case http.StatusOK:
+			ok++
+		case http.StatusUnauthorized:
+		default:
+			t.Errorf("status %d", c)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of 20 copies accepted, want 1: %v", ok, codes)
 	}
 }

@@ -23,7 +23,9 @@ server and an embedded TURN relay (UDP and TCP on --turn-listen, TLS on
 scheme), renewed before they expire; external TURN servers such as coturn
 with use-auth-secret can be added with --turn-url and --turn-secret-file.
 The API speaks HTTPS when both --tls-cert and --tls-key are given, plain
-HTTP otherwise. State (auth keys, nodes) lives in --state.
+HTTP otherwise. State (auth keys, nodes, the coordinator's own X25519 key
+coordinator.key that nodes prove possession of their WireGuard keys against)
+lives in --state.
 
 With --stun-alt-listen the STUN server also answers RFC 5780 CHANGE-REQUEST
 from its second address, and GET /api/v1/netcheck-info (no credential) tells

@@ -3,8 +3,10 @@ package coordinator
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 
 	"golang.org/x/crypto/curve25519"
@@ -93,4 +95,68 @@ func (id *identity) checkKey(req *control.RegisterRequest) (proven bool, err err
 		return false, ErrBadProof
 	}
 	return true, nil
+}
+
+// maxSuspectLog bounds the startup warnings about suspect keys.
+const maxSuspectLog = 20
+
+// warnSuspectKeys logs the members whose public keys this build would
+// refuse: a non-canonical spelling (perhaps an alias of another node's key,
+// registered before keys had to be canonical) or a low-order point. They
+// stay; the operator decides (`nodes remove`).
+func warnSuspectKeys(nodes map[uint64]control.Node, log *slog.Logger) {
+	n := 0
+	for _, r := range nodes {
+		// A table lookup, not a key agreement per node: a large store
+		// must not slow the start.
+		err := control.ValidatePublicKey(r.PublicKey)
+		if err == nil && isLowOrder(r.PublicKey) {
+			err = ErrDegenerateKey
+		}
+		if err == nil {
+			continue
+		}
+		if n++; n <= maxSuspectLog {
+			log.Warn("stored node has a public key new registrations would refuse; remove it unless you know it",
+				"node", r.ID, "name", r.Name, "ip", r.IP, "reason", err.Error())
+		}
+	}
+	if n > maxSuspectLog {
+		log.Warn("more stored nodes have refused public keys", "total", n, "logged", maxSuspectLog)
+	}
+}
+
+// lowOrder are the Curve25519 u-coordinates of order 1, 2, 4 and 8, with
+// their non-canonical forms below 2^255 (little-endian, hex): 0, 1, the two
+// points of order 8, p-1, p and p+1. X25519 ignores the top bit.
+var lowOrder = func() map[[32]byte]bool {
+	m := map[[32]byte]bool{}
+	for _, h := range []string{
+		"0000000000000000000000000000000000000000000000000000000000000000",
+		"0100000000000000000000000000000000000000000000000000000000000000",
+		"e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+		"5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+	} {
+		var k [32]byte
+		hex.Decode(k[:], []byte(h))
+		m[k] = true
+	}
+	return m
+}()
+
+// isLowOrder tells whether the base64 key is a low-order point, without a
+// key agreement. Registration relies on the key agreement's own check; this
+// serves where that would cost too much.
+func isLowOrder(pub string) bool {
+	b, err := base64.StdEncoding.DecodeString(pub)
+	if err != nil || len(b) != 32 {
+		return false
+	}
+	var k [32]byte
+	copy(k[:], b)
+	k[31] &= 0x7f
+	return lowOrder[k]
 }

@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -162,6 +164,9 @@ func TestDegenerateKeysRefused(t *testing.T) {
 	for _, p := range points {
 		b, _ := hex.DecodeString(p)
 		pub := base64.StdEncoding.EncodeToString(b)
+		if !isLowOrder(pub) {
+			t.Errorf("isLowOrder(%s) is false", p)
+		}
 		code, resp, e := register(t, h, control.RegisterRequest{AuthKey: key, Hostname: "d", PublicKey: pub})
 		if code != http.StatusBadRequest || e.Error != ErrDegenerateKey.Error() || resp.Credential != "" {
 			t.Errorf("key %s: %d %q, want 400 %q", p, code, e.Error, ErrDegenerateKey)
@@ -169,6 +174,14 @@ func TestDegenerateKeysRefused(t *testing.T) {
 	}
 	if nodes, _ := s.store.ListNodes(t.Context()); len(nodes) != 0 {
 		t.Fatalf("nodes made with degenerate keys: %v", nodes)
+	}
+	// The table agrees with the key agreement on ordinary keys too.
+	for range 1000 {
+		pub := newPublicKey(t)
+		_, err := s.identity.shared(pub)
+		if isLowOrder(pub) != (err != nil) {
+			t.Fatalf("%s: isLowOrder %v, key agreement error %v", pub, isLowOrder(pub), err)
+		}
 	}
 }
 
@@ -270,5 +283,40 @@ func TestProofReplayConcurrent(t *testing.T) {
 	}
 	if ok != 1 {
 		t.Fatalf("%d of 20 copies accepted, want 1: %v", ok, codes)
+	}
+}
+
+// TestSuspectKeysWarned: nodes stored before keys had to be canonical and
+// of large order are named in a warning when the server starts.
+func TestSuspectKeysWarned(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := newNodeKey(t).pub
+	alias := []byte(good)
+	alias[42] ^= 1
+	for i, pk := range []string{good, string(alias), base64.StdEncoding.EncodeToString(make([]byte, 32))} {
+		if _, err := st.db.Exec(`INSERT INTO nodes (name, ip, public_key, credential_hash, created_at) VALUES (?, ?, ?, x'', 0)`,
+			[]string{"good", "alias", "zero"}[i], []string{"100.64.0.1", "100.64.0.2", "100.64.0.3"}[i], pk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	var log bytes.Buffer
+	s, err := New(Config{Listen: "127.0.0.1:0", StateDir: dir, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	out := log.String()
+	for _, want := range []string{"name=alias", "name=zero"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no warning for %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "name=good") {
+		t.Errorf("warning for a good key:\n%s", out)
 	}
 }

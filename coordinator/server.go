@@ -195,6 +195,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.metrics.registerHubGauges(h)
 	s.store, s.hub = store, h
+	// Only now, with no stream yet, may the hub's map be read unlocked.
+	warnSuspectKeys(h.nodes, s.log)
 	if s.identity, err = loadIdentity(cfg.StateDir); err != nil {
 		return fail(err)
 	}

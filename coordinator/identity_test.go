@@ -296,7 +296,7 @@ func TestSuspectKeysWarned(t *testing.T) {
 	}
 	good := newNodeKey(t).pub
 	alias := []byte(good)
-	alias[42] ^= 1
+	alias[42]++ // a spare bit: same key to a lenient decoder
 	for i, pk := range []string{good, string(alias), base64.StdEncoding.EncodeToString(make([]byte, 32))} {
 		if _, err := st.db.Exec(`INSERT INTO nodes (name, ip, public_key, credential_hash, created_at) VALUES (?, ?, ?, x'', 0)`,
 			[]string{"good", "alias", "zero"}[i], []string{"100.64.0.1", "100.64.0.2", "100.64.0.3"}[i], pk); err != nil {

@@ -74,7 +74,7 @@ func TestTakeoverRefused(t *testing.T) {
 	// The same key in another base64 spelling: the last character carries
 	// two padding bits that decoders ignore by default.
 	alias := []byte(victimKey)
-	alias[42] ^= 1
+	alias[42]++ // a spare bit: same key to a lenient decoder
 	code, body = post("alias", map[string]string{
 		"auth_key": authKey(t, coord, false), "hostname": "evil", "public_key": string(alias)})
 	t.Logf("takeover with the key spelt %s: HTTP %d %s", alias, code, body)

@@ -2,6 +2,8 @@ package coordinator
 
 import (
 	"context"
+	"database/sql"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -82,5 +84,43 @@ func TestIPHoldbackNone(t *testing.T) {
 	r2, err := st.Register(ctx, control.RegisterRequest{AuthKey: k.Key, Hostname: "b", PublicKey: newPublicKey(t)})
 	if err != nil || r2.Node.IP != r1.Node.IP {
 		t.Fatalf("no hold-back: b got %s (%v), want %s", r2.Node.IP, err, r1.Node.IP)
+	}
+}
+
+// TestMigrateHeldIPs: a store made by a build before the hold-back (schema
+// version 2) gets the held_ips table on open, keeps its nodes, and holds
+// addresses from then on.
+func TestMigrateHeldIPs(t *testing.T) {
+	dir := t.TempDir()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, DBFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{migrations[0], migrations[1],
+		`CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (2)`,
+		`INSERT INTO nodes (name, ip, public_key, credential_hash, created_at) VALUES ('old', '100.64.0.1', '` + newPublicKey(t) + `', x'', 0)`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	st, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var v int
+	if err := st.db.QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil || v != len(migrations) {
+		t.Fatalf("schema version %d (%v), want %d", v, err, len(migrations))
+	}
+	if _, err := st.RemoveNode(t.Context(), "old", reasonOperator); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := st.CreateAuthKey(t.Context(), true, 0)
+	r, err := st.Register(t.Context(), control.RegisterRequest{AuthKey: k.Key, Hostname: "new", PublicKey: newPublicKey(t)})
+	if err != nil || r.Node.IP == "100.64.0.1" {
+		t.Fatalf("new node after the migration: %s (%v), want another address than the removed node's", r.Node.IP, err)
 	}
 }

@@ -103,7 +103,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := tun.CheckPrivileges(); err != nil {
 		return err
 	}
-	if err := ensureStateDir(cfg.StateDir); err != nil {
+	if err := ensureStateDir(cfg.StateDir, cfg.Logger); err != nil {
 		return err
 	}
 	priv, err := loadOrCreateKey(cfg.StateDir)
@@ -123,6 +123,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a.relays = &relayManager{a: a}
 	ctl.pubKey = a.pub.String()
+	ctl.priv = priv
 	ctl.onRefused = a.dropAllPeers
 	a.metrics = newAgentMetrics(a.Status)
 	st, err := a.join(ctx)

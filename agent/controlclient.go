@@ -35,6 +35,8 @@ type controlClient struct {
 	// pubKey is sent with the stream request, to which the credential is
 	// bound.
 	pubKey string
+	// priv proves that we hold pubKey when registering by auth key.
+	priv Key
 	// onRefused is called when the coordinator refuses this node's
 	// credential on the stream (removed, expired): retrying will not help
 	// until an operator acts, and the mesh no longer counts us in.
@@ -89,10 +91,15 @@ func parseCoordinatorURL(s string) (*url.URL, error) {
 // unreachable or failing, and giving up at once when it refuses.
 func (c *controlClient) register(ctx context.Context, req control.RegisterRequest) (*control.RegisterResponse, error) {
 	var b backoff
+	stale := 0
 	for {
 		resp, err := c.registerOnce(ctx, req)
 		if err == nil {
 			return resp, nil
+		}
+		if isStaleChallenge(err) && stale < 2 {
+			stale++ // each attempt fetches a fresh challenge
+			continue
 		}
 		var refused *refusedError
 		if errors.As(err, &refused) {
@@ -112,6 +119,14 @@ func (c *controlClient) register(ctx context.Context, req control.RegisterReques
 }
 
 func (c *controlClient) registerOnce(ctx context.Context, req control.RegisterRequest) (*control.RegisterResponse, error) {
+	if req.AuthKey != "" {
+		err := c.prove(ctx, &req)
+		if errors.Is(err, errNoChallenge) {
+			c.log.Debug("coordinator issues no challenges; registering without proof of key possession")
+		} else if err != nil {
+			return nil, err
+		}
+	}
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err

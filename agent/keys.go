@@ -59,3 +59,13 @@ func parseHexKey(s string) (Key, error) {
 	copy(k[:], b)
 	return k, nil
 }
+
+// shared is the Diffie-Hellman secret of private key k and pub; it fails
+// for a low-order pub (an all-zero result).
+func (k Key) shared(pub Key) ([]byte, error) {
+	s, err := curve25519.X25519(k[:], pub[:])
+	if err != nil {
+		return nil, fmt.Errorf("key agreement: %w", err)
+	}
+	return s, nil
+}

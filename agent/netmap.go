@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
 
@@ -105,7 +106,17 @@ func (a *Agent) upsertPeer(n control.Node) {
 	}
 	p := a.peers[n.ID]
 	a.mu.Unlock()
+	// Canonical only: the coordinator compares keys as strings, so an
+	// alias spelling of another node's key (stored by an older coordinator)
+	// would be a second node with the same WireGuard key.
+	if err := control.ValidatePublicKey(n.PublicKey); err != nil {
+		a.log.Warn("peer with invalid public key ignored", "peer", n.Name, "err", err)
+		return
+	}
 	key, err := parseKey(n.PublicKey)
+	if err == nil && key == a.pub {
+		err = errors.New("it is our own key")
+	}
 	if err != nil {
 		a.log.Warn("peer with invalid public key ignored", "peer", n.Name, "err", err)
 		return

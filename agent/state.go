@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/meshvpn/meshvpn/internal/statedir"
 )
 
 // The agent's state dir holds its WireGuard private key and its node
@@ -26,9 +29,15 @@ type nodeState struct {
 	Credential  string `json:"credential"`
 }
 
-func ensureStateDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create state dir: %w", err)
+// ensureStateDir creates the state dir, or tightens an existing one to
+// 0700: it may have been made by hand with the umask's 0755.
+func ensureStateDir(dir string, log *slog.Logger) error {
+	was, err := statedir.Ensure(dir)
+	if err != nil {
+		return err
+	}
+	if was != 0 {
+		log.Warn("state dir was readable by others; tightened to 0700", "dir", dir, "was", was.String())
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -8,7 +9,7 @@ import (
 
 func TestKeyAndNodeStateAreSecretFiles(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
-	if err := ensureStateDir(dir); err != nil {
+	if err := ensureStateDir(dir, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	k1, err := loadOrCreateKey(dir)
@@ -94,5 +95,27 @@ func TestParseCoordinatorURL(t *testing.T) {
 	}
 	if _, err := parseCoordinatorURL("https://coord.example.com:8443"); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestStateDirTightened: a state dir that exists with looser permissions
+// (made by hand, or by an older build) is tightened to 0700.
+func TestStateDirTightened(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := ensureStateDir(dir, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Fatalf("existing state dir left at mode %v, want 0700", fi.Mode().Perm())
 	}
 }

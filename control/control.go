@@ -3,6 +3,7 @@
 //
 // The control plane is plain HTTP(S) with JSON bodies:
 //
+//	GET  /api/v1/challenge  -> Challenge (for proof of key possession)
 //	POST /api/v1/register   RegisterRequest -> RegisterResponse
 //	GET  /api/v1/stream     WebSocket; Authorization: Bearer <credential>
 //
@@ -11,6 +12,7 @@
 package control
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -78,6 +80,11 @@ type RegisterRequest struct {
 	Hostname   string `json:"hostname"`
 	// PublicKey is the node's WireGuard public key, base64 (44 characters).
 	PublicKey string `json:"public_key"`
+	// Challenge and Proof prove that the sender holds PublicKey's private
+	// key (see RegisterProof). A coordinator re-admits a public key it
+	// already knows by auth key only with them.
+	Challenge string `json:"challenge,omitempty"`
+	Proof     string `json:"proof,omitempty"`
 }
 
 // Validate checks the fields a coordinator must not trust blindly.
@@ -91,20 +98,26 @@ func (r *RegisterRequest) Validate() error {
 	if err := ValidatePublicKey(r.PublicKey); err != nil {
 		return err
 	}
+	if len(r.Challenge) > 128 || len(r.Proof) > 64 {
+		return errors.New("challenge or proof too long")
+	}
+	if (r.Challenge == "") != (r.Proof == "") {
+		return errors.New("challenge and proof go together")
+	}
 	return nil
 }
 
-// ValidatePublicKey checks a base64 WireGuard public key.
+// ValidatePublicKey checks a base64 WireGuard public key. The encoding must
+// be canonical: the last character carries two padding bits that lenient
+// decoders ignore, so four spellings would name one key, and a coordinator
+// that compares keys as strings would take an alias for a new key.
 func ValidatePublicKey(s string) error {
 	if len(s) != 44 || s[43] != '=' {
 		return fmt.Errorf("public_key: want 44 base64 characters, got %d", len(s))
 	}
-	for i := 0; i < 43; i++ {
-		c := s[i]
-		ok := c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/'
-		if !ok {
-			return errors.New("public_key: not base64")
-		}
+	// Strict decoding still skips \r and \n: the length check catches them.
+	if b, err := base64.StdEncoding.Strict().DecodeString(s); err != nil || len(b) != 32 {
+		return errors.New("public_key: not canonical base64 of 32 bytes")
 	}
 	return nil
 }

@@ -20,6 +20,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(control.PathRegister, s.handleRegister)
 	mux.HandleFunc(control.PathStream, s.handleStream)
+	mux.HandleFunc(control.PathChallenge, s.handleChallenge)
 	mux.HandleFunc(control.PathNetcheckInfo, s.handleNetcheckInfo)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not found")
@@ -45,7 +46,11 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	reg, err := s.store.Register(r.Context(), req)
+	proven, err := s.checkProof(&req)
+	var reg Registration
+	if err == nil {
+		reg, err = s.store.register(r.Context(), req, proven)
+	}
 	if err != nil {
 		status, msg := registerErrorStatus(err)
 		result := "refused"
@@ -137,7 +142,7 @@ func isSyntaxError(err error) bool {
 // registerErrorStatus maps a registration failure to its HTTP answer.
 func registerErrorStatus(err error) (int, string) {
 	for _, e := range []error{ErrUnknownAuthKey, ErrAuthKeyExpired, ErrAuthKeyUsed, ErrAuthKeyRevoked,
-		ErrBadCredential, ErrNodeRemoved, ErrNodeExpired, ErrCredentialKeyMismatch} {
+		ErrBadCredential, ErrNodeRemoved, ErrNodeExpired, ErrCredentialKeyMismatch, ErrBadProof, ErrChallengeStale} {
 		if errors.Is(err, e) {
 			return http.StatusUnauthorized, e.Error()
 		}
@@ -145,6 +150,10 @@ func registerErrorStatus(err error) (int, string) {
 	switch {
 	case errors.Is(err, ErrPublicKeyInUse):
 		return http.StatusConflict, ErrPublicKeyInUse.Error()
+	case errors.Is(err, ErrDegenerateKey):
+		return http.StatusBadRequest, ErrDegenerateKey.Error()
+	case errors.Is(err, errChallengesBusy):
+		return http.StatusServiceUnavailable, errChallengesBusy.Error()
 	case errors.Is(err, errPoolExhausted):
 		return http.StatusServiceUnavailable, errPoolExhausted.Error()
 	}

@@ -115,7 +115,8 @@ func findNode(ctx context.Context, q queryer, ref string) (NodeRecord, error) {
 }
 
 // RemoveNode deletes the node named by ref, leaving a tombstone that makes
-// its credential fail with ErrNodeRemoved. Its name and address become free.
+// its credential fail with ErrNodeRemoved. Its name becomes free at once,
+// its address after the hold-back (see freeIP).
 func (s *Store) RemoveNode(ctx context.Context, ref, reason string) (NodeRecord, error) {
 	var r NodeRecord
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
@@ -132,7 +133,7 @@ func (s *Store) RemoveNode(ctx context.Context, ref, reason string) (NodeRecord,
 		if _, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE id = ?`, r.ID); err != nil {
 			return fmt.Errorf("delete node: %w", err)
 		}
-		return nil
+		return s.holdIP(ctx, tx, r.IP)
 	})
 	if err != nil {
 		return NodeRecord{}, fmt.Errorf("remove node: %w", err)

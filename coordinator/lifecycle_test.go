@@ -160,7 +160,8 @@ func TestExpireNodeAndRejoin(t *testing.T) {
 	s, base := startServer(t, dir)
 	key := newKey(t, s.store, true, 0)
 	a := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "a", PublicKey: newPublicKey(t)})
-	bPub := newPublicKey(t)
+	bKey := newNodeKey(t)
+	bPub := bKey.pub
 	b := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "b", PublicKey: bPub})
 	ca := dialStream(t, base, a.Credential)
 	readMsg(t, ca)
@@ -198,7 +199,12 @@ func TestExpireNodeAndRejoin(t *testing.T) {
 
 	// Joining again with an auth key brings it back with its name and IP;
 	// the peer sees it reappear.
-	again := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Credential: b.Credential, Hostname: "b", PublicKey: bPub})
+	// It proves that it holds its key, as an agent does.
+	rejoin := control.RegisterRequest{AuthKey: key, Credential: b.Credential, Hostname: "b", PublicKey: bPub}
+	if code, msg := registerStatus(t, base, rejoin); code != http.StatusConflict {
+		t.Fatalf("rejoin without proof: %d %q, want 409", code, msg)
+	}
+	again := registerHTTP(t, base, bKey.prove(t, fetchChallengeHTTP(t, base), rejoin))
 	if again.NodeID != b.NodeID || again.IP != b.IP || again.Name != "b" || again.Credential == b.Credential {
 		t.Fatalf("rejoin: %+v", again)
 	}

@@ -49,6 +49,13 @@ var migrations = []string{
 		removed_at      INTEGER NOT NULL,
 		reason          TEXT    NOT NULL
 	);`,
+	// 3: overlay addresses of removed nodes, held back from reuse for a
+	// while so that peers' address-based rules do not pass to a stranger.
+	`CREATE TABLE held_ips (
+		ip          TEXT    PRIMARY KEY,
+		released_at INTEGER NOT NULL
+	);
+	CREATE INDEX held_ips_released ON held_ips (released_at);`,
 }
 
 // migrate brings the schema up to date. It runs in one immediate transaction,

@@ -9,8 +9,9 @@ import (
 	"github.com/meshvpn/meshvpn/control"
 )
 
-// ErrPublicKeyInUse means a node asked for a public key another node holds.
-var ErrPublicKeyInUse = errors.New("public key belongs to another node")
+// ErrPublicKeyInUse means a registration by auth key named a public key a
+// node holds already, without proof of holding its private key.
+var ErrPublicKeyInUse = errors.New("public key belongs to a registered node; re-admitting it needs proof of its private key")
 
 // Registration is the outcome of admitting a node.
 type Registration struct {
@@ -25,21 +26,33 @@ type Registration struct {
 // Register admits a node. A valid credential wins; a node whose credential
 // is stale (say the coordinator's state was restored from an old backup) may
 // send an auth key along with it and is then admitted by the key.
+//
+// Register treats the request as carrying no proof of key possession, so
+// an auth key admits only new public keys; the server verifies proofs and
+// calls register.
 func (s *Store) Register(ctx context.Context, req control.RegisterRequest) (Registration, error) {
+	return s.register(ctx, req, false)
+}
+
+// register is Register; proven says the caller verified that the sender
+// holds req.PublicKey's private key.
+func (s *Store) register(ctx context.Context, req control.RegisterRequest, proven bool) (Registration, error) {
 	if req.Credential != "" {
 		reg, err := s.registerWithCredential(ctx, req)
 		if err == nil || !isCredentialRefusal(err) || req.AuthKey == "" {
 			return reg, err
 		}
 	}
-	return s.registerWithAuthKey(ctx, req)
+	return s.registerWithAuthKey(ctx, req, proven)
 }
 
 // registerWithAuthKey admits by auth key. A known public key re-admits its
-// node (same ID, name and address, new credential); otherwise a node is
-// created. The key is consumed in the same transaction, so a single-use key
-// admits exactly one node even under concurrent requests.
-func (s *Store) registerWithAuthKey(ctx context.Context, req control.RegisterRequest) (Registration, error) {
+// node (same ID, name and address, new credential) only when proven: every
+// member sees every public key, so without proof of the private key this
+// would hand any key holder another node's identity. An unknown public key
+// creates a node. The auth key is consumed in the same transaction, so a
+// single-use key admits exactly one node even under concurrent requests.
+func (s *Store) registerWithAuthKey(ctx context.Context, req control.RegisterRequest, proven bool) (Registration, error) {
 	var reg Registration
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		key, err := s.checkAuthKey(ctx, tx, req.AuthKey)
@@ -57,6 +70,8 @@ func (s *Store) registerWithAuthKey(ctx context.Context, req control.RegisterReq
 			reg.Created = true
 		case err != nil:
 			return fmt.Errorf("look up public key: %w", err)
+		case !proven:
+			return ErrPublicKeyInUse
 		}
 		cred, err := newCredential(node.ID)
 		if err != nil {

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -20,7 +21,8 @@ func FuzzRegisterRequest(f *testing.F) {
 	single := newKey(f, s.store, false, 0)
 	pk := "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 	h := s.Handler()
-	seed := mustRegister(f, h, control.RegisterRequest{AuthKey: key, Hostname: "seed", PublicKey: newPublicKey(f)})
+	seedKey := newPublicKey(f)
+	seed := mustRegister(f, h, control.RegisterRequest{AuthKey: key, Hostname: "seed", PublicKey: seedKey})
 
 	f.Add([]byte(`{"auth_key":"` + key + `","hostname":"a","public_key":"` + pk + `"}`))
 	f.Add([]byte(`{"auth_key":"` + single + `","hostname":"Über Host!","public_key":"` + pk + `"}`))
@@ -33,6 +35,11 @@ func FuzzRegisterRequest(f *testing.F) {
 	f.Add([]byte(`{"credential":"` + gone.Credential + `","public_key":"` + pk + `"}`))
 	f.Add([]byte(`{"credential":"` + gone.Credential + `","auth_key":"` + key + `","public_key":"` + pk + `"}`))
 	f.Add([]byte(`{"auth_key":"mvk-x","public_key":"` + pk + `"}`))
+	proven := newNodeKey(f).prove(f, fetchChallenge(f, h), control.RegisterRequest{AuthKey: key, Hostname: "p"})
+	pb, _ := json.Marshal(proven)
+	f.Add(pb)
+	f.Add([]byte(`{"auth_key":"` + key + `","public_key":"` + seedKey + `","challenge":"` + proven.Challenge + `","proof":"` + proven.Proof + `"}`))
+	f.Add([]byte(`{"auth_key":"` + key + `","public_key":"` + seedKey + `","challenge":"x"}`))
 	f.Add([]byte(`{"hostname":null}`))
 	f.Add([]byte(`[1,2,3]`))
 	f.Add([]byte(`{"auth_key":"` + key + `"} trailing`))
@@ -81,6 +88,47 @@ func FuzzStreamAuth(f *testing.F) {
 		h.ServeHTTP(rec, req)
 		if rec.Code < 400 || rec.Code >= 500 {
 			t.Fatalf("status %d for %q / %q: %s", rec.Code, auth, pub, rec.Body)
+		}
+	})
+}
+
+// FuzzRegisterProof mutates the fields of a proven re-admission of an
+// existing node. Only the honest request may get the node's identity
+// back: any other combination must be refused with 4xx (never 5xx, never a
+// credential for that public key).
+func FuzzRegisterProof(f *testing.F) {
+	s := newTestServer(f)
+	s.limiter = newAuthLimiter(-1, 1)
+	h := s.Handler()
+	key := newKey(f, s.store, true, 0)
+	victim := newNodeKey(f)
+	mustRegister(f, h, control.RegisterRequest{AuthKey: key, Hostname: "victim", PublicKey: victim.pub})
+	honest := victim.prove(f, fetchChallenge(f, h), control.RegisterRequest{AuthKey: key, Hostname: "victim"})
+	other := newNodeKey(f).prove(f, fetchChallenge(f, h), control.RegisterRequest{AuthKey: key, Hostname: "victim"})
+
+	f.Add(honest.PublicKey, honest.Challenge, honest.Proof, honest.AuthKey, "evil")
+	f.Add(honest.PublicKey, other.Challenge, honest.Proof, honest.AuthKey, honest.Hostname)
+	f.Add(honest.PublicKey, honest.Challenge, other.Proof, honest.AuthKey, honest.Hostname)
+	f.Add(honest.PublicKey, honest.Challenge[:20], honest.Proof, honest.AuthKey, honest.Hostname)
+	f.Add(honest.PublicKey, honest.Challenge, honest.Proof[:43]+"A", honest.AuthKey, honest.Hostname)
+	f.Add(honest.PublicKey, "", "", honest.AuthKey, honest.Hostname)
+	f.Add(honest.PublicKey, honest.Challenge, "", honest.AuthKey, honest.Hostname)
+	f.Add(other.PublicKey, other.Challenge, other.Proof, key+"x", honest.Hostname)
+	f.Add(honest.PublicKey[:42]+"B=", honest.Challenge, honest.Proof, honest.AuthKey, honest.Hostname)
+
+	f.Fuzz(func(t *testing.T, pub, challenge, proof, authKey, hostname string) {
+		req := control.RegisterRequest{AuthKey: authKey, Hostname: hostname, PublicKey: pub, Challenge: challenge, Proof: proof}
+		if req == honest {
+			return
+		}
+		body, _ := json.Marshal(req)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, control.PathRegister, bytes.NewReader(body)))
+		if rec.Code >= 500 {
+			t.Fatalf("status %d for %+v: %s", rec.Code, req, rec.Body)
+		}
+		if rec.Code == http.StatusOK && pub == victim.pub {
+			t.Fatalf("took over the victim with %+v: %s", req, rec.Body)
 		}
 	})
 }

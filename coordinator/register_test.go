@@ -42,12 +42,14 @@ func TestReRegisterKeepsIdentity(t *testing.T) {
 	s := newTestServer(t)
 	h := s.Handler()
 	key := newKey(t, s.store, true, 0)
-	pk := newPublicKey(t)
+	nk := newNodeKey(t)
+	pk := nk.pub
 	first := mustRegister(t, h, control.RegisterRequest{AuthKey: key, Hostname: "alpha", PublicKey: pk})
 	mustRegister(t, h, control.RegisterRequest{AuthKey: key, Hostname: "beta", PublicKey: newPublicKey(t)})
 
-	// Same public key with an auth key: same node, new credential.
-	again := mustRegister(t, h, control.RegisterRequest{AuthKey: key, Hostname: "renamed", PublicKey: pk})
+	// Same public key with an auth key and proof of its private key: same
+	// node, new credential.
+	again := mustRegister(t, h, nk.prove(t, fetchChallenge(t, h), control.RegisterRequest{AuthKey: key, Hostname: "renamed"}))
 	if again.NodeID != first.NodeID || again.IP != first.IP || again.Name != first.Name {
 		t.Fatalf("re-admit by key: got %+v, want node %d %s %s", again, first.NodeID, first.Name, first.IP)
 	}

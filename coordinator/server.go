@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/internal/metrics"
+	"github.com/meshvpn/meshvpn/internal/statedir"
 )
 
 // Config configures a Server.
@@ -59,6 +60,10 @@ type Config struct {
 	// burst disables the limit.
 	AuthFailBurst     int
 	AuthFailPerMinute float64
+	// IPHoldback is how long a removed node's overlay address is held back
+	// before another node gets it: 0 means DefaultIPHoldback, negative
+	// means no hold-back.
+	IPHoldback time.Duration
 }
 
 // Defaults of the auth failure limit.
@@ -85,6 +90,10 @@ type Server struct {
 	// relays mints each node's relay list; nil when no relay is configured.
 	relays     *relayList
 	turnSecret []byte
+	// identity and challenges verify that a registering node holds its
+	// WireGuard private key.
+	identity   *identity
+	challenges *challenges
 
 	// lock is the state dir's serve lock, held from New to Close.
 	lock     *os.File
@@ -152,6 +161,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("new coordinator: state directory is empty")
 	}
+	if was, err := statedir.Ensure(cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	} else if was != 0 {
+		s.log.Warn("state dir was readable by others; tightened to 0700", "dir", cfg.StateDir, "was", was.String())
+	}
 	lock, err := lockServe(cfg.StateDir)
 	if err != nil {
 		return nil, fmt.Errorf("new coordinator: %w", err)
@@ -166,6 +180,9 @@ func New(cfg Config) (*Server, error) {
 		lock.Close()
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
+	if cfg.IPHoldback != 0 {
+		store.SetIPHoldback(cfg.IPHoldback)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// No stream exists yet, whatever a crashed predecessor left behind.
@@ -178,6 +195,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.metrics.registerHubGauges(h)
 	s.store, s.hub = store, h
+	// Only now, with no stream yet, may the hub's map be read unlocked.
+	warnSuspectKeys(h.nodes, s.log)
+	if s.identity, err = loadIdentity(cfg.StateDir); err != nil {
+		return fail(err)
+	}
+	if s.challenges, err = newChallenges(time.Now); err != nil {
+		return fail(err)
+	}
 	if cfg.TURN.Embedded {
 		if s.turnSecret, err = loadTURNSecret(cfg.StateDir); err != nil {
 			return fail(err)

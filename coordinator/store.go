@@ -10,6 +10,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver; no cgo needed
+
+	"github.com/meshvpn/meshvpn/internal/statedir"
 )
 
 // DBFile is the name of the SQLite database inside the state directory.
@@ -25,17 +27,20 @@ type Store struct {
 	now func() time.Time
 	// ipHint is where the search for a free overlay address starts.
 	ipHint ipHint
+	// ipHoldback is how long a removed node's address stays unused
+	// (guarded by ipHint.mu).
+	ipHoldback time.Duration
 }
 
 // OpenStore opens (creating if needed) the store in dir. The directory is
-// created with mode 0700 and the database file with mode 0600, since it
-// holds credential hashes.
+// created with (or tightened to) mode 0700 and the database file with mode
+// 0600, since it holds credential hashes.
 func OpenStore(dir string) (*Store, error) {
 	if dir == "" {
 		return nil, errors.New("open store: state directory is empty")
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("open store: create state dir: %w", err)
+	if _, err := statedir.Ensure(dir); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
 	}
 	path := filepath.Join(dir, DBFile)
 	// Create the file ourselves so SQLite never creates it with a umask-derived
@@ -67,7 +72,7 @@ func OpenStore(dir string) (*Store, error) {
 	db.SetMaxOpenConns(1)
 	db.SetConnMaxLifetime(0)
 
-	s := &Store{db: db, path: path, now: time.Now}
+	s := &Store{db: db, path: path, now: time.Now, ipHoldback: DefaultIPHoldback}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.migrate(ctx); err != nil {

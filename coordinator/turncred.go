@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -63,32 +62,18 @@ const turnSecretFile = "turn-secret"
 // on first use, so credentials handed out survive a coordinator restart.
 func loadTURNSecret(stateDir string) ([]byte, error) {
 	path := filepath.Join(stateDir, turnSecretFile)
-	b, err := os.ReadFile(path)
-	if err == nil {
-		s := strings.TrimSpace(string(b))
-		if len(s) < 32 {
-			return nil, fmt.Errorf("turn secret %s: too short, delete it to make a new one", path)
+	s, err := loadOrCreateSecret(path, func() (string, error) {
+		var raw [32]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return "", fmt.Errorf("make turn secret: %w", err)
 		}
-		return []byte(s), nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read turn secret: %w", err)
-	}
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return nil, fmt.Errorf("make turn secret: %w", err)
-	}
-	s := hex.EncodeToString(raw[:])
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		return hex.EncodeToString(raw[:]), nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("write turn secret: %w", err)
+		return nil, fmt.Errorf("turn secret: %w", err)
 	}
-	if _, err := f.WriteString(s + "\n"); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("write turn secret: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("write turn secret: %w", err)
+	if len(s) < 32 {
+		return nil, fmt.Errorf("turn secret %s: too short, delete it to make a new one", path)
 	}
 	return []byte(s), nil
 }

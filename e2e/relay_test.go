@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -322,9 +323,13 @@ func TestRelayUnavailable(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
+		wrong := filepath.Join(lab.Dir, "wrong-turn-secret")
+		if err := os.WriteFile(wrong, []byte("not-"+turn.Secret), 0o600); err != nil {
+			return nil, err
+		}
 		return meshlab.StartCoordinatorWith(ctx, lab, bins, meshlab.CoordinatorOptions{Args: []string{
 			"--embedded-turn=false",
-			"--turn-secret", "not-" + turn.Secret,
+			"--turn-secret-file", wrong,
 			"--turn-url", turn.URLs[0],
 			"--turn-url", "turn:198.51.100.99:3478?transport=udp",
 		}})

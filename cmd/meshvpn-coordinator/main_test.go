@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -78,7 +80,7 @@ func TestAuthKeyWhileServing(t *testing.T) {
 	}
 
 	for i, key := range []string{key, k.Key} {
-		body, _ := json.Marshal(control.RegisterRequest{AuthKey: key, Hostname: "host", PublicKey: strings.Repeat("A", 42) + string(rune('A'+i)) + "="})
+		body, _ := json.Marshal(control.RegisterRequest{AuthKey: key, Hostname: "host", PublicKey: strings.Repeat("A", 41) + string(rune('E'+i)) + "E="})
 		resp, err := http.Post(base+control.PathRegister, "application/json", bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
@@ -132,6 +134,8 @@ func TestUsageErrors(t *testing.T) {
 		{"serve", "--turn-secret", "s", "--turn-secret-file", "f", "--turn-url", "turn:x"},
 		{"serve", "--turn-username", "u", "--turn-url", "turn:x"},
 		{"serve", "--turn-secret", "s"},
+		{"serve", "--ip-holdback", "-1h"},
+		{"serve", "--turn-username", "u", "--turn-password", "p", "--turn-password-file", "f", "--turn-url", "turn:x"},
 	}
 	for _, args := range cases {
 		code, out, errOut := runCLI(t, args...)
@@ -157,7 +161,7 @@ func TestHelp(t *testing.T) {
 	_, out, _ := runCLI(t, "serve", "--help")
 	for _, flag := range []string{"-listen", "-state", "-tls-cert", "-tls-key", "-stun-listen", "-stun-alt-listen", "-public-host",
 		"-embedded-turn", "-turn-listen", "-turns-listen", "-turn-public-ip", "-relay-range", "-turn-allow-peer", "-turn-url",
-		"-turn-secret-file", "-turn-username", "-turn-ca", "-turn-credential-ttl"} {
+		"-turn-secret-file", "-turn-username", "-turn-password-file", "-turn-ca", "-turn-credential-ttl", "-ip-holdback"} {
 		if !strings.Contains(out, flag) {
 			t.Errorf("serve --help does not explain %s", flag)
 		}
@@ -200,6 +204,39 @@ func TestServeBadConfig(t *testing.T) {
 		code, _, errOut = runCLI(t, "serve", "--state", dir, "--listen", "127.0.0.1:0", "--stun-listen", c.stun, "--stun-alt-listen", c.alt)
 		if code != 1 || !strings.Contains(errOut, c.want) {
 			t.Errorf("--stun-listen %q --stun-alt-listen %q: exit %d, %q; want 1 and %q", c.stun, c.alt, code, errOut, c.want)
+		}
+	}
+}
+
+// TestSecretFlagsWarn: relay secrets on the command line work but warn
+// (ps shows them), without the secret in the log; the file forms do not.
+func TestSecretFlagsWarn(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pw")
+	if err := os.WriteFile(file, []byte("sekrit-pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		warn bool
+	}{
+		{[]string{"--turn-secret", "sekrit-1"}, true},
+		{[]string{"--turn-username", "u", "--turn-password", "sekrit-2"}, true},
+		{[]string{"--turn-username", "u", "--turn-password-file", file}, false},
+		{[]string{"--turn-secret-file", file}, false},
+	} {
+		// A bad listen address stops serve after the flags are read.
+		args := append([]string{"serve", "--state", dir, "--listen", "not an address", "--stun-listen", "", "--embedded-turn=false",
+			"--turn-url", "turn:relay.example.com:3478?transport=udp"}, c.args...)
+		code, _, errOut := runCLI(t, args...)
+		if code != 1 {
+			t.Errorf("%q: exit %d, %q; want 1 (bad listen address)", c.args, code, errOut)
+		}
+		if warned := strings.Contains(errOut, "visible to every user"); warned != c.warn {
+			t.Errorf("%q: warned %v, want %v: %s", c.args, warned, c.warn, errOut)
+		}
+		if strings.Contains(errOut, "sekrit") {
+			t.Errorf("%q: a secret is in the output: %s", c.args, errOut)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/coordinator"
+	"github.com/meshvpn/meshvpn/internal/secretflag"
 )
 
 const serveAbout = `Runs the coordinator until SIGINT or SIGTERM: the HTTP(S) API that admits
@@ -22,7 +23,9 @@ server and an embedded TURN relay (UDP and TCP on --turn-listen, TLS on
 scheme), renewed before they expire; external TURN servers such as coturn
 with use-auth-secret can be added with --turn-url and --turn-secret-file.
 The API speaks HTTPS when both --tls-cert and --tls-key are given, plain
-HTTP otherwise. State (auth keys, nodes) lives in --state.
+HTTP otherwise. State (auth keys, nodes, the coordinator's own X25519 key
+coordinator.key that nodes prove possession of their WireGuard keys against)
+lives in --state.
 
 With --stun-alt-listen the STUN server also answers RFC 5780 CHANGE-REQUEST
 from its second address, and GET /api/v1/netcheck-info (no credential) tells
@@ -47,6 +50,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.EphemeralGrace, "ephemeral-grace", 10*time.Minute, "time an ephemeral node gets to open its first stream after registering, or to reconnect after a coordinator restart (`duration`)")
 	fs.IntVar(&cfg.AuthFailBurst, "auth-fail-burst", 20, "`n` failed auth attempts (bad auth key or credential) allowed from one source IP before it gets 429; -1 disables the limit")
 	fs.Float64Var(&cfg.AuthFailPerMinute, "auth-fail-per-minute", 30, "rate at which a source IP's failed-attempt budget refills (`n` per minute)")
+	fs.DurationVar(&cfg.IPHoldback, "ip-holdback", coordinator.DefaultIPHoldback, "how long a removed node's overlay address is held back before another node gets it, so peers' address-based rules do not pass to a stranger (`duration`; 0 reuses at once)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "TCP `address` of the Prometheus endpoint (plain HTTP, path /metrics), e.g. 127.0.0.1:9100; empty (the default) disables it")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	if err := parseFlags(fs, serveAbout, args, stdout, stderr); err != nil {
@@ -61,6 +65,13 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --ephemeral-timeout, --ephemeral-grace and --auth-fail-per-minute must be positive, --auth-fail-burst positive or -1")
 		return errUsage
 	}
+	switch {
+	case cfg.IPHoldback < 0:
+		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --ip-holdback must not be negative")
+		return errUsage
+	case cfg.IPHoldback == 0:
+		cfg.IPHoldback = -1 // Config's "none"; its 0 means the default
+	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --tls-cert and --tls-key must be given together")
 		return errUsage
@@ -71,6 +82,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	secretflag.Warn(fs, cfg.Logger, turnSecretSrc, turnPasswordSrc)
 
 	srv, err := coordinator.New(cfg)
 	if err != nil {

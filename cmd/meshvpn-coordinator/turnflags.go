@@ -5,12 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/meshvpn/meshvpn/coordinator"
+	"github.com/meshvpn/meshvpn/internal/secretflag"
 )
 
 // listFlag is a flag that may be given several times.
@@ -18,6 +18,13 @@ type listFlag []string
 
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// The relay secrets serve takes, each from a flag (visible in ps: serve
+// warns), a file or an environment variable.
+var (
+	turnSecretSrc   = secretflag.Secret{Flag: "turn-secret", FileFlag: "turn-secret-file", Env: "MESHVPN_TURN_SECRET"}
+	turnPasswordSrc = secretflag.Secret{Flag: "turn-password", FileFlag: "turn-password-file", Env: "MESHVPN_TURN_PASSWORD"}
+)
 
 // turnFlags registers the relay flags of serve; the returned function
 // checks them once parsed.
@@ -32,10 +39,11 @@ func turnFlags(fs *flag.FlagSet) func() (coordinator.TURNConfig, error) {
 	fs.Var(&allow, "turn-allow-peer", "`CIDR` the embedded relay may reach although it is private or loopback (repeatable; by default those are refused)")
 	fs.DurationVar(&cfg.CredentialTTL, "turn-credential-ttl", 12*time.Hour, "lifetime of the TURN credentials given to agents (renewed at half-life)")
 	fs.Var(&urls, "turn-url", "external TURN server `URI`, e.g. turn:turn.example.com:3478?transport=udp or turns:turn.example.com:443?transport=tcp (repeatable)")
-	secret := fs.String("turn-secret", "", "`secret` shared with the external TURN servers (coturn static-auth-secret); prefer --turn-secret-file")
+	secret := fs.String("turn-secret", "", "`secret` shared with the external TURN servers (coturn static-auth-secret). Visible in ps: prefer --turn-secret-file or the environment variable MESHVPN_TURN_SECRET")
 	secretFile := fs.String("turn-secret-file", "", "`file` holding the external TURN servers' shared secret")
 	fs.StringVar(&cfg.Username, "turn-username", "", "static `username` for the external TURN servers (instead of a secret; every agent gets it)")
-	fs.StringVar(&cfg.Password, "turn-password", "", "static `password` for the external TURN servers")
+	password := fs.String("turn-password", "", "static `password` for the external TURN servers. Visible in ps: prefer --turn-password-file or the environment variable MESHVPN_TURN_PASSWORD")
+	passwordFile := fs.String("turn-password-file", "", "`file` holding the static password for the external TURN servers")
 	fs.StringVar(&cfg.CAFile, "turn-ca", "", "PEM `file` of the CA that turns: servers' certificates chain to, handed to agents")
 	return func() (coordinator.TURNConfig, error) {
 		cfg.URLs = urls
@@ -53,19 +61,12 @@ func turnFlags(fs *flag.FlagSet) func() (coordinator.TURNConfig, error) {
 			}
 			cfg.AllowPeers = append(cfg.AllowPeers, p.Masked())
 		}
-		if *secret != "" && *secretFile != "" {
-			return cfg, errors.New("give --turn-secret or --turn-secret-file, not both")
+		var err error
+		if cfg.Secret, err = turnSecretSrc.Value(fs, *secret, *secretFile); err != nil {
+			return cfg, err
 		}
-		cfg.Secret = *secret
-		if *secretFile != "" {
-			b, err := os.ReadFile(*secretFile)
-			if err != nil {
-				return cfg, fmt.Errorf("--turn-secret-file: %w", err)
-			}
-			cfg.Secret = strings.TrimSpace(string(b))
-			if cfg.Secret == "" {
-				return cfg, fmt.Errorf("--turn-secret-file %s is empty", *secretFile)
-			}
+		if cfg.Password, err = turnPasswordSrc.Value(fs, *password, *passwordFile); err != nil {
+			return cfg, err
 		}
 		if cfg.Secret != "" && (cfg.Username != "" || cfg.Password != "") {
 			return cfg, errors.New("give --turn-secret or --turn-username/--turn-password, not both")

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/agent"
+	"github.com/meshvpn/meshvpn/internal/secretflag"
 	"github.com/meshvpn/meshvpn/tun"
 )
 
@@ -116,8 +117,8 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 func cmdUp(args []string, stderr io.Writer) error {
 	fs := newFlags("up", "up --coordinator URL [--authkey KEY] [flags]", stderr)
 	coord := fs.String("coordinator", os.Getenv("MESHVPN_COORDINATOR"), "coordinator URL, e.g. https://coord.example.com:8080 (env MESHVPN_COORDINATOR)")
-	authKey := fs.String("authkey", "", "auth key from `meshvpn-coordinator authkey create`; needed on the first start only (env MESHVPN_AUTHKEY; prefer a file: --authkey-file)")
-	authKeyFile := fs.String("authkey-file", "", "read the auth key from this file")
+	authKey := fs.String("authkey", "", "auth key from `meshvpn-coordinator authkey create`; needed on the first start only. Visible in ps: prefer --authkey-file or the environment variable MESHVPN_AUTHKEY")
+	authKeyFile := fs.String("authkey-file", "", "read the auth key from this `file` (keep it mode 0600)")
 	hostname := fs.String("hostname", "", "name of this node in the mesh (default: the OS hostname)")
 	stateDir := fs.String("state-dir", "/var/lib/meshvpn", "directory for the private key and node credential (mode 0700)")
 	socket := fs.String("socket", defaultSocket, "unix socket of the local API used by status and ping")
@@ -141,22 +142,17 @@ func cmdUp(args []string, stderr io.Writer) error {
 	if *mtu < 1280 || *mtu > 9000 {
 		return fmt.Errorf("--mtu %d out of range 1280-9000", *mtu)
 	}
-	key := *authKey
-	if key == "" {
-		key = os.Getenv("MESHVPN_AUTHKEY")
-	}
-	if *authKeyFile != "" {
-		b, err := os.ReadFile(*authKeyFile)
-		if err != nil {
-			return fmt.Errorf("read --authkey-file: %w", err)
-		}
-		key = strings.TrimSpace(string(b))
+	authSecret := secretflag.Secret{Flag: "authkey", FileFlag: "authkey-file", Env: "MESHVPN_AUTHKEY"}
+	key, err := authSecret.Value(fs, *authKey, *authKeyFile)
+	if err != nil {
+		return err
 	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	secretflag.Warn(fs, log, authSecret)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return agent.Run(ctx, agent.Config{

@@ -58,7 +58,12 @@ func (a *Agent) Start(authKey string) error {
 		"--port", "0",
 	}
 	if authKey != "" {
-		args = append(args, "--authkey", authKey)
+		// A file, not --authkey: a flag's value shows in ps.
+		file := filepath.Join(filepath.Dir(a.StateDir), "authkey")
+		if err := os.WriteFile(file, []byte(authKey+"\n"), 0o600); err != nil {
+			return fmt.Errorf("meshlab: write auth key file: %w", err)
+		}
+		args = append(args, "--authkey-file", file)
 	}
 	if a.Coord.TLS != nil && !a.NoCA {
 		args = append(args, "--ca-file", a.Coord.TLS.CA)

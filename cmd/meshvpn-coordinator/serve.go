@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/coordinator"
 	"github.com/meshvpn/meshvpn/internal/secretflag"
 )
@@ -51,6 +52,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.AuthFailBurst, "auth-fail-burst", 20, "`n` failed auth attempts (bad auth key or credential) allowed from one source IP before it gets 429; -1 disables the limit")
 	fs.Float64Var(&cfg.AuthFailPerMinute, "auth-fail-per-minute", 30, "rate at which a source IP's failed-attempt budget refills (`n` per minute)")
 	fs.DurationVar(&cfg.IPHoldback, "ip-holdback", coordinator.DefaultIPHoldback, "how long a removed node's overlay address is held back before another node gets it, so peers' address-based rules do not pass to a stranger (`duration`; 0 reuses at once)")
+	fs.StringVar(&cfg.DNSDomain, "dns-domain", control.DefaultDNSDomain, "DNS `domain` of the mesh: every node is NAME.DOMAIN on the agents' resolver (100.100.100.100)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "TCP `address` of the Prometheus endpoint (plain HTTP, path /metrics), e.g. 127.0.0.1:9100; empty (the default) disables it")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	if err := parseFlags(fs, serveAbout, args, stdout, stderr); err != nil {
@@ -72,11 +74,16 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	case cfg.IPHoldback == 0:
 		cfg.IPHoldback = -1 // Config's "none"; its 0 means the default
 	}
+	domain, err := control.NormalizeDNSDomain(cfg.DNSDomain)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshvpn-coordinator serve: --dns-domain: %v\n", err)
+		return errUsage
+	}
+	cfg.DNSDomain = domain
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --tls-cert and --tls-key must be given together")
 		return errUsage
 	}
-	var err error
 	if cfg.TURN, err = turnCfg(); err != nil {
 		fmt.Fprintf(stderr, "meshvpn-coordinator serve: %v\n", err)
 		return errUsage

@@ -40,6 +40,13 @@ type Config struct {
 	// NoPortmap: do not ask the gateway (PCP, NAT-PMP, UPnP) to forward the
 	// UDP port (see portmap.go).
 	NoPortmap bool
+	// AcceptDNS points the host's DNS at the mesh resolver (systemd-resolved
+	// or resolv.conf); without it the resolver still answers on
+	// control.ResolverAddr.
+	AcceptDNS bool
+	// ResolvConf is the resolver file to read and rewrite; empty means
+	// /etc/resolv.conf.
+	ResolvConf string
 	// MetricsListen is the TCP address of the Prometheus endpoint (plain
 	// HTTP, /metrics); empty disables it.
 	MetricsListen string
@@ -69,6 +76,7 @@ type Agent struct {
 
 	relays *relayManager
 	nat    natState
+	dns    *meshDNS
 
 	mu    sync.Mutex
 	self  control.Node
@@ -106,6 +114,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := ensureStateDir(cfg.StateDir, cfg.Logger); err != nil {
 		return err
 	}
+	recoverHostDNS(cfg)
 	priv, err := loadOrCreateKey(cfg.StateDir)
 	if err != nil {
 		return err
@@ -143,6 +152,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer a.stopDataPlane()
+	a.startDNS(netip.MustParseAddr(st.IP))
+	defer a.stopDNS() // before the TUN goes: resolved forgets the link then
+	a.refreshNames()
 	a.startPortmap(ctx)
 	defer a.stopPortmap() // before the data plane stops: deletes the router's forward
 	if cfg.MetricsListen != "" {

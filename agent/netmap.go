@@ -75,6 +75,8 @@ func (a *Agent) applyNetmap(nm *control.Netmap) {
 	for _, n := range nm.Peers {
 		a.upsertPeer(n)
 	}
+	a.setDNSDomain(nm.DNS)
+	a.refreshNames()
 }
 
 func (a *Agent) applyDelta(d *control.Delta) {
@@ -92,6 +94,7 @@ func (a *Agent) applyDelta(d *control.Delta) {
 	for _, n := range d.Upsert {
 		a.upsertPeer(n)
 	}
+	a.refreshNames()
 }
 
 func (a *Agent) upsertPeer(n control.Node) {
@@ -186,6 +189,7 @@ func (a *Agent) dropAllPeers(reason string) {
 	for _, id := range ids {
 		a.removePeer(id)
 	}
+	a.refreshNames()
 	if len(ids) > 0 {
 		a.log.Warn("dropped every peer: the coordinator no longer admits this node", "reason", reason, "peers", len(ids))
 	}

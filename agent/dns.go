@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"net/netip"
 	"os"
 	"slices"
@@ -137,17 +138,14 @@ func (a *Agent) refreshNames() {
 	}
 	a.mu.Lock()
 	self := a.self
-	peers := make([]*peer, 0, len(a.peers))
-	for _, p := range a.peers {
-		peers = append(peers, p)
-	}
 	a.mu.Unlock()
+	peers := a.peerList()
 	recs := make([]meshdns.Record, 0, len(peers)+1)
 	if ip, err := netip.ParseAddr(self.IP); err == nil {
 		recs = append(recs, meshdns.Record{Name: self.Name, IP: ip})
 	}
 	// By node ID, so that of two peers claiming one name the older wins.
-	slices.SortFunc(peers, func(x, y *peer) int { return compareID(x.id, y.id) })
+	slices.SortFunc(peers, func(x, y *peer) int { return cmp.Compare(x.id, y.id) })
 	for _, p := range peers {
 		p.mu.Lock()
 		n := p.node
@@ -157,16 +155,6 @@ func (a *Agent) refreshNames() {
 		}
 	}
 	a.dns.res.SetNames(a.dnsDomain(), recs)
-}
-
-func compareID(x, y uint64) int {
-	switch {
-	case x < y:
-		return -1
-	case x > y:
-		return 1
-	}
-	return 0
 }
 
 func (a *Agent) dnsDomain() string {

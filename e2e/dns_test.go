@@ -230,7 +230,7 @@ func pollRun(ctx context.Context, h *natlab.Host, timeout time.Duration, name st
 }
 
 // startTool runs a tool mode of the test binary on h until the lab ends.
-func startTool(t *testing.T, h *natlab.Host, mode string, args ...string) {
+func startTool(t testing.TB, h *natlab.Host, mode string, args ...string) *natlab.Proc {
 	t.Helper()
 	name, argv, err := toolCommand(mode, args...)
 	if err != nil {
@@ -243,6 +243,7 @@ func startTool(t *testing.T, h *natlab.Host, mode string, args ...string) {
 	if err := p.WaitLog("ready", 10*time.Second); err != nil {
 		t.Fatalf("%s on %s: %v\n%s", mode, h.Name, err, p.Log())
 	}
+	return p
 }
 
 // toolOnce runs a tool mode of the test binary on h once.

@@ -209,7 +209,7 @@ func (a *Agent) join(ctx context.Context) (*nodeState, error) {
 }
 
 func (a *Agent) saveJoin(resp *control.RegisterResponse) (*nodeState, error) {
-	if _, err := netip.ParseAddr(resp.IP); err != nil {
+	if ip, err := netip.ParseAddr(resp.IP); err != nil || ip == control.ResolverAddr {
 		return nil, fmt.Errorf("coordinator gave an invalid overlay address %q", resp.IP)
 	}
 	prefix := resp.Prefix

@@ -125,7 +125,9 @@ func (a *Agent) upsertPeer(n control.Node) {
 		return
 	}
 	ip, err := netip.ParseAddr(n.IP)
-	if err != nil || !ip.Is4() {
+	// The resolver's address is every node's own: a peer holding it would
+	// take DNS queries to the tunnel.
+	if err != nil || !ip.Is4() || ip == control.ResolverAddr {
 		a.log.Warn("peer with invalid overlay address ignored", "peer", n.Name, "ip", n.IP)
 		return
 	}

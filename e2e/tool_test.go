@@ -24,6 +24,7 @@ import (
 // They print "ready" once listening, and run until killed.
 //
 //	dns-query -server ADDR -name NAME    ask one A question over UDP, print "rcode=R a=IP,..." (exit 1 on no answer)
+//	resolved-check                       the agent's DNS pieces against a real systemd-resolved (see TestNamesSystemdResolved)
 const toolEnv = "MESHVPN_E2E_TOOL"
 
 func TestMain(m *testing.M) {
@@ -47,6 +48,8 @@ func runTool(mode string, args []string) error {
 		return dnsServer(args)
 	case "dns-query":
 		return dnsQuery(args)
+	case "resolved-check":
+		return resolvedCheck()
 	}
 	return fmt.Errorf("unknown mode %q", mode)
 }

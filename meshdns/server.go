@@ -55,6 +55,8 @@ type Resolver struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	refused  atomic.Uint64
+	answered atomic.Uint64 // from the mesh's names
+	fwded    atomic.Uint64 // sent upstream
 }
 
 // Listen starts a resolver. It answers for no names until SetNames.
@@ -124,6 +126,11 @@ func (r *Resolver) SetSelf(ip netip.Addr) { r.self.Store(&ip) }
 
 // Refused counts queries dropped for their source.
 func (r *Resolver) Refused() uint64 { return r.refused.Load() }
+
+// Answered counts queries answered from the mesh's names, Forwarded those
+// sent upstream.
+func (r *Resolver) Answered() uint64  { return r.answered.Load() }
+func (r *Resolver) Forwarded() uint64 { return r.fwded.Load() }
 
 // Close stops the resolver and waits for its goroutines.
 func (r *Resolver) Close() {
@@ -244,9 +251,11 @@ func (r *Resolver) handle(network string, msg []byte) []byte {
 	default:
 		t := r.names.Load()
 		if l := t.lookup(qr.q); l != nil && qr.q.Class == dnsmessage.ClassINET {
+			r.answered.Add(1)
 			resp, err = t.build(qr, l)
 			break
 		}
+		r.fwded.Add(1)
 		ctx, cancel := context.WithTimeout(r.ctx, forwardDeadline)
 		resp, err = r.fwd.exchange(ctx, network, msg, qr)
 		cancel()

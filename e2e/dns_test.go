@@ -31,7 +31,8 @@ const laptopResolvConf = "# laptop's own resolver (lab)\nnameserver " + upstream
 // real getent, ping and ssh (glibc reading the namespace's bind-mounted
 // resolv.conf, which the agent rewrote in place); names outside the mesh
 // still resolve through the original resolver; a rename takes effect at
-// once; the resolver does not serve the LAN; and resolv.conf comes back
+// once; a member naming itself like an outside host cannot take that name
+// over; the resolver does not serve the LAN; and resolv.conf comes back
 // byte for byte after a clean stop, and after SIGKILL plus a restart.
 func TestNames(t *testing.T) {
 	lab, coord := newLab(t)
@@ -101,6 +102,29 @@ func TestNames(t *testing.T) {
 	if out, err := laptop.Host.Run(ctx, "getent", "hosts", "nobody.mesh.internal"); err == nil {
 		t.Errorf("getent nobody.mesh.internal found %q", out)
 	}
+
+	// A member picks its hostname: one calling itself www.example.test
+	// becomes "www" in the mesh and cannot take over the real name.
+	evilHost, err := server.Host.Site.AddHost("evil")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil, err := meshlab.NewAgent(coord, evilHost, outsideName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := evil.Up(ctx, key, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	evilIP := overlayIP(t, evil)
+	waitStatus(t, laptop, 10*time.Second, func(st *meshlab.Status) error {
+		if p := st.Peer("www"); p == nil || p.DNSName != "www.mesh.internal" {
+			return fmt.Errorf("no peer www.mesh.internal yet: %+v", p)
+		}
+		return nil
+	})
+	getent(t, laptop.Host, "www.mesh.internal", evilIP)
+	getent(t, laptop.Host, outsideName, outsideIP)
 	if out, err := pollRun(ctx, laptop.Host, 30*time.Second, "ping", "-c", "1", "-W", "2", "server"); err != nil {
 		t.Fatalf("ping server: %v\n%s", err, out)
 	} else if !strings.Contains(out, serverIP) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/hostdns"
+	"github.com/meshvpn/meshvpn/internal/metrics"
 	"github.com/meshvpn/meshvpn/meshdns"
 )
 
@@ -74,6 +75,7 @@ func (a *Agent) startDNS(self netip.Addr) {
 	}
 	res.SetSelf(self)
 	a.dns.res = res
+	registerDNSMetrics(a.metrics.reg, res)
 	if len(res.Upstreams()) == 0 {
 		a.log.Warn("no upstream resolver in resolv.conf: only mesh names will resolve", "file", a.resolvConf())
 	}
@@ -95,6 +97,19 @@ func (a *Agent) applyHostDNS(domain string) {
 		return
 	}
 	a.log.Info("host DNS set", "mode", a.dns.host.Mode(), "domain", domain)
+}
+
+// registerDNSMetrics counts the resolver's queries by outcome.
+func registerDNSMetrics(reg *metrics.Registry, res *meshdns.Resolver) {
+	reg.CounterFunc("meshvpn_agent_dns_queries_total",
+		"Queries to the mesh resolver: answered from the mesh's names (mesh), sent to the host's original resolvers (forwarded), or dropped for a source other than this host (refused).",
+		[]string{"result"}, func() []metrics.Sample {
+			return []metrics.Sample{
+				{Labels: []string{"mesh"}, Value: float64(res.Answered())},
+				{Labels: []string{"forwarded"}, Value: float64(res.Forwarded())},
+				{Labels: []string{"refused"}, Value: float64(res.Refused())},
+			}
+		})
 }
 
 // stopDNS restores the host's DNS and stops the resolver.

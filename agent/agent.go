@@ -17,6 +17,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/logging"
+	"github.com/pion/stun/v4"
 	"golang.zx2c4.com/wireguard/device"
 
 	"github.com/meshvpn/meshvpn/control"
@@ -294,9 +295,9 @@ const (
 )
 
 func (a *Agent) newICEAgent() (*ice.Agent, error) {
-	var urls []*ice.URL
+	var urls []*stun.URI
 	for _, s := range a.stunURLs() {
-		u, err := ice.ParseURL("stun:" + s)
+		u, err := stun.ParseURI("stun:" + s)
 		if err != nil {
 			a.log.Warn("bad STUN server from coordinator", "server", s, "err", err)
 			continue

@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -296,6 +295,3 @@ func (g *run) waitProbe(ctx context.Context, p *probe, want int) error {
 	}
 	return nil
 }
-
-// drainBody is for answers whose content does not matter.
-func drainBody(r io.ReadCloser) { io.Copy(io.Discard, r); r.Close() }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/internal/meshlab"
+	"github.com/meshvpn/meshvpn/internal/natlab"
 )
 
 // A member may relay to the relay's own address only within the relay
@@ -139,5 +140,74 @@ func TestRelayRemovedNodeLosesAllocation(t *testing.T) {
 	}
 	if n := hits.Load() - before; n > 0 || echoed != "" {
 		t.Fatalf("after the removal the node's allocation still relayed %d packets to the peer (reply %q)", n, echoed)
+	}
+}
+
+// Allocations over UDP live on refreshes: with a 10 s lifetime, two agents
+// relaying through the embedded server keep their allocation over several
+// lifetimes (pion's client refreshes at half of it), while the allocations
+// of a client that vanished without releasing them are gone within a
+// lifetime, and its quota with them.
+func TestRelayAllocationLifetime(t *testing.T) {
+	const lifetime = 10 * time.Second
+	lab, coord := newLabWith(t, meshlab.StartCoordinatorArgs("--turn-allocation-lifetime", lifetime.String()))
+	ctx := t.Context()
+	key := authKey(t, coord, true)
+	m := newRelayMember(t, lab, coord, "mallory", "203.0.113.50", key)
+	a := addSiteAgent(t, lab, coord, "sym1", natlab.Symmetric)
+	b := addSiteAgent(t, lab, coord, "sym2", natlab.Symmetric)
+	startOnline(t, key, a, b)
+	ipB := overlayIP(t, b)
+	if out, err := pingUntil(ctx, a, ipB, 40*time.Second); err != nil {
+		t.Fatalf("overlay ping: %v\n%s", err, out)
+	}
+	p, err := meshlab.WaitPath(ctx, a, b.Name, "relay", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := p.Relay.Allocation
+
+	// The vanished client: allocations up to the quota, then its socket
+	// closes without a word.
+	var socks []net.PacketConn
+	for range 40 {
+		c, pc := m.clientConn(t)
+		if _, err := allocate(t, c); err != nil {
+			break
+		}
+		socks = append(socks, pc)
+	}
+	if _, err := allocate(t, m.client(t)); err == nil {
+		t.Fatalf("allocation granted after %d: no quota", len(socks))
+	}
+	for _, pc := range socks {
+		pc.Close()
+	}
+	abandoned := time.Now()
+	var freed time.Duration
+	err = natlab.Poll(ctx, 3*lifetime, time.Second, func() error {
+		if _, err := allocate(t, m.client(t)); err != nil {
+			return err
+		}
+		freed = time.Since(abandoned)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%d abandoned allocations still hold the quota %v later: %v", len(socks), 3*lifetime, err)
+	}
+	t.Logf("%d abandoned allocations released after %v (lifetime %v)", len(socks), freed.Round(100*time.Millisecond), lifetime)
+
+	if wait := 3*lifetime - time.Since(abandoned); wait > 0 {
+		time.Sleep(wait)
+	}
+	if out, err := meshlab.PingIP(ctx, a, ipB, 3); err != nil {
+		t.Fatalf("overlay ping after %v of relaying: %v\n%s", 3*lifetime, err, out)
+	}
+	st, err := a.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := st.Peer(b.Name); p == nil || p.Path != "relay" || p.Relay == nil || p.Relay.Allocation != first {
+		t.Fatalf("after three lifetimes the relay path is %+v, want the first allocation %s kept", p, first)
 	}
 }

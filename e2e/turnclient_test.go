@@ -117,6 +117,13 @@ func streamRelays(ctx context.Context, a *meshlab.Agent) ([]control.Relay, error
 // client returns a TURN client for m's credential over UDP from m's host.
 func (m *relayMember) client(t *testing.T) *turn.Client {
 	t.Helper()
+	c, _ := m.clientConn(t)
+	return c
+}
+
+// clientConn is client that also returns the client's socket.
+func (m *relayMember) clientConn(t *testing.T) (*turn.Client, net.PacketConn) {
+	t.Helper()
 	var pc net.PacketConn
 	if err := m.host.Do(func() error {
 		var err error
@@ -126,7 +133,7 @@ func (m *relayMember) client(t *testing.T) *turn.Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	return m.startClient(t, pc)
+	return m.startClient(t, pc), pc
 }
 
 // tcpClient is client over a TCP connection to the relay.

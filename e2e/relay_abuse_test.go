@@ -207,7 +207,11 @@ func TestRelayAllocationLifetime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := st.Peer(b.Name); p == nil || p.Path != "relay" || p.Relay == nil || p.Relay.Allocation != first {
-		t.Fatalf("after three lifetimes the relay path is %+v, want the first allocation %s kept", p, first)
+	p = st.Peer(b.Name)
+	if p == nil || p.Path != "relay" || p.Relay == nil {
+		t.Fatalf("after three lifetimes the path to %s is %+v, want relay", b.Name, p)
+	}
+	if p.Relay.Allocation != first {
+		t.Fatalf("after three lifetimes the allocation is %s (%s), want the first one %s kept by refreshes", p.Relay.Allocation, p.LastChange, first)
 	}
 }

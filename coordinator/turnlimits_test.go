@@ -378,3 +378,34 @@ func floodBinding(t *testing.T, ip, server string, n int) (sent, answered int) {
 	}
 	return sent, <-done
 }
+
+// A node that leaves loses its allocations at once, not at their expiry.
+func TestEmbeddedTURNClosesLeavingNodesAllocations(t *testing.T) {
+	for _, op := range []string{"remove", "expire"} {
+		t.Run(op, func(t *testing.T) {
+			s, addr, node := startTURNWith(t, TURNConfig{}, testLogger(t))
+			user, pass := mintTURNCredential(s.turnSecret, node, time.Now().Add(time.Hour))
+			for range 2 {
+				if _, _, err := allocate(t, addr, user, pass); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var err error
+			if op == "remove" {
+				_, err = s.RemoveNode(t.Context(), "n1")
+			} else {
+				_, err = s.ExpireNode(t.Context(), "n1")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(2 * time.Second)
+			for s.turn.srv.AllocationCount() > 0 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if n, m := s.turn.srv.AllocationCount(), s.turn.allocs.count(node); n != 0 || m != 0 {
+				t.Fatalf("after %s: pion holds %d allocations, the table %d", op, n, m)
+			}
+		})
+	}
+}

@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"bytes"
-	"encoding/binary"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -190,53 +189,6 @@ func startTURNWith(t *testing.T, cfg TURNConfig, log *slog.Logger) (*Server, str
 	return s, s.TURNAddr().String(), resp.NodeID
 }
 
-// rawAllocate makes an allocation asking for lifetime, which pion's client
-// cannot, and returns the lifetime granted.
-func rawAllocate(t *testing.T, server, user, pass string, lifetime time.Duration) time.Duration {
-	t.Helper()
-	conn, err := net.Dial("udp4", server)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	lt := binary.BigEndian.AppendUint32(nil, uint32(lifetime/time.Second))
-	base := []stun.Setter{stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest),
-		stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}},
-		stun.RawAttribute{Type: stun.AttrLifetime, Value: lt}}
-	roundTrip := func(setters ...stun.Setter) *stun.Message {
-		t.Helper()
-		conn.Write(stun.MustBuild(setters...).Raw)
-		conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-		buf := make([]byte, 1500)
-		n, err := conn.Read(buf)
-		if err != nil {
-			t.Fatalf("allocate: %v", err)
-		}
-		m := &stun.Message{Raw: buf[:n]}
-		if err := m.Decode(); err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
-	challenge := roundTrip(append(base, stun.Fingerprint)...)
-	var nonce stun.Nonce
-	var realm stun.Realm
-	if nonce.GetFrom(challenge) != nil || realm.GetFrom(challenge) != nil {
-		t.Fatalf("no nonce and realm in %v", challenge)
-	}
-	base[0] = stun.TransactionID // a new transaction
-	resp := roundTrip(append(base, stun.NewUsername(user), realm, nonce,
-		stun.NewLongTermIntegrity(user, realm.String(), pass), stun.Fingerprint)...)
-	if resp.Type.Class != stun.ClassSuccessResponse {
-		t.Fatalf("allocate refused: %v", resp)
-	}
-	raw, err := resp.Get(stun.AttrLifetime)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return time.Duration(binary.BigEndian.Uint32(raw)) * time.Second
-}
-
 // An allocation that is not refreshed is closed after the relay's
 // lifetime, even when its client asked for (and pion granted) an hour;
 // one whose client refreshes lives on.
@@ -246,7 +198,7 @@ func TestEmbeddedTURNCapsLifetime(t *testing.T) {
 	if _, _, err := allocate(t, addr, user, pass); err != nil { // pion's client: refreshes every second
 		t.Fatal(err)
 	}
-	granted := rawAllocate(t, addr, user, pass, 50*time.Minute)
+	granted := dialRawTURN(t, addr, user, pass).allocate(50 * time.Minute)
 	t.Logf("pion granted %v to the raw client", granted)
 	if n := s.turn.srv.AllocationCount(); n != 2 {
 		t.Fatalf("%d allocations, want 2", n)

@@ -157,7 +157,7 @@ func TestHelp(t *testing.T) {
 	_, out, _ := runCLI(t, "serve", "--help")
 	for _, flag := range []string{"-listen", "-state", "-tls-cert", "-tls-key", "-stun-listen", "-stun-alt-listen", "-public-host",
 		"-embedded-turn", "-turn-listen", "-turns-listen", "-turn-public-ip", "-relay-range", "-turn-allow-peer", "-turn-url",
-		"-turn-secret-file", "-turn-username", "-turn-ca", "-turn-credential-ttl", "-turn-allocation-lifetime"} {
+		"-turn-secret-file", "-turn-username", "-turn-ca", "-turn-credential-ttl"} {
 		if !strings.Contains(out, flag) {
 			t.Errorf("serve --help does not explain %s", flag)
 		}

@@ -267,7 +267,7 @@ func (s *Server) Listen() error {
 		if s.stun != nil && sameUDPPort(s.cfg.STUNListen, s.cfg.TURN.Listen) {
 			udp = s.stun.shareWithTURN()
 		}
-		t, err := listenTURN(s.cfg.TURN, udp, s.cfg.PublicHost, s.tls, s.turnSecret, s.nodeActive, s.log)
+		t, err := listenTURN(s.cfg.TURN, udp, s.cfg.PublicHost, s.tls, s.turnSecret, s.hub, s.log)
 		if err != nil {
 			ln.Close()
 			if s.stun != nil {
@@ -276,6 +276,7 @@ func (s *Server) Listen() error {
 			return err
 		}
 		s.turn = t
+		s.onNodeGone(t.dropNode)
 	}
 	adminLn, err := listenAdmin(s.cfg.StateDir)
 	if err != nil {

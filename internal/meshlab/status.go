@@ -53,6 +53,8 @@ type RelayPath struct {
 	URL       string `json:"url"`
 	Server    string `json:"server"`
 	Transport string `json:"transport"`
+	// Allocation is the agent's relayed address on the server.
+	Allocation string `json:"allocation"`
 }
 
 // Endpoint is one address the node advertises. The agent prints objects

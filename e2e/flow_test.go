@@ -43,15 +43,17 @@ func parsePing(out string) (pingResult, error) {
 	return pingResult{Sent: sent, Received: recv, Out: out}, nil
 }
 
-// flowCounter counts the UDP packets a site's router forwards between its
-// LAN and one peer address, each way. It counts in the forward hook after
-// the lab's own filter (priority 10), so dropped packets do not count.
+// flowCounter counts the WireGuard data messages a site's router forwards
+// between its LAN and one peer address, each way: UDP whose payload starts
+// with type 4 and three zero bytes, so ICE's checks on the same path do not
+// count. It counts in the forward hook after the lab's own filter (priority
+// 10), so dropped packets do not count.
 type flowCounter struct {
 	router *natlab.Host
 	table  string
 }
 
-// countFlow starts counting on router the UDP packets to and from peer.
+// countFlow starts counting on router the WireGuard data to and from peer.
 // The counter goes away when the test ends.
 func countFlow(t *testing.T, router *natlab.Host, peer netip.Addr) *flowCounter {
 	t.Helper()
@@ -59,8 +61,8 @@ func countFlow(t *testing.T, router *natlab.Host, peer netip.Addr) *flowCounter 
 	script := fmt.Sprintf(`table ip %[1]s {
 	chain forward {
 		type filter hook forward priority 10; policy accept;
-		ip daddr %[2]s meta l4proto udp counter
-		ip saddr %[2]s meta l4proto udp counter
+		ip daddr %[2]s meta l4proto udp @th,64,32 0x04000000 counter
+		ip saddr %[2]s meta l4proto udp @th,64,32 0x04000000 counter
 	}
 }
 `, f.table, peer)
@@ -73,7 +75,7 @@ func countFlow(t *testing.T, router *natlab.Host, peer netip.Addr) *flowCounter 
 
 var nftCounter = regexp.MustCompile(`counter packets (\d+) bytes (\d+)`)
 
-// read returns the packets counted so far toward the peer and from it.
+// read returns the messages counted so far toward the peer and from it.
 func (f *flowCounter) read(ctx context.Context) (out, in uint64, err error) {
 	text, err := f.router.Run(ctx, "nft", "list", "table", "ip", f.table)
 	if err != nil {

@@ -71,7 +71,7 @@ func TestCoordinatorOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	rx1, tx1 := wgCounters(t, alpha, beta.Name)
-	t.Logf("alpha's router: %d UDP packets to beta's address, %d from it; alpha's WireGuard: +%d bytes out, +%d in", out, in, tx1-tx0, rx1-rx0)
+	t.Logf("alpha's router: %d WireGuard data messages to beta's address, %d from it; alpha's WireGuard: +%d bytes out, +%d in", out, in, tx1-tx0, rx1-rx0)
 	if out < echoes || in < echoes {
 		t.Errorf("direct flow alpha <-> %s carried %d packets out, %d in; want at least the %d echoes each way", wanAddr(beta.Host), out, in, echoes)
 	}

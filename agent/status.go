@@ -224,8 +224,9 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 
 // pathEnv is what the agent knows about its own network, for reasons.
 type pathEnv struct {
-	localNAT string // natSymmetric, natUDPBlocked or ""
-	relayErr string // why no relay is usable; "" when one is
+	localNAT  string // natSymmetric, natUDPBlocked or ""
+	relayErr  string // why no relay is usable; "" when one is
+	coordDown bool   // the control stream is down: no signalling
 }
 
 type laneState struct {
@@ -273,6 +274,8 @@ func (r reasonInput) none() string {
 	switch {
 	case !r.online:
 		return "peer offline"
+	case r.coordDown:
+		return "coordinator unreachable, no new session can be negotiated"
 	case !r.direct.session && r.controlling:
 		return "starting a session"
 	case !r.direct.session:

@@ -88,7 +88,9 @@ func TestCoordinatorOutage(t *testing.T) {
 
 	// With the relay gone, cut the direct path too: nothing works now, and
 	// status must say so instead of "direct" from the last handshake.
-	checkSilentPath(t, alpha, beta, ipBeta)
+	if p := checkSilentPath(t, alpha, beta, ipBeta); !strings.HasPrefix(p.Reason, "coordinator unreachable") {
+		t.Errorf("no path while the coordinator is down: reason %q, want it to say the coordinator is unreachable", p.Reason)
+	}
 
 	if err := coord.Restart(ctx); err != nil {
 		t.Fatal(err)
@@ -129,7 +131,7 @@ func TestCoordinatorOutage(t *testing.T) {
 // b's public address; the relay must be dead already) while a keeps
 // sending, and checks that a's status goes from "direct" to "direct (no
 // answer for N s)" and then "none" on README's schedule, then restores it.
-func checkSilentPath(t *testing.T, a, b *meshlab.Agent, ipB string) {
+func checkSilentPath(t *testing.T, a, b *meshlab.Agent, ipB string) *meshlab.PeerStatus {
 	ctx := t.Context()
 	pinger, err := a.Host.Start("ping", "-n", "-i", "0.5", "-W", "1", "-c", "120", ipB)
 	if err != nil {
@@ -167,6 +169,7 @@ func checkSilentPath(t *testing.T, a, b *meshlab.Agent, ipB string) {
 	if !strings.Contains(p.Reason, "no answer for ") || p.Endpoint != "" {
 		t.Errorf("path none: reason %q endpoint %q, want how long the peer has been silent and no endpoint", p.Reason, p.Endpoint)
 	}
+	return p
 }
 
 // peerStatus reads a's status line for peer or fails the test.

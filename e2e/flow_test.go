@@ -93,15 +93,22 @@ func (f *flowCounter) read(ctx context.Context) (out, in uint64, err error) {
 // wgCounters returns from's WireGuard byte counters for peer.
 func wgCounters(t *testing.T, from *meshlab.Agent, peer string) (rx, tx uint64) {
 	t.Helper()
-	st, err := from.Status(t.Context())
+	p := peerStatus(t, from, peer)
+	return p.RxBytes, p.TxBytes
+}
+
+// peerStatus reads a's status line for peer or fails the test.
+func peerStatus(t *testing.T, a *meshlab.Agent, peer string) *meshlab.PeerStatus {
+	t.Helper()
+	st, err := a.Status(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := st.Peer(peer)
 	if p == nil {
-		t.Fatalf("%s does not list %s", from.Name, peer)
+		t.Fatalf("%s does not list %s", a.Name, peer)
 	}
-	return p.RxBytes, p.TxBytes
+	return p
 }
 
 // icmpBytes is the least a WireGuard counter grows per echo packet: the
@@ -124,22 +131,6 @@ func endpointHost(ep string) string {
 		return ep
 	}
 	return ap.Addr().String()
-}
-
-// waitPeerLine polls a's status until ok accepts its line for peer.
-func waitPeerLine(ctx context.Context, a *meshlab.Agent, peer string, timeout time.Duration, ok func(*meshlab.PeerStatus) error) (*meshlab.PeerStatus, error) {
-	var last *meshlab.PeerStatus
-	err := natlab.Poll(ctx, timeout, 250*time.Millisecond, func() error {
-		st, err := a.Status(ctx)
-		if err != nil {
-			return err
-		}
-		if last = st.Peer(peer); last == nil {
-			return fmt.Errorf("%s does not list %s", a.Name, peer)
-		}
-		return ok(last)
-	})
-	return last, err
 }
 
 // echoRun is a `ping -D` run: how many echoes it sent and when each reply

@@ -146,7 +146,7 @@ func checkSilentPath(t *testing.T, a, b *meshlab.Agent, ipB string) *meshlab.Pee
 	defer undo()
 	// ICE gives up on consent after 3 s; then 3 s more unanswered (plus a
 	// second's sampling) before "no answer", and 15 s before "none".
-	p, err := waitPeerLine(ctx, a, b.Name, 3*time.Second+3*time.Second+1*time.Second+3*time.Second, func(p *meshlab.PeerStatus) error {
+	p, err := meshlab.WaitPeer(ctx, a, b.Name, 3*time.Second+3*time.Second+1*time.Second+3*time.Second, func(p *meshlab.PeerStatus) error {
 		if !strings.HasPrefix(p.Reason, "no answer for ") && p.Path != "none" {
 			return fmt.Errorf("path %s (%s)", p.Path, p.Reason)
 		}
@@ -156,7 +156,7 @@ func checkSilentPath(t *testing.T, a, b *meshlab.Agent, ipB string) *meshlab.Pee
 		t.Fatalf("%s -> %s with every path cut: status never said the peer does not answer: %v", a.Name, b.Name, err)
 	}
 	t.Logf("%v after the cut: %s (%s) last_rx %s", time.Since(cutAt).Round(100*time.Millisecond), p.Path, p.Reason, p.LastRx)
-	p, err = waitPeerLine(ctx, a, b.Name, 15*time.Second+1*time.Second+4*time.Second, func(p *meshlab.PeerStatus) error {
+	p, err = meshlab.WaitPeer(ctx, a, b.Name, 15*time.Second+1*time.Second+4*time.Second, func(p *meshlab.PeerStatus) error {
 		if p.Path != "none" {
 			return fmt.Errorf("path %s (%s)", p.Path, p.Reason)
 		}
@@ -168,20 +168,6 @@ func checkSilentPath(t *testing.T, a, b *meshlab.Agent, ipB string) *meshlab.Pee
 	t.Logf("%v after the cut: %s (%s)", time.Since(cutAt).Round(100*time.Millisecond), p.Path, p.Reason)
 	if !strings.Contains(p.Reason, "no answer for ") || p.Endpoint != "" {
 		t.Errorf("path none: reason %q endpoint %q, want how long the peer has been silent and no endpoint", p.Reason, p.Endpoint)
-	}
-	return p
-}
-
-// peerStatus reads a's status line for peer or fails the test.
-func peerStatus(t *testing.T, a *meshlab.Agent, peer string) *meshlab.PeerStatus {
-	t.Helper()
-	st, err := a.Status(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := st.Peer(peer)
-	if p == nil {
-		t.Fatalf("%s does not list %s", a.Name, peer)
 	}
 	return p
 }

@@ -351,6 +351,7 @@ func (a *Agent) tickLoop(ctx context.Context) {
 		case now := <-t.C:
 			a.relays.tick(now)
 			a.natTick(now)
+			a.sampleTraffic(now) // liveness.go
 			for _, p := range a.peerList() {
 				p.tick(now)
 			}

@@ -39,6 +39,7 @@ type peer struct {
 	changedAt  time.Time // last path change
 	lastChange string    // why, for status
 	peerNAT    string    // the peer's own view of its network (Signal.NAT)
+	live       liveness  // what WireGuard's counters say (liveness.go)
 
 	// wgMu serialises this peer's WireGuard changes with its removal, so a
 	// path selected just as the peer is removed cannot add it back.

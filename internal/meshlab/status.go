@@ -96,6 +96,7 @@ type PeerStatus struct {
 	Relay         *RelayPath `json:"relay"`
 	LastChange    string     `json:"last_change"`
 	LastHandshake string     `json:"last_handshake"`
+	LastRx        string     `json:"last_rx"` // RFC 3339: last WireGuard packet from the peer
 	RxBytes       uint64     `json:"rx_bytes"`
 	TxBytes       uint64     `json:"tx_bytes"`
 	RTTms         float64    `json:"rtt_ms"`

@@ -34,9 +34,11 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
-	if !s.checkAuthRate(w, r) {
+	att, ok := s.beginAuth(w, r)
+	if !ok {
 		return
 	}
+	defer att.ok()
 	req, status, err := decodeRegisterRequest(w, r)
 	if err != nil {
 		s.metrics.registrations.With("invalid").Inc()
@@ -60,7 +62,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 			s.log.Info("register refused", "hostname", req.Hostname, "status", status, "reason", msg, "remote", r.RemoteAddr)
 		}
 		if status == http.StatusUnauthorized {
-			s.authFailed(r)
+			att.failed()
 		}
 		writeError(w, status, msg)
 		return

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 	"github.com/meshvpn/meshvpn/internal/metrics"
 )
 
@@ -67,6 +68,13 @@ const (
 	defaultAuthFailPerMinute = 30
 )
 
+// Repeated log lines that outsiders can trigger: at most logBurst of each
+// message per logInterval; the rest are counted in the next one that passes.
+const (
+	logBurst    = 20
+	logInterval = time.Minute
+)
+
 // shutdownTimeout bounds a clean shutdown.
 const shutdownTimeout = 10 * time.Second
 
@@ -91,6 +99,8 @@ type Server struct {
 	adminSrv *http.Server
 	adminLn  net.Listener
 	limiter  *authLimiter
+	// logLimit thins out log lines that outsiders can make us repeat.
+	logLimit *logsafe.Limiter
 	life     lifecycle
 	metrics  *serverMetrics
 	metSrv   *metrics.Server
@@ -132,7 +142,8 @@ func New(cfg Config) (*Server, error) {
 		cfg.AuthFailPerMinute = defaultAuthFailPerMinute
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, pingInterval: pingInterval, pingTimeout: pingTimeout,
-		limiter: newAuthLimiter(cfg.AuthFailBurst, cfg.AuthFailPerMinute),
+		limiter:  newAuthLimiter(cfg.AuthFailBurst, cfg.AuthFailPerMinute),
+		logLimit: logsafe.NewLimiter(logBurst, logInterval),
 		life:    lifecycle{ephemeral: newEphemeralTracker(cfg.EphemeralTimeout, cfg.EphemeralGrace)},
 		metrics: newServerMetrics(),
 	}

@@ -44,13 +44,16 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	}
 	// Authenticate before the upgrade, so a bad credential gets a plain 401
 	// the agent can act on.
-	if !s.checkAuthRate(w, r) {
+	att, ok := s.beginAuth(w, r)
+	if !ok {
 		return
 	}
+	// The token is given back before the stream runs, not when it ends.
+	defer att.ok()
 	cred, ok := bearerToken(r.Header.Get("Authorization"))
 	if !ok {
-		s.log.Info("stream refused", "status", http.StatusUnauthorized, "reason", "missing bearer credential", "remote", r.RemoteAddr)
-		s.authFailed(r)
+		s.logLimit.Log(s.log, slog.LevelInfo, "stream refused", "status", http.StatusUnauthorized, "reason", "missing bearer credential", "remote", r.RemoteAddr)
+		att.failed()
 		writeError(w, http.StatusUnauthorized, "missing bearer credential")
 		return
 	}
@@ -72,8 +75,8 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 				attrs = append(attrs, "node", id)
 			}
 		}
-		s.log.Info("stream refused", attrs...)
-		s.authFailed(r)
+		s.logLimit.Log(s.log, slog.LevelInfo, "stream refused", attrs...)
+		att.failed()
 		writeError(w, http.StatusUnauthorized, err.Error())
 		return
 	}
@@ -83,6 +86,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	att.ok()
 	ws, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		// Accept has already answered the client.

@@ -18,12 +18,13 @@ const maxSecretLen = 256
 // Handler is the coordinator's HTTP API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc(control.PathRegister, s.handleRegister)
+	mux.HandleFunc(control.PathRegister, s.bodyDeadline(s.handleRegister))
+	// The stream alone has no body deadline: it is long-lived.
 	mux.HandleFunc(control.PathStream, s.handleStream)
-	mux.HandleFunc(control.PathNetcheckInfo, s.handleNetcheckInfo)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(control.PathNetcheckInfo, s.bodyDeadline(s.handleNetcheckInfo))
+	mux.HandleFunc("/", s.bodyDeadline(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not found")
-	})
+	}))
 	return mux
 }
 

@@ -18,6 +18,7 @@ type serverMetrics struct {
 	netmapBytes    *metrics.Vec
 	streamsDropped *metrics.Vec
 	stunRequests   *metrics.Vec
+	connsRefused   *metrics.Vec
 }
 
 func newServerMetrics() *serverMetrics {
@@ -43,6 +44,8 @@ func newServerMetrics() *serverMetrics {
 			"Streams closed because the agent did not drain its send queue."),
 		stunRequests: r.Counter("meshvpn_coordinator_stun_requests_total",
 			"STUN binding requests answered."),
+		connsRefused: r.Counter("meshvpn_coordinator_connections_refused_total",
+			"API connections closed on accept: too many open from one source address."),
 	}
 }
 

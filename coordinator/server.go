@@ -60,6 +60,11 @@ type Config struct {
 	// burst disables the limit.
 	AuthFailBurst     int
 	AuthFailPerMinute float64
+	// MaxConnsPerSource caps the API connections open at once from one
+	// source (an IPv4 address or an IPv6 /64); more are closed on accept.
+	// Default 256 (agents behind one NAT address each hold a stream);
+	// negative disables the cap.
+	MaxConnsPerSource int
 }
 
 // Defaults of the auth failure limit.
@@ -111,7 +116,10 @@ type Server struct {
 	// Stream liveness timing; fields so tests can shorten them.
 	pingInterval time.Duration
 	pingTimeout  time.Duration
-	closeOnce    sync.Once
+	// bodyTimeout bounds reading a request (see bodyDeadline); a field so
+	// tests can shorten it.
+	bodyTimeout time.Duration
+	closeOnce   sync.Once
 }
 
 // New checks cfg, opens the store and loads the mesh. Call Run (or Listen
@@ -141,7 +149,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AuthFailPerMinute <= 0 {
 		cfg.AuthFailPerMinute = defaultAuthFailPerMinute
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, pingInterval: pingInterval, pingTimeout: pingTimeout,
+	if cfg.MaxConnsPerSource == 0 {
+		cfg.MaxConnsPerSource = defaultMaxConnsPerSource
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, pingInterval: pingInterval, pingTimeout: pingTimeout, bodyTimeout: bodyTimeout,
 		limiter:  newAuthLimiter(cfg.AuthFailBurst, cfg.AuthFailPerMinute),
 		logLimit: logsafe.NewLimiter(logBurst, logInterval),
 		life:    lifecycle{ephemeral: newEphemeralTracker(cfg.EphemeralTimeout, cfg.EphemeralGrace)},
@@ -375,7 +386,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		return errors.New("serve: Listen was not called")
 	}
 	errc := make(chan error, 3)
-	ln := s.httpLn
+	ln := newConnLimitListener(s.httpLn, s.cfg.MaxConnsPerSource, s.log, s.logLimit, s.metrics.connsRefused.Inc)
 	scheme := "http"
 	if s.tls != nil {
 		ln = tls.NewListener(ln, s.tls)

@@ -155,8 +155,8 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, pingInterval: pingInterval, pingTimeout: pingTimeout, bodyTimeout: bodyTimeout,
 		limiter:  newAuthLimiter(cfg.AuthFailBurst, cfg.AuthFailPerMinute),
 		logLimit: logsafe.NewLimiter(logBurst, logInterval),
-		life:    lifecycle{ephemeral: newEphemeralTracker(cfg.EphemeralTimeout, cfg.EphemeralGrace)},
-		metrics: newServerMetrics(),
+		life:     lifecycle{ephemeral: newEphemeralTracker(cfg.EphemeralTimeout, cfg.EphemeralGrace)},
+		metrics:  newServerMetrics(),
 	}
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)

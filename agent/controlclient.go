@@ -255,7 +255,8 @@ func (c *controlClient) streamOnce(ctx context.Context, credential string, handl
 		return fmt.Errorf("open stream: %w", err)
 	}
 	defer ws.CloseNow()
-	ws.SetReadLimit(16 << 20)
+	// Any netmap the coordinator allows fits (see control.MaxNodes).
+	ws.SetReadLimit(control.MaxNetmapFrame)
 	c.log.Info("connected to coordinator", "url", c.base.String())
 
 	sctx, stop := context.WithCancel(ctx)

@@ -4,11 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 )
 
 // maxSecretLen bounds auth keys and credentials in a request; real ones are
@@ -43,12 +45,19 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	req, status, err := decodeRegisterRequest(w, r)
 	if err != nil {
 		s.metrics.registrations.With("invalid").Inc()
-		s.log.Info("register refused: bad request", "status", status, "reason", err.Error(), "remote", r.RemoteAddr)
+		s.logLimit.Log(s.log, slog.LevelInfo, "register refused: bad request", "status", status, "reason", logsafe.Clip(err.Error()), "remote", r.RemoteAddr)
 		writeError(w, status, err.Error())
 		return
 	}
 
+	joinKey, ok := s.reserveJoin(w, req)
+	if !ok {
+		return
+	}
 	reg, err := s.store.Register(r.Context(), req)
+	if err != nil || (!reg.Created && reg.Credential == req.Credential) {
+		s.refundJoin(joinKey) // no node admitted by the key
+	}
 	if err != nil {
 		status, msg := registerErrorStatus(err)
 		result := "refused"
@@ -60,7 +69,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 			s.log.Error("register failed", "err", err)
 		} else {
 			// The reason is safe to log; the key or credential is not.
-			s.log.Info("register refused", "hostname", req.Hostname, "status", status, "reason", msg, "remote", r.RemoteAddr)
+			s.logLimit.Log(s.log, slog.LevelInfo, "register refused", "hostname", logsafe.Clip(req.Hostname), "status", status, "reason", msg, "remote", r.RemoteAddr)
 		}
 		if status == http.StatusUnauthorized {
 			att.failed()
@@ -139,7 +148,7 @@ func isSyntaxError(err error) bool {
 
 // registerErrorStatus maps a registration failure to its HTTP answer.
 func registerErrorStatus(err error) (int, string) {
-	for _, e := range []error{ErrUnknownAuthKey, ErrAuthKeyExpired, ErrAuthKeyUsed, ErrAuthKeyRevoked,
+	for _, e := range []error{ErrUnknownAuthKey, ErrAuthKeyExpired, ErrAuthKeyUsed, ErrAuthKeyUsedUp, ErrAuthKeyRevoked,
 		ErrBadCredential, ErrNodeRemoved, ErrNodeExpired, ErrCredentialKeyMismatch} {
 		if errors.Is(err, e) {
 			return http.StatusUnauthorized, e.Error()
@@ -150,6 +159,8 @@ func registerErrorStatus(err error) (int, string) {
 		return http.StatusConflict, ErrPublicKeyInUse.Error()
 	case errors.Is(err, errPoolExhausted):
 		return http.StatusServiceUnavailable, errPoolExhausted.Error()
+	case errors.Is(err, errMeshFull):
+		return http.StatusServiceUnavailable, errMeshFull.Error()
 	}
 	return http.StatusInternalServerError, "internal error"
 }

@@ -55,7 +55,17 @@ type ipHint struct {
 // freeIP allocates the first unused overlay address at or above the hint.
 // It runs inside the registration transaction; if that transaction is rolled
 // back the address is simply found free again next time.
+//
+// It first checks the mesh has room for one more node (nodeCap): inside
+// the transaction, so concurrent joins cannot overshoot the cap.
 func (s *Store) freeIP(ctx context.Context, tx *sql.Tx) (netip.Addr, error) {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM nodes`).Scan(&n); err != nil {
+		return netip.Addr{}, fmt.Errorf("count nodes: %w", err)
+	}
+	if n >= s.nodeCap() {
+		return netip.Addr{}, errMeshFull
+	}
 	s.ipHint.mu.Lock()
 	defer s.ipHint.mu.Unlock()
 	a, err := firstFree(control.OverlayPrefix, s.ipHint.next, func(a netip.Addr) (bool, error) {

@@ -49,6 +49,8 @@ var migrations = []string{
 		removed_at      INTEGER NOT NULL,
 		reason          TEXT    NOT NULL
 	);`,
+	// 3: an optional cap on the registrations a key admits (NULL: none).
+	`ALTER TABLE auth_keys ADD COLUMN max_uses INTEGER;`,
 }
 
 // migrate brings the schema up to date. It runs in one immediate transaction,

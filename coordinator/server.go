@@ -17,8 +17,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/internal/logsafe"
 	"github.com/meshvpn/meshvpn/internal/metrics"
+	"github.com/meshvpn/meshvpn/internal/ratelimit"
 )
 
 // Config configures a Server.
@@ -65,6 +67,14 @@ type Config struct {
 	// Default 256 (agents behind one NAT address each hold a stream);
 	// negative disables the cap.
 	MaxConnsPerSource int
+	// JoinBurst registrations by one auth key may happen at once; the
+	// budget refills at JoinPerMinute. Defaults 100 and 600; a negative
+	// burst disables the limit. Rejoining with a credential is free.
+	JoinBurst     int
+	JoinPerMinute float64
+	// MaxNodes caps the nodes of the mesh (default and upper bound
+	// control.MaxNodes), so the netmap stays within what agents read.
+	MaxNodes int
 }
 
 // Defaults of the auth failure limit.
@@ -106,9 +116,11 @@ type Server struct {
 	limiter  *authLimiter
 	// logLimit thins out log lines that outsiders can make us repeat.
 	logLimit *logsafe.Limiter
-	life     lifecycle
-	metrics  *serverMetrics
-	metSrv   *metrics.Server
+	// joins limits registrations per auth key.
+	joins   *ratelimit.Keyed
+	life    lifecycle
+	metrics *serverMetrics
+	metSrv  *metrics.Server
 
 	// streams counts live stream handlers, which http.Server.Shutdown does
 	// not wait for once they have taken over their connection.
@@ -149,12 +161,22 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AuthFailPerMinute <= 0 {
 		cfg.AuthFailPerMinute = defaultAuthFailPerMinute
 	}
+	if cfg.JoinBurst == 0 {
+		cfg.JoinBurst = defaultJoinBurst
+	}
+	if cfg.JoinPerMinute <= 0 {
+		cfg.JoinPerMinute = defaultJoinPerMinute
+	}
+	if cfg.MaxNodes < 0 || cfg.MaxNodes > control.MaxNodes {
+		return nil, fmt.Errorf("new coordinator: node cap %d: want 1 to %d", cfg.MaxNodes, control.MaxNodes)
+	}
 	if cfg.MaxConnsPerSource == 0 {
 		cfg.MaxConnsPerSource = defaultMaxConnsPerSource
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, pingInterval: pingInterval, pingTimeout: pingTimeout, bodyTimeout: bodyTimeout,
 		limiter:  newAuthLimiter(cfg.AuthFailBurst, cfg.AuthFailPerMinute),
 		logLimit: logsafe.NewLimiter(logBurst, logInterval),
+		joins:    newJoinLimiter(cfg.JoinBurst, cfg.JoinPerMinute),
 		life:     lifecycle{ephemeral: newEphemeralTracker(cfg.EphemeralTimeout, cfg.EphemeralGrace)},
 		metrics:  newServerMetrics(),
 	}
@@ -183,6 +205,7 @@ func New(cfg Config) (*Server, error) {
 		lock.Close()
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
+	store.maxNodes = cfg.MaxNodes
 	fail := func(err error) (*Server, error) {
 		store.Close()
 		lock.Close()

@@ -25,6 +25,8 @@ type Store struct {
 	now func() time.Time
 	// ipHint is where the search for a free overlay address starts.
 	ipHint ipHint
+	// maxNodes caps the nodes admitted (see nodeCap); 0: control.MaxNodes.
+	maxNodes int
 }
 
 // OpenStore opens (creating if needed) the store in dir. The directory is

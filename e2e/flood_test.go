@@ -167,15 +167,20 @@ func TestSignalFlood(t *testing.T) {
 	rss0 := procStatus(t, pid, "VmRSS")
 	logSize0 := len(coord.Proc.Log())
 
-	big := strings.Repeat("x", 60<<10)
+	// Signals over the size cap (4 KB) but within a frame's read limit
+	// (16 KB): dropped one by one. Before the cap, 400 of them filled the
+	// victim's queue and the coordinator closed the victim's stream.
+	big := strings.Repeat("x", 12<<10)
 	start := time.Now()
 	for i := range 400 {
-		if err := m.signal(ctx, control.Signal{To: victimID, Kind: control.SignalCandidate, Session: "s", Candidate: big[:60<<10-i]}); err != nil {
+		if err := m.signal(ctx, control.Signal{To: victimID, Kind: control.SignalCandidate, Session: "s", Candidate: big[:12<<10-i]}); err != nil {
 			t.Fatalf("large signal %d: %v", i, err)
 		}
 	}
+	// Kinds of 12 KB to a node that is not a peer: logged verbatim at INFO
+	// before.
 	for i := range 100 {
-		if err := m.signal(ctx, control.Signal{To: 1 << 40, Kind: big[:30<<10+i]}); err != nil {
+		if err := m.signal(ctx, control.Signal{To: 1 << 40, Kind: big[:12<<10-i]}); err != nil {
 			t.Fatalf("signal with a large kind %d: %v", i, err)
 		}
 	}
@@ -188,6 +193,16 @@ func TestSignalFlood(t *testing.T) {
 			Session: fmt.Sprintf("flood%d", i), Ufrag: fmt.Sprintf("uf%06d", i), Pwd: fmt.Sprintf("pwdpwdpwdpwdpwdpwd%06d", i)}
 		if err := m.signal(ctx, s); err != nil {
 			t.Fatalf("offer %d: %v", i, err)
+		}
+	}
+	// Last, frames of 60 KB: past the read limit they end the sender's own
+	// stream (or, before the limit was lowered, were relayed); either way
+	// the victim's stream must stay.
+	huge := strings.Repeat("x", 60<<10)
+	for i := range 20 {
+		if err := m.signal(ctx, control.Signal{To: victimID, Kind: control.SignalCandidate, Session: "s", Candidate: huge}); err != nil {
+			t.Logf("60 KB signal %d: %v (the coordinator ended the sender's stream)", i, err)
+			break
 		}
 	}
 	t.Logf("flood sent in %v", time.Since(start).Round(time.Millisecond))
@@ -207,8 +222,11 @@ func TestSignalFlood(t *testing.T) {
 	if st, err := victim.Status(ctx); err != nil || !st.Coordinator.Connected {
 		errs = append(errs, fmt.Sprintf("victim not connected after the flood: %v %+v", err, st))
 	}
-	if hwm > rss0+20<<10 {
-		errs = append(errs, fmt.Sprintf("victim agent peak RSS %d kB, more than 20 MB over %d kB", hwm, rss0))
+	// Measured: 15 → 47 MB before any limit; 15 → 28 MB with the
+	// coordinator's limits and an agent that answers every offer; 15 → 17 MB
+	// with the agent's own limit too.
+	if hwm > rss0+8<<10 {
+		errs = append(errs, fmt.Sprintf("victim agent peak RSS %d kB, more than 8 MB over %d kB", hwm, rss0))
 	}
 	if logGrowth > 64<<10 {
 		errs = append(errs, fmt.Sprintf("coordinator log grew %d bytes during the flood", logGrowth))

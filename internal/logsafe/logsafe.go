@@ -12,7 +12,7 @@ import (
 )
 
 // MaxLen is how many bytes of a network-supplied string are logged.
-const MaxLen = 64
+const MaxLen = 128
 
 // Clip returns s cut to MaxLen bytes, with control and non-ASCII bytes
 // escaped (so a value cannot forge log lines), and how much was cut.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/internal/cabundle"
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 )
 
 // controlClient talks to the coordinator: registration over HTTP and the
@@ -134,7 +135,7 @@ func (c *controlClient) registerOnce(ctx context.Context, req control.RegisterRe
 		var e control.Error
 		msg := http.StatusText(hresp.StatusCode)
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			msg = e.Error
+			msg = logsafe.Clip(e.Error)
 		}
 		if hresp.StatusCode >= 400 && hresp.StatusCode < 500 && hresp.StatusCode != http.StatusTooManyRequests {
 			return nil, &refusedError{status: hresp.StatusCode, msg: msg}
@@ -244,7 +245,7 @@ func (c *controlClient) streamOnce(ctx context.Context, credential string, handl
 				var e control.Error
 				data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 				if json.Unmarshal(data, &e) == nil && e.Error != "" {
-					msg = e.Error
+					msg = logsafe.Clip(e.Error)
 				}
 			}
 			if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
@@ -312,7 +313,7 @@ func (c *controlClient) streamOnce(ctx context.Context, credential string, handl
 					msg = control.ReasonNodeExpired
 				}
 				if errors.As(err, &ce) && ce.Reason != "" {
-					msg = ce.Reason
+					msg = logsafe.Clip(ce.Reason)
 				}
 				return &refusedError{status: int(code), msg: msg}
 			}

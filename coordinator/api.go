@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
@@ -92,7 +93,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	} else {
 		s.metrics.registrations.With("readmitted").Inc()
 	}
-	s.log.Info("node registered", "node", reg.Node.ID, "name", reg.Node.Name, "ip", reg.Node.IP,
+	s.logLimit.LogFor(strconv.FormatUint(reg.Node.ID, 10), s.log, slog.LevelInfo, "node registered", "node", reg.Node.ID, "name", reg.Node.Name, "ip", reg.Node.IP,
 		"new", reg.Created, "remote", r.RemoteAddr)
 
 	// The answer carries a credential; no cache may keep it.

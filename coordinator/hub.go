@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -244,7 +245,7 @@ func (h *hub) connect(c *streamConn, version int, servers control.Netmap) error 
 	}
 	c.version = version
 	if old := h.conns[c.nodeID]; old != nil {
-		h.log.Info("replacing stream", "node", c.nodeID)
+		h.logLimit.LogFor(strconv.FormatUint(c.nodeID, 10), h.log, slog.LevelInfo, "replacing stream", "node", c.nodeID)
 		old.dropped = true
 		old.close("replaced by a newer stream", true)
 	}

@@ -143,11 +143,14 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 		ws.Close(websocket.StatusTryAgainLater, err.Error())
 		return
 	}
-	log.Info("node online")
+	who := strconv.FormatUint(node.ID, 10)
+	// A member reconnecting in a loop must not fill the log: each node's
+	// online/offline lines are thinned on their own.
+	s.logLimit.LogFor(who, log, slog.LevelInfo, "node online")
 	s.life.ephemeral.connected(node.ID)
 	defer func() {
 		if s.hub.disconnect(c) {
-			log.Info("node offline")
+			s.logLimit.LogFor(who, log, slog.LevelInfo, "node offline")
 			s.life.ephemeral.disconnected(node.ID, time.Now())
 		}
 	}()

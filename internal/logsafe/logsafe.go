@@ -32,8 +32,8 @@ func Clip(s string) string {
 
 // Limiter lets through at most Burst lines per message per Interval and
 // counts the rest; the next line that passes carries "suppressed" with that
-// count. Keys are the messages, constant strings of our code, so the map
-// stays small.
+// count. Keys are the messages (constant strings of our code), with
+// LogFor the message and a party's ID; the map is bounded.
 type Limiter struct {
 	Burst    int
 	Interval time.Duration
@@ -53,9 +53,19 @@ func NewLimiter(burst int, interval time.Duration) *Limiter {
 	return &Limiter{Burst: burst, Interval: interval, lines: map[string]*window{}}
 }
 
+// maxKeys bounds the limiter's memory; past it, finished windows are
+// forgotten.
+const maxKeys = 10_000
+
 // Log logs msg at level unless msg was logged Burst times this interval.
 func (l *Limiter) Log(log *slog.Logger, level slog.Level, msg string, args ...any) {
-	ok, suppressed := l.allow(msg, time.Now())
+	l.LogFor("", log, level, msg, args...)
+}
+
+// LogFor is Log with a budget per msg and who (a node ID, say), for lines
+// one party can repeat, so that it cannot crowd out the others' lines.
+func (l *Limiter) LogFor(who string, log *slog.Logger, level slog.Level, msg string, args ...any) {
+	ok, suppressed := l.allow(msg+"\x00"+who, time.Now())
 	if !ok {
 		return
 	}
@@ -70,6 +80,13 @@ func (l *Limiter) allow(msg string, now time.Time) (bool, int) {
 	defer l.mu.Unlock()
 	w := l.lines[msg]
 	if w == nil {
+		if len(l.lines) >= maxKeys {
+			for k, x := range l.lines {
+				if now.Sub(x.start) >= l.Interval {
+					delete(l.lines, k)
+				}
+			}
+		}
 		w = &window{start: now}
 		l.lines[msg] = w
 	}

@@ -33,7 +33,7 @@ func TestLimiter(t *testing.T) {
 		t.Fatalf("%d lines logged, want 3", n)
 	}
 	// A new interval lets a line through with the count of the others.
-	l.lines["noisy"].start = time.Now().Add(-2 * time.Hour)
+	l.lines["noisy\x00"].start = time.Now().Add(-2 * time.Hour)
 	l.Log(log, slog.LevelInfo, "noisy")
 	if !strings.Contains(buf.String(), "suppressed=97") {
 		t.Fatalf("no suppressed count in %q", buf.String())

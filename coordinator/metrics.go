@@ -27,7 +27,7 @@ func newServerMetrics() *serverMetrics {
 	return &serverMetrics{
 		reg: r,
 		registrations: r.Counter("meshvpn_coordinator_registrations_total",
-			"Registration requests by result: created (new node), readmitted (known node), invalid (malformed request), refused (bad key or credential, conflict), error.", "result"),
+			"Registration requests by result: created (new node), readmitted (known node), invalid (malformed request), refused (bad key or credential, conflict, mesh full), rate_limited (over the auth key's join budget), error.", "result"),
 		signals: r.Counter("meshvpn_coordinator_signals_total",
 			"ICE signals from agents by result: forwarded to the target's stream; dropped (target offline or not a peer); oversize, malformed or invalid (refused frames); rate_limited (over the sender's budget); queue_full (the receiver's queue was busy).", "result"),
 		deltaBatches: r.Counter("meshvpn_coordinator_delta_batches_total",

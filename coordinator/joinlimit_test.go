@@ -53,11 +53,7 @@ func TestAuthKeyMaxUses(t *testing.T) {
 // TestJoinRateLimit: one auth key admits at most the join burst at once;
 // another key has its own budget, and rejoining by credential is free.
 func TestJoinRateLimit(t *testing.T) {
-	s, err := New(Config{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Logger: testLogger(t), JoinBurst: 5, JoinPerMinute: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newServerWith(t, func(c *Config) { c.JoinBurst, c.JoinPerMinute = 5, 1 })
 	h := s.Handler()
 	key := newKey(t, s.store, true, 0)
 	var first control.RegisterResponse
@@ -80,11 +76,7 @@ func TestJoinRateLimit(t *testing.T) {
 // TestNodeCap: past the mesh's node cap new nodes are refused (503), so
 // the netmap stays within what agents read; known nodes still rejoin.
 func TestNodeCap(t *testing.T) {
-	s, err := New(Config{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Logger: testLogger(t), MaxNodes: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newServerWith(t, func(c *Config) { c.MaxNodes = 3 })
 	h := s.Handler()
 	key := newKey(t, s.store, true, 0)
 	pub := newPublicKey(t)

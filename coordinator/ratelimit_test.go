@@ -11,11 +11,7 @@ import (
 // must not all pass the check before any is charged: at most the burst may
 // reach the store and get 401.
 func TestAuthLimiterAtomic(t *testing.T) {
-	s, err := New(Config{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Logger: testLogger(t), AuthFailBurst: 20, AuthFailPerMinute: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newServerWith(t, func(c *Config) { c.AuthFailBurst, c.AuthFailPerMinute = 20, 1 })
 	h := s.Handler()
 	body := `{"auth_key":"` + AuthKeyPrefix + strings.Repeat("x", 43) + `","hostname":"h","public_key":"` + newPublicKey(t) + `"}`
 	var mu sync.Mutex
@@ -42,11 +38,7 @@ func TestAuthLimiterAtomic(t *testing.T) {
 // TestAuthLimiterIPv6Prefix: one IPv6 /64 shares one budget, so a client
 // cannot get a fresh bucket per address; another /64 has its own.
 func TestAuthLimiterIPv6Prefix(t *testing.T) {
-	s, err := New(Config{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Logger: testLogger(t), AuthFailBurst: 3, AuthFailPerMinute: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newServerWith(t, func(c *Config) { c.AuthFailBurst, c.AuthFailPerMinute = 3, 1 })
 	h := s.Handler()
 	bad := `{"auth_key":"` + AuthKeyPrefix + strings.Repeat("x", 43) + `","hostname":"h","public_key":"` + newPublicKey(t) + `"}`
 	for i, remote := range []string{"[2001:db8::1]:1000", "[2001:db8::2]:1000", "[2001:db8::3:4]:1000"} {
@@ -60,4 +52,17 @@ func TestAuthLimiterIPv6Prefix(t *testing.T) {
 	if r := newRecorder(h, "[2001:db8:0:1::1]:1000", bad); r.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("another /64: %d, want 401", r.StatusCode)
 	}
+}
+
+// newServerWith is newTestServer with cfg adjusted by set.
+func newServerWith(t *testing.T, set func(*Config)) *Server {
+	t.Helper()
+	cfg := Config{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Logger: testLogger(t)}
+	set(&cfg)
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }

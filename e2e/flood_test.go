@@ -7,12 +7,16 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -243,7 +247,8 @@ func tail(s string, n int) string {
 }
 
 // TestSlowBody: a client that trickles a /register body one byte every two
-// seconds is cut off within 30 s.
+// seconds is cut off within 30 s, and one source cannot hold more than the
+// per-source cap of connections open (2,000 stayed open before).
 func TestSlowBody(t *testing.T) {
 	lab, _ := newLab(t)
 	evil, err := lab.AddSite("slow", natlab.None)
@@ -251,6 +256,7 @@ func TestSlowBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
+	t.Run("many", func(t *testing.T) { manyConns(t, evil.Host) })
 	c, err := evil.Host.DialContext(ctx, "tcp", meshlab.CoordinatorIP+":8080")
 	if err != nil {
 		t.Fatal(err)
@@ -291,4 +297,40 @@ func TestSlowBody(t *testing.T) {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\r\n")
 	return line
+}
+
+// manyConns opens 400 connections from h to the API and counts those the
+// coordinator closes at once: all beyond the per-source cap (256).
+func manyConns(t *testing.T, h *natlab.Host) {
+	const n, limit = 400, 256
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range n {
+		c, err := h.DialContext(t.Context(), "tcp", meshlab.CoordinatorIP+":8080")
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		conns = append(conns, c)
+	}
+	// Read all at once: a read past its deadline fails before it looks.
+	var closed atomic.Int64
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(2 * time.Second)
+	for _, c := range conns {
+		wg.Go(func() {
+			c.SetReadDeadline(deadline)
+			if _, err := c.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				closed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d of %d connections from one source closed at once", closed.Load(), n)
+	if open := n - int(closed.Load()); open > limit {
+		t.Fatalf("%d connections from one source stay open, want at most %d", open, limit)
+	}
 }

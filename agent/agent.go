@@ -21,6 +21,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 	"github.com/meshvpn/meshvpn/internal/metrics"
 	"github.com/meshvpn/meshvpn/tun"
 )
@@ -49,17 +50,19 @@ type Config struct {
 
 // Agent is a running node.
 type Agent struct {
-	cfg  Config
-	log  *slog.Logger
-	priv Key
-	pub  Key
-	ctl  *controlClient
-	wg   *wgDevice
-	bind *Bind
-	mux  *ice.UniversalUDPMuxDefault
-	net  *iceNet
-	pion logging.LoggerFactory
-	tun  *tun.Device
+	cfg Config
+	log *slog.Logger
+	// logLimit thins out lines a peer can make us repeat.
+	logLimit *logsafe.Limiter
+	priv     Key
+	pub      Key
+	ctl      *controlClient
+	wg       *wgDevice
+	bind     *Bind
+	mux      *ice.UniversalUDPMuxDefault
+	net      *iceNet
+	pion     logging.LoggerFactory
+	tun      *tun.Device
 
 	// portmap is nil with --no-portmap. Atomic, not under mu: peers read it
 	// with their own lock held, and stopDataPlane takes mu then peer locks.
@@ -114,13 +117,15 @@ func Run(ctx context.Context, cfg Config) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	a := &Agent{
-		stop:  stop,
-		cfg:   cfg,
-		log:   cfg.Logger,
-		priv:  priv,
-		pub:   priv.Public(),
-		ctl:   ctl,
-		peers: make(map[uint64]*peer),
+		stop: stop,
+		cfg:  cfg,
+		log:  cfg.Logger,
+		// At most 10 of each such line a minute.
+		logLimit: logsafe.NewLimiter(10, time.Minute),
+		priv:     priv,
+		pub:      priv.Public(),
+		ctl:      ctl,
+		peers:    make(map[uint64]*peer),
 	}
 	a.relays = &relayManager{a: a}
 	ctl.pubKey = a.pub.String()

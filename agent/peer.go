@@ -13,6 +13,7 @@ import (
 	"github.com/pion/ice/v4"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 )
 
 // peer manages the path to one other node. Its two lanes (see lane) find a
@@ -167,7 +168,7 @@ func (p *peer) onState(l *lane, agent *ice.Agent, s ice.ConnectionState) {
 func (p *peer) onSelected(l *lane, agent *ice.Agent, local, remote ice.Candidate) {
 	ip, err := netip.ParseAddr(remote.Address())
 	if err != nil {
-		p.log.Warn("selected remote candidate has no IP address", "addr", remote.Address())
+		p.log.Warn("selected remote candidate has no IP address", "addr", logsafe.Clip(remote.Address()))
 		return
 	}
 	ep := netip.AddrPortFrom(ip.Unmap(), uint16(remote.Port()))

@@ -73,11 +73,11 @@ func TestSourceLimiter(t *testing.T) {
 		t.Error("another /64 refused")
 	}
 	// Memory stays bounded under a spray of sources.
-	l.max = 100
+	l.keyed.MaxKeys = 100
 	for i := range 1000 {
 		l.allow(netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)}), now)
 	}
-	if n := len(l.buckets); n > 100 {
+	if n := l.keyed.Len(); n > 100 {
 		t.Errorf("%d buckets after a spray, want at most 100", n)
 	}
 }

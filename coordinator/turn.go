@@ -14,6 +14,7 @@ import (
 	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/turn/v5"
 
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 	"github.com/meshvpn/meshvpn/internal/sockbuf"
 )
 
@@ -131,14 +132,12 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *t
 	}
 
 	policy := peerPolicy{allow: cfg.AllowPeers, own: relayIP}
-	refusals := newLineLimiter(10, 6*time.Second)
+	refusals := logsafe.NewLimiter(10, time.Minute)
 	perm := func(client net.Addr, peer net.IP) bool {
 		if policy.permit(peer) {
 			return true
 		}
-		if ok, held := refusals.allow(time.Now()); ok {
-			log.Warn("turn: refused relay to a protected address", "client", client.String(), "peer", peer.String(), "similar_lines_suppressed", held)
-		}
+		refusals.Log(log, slog.LevelWarn, "turn: refused relay to a protected address", "client", client.String(), "peer", peer.String())
 		return false
 	}
 	bigNet, err := newBufferedNet()
@@ -235,7 +234,7 @@ func (t *turnServer) dropNode(id uint64) {
 
 // turnQuota refuses an Allocate with 486 when the node holds its quota.
 func turnQuota(allocs *relayAllocs, log *slog.Logger) turn.QuotaHandler {
-	quotaLog := newLineLimiter(10, 6*time.Second)
+	quotaLog := logsafe.NewLimiter(10, time.Minute)
 	return func(userID, realm string, src net.Addr) bool {
 		node, err := strconv.ParseUint(userID, 10, 64)
 		if err != nil {
@@ -244,10 +243,8 @@ func turnQuota(allocs *relayAllocs, log *slog.Logger) turn.QuotaHandler {
 		if allocs.underQuota(node) {
 			return true
 		}
-		if ok, held := quotaLog.allow(time.Now()); ok {
-			log.Warn("turn: allocation quota reached", "node", node, "client", fmt.Sprint(src),
-				"quota", allocs.quota(), "similar_lines_suppressed", held)
-		}
+		quotaLog.Log(log, slog.LevelWarn, "turn: allocation quota reached", "node", node, "client", fmt.Sprint(src),
+			"quota", allocs.quota())
 		return false
 	}
 }
@@ -315,17 +312,15 @@ func (n *bufferedNet) ListenPacket(network, address string) (net.PacketConn, err
 func turnAuth(secret []byte, allowed func(id uint64) bool, log *slog.Logger) turn.AuthHandler {
 	// The username comes from anyone, unauthenticated: it is logged cut
 	// short and sanitized, and the line at most ten times a minute.
-	refusals := newLineLimiter(10, 6*time.Second)
+	refusals := logsafe.NewLimiter(10, time.Minute)
 	return func(ra *turn.RequestAttributes) (string, []byte, bool) {
 		node, err := parseTURNUsername(ra.Username, time.Now())
 		if err == nil && !allowed(node) {
 			err = errors.New("node is not a member")
 		}
 		if err != nil {
-			if ok, held := refusals.allow(time.Now()); ok {
-				log.Warn("turn: refused credential", "client", fmt.Sprint(ra.SrcAddr), "username", truncate(ra.Username, 48),
-					"err", err, "similar_lines_suppressed", held)
-			}
+			refusals.Log(log, slog.LevelWarn, "turn: refused credential", "client", fmt.Sprint(ra.SrcAddr),
+				"username", logsafe.ClipN(ra.Username, 48), "err", err)
 			return "", nil, false
 		}
 		return strconv.FormatUint(node, 10), turn.GenerateAuthKey(ra.Username, ra.Realm, turnPassword(secret, ra.Username)), true

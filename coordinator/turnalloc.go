@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"github.com/meshvpn/meshvpn/internal/logsafe"
+
 	"errors"
 	"fmt"
 	"net"
@@ -243,7 +245,7 @@ func (g *relayGen) AllocatePacketConn(conf allocateConf) (net.PacketConn, net.Ad
 	}
 	node, err := strconv.ParseUint(conf.UserID, 10, 64)
 	if err != nil || node == 0 {
-		return nil, nil, fmt.Errorf("turn: allocation without a node (user %q)", truncate(conf.UserID, 32))
+		return nil, nil, fmt.Errorf("turn: allocation without a node (user %q)", logsafe.ClipN(conf.UserID, 32))
 	}
 	return g.allocs.open(node, g.udp, time.Now(), func() (net.PacketConn, net.Addr, error) {
 		return g.ports.AllocatePacketConn(conf)

@@ -82,25 +82,6 @@ func TestSourceLimiter(t *testing.T) {
 	}
 }
 
-func TestLineLimiterAndTruncate(t *testing.T) {
-	l := newLineLimiter(2, time.Minute)
-	now := time.Unix(1000, 0)
-	for i, want := range []bool{true, true, false, false, false} {
-		if ok, _ := l.allow(now); ok != want {
-			t.Fatalf("line %d: allowed %v, want %v", i+1, ok, want)
-		}
-	}
-	if ok, held := l.allow(now.Add(time.Minute)); !ok || held != 3 {
-		t.Errorf("after a minute: allowed %v, held back %d; want true, 3", ok, held)
-	}
-	if got := truncate("1800000000:42", 48); got != "1800000000:42" {
-		t.Errorf("truncate kept %q", got)
-	}
-	if got := truncate("a\nb\x1b[31m\u00e9"+strings.Repeat("x", 100), 10); got != "a?b?[31m??..." {
-		t.Errorf("truncate = %q", got)
-	}
-}
-
 func TestRelayQuota(t *testing.T) {
 	for _, c := range []struct{ members, ports, want int }{
 		{1, 16384, 16}, {2, 16384, 16}, {10, 16384, 28}, {1000, 16384, 2008}, {10000, 16384, 4096}, {50, 100, 25}, {50, 40, 16},

@@ -16,11 +16,14 @@ const MaxLen = 128
 
 // Clip returns s cut to MaxLen bytes, with control and non-ASCII bytes
 // escaped (so a value cannot forge log lines), and how much was cut.
-func Clip(s string) string {
+func Clip(s string) string { return ClipN(s, MaxLen) }
+
+// ClipN is Clip to n bytes, for values that are short when honest.
+func ClipN(s string, n int) string {
 	cut := 0
-	if len(s) > MaxLen {
-		cut = len(s) - MaxLen
-		s = s[:MaxLen]
+	if len(s) > n {
+		cut = len(s) - n
+		s = s[:n]
 	}
 	q := strconv.QuoteToASCII(s)
 	q = q[1 : len(q)-1]

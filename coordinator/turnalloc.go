@@ -1,14 +1,14 @@
 package coordinator
 
 import (
-	"github.com/meshvpn/meshvpn/internal/logsafe"
-
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 )
 
 // relayAllocs is the embedded relay's own table of its allocations, kept

@@ -14,7 +14,7 @@ NAT1    ?= symmetric
 NAT2    ?= restrictedcone
 NAT3    ?= symmetric
 
-.PHONY: all build deps vet test e2e bench bench-coordinator demo install clean
+.PHONY: all build deps vet lint test e2e bench bench-coordinator demo install clean
 
 all: build
 
@@ -28,8 +28,16 @@ deps:
 vet:
 	$(GO) vet ./...
 
+# staticcheck at a pinned version (built into bin/tools from the module
+# proxy), and go.mod/go.sum exactly as go mod tidy would leave them.
+STATICCHECK_VERSION ?= v0.8.2
+lint:
+	GOBIN=$(CURDIR)/bin/tools $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	bin/tools/staticcheck ./...
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
+
 # Unit tests, then the end-to-end tests in the NAT lab, then a summary line.
-test: deps build vet
+test: deps build vet lint
 	GO=$(GO) scripts/test.sh
 
 # Only the end-to-end tests.

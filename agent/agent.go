@@ -17,9 +17,11 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/logging"
+	"github.com/pion/stun/v4"
 	"golang.zx2c4.com/wireguard/device"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 	"github.com/meshvpn/meshvpn/internal/metrics"
 	"github.com/meshvpn/meshvpn/tun"
 )
@@ -55,17 +57,19 @@ type Config struct {
 
 // Agent is a running node.
 type Agent struct {
-	cfg  Config
-	log  *slog.Logger
-	priv Key
-	pub  Key
-	ctl  *controlClient
-	wg   *wgDevice
-	bind *Bind
-	mux  *ice.UniversalUDPMuxDefault
-	net  *iceNet
-	pion logging.LoggerFactory
-	tun  *tun.Device
+	cfg Config
+	log *slog.Logger
+	// logLimit thins out lines a peer can make us repeat.
+	logLimit *logsafe.Limiter
+	priv     Key
+	pub      Key
+	ctl      *controlClient
+	wg       *wgDevice
+	bind     *Bind
+	mux      *ice.UniversalUDPMuxDefault
+	net      *iceNet
+	pion     logging.LoggerFactory
+	tun      *tun.Device
 
 	// portmap is nil with --no-portmap. Atomic, not under mu: peers read it
 	// with their own lock held, and stopDataPlane takes mu then peer locks.
@@ -122,13 +126,15 @@ func Run(ctx context.Context, cfg Config) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	a := &Agent{
-		stop:  stop,
-		cfg:   cfg,
-		log:   cfg.Logger,
-		priv:  priv,
-		pub:   priv.Public(),
-		ctl:   ctl,
-		peers: make(map[uint64]*peer),
+		stop: stop,
+		cfg:  cfg,
+		log:  cfg.Logger,
+		// At most 10 of each such line a minute.
+		logLimit: logsafe.NewLimiter(10, time.Minute),
+		priv:     priv,
+		pub:      priv.Public(),
+		ctl:      ctl,
+		peers:    make(map[uint64]*peer),
 	}
 	a.relays = &relayManager{a: a}
 	ctl.pubKey = a.pub.String()
@@ -306,9 +312,9 @@ const (
 )
 
 func (a *Agent) newICEAgent() (*ice.Agent, error) {
-	var urls []*ice.URL
+	var urls []*stun.URI
 	for _, s := range a.stunURLs() {
-		u, err := ice.ParseURL("stun:" + s)
+		u, err := stun.ParseURI("stun:" + s)
 		if err != nil {
 			a.log.Warn("bad STUN server from coordinator", "server", s, "err", err)
 			continue
@@ -362,6 +368,7 @@ func (a *Agent) tickLoop(ctx context.Context) {
 		case now := <-t.C:
 			a.relays.tick(now)
 			a.natTick(now)
+			a.sampleTraffic(now) // liveness.go
 			for _, p := range a.peerList() {
 				p.tick(now)
 			}

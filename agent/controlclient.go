@@ -22,6 +22,7 @@ import (
 
 	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/internal/cabundle"
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 )
 
 // controlClient talks to the coordinator: registration over HTTP and the
@@ -149,7 +150,7 @@ func (c *controlClient) registerOnce(ctx context.Context, req control.RegisterRe
 		var e control.Error
 		msg := http.StatusText(hresp.StatusCode)
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			msg = e.Error
+			msg = logsafe.Clip(e.Error)
 		}
 		if hresp.StatusCode >= 400 && hresp.StatusCode < 500 && hresp.StatusCode != http.StatusTooManyRequests {
 			return nil, &refusedError{status: hresp.StatusCode, msg: msg}
@@ -259,7 +260,7 @@ func (c *controlClient) streamOnce(ctx context.Context, credential string, handl
 				var e control.Error
 				data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 				if json.Unmarshal(data, &e) == nil && e.Error != "" {
-					msg = e.Error
+					msg = logsafe.Clip(e.Error)
 				}
 			}
 			if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
@@ -270,7 +271,8 @@ func (c *controlClient) streamOnce(ctx context.Context, credential string, handl
 		return fmt.Errorf("open stream: %w", err)
 	}
 	defer ws.CloseNow()
-	ws.SetReadLimit(16 << 20)
+	// Any netmap the coordinator allows fits (see control.MaxNodes).
+	ws.SetReadLimit(control.MaxNetmapFrame)
 	c.log.Info("connected to coordinator", "url", c.base.String())
 
 	sctx, stop := context.WithCancel(ctx)
@@ -326,7 +328,7 @@ func (c *controlClient) streamOnce(ctx context.Context, credential string, handl
 					msg = control.ReasonNodeExpired
 				}
 				if errors.As(err, &ce) && ce.Reason != "" {
-					msg = ce.Reason
+					msg = logsafe.Clip(ce.Reason)
 				}
 				return &refusedError{status: int(code), msg: msg}
 			}

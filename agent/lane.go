@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"log/slog"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/pion/ice/v4"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/ratelimit"
 )
 
 // lane is one ICE session machine of a peer. Every peer has two: the direct
@@ -54,6 +56,34 @@ type lane struct {
 	reader  *ice.Agent
 	// target is the relay the current relay session allocates on.
 	target relayTarget
+
+	// peerStarts charges the sessions the peer makes us start (its offers,
+	// or its restart requests when we are controlling): each costs an ICE
+	// agent, sockets and, on the relay lane, a TURN allocation.
+	peerStarts ratelimit.Bucket
+	// remoteCands counts the current session's remote candidates.
+	remoteCands int
+}
+
+// peerStartRate bounds the sessions a peer can make a lane start: a few at
+// once (both sides starting together, a lost answer), then one per two
+// seconds. An honest peer offers once per answerTimeout at most; a flood of
+// 3,000 offers made an agent build 3,000 ICE agents and allocations.
+var peerStartRate = ratelimit.Rate{Burst: 3, PerSec: 0.5}
+
+// maxRemoteCandidates bounds one session's remote candidates; a real peer
+// has a handful (host, server-reflexive, relay, port-mapped).
+const maxRemoteCandidates = 64
+
+// allowPeerStartLocked charges a session start asked for by the peer and
+// tells whether it may happen now; the excess is ignored (the peer's own
+// timers ask again).
+func (l *lane) allowPeerStartLocked(kind string) bool {
+	if ok, _ := peerStartRate.Take(&l.peerStarts, time.Now()); ok {
+		return true
+	}
+	l.p.a.logLimit.Log(l.p.log, slog.LevelInfo, "peer asks for new ICE sessions too often; ignoring", "lane", l.label(), "kind", kind)
+	return false
 }
 
 func (l *lane) relay() bool { return l.name == control.LaneRelay }
@@ -165,6 +195,7 @@ func (l *lane) newICELocked(session string) (*ice.Agent, error) {
 	}
 	l.ice = agent
 	l.session = session
+	l.remoteCands = 0
 	l.started = time.Now()
 	l.state = ice.ConnectionStateNew
 
@@ -222,6 +253,9 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 			l.nextTry = l.started.Add(restartHold)
 			return
 		}
+		if !l.allowPeerStartLocked(s.Kind) {
+			return
+		}
 		l.retry.reset()
 		l.startLocked()
 	case control.SignalOffer:
@@ -230,6 +264,12 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 		}
 		if !l.enabled() {
 			l.p.log.Debug("relay offer ignored: no relay available here")
+			return
+		}
+		if l.ice != nil && s.Session == l.session {
+			return // a repeat of the offer we answered
+		}
+		if !l.allowPeerStartLocked(s.Kind) {
 			return
 		}
 		agent, err := l.newICELocked(s.Session)
@@ -259,9 +299,10 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 		}
 		l.conn = c
 	case control.SignalCandidate:
-		if s.Session != l.session || l.ice == nil {
+		if s.Session != l.session || l.ice == nil || l.remoteCands >= maxRemoteCandidates {
 			return
 		}
+		l.remoteCands++
 		c, err := ice.UnmarshalCandidate(s.Candidate)
 		if err != nil {
 			l.p.log.Debug("bad remote candidate", "err", err)

@@ -94,6 +94,7 @@ func (a *Agent) Status() Status {
 		a.log.Warn("status", "err", err)
 	}
 	env := a.pathEnv()
+	env.coordDown = !connected
 	st.Self.NAT = env.localNAT
 	for _, c := range a.relays.snapshot() {
 		rs := RelayStatus{URL: c.URL, Server: c.Server, Transport: c.Transport, Available: c.OK, Error: c.Err}

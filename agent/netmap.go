@@ -2,10 +2,12 @@ package agent
 
 import (
 	"errors"
+	"log/slog"
 	"net/netip"
 	"slices"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 )
 
 // handleMessage applies one message from the coordinator's stream.
@@ -23,6 +25,10 @@ func (a *Agent) handleMessage(m control.Message) {
 		if m.Signal == nil {
 			return
 		}
+		if err := m.Signal.Validate(); err != nil {
+			a.logLimit.Log(a.log, slog.LevelDebug, "ignoring invalid signal", "from", m.Signal.From, "err", err.Error())
+			return
+		}
 		a.mu.Lock()
 		p := a.peers[m.Signal.From]
 		a.mu.Unlock()
@@ -32,9 +38,9 @@ func (a *Agent) handleMessage(m control.Message) {
 		}
 		p.handleSignal(m.Signal)
 	case control.MsgError:
-		a.log.Warn("coordinator says", "error", m.Error)
+		a.logLimit.Log(a.log, slog.LevelWarn, "coordinator says", "error", logsafe.Clip(m.Error))
 	default:
-		a.log.Debug("ignoring unknown stream message", "type", m.Type)
+		a.log.Debug("ignoring unknown stream message", "type", logsafe.Clip(m.Type))
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/pion/ice/v4"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 )
 
 // peer manages the path to one other node. Its two lanes (see lane) find a
@@ -39,6 +40,7 @@ type peer struct {
 	changedAt  time.Time // last path change
 	lastChange string    // why, for status
 	peerNAT    string    // the peer's own view of its network (Signal.NAT)
+	live       liveness  // what WireGuard's counters say (liveness.go)
 
 	// wgMu serialises this peer's WireGuard changes with its removal, so a
 	// path selected just as the peer is removed cannot add it back.
@@ -166,7 +168,7 @@ func (p *peer) onState(l *lane, agent *ice.Agent, s ice.ConnectionState) {
 func (p *peer) onSelected(l *lane, agent *ice.Agent, local, remote ice.Candidate) {
 	ip, err := netip.ParseAddr(remote.Address())
 	if err != nil {
-		p.log.Warn("selected remote candidate has no IP address", "addr", remote.Address())
+		p.log.Warn("selected remote candidate has no IP address", "addr", logsafe.Clip(remote.Address()))
 		return
 	}
 	ep := netip.AddrPortFrom(ip.Unmap(), uint16(remote.Port()))

@@ -93,6 +93,9 @@ func TestReasons(t *testing.T) {
 	if got := (reasonInput{online: false}).none(); got != "peer offline" {
 		t.Errorf("offline: %q", got)
 	}
+	if got := (reasonInput{online: true, direct: failed, pathEnv: pathEnv{coordDown: true}}).none(); got != "coordinator unreachable, no new session can be negotiated" {
+		t.Errorf("coordinator down: %q", got)
+	}
 	got := (reasonInput{online: true, direct: failed, peerNAT: natSymmetric, pathEnv: pathEnv{relayErr: "credentials refused (401)"}}).none()
 	if got != "peer behind symmetric NAT, no port mapping; relay unavailable: credentials refused (401)" {
 		t.Errorf("no path, relay refused: %q", got)

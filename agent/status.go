@@ -86,7 +86,9 @@ type PeerStatus struct {
 	Online    bool     `json:"online"`
 	// DNSName is the name the mesh resolver answers for the peer.
 	DNSName string `json:"dns_name"`
-	// Path is "direct", "relay" or "none"; Reason says why when not direct.
+	// Path is "direct", "relay" or "none"; Reason says why when not direct,
+	// and "no answer for N s" when the path's lane is down and the peer has
+	// not answered what we sent for that long (after 15 s: path "none").
 	Path     string `json:"path"`
 	Reason   string `json:"reason,omitempty"`
 	Endpoint string `json:"endpoint,omitempty"`
@@ -105,10 +107,13 @@ type PeerStatus struct {
 	// ICEFailures counts sessions (both lanes) that failed.
 	ICEFailures int `json:"ice_failures"`
 	// LastHandshake is empty before the first WireGuard handshake.
-	LastHandshake string  `json:"last_handshake"`
-	RxBytes       uint64  `json:"rx_bytes"`
-	TxBytes       uint64  `json:"tx_bytes"`
-	RTTMs         float64 `json:"rtt_ms"`
+	LastHandshake string `json:"last_handshake"`
+	// LastRx is when the last WireGuard packet from the peer arrived (to
+	// about a second; see liveness.go), empty before the first.
+	LastRx  string  `json:"last_rx"`
+	RxBytes uint64  `json:"rx_bytes"`
+	TxBytes uint64  `json:"tx_bytes"`
+	RTTMs   float64 `json:"rtt_ms"`
 }
 
 // RelayPathStatus is the relay a peer's packets go through.
@@ -176,6 +181,7 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 			}
 		}
 	}
+	live := p.live
 	why := reasonInput{
 		online:      p.node.Online,
 		controlling: p.controlling,
@@ -201,25 +207,43 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 			st.RTTMs = ps.CurrentRoundTripTime * 1000
 		}
 	}
-	recentHandshake := haveWG && time.Since(wg.LastHandshake) < 3*time.Minute
+	if !live.lastRx.IsZero() {
+		st.LastRx = live.lastRx.UTC().Format(time.RFC3339)
+	}
+	// A lane that is up has ICE consent: the pair answers. Otherwise only
+	// packets coming back from the peer vouch for the last endpoint.
+	verdict, quiet := pathAnswers, time.Duration(0)
+	if active != nil && !activeUp {
+		verdict, quiet = live.judge(time.Now())
+	}
 	switch {
-	case active != nil && (activeUp || recentHandshake) && !active.relay():
-		st.Path = PathDirect
-	case active != nil && (activeUp || recentHandshake):
-		st.Path = PathRelay
-		st.Reason = why.notDirect()
-	default:
+	case active == nil || verdict == pathDead:
 		st.Path = PathNone
 		st.Endpoint = ""
 		st.Reason = why.none()
+		if quiet > 0 {
+			st.Reason += "; " + noAnswer(quiet)
+		}
+	case !active.relay():
+		st.Path = PathDirect
+		if verdict == pathSilent {
+			st.Reason = noAnswer(quiet)
+		}
+	default:
+		st.Path = PathRelay
+		st.Reason = why.notDirect()
+		if verdict == pathSilent {
+			st.Reason = noAnswer(quiet) + "; " + st.Reason
+		}
 	}
 	return st
 }
 
 // pathEnv is what the agent knows about its own network, for reasons.
 type pathEnv struct {
-	localNAT string // natSymmetric, natUDPBlocked or ""
-	relayErr string // why no relay is usable; "" when one is
+	localNAT  string // natSymmetric, natUDPBlocked or ""
+	relayErr  string // why no relay is usable; "" when one is
+	coordDown bool   // the control stream is down: no signalling
 }
 
 type laneState struct {
@@ -267,6 +291,8 @@ func (r reasonInput) none() string {
 	switch {
 	case !r.online:
 		return "peer offline"
+	case r.coordDown:
+		return "coordinator unreachable, no new session can be negotiated"
 	case !r.direct.session && r.controlling:
 		return "starting a session"
 	case !r.direct.session:

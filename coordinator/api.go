@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 )
 
 // maxSecretLen bounds auth keys and credentials in a request; real ones are
@@ -18,13 +21,14 @@ const maxSecretLen = 256
 // Handler is the coordinator's HTTP API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc(control.PathRegister, s.handleRegister)
+	mux.HandleFunc(control.PathRegister, s.bodyDeadline(s.handleRegister))
+	// The stream alone has no body deadline: it is long-lived.
 	mux.HandleFunc(control.PathStream, s.handleStream)
-	mux.HandleFunc(control.PathChallenge, s.handleChallenge)
-	mux.HandleFunc(control.PathNetcheckInfo, s.handleNetcheckInfo)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(control.PathChallenge, s.bodyDeadline(s.handleChallenge))
+	mux.HandleFunc(control.PathNetcheckInfo, s.bodyDeadline(s.handleNetcheckInfo))
+	mux.HandleFunc("/", s.bodyDeadline(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not found")
-	})
+	}))
 	return mux
 }
 
@@ -35,21 +39,30 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
-	if !s.checkAuthRate(w, r) {
+	att, ok := s.beginAuth(w, r)
+	if !ok {
 		return
 	}
+	defer att.ok()
 	req, status, err := decodeRegisterRequest(w, r)
 	if err != nil {
 		s.metrics.registrations.With("invalid").Inc()
-		s.log.Info("register refused: bad request", "status", status, "reason", err.Error(), "remote", r.RemoteAddr)
+		s.logLimit.Log(s.log, slog.LevelInfo, "register refused: bad request", "status", status, "reason", logsafe.Clip(err.Error()), "remote", r.RemoteAddr)
 		writeError(w, status, err.Error())
 		return
 	}
 
+	joinKey, ok := s.reserveJoin(w, req)
+	if !ok {
+		return
+	}
 	proven, err := s.checkProof(&req)
 	var reg Registration
 	if err == nil {
 		reg, err = s.store.register(r.Context(), req, proven)
+	}
+	if err != nil || (!reg.Created && reg.Credential == req.Credential) {
+		s.refundJoin(joinKey) // no node admitted by the key
 	}
 	if err != nil {
 		status, msg := registerErrorStatus(err)
@@ -62,10 +75,10 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 			s.log.Error("register failed", "err", err)
 		} else {
 			// The reason is safe to log; the key or credential is not.
-			s.log.Info("register refused", "hostname", req.Hostname, "status", status, "reason", msg, "remote", r.RemoteAddr)
+			s.logLimit.Log(s.log, slog.LevelInfo, "register refused", "hostname", logsafe.Clip(req.Hostname), "status", status, "reason", msg, "remote", r.RemoteAddr)
 		}
 		if status == http.StatusUnauthorized {
-			s.authFailed(r)
+			att.failed()
 		}
 		writeError(w, status, msg)
 		return
@@ -85,7 +98,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	} else {
 		s.metrics.registrations.With("readmitted").Inc()
 	}
-	s.log.Info("node registered", "node", reg.Node.ID, "name", reg.Node.Name, "ip", reg.Node.IP,
+	s.logLimit.LogFor(strconv.FormatUint(reg.Node.ID, 10), s.log, slog.LevelInfo, "node registered", "node", reg.Node.ID, "name", reg.Node.Name, "ip", reg.Node.IP,
 		"new", reg.Created, "remote", r.RemoteAddr)
 
 	// The answer carries a credential; no cache may keep it.
@@ -141,7 +154,7 @@ func isSyntaxError(err error) bool {
 
 // registerErrorStatus maps a registration failure to its HTTP answer.
 func registerErrorStatus(err error) (int, string) {
-	for _, e := range []error{ErrUnknownAuthKey, ErrAuthKeyExpired, ErrAuthKeyUsed, ErrAuthKeyRevoked,
+	for _, e := range []error{ErrUnknownAuthKey, ErrAuthKeyExpired, ErrAuthKeyUsed, ErrAuthKeyUsedUp, ErrAuthKeyRevoked,
 		ErrBadCredential, ErrNodeRemoved, ErrNodeExpired, ErrCredentialKeyMismatch, ErrBadProof, ErrChallengeStale} {
 		if errors.Is(err, e) {
 			return http.StatusUnauthorized, e.Error()
@@ -156,6 +169,8 @@ func registerErrorStatus(err error) (int, string) {
 		return http.StatusServiceUnavailable, errChallengesBusy.Error()
 	case errors.Is(err, errPoolExhausted):
 		return http.StatusServiceUnavailable, errPoolExhausted.Error()
+	case errors.Is(err, errMeshFull):
+		return http.StatusServiceUnavailable, errMeshFull.Error()
 	}
 	return http.StatusInternalServerError, "internal error"
 }

@@ -23,6 +23,7 @@ var (
 	ErrAuthKeyExpired = errors.New("auth key expired")
 	ErrAuthKeyUsed    = errors.New("auth key already used")
 	ErrAuthKeyRevoked = errors.New("auth key revoked")
+	ErrAuthKeyUsedUp  = errors.New("auth key has no uses left")
 )
 
 // AuthKey describes a stored auth key. The key itself is never stored; only
@@ -32,6 +33,7 @@ type AuthKey struct {
 	Reusable  bool
 	Ephemeral bool      // nodes it admits are removed once offline for a while
 	Tags      []string  // given to every node it admits
+	MaxUses   int64     // registrations it admits at most; 0: no cap
 	ExpiresAt time.Time // zero: never expires
 	CreatedAt time.Time
 }
@@ -44,6 +46,10 @@ type AuthKeyOptions struct {
 	// compared on the coordinator's clock only.
 	Expiry time.Duration
 	Tags   []string
+	// MaxUses caps the registrations the key admits (each node joining
+	// with it, or rejoining with it after expiry); 0 means no cap. A cap
+	// above 1 makes the key reusable.
+	MaxUses int64
 }
 
 // NewAuthKey is a freshly created key and its secret.
@@ -59,9 +65,12 @@ func (s *Store) CreateAuthKey(ctx context.Context, reusable bool, expiry time.Du
 
 // CreateAuthKeyWith makes a new auth key with the given options.
 func (s *Store) CreateAuthKeyWith(ctx context.Context, o AuthKeyOptions) (NewAuthKey, error) {
-	reusable, expiry := o.Reusable, o.Expiry
+	reusable, expiry := o.Reusable || o.MaxUses > 1, o.Expiry
 	if expiry < 0 {
 		return NewAuthKey{}, fmt.Errorf("create auth key: negative expiry %v", expiry)
+	}
+	if o.MaxUses < 0 {
+		return NewAuthKey{}, fmt.Errorf("create auth key: negative max uses %d", o.MaxUses)
 	}
 	tags, err := NormalizeTags(o.Tags)
 	if err != nil {
@@ -78,8 +87,8 @@ func (s *Store) CreateAuthKeyWith(ctx context.Context, o AuthKeyOptions) (NewAut
 		expires = now.Add(expiry)
 	}
 	res, err := s.db.ExecContext(ctx,
-		`INSERT INTO auth_keys (key_hash, reusable, ephemeral, tags, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		hashSecret(key), reusable, o.Ephemeral, joinTags(tags), nullMillis(expires), toMillis(now))
+		`INSERT INTO auth_keys (key_hash, reusable, ephemeral, tags, expires_at, created_at, max_uses) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		hashSecret(key), reusable, o.Ephemeral, joinTags(tags), nullMillis(expires), toMillis(now), nullCount(o.MaxUses))
 	if err != nil {
 		return NewAuthKey{}, fmt.Errorf("create auth key: %w", err)
 	}
@@ -88,7 +97,7 @@ func (s *Store) CreateAuthKeyWith(ctx context.Context, o AuthKeyOptions) (NewAut
 		return NewAuthKey{}, fmt.Errorf("create auth key: %w", err)
 	}
 	return NewAuthKey{
-		AuthKey: AuthKey{ID: id, Reusable: reusable, Ephemeral: o.Ephemeral, Tags: tags, ExpiresAt: expires, CreatedAt: now},
+		AuthKey: AuthKey{ID: id, Reusable: reusable, Ephemeral: o.Ephemeral, Tags: tags, MaxUses: o.MaxUses, ExpiresAt: expires, CreatedAt: now},
 		Key:     key,
 	}, nil
 }
@@ -107,10 +116,11 @@ func (s *Store) checkAuthKey(ctx context.Context, tx *sql.Tx, key string) (AuthK
 		revoked sql.NullInt64
 		tags    string
 		uses    int64
+		maxUses sql.NullInt64
 	)
 	err := tx.QueryRowContext(ctx,
-		`SELECT id, reusable, ephemeral, tags, expires_at, revoked_at, uses FROM auth_keys WHERE key_hash = ?`,
-		hashSecret(key)).Scan(&k.ID, &k.Reusable, &k.Ephemeral, &tags, &expires, &revoked, &uses)
+		`SELECT id, reusable, ephemeral, tags, expires_at, revoked_at, uses, max_uses FROM auth_keys WHERE key_hash = ?`,
+		hashSecret(key)).Scan(&k.ID, &k.Reusable, &k.Ephemeral, &tags, &expires, &revoked, &uses, &maxUses)
 	if errors.Is(err, sql.ErrNoRows) {
 		return AuthKey{}, ErrUnknownAuthKey
 	}
@@ -126,16 +136,21 @@ func (s *Store) checkAuthKey(ctx context.Context, tx *sql.Tx, key string) (AuthK
 	if !k.Reusable && uses > 0 {
 		return AuthKey{}, ErrAuthKeyUsed
 	}
+	k.MaxUses = maxUses.Int64
+	if k.MaxUses > 0 && uses >= k.MaxUses {
+		return AuthKey{}, ErrAuthKeyUsedUp
+	}
 	k.Tags = splitTags(tags)
 	k.ExpiresAt = fromMillis(expires)
 	return k, nil
 }
 
 // useAuthKey records one use of the key. The WHERE clause re-checks
-// single-use keys, so even a racing transaction cannot use one twice.
+// single-use keys and the use cap, so even a racing transaction cannot use
+// one more often than allowed.
 func (s *Store) useAuthKey(ctx context.Context, tx *sql.Tx, id int64) error {
 	res, err := tx.ExecContext(ctx,
-		`UPDATE auth_keys SET uses = uses + 1, used_at = ? WHERE id = ? AND (reusable OR uses = 0)`,
+		`UPDATE auth_keys SET uses = uses + 1, used_at = ? WHERE id = ? AND (reusable OR uses = 0) AND (max_uses IS NULL OR uses < max_uses)`,
 		toMillis(s.now()), id)
 	if err != nil {
 		return fmt.Errorf("use auth key: %w", err)
@@ -149,6 +164,9 @@ func (s *Store) useAuthKey(ctx context.Context, tx *sql.Tx, id int64) error {
 	}
 	return nil
 }
+
+// nullCount stores a count of 0 as NULL ("none").
+func nullCount(n int64) sql.NullInt64 { return sql.NullInt64{Int64: n, Valid: n > 0} }
 
 // hashSecret is how auth keys and credentials are stored: a secret of 32
 // random bytes needs no salt or slow hash, and SHA-256 lets us look it up.

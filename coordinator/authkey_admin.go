@@ -23,7 +23,7 @@ func (k AuthKeyInfo) State(now time.Time) string {
 		return "revoked"
 	case !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt):
 		return "expired"
-	case !k.Reusable && k.Uses > 0:
+	case !k.Reusable && k.Uses > 0, k.MaxUses > 0 && k.Uses >= k.MaxUses:
 		return "used"
 	}
 	return "valid"
@@ -36,7 +36,7 @@ func (s *Store) Now() time.Time { return s.now() }
 // ListAuthKeys returns every auth key, ordered by ID.
 func (s *Store) ListAuthKeys(ctx context.Context) ([]AuthKeyInfo, error) {
 	rows, err := s.db.QueryContext(ctx,
-		`SELECT id, reusable, ephemeral, tags, expires_at, created_at, uses, used_at, revoked_at FROM auth_keys ORDER BY id`)
+		`SELECT id, reusable, ephemeral, tags, expires_at, created_at, uses, used_at, revoked_at, max_uses FROM auth_keys ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list auth keys: %w", err)
 	}
@@ -47,12 +47,14 @@ func (s *Store) ListAuthKeys(ctx context.Context) ([]AuthKeyInfo, error) {
 			k                      AuthKeyInfo
 			tags                   string
 			expires, used, revoked sql.NullInt64
+			maxUses                sql.NullInt64
 			created                int64
 		)
-		if err := rows.Scan(&k.ID, &k.Reusable, &k.Ephemeral, &tags, &expires, &created, &k.Uses, &used, &revoked); err != nil {
+		if err := rows.Scan(&k.ID, &k.Reusable, &k.Ephemeral, &tags, &expires, &created, &k.Uses, &used, &revoked, &maxUses); err != nil {
 			return nil, fmt.Errorf("list auth keys: %w", err)
 		}
 		k.Tags = splitTags(tags)
+		k.MaxUses = maxUses.Int64
 		k.ExpiresAt = fromMillis(expires)
 		k.CreatedAt = time.UnixMilli(created).UTC()
 		k.UsedAt = fromMillis(used)

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 )
 
 // errHubClosed refuses streams once shutdown has begun.
@@ -48,10 +50,12 @@ const defaultBatchWindow = 50 * time.Millisecond
 // in-memory map stays equal to the store's members: admin commands that
 // change nodes go through the server's admin socket (see admin.go).
 type hub struct {
-	log     *slog.Logger
-	store   *Store
-	metrics *serverMetrics
-	window  time.Duration
+	log *slog.Logger
+	// logLimit thins out lines members can make us repeat.
+	logLimit *logsafe.Limiter
+	store    *Store
+	metrics  *serverMetrics
+	window   time.Duration
 	// maxHold bounds how long a batch may be held back for slow writers.
 	maxHold time.Duration
 
@@ -114,20 +118,21 @@ func newHub(ctx context.Context, store *Store, log *slog.Logger, m *serverMetric
 		return nil, fmt.Errorf("load nodes: %w", err)
 	}
 	h := &hub{
-		log:     log,
-		store:   store,
-		metrics: m,
-		window:  defaultBatchWindow,
-		maxHold: defaultMaxHold,
-		nodes:   make(map[uint64]control.Node, len(nodes)),
-		enc:     make(map[uint64][]byte, len(nodes)),
-		ids:     make([]uint64, 0, len(nodes)),
-		conns:   map[uint64]*streamConn{},
-		pending: map[uint64]struct{}{},
-		dirty:   map[uint64]nodeSeen{},
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		log:      log,
+		logLimit: logsafe.NewLimiter(logBurst, logInterval),
+		store:    store,
+		metrics:  m,
+		window:   defaultBatchWindow,
+		maxHold:  defaultMaxHold,
+		nodes:    make(map[uint64]control.Node, len(nodes)),
+		enc:      make(map[uint64][]byte, len(nodes)),
+		ids:      make([]uint64, 0, len(nodes)),
+		conns:    map[uint64]*streamConn{},
+		pending:  map[uint64]struct{}{},
+		dirty:    map[uint64]nodeSeen{},
+		kick:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	for _, n := range nodes {
 		if err := h.setLocked(n); err != nil {
@@ -240,7 +245,7 @@ func (h *hub) connect(c *streamConn, version int, servers control.Netmap) error 
 	}
 	c.version = version
 	if old := h.conns[c.nodeID]; old != nil {
-		h.log.Info("replacing stream", "node", c.nodeID)
+		h.logLimit.LogFor(strconv.FormatUint(c.nodeID, 10), h.log, slog.LevelInfo, "replacing stream", "node", c.nodeID)
 		old.dropped = true
 		old.close("replaced by a newer stream", true)
 	}
@@ -316,18 +321,38 @@ func (h *hub) relay(from uint64, sig control.Signal) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.peersLocked(from, sig.To) {
-		h.log.Info("dropping signal between nodes that are not peers", "from", from, "to", sig.To, "kind", sig.Kind)
+		h.logLimit.Log(h.log, slog.LevelInfo, "dropping signal between nodes that are not peers", "from", from, "to", sig.To, "kind", logsafe.Clip(sig.Kind))
 		h.metrics.signals.With("dropped").Inc()
 		return
 	}
 	c := h.conns[sig.To]
 	if c == nil {
-		h.log.Debug("dropping signal for offline node", "from", from, "to", sig.To, "kind", sig.Kind)
+		h.log.Debug("dropping signal for offline node", "from", from, "to", sig.To, "kind", logsafe.Clip(sig.Kind))
 		h.metrics.signals.With("dropped").Inc()
 		return
 	}
+	if !h.enqueueSignalLocked(c, frame) {
+		h.metrics.signals.With("queue_full").Inc()
+		h.logLimit.Log(h.log, slog.LevelInfo, "dropping signal: receiver's queue is busy", "from", from, "to", sig.To)
+		return
+	}
 	h.metrics.signals.With("forwarded").Inc()
+}
+
+// signalQueueShare is how much of a stream's send queue signals may fill.
+// The rest is kept for netmap deltas, whose loss would close the stream:
+// signals flooding a receiver are dropped instead (ICE retries), never the
+// receiver's stream.
+const signalQueueShare = sendQueueLen / 2
+
+// enqueueSignalLocked queues a signal frame unless the receiver's queue is
+// over its signal share; it reports whether it did.
+func (h *hub) enqueueSignalLocked(c *streamConn, frame []byte) bool {
+	if c.dropped || len(c.send) >= signalQueueShare {
+		return false
+	}
 	h.enqueueLocked(c, frame)
+	return true
 }
 
 // closeAll ends every stream and refuses new ones.

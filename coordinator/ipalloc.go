@@ -66,7 +66,17 @@ type ipHint struct {
 // A removed node's address is held back (held_ips) so that peers' rules for
 // it do not pass at once to a stranger. freeIP runs inside the registration
 // transaction; if that is rolled back the address is simply free again.
+//
+// It first checks the mesh has room for one more node (nodeCap): inside
+// the transaction, so concurrent joins cannot overshoot the cap.
 func (s *Store) freeIP(ctx context.Context, tx *sql.Tx) (netip.Addr, error) {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM nodes`).Scan(&n); err != nil {
+		return netip.Addr{}, fmt.Errorf("count nodes: %w", err)
+	}
+	if n >= s.nodeCap() {
+		return netip.Addr{}, errMeshFull
+	}
 	cutoff := toMillis(s.now().Add(-s.holdback()))
 	var held string
 	err := tx.QueryRowContext(ctx,

@@ -18,6 +18,7 @@ type serverMetrics struct {
 	netmapBytes    *metrics.Vec
 	streamsDropped *metrics.Vec
 	stunRequests   *metrics.Vec
+	connsRefused   *metrics.Vec
 }
 
 func newServerMetrics() *serverMetrics {
@@ -26,9 +27,9 @@ func newServerMetrics() *serverMetrics {
 	return &serverMetrics{
 		reg: r,
 		registrations: r.Counter("meshvpn_coordinator_registrations_total",
-			"Registration requests by result: created (new node), readmitted (known node), invalid (malformed request), refused (bad key or credential, conflict), error.", "result"),
+			"Registration requests by result: created (new node), readmitted (known node), invalid (malformed request), refused (bad key or credential, conflict, mesh full), rate_limited (over the auth key's join budget), error.", "result"),
 		signals: r.Counter("meshvpn_coordinator_signals_total",
-			"ICE signals from agents by result: forwarded to the target's stream, or dropped (target offline or invalid).", "result"),
+			"ICE signals from agents by result: forwarded to the target's stream; dropped (target offline or not a peer); oversize, malformed or invalid (refused frames); rate_limited (over the sender's budget); queue_full (the receiver's queue was busy).", "result"),
 		deltaBatches: r.Counter("meshvpn_coordinator_delta_batches_total",
 			"Batches of node changes sent as one delta to every stream."),
 		deltaNodes: r.Counter("meshvpn_coordinator_delta_nodes_total",
@@ -43,6 +44,8 @@ func newServerMetrics() *serverMetrics {
 			"Streams closed because the agent did not drain its send queue."),
 		stunRequests: r.Counter("meshvpn_coordinator_stun_requests_total",
 			"STUN binding requests answered."),
+		connsRefused: r.Counter("meshvpn_coordinator_connections_refused_total",
+			"API connections closed on accept: too many open from one source address."),
 	}
 }
 

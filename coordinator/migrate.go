@@ -56,6 +56,8 @@ var migrations = []string{
 		released_at INTEGER NOT NULL
 	);
 	CREATE INDEX held_ips_released ON held_ips (released_at);`,
+	// 4: an optional cap on the registrations a key admits (NULL: none).
+	`ALTER TABLE auth_keys ADD COLUMN max_uses INTEGER;`,
 }
 
 // migrate brings the schema up to date. It runs in one immediate transaction,

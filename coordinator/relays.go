@@ -17,11 +17,10 @@ import (
 // minted for that node. Each node gets its own, so this is sent on the
 // node's stream rather than through the shared deltas.
 type relayList struct {
-	embedded []string // URLs of the embedded server, without host: filled per request
-	secret   []byte   // embedded server's secret
-	cfg      TURNConfig
-	ca       string // PEM advertised with turns: URLs
-	ttl      time.Duration
+	secret []byte // embedded server's secret
+	cfg    TURNConfig
+	ca     string // PEM advertised with turns: URLs
+	ttl    time.Duration
 }
 
 func newRelayList(cfg TURNConfig, secret []byte) (*relayList, error) {
@@ -58,7 +57,7 @@ func newRelayList(cfg TURNConfig, secret []byte) (*relayList, error) {
 func checkTURNURL(u string) error {
 	scheme, rest, ok := strings.Cut(u, ":")
 	if !ok || (scheme != "turn" && scheme != "turns") {
-		return fmt.Errorf("turn url %q: want turn:HOST[:PORT][?transport=udp|tcp] or turns:...", u)
+		return fmt.Errorf("turn url %q: want turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT][?transport=tcp]", u)
 	}
 	hostport, query, _ := strings.Cut(rest, "?")
 	if hostport == "" || strings.Contains(hostport, "/") || strings.Contains(hostport, "@") {

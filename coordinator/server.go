@@ -18,7 +18,9 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 	"github.com/meshvpn/meshvpn/internal/metrics"
+	"github.com/meshvpn/meshvpn/internal/ratelimit"
 	"github.com/meshvpn/meshvpn/internal/statedir"
 )
 
@@ -68,12 +70,32 @@ type Config struct {
 	// before another node gets it: 0 means DefaultIPHoldback, negative
 	// means no hold-back.
 	IPHoldback time.Duration
+	// MaxConnsPerSource caps the API connections open at once from one
+	// source (an IPv4 address or an IPv6 /64); more are closed on accept.
+	// Default 256 (agents behind one NAT address each hold a stream);
+	// negative disables the cap.
+	MaxConnsPerSource int
+	// JoinBurst registrations by one auth key may happen at once; the
+	// budget refills at JoinPerMinute. Defaults 100 and 600; a negative
+	// burst disables the limit. Rejoining with a credential is free.
+	JoinBurst     int
+	JoinPerMinute float64
+	// MaxNodes caps the nodes of the mesh (default and upper bound
+	// control.MaxNodes), so the netmap stays within what agents read.
+	MaxNodes int
 }
 
 // Defaults of the auth failure limit.
 const (
 	defaultAuthFailBurst     = 20
 	defaultAuthFailPerMinute = 30
+)
+
+// Repeated log lines that outsiders can trigger: at most logBurst of each
+// message per logInterval; the rest are counted in the next one that passes.
+const (
+	logBurst    = 20
+	logInterval = time.Minute
 )
 
 // shutdownTimeout bounds a clean shutdown.
@@ -104,9 +126,13 @@ type Server struct {
 	adminSrv *http.Server
 	adminLn  net.Listener
 	limiter  *authLimiter
-	life     lifecycle
-	metrics  *serverMetrics
-	metSrv   *metrics.Server
+	// logLimit thins out log lines that outsiders can make us repeat.
+	logLimit *logsafe.Limiter
+	// joins limits registrations per auth key.
+	joins   *ratelimit.Keyed
+	life    lifecycle
+	metrics *serverMetrics
+	metSrv  *metrics.Server
 
 	// streams counts live stream handlers, which http.Server.Shutdown does
 	// not wait for once they have taken over their connection.
@@ -114,7 +140,10 @@ type Server struct {
 	// Stream liveness timing; fields so tests can shorten them.
 	pingInterval time.Duration
 	pingTimeout  time.Duration
-	closeOnce    sync.Once
+	// bodyTimeout bounds reading a request (see bodyDeadline); a field so
+	// tests can shorten it.
+	bodyTimeout time.Duration
+	closeOnce   sync.Once
 }
 
 // New checks cfg, opens the store and loads the mesh. Call Run (or Listen
@@ -152,10 +181,24 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AuthFailPerMinute <= 0 {
 		cfg.AuthFailPerMinute = defaultAuthFailPerMinute
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, pingInterval: pingInterval, pingTimeout: pingTimeout,
-		limiter: newAuthLimiter(cfg.AuthFailBurst, cfg.AuthFailPerMinute),
-		life:    lifecycle{ephemeral: newEphemeralTracker(cfg.EphemeralTimeout, cfg.EphemeralGrace)},
-		metrics: newServerMetrics(),
+	if cfg.JoinBurst == 0 {
+		cfg.JoinBurst = defaultJoinBurst
+	}
+	if cfg.JoinPerMinute <= 0 {
+		cfg.JoinPerMinute = defaultJoinPerMinute
+	}
+	if cfg.MaxNodes < 0 || cfg.MaxNodes > control.MaxNodes {
+		return nil, fmt.Errorf("new coordinator: node cap %d: want 1 to %d", cfg.MaxNodes, control.MaxNodes)
+	}
+	if cfg.MaxConnsPerSource == 0 {
+		cfg.MaxConnsPerSource = defaultMaxConnsPerSource
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, pingInterval: pingInterval, pingTimeout: pingTimeout, bodyTimeout: bodyTimeout,
+		limiter:  newAuthLimiter(cfg.AuthFailBurst, cfg.AuthFailPerMinute),
+		logLimit: logsafe.NewLimiter(logBurst, logInterval),
+		joins:    newJoinLimiter(cfg.JoinBurst, cfg.JoinPerMinute),
+		life:     lifecycle{ephemeral: newEphemeralTracker(cfg.EphemeralTimeout, cfg.EphemeralGrace)},
+		metrics:  newServerMetrics(),
 	}
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
@@ -187,6 +230,7 @@ func New(cfg Config) (*Server, error) {
 		lock.Close()
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
+	store.maxNodes = cfg.MaxNodes
 	fail := func(err error) (*Server, error) {
 		store.Close()
 		lock.Close()
@@ -279,7 +323,7 @@ func (s *Server) Listen() error {
 		if s.stun != nil && sameUDPPort(s.cfg.STUNListen, s.cfg.TURN.Listen) {
 			udp = s.stun.shareWithTURN()
 		}
-		t, err := listenTURN(s.cfg.TURN, udp, s.cfg.PublicHost, s.tls, s.turnSecret, s.nodeActive, s.log)
+		t, err := listenTURN(s.cfg.TURN, udp, s.cfg.PublicHost, s.tls, s.turnSecret, s.hub, s.log)
 		if err != nil {
 			ln.Close()
 			if s.stun != nil {
@@ -288,6 +332,7 @@ func (s *Server) Listen() error {
 			return err
 		}
 		s.turn = t
+		s.onNodeGone(t.dropNode)
 	}
 	adminLn, err := listenAdmin(s.cfg.StateDir)
 	if err != nil {
@@ -401,7 +446,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		return errors.New("serve: Listen was not called")
 	}
 	errc := make(chan error, 3)
-	ln := s.httpLn
+	ln := newConnLimitListener(s.httpLn, s.cfg.MaxConnsPerSource, s.log, s.logLimit, s.metrics.connsRefused.Inc)
 	scheme := "http"
 	if s.tls != nil {
 		ln = tls.NewListener(ln, s.tls)

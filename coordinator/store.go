@@ -30,6 +30,8 @@ type Store struct {
 	// ipHoldback is how long a removed node's address stays unused
 	// (guarded by ipHint.mu).
 	ipHoldback time.Duration
+	// maxNodes caps the nodes admitted (see nodeCap); 0: control.MaxNodes.
+	maxNodes int
 }
 
 // OpenStore opens (creating if needed) the store in dir. The directory is

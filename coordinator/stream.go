@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -15,11 +14,14 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 )
 
 const (
-	// streamReadLimit bounds one agent frame; signals are a few hundred bytes.
-	streamReadLimit = 64 << 10
+	// streamReadLimit bounds one agent frame; signals are a few hundred
+	// bytes, and those over control.MaxSignalFrame are dropped. A larger
+	// frame is no honest agent's: it ends the sender's stream (1009).
+	streamReadLimit = 16 << 10
 	// sendQueueLen bounds the frames waiting for one agent.
 	sendQueueLen = 128
 	// pingInterval is how often a stream is probed; a NAT or a dead peer is
@@ -44,13 +46,16 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	}
 	// Authenticate before the upgrade, so a bad credential gets a plain 401
 	// the agent can act on.
-	if !s.checkAuthRate(w, r) {
+	att, ok := s.beginAuth(w, r)
+	if !ok {
 		return
 	}
+	// The token is given back before the stream runs, not when it ends.
+	defer att.ok()
 	cred, ok := bearerToken(r.Header.Get("Authorization"))
 	if !ok {
-		s.log.Info("stream refused", "status", http.StatusUnauthorized, "reason", "missing bearer credential", "remote", r.RemoteAddr)
-		s.authFailed(r)
+		s.logLimit.Log(s.log, slog.LevelInfo, "stream refused", "status", http.StatusUnauthorized, "reason", "missing bearer credential", "remote", r.RemoteAddr)
+		att.failed()
 		writeError(w, http.StatusUnauthorized, "missing bearer credential")
 		return
 	}
@@ -72,8 +77,8 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 				attrs = append(attrs, "node", id)
 			}
 		}
-		s.log.Info("stream refused", attrs...)
-		s.authFailed(r)
+		s.logLimit.Log(s.log, slog.LevelInfo, "stream refused", attrs...)
+		att.failed()
 		writeError(w, http.StatusUnauthorized, err.Error())
 		return
 	}
@@ -83,6 +88,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	att.ok()
 	ws, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		// Accept has already answered the client.
@@ -138,11 +144,14 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 		ws.Close(websocket.StatusTryAgainLater, err.Error())
 		return
 	}
-	log.Info("node online")
+	who := strconv.FormatUint(node.ID, 10)
+	// A member reconnecting in a loop must not fill the log: each node's
+	// online/offline lines are thinned on their own.
+	s.logLimit.LogFor(who, log, slog.LevelInfo, "node online")
 	s.life.ephemeral.connected(node.ID)
 	defer func() {
 		if s.hub.disconnect(c) {
-			log.Info("node offline")
+			s.logLimit.LogFor(who, log, slog.LevelInfo, "node offline")
 			s.life.ephemeral.disconnected(node.ID, time.Now())
 		}
 	}()
@@ -258,7 +267,12 @@ func (s *Server) pingOnce(ctx context.Context, ws *websocket.Conn, c *streamConn
 }
 
 // readLoop handles frames from the agent until the stream fails or closes.
+// Only signals are expected; each is checked (size, fields) and charged to
+// the sender's budget before the hub sees it. Whatever is refused is
+// counted and dropped: the sender's stream stays up, and so does the
+// receiver's.
 func (s *Server) readLoop(ws *websocket.Conn, from uint64, log *slog.Logger) {
+	budget := newSignalBudget()
 	for {
 		typ, data, err := ws.Read(context.Background())
 		if err != nil {
@@ -268,7 +282,7 @@ func (s *Server) readLoop(ws *websocket.Conn, from uint64, log *slog.Logger) {
 			default:
 				// Dropped connections, oversized frames (answered with
 				// 1009) and protocol errors end here.
-				log.Info("stream read ended", "err", err)
+				log.Info("stream read ended", "err", logsafe.Clip(err.Error()))
 			}
 			return
 		}
@@ -276,21 +290,22 @@ func (s *Server) readLoop(ws *websocket.Conn, from uint64, log *slog.Logger) {
 			log.Debug("ignoring binary frame")
 			continue
 		}
-		var m control.Message
-		if err := json.Unmarshal(data, &m); err != nil {
-			log.Info("ignoring malformed frame", "err", err, "len", len(data))
+		sig, err := decodeAgentFrame(data)
+		if errors.Is(err, errFrameNotSig) {
+			log.Debug("ignoring frame that is not a signal", "len", len(data))
 			continue
 		}
-		switch m.Type {
-		case control.MsgSignal:
-			if m.Signal == nil {
-				log.Debug("ignoring signal frame without signal")
-				continue
-			}
-			s.hub.relay(from, *m.Signal)
-		default:
-			log.Debug("ignoring frame", "type", m.Type)
+		if err != nil {
+			s.metrics.signals.With(frameDropLabel(err)).Inc()
+			s.logLimit.Log(log, slog.LevelInfo, "dropping frame", "err", err.Error(), "len", len(data))
+			continue
 		}
+		if !budget.allow(sig.To, time.Now()) {
+			s.metrics.signals.With("rate_limited").Inc()
+			s.logLimit.Log(log, slog.LevelInfo, "dropping signals over the sender's rate", "to", sig.To)
+			continue
+		}
+		s.hub.relay(from, *sig)
 	}
 }
 

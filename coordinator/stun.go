@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/pion/stun/v4"
 
@@ -31,6 +32,9 @@ type stunServer struct {
 	log        *slog.Logger
 	// requests counts answered requests; nil in tests that do not care.
 	requests *metrics.Vec
+	// limit bounds the answers one source address gets: a Binding response
+	// is three times its request, a reflection at a spoofed source.
+	limit *sourceLimiter
 }
 
 // stunSocket is one bound address of the server; ip and port index the
@@ -47,7 +51,7 @@ type stunSocket struct {
 // the alternate and the cross combinations (primary IP with alternate port
 // and the reverse).
 func listenSTUN(primary, alternate string, log *slog.Logger) (*stunServer, error) {
-	s := &stunServer{ips: 1, ports: 1, log: log}
+	s := &stunServer{ips: 1, ports: 1, log: log, limit: newSourceLimiter(stunAnswerBurst, stunAnswerPerSec)}
 	first, err := s.bind(primary, 0, 0)
 	if err != nil {
 		return nil, err
@@ -205,6 +209,9 @@ func (s *stunServer) serveSocket(k *stunSocket) error {
 			if k.turn != nil {
 				k.turn.deliver(buf[:n], from)
 			}
+			continue
+		}
+		if !s.limit.allowAddr(from, time.Now()) {
 			continue
 		}
 		if s.requests != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/turn/v5"
 
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 	"github.com/meshvpn/meshvpn/internal/sockbuf"
 )
 
@@ -38,6 +39,9 @@ type TURNConfig struct {
 	// CredentialTTL is how long a minted credential works (default 12h);
 	// agents get fresh ones at half-life.
 	CredentialTTL time.Duration
+	// AllocationLifetime is the longest a UDP allocation lives without a
+	// refresh (default 2m; tests shorten it).
+	AllocationLifetime time.Duration
 
 	// URLs are external TURN servers (turn: or turns: URIs).
 	URLs []string
@@ -51,11 +55,17 @@ type TURNConfig struct {
 }
 
 const (
-	turnRealm             = "meshvpn"
-	defaultCredentialTTL  = 12 * time.Hour
-	defaultRelayMinPort   = 49152
-	defaultRelayMaxPort   = 65535
-	turnAllocationTimeout = 10 * time.Minute
+	turnRealm            = "meshvpn"
+	defaultCredentialTTL = 12 * time.Hour
+	defaultRelayMinPort  = 49152
+	defaultRelayMaxPort  = 65535
+	// defaultAllocationLifetime is what the embedded relay grants, and the
+	// most it keeps a UDP allocation without a refresh whatever LIFETIME the
+	// client asked for (pion grants up to an hour). pion's client refreshes
+	// at half the granted lifetime, so agents refresh every minute and a
+	// refresh has a minute of retransmissions before it is late; an
+	// allocation whose client went away is gone within 2 minutes.
+	defaultAllocationLifetime = 2 * time.Minute
 )
 
 // turnServer is the embedded relay.
@@ -68,14 +78,24 @@ type turnServer struct {
 	udpPort int
 	tlsPort int
 	log     *slog.Logger
+
+	allocs *relayAllocs
+	own    *ownAddrs
+	stop   chan struct{}
+	done   chan struct{}
 }
 
-// nodeAllowed tells the TURN server whether a node may still relay.
-type nodeAllowed func(id uint64) bool
+// turnMesh is what the TURN server asks of the mesh: whether a node may
+// still relay, and how many members there are (the allocation quota grows
+// with the mesh).
+type turnMesh interface {
+	active(id uint64) bool
+	memberCount() int
+}
 
 // listenTURN starts the embedded server. udp, when not nil, is the socket
 // it shares with the STUN server; otherwise it binds cfg.Listen itself.
-func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *tls.Config, secret []byte, allowed nodeAllowed, log *slog.Logger) (*turnServer, error) {
+func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *tls.Config, secret []byte, mesh turnMesh, log *slog.Logger) (*turnServer, error) {
 	relayIP, err := relayAddress(cfg.PublicIP, publicHost)
 	if err != nil {
 		return nil, err
@@ -112,48 +132,128 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *t
 	}
 
 	policy := peerPolicy{allow: cfg.AllowPeers, own: relayIP}
+	refusals := logsafe.NewLimiter(10, time.Minute)
 	perm := func(client net.Addr, peer net.IP) bool {
 		if policy.permit(peer) {
 			return true
 		}
-		log.Warn("turn: refused relay to a protected address", "client", client.String(), "peer", peer.String())
+		refusals.Log(log, slog.LevelWarn, "turn: refused relay to a protected address", "client", client.String(), "peer", peer.String())
 		return false
 	}
 	bigNet, err := newBufferedNet()
 	if err != nil {
 		return fail(err)
 	}
-	gen := func() turn.RelayAddressGenerator {
-		return &turn.RelayAddressGeneratorPortRange{
-			RelayAddress: net.IP(relayIP.AsSlice()),
-			Address:      "0.0.0.0",
-			MinPort:      minPort,
-			MaxPort:      maxPort,
-			Net:          bigNet,
+	// Relay sockets bind the address the TURN server listens on, so a
+	// coordinator told to use one address does not relay on the others.
+	bindIP := t.tcp.Addr().(*net.TCPAddr).IP
+	bind := "0.0.0.0"
+	if !bindIP.IsUnspecified() {
+		bind = bindIP.String()
+	}
+	lifetime := cfg.AllocationLifetime
+	if lifetime <= 0 {
+		lifetime = defaultAllocationLifetime
+	}
+	ports := int(maxPort) - int(minPort) + 1
+	t.allocs = newRelayAllocs(lifetime, func() int { return relayQuota(mesh.memberCount(), ports) })
+	fixed := []netip.Addr{relayIP}
+	if a, ok := netip.AddrFromSlice(bindIP); ok {
+		fixed = append(fixed, a.Unmap())
+	}
+	t.own = newOwnAddrs(fixed...)
+	guard := hostGuard{min: minPort, max: maxPort, own: t.own}
+	gen := func(udp bool) turn.RelayAddressGenerator {
+		return &relayGen{
+			ports: &turn.RelayAddressGeneratorPortRange{
+				RelayAddress: net.IP(relayIP.AsSlice()),
+				Address:      bind,
+				MinPort:      minPort,
+				MaxPort:      maxPort,
+				Net:          bigNet,
+			},
+			allocs: t.allocs,
+			guard:  guard,
+			udp:    udp,
 		}
 	}
+	watched := &watchConn{PacketConn: t.udp, allocs: t.allocs, limit: newSourceLimiter(stunAnswerBurst, stunAnswerPerSec)}
 	sc := turn.ServerConfig{
 		Realm:         turnRealm,
-		AuthHandler:   turnAuth(secret, allowed, log),
+		AuthHandler:   turnAuth(secret, mesh.active, log),
+		QuotaHandler:  turnQuota(t.allocs, log),
 		LoggerFactory: pionLogger(log),
 		PacketConnConfigs: []turn.PacketConnConfig{{
-			PacketConn: t.udp, RelayAddressGenerator: gen(), PermissionHandler: perm,
+			PacketConn: watched, RelayAddressGenerator: gen(true), PermissionHandler: perm,
 		}},
 		ListenerConfigs: []turn.ListenerConfig{{
-			Listener: t.tcp, RelayAddressGenerator: gen(), PermissionHandler: perm,
+			Listener: t.tcp, RelayAddressGenerator: gen(false), PermissionHandler: perm,
 		}},
-		AllocationLifetime: turnAllocationTimeout,
+		AllocationLifetime: lifetime,
 	}
 	if t.tls != nil {
 		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
-			Listener: t.tls, RelayAddressGenerator: gen(), PermissionHandler: perm,
+			Listener: t.tls, RelayAddressGenerator: gen(false), PermissionHandler: perm,
 		})
 	}
 	if t.srv, err = turn.NewServer(sc); err != nil {
 		return fail(fmt.Errorf("start turn: %w", err))
 	}
+	t.stop, t.done = make(chan struct{}), make(chan struct{})
+	go t.sweep(min(max(lifetime/8, 100*time.Millisecond), 5*time.Second))
 	return t, nil
 }
+
+// sweep closes allocations past their deadline and re-reads the host's
+// addresses every tick, until close.
+func (t *turnServer) sweep(every time.Duration) {
+	defer close(t.done)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case now := <-tick.C:
+			if n := t.allocs.expire(now); n > 0 {
+				t.log.Debug("turn: closed allocations not refreshed in time", "count", n)
+			}
+			t.own.refresh()
+		}
+	}
+}
+
+// dropNode closes the allocations of a node that left the mesh: its
+// credential is refused from now on, but relaying (Send indications and
+// ChannelData) carries no credential.
+func (t *turnServer) dropNode(id uint64) {
+	if n := t.allocs.dropNode(id); n > 0 {
+		t.log.Info("turn: closed the allocations of a node that left", "node", id, "count", n)
+	}
+}
+
+// turnQuota refuses an Allocate with 486 when the node holds its quota.
+func turnQuota(allocs *relayAllocs, log *slog.Logger) turn.QuotaHandler {
+	quotaLog := logsafe.NewLimiter(10, time.Minute)
+	return func(userID, realm string, src net.Addr) bool {
+		node, err := strconv.ParseUint(userID, 10, 64)
+		if err != nil {
+			return false
+		}
+		if allocs.underQuota(node) {
+			return true
+		}
+		quotaLog.Log(log, slog.LevelWarn, "turn: allocation quota reached", "node", node, "client", fmt.Sprint(src),
+			"quota", allocs.quota())
+		return false
+	}
+}
+
+// Shorter names for pion's generator arguments.
+type (
+	allocateConf     = turn.AllocateListenerConfig
+	allocateConnConf = turn.AllocateConnConfig
+)
 
 // listenUDPAndTCP binds addr over UDP (unless udp is given) and TCP on the
 // same port, as TURN clients expect. With port 0 the kernel picks the UDP
@@ -209,14 +309,18 @@ func (n *bufferedNet) ListenPacket(network, address string) (net.PacketConn, err
 
 // turnAuth accepts credentials minted by this coordinator for nodes that
 // are still members; it logs why it refuses, never the password.
-func turnAuth(secret []byte, allowed nodeAllowed, log *slog.Logger) turn.AuthHandler {
+func turnAuth(secret []byte, allowed func(id uint64) bool, log *slog.Logger) turn.AuthHandler {
+	// The username comes from anyone, unauthenticated: it is logged cut
+	// short and sanitized, and the line at most ten times a minute.
+	refusals := logsafe.NewLimiter(10, time.Minute)
 	return func(ra *turn.RequestAttributes) (string, []byte, bool) {
 		node, err := parseTURNUsername(ra.Username, time.Now())
 		if err == nil && !allowed(node) {
 			err = errors.New("node is not a member")
 		}
 		if err != nil {
-			log.Warn("turn: refused credential", "client", fmt.Sprint(ra.SrcAddr), "username", ra.Username, "err", err)
+			refusals.Log(log, slog.LevelWarn, "turn: refused credential", "client", fmt.Sprint(ra.SrcAddr),
+				"username", logsafe.ClipN(ra.Username, 48), "err", err)
 			return "", nil, false
 		}
 		return strconv.FormatUint(node, 10), turn.GenerateAuthKey(ra.Username, ra.Realm, turnPassword(secret, ra.Username)), true
@@ -232,6 +336,11 @@ func (t *turnServer) closeSockets() {
 }
 
 func (t *turnServer) close() error {
+	if t.stop != nil {
+		close(t.stop)
+		<-t.done
+		t.stop = nil
+	}
 	if t.srv != nil {
 		return t.srv.Close()
 	}

@@ -37,6 +37,22 @@ func TestTURNCredentialRoundTrip(t *testing.T) {
 	}
 }
 
+// TestTURNPasswordKnownAnswer checks turnPassword against answers computed
+// elsewhere, so a wrong MAC or encoding cannot pass by agreeing with itself:
+// RFC 2202's HMAC-SHA1 test case 2 (digest effcdf6a…9a7c79, base64-encoded),
+// and a REST-scheme username as coturn's use-auth-secret checks it,
+// computed with `printf %s USER | openssl dgst -sha1 -hmac SECRET -binary | base64`.
+func TestTURNPasswordKnownAnswer(t *testing.T) {
+	for _, c := range []struct{ secret, user, want string }{
+		{"Jefe", "what do ya want for nothing?", "7/zfauXrL6LSdBbV8YTfnCWafHk="},
+		{"0123456789abcdef0123456789abcdef", "1800003600:42", "rs3hno97k1Oa3XbYkND+aDn7mt8="},
+	} {
+		if got := turnPassword([]byte(c.secret), c.user); got != c.want {
+			t.Errorf("turnPassword(%q, %q) = %q, want %q", c.secret, c.user, got, c.want)
+		}
+	}
+}
+
 func TestPeerPolicy(t *testing.T) {
 	p := peerPolicy{own: netip.MustParseAddr("10.9.9.9"), allow: []netip.Prefix{netip.MustParsePrefix("192.168.7.0/24")}}
 	for ip, want := range map[string]bool{

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"net"
 	"net/netip"
+	"sync/atomic"
 )
 
 // notRelayable are the ranges the embedded TURN server refuses to relay to
@@ -57,4 +58,73 @@ func (p peerPolicy) permit(peer net.IP) bool {
 		}
 	}
 	return true
+}
+
+// hostGuard keeps the relay from reaching services of its own host: the
+// permission callback sees only the peer's IP, and the relay address must
+// stay reachable (two allocations of this server relay to each other), so
+// the port is checked where packets are relayed. On any address of this
+// host only the relay port range may be reached, and only packets from
+// there are passed on.
+type hostGuard struct {
+	min, max uint16
+	own      *ownAddrs
+}
+
+// mayReach tells whether the relay may exchange packets with addr.
+func (g hostGuard) mayReach(addr net.Addr) bool {
+	u, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return false
+	}
+	if u.Port >= int(g.min) && u.Port <= int(g.max) {
+		return true
+	}
+	a, ok := netip.AddrFromSlice(u.IP)
+	if !ok {
+		return false
+	}
+	return !g.own.has(a.Unmap())
+}
+
+// ownAddrs are the addresses of this host: the relay and bind addresses,
+// loopback and unspecified ones, and those of its interfaces (re-read by
+// refresh, as addresses come and go).
+type ownAddrs struct {
+	fixed []netip.Addr
+	iface atomic.Pointer[map[netip.Addr]bool]
+}
+
+func newOwnAddrs(fixed ...netip.Addr) *ownAddrs {
+	o := &ownAddrs{fixed: fixed}
+	o.refresh()
+	return o
+}
+
+func (o *ownAddrs) has(a netip.Addr) bool {
+	if a.IsLoopback() || a.IsUnspecified() {
+		return true
+	}
+	for _, f := range o.fixed {
+		if a == f {
+			return true
+		}
+	}
+	m := o.iface.Load()
+	return m != nil && (*m)[a]
+}
+
+// refresh re-reads the interface addresses; on error it keeps the last.
+func (o *ownAddrs) refresh() {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return
+	}
+	m := make(map[netip.Addr]bool, len(addrs))
+	for _, ia := range addrs {
+		if p, err := netip.ParsePrefix(ia.String()); err == nil {
+			m[p.Addr().Unmap()] = true
+		}
+	}
+	o.iface.Store(&m)
 }

@@ -42,7 +42,7 @@ func TestAuthKeyErrors(t *testing.T) {
 		if last == 'A' {
 			swap = 'B'
 		}
-		expectRejected(t, newAgent("stranger"), issued[:len(issued)-1]+string(swap))
+		expectRejected(t, newAgent("stranger"), issued[:len(issued)-1]+string(swap), "unknown auth key")
 	})
 
 	t.Run("used-single-use", func(t *testing.T) {
@@ -51,7 +51,7 @@ func TestAuthKeyErrors(t *testing.T) {
 		if err := first.Up(ctx, key, 30*time.Second); err != nil {
 			t.Fatalf("first use of a single-use key failed: %v\n%s", err, first.Proc.Log())
 		}
-		expectRejected(t, newAgent("second"), key)
+		expectRejected(t, newAgent("second"), key, "auth key already used")
 	})
 
 	t.Run("expired", func(t *testing.T) {
@@ -60,13 +60,14 @@ func TestAuthKeyErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(1500 * time.Millisecond)
-		expectRejected(t, newAgent("late"), key)
+		expectRejected(t, newAgent("late"), key, "auth key expired")
 	})
 }
 
 // expectRejected starts a with key and expects it to exit non-zero within
-// a bounded time, say why, and leave no TUN.
-func expectRejected(t *testing.T, a *meshlab.Agent, key string) {
+// a bounded time, say the coordinator's reason (reason, as the coordinator
+// words it: each refused key has its own), and leave no TUN.
+func expectRejected(t *testing.T, a *meshlab.Agent, key, reason string) {
 	t.Helper()
 	if err := a.Start(key); err != nil {
 		t.Fatal(err)
@@ -80,8 +81,8 @@ func expectRejected(t *testing.T, a *meshlab.Agent, key string) {
 		t.Fatalf("meshvpn up with a bad key exited 0:\n%s", log)
 	}
 	t.Logf("exit code %d, output:\n%s", a.Proc.ExitCode(), log)
-	if !strings.Contains(strings.ToLower(log), "key") {
-		t.Errorf("the output does not mention the auth key; want a clear message, got:\n%s", log)
+	if want := "coordinator refused: " + reason + " (HTTP 401)"; !strings.Contains(log, want) {
+		t.Errorf("the output does not give the reason %q; got:\n%s", want, log)
 	}
 	if a.HasTUN(t.Context()) {
 		t.Errorf("TUN %s left behind in %s", meshlab.TUN, a.Host.NS)

@@ -84,15 +84,38 @@ func TestMeshAllNATPairs(t *testing.T) {
 					checkRelayed(t, b, a, "udp", meshlab.CoordinatorIP)
 					return
 				}
-				checkDirectPair(t, a, b, ips[b])
+				ab, ba := directPair(t, a, b, ips[b])
+				// A symmetric NAT opens a new port toward each peer, so the
+				// address its peer answers is never the STUN-observed one:
+				// the peer must have learnt it from the checks (prflx).
+				for _, v := range []struct {
+					view *meshlab.PeerStatus
+					of   *meshlab.Agent
+				}{{ab, b}, {ba, a}} {
+					if kindOf[v.of] == natlab.Symmetric && v.view.RemoteType != "prflx" {
+						t.Errorf("remote candidate of symmetric-NAT %s is %s, want prflx", v.of.Name, v.view.RemoteType)
+					}
+				}
 			})
 		}
 	}
 }
 
-// checkDirectPair pings b from a over the overlay and waits until both
-// report a direct path, logging what each side chose.
+// checkDirectPair checks that a and b talk directly, shown by packets: see
+// directPair.
 func checkDirectPair(t *testing.T, a, b *meshlab.Agent, ipB string) {
+	t.Helper()
+	directPair(t, a, b, ipB)
+}
+
+// directPair pings b from a over the overlay (the first replies may come
+// over the relay), waits until both report a direct path on the other's
+// public address with no relay candidate, then pings again and checks that
+// every echo came back and that the packets went straight between the two
+// public addresses: a's router counts them leaving for b's address and
+// coming back from it, and both WireGuard devices count the bytes. It
+// returns each side's view of the path (a's of b, b's of a).
+func directPair(t *testing.T, a, b *meshlab.Agent, ipB string) (ab, ba *meshlab.PeerStatus) {
 	ctx := t.Context()
 	start := time.Now()
 	out, err := pingUntil(ctx, a, ipB, 20*time.Second)
@@ -100,15 +123,64 @@ func checkDirectPair(t *testing.T, a, b *meshlab.Agent, ipB string) {
 		t.Fatalf("overlay ping %s -> %s (%s) failed: %v\n%s", a.Name, b.Name, ipB, err, out)
 	}
 	pingTook := time.Since(start)
+	views := map[*meshlab.Agent]*meshlab.PeerStatus{}
 	for _, side := range []struct{ from, to *meshlab.Agent }{{a, b}, {b, a}} {
 		p, err := meshlab.WaitPath(ctx, side.from, side.to.Name, "direct", 20*time.Second)
-		if p != nil {
-			t.Logf("%s -> %s: path=%s local=%s remote=%s endpoint=%s rtt=%.2fms",
-				side.from.Name, side.to.Name, p.Path, p.LocalType, p.RemoteType, p.Endpoint, p.RTTms)
-		}
 		if err != nil {
-			t.Errorf("%s -> %s: no direct path: %v", side.from.Name, side.to.Name, err)
+			t.Fatalf("%s -> %s: no direct path: %v", side.from.Name, side.to.Name, err)
+		}
+		t.Logf("%s -> %s: path=%s local=%s remote=%s endpoint=%s rtt=%.2fms",
+			side.from.Name, side.to.Name, p.Path, p.LocalType, p.RemoteType, p.Endpoint, p.RTTms)
+		if want := wanAddr(side.to.Host).String(); endpointHost(p.Endpoint) != want {
+			t.Errorf("%s -> %s: direct path on endpoint %s, want %s's public address %s", side.from.Name, side.to.Name, p.Endpoint, side.to.Name, want)
+		}
+		for _, typ := range []string{p.LocalType, p.RemoteType} {
+			if typ == "" || typ == "relay" {
+				t.Errorf("%s -> %s: candidate pair %q/%q, want no relay candidate", side.from.Name, side.to.Name, p.LocalType, p.RemoteType)
+				break
+			}
+		}
+		views[side.from] = p
+	}
+
+	// Now by packets.
+	var flow *flowCounter
+	if r := a.Host.Site; r != nil && r.Router != nil && b.Host.Site != r {
+		flow = countFlow(t, r.Router, wanAddr(b.Host))
+	}
+	aRx0, aTx0 := wgCounters(t, a, b.Name)
+	bRx0, bTx0 := wgCounters(t, b, a.Name)
+	const echoes = 10
+	res, err := pingCount(ctx, a, ipB, echoes, "0.2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Received != echoes {
+		t.Fatalf("overlay ping %s -> %s on the direct path: %d of %d replies (allowed loss 0)\n%s", a.Name, b.Name, res.Received, res.Sent, res.Out)
+	}
+	aRx1, aTx1 := wgCounters(t, a, b.Name)
+	bRx1, bTx1 := wgCounters(t, b, a.Name)
+	if aTx1-aTx0 < echoes*icmpBytes || aRx1-aRx0 < echoes*icmpBytes || bTx1-bTx0 < echoes*icmpBytes || bRx1-bRx0 < echoes*icmpBytes {
+		t.Errorf("WireGuard bytes during %d echoes: %s +%d out +%d in, %s +%d out +%d in; want at least %d each",
+			echoes, a.Name, aTx1-aTx0, aRx1-aRx0, b.Name, bTx1-bTx0, bRx1-bRx0, echoes*icmpBytes)
+	}
+	if flow != nil {
+		out, in, err := flow.read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s's router: %d WireGuard data messages to %s, %d from it during %d echoes", a.Name, out, wanAddr(b.Host), in, echoes)
+		if out < echoes || in < echoes {
+			t.Errorf("direct flow %s <-> %s carried %d packets out, %d in; want at least the %d echoes each way", a.Name, wanAddr(b.Host), out, in, echoes)
+		}
+	}
+	// Still direct, on the same endpoints, after the echoes.
+	for _, side := range []struct{ from, to *meshlab.Agent }{{a, b}, {b, a}} {
+		p := peerStatus(t, side.from, side.to.Name)
+		if p.Path != "direct" || p.Endpoint != views[side.from].Endpoint {
+			t.Errorf("%s -> %s after the echoes: %s (%s) at %s, want direct at %s", side.from.Name, side.to.Name, p.Path, p.Reason, p.Endpoint, views[side.from].Endpoint)
 		}
 	}
 	t.Logf("ping %s -> %s ok after %v", a.Name, b.Name, pingTook.Round(time.Millisecond))
+	return views[a], views[b]
 }

@@ -33,6 +33,7 @@ type keyJSON struct {
 	Reusable  bool       `json:"reusable"`
 	Ephemeral bool       `json:"ephemeral"`
 	Tags      []string   `json:"tags"`
+	MaxUses   *int64     `json:"max_uses,omitempty"`
 	ExpiresAt *time.Time `json:"expires_at"`
 	CreatedAt time.Time  `json:"created_at"`
 	Uses      *int64     `json:"uses,omitempty"`
@@ -49,12 +50,16 @@ func toKeyJSON(k coordinator.AuthKey) keyJSON {
 	if !k.ExpiresAt.IsZero() {
 		j.ExpiresAt = &k.ExpiresAt
 	}
+	if k.MaxUses > 0 {
+		j.MaxUses = &k.MaxUses
+	}
 	return j
 }
 
 func runAuthKeyCreate(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("authkey create", flag.ContinueOnError)
 	reusable := fs.Bool("reusable", false, "the key may admit any number of nodes (default: one)")
+	maxUses := fs.Int64("max-uses", 0, "the key admits at most `n` registrations (implies --reusable when above 1); 0: no cap")
 	ephemeral := fs.Bool("ephemeral", false, "nodes it admits are removed once offline for serve's --ephemeral-timeout")
 	var tags stringList
 	fs.Var(&tags, "tag", "`tag` given to every node the key admits (repeatable; lowercase letters, digits, - _ : .)")
@@ -66,6 +71,10 @@ func runAuthKeyCreate(args []string, stdout, stderr io.Writer) error {
 	}
 	if *expiry < 0 {
 		fmt.Fprintf(stderr, "meshvpn-coordinator authkey create: --expiry must not be negative (got %v)\n", *expiry)
+		return errUsage
+	}
+	if *maxUses < 0 {
+		fmt.Fprintf(stderr, "meshvpn-coordinator authkey create: --max-uses must not be negative (got %d)\n", *maxUses)
 		return errUsage
 	}
 	normTags, err := coordinator.NormalizeTags(tags)
@@ -82,7 +91,7 @@ func runAuthKeyCreate(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	k, err := store.CreateAuthKeyWith(ctx, coordinator.AuthKeyOptions{
-		Reusable: *reusable, Ephemeral: *ephemeral, Expiry: *expiry, Tags: normTags,
+		Reusable: *reusable, Ephemeral: *ephemeral, Expiry: *expiry, Tags: normTags, MaxUses: *maxUses,
 	})
 	if err != nil {
 		return fmt.Errorf("authkey create: %w", err)
@@ -114,6 +123,9 @@ func keyKind(k coordinator.AuthKey) string {
 	if k.Ephemeral {
 		kind += " ephemeral"
 	}
+	if k.MaxUses > 0 {
+		kind += fmt.Sprintf(" (at most %d uses)", k.MaxUses)
+	}
 	if len(k.Tags) > 0 {
 		kind += " tagged " + strings.Join(k.Tags, ",")
 	}
@@ -127,10 +139,10 @@ func keyExpires(k coordinator.AuthKey) string {
 	return "expires " + k.ExpiresAt.Format(time.RFC3339)
 }
 
-const authKeyListAbout = `Lists the auth keys: ID, kind (reusable, ephemeral), tags, uses, expiry and
-state (valid, used, expired, revoked; judged on this machine's clock, which is
-the coordinator's when run on its host). The keys themselves are not stored
-and cannot be shown again.`
+const authKeyListAbout = `Lists the auth keys: ID, kind (reusable, ephemeral), tags, uses (USES/MAX for
+keys created with --max-uses), expiry and state (valid, used, expired,
+revoked; judged on this machine's clock, which is the coordinator's when run
+on its host). The keys themselves are not stored and cannot be shown again.`
 
 func runAuthKeyList(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("authkey list", flag.ContinueOnError)
@@ -181,7 +193,11 @@ func runAuthKeyList(args []string, stdout, stderr io.Writer) error {
 		if !k.ExpiresAt.IsZero() {
 			expires = k.ExpiresAt.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", k.ID, kind, dashEmpty(strings.Join(k.Tags, ",")), k.Uses,
+		uses := strconv.FormatInt(k.Uses, 10)
+		if k.MaxUses > 0 {
+			uses += "/" + strconv.FormatInt(k.MaxUses, 10)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, kind, dashEmpty(strings.Join(k.Tags, ",")), uses,
 			k.CreatedAt.Format(time.RFC3339), expires, k.State(now))
 	}
 	return tw.Flush()

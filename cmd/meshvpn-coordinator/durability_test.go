@@ -60,7 +60,8 @@ func TestStoreSurvivesSIGKILL(t *testing.T) {
 	}
 	st.Close()
 
-	cmd := exec.Command(os.Args[0], "serve", "--listen", "127.0.0.1:0", "--stun-listen", "", "--turn-listen", "127.0.0.1:0", "--state", dir)
+	// Registrations at full speed with one key: no join limit.
+	cmd := exec.Command(os.Args[0], "serve", "--listen", "127.0.0.1:0", "--stun-listen", "", "--turn-listen", "127.0.0.1:0", "--state", dir, "--join-burst", "-1")
 	cmd.Env = append(os.Environ(), childEnv+"=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

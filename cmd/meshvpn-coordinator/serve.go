@@ -52,6 +52,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.AuthFailBurst, "auth-fail-burst", 20, "`n` failed auth attempts (bad auth key or credential) allowed from one source IP before it gets 429; -1 disables the limit")
 	fs.Float64Var(&cfg.AuthFailPerMinute, "auth-fail-per-minute", 30, "rate at which a source IP's failed-attempt budget refills (`n` per minute)")
 	fs.DurationVar(&cfg.IPHoldback, "ip-holdback", coordinator.DefaultIPHoldback, "how long a removed node's overlay address is held back before another node gets it, so peers' address-based rules do not pass to a stranger (`duration`; 0 reuses at once)")
+	fs.IntVar(&cfg.JoinBurst, "join-burst", 100, "`n` registrations with one auth key allowed at once before further ones get 429; -1 disables the limit (rejoining with a credential is never limited)")
+	fs.Float64Var(&cfg.JoinPerMinute, "join-per-minute", 600, "rate at which an auth key's join budget refills (`n` per minute)")
+	fs.IntVar(&cfg.MaxConnsPerSource, "max-conns-per-ip", 256, "API connections open at once from one source IP (IPv6: one /64); more are closed at once. Agents behind one NAT address each hold one; -1 disables the cap (`n`)")
 	fs.StringVar(&cfg.DNSDomain, "dns-domain", control.DefaultDNSDomain, "DNS `domain` of the mesh: every node is NAME.DOMAIN on the agents' resolver (100.100.100.100)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "TCP `address` of the Prometheus endpoint (plain HTTP, path /metrics), e.g. 127.0.0.1:9100; empty (the default) disables it")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
@@ -65,6 +68,14 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.EphemeralTimeout <= 0 || cfg.EphemeralGrace <= 0 || cfg.AuthFailPerMinute <= 0 || cfg.AuthFailBurst == 0 || cfg.AuthFailBurst < -1 {
 		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --ephemeral-timeout, --ephemeral-grace and --auth-fail-per-minute must be positive, --auth-fail-burst positive or -1")
+		return errUsage
+	}
+	if cfg.JoinBurst == 0 || cfg.JoinBurst < -1 || cfg.JoinPerMinute <= 0 {
+		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --join-burst must be positive or -1, --join-per-minute positive")
+		return errUsage
+	}
+	if cfg.MaxConnsPerSource == 0 || cfg.MaxConnsPerSource < -1 {
+		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --max-conns-per-ip must be positive or -1")
 		return errUsage
 	}
 	switch {

@@ -38,6 +38,7 @@ func turnFlags(fs *flag.FlagSet) func() (coordinator.TURNConfig, error) {
 	rng := fs.String("relay-range", "49152-65535", "UDP `ports` MIN-MAX the embedded TURN server relays from")
 	fs.Var(&allow, "turn-allow-peer", "`CIDR` the embedded relay may reach although it is private or loopback (repeatable; by default those are refused)")
 	fs.DurationVar(&cfg.CredentialTTL, "turn-credential-ttl", 12*time.Hour, "lifetime of the TURN credentials given to agents (renewed at half-life)")
+	fs.DurationVar(&cfg.AllocationLifetime, "turn-allocation-lifetime", 2*time.Minute, "longest an embedded relay allocation over UDP lives without a refresh (agents refresh at half of it)")
 	fs.Var(&urls, "turn-url", "external TURN server `URI`, e.g. turn:turn.example.com:3478?transport=udp or turns:turn.example.com:443?transport=tcp (repeatable)")
 	secret := fs.String("turn-secret", "", "`secret` shared with the external TURN servers (coturn static-auth-secret). Visible in ps: prefer --turn-secret-file or the environment variable MESHVPN_TURN_SECRET")
 	secretFile := fs.String("turn-secret-file", "", "`file` holding the external TURN servers' shared secret")
@@ -54,6 +55,9 @@ func turnFlags(fs *flag.FlagSet) func() (coordinator.TURNConfig, error) {
 			return cfg, fmt.Errorf("bad --relay-range %q: want MIN-MAX, e.g. 49152-65535", *rng)
 		}
 		cfg.MinPort, cfg.MaxPort = uint16(minP), uint16(maxP)
+		if cfg.AllocationLifetime < 10*time.Second || cfg.AllocationLifetime > time.Hour {
+			return cfg, fmt.Errorf("bad --turn-allocation-lifetime %s: want 10s to 1h", cfg.AllocationLifetime)
+		}
 		for _, a := range allow {
 			p, err := netip.ParsePrefix(a)
 			if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 )
@@ -18,7 +17,7 @@ func TestSmallRun(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "meshvpn-coordinator")
 	gobin, err := exec.LookPath("go")
 	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		gobin = "/usr/local/go/bin/go" // where the project's machines have it
 	}
 	build := exec.Command(gobin, "build", "-o", bin, "github.com/meshvpn/meshvpn/cmd/meshvpn-coordinator")
 	if out, err := build.CombinedOutput(); err != nil {

@@ -50,11 +50,16 @@ type Result struct {
 	NetmapBytes int64 `json:"netmap_bytes"`
 	// Join: a node registers. Online, Offline: its stream comes and goes.
 	// Removal: an admin removes it (when the build has the command).
-	Join        Latency `json:"join"`
-	Online      Latency `json:"online"`
-	Offline     Latency `json:"offline"`
-	Removal     Latency `json:"removal"`
-	RemovalNote string  `json:"removal_note,omitempty"`
+	Join    Latency `json:"join"`
+	Online  Latency `json:"online"`
+	Offline Latency `json:"offline"`
+	// Removal is timed from launching `nodes remove` (the server tells the
+	// agents before the command answers), so it includes the command's
+	// start-up and admin-socket round trip; RemovalCommandMs is the
+	// command's own time from launch to answer.
+	Removal          Latency `json:"removal"`
+	RemovalCommandMs float64 `json:"removal_command_ms,omitempty"`
+	RemovalNote      string  `json:"removal_note,omitempty"`
 	// LostStreams counts agent streams that ended during the measurement;
 	// Notes says which probes did not reach every agent in time.
 	LostStreams int64              `json:"lost_streams"`
@@ -97,5 +102,7 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintf(w, "  removal propagation   %s\n", r.RemovalNote)
 	} else {
 		line("removal propagation", r.Removal)
+		fmt.Fprintf(w, "  %-21s (timed from launching `nodes remove`: includes its start-up and admin-socket\n"+
+			"  %-21s round trip; the command answered after %.1f ms)\n", "", "", r.RemovalCommandMs)
 	}
 }

@@ -167,7 +167,7 @@ func WaitOnline(ctx context.Context, agents []*Agent, timeout time.Duration) err
 // WaitPath waits until a's status shows the given path to peer and returns
 // that peer's last status line.
 func WaitPath(ctx context.Context, a *Agent, peer, path string, timeout time.Duration) (*PeerStatus, error) {
-	return waitPeer(ctx, a, peer, timeout, func(p *PeerStatus) error {
+	return WaitPeer(ctx, a, peer, timeout, func(p *PeerStatus) error {
 		if p.Path != path {
 			return fmt.Errorf("%s -> %s: path %q, want %q", a.Name, peer, p.Path, path)
 		}
@@ -184,7 +184,7 @@ func PingIP(ctx context.Context, a *Agent, ip string, count int) (string, error)
 // WaitConnected waits until a has a working path (direct or relay) to peer
 // and returns that peer's status line.
 func WaitConnected(ctx context.Context, a *Agent, peer string, timeout time.Duration) (*PeerStatus, error) {
-	return waitPeer(ctx, a, peer, timeout, func(p *PeerStatus) error {
+	return WaitPeer(ctx, a, peer, timeout, func(p *PeerStatus) error {
 		if p.Path != "direct" && p.Path != "relay" {
 			return fmt.Errorf("%s -> %s: path %q", a.Name, peer, p.Path)
 		}
@@ -192,9 +192,9 @@ func WaitConnected(ctx context.Context, a *Agent, peer string, timeout time.Dura
 	})
 }
 
-// waitPeer polls a's status until its line for peer passes ok, and returns
+// WaitPeer polls a's status until its line for peer passes ok, and returns
 // the last line seen.
-func waitPeer(ctx context.Context, a *Agent, peer string, timeout time.Duration, ok func(*PeerStatus) error) (*PeerStatus, error) {
+func WaitPeer(ctx context.Context, a *Agent, peer string, timeout time.Duration, ok func(*PeerStatus) error) (*PeerStatus, error) {
 	var last *PeerStatus
 	err := natlab.Poll(ctx, timeout, 500*time.Millisecond, func() error {
 		if err := a.Running(); err != nil {

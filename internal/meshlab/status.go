@@ -61,6 +61,8 @@ type RelayPath struct {
 	URL       string `json:"url"`
 	Server    string `json:"server"`
 	Transport string `json:"transport"`
+	// Allocation is the agent's relayed address on the server.
+	Allocation string `json:"allocation"`
 }
 
 // Endpoint is one address the node advertises. The agent prints objects
@@ -103,6 +105,7 @@ type PeerStatus struct {
 	Relay         *RelayPath `json:"relay"`
 	LastChange    string     `json:"last_change"`
 	LastHandshake string     `json:"last_handshake"`
+	LastRx        string     `json:"last_rx"` // RFC 3339: last WireGuard packet from the peer
 	RxBytes       uint64     `json:"rx_bytes"`
 	TxBytes       uint64     `json:"tx_bytes"`
 	RTTms         float64    `json:"rtt_ms"`

@@ -46,9 +46,6 @@ type Config struct {
 	// or resolv.conf); without it the resolver still answers on
 	// control.ResolverAddr.
 	AcceptDNS bool
-	// ResolvConf is the resolver file to read and rewrite; empty means
-	// /etc/resolv.conf.
-	ResolvConf string
 	// MetricsListen is the TCP address of the Prometheus endpoint (plain
 	// HTTP, /metrics); empty disables it.
 	MetricsListen string

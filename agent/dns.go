@@ -33,7 +33,7 @@ type meshDNS struct {
 // --accept-dns, so the host's resolvers are right before anything reads
 // them.
 func recoverHostDNS(cfg Config) {
-	file := cfg.resolvConf()
+	file := hostdns.DefaultResolvConf
 	res, err := hostdns.Recover(file, cfg.StateDir)
 	switch {
 	case err != nil:
@@ -45,21 +45,12 @@ func recoverHostDNS(cfg Config) {
 	}
 }
 
-func (c *Config) resolvConf() string {
-	if c.ResolvConf != "" {
-		return c.ResolvConf
-	}
-	return hostdns.DefaultResolvConf
-}
-
-func (a *Agent) resolvConf() string { return a.cfg.resolvConf() }
-
 // startDNS runs the resolver on the TUN device and, with --accept-dns,
 // points the host at it. A failure costs names, not the tunnel: it is
 // logged and status shows it.
 func (a *Agent) startDNS(self netip.Addr) {
 	a.dns = &meshDNS{domain: control.DefaultDNSDomain}
-	content, err := os.ReadFile(a.resolvConf())
+	content, err := os.ReadFile(hostdns.DefaultResolvConf)
 	if err != nil {
 		a.log.Warn("read resolv.conf for upstream resolvers", "err", err)
 	}
@@ -77,13 +68,13 @@ func (a *Agent) startDNS(self netip.Addr) {
 	a.dns.res = res
 	registerDNSMetrics(a.metrics.reg, res)
 	if len(res.Upstreams()) == 0 {
-		a.log.Warn("no upstream resolver in resolv.conf: only mesh names will resolve", "file", a.resolvConf())
+		a.log.Warn("no upstream resolver in resolv.conf: only mesh names will resolve", "file", hostdns.DefaultResolvConf)
 	}
 	a.log.Info("DNS resolver up", "addr", control.ResolverAddr, "upstreams", res.Upstreams())
 	if !a.cfg.AcceptDNS {
 		return
 	}
-	a.dns.host = hostdns.NewManager(hostdns.Config{ResolvConf: a.resolvConf(), StateDir: a.cfg.StateDir,
+	a.dns.host = hostdns.NewManager(hostdns.Config{StateDir: a.cfg.StateDir,
 		Resolver: control.ResolverAddr, IfIndex: a.tun.Index(), Log: a.log})
 	a.applyHostDNS(a.dns.domain)
 }

@@ -20,6 +20,12 @@ import (
 // through the tunnel, a LAN neighbour routing to us) is refused by the
 // resolver's source check. The host is pointed at it by hostdns unless
 // --accept-dns=false.
+//
+// So DNS needs no packet hook on the TUN. A packet filter (the access
+// policy) belongs in startDataPlane, wrapping the tun.Device handed to
+// device.NewDevice: Read sees what this host sends to peers, Write what
+// peers send to it. Queries to the resolver never pass there; a peer's
+// packet addressed to it does (on Write), and a filter may drop it early.
 type meshDNS struct {
 	res  *meshdns.Resolver // nil when it could not start
 	host *hostdns.Manager  // nil with --accept-dns=false

@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/coder/websocket v1.8.15
+	github.com/godbus/dbus/v5 v5.1.0
 	github.com/huin/goupnp v1.3.1
 	github.com/jackpal/gateway v1.0.6
 	github.com/pion/ice/v4 v4.4.8

@@ -42,6 +42,10 @@ type Config struct {
 	// NoPortmap: do not ask the gateway (PCP, NAT-PMP, UPnP) to forward the
 	// UDP port (see portmap.go).
 	NoPortmap bool
+	// AcceptDNS points the host's DNS at the mesh resolver (systemd-resolved
+	// or resolv.conf); without it the resolver still answers on
+	// control.ResolverAddr.
+	AcceptDNS bool
 	// MetricsListen is the TCP address of the Prometheus endpoint (plain
 	// HTTP, /metrics); empty disables it.
 	MetricsListen string
@@ -73,6 +77,7 @@ type Agent struct {
 
 	relays *relayManager
 	nat    natState
+	dns    *meshDNS
 
 	mu    sync.Mutex
 	self  control.Node
@@ -110,6 +115,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := ensureStateDir(cfg.StateDir, cfg.Logger); err != nil {
 		return err
 	}
+	recoverHostDNS(cfg)
 	priv, err := loadOrCreateKey(cfg.StateDir)
 	if err != nil {
 		return err
@@ -149,6 +155,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer a.stopDataPlane()
+	a.startDNS(netip.MustParseAddr(st.IP))
+	defer a.stopDNS() // before the TUN goes: resolved forgets the link then
+	a.refreshNames()
 	a.startPortmap(ctx)
 	defer a.stopPortmap() // before the data plane stops: deletes the router's forward
 	if cfg.MetricsListen != "" {
@@ -203,7 +212,7 @@ func (a *Agent) join(ctx context.Context) (*nodeState, error) {
 }
 
 func (a *Agent) saveJoin(resp *control.RegisterResponse) (*nodeState, error) {
-	if _, err := netip.ParseAddr(resp.IP); err != nil {
+	if ip, err := netip.ParseAddr(resp.IP); err != nil || ip == control.ResolverAddr {
 		return nil, fmt.Errorf("coordinator gave an invalid overlay address %q", resp.IP)
 	}
 	prefix := resp.Prefix

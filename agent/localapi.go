@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
+
+	"github.com/meshvpn/meshvpn/meshdns"
 )
 
 // The local API is HTTP on a unix socket; only root (or the socket's group)
@@ -81,6 +83,7 @@ func (a *Agent) Status() Status {
 			Endpoints:  []EndpointStatus{},
 			Relays:     []RelayStatus{},
 			PortMap:    a.portmapStatus(),
+			DNS:        a.dnsStatus(),
 		},
 		Coordinator:    CoordinatorStatus{URL: a.ctl.base.String(), Connected: connected, LastError: lastErr},
 		Peers:          []PeerStatus{},
@@ -110,9 +113,12 @@ func (a *Agent) Status() Status {
 	}
 	slices.Sort(st.WireGuardPeers)
 	seen := map[string]bool{}
+	domain := st.Self.DNS.Domain
 	for _, p := range peers {
 		s, ok := wg[p.key.Hex()]
-		st.Peers = append(st.Peers, p.status(s, ok, env))
+		ps := p.status(s, ok, env)
+		ps.DNSName = meshdns.FQDN(ps.Name, domain)
+		st.Peers = append(st.Peers, ps)
 		for _, e := range p.localEndpoints() {
 			if !seen[e.Addr] {
 				seen[e.Addr] = true

@@ -81,6 +81,8 @@ func (a *Agent) applyNetmap(nm *control.Netmap) {
 	for _, n := range nm.Peers {
 		a.upsertPeer(n)
 	}
+	a.setDNSDomain(nm.DNS)
+	a.refreshNames()
 }
 
 func (a *Agent) applyDelta(d *control.Delta) {
@@ -98,6 +100,7 @@ func (a *Agent) applyDelta(d *control.Delta) {
 	for _, n := range d.Upsert {
 		a.upsertPeer(n)
 	}
+	a.refreshNames()
 }
 
 func (a *Agent) upsertPeer(n control.Node) {
@@ -128,7 +131,9 @@ func (a *Agent) upsertPeer(n control.Node) {
 		return
 	}
 	ip, err := netip.ParseAddr(n.IP)
-	if err != nil || !ip.Is4() {
+	// The resolver's address is every node's own: a peer holding it would
+	// take DNS queries to the tunnel.
+	if err != nil || !ip.Is4() || ip == control.ResolverAddr {
 		a.log.Warn("peer with invalid overlay address ignored", "peer", n.Name, "ip", n.IP)
 		return
 	}
@@ -192,6 +197,7 @@ func (a *Agent) dropAllPeers(reason string) {
 	for _, id := range ids {
 		a.removePeer(id)
 	}
+	a.refreshNames()
 	if len(ids) > 0 {
 		a.log.Warn("dropped every peer: the coordinator no longer admits this node", "reason", reason, "peers", len(ids))
 	}

@@ -23,3 +23,17 @@ func TestPeerKeyRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerResolverAddrRefused: a peer claiming the resolver's address
+// (a coordinator never gives it out) is not added: it would shadow every
+// node's DNS.
+func TestPeerResolverAddrRefused(t *testing.T) {
+	priv, _ := newPrivateKey()
+	a := &Agent{log: slog.New(slog.DiscardHandler), priv: priv, pub: priv.Public(), peers: map[uint64]*peer{}}
+	a.self = control.Node{ID: 1, PublicKey: a.pub.String()}
+	other, _ := newPrivateKey()
+	a.upsertPeer(control.Node{ID: 2, Name: "p", IP: control.ResolverAddr.String(), PublicKey: other.Public().String()})
+	if len(a.peers) != 0 {
+		t.Fatal("peer with the resolver's address added")
+	}
+}

@@ -46,6 +46,21 @@ type SelfStatus struct {
 	// PortMap is the port forward this node got from its gateway (PCP,
 	// NAT-PMP or UPnP); absent with --no-portmap. See portmap.go.
 	PortMap *PortMapStatus `json:"portmap,omitempty"`
+	// DNS is the mesh resolver and how the host uses it.
+	DNS *DNSStatus `json:"dns"`
+}
+
+// DNSStatus describes names in the mesh on this node.
+type DNSStatus struct {
+	// Domain is the mesh's DNS domain: peers are NAME.Domain.
+	Domain string `json:"domain"`
+	// Resolver is the address the resolver answers on; empty when it could
+	// not start.
+	Resolver string `json:"resolver"`
+	// Mode is how the host's DNS uses it: "resolved" (systemd-resolved,
+	// per link), "resolv.conf" (rewritten while the agent runs) or "off"
+	// (--accept-dns=false, or it could not be set).
+	Mode string `json:"mode"`
 }
 
 // EndpointStatus is one local candidate address.
@@ -69,6 +84,8 @@ type PeerStatus struct {
 	PublicKey string   `json:"public_key"`
 	Tags      []string `json:"tags"`
 	Online    bool     `json:"online"`
+	// DNSName is the name the mesh resolver answers for the peer.
+	DNSName string `json:"dns_name"`
 	// Path is "direct", "relay" or "none"; Reason says why when not direct,
 	// and "no answer for N s" when the path's lane is down and the peer has
 	// not answered what we sent for that long (after 15 s: path "none").

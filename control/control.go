@@ -164,6 +164,9 @@ type Netmap struct {
 	// Relays lists the TURN servers the agent may relay through, with
 	// credentials minted for this node. Absent from older coordinators.
 	Relays []Relay `json:"relays,omitempty"`
+	// DNS is the mesh's naming: peers are NAME.DNS.Domain. Absent from
+	// older coordinators (agents then use DefaultDNSDomain).
+	DNS *DNSConfig `json:"dns,omitempty"`
 }
 
 // Relay is one TURN server and the short-lived credential for it, in the

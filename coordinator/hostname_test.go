@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/meshvpn/meshvpn/control"
 )
 
 func TestSanitizeHostname(t *testing.T) {
@@ -68,5 +70,16 @@ func TestFirstFree(t *testing.T) {
 	}
 	if c, err := firstFree(p, b, taken); err == nil {
 		t.Fatalf("walk from the hint went below it: %v", c)
+	}
+}
+
+// The agents' resolver address is never a node's, even when the walk
+// reaches it.
+func TestFirstFreeSkipsResolverAddr(t *testing.T) {
+	below := control.ResolverAddr.Prev()
+	taken := func(a netip.Addr) (bool, error) { return a == below, nil }
+	a, err := firstFree(control.OverlayPrefix, below, taken)
+	if err != nil || a != control.ResolverAddr.Next() {
+		t.Fatalf("got %v %v, want %v", a, err, control.ResolverAddr.Next())
 	}
 }

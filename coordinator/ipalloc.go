@@ -21,8 +21,9 @@ const DefaultIPHoldback = 24 * time.Hour
 
 // firstFree returns the first address of prefix at or above from (the
 // first host address when from is outside it) that taken says is free. It
-// skips the network address and the last address of the prefix, which some
-// stacks treat as broadcast. Addresses are never recycled while their node
+// skips the network address, the last address of the prefix, which some
+// stacks treat as broadcast, and control.ResolverAddr, every agent's own
+// DNS resolver. Addresses are never recycled while their node
 // exists, so a node keeps its address for life.
 func firstFree(prefix netip.Prefix, from netip.Addr, taken func(netip.Addr) (bool, error)) (netip.Addr, error) {
 	prefix = prefix.Masked()
@@ -34,6 +35,9 @@ func firstFree(prefix netip.Prefix, from netip.Addr, taken func(netip.Addr) (boo
 		next := a.Next()
 		if !next.IsValid() || !prefix.Contains(next) {
 			break // a is the last address
+		}
+		if a == control.ResolverAddr {
+			continue
 		}
 		used, err := taken(a)
 		if err != nil {
@@ -84,7 +88,7 @@ func (s *Store) freeIP(ctx context.Context, tx *sql.Tx) (netip.Addr, error) {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM held_ips WHERE ip = ?`, held); err != nil {
 			return netip.Addr{}, fmt.Errorf("allocate address: %w", err)
 		}
-		if a, err := netip.ParseAddr(held); err == nil && control.OverlayPrefix.Contains(a) {
+		if a, err := netip.ParseAddr(held); err == nil && control.OverlayPrefix.Contains(a) && a != control.ResolverAddr {
 			return a, nil
 		}
 		// Not an address of ours (a damaged row): dropped, take a new one.

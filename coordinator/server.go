@@ -48,6 +48,9 @@ type Config struct {
 	// MetricsListen is the TCP address of the Prometheus endpoint
 	// (/metrics, plain HTTP); empty disables it.
 	MetricsListen string
+	// DNSDomain is the mesh's DNS domain, sent to agents in the netmap;
+	// empty means control.DefaultDNSDomain.
+	DNSDomain string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 
@@ -158,6 +161,14 @@ func New(cfg Config) (*Server, error) {
 	if err := checkPublicHost(cfg.PublicHost); err != nil {
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
+	if cfg.DNSDomain == "" {
+		cfg.DNSDomain = control.DefaultDNSDomain
+	}
+	domain, err := control.NormalizeDNSDomain(cfg.DNSDomain)
+	if err != nil {
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
+	cfg.DNSDomain = domain
 	if cfg.EphemeralTimeout <= 0 {
 		cfg.EphemeralTimeout = defaultEphemeralTimeout
 	}

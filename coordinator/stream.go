@@ -98,7 +98,8 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	s.streams.Add(1)
 	defer s.streams.Done()
 	ws.SetReadLimit(streamReadLimit)
-	s.serveStream(ws, node, version, control.Netmap{STUN: s.stunServers(r), STUNServers: s.stunServerList(r)}, s.stunHost(r))
+	s.serveStream(ws, node, version, control.Netmap{STUN: s.stunServers(r), STUNServers: s.stunServerList(r),
+		DNS: &control.DNSConfig{Domain: s.cfg.DNSDomain}}, s.stunHost(r))
 }
 
 // serveStream runs one agent's stream until either side ends it.

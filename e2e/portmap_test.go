@@ -305,23 +305,8 @@ func TestPortmapIgnoresLANNeighbour(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	startTool := func(h *natlab.Host, mode string, args ...string) *natlab.Proc {
-		t.Helper()
-		name, argv, err := toolCommand(mode, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := h.Start(name, argv...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := p.WaitLog("ready", 10*time.Second); err != nil {
-			t.Fatalf("%s on %s: %v", mode, h.Name, err)
-		}
-		return p
-	}
-	witness := startTool(home.Host, "http-witness", "-listen", "127.0.0.1:5000")
-	liar := startTool(nbr, "ssdp-liar", "-location", "http://127.0.0.1:5000/rootDesc.xml")
+	witness := startTool(t, home.Host, "http-witness", "-listen", "127.0.0.1:5000")
+	liar := startTool(t, nbr, "ssdp-liar", "-location", "http://127.0.0.1:5000/rootDesc.xml")
 	// Until the agent has mapped, the neighbour's is the only SSDP answer
 	// on the LAN: an agent that took any answer would take its.
 	if err := upnpd.DropSSDPAnswers(ctx, true); err != nil {

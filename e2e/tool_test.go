@@ -19,8 +19,12 @@ import (
 //
 //	ssdp-liar    -location URL       answer every SSDP M-SEARCH for an IGD with URL
 //	http-witness -listen ADDR        log every HTTP request it gets ("request METHOD PATH from ADDR")
+//	dns-server -listen ADDR NAME=IP...   a small authoritative DNS server (the "original resolver")
 //
-// Both print "ready" once listening, and run until killed.
+// They print "ready" once listening, and run until killed.
+//
+//	dns-query -server ADDR -name NAME    ask one A question over UDP, print "rcode=R a=IP,..." (exit 1 on no answer)
+//	resolved-check                       the agent's DNS pieces against a real systemd-resolved (see TestNamesSystemdResolved)
 const toolEnv = "MESHVPN_E2E_TOOL"
 
 func TestMain(m *testing.M) {
@@ -40,6 +44,12 @@ func runTool(mode string, args []string) error {
 		return ssdpLiar(args)
 	case "http-witness":
 		return httpWitness(args)
+	case "dns-server":
+		return dnsServer(args)
+	case "dns-query":
+		return dnsQuery(args)
+	case "resolved-check":
+		return resolvedCheck()
 	}
 	return fmt.Errorf("unknown mode %q", mode)
 }

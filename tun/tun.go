@@ -130,3 +130,30 @@ func configure(name string, cfg Config) error {
 	}
 	return nil
 }
+
+// AddAddr gives the device one more local address (a /32), e.g. the
+// agent's DNS resolver: the kernel then delivers packets to it locally,
+// like to the node's own address, without them entering the tunnel.
+func (d *Device) AddAddr(a netip.Addr) error {
+	if !a.Is4() {
+		return fmt.Errorf("tun: address %v is not IPv4", a)
+	}
+	link, err := netlink.LinkByName(d.name)
+	if err != nil {
+		return fmt.Errorf("find link %s: %w", d.name, err)
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+	if err := netlink.AddrAdd(link, addr); err != nil {
+		return fmt.Errorf("add address %v to %s: %w", a, d.name, err)
+	}
+	return nil
+}
+
+// Index is the interface index, or 0 when the device is gone.
+func (d *Device) Index() int {
+	ifc, err := net.InterfaceByName(d.name)
+	if err != nil {
+		return 0
+	}
+	return ifc.Index
+}

@@ -135,6 +135,8 @@ func TestUsageErrors(t *testing.T) {
 		{"serve", "--turn-username", "u", "--turn-url", "turn:x"},
 		{"serve", "--turn-secret", "s"},
 		{"serve", "--ip-holdback", "-1h"},
+		{"serve", "--dns-domain", "bad_domain.internal"},
+		{"serve", "--dns-domain", "mesh.local"},
 		{"serve", "--turn-username", "u", "--turn-password", "p", "--turn-password-file", "f", "--turn-url", "turn:x"},
 	}
 	for _, args := range cases {

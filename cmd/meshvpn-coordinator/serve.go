@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/coordinator"
 	"github.com/meshvpn/meshvpn/internal/secretflag"
 )
@@ -54,6 +55,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.JoinBurst, "join-burst", 100, "`n` registrations with one auth key allowed at once before further ones get 429; -1 disables the limit (rejoining with a credential is never limited)")
 	fs.Float64Var(&cfg.JoinPerMinute, "join-per-minute", 600, "rate at which an auth key's join budget refills (`n` per minute)")
 	fs.IntVar(&cfg.MaxConnsPerSource, "max-conns-per-ip", 256, "API connections open at once from one source IP (IPv6: one /64); more are closed at once. Agents behind one NAT address each hold one; -1 disables the cap (`n`)")
+	fs.StringVar(&cfg.DNSDomain, "dns-domain", control.DefaultDNSDomain, "DNS `domain` of the mesh: every node is NAME.DOMAIN on the agents' resolver (100.100.100.100)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "TCP `address` of the Prometheus endpoint (plain HTTP, path /metrics), e.g. 127.0.0.1:9100; empty (the default) disables it")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	if err := parseFlags(fs, serveAbout, args, stdout, stderr); err != nil {
@@ -83,11 +85,16 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	case cfg.IPHoldback == 0:
 		cfg.IPHoldback = -1 // Config's "none"; its 0 means the default
 	}
+	domain, err := control.NormalizeDNSDomain(cfg.DNSDomain)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshvpn-coordinator serve: --dns-domain: %v\n", err)
+		return errUsage
+	}
+	cfg.DNSDomain = domain
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --tls-cert and --tls-key must be given together")
 		return errUsage
 	}
-	var err error
 	if cfg.TURN, err = turnCfg(); err != nil {
 		fmt.Fprintf(stderr, "meshvpn-coordinator serve: %v\n", err)
 		return errUsage

@@ -127,6 +127,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 	mtu := fs.Int("mtu", tun.DefaultMTU, "MTU of the TUN device")
 	caFile := fs.String("ca-file", "", "PEM file of the CA that signed the coordinator's TLS certificate (default: system roots)")
 	noPortmap := fs.Bool("no-portmap", false, "do not ask the router (PCP, NAT-PMP or UPnP) to forward the UDP port")
+	acceptDNS := fs.Bool("accept-dns", true, "point this host's DNS at the mesh resolver 100.100.100.100 (systemd-resolved per link, else /etc/resolv.conf rewritten while the agent runs); --accept-dns=false leaves the host's DNS alone, the resolver still answers")
 	metricsListen := fs.String("metrics-listen", "", "TCP address of the Prometheus endpoint (plain HTTP, path /metrics), e.g. 127.0.0.1:9101; empty (the default) disables it")
 	verbose := fs.Bool("verbose", false, "log debug details")
 	pos, err := parse(fs, args)
@@ -166,6 +167,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 		MTU:           *mtu,
 		CAFile:        *caFile,
 		NoPortmap:     *noPortmap,
+		AcceptDNS:     *acceptDNS,
 		MetricsListen: *metricsListen,
 		Logger:        log,
 	})
@@ -212,6 +214,9 @@ func printStatus(w io.Writer, st *agent.Status) {
 		}
 		fmt.Fprintf(w, "  relay %-25s %-3s %s\n", r.Server, r.Transport, state)
 	}
+	if d := st.Self.DNS; d != nil {
+		fmt.Fprintf(w, "  dns: %s on %s, host DNS %s\n", d.Domain, dash(d.Resolver), dnsModeText(d.Mode))
+	}
 	coord := "connected"
 	if !st.Coordinator.Connected {
 		coord = "DISCONNECTED"
@@ -225,7 +230,7 @@ func printStatus(w io.Writer, st *agent.Status) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tIP\tTAGS\tONLINE\tPATH\tENDPOINT\tCANDIDATES\tHANDSHAKE\tRX\tTX\tRTT")
+	fmt.Fprintln(tw, "PEER\tDNS NAME\tIP\tTAGS\tONLINE\tPATH\tENDPOINT\tCANDIDATES\tHANDSHAKE\tRX\tTX\tRTT")
 	for _, p := range st.Peers {
 		path := p.Path
 		if p.Relay != nil {
@@ -246,10 +251,22 @@ func printStatus(w io.Writer, st *agent.Status) {
 		if p.RTTMs > 0 {
 			rtt = fmt.Sprintf("%.1fms", p.RTTMs)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.IP, dash(strings.Join(p.Tags, ",")), p.Online, path, dash(p.Endpoint), cands, hs,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, dash(p.DNSName), p.IP, dash(strings.Join(p.Tags, ",")), p.Online, path, dash(p.Endpoint), cands, hs,
 			bytesStr(p.RxBytes), bytesStr(p.TxBytes), rtt)
 	}
 	tw.Flush()
+}
+
+func dnsModeText(mode string) string {
+	switch mode {
+	case "resolved":
+		return "resolved (systemd-resolved sends the mesh domain here)"
+	case "resolv.conf":
+		return "resolv.conf (rewritten while the agent runs)"
+	case "off":
+		return "off (host DNS not changed)"
+	}
+	return mode
 }
 
 func dash(s string) string {

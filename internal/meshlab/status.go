@@ -29,6 +29,14 @@ type SelfStatus struct {
 	Relays    []Relay    `json:"relays"`
 	// PortMap is nil when the agent runs with --no-portmap.
 	PortMap *PortMap `json:"portmap"`
+	DNS     *DNS     `json:"dns"`
+}
+
+// DNS is the agent's mesh resolver and how the host uses it.
+type DNS struct {
+	Domain   string `json:"domain"`
+	Resolver string `json:"resolver"`
+	Mode     string `json:"mode"` // "resolved", "resolv.conf" or "off"
 }
 
 // PortMap is the agent's port forward on its router.
@@ -88,6 +96,7 @@ type PeerStatus struct {
 	PublicKey     string     `json:"public_key"`
 	Tags          []string   `json:"tags"`
 	Online        bool       `json:"online"`
+	DNSName       string     `json:"dns_name"`
 	Path          string     `json:"path"` // "direct", "relay" or "none"
 	Endpoint      string     `json:"endpoint"`
 	LocalType     string     `json:"local_type"`  // host, srflx, prflx, relay, portmap

@@ -63,6 +63,7 @@ func deleteNamespace(ns string) {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
 	run("ip", "netns", "del", ns)
+	removeEtc(ns)
 }
 
 // listNamespaces returns the names of all named network namespaces.

@@ -141,6 +141,9 @@ func (l *Lab) addNamespace(name string) (string, error) {
 	l.mu.Lock()
 	l.namespaces = append(l.namespaces, ns)
 	l.mu.Unlock()
+	if err := writeEtc(ns); err != nil {
+		return "", err
+	}
 	if err := run("ip", "-n", ns, "link", "set", "lo", "up"); err != nil {
 		return "", err
 	}

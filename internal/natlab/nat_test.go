@@ -156,7 +156,15 @@ func TestCloseRemovesNamespaces(t *testing.T) {
 	if _, err := site.Host.Start("sleep", "60"); err != nil {
 		t.Fatal(err)
 	}
+	// Commands in the lab see the host's own resolv.conf, never the
+	// machine's (an agent rewrites the one it sees).
+	if out, err := site.Host.Run(t.Context(), "cat", "/etc/resolv.conf"); err != nil || out != defaultResolvConf {
+		t.Fatalf("lab host's /etc/resolv.conf = %q, %v; want the lab's own", out, err)
+	}
 	lab.Close()
+	if fileExists(site.Host.ResolvConf()) {
+		t.Errorf("%s survived Close", site.Host.ResolvConf())
+	}
 	names, err := listNamespaces()
 	if err != nil {
 		t.Fatal(err)
@@ -193,7 +201,11 @@ func TestCleanupStale(t *testing.T) {
 	if err := run("ip", "netns", "add", prefix+"crashed"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { deleteNamespace(prefix + "crashed"); removeOwner(prefix) })
+	// And an /etc/netns dir whose namespace is already gone.
+	if err := writeEtc(prefix + "gone"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deleteNamespace(prefix + "crashed"); removeEtc(prefix + "gone"); removeOwner(prefix) })
 	if err := CleanupStale(t); err != nil {
 		t.Fatal(err)
 	}
@@ -206,5 +218,11 @@ func TestCleanupStale(t *testing.T) {
 	}
 	if !slices.Contains(names, live.Prefix+"internet") {
 		t.Errorf("live lab's namespace %sinternet was removed", live.Prefix)
+	}
+	if fileExists(etcDir(prefix+"gone")) || fileExists(etcDir(prefix+"crashed")) {
+		t.Errorf("stale %s dirs were not removed", etcNetns)
+	}
+	if !fileExists(etcDir(live.Prefix + "internet")) {
+		t.Errorf("live lab's %s was removed", etcDir(live.Prefix+"internet"))
 	}
 }

@@ -65,6 +65,13 @@ func CleanupStale(log Logger) error {
 			stale[m[1]] = append(stale[m[1]], ns)
 		}
 	}
+	// /etc/netns dirs whose namespace is already gone.
+	dirs, _ := filepath.Glob(filepath.Join(etcNetns, "mv*-*"))
+	for _, d := range dirs {
+		if m := labPrefix.FindStringSubmatch(filepath.Base(d)); m != nil && !ownerAlive(m[1]+"-") {
+			removeEtc(filepath.Base(d))
+		}
+	}
 	for prefix, nss := range stale {
 		log.Logf("natlab: removing %d namespaces left by crashed lab %s", len(nss), prefix)
 		for _, ns := range nss {

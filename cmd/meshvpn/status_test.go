@@ -1,0 +1,26 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/meshvpn/meshvpn/agent"
+)
+
+// The status table names each peer's DNS name and the DNS mode.
+func TestPrintStatusDNS(t *testing.T) {
+	st := &agent.Status{
+		Self: agent.SelfStatus{Name: "laptop", IP: "100.64.0.1", TUN: "meshvpn0",
+			DNS: &agent.DNSStatus{Domain: "mesh.internal", Resolver: "100.100.100.100", Mode: "resolved"}},
+		Peers: []agent.PeerStatus{{Name: "server", DNSName: "server.mesh.internal", IP: "100.64.0.2", Path: agent.PathNone}},
+	}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	out := b.String()
+	for _, want := range []string{"dns: mesh.internal on 100.100.100.100, host DNS resolved", "DNS NAME", "server.mesh.internal"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -5,7 +5,7 @@
 # tests then skip with a message.
 set -euo pipefail
 
-packages=(nftables iproute2 iputils-ping openssh-server openssh-client iperf3 conntrack procps miniupnpd-nftables coturn curl)
+packages=(nftables iproute2 iputils-ping openssh-server openssh-client iperf3 conntrack procps miniupnpd-nftables coturn curl dbus-daemon systemd)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -13,6 +13,9 @@ for p in "${packages[@]}"; do
 		missing+=("$p")
 	fi
 done
+
+# systemd-resolved unpacked (never installed) for TestNamesSystemdResolved.
+trap '"$(dirname "$0")"/resolved-for-tests.sh' EXIT
 
 if [ ${#missing[@]} -eq 0 ]; then
 	echo "deps: all present (${packages[*]})"

@@ -56,6 +56,13 @@ var migrations = []string{
 		released_at INTEGER NOT NULL
 	);
 	CREATE INDEX held_ips_released ON held_ips (released_at);`,
+	// 4: the access policy, as the operator wrote it (one row, or none for
+	// "everything allowed").
+	`CREATE TABLE policy (
+		id         INTEGER PRIMARY KEY CHECK (id = 1),
+		source     BLOB    NOT NULL,
+		updated_at INTEGER NOT NULL
+	);`,
 }
 
 // migrate brings the schema up to date. It runs in one immediate transaction,

@@ -32,6 +32,8 @@ type Rule struct {
 type Filter struct {
 	In  []Rule `json:"in"`
 	Out []Rule `json:"out"`
+	// AllowAll lifts filtering: no policy is set.
+	AllowAll bool `json:"allow_all,omitempty"`
 }
 
 // Compiled is a policy turned into lookup tables. Its cost is independent

@@ -102,7 +102,12 @@ func Parse(src []byte) (*Policy, error) {
 	}
 	root, err := hujson.Parse(src)
 	if err != nil {
-		return nil, fmt.Errorf("policy syntax: %s", strings.TrimPrefix(err.Error(), "hujson: "))
+		// hujson may quote the offending text: keep the message short.
+		msg := strings.TrimPrefix(err.Error(), "hujson: ")
+		if len(msg) > 160 {
+			msg = msg[:160] + "…"
+		}
+		return nil, fmt.Errorf("policy syntax: %s", msg)
 	}
 	p := &parser{src: src}
 	pol := &Policy{Groups: map[string][]string{}, Hosts: map[string]netip.Prefix{}}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/meshvpn/meshvpn/coordinator"
+	"github.com/meshvpn/meshvpn/policy"
+)
+
+const policySetAbout = `Checks the access policy in FILE (HuJSON: syntax, selectors and every
+"tests" entry) and makes it the mesh's policy. With a running server it
+reaches every connected agent within a second. A refused file changes
+nothing: the old policy stays.`
+
+const policyCheckAbout = `Checks the access policy in FILE as "policy set" does, without storing it.`
+
+const policyGetAbout = `Prints the access policy as it was set. With none set, says so: every node
+may then reach every other.`
+
+func runPolicySet(args []string, stdout, stderr io.Writer) error {
+	return runPolicyFile("policy set", policySetAbout, args, stdout, stderr, func(ctx context.Context, a *coordinator.Admin, src []byte) (string, error) {
+		return "policy set", a.SetPolicy(ctx, src)
+	})
+}
+
+func runPolicyCheck(args []string, stdout, stderr io.Writer) error {
+	return runPolicyFile("policy check", policyCheckAbout, args, stdout, stderr, func(ctx context.Context, a *coordinator.Admin, src []byte) (string, error) {
+		return "policy is valid", a.CheckPolicy(ctx, src)
+	})
+}
+
+func runPolicyFile(name, about string, args []string, stdout, stderr io.Writer,
+	op func(context.Context, *coordinator.Admin, []byte) (string, error)) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	stateDir := fs.String("state", defaultStateDir, "state `directory`")
+	pos, err := parseFlagsArgs(fs, "FILE", about, 1, args, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	src, err := readPolicyFile(pos[0])
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := coordinator.OpenAdmin(ctx, *stateDir)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	defer admin.Close()
+	msg, err := op(ctx, admin, src)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", name, pos[0], err)
+	}
+	fmt.Fprintln(stdout, msg)
+	return nil
+}
+
+func readPolicyFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	src, err := io.ReadAll(io.LimitReader(f, policy.MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(src) > policy.MaxSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, policy.MaxSize)
+	}
+	return src, nil
+}
+
+func runPolicyGet(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("policy get", flag.ContinueOnError)
+	stateDir := fs.String("state", defaultStateDir, "state `directory`")
+	if _, err := parseFlagsArgs(fs, "", policyGetAbout, 0, args, stdout, stderr); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := coordinator.OpenAdmin(ctx, *stateDir)
+	if err != nil {
+		return fmt.Errorf("policy get: %w", err)
+	}
+	defer admin.Close()
+	src, err := admin.Policy(ctx)
+	if err != nil {
+		return fmt.Errorf("policy get: %w", err)
+	}
+	if src == nil {
+		fmt.Fprintln(stderr, "no policy set: every node may reach every other")
+		return nil
+	}
+	_, err = stdout.Write(src)
+	return err
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -111,7 +112,11 @@ func (a *Agent) Status() Status {
 	seen := map[string]bool{}
 	for _, p := range peers {
 		s, ok := wg[p.key.Hex()]
-		st.Peers = append(st.Peers, p.status(s, ok, env))
+		ps := p.status(s, ok, env)
+		if ip, err := netip.ParseAddr(ps.IP); err == nil && a.filter != nil {
+			ps.Policy, ps.PingBlocked, ps.PolicyDropsIn, ps.PolicyDropsOut = a.filter.PeerInfo(ip)
+		}
+		st.Peers = append(st.Peers, ps)
 		for _, e := range p.localEndpoints() {
 			if !seen[e.Addr] {
 				seen[e.Addr] = true

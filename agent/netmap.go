@@ -75,6 +75,8 @@ func (a *Agent) applyNetmap(nm *control.Netmap) {
 	for _, n := range nm.Peers {
 		a.upsertPeer(n)
 	}
+	a.setPolicyFilter(nm.Filter)
+	a.refreshFilter()
 }
 
 func (a *Agent) applyDelta(d *control.Delta) {
@@ -91,6 +93,12 @@ func (a *Agent) applyDelta(d *control.Delta) {
 	}
 	for _, n := range d.Upsert {
 		a.upsertPeer(n)
+	}
+	if d.Filter != nil {
+		a.setPolicyFilter(d.Filter)
+	}
+	if d.Filter != nil || len(d.Upsert) > 0 || len(d.Remove) > 0 {
+		a.refreshFilter()
 	}
 }
 

@@ -165,3 +165,25 @@ func ParsePorts(s string) ([]PortRange, error) {
 	}
 	return out, nil
 }
+
+// MatchAtom tells whether a plain selector from a Rule ("*", a node name,
+// "tag:x", an address prefix) names the node with this name, address and
+// tags.
+func MatchAtom(atom, name string, ip netip.Addr, tags []string) bool {
+	switch {
+	case atom == "*":
+		return true
+	case strings.HasPrefix(atom, "tag:"):
+		want := atom[len("tag:"):]
+		for _, t := range tags {
+			if CanonTag(t) == want {
+				return true
+			}
+		}
+		return false
+	case strings.ContainsRune(atom, '/'):
+		pfx, err := netip.ParsePrefix(atom)
+		return err == nil && ip.IsValid() && pfx.Contains(ip)
+	}
+	return atom == name
+}

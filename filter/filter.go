@@ -218,7 +218,7 @@ func (f *Filter) PeerInfo(ip netip.Addr) (open string, pingBlocked bool, in, out
 	return describe(pr.out), !allowed(pr.out, &echo), in, out
 }
 
-// describe summarises rules as "tcp 22,80; icmp".
+// describe summarises rules as "tcp 22,80; icmp" ("port 22": any protocol).
 func describe(rules []portRule) string {
 	var parts []string
 	for _, r := range rules {
@@ -235,7 +235,11 @@ func describe(rules []portRule) string {
 					ps = append(ps, fmt.Sprintf("%d-%d", pr.First, pr.Last))
 				}
 			}
-			s += " " + strings.Join(ps, ",")
+			if r.proto == 0 {
+				s = "port " + strings.Join(ps, ",") // any protocol
+			} else {
+				s += " " + strings.Join(ps, ",")
+			}
 		}
 		if !slices.Contains(parts, s) {
 			parts = append(parts, s)

@@ -79,6 +79,18 @@ func (s *Server) SetPolicy(ctx context.Context, src []byte) error {
 	return nil
 }
 
+// ClearPolicy removes the policy; every agent is told at once.
+func (s *Server) ClearPolicy(ctx context.Context) error {
+	if err := s.store.ClearPolicy(ctx); err != nil {
+		return err
+	}
+	s.hub.mu.Lock()
+	s.hub.setPolicyLocked(nil)
+	s.hub.mu.Unlock()
+	s.log.Info("policy cleared")
+	return nil
+}
+
 // PolicySource returns the stored policy, or nil if none is set.
 func (s *Server) PolicySource(ctx context.Context) ([]byte, error) {
 	return s.store.Policy(ctx)

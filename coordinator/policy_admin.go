@@ -19,6 +19,7 @@ const (
 	adminPathPolicy      = "/v1/policy"
 	adminPathPolicySet   = "/v1/policy/set"
 	adminPathPolicyCheck = "/v1/policy/check"
+	adminPathPolicyClear = "/v1/policy/clear"
 )
 
 func (s *Server) adminPolicyRoutes(mux *http.ServeMux) {
@@ -56,6 +57,9 @@ func (s *Server) adminPolicyRoutes(mux *http.ServeMux) {
 		if src, ok := body(w, r); ok {
 			answer(w, s.SetPolicy(r.Context(), src))
 		}
+	})
+	mux.HandleFunc("POST "+adminPathPolicyClear, func(w http.ResponseWriter, r *http.Request) {
+		answer(w, s.ClearPolicy(r.Context()))
 	})
 	mux.HandleFunc("POST "+adminPathPolicyCheck, func(w http.ResponseWriter, r *http.Request) {
 		if src, ok := body(w, r); ok {
@@ -105,6 +109,15 @@ func (a *Admin) SetPolicy(ctx context.Context, src []byte) error {
 		return err
 	}
 	return a.store.SetPolicy(ctx, src)
+}
+
+// ClearPolicy removes the policy.
+func (a *Admin) ClearPolicy(ctx context.Context) error {
+	if a.store != nil {
+		return a.store.ClearPolicy(ctx)
+	}
+	_, err := a.raw(ctx, http.MethodPost, adminPathPolicyClear, nil)
+	return err
 }
 
 // Policy returns the stored policy, nil if none is set.

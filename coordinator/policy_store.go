@@ -20,6 +20,14 @@ func (s *Store) Policy(ctx context.Context) ([]byte, error) {
 	return src, nil
 }
 
+// ClearPolicy removes the policy: everything is allowed again.
+func (s *Store) ClearPolicy(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM policy`); err != nil {
+		return fmt.Errorf("clear policy: %w", err)
+	}
+	return nil
+}
+
 // SetPolicy stores a checked policy source, replacing the old one.
 func (s *Store) SetPolicy(ctx context.Context, src []byte) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO policy (id, source, updated_at) VALUES (1, ?, ?)

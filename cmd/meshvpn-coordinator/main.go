@@ -29,6 +29,7 @@ Usage:
   meshvpn-coordinator policy set [flags] FILE          check and apply an access policy
   meshvpn-coordinator policy check [flags] FILE        check an access policy only
   meshvpn-coordinator policy get [flags]               print the access policy
+  meshvpn-coordinator policy clear [flags]             remove the access policy (allow everything)
 
 Run "meshvpn-coordinator <command> --help" for a command's flags.
 `
@@ -64,7 +65,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}, rest, stdout, stderr)
 	case "policy":
 		err = runGroup("policy", map[string]command{
-			"set": runPolicySet, "check": runPolicyCheck, "get": runPolicyGet,
+			"set": runPolicySet, "check": runPolicyCheck, "get": runPolicyGet, "clear": runPolicyClear,
 		}, rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "meshvpn-coordinator: unknown command %q\n\n%s", cmd, usage)

@@ -77,6 +77,28 @@ func readPolicyFile(path string) ([]byte, error) {
 	return src, nil
 }
 
+const policyClearAbout = `Removes the access policy: every node may reach every other again.`
+
+func runPolicyClear(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("policy clear", flag.ContinueOnError)
+	stateDir := fs.String("state", defaultStateDir, "state `directory`")
+	if _, err := parseFlagsArgs(fs, "", policyClearAbout, 0, args, stdout, stderr); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := coordinator.OpenAdmin(ctx, *stateDir)
+	if err != nil {
+		return fmt.Errorf("policy clear: %w", err)
+	}
+	defer admin.Close()
+	if err := admin.ClearPolicy(ctx); err != nil {
+		return fmt.Errorf("policy clear: %w", err)
+	}
+	fmt.Fprintln(stdout, "policy cleared: every node may reach every other")
+	return nil
+}
+
 func runPolicyGet(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("policy get", flag.ContinueOnError)
 	stateDir := fs.String("state", defaultStateDir, "state `directory`")

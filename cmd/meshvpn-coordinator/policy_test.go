@@ -49,6 +49,12 @@ func testPolicyCommands(t *testing.T, dir string) {
 	if code != 0 || out != goodPolicy {
 		t.Fatalf("get after a refused set: %d %q", code, out)
 	}
+	if code, out, _ = runCLI(t, "policy", "clear", "--state", dir); code != 0 || !strings.Contains(out, "cleared") {
+		t.Fatalf("clear: %d %q", code, out)
+	}
+	if code, _, errOut = runCLI(t, "policy", "get", "--state", dir); code != 0 || !strings.Contains(errOut, "no policy set") {
+		t.Fatalf("get after clear: %d %q", code, errOut)
+	}
 	if code, _, _ = runCLI(t, "policy", "set", filepath.Join(files, "missing"), "--state", dir); code != 1 {
 		t.Fatalf("missing file: exit %d", code)
 	}

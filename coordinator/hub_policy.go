@@ -122,8 +122,22 @@ func (h *hub) setPolicyLocked(c *policy.Compiled) {
 		classes[k] = append(classes[k], id)
 	}
 	allowAll := []byte(`{"in":[],"out":[],"allow_all":true}`)
+	// A stream's delta depends only on its own class, so streams of one
+	// class share one frame (a policy change at 10,000 nodes then encodes
+	// a few hundred frames, not 10,000). The frame may name the stream's
+	// own node, which version 2 agents apply to their self view; version 1
+	// agents never see themselves, so theirs are made one by one.
+	shared := map[key][]byte{}
 	for id, sc := range h.conns {
 		self := key{oldProf[id], h.prof[id]}
+		if f, ok := shared[self]; ok && sc.version >= 2 {
+			h.enqueueLocked(sc, f)
+			continue
+		}
+		skip := uint64(0)
+		if sc.version < 2 {
+			skip = id
+		}
 		var up [][]byte
 		var rm []uint64
 		for _, k := range order {
@@ -134,7 +148,7 @@ func (h *hub) setPolicyLocked(c *policy.Compiled) {
 			}
 			for _, x := range classes[k] {
 				switch {
-				case x == id:
+				case x == skip:
 				case now:
 					up = append(up, h.enc[x])
 				default:
@@ -146,7 +160,11 @@ func (h *hub) setPolicyLocked(c *policy.Compiled) {
 		if c != nil && self.cur != nil {
 			filter = h.filterJSONLocked(self.cur)
 		}
-		h.enqueueLocked(sc, deltaFrame(up, rm, filter))
+		f := deltaFrame(up, rm, filter)
+		if sc.version >= 2 {
+			shared[self] = f
+		}
+		h.enqueueLocked(sc, f)
 	}
 }
 

@@ -46,18 +46,29 @@ func runPolicyFile(name, about string, args []string, stdout, stderr io.Writer,
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
+	return withAdmin(name, *stateDir, func(ctx context.Context, a *coordinator.Admin) error {
+		msg, err := op(ctx, a, src)
+		if err != nil {
+			return fmt.Errorf("%s: %w", pos[0], err)
+		}
+		fmt.Fprintln(stdout, msg)
+		return nil
+	})
+}
+
+// withAdmin runs fn with the way to change stateDir (see OpenAdmin),
+// errors prefixed with the command's name.
+func withAdmin(name, stateDir string, fn func(context.Context, *coordinator.Admin) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	admin, err := coordinator.OpenAdmin(ctx, *stateDir)
+	admin, err := coordinator.OpenAdmin(ctx, stateDir)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	defer admin.Close()
-	msg, err := op(ctx, admin, src)
-	if err != nil {
-		return fmt.Errorf("%s: %s: %w", name, pos[0], err)
+	if err := fn(ctx, admin); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
-	fmt.Fprintln(stdout, msg)
 	return nil
 }
 
@@ -85,18 +96,13 @@ func runPolicyClear(args []string, stdout, stderr io.Writer) error {
 	if _, err := parseFlagsArgs(fs, "", policyClearAbout, 0, args, stdout, stderr); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	admin, err := coordinator.OpenAdmin(ctx, *stateDir)
-	if err != nil {
-		return fmt.Errorf("policy clear: %w", err)
-	}
-	defer admin.Close()
-	if err := admin.ClearPolicy(ctx); err != nil {
-		return fmt.Errorf("policy clear: %w", err)
-	}
-	fmt.Fprintln(stdout, "policy cleared: every node may reach every other")
-	return nil
+	return withAdmin("policy clear", *stateDir, func(ctx context.Context, a *coordinator.Admin) error {
+		if err := a.ClearPolicy(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "policy cleared: every node may reach every other")
+		return nil
+	})
 }
 
 func runPolicyGet(args []string, stdout, stderr io.Writer) error {
@@ -105,21 +111,16 @@ func runPolicyGet(args []string, stdout, stderr io.Writer) error {
 	if _, err := parseFlagsArgs(fs, "", policyGetAbout, 0, args, stdout, stderr); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	admin, err := coordinator.OpenAdmin(ctx, *stateDir)
-	if err != nil {
-		return fmt.Errorf("policy get: %w", err)
-	}
-	defer admin.Close()
-	src, err := admin.Policy(ctx)
-	if err != nil {
-		return fmt.Errorf("policy get: %w", err)
-	}
-	if src == nil {
-		fmt.Fprintln(stderr, "no policy set: every node may reach every other")
-		return nil
-	}
-	_, err = stdout.Write(src)
-	return err
+	return withAdmin("policy get", *stateDir, func(ctx context.Context, a *coordinator.Admin) error {
+		src, err := a.Policy(ctx)
+		if err != nil {
+			return err
+		}
+		if src == nil {
+			fmt.Fprintln(stderr, "no policy set: every node may reach every other")
+			return nil
+		}
+		_, err = stdout.Write(src)
+		return err
+	})
 }

@@ -69,6 +69,12 @@ func TestPolicyCommandsOffline(t *testing.T) {
 
 func TestPolicyCommandsWhileServing(t *testing.T) {
 	dir := t.TempDir()
+	serveDuringTest(t, dir)
+	testPolicyCommands(t, dir)
+}
+
+// serveDuringTest runs a coordinator on dir until the test ends.
+func serveDuringTest(t *testing.T, dir string) {
 	srv, err := coordinator.New(coordinator.Config{Listen: "127.0.0.1:0", StateDir: dir,
 		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	if err != nil {
@@ -80,11 +86,10 @@ func TestPolicyCommandsWhileServing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
-	}()
-	testPolicyCommands(t, dir)
+	})
 }

@@ -111,8 +111,15 @@ func TestPolicyTrimsNetmapsAndFlips(t *testing.T) {
 	want(server, "lonely")
 	want(lonely, "laptop", "server")
 
-	// A node joining is sent only to the nodes it may talk to.
+	// A node joining is sent only to the nodes it may talk to: the
+	// laptop and the server get no frame at all.
 	extra := addNode(t, s, key, "extra")
+	s.hub.flushNow()
+	for _, id := range []uint64{laptop, server} {
+		if got := conns[id].drain(t); len(got) != 0 {
+			t.Fatalf("node %d got %d frames for a join it may not see: %+v", id, len(got), got[0].Delta)
+		}
+	}
 	sync()
 	want(laptop, "lonely")
 	want(lonely, "extra", "laptop", "server")

@@ -233,6 +233,8 @@ func (c *Compiled) Profiles() int {
 	return len(c.profiles)
 }
 
+// wordsKey is a bitset's bytes as a map key, without a copy per word:
+// placing 10,000 nodes builds 10,000 keys.
 func wordsKey(w []uint64) string {
 	if len(w) == 0 {
 		return ""

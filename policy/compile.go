@@ -282,9 +282,49 @@ func (c *Compiled) Filter(p *Profile) Filter {
 				f.Out = append(f.Out, Rule{Peers: d.atoms, Proto: r.proto, Ports: d.ports})
 			}
 		})
+		f.In, f.Out = mergeRules(f.In), mergeRules(f.Out)
 		p.filter = f
 	})
 	return p.filter
+}
+
+func portsKey(ports []PortRange) string {
+	b := make([]byte, 0, 4*len(ports))
+	for _, p := range ports {
+		b = append(b, byte(p.First>>8), byte(p.First), byte(p.Last>>8), byte(p.Last))
+	}
+	return string(b)
+}
+
+// mergeRules joins rules with the same protocol and ports into one with the
+// union of their peers: the same filter, a fraction of the bytes in every
+// netmap (a node that is the source of 50 rules would otherwise carry 150
+// out rules, mostly repeating the same groups).
+func mergeRules(rules []Rule) []Rule {
+	type key struct {
+		proto uint8
+		ports string
+	}
+	out := make([]Rule, 0, len(rules))
+	at := map[key]int{}
+	seen := map[key]map[string]bool{}
+	for _, r := range rules {
+		k := key{r.Proto, portsKey(r.Ports)}
+		i, ok := at[k]
+		if !ok {
+			i = len(out)
+			at[k] = i
+			seen[k] = map[string]bool{}
+			out = append(out, Rule{Proto: r.Proto, Ports: r.Ports})
+		}
+		for _, p := range r.Peers {
+			if !seen[k][p] {
+				seen[k][p] = true
+				out[i].Peers = append(out[i].Peers, p)
+			}
+		}
+	}
+	return out
 }
 
 // Allows tells whether src may open a connection to dst on proto/port.

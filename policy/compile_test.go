@@ -164,3 +164,24 @@ func TestCompile10kFast(t *testing.T) {
 		t.Fatalf("compile of 10,000 nodes, 50 groups, 500 rules took %v", d)
 	}
 }
+
+// Rules with the same protocol and ports reach a node as one rule.
+func TestFilterMergesRules(t *testing.T) {
+	c := mustCompile(t, `{"acls": [
+	  {"action": "accept", "src": ["laptop"], "dst": ["server:22"]},
+	  {"action": "accept", "src": ["tag:ci", "laptop"], "dst": ["server:22"]},
+	  {"action": "accept", "src": ["nas"], "dst": ["server:80"]}]}`)
+	f := c.Filter(c.Profile(server))
+	if len(f.In) != 2 || fmt.Sprint(f.In[0].Peers) != "[laptop tag:ci]" || fmt.Sprint(f.In[1].Peers) != "[nas]" {
+		t.Fatalf("merged in rules: %+v", f.In)
+	}
+	for _, k := range []struct {
+		src  Node
+		port uint16
+		want bool
+	}{{laptop, 22, true}, {ci, 22, true}, {nas, 22, false}, {nas, 80, true}, {laptop, 80, false}} {
+		if got := c.Allows(k.src, server, ProtoTCP, k.port); got != k.want {
+			t.Errorf("%s → server:%d: %v", k.src.Name, k.port, got)
+		}
+	}
+}

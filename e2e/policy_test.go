@@ -26,11 +26,30 @@ const policyOneWay = `{
 }
 `
 
-// policyBack adds one rule: the server may reach the laptop's port 8022.
+// policyBack adds two rules: the server may reach the laptop's port 8022,
+// and the laptop may ping the printer (which then becomes its peer).
 var policyBack = strings.Replace(policyOneWay, `  ],
   "tests"`, `    {"action": "accept", "src": ["tag:server"], "dst": ["laptop:8022"]},
+    {"action": "accept", "src": ["laptop"], "proto": "icmp", "dst": ["printer:*"]},
   ],
   "tests"`, 1)
+
+// waitPeers polls a's status until it lists peer (or no longer does) and
+// returns how long that took.
+func waitPeers(t *testing.T, a *meshlab.Agent, peer string, want bool, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		st, err := a.Status(t.Context())
+		if err == nil && (st.Peer(peer) != nil) == want {
+			return time.Since(start)
+		}
+		if time.Since(start) > limit {
+			t.Fatalf("%s lists %s: want %v after %v (%v)", a.Name, peer, want, limit, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
 
 // listenIn listens on TCP port in h's namespace and accepts (and closes)
 // connections until the test ends.
@@ -192,12 +211,21 @@ func TestPolicyEnforced(t *testing.T) {
 	if took > time.Second {
 		t.Fatalf("access flipped after %v, want within 1 s", took)
 	}
+	// The printer is now the laptop's peer (a trimmed netmap grows).
+	if took := waitPeers(t, printer, "laptop", true, 5*time.Second); took > time.Second {
+		t.Fatalf("the printer listed the laptop %v after policy set, want within 1 s", took)
+	} else {
+		t.Logf("printer lists the laptop %v after policy set returned", took)
+	}
 	// And close it again.
 	setPolicy(t, lab, coord, policyOneWay)
 	took = waitDial(t, server.Host, laptopIP+":8022", false, 5*time.Second)
 	t.Logf("server → laptop:8022 closed %v after policy set returned", took)
 	if took > time.Second {
 		t.Fatalf("access flipped back after %v, want within 1 s", took)
+	}
+	if took := waitPeers(t, printer, "laptop", false, 5*time.Second); took > time.Second {
+		t.Fatalf("the printer still listed the laptop %v after policy set, want within 1 s", took)
 	}
 	// ssh still works: the tunnel was never restarted.
 	if out, err := sshd.Run(ctx, laptop.Host, serverIP, "echo ok"); err != nil || strings.TrimSpace(out) != "ok" {

@@ -22,7 +22,9 @@ import (
 
 	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/internal/logsafe"
+	"github.com/meshvpn/meshvpn/filter"
 	"github.com/meshvpn/meshvpn/internal/metrics"
+	"github.com/meshvpn/meshvpn/policy"
 	"github.com/meshvpn/meshvpn/tun"
 )
 
@@ -78,6 +80,11 @@ type Agent struct {
 	relays *relayManager
 	nat    natState
 	dns    *meshDNS
+
+	// filter enforces the access policy between TUN and WireGuard
+	// (filtertun.go); policyFilter is the node's rules from the netmap.
+	filter       *filter.Filter
+	policyFilter *policy.Filter
 
 	mu    sync.Mutex
 	self  control.Node
@@ -247,7 +254,8 @@ func (a *Agent) startDataPlane(st *nodeState) error {
 	}
 	a.tun = td
 	a.bind = NewBind()
-	dev := device.NewDevice(td, a.bind, newWGLogger(a.log.With("component", "wireguard")))
+	a.filter = filter.New()
+	dev := device.NewDevice(&filterTUN{Device: td, f: a.filter}, a.bind, newWGLogger(a.log.With("component", "wireguard")))
 	a.wg = &wgDevice{dev: dev}
 	if err := dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", a.priv.Hex(), a.cfg.Port)); err != nil {
 		dev.Close()

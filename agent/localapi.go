@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -118,6 +119,9 @@ func (a *Agent) Status() Status {
 		s, ok := wg[p.key.Hex()]
 		ps := p.status(s, ok, env)
 		ps.DNSName = meshdns.FQDN(ps.Name, domain)
+		if ip, err := netip.ParseAddr(ps.IP); err == nil && a.filter != nil {
+			ps.Policy, ps.PingBlocked, ps.PolicyDropsIn, ps.PolicyDropsOut = a.filter.PeerInfo(ip)
+		}
 		st.Peers = append(st.Peers, ps)
 		for _, e := range p.localEndpoints() {
 			if !seen[e.Addr] {

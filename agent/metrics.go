@@ -78,6 +78,18 @@ func newAgentMetrics(status func() Status) *agentMetrics {
 			}
 			return max(0, time.Since(t).Seconds()), true
 		}))
+	r.CounterFunc("meshvpn_agent_peer_policy_dropped_packets_total",
+		"Packets the access policy dropped, by peer and direction (in: from the peer, out: to it).",
+		[]string{"peer_id", "peer", "direction"}, func() []metrics.Sample {
+			var out []metrics.Sample
+			for _, p := range m.snapshot().Peers {
+				id := strconv.FormatUint(p.ID, 10)
+				out = append(out,
+					metrics.Sample{Labels: []string{id, p.Name, "in"}, Value: float64(p.PolicyDropsIn)},
+					metrics.Sample{Labels: []string{id, p.Name, "out"}, Value: float64(p.PolicyDropsOut)})
+			}
+			return out
+		})
 	r.GaugeFunc("meshvpn_agent_peer_direct", "1 if the peer's path is direct, 0 if relayed or none.", peerLabels,
 		perPeer(func(p PeerStatus) (float64, bool) {
 			if p.Path == PathDirect {

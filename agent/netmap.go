@@ -83,6 +83,8 @@ func (a *Agent) applyNetmap(nm *control.Netmap) {
 	}
 	a.setDNSDomain(nm.DNS)
 	a.refreshNames()
+	a.setPolicyFilter(nm.Filter)
+	a.refreshFilter()
 }
 
 func (a *Agent) applyDelta(d *control.Delta) {
@@ -101,6 +103,12 @@ func (a *Agent) applyDelta(d *control.Delta) {
 		a.upsertPeer(n)
 	}
 	a.refreshNames()
+	if d.Filter != nil {
+		a.setPolicyFilter(d.Filter)
+	}
+	if d.Filter != nil || len(d.Upsert) > 0 || len(d.Remove) > 0 {
+		a.refreshFilter()
+	}
 }
 
 func (a *Agent) upsertPeer(n control.Node) {

@@ -78,6 +78,12 @@ func Ping(ctx context.Context, c *Client, target string, opt PingOptions, out io
 	if err != nil {
 		return res, fmt.Errorf("peer %s has no usable address %q", p.Name, p.IP)
 	}
+	if p.PingBlocked {
+		if p.Policy == "blocked by policy" {
+			return res, fmt.Errorf("%s (%s): blocked by policy: this node may open no connection to it", p.Name, p.IP)
+		}
+		return res, fmt.Errorf("%s (%s): blocked by policy: ICMP is not allowed (this node may open: %s)", p.Name, p.IP, p.Policy)
+	}
 	conn, network, err := listenICMP()
 	if err != nil {
 		return res, err

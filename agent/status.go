@@ -114,6 +114,16 @@ type PeerStatus struct {
 	RxBytes uint64  `json:"rx_bytes"`
 	TxBytes uint64  `json:"tx_bytes"`
 	RTTMs   float64 `json:"rtt_ms"`
+	// Policy is empty when no access policy is set; otherwise what this
+	// node may open to the peer ("tcp 22; icmp"), or "blocked by policy"
+	// (the peer may still open connections to us, and we answer).
+	Policy string `json:"policy,omitempty"`
+	// PingBlocked: the policy drops our ICMP echo requests to the peer.
+	PingBlocked bool `json:"ping_blocked,omitempty"`
+	// PolicyDropsIn and PolicyDropsOut count packets from and to the peer
+	// that the policy dropped.
+	PolicyDropsIn  uint64 `json:"policy_drops_in"`
+	PolicyDropsOut uint64 `json:"policy_drops_out"`
 }
 
 // RelayPathStatus is the relay a peer's packets go through.

@@ -18,6 +18,8 @@ import (
 	"net/netip"
 	"net/url"
 	"time"
+
+	"github.com/meshvpn/meshvpn/policy"
 )
 
 // ProtocolVersion is the stream protocol version spoken by this build. The
@@ -167,6 +169,10 @@ type Netmap struct {
 	// DNS is the mesh's naming: peers are NAME.DNS.Domain. Absent from
 	// older coordinators (agents then use DefaultDNSDomain).
 	DNS *DNSConfig `json:"dns,omitempty"`
+	// Filter is this node's packet filter under the coordinator's access
+	// policy; absent when no policy is set (everything is allowed). Peers
+	// then holds only the nodes this one may talk to in either direction.
+	Filter *policy.Filter `json:"filter,omitempty"`
 }
 
 // Relay is one TURN server and the short-lived credential for it, in the
@@ -191,6 +197,9 @@ type Delta struct {
 	STUN   *[]string `json:"stun,omitempty"`
 	// Relays, when present, replaces the whole relay list (fresh credentials).
 	Relays *[]Relay `json:"relays,omitempty"`
+	// Filter, when present, replaces the node's packet filter; one with
+	// AllowAll set means the policy was lifted.
+	Filter *policy.Filter `json:"filter,omitempty"`
 }
 
 // Signal kinds.

@@ -63,6 +63,7 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("POST "+adminPathRename, s.adminOp(func(r *http.Request, req adminRequest) (NodeRecord, error) {
 		return s.RenameNode(r.Context(), req.Node, req.Name)
 	}))
+	s.adminPolicyRoutes(mux)
 	return mux
 }
 

@@ -73,6 +73,8 @@ type hub struct {
 	closed bool
 	// peers caches the encoded peer list netmaps are cut from.
 	peers peerBlob
+	// hubPolicy holds the access policy, if one is set (hub_policy.go).
+	hubPolicy
 
 	// pending holds the nodes changed (or removed) since the last flush;
 	// dirty the online state and last-seen times to write to the store.
@@ -139,6 +141,9 @@ func newHub(ctx context.Context, store *Store, log *slog.Logger, m *serverMetric
 			return nil, err
 		}
 	}
+	if err := h.loadPolicy(ctx); err != nil {
+		return nil, err
+	}
 	go h.flusher()
 	return h, nil
 }
@@ -163,6 +168,7 @@ func (h *hub) setLocked(n control.Node) error {
 	h.nodes[n.ID] = n
 	h.enc[n.ID] = b
 	h.peers.changed(n.ID)
+	h.placeLocked(n)
 	return nil
 }
 
@@ -219,6 +225,7 @@ func (h *hub) remove(id uint64, reason string) bool {
 	delete(h.nodes, id)
 	delete(h.enc, id)
 	h.peers.changed(id)
+	h.unplaceLocked(id)
 	delete(h.dirty, id)
 	if i, found := slices.BinarySearch(h.ids, id); found {
 		h.ids = slices.Delete(h.ids, i, i+1)

@@ -114,6 +114,10 @@ func (h *hub) sendLocked(ids []uint64) {
 	if len(h.conns) == 0 {
 		return
 	}
+	if h.pol != nil {
+		h.policySendLocked(ids)
+		return
+	}
 	shared := h.deltaFrameLocked(ids, 0)
 	for id, c := range h.conns {
 		frame := shared

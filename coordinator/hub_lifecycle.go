@@ -30,12 +30,11 @@ func (h *hub) node(id uint64) (control.Node, bool) {
 }
 
 // peersLocked tells whether two nodes may signal each other: both must be
-// members. Every member is a peer of every other (there are no ACLs yet), so
-// this is where a policy would go.
+// members, and the access policy (if any) must let one reach the other.
 func (h *hub) peersLocked(a, b uint64) bool {
 	_, okA := h.nodes[a]
 	_, okB := h.nodes[b]
-	return okA && okB && a != b
+	return okA && okB && a != b && h.policyPeersLocked(a, b)
 }
 
 // updateMember is upsert for a node that must already be a member: a node

@@ -58,6 +58,13 @@ var migrations = []string{
 	CREATE INDEX held_ips_released ON held_ips (released_at);`,
 	// 4: an optional cap on the registrations a key admits (NULL: none).
 	`ALTER TABLE auth_keys ADD COLUMN max_uses INTEGER;`,
+	// 5: the access policy, as the operator wrote it (one row, or none for
+	// "everything allowed").
+	`CREATE TABLE policy (
+		id         INTEGER PRIMARY KEY CHECK (id = 1),
+		source     BLOB    NOT NULL,
+		updated_at INTEGER NOT NULL
+	);`,
 }
 
 // migrate brings the schema up to date. It runs in one immediate transaction,

@@ -110,6 +110,9 @@ func serverFields(servers control.Netmap) (string, error) {
 // netmapFrameLocked builds self's full netmap; servers carries the fields
 // other than Self and Peers (STUN, relays, ...), encoded as they are.
 func (h *hub) netmapFrameLocked(self control.Node, version int, servers control.Netmap) (*netmapFrame, error) {
+	if h.pol != nil {
+		return h.policyNetmapFrameLocked(self, version, servers)
+	}
 	if !h.peers.valid {
 		h.rebuildPeersLocked()
 	}

@@ -132,11 +132,13 @@ func BenchmarkTunnel(b *testing.B) {
 	benchDirectPath(b, a, peer.Name, "203.0.113.22:", 0)
 	mesh, stock := median(meshRuns), median(stockRuns)
 	raw := iperf(b, hostA, "203.0.113.22", secs)
+	plain, filtered := filterCost(b, lab, coord, hostA, ipB, rounds, secs)
 
 	b.ReportMetric(mesh/1e9, "meshvpn-Gbit/s")
 	b.ReportMetric(stock/1e9, "stock-Gbit/s")
 	b.ReportMetric(mesh/stock, "ratio")
 	b.ReportMetric(joinToPing.Seconds(), "join-to-ping-s")
+	b.ReportMetric(filtered/plain, "policy-ratio")
 	summary := fmt.Sprintf(`
 ================ meshvpn benchmark ================
 link: two public lab hosts on one bridge (veth), no NAT
@@ -145,10 +147,12 @@ iperf3 TCP over meshvpn:  %6.2f Gbit/s  (median of %d x %d s: %s)
 iperf3 TCP over stock wg: %6.2f Gbit/s  (median of %d x %d s: %s; wireguard-go StdNetBind)
 ratio meshvpn/stock:      %6.2f        (target >= 0.90)
 raw link, no tunnel:      %6.2f Gbit/s  (%d s, for scale)
+with a 100-rule policy:   %6.2f Gbit/s vs %.2f without (median of %d each, alternating)
+ratio policy/no policy:   %6.2f        (target >= 0.95)
 start 2nd agent -> first overlay ping reply: %v
 ===================================================
 `, path, mesh/1e9, rounds, secs, gbits(meshRuns), stock/1e9, rounds, secs, gbits(stockRuns),
-		mesh/stock, raw/1e9, secs, joinToPing.Round(time.Millisecond))
+		mesh/stock, raw/1e9, secs, filtered/1e9, plain/1e9, rounds, filtered/plain, joinToPing.Round(time.Millisecond))
 	fmt.Print(summary)
 	os.WriteFile(filepath.Join(lab.Dir, "summary.txt"), []byte(summary), 0o644)
 }

@@ -28,7 +28,9 @@ const (
 
 // Config configures a Resolver.
 type Config struct {
-	// Listen is where the resolver answers, UDP and TCP; port 0 means 53.
+	// Listen is where the resolver answers, UDP and TCP (the agent's is
+	// 100.100.100.100:53). Port 0 picks a free port for each, as tests
+	// want: see UDPAddr and TCPAddr.
 	Listen netip.AddrPort
 	// Upstreams are the host's original resolvers. The listen address and
 	// control.ResolverAddr are dropped: never forward to self.
@@ -65,9 +67,6 @@ func Listen(cfg Config) (*Resolver, error) {
 		cfg.Logger = slog.Default()
 	}
 	ap := cfg.Listen
-	if ap.Port() == 0 {
-		ap = netip.AddrPortFrom(ap.Addr(), 53)
-	}
 	udp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
 	if err != nil {
 		return nil, fmt.Errorf("DNS resolver: listen on %s/udp: %w", ap, err)

@@ -1,5 +1,5 @@
 // Command meshvpn-coordinator runs the meshvpn coordinator (serve) and
-// administers its state (authkey, nodes). It only parses flags; the work is
+// administers its state (authkey, nodes, policy). It only parses flags; the work is
 // in package coordinator.
 package main
 
@@ -26,6 +26,10 @@ Usage:
   meshvpn-coordinator nodes remove [flags] NODE        remove a node; peers drop it at once
   meshvpn-coordinator nodes expire [flags] NODE        expire a node's credential now
   meshvpn-coordinator nodes rename [flags] NODE NAME   rename a node
+  meshvpn-coordinator policy set [flags] FILE          check and apply an access policy
+  meshvpn-coordinator policy check [flags] FILE        check an access policy only
+  meshvpn-coordinator policy get [flags]               print the access policy
+  meshvpn-coordinator policy clear [flags]             remove the access policy (allow everything)
 
 Run "meshvpn-coordinator <command> --help" for a command's flags.
 `
@@ -58,6 +62,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "nodes":
 		err = runGroup("nodes", map[string]command{
 			"list": runNodesList, "remove": runNodesRemove, "expire": runNodesExpire, "rename": runNodesRename,
+		}, rest, stdout, stderr)
+	case "policy":
+		err = runGroup("policy", map[string]command{
+			"set": runPolicySet, "check": runPolicyCheck, "get": runPolicyGet, "clear": runPolicyClear,
 		}, rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "meshvpn-coordinator: unknown command %q\n\n%s", cmd, usage)

@@ -230,7 +230,7 @@ func printStatus(w io.Writer, st *agent.Status) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tDNS NAME\tIP\tTAGS\tONLINE\tPATH\tENDPOINT\tCANDIDATES\tHANDSHAKE\tRX\tTX\tRTT")
+	fmt.Fprintln(tw, "PEER\tDNS NAME\tIP\tTAGS\tONLINE\tPATH\tENDPOINT\tCANDIDATES\tHANDSHAKE\tRX\tTX\tRTT\tPOLICY")
 	for _, p := range st.Peers {
 		path := p.Path
 		if p.Relay != nil {
@@ -251,8 +251,12 @@ func printStatus(w io.Writer, st *agent.Status) {
 		if p.RTTMs > 0 {
 			rtt = fmt.Sprintf("%.1fms", p.RTTMs)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, dash(p.DNSName), p.IP, dash(strings.Join(p.Tags, ",")), p.Online, path, dash(p.Endpoint), cands, hs,
-			bytesStr(p.RxBytes), bytesStr(p.TxBytes), rtt)
+		pol := dash(p.Policy)
+		if p.PolicyDropsIn+p.PolicyDropsOut > 0 {
+			pol += fmt.Sprintf(" (dropped %d in, %d out)", p.PolicyDropsIn, p.PolicyDropsOut)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, dash(p.DNSName), p.IP, dash(strings.Join(p.Tags, ",")), p.Online, path, dash(p.Endpoint), cands, hs,
+			bytesStr(p.RxBytes), bytesStr(p.TxBytes), rtt, pol)
 	}
 	tw.Flush()
 }

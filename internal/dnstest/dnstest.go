@@ -33,15 +33,24 @@ func Listen(addr string, records map[string]netip.Addr) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	udp, err := net.ListenUDP("udp", ua)
-	if err != nil {
-		return nil, err
-	}
-	ta := &net.TCPAddr{IP: ua.IP, Port: udp.LocalAddr().(*net.UDPAddr).Port}
-	tcp, err := net.ListenTCP("tcp", ta)
-	if err != nil {
+	// UDP and TCP share one port. With port 0 the port the kernel picked
+	// for UDP may be taken for TCP: try a few.
+	var udp *net.UDPConn
+	var tcp *net.TCPListener
+	for try := 0; ; try++ {
+		udp, err = net.ListenUDP("udp", ua)
+		if err != nil {
+			return nil, err
+		}
+		ta := &net.TCPAddr{IP: ua.IP, Port: udp.LocalAddr().(*net.UDPAddr).Port}
+		tcp, err = net.ListenTCP("tcp", ta)
+		if err == nil {
+			break
+		}
 		udp.Close()
-		return nil, err
+		if ua.Port != 0 || try == 20 {
+			return nil, err
+		}
 	}
 	s := &Server{records: records, udp: udp, tcp: tcp}
 	s.wg.Add(2)

@@ -37,6 +37,9 @@ type Config struct {
 	ProbeTimeout time.Duration
 	// SetupTimeout bounds registering and connecting all N agents.
 	SetupTimeout time.Duration
+	// Policy installs an access policy of 50 groups and 500 rules (see
+	// policy.go) before the agents join, and times a policy change.
+	Policy bool
 	// Log receives progress; nil is silent.
 	Log *slog.Logger
 }
@@ -222,10 +225,10 @@ func (g *run) scrape(ctx context.Context) (map[string]float64, error) {
 
 // createKey makes a reusable auth key with the admin command, as an
 // operator would.
-func (g *run) createKey(ctx context.Context) (string, error) {
+func (g *run) createKey(ctx context.Context, extra ...string) (string, error) {
 	var out, errb bytes.Buffer
-	cmd := exec.CommandContext(ctx, g.cfg.Coordinator, "authkey", "create", "--reusable", "--expiry", "0",
-		"--state", filepath.Join(g.state, "coord"))
+	cmd := exec.CommandContext(ctx, g.cfg.Coordinator, append([]string{"authkey", "create", "--reusable", "--expiry", "0",
+		"--state", filepath.Join(g.state, "coord")}, extra...)...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("loadgen: authkey create: %v: %s", err, strings.TrimSpace(errb.String()))

@@ -26,6 +26,27 @@ func (g *run) measure(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Under a policy, agents carry tags t0..t9 (one key per tag) and the
+	// probe the tag every agent may reach.
+	keys, probeKey := []string{key}, key
+	if g.cfg.Policy {
+		keys = keys[:0]
+		for t := range policyTags {
+			k, err := g.createKey(ctx, "--tag", fmt.Sprintf("t%d", t))
+			if err != nil {
+				return nil, err
+			}
+			keys = append(keys, k)
+		}
+		if probeKey, err = g.createKey(ctx, "--tag", "probe"); err != nil {
+			return nil, err
+		}
+		took, err := g.setPolicy(ctx, 0)
+		if err != nil {
+			return nil, err
+		}
+		g.log.Info("policy set", "groups", policyGroups, "rules", policyRules, "took", took)
+	}
 	// Agent n is the probe: it joins, goes offline and is removed while the
 	// others watch.
 	g.agents = make([]*simAgent, n+1)
@@ -38,7 +59,7 @@ func (g *run) measure(ctx context.Context) (*Result, error) {
 	g.log.Info("registering", "agents", n, "workers", g.cfg.Workers)
 	t0 := time.Now()
 	if err := g.parallel(setupCtx, n, func(ctx context.Context, i int) error {
-		return g.agents[i].register(ctx, g.hc, g.base, key)
+		return g.agents[i].register(ctx, g.hc, g.base, keys[i%len(keys)])
 	}); err != nil {
 		return nil, fmt.Errorf("loadgen: %w", err)
 	}
@@ -85,12 +106,27 @@ func (g *run) measure(ctx context.Context) (*Result, error) {
 		res.NetmapBytes = max(res.NetmapBytes, a.netmapBytes.Load())
 	}
 
+	if g.cfg.Policy {
+		// A policy change: every agent gets a delta with its new filter.
+		p := newProbe(n, -1, func(f []byte) bool { return bytes.Contains(f, []byte(`"filter":`)) })
+		g.probe.Store(p)
+		took, err := g.setPolicy(ctx, 1)
+		if err != nil {
+			return nil, err
+		}
+		res.PolicySetSeconds = took.Seconds()
+		res.note(g.waitProbe(ctx, p, n), "policy change")
+		res.PolicyChange = summarize(p.latencies())
+		g.waitQuiet(ctx, 200*time.Millisecond, 30*time.Second)
+		g.log.Info("policy change propagated", "command_s", took.Seconds(), "p99_ms", res.PolicyChange.P99*1000)
+	}
+
 	// Join: a new node registers; every agent must hear of it.
 	probe := g.agents[n]
 	marker := []byte(`"public_key":"` + probe.pub + `"`)
 	p := newProbe(n, -1, func(f []byte) bool { return bytes.Contains(f, marker) })
 	g.probe.Store(p)
-	if err := probe.register(ctx, g.hc, g.base, key); err != nil {
+	if err := probe.register(ctx, g.hc, g.base, probeKey); err != nil {
 		return nil, fmt.Errorf("loadgen: probe: %w", err)
 	}
 	res.note(g.waitProbe(ctx, p, n), "join")

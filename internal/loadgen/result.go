@@ -60,6 +60,11 @@ type Result struct {
 	Removal          Latency `json:"removal"`
 	RemovalCommandMs float64 `json:"removal_command_ms,omitempty"`
 	RemovalNote      string  `json:"removal_note,omitempty"`
+	// With -policy: how long `policy set` took (read, check, compile,
+	// store, queue every delta), and when each agent had its new filter,
+	// timed from the command's start.
+	PolicySetSeconds float64 `json:"policy_set_s,omitempty"`
+	PolicyChange     Latency `json:"policy_change"`
 	// LostStreams counts agent streams that ended during the measurement;
 	// Notes says which probes did not reach every agent in time.
 	LostStreams int64              `json:"lost_streams"`
@@ -90,6 +95,10 @@ func (r *Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "  full netmap           %8d bytes\n", r.NetmapBytes)
 	line := func(name string, l Latency) {
 		fmt.Fprintf(w, "  %-21s p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms  (%d agents)\n", name, ms(l.P50), ms(l.P99), ms(l.Max), l.Agents)
+	}
+	if r.PolicySetSeconds > 0 {
+		fmt.Fprintf(w, "  policy set command    %8.1f ms  (50 groups, 500 rules)\n", ms(r.PolicySetSeconds))
+		line("policy change", r.PolicyChange)
 	}
 	line("join propagation", r.Join)
 	line("online propagation", r.Online)

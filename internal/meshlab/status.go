@@ -109,6 +109,12 @@ type PeerStatus struct {
 	RxBytes       uint64     `json:"rx_bytes"`
 	TxBytes       uint64     `json:"tx_bytes"`
 	RTTms         float64    `json:"rtt_ms"`
+	// Policy is what this node may open to the peer under the access
+	// policy ("blocked by policy" for nothing); empty with no policy.
+	Policy         string `json:"policy"`
+	PingBlocked    bool   `json:"ping_blocked"`
+	PolicyDropsIn  uint64 `json:"policy_drops_in"`
+	PolicyDropsOut uint64 `json:"policy_drops_out"`
 }
 
 // Peer returns the peer called name, or nil.

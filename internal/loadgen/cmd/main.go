@@ -24,6 +24,7 @@ func main() {
 	flag.IntVar(&cfg.Workers, "workers", 32, "registrations and stream dials in flight at once")
 	flag.DurationVar(&cfg.ProbeTimeout, "probe-timeout", 30*time.Second, "how long one change may take to reach every agent")
 	flag.DurationVar(&cfg.SetupTimeout, "setup-timeout", 10*time.Minute, "bound on registering and connecting all agents")
+	flag.BoolVar(&cfg.Policy, "policy", false, "install an access policy of 50 groups and 500 rules first, and time a policy change")
 	asJSON := flag.Bool("json", false, "print the result as JSON instead of a table")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, `usage: loadgen [flags]

@@ -1,0 +1,82 @@
+package coordinator
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/policy"
+)
+
+// benchHubPolicy builds a hub of n connected nodes (fake streams) named
+// sim-i with tags t0..t9, as the loadgen's -policy run does.
+func benchHubPolicy(b testing.TB, n int) *hub {
+	s := newTestServer(b)
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := range n {
+		id := uint64(i + 1)
+		nd := control.Node{ID: id, Name: fmt.Sprintf("sim-%d", i), IP: fmt.Sprintf("100.64.%d.%d", i/250, i%250+1),
+			PublicKey: "k", Tags: []string{fmt.Sprintf("t%d", i%10)}, Online: true}
+		if err := h.setLocked(nd); err != nil {
+			b.Fatal(err)
+		}
+		h.conns[id] = &streamConn{nodeID: id, version: 2, send: make(chan []byte, 4), close: func(string, bool) {}}
+	}
+	return h
+}
+
+func benchPolicySrc(n, variant int) []byte {
+	var sb strings.Builder
+	sb.WriteString(`{"groups": {`)
+	for g := range 50 {
+		fmt.Fprintf(&sb, `"group:g%d": ["tag:t%d", "sim-%d", "sim-%d"],`, g, g%10, (g*7)%n, (g*13+1)%n)
+	}
+	sb.WriteString(`}, "acls": [`)
+	for r := range 500 {
+		fmt.Fprintf(&sb, `{"action": "accept", "src": ["group:g%d", "sim-%d"], "dst": ["tag:t%d:%d", "group:g%d:1000-2000", "sim-%d:*"]},`,
+			r%50, (r*31)%n, r%10, 22+variant, (r+1)%50, (r*17)%n)
+	}
+	sb.WriteString(`]}`)
+	return []byte(sb.String())
+}
+
+// BenchmarkPolicyChange10k: a policy change on a hub with 10,000
+// connected nodes, up to every stream's delta being queued.
+func BenchmarkPolicyChange10k(b *testing.B) {
+	const n = 10000
+	h := benchHubPolicy(b, n)
+	pols := make([]*policy.Compiled, 2)
+	for v := range pols {
+		p, err := policy.Parse(benchPolicySrc(n, v))
+		if err != nil {
+			b.Fatal(err)
+		}
+		pols[v] = policy.Compile(p)
+	}
+	h.mu.Lock()
+	h.setPolicyLocked(pols[0])
+	h.mu.Unlock()
+	i := 0
+	for b.Loop() {
+		start := time.Now()
+		p, _ := policy.Parse(benchPolicySrc(n, i%2+1))
+		c := policy.Compile(p)
+		h.mu.Lock()
+		h.setPolicyLocked(c)
+		h.mu.Unlock()
+		b.ReportMetric(float64(time.Since(start).Milliseconds()), "ms/change")
+		for _, sc := range h.conns {
+			for len(sc.send) > 0 {
+				<-sc.send
+			}
+		}
+		i++
+	}
+	b.ReportMetric(float64(c0(h)), "profiles")
+}
+
+func c0(h *hub) int { return h.pol.Profiles() }

@@ -21,8 +21,8 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 
 	"github.com/meshvpn/meshvpn/control"
-	"github.com/meshvpn/meshvpn/internal/logsafe"
 	"github.com/meshvpn/meshvpn/filter"
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 	"github.com/meshvpn/meshvpn/internal/metrics"
 	"github.com/meshvpn/meshvpn/policy"
 	"github.com/meshvpn/meshvpn/tun"

@@ -39,6 +39,10 @@ type peer struct {
 	changedAt  time.Time // last path change
 	lastChange string    // why, for status
 	peerNAT    string    // the peer's own view of its network (Signal.NAT)
+	// onlineAt is when this agent last saw the peer come online;
+	// directAfter how long the first direct path took from then (0 before).
+	onlineAt    time.Time
+	directAfter time.Duration
 
 	// wgMu serialises this peer's WireGuard changes with its removal, so a
 	// path selected just as the peer is removed cannot add it back.
@@ -70,6 +74,9 @@ func newPeer(a *Agent, n control.Node, key Key) *peer {
 	}
 	p.direct = lane{p: p}
 	p.relay = lane{p: p, name: control.LaneRelay}
+	if n.Online {
+		p.onlineAt = time.Now()
+	}
 	return p
 }
 
@@ -87,6 +94,9 @@ func (p *peer) update(n control.Node) {
 	p.mu.Lock()
 	wasOnline := p.node.Online
 	p.node = n
+	if n.Online && !wasOnline {
+		p.onlineAt, p.directAfter = time.Now(), 0
+	}
 	p.mu.Unlock()
 	if n.Online && !wasOnline {
 		p.kick()
@@ -240,6 +250,9 @@ func (p *peer) reconsiderLocked(why string) func() {
 	prev := p.active
 	p.active, p.endpoint = best, ep
 	p.changedAt = time.Now()
+	if !best.relay() && p.directAfter == 0 && !p.onlineAt.IsZero() {
+		p.directAfter = max(p.changedAt.Sub(p.onlineAt), time.Millisecond)
+	}
 	first := !p.wgAdded
 	p.wgAdded = true
 	switch {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"testing"
 	"time"
 
@@ -9,84 +8,94 @@ import (
 	"github.com/meshvpn/meshvpn/internal/natlab"
 )
 
-// needsRelay reports whether no direct path can exist between two NATs:
-// a symmetric NAT's fresh port per destination never matches what a
-// port-restricted or symmetric peer has opened.
+// meshSpots is where TestMeshAllNATPairs puts its agents, on each router
+// variant: two behind each NAT kind, a second host behind
+// portrestricted1's router, a double NAT, and a port-restricted site
+// behind an ISP routing hop.
+var meshSpots = []meshSpot{
+	{name: "fullcone1", kind: natlab.FullCone},
+	{name: "fullcone2", kind: natlab.FullCone},
+	{name: "restrictedcone1", kind: natlab.RestrictedCone},
+	{name: "restrictedcone2", kind: natlab.RestrictedCone},
+	{name: "portrestricted1", kind: natlab.PortRestricted},
+	{name: "portrestricted1b", kind: natlab.PortRestricted, behind: "portrestricted1"},
+	{name: "portrestricted2", kind: natlab.PortRestricted},
+	{name: "symmetric1", kind: natlab.Symmetric},
+	{name: "symmetric2", kind: natlab.Symmetric},
+	{name: "doublenat1", kind: natlab.DoubleNAT},
+	{name: "portrestricted-isp", kind: natlab.PortRestricted, ispHop: true},
+}
+
+// needsRelay reports whether no direct path can exist between two NATs
+// without birthday punching: a symmetric NAT's fresh port per destination
+// never matches what a port-restricted (double NAT included) or symmetric
+// peer has opened.
 func needsRelay(a, b natlab.Kind) bool {
 	if a == natlab.Symmetric {
 		a, b = b, a
 	}
-	return b == natlab.Symmetric && (a == natlab.PortRestricted || a == natlab.Symmetric)
+	hard := a == natlab.PortRestricted || a == natlab.DoubleNAT || a == natlab.Symmetric
+	return b == natlab.Symmetric && hard
 }
 
-// TestMeshAllNATPairs joins eight agents, two behind each NAT kind, and
-// checks every pair: an overlay ping gets through and both sides report a
-// direct path, or - for the pairs no NAT traversal can join - a path
-// through the coordinator's TURN relay over UDP.
+// knownGaps are the pairs that a raw UDP punch can join but that do not
+// reliably go direct yet, by router variant, each with the text its relay
+// reason contains today. The test accepts either that relayed path or a
+// direct one (some of them win the race now and then). Delete a pair's
+// line once it is fixed: it must then go direct every run.
+//
+// On routers without an input firewall the first packet that reaches a
+// port-restricted or restricted-cone router before its host has sent to
+// the sender leaves a stale conntrack entry there (LAB-NOTES.md).
+var knownGaps = map[natlab.Variant]map[string]string{
+	natlab.InputDrop: {},
+	natlab.InputAccept: {
+		// restricted cone <-> port-restricted (double NAT included)
+		"restrictedcone1-portrestricted1":    noDirectPair,
+		"restrictedcone1-portrestricted1b":   noDirectPair,
+		"restrictedcone1-portrestricted2":    noDirectPair,
+		"restrictedcone1-doublenat1":         noDirectPair,
+		"restrictedcone1-portrestricted-isp": noDirectPair,
+		"restrictedcone2-portrestricted1":    noDirectPair,
+		"restrictedcone2-portrestricted1b":   noDirectPair,
+		"restrictedcone2-portrestricted2":    noDirectPair,
+		"restrictedcone2-doublenat1":         noDirectPair,
+		"restrictedcone2-portrestricted-isp": noDirectPair,
+		// restricted cone <-> symmetric
+		"restrictedcone1-symmetric1": symmetricNAT,
+		"restrictedcone1-symmetric2": symmetricNAT,
+		"restrictedcone2-symmetric1": symmetricNAT,
+		"restrictedcone2-symmetric2": symmetricNAT,
+		// port-restricted <-> port-restricted behind different routers
+		"portrestricted1-portrestricted2":     noDirectPair,
+		"portrestricted1-doublenat1":          noDirectPair,
+		"portrestricted1-portrestricted-isp":  noDirectPair,
+		"portrestricted1b-portrestricted2":    noDirectPair,
+		"portrestricted1b-doublenat1":         noDirectPair,
+		"portrestricted1b-portrestricted-isp": noDirectPair,
+		"portrestricted2-doublenat1":          noDirectPair,
+		"portrestricted2-portrestricted-isp":  noDirectPair,
+		"doublenat1-portrestricted-isp":       noDirectPair,
+	},
+}
+
+// Relay reasons the known gaps show (agent/status.go).
+const (
+	noDirectPair = "no direct candidate pair worked"
+	symmetricNAT = "symmetric NAT"
+)
+
+// TestMeshAllNATPairs joins the agents of meshSpots on each router variant
+// (a lab each, one after the other) and checks every pair: both sides
+// report a direct path and an overlay ping gets through, or - for the
+// pairs no NAT traversal can join, and the known gaps - a path through the
+// coordinator's TURN relay over UDP. It logs a table of every pair with
+// the time each direct path took from both agents being online.
 func TestMeshAllNATPairs(t *testing.T) {
-	lab, coord := newLab(t)
-	key := authKey(t, coord, true)
-
-	kinds := []natlab.Kind{natlab.FullCone, natlab.RestrictedCone, natlab.PortRestricted, natlab.Symmetric}
-	var agents []*meshlab.Agent
-	kindOf := map[*meshlab.Agent]natlab.Kind{}
-	for _, k := range kinds {
-		for i := 1; i <= 2; i++ {
-			a := addSiteAgent(t, lab, coord, fmt.Sprintf("%s%d", k, i), k)
-			agents = append(agents, a)
-			kindOf[a] = k
-		}
-	}
-	start := time.Now()
-	for _, a := range agents {
-		if err := a.Start(key); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := meshlab.WaitOnline(t.Context(), agents, 60*time.Second); err != nil {
-		t.Fatalf("mesh did not come up: %v", err)
-	}
-	t.Logf("all %d agents see %d online peers after %v", len(agents), len(agents)-1, time.Since(start).Round(time.Millisecond))
-	ips := map[*meshlab.Agent]string{}
-	for _, a := range agents {
-		ips[a] = overlayIP(t, a)
-	}
-	// The coordinator's view agrees: every node listed, online, at the
-	// address its agent reports.
-	nodes, err := coord.Nodes(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	byName := map[string]string{}
-	for _, n := range nodes {
-		if !n.Online {
-			t.Errorf("nodes list: %s offline", n.Name)
-		}
-		byName[n.Name] = n.IP
-	}
-	for _, a := range agents {
-		if byName[a.Name] != ips[a] {
-			t.Errorf("nodes list: %s at %q, its agent says %s", a.Name, byName[a.Name], ips[a])
-		}
-	}
-	if len(nodes) != len(agents) {
-		t.Errorf("nodes list has %d nodes, want %d", len(nodes), len(agents))
-	}
-
-	for i, a := range agents {
-		for _, b := range agents[i+1:] {
-			t.Run(a.Name+"-"+b.Name, func(t *testing.T) {
-				if needsRelay(kindOf[a], kindOf[b]) {
-					if out, err := pingUntil(t.Context(), a, ips[b], 30*time.Second); err != nil {
-						t.Fatalf("overlay ping %s -> %s over the relay failed: %v\n%s", a.Name, b.Name, err, out)
-					}
-					checkRelayed(t, a, b, "udp", meshlab.CoordinatorIP)
-					checkRelayed(t, b, a, "udp", meshlab.CoordinatorIP)
-					return
-				}
-				checkDirectPair(t, a, b, ips[b])
-			})
-		}
+	for _, v := range natlab.Variants {
+		t.Run(v.String(), func(t *testing.T) {
+			runMeshPairs(t, v, meshSpots, knownGaps[v])
+		})
 	}
 }
 

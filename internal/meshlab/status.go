@@ -93,6 +93,7 @@ type PeerStatus struct {
 	Reason        string     `json:"reason"`
 	Relay         *RelayPath `json:"relay"`
 	LastChange    string     `json:"last_change"`
+	DirectAfterMs int64      `json:"direct_after_ms"`
 	LastHandshake string     `json:"last_handshake"`
 	RxBytes       uint64     `json:"rx_bytes"`
 	TxBytes       uint64     `json:"tx_bytes"`

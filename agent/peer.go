@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -39,10 +40,16 @@ type peer struct {
 	changedAt  time.Time // last path change
 	lastChange string    // why, for status
 	peerNAT    string    // the peer's own view of its network (Signal.NAT)
+	// peerFiltering is the peer's NAT filtering (Signal.Filtering): ""
+	// until the peer has measured it.
+	peerFiltering string
 	// onlineAt is when this agent last saw the peer come online;
 	// directAfter how long the first direct path took from then (0 before).
 	onlineAt    time.Time
 	directAfter time.Duration
+	// waitFrom is when the wait for both NAT views began (the peer was
+	// added, or came online): see orderReadyLocked.
+	waitFrom time.Time
 
 	// wgMu serialises this peer's WireGuard changes with its removal, so a
 	// path selected just as the peer is removed cannot add it back.
@@ -77,6 +84,7 @@ func newPeer(a *Agent, n control.Node, key Key) *peer {
 	if n.Online {
 		p.onlineAt = time.Now()
 	}
+	p.waitFrom = time.Now()
 	return p
 }
 
@@ -95,7 +103,7 @@ func (p *peer) update(n control.Node) {
 	wasOnline := p.node.Online
 	p.node = n
 	if n.Online && !wasOnline {
-		p.onlineAt, p.directAfter = time.Now(), 0
+		p.onlineAt, p.directAfter, p.waitFrom = time.Now(), 0, time.Now()
 	}
 	p.mu.Unlock()
 	if n.Online && !wasOnline {
@@ -160,11 +168,13 @@ func (p *peer) onState(l *lane, agent *ice.Agent, s ice.ConnectionState) {
 	case ice.ConnectionStateConnected, ice.ConnectionStateCompleted:
 		l.retry.reset()
 		l.nextTry = time.Time{}
+		l.everUp = true
 	case ice.ConnectionStateFailed:
 		p.a.countICEFailure()
 		l.failures++
 		l.selected = false
 		l.nextTry = time.Now().Add(l.retry.next())
+		l.quietAfterFailureLocked()
 	}
 	apply := p.reconsiderLocked(l.label() + " lane " + s.String())
 	p.mu.Unlock()
@@ -343,8 +353,11 @@ func (p *peer) handleSignal(s *control.Signal) {
 	switch s.Kind {
 	case control.SignalOffer, control.SignalAnswer:
 		p.peerNAT = s.NAT
+		p.peerFiltering = cmp.Or(s.Filtering, p.peerFiltering)
 	case control.SignalInfo:
 		p.peerNAT = s.NAT
+		p.peerFiltering = cmp.Or(s.Filtering, p.peerFiltering)
+		p.natViewsChangedLocked()
 		return
 	}
 	p.log.Debug("signal", "lane", l.label(), "kind", s.Kind, "session", s.Session, "current", l.session, "candidate", s.Candidate)
@@ -357,6 +370,42 @@ func (p *peer) close() {
 	p.closed = true
 	p.direct.closeICELocked()
 	p.relay.closeICELocked()
+}
+
+// punchInfoWait is how long a first direct session waits for both sides'
+// NAT views (the filtering probe takes about natFilterTimeout) before it
+// starts without them, both sides checking at once.
+const punchInfoWait = 2 * time.Second
+
+// orderReadyLocked tells whether the direct lane may start a session:
+// both sides know their NAT filtering, so decideOrder can say who sends
+// first, or waiting longer is not worth it.
+func (p *peer) orderReadyLocked(now time.Time) bool {
+	if p.a.natFiltering() != "" && p.peerFiltering != "" {
+		return true
+	}
+	return now.Sub(p.waitFrom) >= punchInfoWait
+}
+
+// natViewsChanged starts the first direct session of a controlling side
+// that waited for the NAT views (orderReadyLocked). A session under way is
+// left alone.
+func (p *peer) natViewsChanged() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.natViewsChangedLocked()
+}
+
+func (p *peer) natViewsChangedLocked() {
+	if p.closed || !p.node.Online || !p.controlling || p.direct.ice != nil {
+		return
+	}
+	p.direct.kickLocked()
+}
+
+// peerNATViewLocked is the peer's side of the punch order.
+func (p *peer) peerNATViewLocked() natView {
+	return natView{Filtering: p.peerFiltering, PortMapped: p.peerNAT == natPortMapped}
 }
 
 func newSessionID() string {

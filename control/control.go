@@ -190,6 +190,11 @@ const (
 	// SignalInfo carries only NAT: the sender learnt something new about
 	// its network. Agents that do not know it ignore it.
 	SignalInfo = "info"
+	// SignalOpened tells the peer, in the session named, that the sender's
+	// first connectivity checks have left: a peer that holds back its own
+	// (see the agent's punch order) starts now. Agents that do not know it
+	// ignore it and start after a short wait.
+	SignalOpened = "opened"
 )
 
 // Signal is ICE signalling between two agents, relayed by the coordinator.
@@ -210,6 +215,11 @@ type Signal struct {
 	// "udp-blocked" or empty), sent with offers and answers so both sides
 	// can tell the user why a path is not direct.
 	NAT string `json:"nat,omitempty"`
+	// Filtering is what the sender's NAT lets in, as netcheck measures it
+	// ("endpoint-independent", "address-dependent" or
+	// "address-and-port-dependent"; empty when not measured), sent with
+	// NAT. Both sides decide from it who sends first.
+	Filtering string `json:"filtering,omitempty"`
 }
 
 // LaneRelay is Signal.Lane of the relay-only ICE session.

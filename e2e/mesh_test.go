@@ -50,22 +50,6 @@ func needsRelay(a, b natlab.Kind) bool {
 var knownGaps = map[natlab.Variant]map[string]string{
 	natlab.InputDrop: {},
 	natlab.InputAccept: {
-		// restricted cone <-> port-restricted (double NAT included)
-		"restrictedcone1-portrestricted1":    noDirectPair,
-		"restrictedcone1-portrestricted1b":   noDirectPair,
-		"restrictedcone1-portrestricted2":    noDirectPair,
-		"restrictedcone1-doublenat1":         noDirectPair,
-		"restrictedcone1-portrestricted-isp": noDirectPair,
-		"restrictedcone2-portrestricted1":    noDirectPair,
-		"restrictedcone2-portrestricted1b":   noDirectPair,
-		"restrictedcone2-portrestricted2":    noDirectPair,
-		"restrictedcone2-doublenat1":         noDirectPair,
-		"restrictedcone2-portrestricted-isp": noDirectPair,
-		// restricted cone <-> symmetric
-		"restrictedcone1-symmetric1": symmetricNAT,
-		"restrictedcone1-symmetric2": symmetricNAT,
-		"restrictedcone2-symmetric1": symmetricNAT,
-		"restrictedcone2-symmetric2": symmetricNAT,
 		// port-restricted <-> port-restricted behind different routers
 		"portrestricted1-portrestricted2":     noDirectPair,
 		"portrestricted1-doublenat1":          noDirectPair,
@@ -82,7 +66,6 @@ var knownGaps = map[natlab.Variant]map[string]string{
 // Relay reasons the known gaps show (agent/status.go).
 const (
 	noDirectPair = "no direct candidate pair worked"
-	symmetricNAT = "symmetric NAT"
 )
 
 // TestMeshAllNATPairs joins the agents of meshSpots on each router variant

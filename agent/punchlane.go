@@ -25,10 +25,11 @@ const (
 )
 
 // quietAfterFailureLocked holds the direct lane back for staleExpiry
-// after a session that never connected. A path that worked and died
-// (a network change) retries on the usual backoff instead.
+// after a session that never connected, while no direct path has worked
+// since the peer came online. A path that worked and died (a network
+// change, a firewall) retries on the usual backoff instead.
 func (l *lane) quietAfterFailureLocked() {
-	if l.relay() || l.everUp {
+	if l.relay() || l.everUp || l.p.directAfter != 0 {
 		return
 	}
 	l.quietUntil = time.Now().Add(staleExpiry)

@@ -142,6 +142,7 @@ func (l *lane) signal(s control.Signal) {
 	if s.Kind == control.SignalOffer || s.Kind == control.SignalAnswer {
 		s.NAT = l.p.a.natLabel()
 		s.Filtering = l.p.a.natFiltering()
+		s.OpenTTL = l.p.a.natOpenTTL()
 	}
 	l.p.a.sendSignal(s)
 }

@@ -134,6 +134,7 @@ type natState struct {
 	mu        sync.Mutex
 	label     string
 	filtering string
+	openTTL   int
 	probed    bool // a probe has finished
 	next      time.Time
 	running   bool
@@ -159,21 +160,22 @@ func (a *Agent) natTick(now time.Time) {
 	go func() {
 		filtering := make(chan string, 1)
 		go func() { filtering <- probeFiltering(full) }()
+		ttl := probeOpenTTLTo(servers[0])
 		label, mapped := probeNAT(servers)
 		filt := <-filtering
 		n.mu.Lock()
-		changed, first := label != n.label || filt != n.filtering, !n.probed
-		n.label, n.filtering, n.probed, n.running, n.next = label, filt, true, false, time.Now().Add(natRecheck)
+		changed, first := label != n.label || filt != n.filtering || ttl != n.openTTL, !n.probed
+		n.label, n.filtering, n.openTTL, n.probed, n.running, n.next = label, filt, ttl, true, false, time.Now().Add(natRecheck)
 		n.mu.Unlock()
 		if changed || first {
-			a.log.Info("local network", "nat", cmp.Or(label, "no symmetric NAT seen"), "filtering", cmp.Or(filt, "unknown"), "servers", len(servers), "mapped", mapped)
+			a.log.Info("local network", "nat", cmp.Or(label, "no symmetric NAT seen"), "filtering", cmp.Or(filt, "unknown"), "open_ttl", ttl, "servers", len(servers), "mapped", mapped)
 		}
 		if changed || first {
 			// Peers explain paths with it and decide who punches first
 			// (punchorder.go); offers carry it too, but the first ones
 			// usually leave before the probe is done.
 			for _, p := range a.peerList() {
-				a.sendSignal(control.Signal{To: p.id, Kind: control.SignalInfo, NAT: label, Filtering: filt})
+				a.sendSignal(control.Signal{To: p.id, Kind: control.SignalInfo, NAT: label, Filtering: filt, OpenTTL: ttl})
 				p.natViewsChanged()
 			}
 		}
@@ -196,7 +198,14 @@ func (a *Agent) selfNATView() natView {
 	_, mapped := a.portMapping()
 	a.nat.mu.Lock()
 	defer a.nat.mu.Unlock()
-	return natView{Filtering: a.nat.filtering, PortMapped: mapped}
+	return natView{Filtering: a.nat.filtering, PortMapped: mapped, OpenTTL: a.nat.openTTL}
+}
+
+// natOpenTTL is what peers are told of this node's opening TTL.
+func (a *Agent) natOpenTTL() int {
+	a.nat.mu.Lock()
+	defer a.nat.mu.Unlock()
+	return a.nat.openTTL
 }
 
 // natFiltering is what peers are told of this node's NAT filtering.

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -43,6 +42,7 @@ type peer struct {
 	// peerFiltering is the peer's NAT filtering (Signal.Filtering): ""
 	// until the peer has measured it.
 	peerFiltering string
+	peerOpenTTL   int // Signal.OpenTTL
 	// onlineAt is when this agent last saw the peer come online;
 	// directAfter how long the first direct path took from then (0 before).
 	onlineAt    time.Time
@@ -353,10 +353,14 @@ func (p *peer) handleSignal(s *control.Signal) {
 	switch s.Kind {
 	case control.SignalOffer, control.SignalAnswer:
 		p.peerNAT = s.NAT
-		p.peerFiltering = cmp.Or(s.Filtering, p.peerFiltering)
+		if s.Filtering != "" {
+			p.peerFiltering, p.peerOpenTTL = s.Filtering, s.OpenTTL
+		}
 	case control.SignalInfo:
 		p.peerNAT = s.NAT
-		p.peerFiltering = cmp.Or(s.Filtering, p.peerFiltering)
+		if s.Filtering != "" {
+			p.peerFiltering, p.peerOpenTTL = s.Filtering, s.OpenTTL
+		}
 		p.natViewsChangedLocked()
 		return
 	}
@@ -405,7 +409,7 @@ func (p *peer) natViewsChangedLocked() {
 
 // peerNATViewLocked is the peer's side of the punch order.
 func (p *peer) peerNATViewLocked() natView {
-	return natView{Filtering: p.peerFiltering, PortMapped: p.peerNAT == natPortMapped}
+	return natView{Filtering: p.peerFiltering, PortMapped: p.peerNAT == natPortMapped, OpenTTL: p.peerOpenTTL}
 }
 
 func newSessionID() string {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -50,15 +51,21 @@ func (l *lane) setOrderLocked(agent *ice.Agent) {
 		return
 	}
 	p := l.p
-	l.order = decideOrder(p.a.selfNATView(), p.peerNATViewLocked())
+	l.order = decideOrder(p.a.selfNATView(), p.peerNATViewLocked(), p.controlling)
 	if l.order != orderTogether {
 		p.log.Info("punch order", "order", l.order.String(), "self", p.a.natFiltering(), "peer", p.peerFiltering)
 	}
-	if l.order != orderWait {
+	if l.order != orderWait && l.order != orderOpenLow {
 		return
 	}
 	l.holding = true
-	time.AfterFunc(punchHoldMax, func() {
+	hold := punchHoldMax
+	if l.order == orderOpenLow {
+		// Our checks must not reach the peer's router before its own
+		// checks have opened it: wait longer for its word.
+		hold = 2 * punchHoldMax
+	}
+	time.AfterFunc(hold, func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if l.ice == agent && l.holding {
@@ -73,13 +80,27 @@ func (l *lane) setOrderLocked(agent *ice.Agent) {
 func (l *lane) addRemoteLocked(c ice.Candidate) {
 	if l.holding {
 		l.held = append(l.held, c)
+		if l.order == orderOpenLow && c.Type() == ice.CandidateTypeServerReflexive {
+			l.openLowLocked(c)
+		}
 		return
 	}
 	if err := l.ice.AddRemoteCandidate(c); err != nil {
 		l.p.log.Debug("add remote candidate", "err", err)
 		return
 	}
-	if l.order != orderFirst || l.openedSent {
+	// The side that sends first, and a waiting side whose peer opened
+	// with low TTL, tell the peer once checks to its public address run.
+	public := c.Type() == ice.CandidateTypeServerReflexive || c.Type() == ice.CandidateTypePeerReflexive
+	if (l.order == orderFirst || l.order == orderWait) && public {
+		l.tellOpenedLocked()
+	}
+}
+
+// tellOpenedLocked tells the peer, punchOpenedDelay from now, that our
+// first packets have left.
+func (l *lane) tellOpenedLocked() {
+	if l.openedSent {
 		return
 	}
 	l.openedSent = true
@@ -103,4 +124,36 @@ func (l *lane) releaseLocked(why string) {
 	for _, c := range held {
 		l.addRemoteLocked(c)
 	}
+}
+
+// openLowBurst is how many low-TTL opening packets go to each of the
+// peer's public candidates, openLowGap apart.
+const (
+	openLowBurst = 3
+	openLowGap   = 20 * time.Millisecond
+)
+
+// openLowLocked opens our NAT toward the peer's public candidate c with
+// low-TTL packets from the shared socket, then tells the peer.
+func (l *lane) openLowLocked(c ice.Candidate) {
+	ip, err := netip.ParseAddr(c.Address())
+	if err != nil {
+		return
+	}
+	to := netip.AddrPortFrom(ip.Unmap(), uint16(c.Port()))
+	ttl := l.p.a.natOpenTTL()
+	bind, log := l.p.a.bind, l.p.log
+	go func() {
+		for i := range openLowBurst {
+			if i > 0 {
+				time.Sleep(openLowGap)
+			}
+			if err := bind.sendLowTTL(to, ttl); err != nil {
+				log.Warn("low-TTL opening packet not sent", "to", to.String(), "err", err)
+				return
+			}
+		}
+	}()
+	l.p.log.Info("punch: opening our NAT with low-TTL packets", "to", to.String(), "ttl", ttl)
+	l.tellOpenedLocked()
 }

@@ -220,6 +220,11 @@ type Signal struct {
 	// "address-and-port-dependent"; empty when not measured), sent with
 	// NAT. Both sides decide from it who sends first.
 	Filtering string `json:"filtering,omitempty"`
+	// OpenTTL is the TTL at which the sender's packets have passed all its
+	// NATs and die at the next router (0: none found): a sender that has
+	// one can open its NAT toward the peer without reaching the peer's
+	// router.
+	OpenTTL int `json:"open_ttl,omitempty"`
 }
 
 // LaneRelay is Signal.Lane of the relay-only ICE session.

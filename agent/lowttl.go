@@ -62,9 +62,9 @@ func ttlControl(ttl int) []byte {
 // STUN, so a peer that gets it anyway drops it (classify).
 var openingPayload = []byte("mvop")
 
-// sendLowTTL sends one opening packet with the given TTL from the shared
+// sendTTL sends one opening packet with the given TTL from the shared
 // socket to an IPv4 address.
-func (b *Bind) sendLowTTL(to netip.AddrPort, ttl int) error {
+func (b *Bind) sendTTL(to netip.AddrPort, ttl int) error {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if !b.open || b.fd4 < 0 {

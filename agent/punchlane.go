@@ -7,6 +7,7 @@ import (
 	"github.com/pion/ice/v4"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/netcheck"
 )
 
 const (
@@ -55,14 +56,18 @@ func (l *lane) setOrderLocked(agent *ice.Agent) {
 	if l.order != orderTogether {
 		p.log.Info("punch order", "order", l.order.String(), "self", p.a.natFiltering(), "peer", p.peerFiltering)
 	}
-	if l.order != orderWait && l.order != orderOpenLow {
+	if l.order == orderTogether {
 		return
 	}
+	// Every side of an ordered session holds its checks back: the waiting
+	// side until the opener's filter is open, the opener until the
+	// waiting side's checks have left - ours must not reach the peer's
+	// router before those have opened it, or they leave a stale entry
+	// there that moves the peer's mapping (for every new flow of that
+	// socket: Linux reuses a source's newest mapping).
 	l.holding = true
 	hold := punchHoldMax
-	if l.order == orderOpenLow {
-		// Our checks must not reach the peer's router before its own
-		// checks have opened it: wait longer for its word.
+	if l.order != orderWait {
 		hold = 2 * punchHoldMax
 	}
 	time.AfterFunc(hold, func() {
@@ -80,8 +85,13 @@ func (l *lane) setOrderLocked(agent *ice.Agent) {
 func (l *lane) addRemoteLocked(c ice.Candidate) {
 	if l.holding {
 		l.held = append(l.held, c)
-		if l.order == orderOpenLow && c.Type() == ice.CandidateTypeServerReflexive {
-			l.openLowLocked(c)
+		if c.Type() == ice.CandidateTypeServerReflexive {
+			switch l.order {
+			case orderOpenLow:
+				l.openLowLocked(c)
+			case orderFirst:
+				l.openFilterLocked(c)
+			}
 		}
 		return
 	}
@@ -89,10 +99,10 @@ func (l *lane) addRemoteLocked(c ice.Candidate) {
 		l.p.log.Debug("add remote candidate", "err", err)
 		return
 	}
-	// The side that sends first, and a waiting side whose peer opened
-	// with low TTL, tell the peer once checks to its public address run.
+	// The waiting side tells the opener once checks to its public
+	// address run.
 	public := c.Type() == ice.CandidateTypeServerReflexive || c.Type() == ice.CandidateTypePeerReflexive
-	if (l.order == orderFirst || l.order == orderWait) && public {
+	if l.order == orderWait && public {
 		l.tellOpenedLocked()
 	}
 }
@@ -133,6 +143,51 @@ const (
 	openLowGap   = 20 * time.Millisecond
 )
 
+// decoyPort is where a filter-opening packet goes on the peer's public
+// address: the discard port, which no NAT hands out as a mapping, so the
+// entry the packet may leave on the peer's router never clashes with the
+// peer's own flows.
+const decoyPort = 9
+
+// openFilterLocked opens an address-dependent filter (restricted cone)
+// for the peer's whole address, without touching the peer's mapping: one
+// packet to the peer's address at decoyPort. An endpoint-independent
+// filter (full cone, a port mapping) needs nothing. Then it tells the
+// peer to start.
+func (l *lane) openFilterLocked(c ice.Candidate) {
+	if l.openedSent {
+		return
+	}
+	self := l.p.a.selfNATView()
+	if self.Filtering == netcheck.AddressDependent && !self.PortMapped {
+		ip, err := netip.ParseAddr(c.Address())
+		if err != nil {
+			return
+		}
+		to := netip.AddrPortFrom(ip.Unmap(), decoyPort)
+		l.burstLocked(to, 64)
+		l.p.log.Info("punch: opening our filter for the peer's address", "to", to.String())
+	}
+	l.tellOpenedLocked()
+}
+
+// burstLocked sends openLowBurst opening packets to to with the given TTL
+// from the shared socket.
+func (l *lane) burstLocked(to netip.AddrPort, ttl int) {
+	bind, log := l.p.a.bind, l.p.log
+	go func() {
+		for i := range openLowBurst {
+			if i > 0 {
+				time.Sleep(openLowGap)
+			}
+			if err := bind.sendTTL(to, ttl); err != nil {
+				log.Warn("opening packet not sent", "to", to.String(), "err", err)
+				return
+			}
+		}
+	}()
+}
+
 // openLowLocked opens our NAT toward the peer's public candidate c with
 // low-TTL packets from the shared socket, then tells the peer.
 func (l *lane) openLowLocked(c ice.Candidate) {
@@ -142,18 +197,7 @@ func (l *lane) openLowLocked(c ice.Candidate) {
 	}
 	to := netip.AddrPortFrom(ip.Unmap(), uint16(c.Port()))
 	ttl := l.p.a.natOpenTTL()
-	bind, log := l.p.a.bind, l.p.log
-	go func() {
-		for i := range openLowBurst {
-			if i > 0 {
-				time.Sleep(openLowGap)
-			}
-			if err := bind.sendLowTTL(to, ttl); err != nil {
-				log.Warn("low-TTL opening packet not sent", "to", to.String(), "err", err)
-				return
-			}
-		}
-	}()
+	l.burstLocked(to, ttl)
 	l.p.log.Info("punch: opening our NAT with low-TTL packets", "to", to.String(), "ttl", ttl)
 	l.tellOpenedLocked()
 }

@@ -79,6 +79,9 @@ type Agent struct {
 	stunAlt []string
 	// stunServers is the netmap's STUN list, for the filtering probe.
 	stunServers []control.STUNServer
+	// stunUsed is when the shared socket last asked each STUN address for
+	// its mapping (freshSTUN).
+	stunUsed map[netip.AddrPort]time.Time
 }
 
 // Run starts the agent and blocks until ctx ends, then removes the TUN

@@ -27,8 +27,9 @@ type Bind struct {
 	port uint16
 	fd4  int // a duplicate of the IPv4 socket for low-TTL sends, -1 without
 
-	stun   *stunConn
-	relays *relayPaths
+	stun    *stunConn
+	relays  *relayPaths
+	queries mapQueries
 }
 
 // NewBind returns a Bind; its STUN side is Bind.STUNConn.
@@ -88,7 +89,9 @@ func (b *Bind) filter(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			case kindWireGuard:
 				continue
 			case kindSTUN:
-				b.stun.deliver(p, endpointAddr(eps[i]))
+				if !b.queries.answer(p) {
+					b.stun.deliver(p, endpointAddr(eps[i]))
+				}
 			}
 			sizes[i] = 0
 		}

@@ -62,6 +62,11 @@ type lane struct {
 	holding    bool
 	held       []ice.Candidate
 	openedSent bool
+	// Low-TTL opener: where we opened, and the peer's reported mapping
+	// (SignalMapping).
+	openedTo     []netip.AddrPort
+	peerMapped   netip.AddrPort
+	mappingAsked bool // waiting side: our mapping was asked and reported
 	// everUp: the current session connected at some point. quietUntil:
 	// no new direct session before then (see quietAfterFailureLocked).
 	everUp     bool
@@ -301,8 +306,14 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 		}
 		l.addRemoteLocked(c)
 	case control.SignalOpened:
-		if s.Session == l.session && l.holding {
-			l.releaseLocked("the peer's first checks left")
+		if s.Session == l.session {
+			l.onOpenedLocked()
+		}
+	case control.SignalMapping:
+		if s.Session == l.session && l.order == orderOpenLow {
+			if ap, err := netip.ParseAddrPort(s.Candidate); err == nil && ap.Addr().Is4() {
+				l.peerMappedLocked(ap)
+			}
 		}
 	}
 }

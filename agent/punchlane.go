@@ -7,7 +7,6 @@ import (
 	"github.com/pion/ice/v4"
 
 	"github.com/meshvpn/meshvpn/control"
-	"github.com/meshvpn/meshvpn/netcheck"
 )
 
 const (
@@ -48,6 +47,7 @@ func (l *lane) quietLocked(now time.Time) bool {
 // (agent is its ICE agent) and, when we hold back, arms the release.
 func (l *lane) setOrderLocked(agent *ice.Agent) {
 	l.order, l.holding, l.held, l.openedSent = orderTogether, false, nil, false
+	l.openedTo, l.peerMapped, l.mappingAsked = nil, netip.AddrPort{}, false
 	if l.relay() {
 		return
 	}
@@ -150,16 +150,18 @@ const (
 const decoyPort = 9
 
 // openFilterLocked opens an address-dependent filter (restricted cone)
-// for the peer's whole address, without touching the peer's mapping: one
-// packet to the peer's address at decoyPort. An endpoint-independent
-// filter (full cone, a port mapping) needs nothing. Then it tells the
-// peer to start.
+// for the peer's whole address, without touching the peer's mapping:
+// packets to the peer's address at decoyPort. A port mapping needs
+// nothing. A filter measured endpoint-independent gets them too: a
+// restricted cone that opens per host rather than per mapping reads as
+// one when the probe's server address was contacted from another socket
+// (measured in the lab: the agent's two probes run at once). Then it
+// tells the peer to start.
 func (l *lane) openFilterLocked(c ice.Candidate) {
 	if l.openedSent {
 		return
 	}
-	self := l.p.a.selfNATView()
-	if self.Filtering == netcheck.AddressDependent && !self.PortMapped {
+	if !l.p.a.selfNATView().PortMapped {
 		ip, err := netip.ParseAddr(c.Address())
 		if err != nil {
 			return
@@ -195,9 +197,72 @@ func (l *lane) openLowLocked(c ice.Candidate) {
 	if err != nil {
 		return
 	}
-	to := netip.AddrPortFrom(ip.Unmap(), uint16(c.Port()))
+	l.openLowToLocked(netip.AddrPortFrom(ip.Unmap(), uint16(c.Port())))
+	l.tellOpenedLocked()
+}
+
+// openLowToLocked sends the low-TTL burst to one address, once.
+func (l *lane) openLowToLocked(to netip.AddrPort) {
+	for _, o := range l.openedTo {
+		if o == to {
+			return
+		}
+	}
+	l.openedTo = append(l.openedTo, to)
 	ttl := l.p.a.natOpenTTL()
 	l.burstLocked(to, ttl)
 	l.p.log.Info("punch: opening our NAT with low-TTL packets", "to", to.String(), "ttl", ttl)
-	l.tellOpenedLocked()
+}
+
+// peerMappedLocked takes the peer's report of where its checks will come
+// from: we open toward it too, and tell the peer at once.
+func (l *lane) peerMappedLocked(ap netip.AddrPort) {
+	l.peerMapped = ap
+	l.openLowToLocked(ap)
+	l.signal(control.Signal{Kind: control.SignalOpened, Session: l.session})
+}
+
+// onOpenedLocked handles the peer's SignalOpened while we hold back. A
+// side waiting for a low-TTL opener first reports where its new flows
+// leave from now (the opener opened toward the STUN-seen port, which may
+// have moved) and starts on the opener's next word.
+func (l *lane) onOpenedLocked() {
+	if !l.holding {
+		return
+	}
+	if l.order == orderWait && l.p.peerOpenTTL > 0 && !l.mappingAsked {
+		l.mappingAsked = true
+		go l.reportMapping(l.ice, l.session)
+		return
+	}
+	l.releaseLocked("the peer's first checks left")
+}
+
+// reportMapping tells a low-TTL opener where our new flows leave from
+// now, asked from the shared socket (mapquery.go).
+func (l *lane) reportMapping(agent *ice.Agent, session string) {
+	a := l.p.a
+	dest, ok := a.freshSTUN()
+	if !ok {
+		l.p.mu.Lock()
+		defer l.p.mu.Unlock()
+		if l.ice == agent && l.holding {
+			l.releaseLocked("no STUN address to ask for the mapping")
+		}
+		return
+	}
+	m, err := a.bind.queryMapping(dest)
+	l.p.mu.Lock()
+	defer l.p.mu.Unlock()
+	if err != nil {
+		l.p.log.Debug("mapping query", "to", dest.String(), "err", err)
+		if l.ice == agent && l.holding {
+			l.releaseLocked("no mapping to report")
+		}
+		return
+	}
+	if l.ice == agent {
+		l.p.log.Info("punch: our new flows leave from", "mapped", m.String())
+		l.signal(control.Signal{Kind: control.SignalMapping, Session: session, Candidate: m.String()})
+	}
 }

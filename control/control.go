@@ -195,6 +195,11 @@ const (
 	// (see the agent's punch order) starts now. Agents that do not know it
 	// ignore it and start after a short wait.
 	SignalOpened = "opened"
+	// SignalMapping carries, in Candidate, the public "ip:port" that the
+	// sender's new flows leave from right now (which a NAT may have moved
+	// away from its STUN-seen port): a peer that opens its NAT with
+	// low-TTL packets aims there too.
+	SignalMapping = "mapping"
 )
 
 // Signal is ICE signalling between two agents, relayed by the coordinator.

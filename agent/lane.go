@@ -62,10 +62,8 @@ type lane struct {
 	holding    bool
 	held       []ice.Candidate
 	openedSent bool
-	// Low-TTL opener: where we opened, and the peer's reported mapping
-	// (SignalMapping).
+	// openedTo: where a low-TTL opener sent its opening packets.
 	openedTo     []netip.AddrPort
-	peerMapped   netip.AddrPort
 	mappingAsked bool // waiting side: our mapping was asked and reported
 	// everUp: the current session connected at some point. quietUntil:
 	// no new direct session before then (see quietAfterFailureLocked).

@@ -47,7 +47,7 @@ func (l *lane) quietLocked(now time.Time) bool {
 // (agent is its ICE agent) and, when we hold back, arms the release.
 func (l *lane) setOrderLocked(agent *ice.Agent) {
 	l.order, l.holding, l.held, l.openedSent = orderTogether, false, nil, false
-	l.openedTo, l.peerMapped, l.mappingAsked = nil, netip.AddrPort{}, false
+	l.openedTo, l.mappingAsked = nil, false
 	if l.relay() {
 		return
 	}
@@ -201,6 +201,13 @@ func (l *lane) openLowLocked(c ice.Candidate) {
 	l.tellOpenedLocked()
 }
 
+// sameHostLocked tells whether ap is on the public address we opened
+// toward: a peer's mapping report may only move the port, so no member
+// can point our opening packets at a third party.
+func (l *lane) sameHostLocked(ap netip.AddrPort) bool {
+	return len(l.openedTo) > 0 && l.openedTo[0].Addr() == ap.Addr()
+}
+
 // openLowToLocked sends the low-TTL burst to one address, once.
 func (l *lane) openLowToLocked(to netip.AddrPort) {
 	for _, o := range l.openedTo {
@@ -217,7 +224,10 @@ func (l *lane) openLowToLocked(to netip.AddrPort) {
 // peerMappedLocked takes the peer's report of where its checks will come
 // from: we open toward it too, and tell the peer at once.
 func (l *lane) peerMappedLocked(ap netip.AddrPort) {
-	l.peerMapped = ap
+	if !l.sameHostLocked(ap) {
+		l.p.log.Debug("mapping report for another address ignored", "mapped", ap.String())
+		return
+	}
 	l.openLowToLocked(ap)
 	l.signal(control.Signal{Kind: control.SignalOpened, Session: l.session})
 }

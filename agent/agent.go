@@ -93,6 +93,11 @@ type Agent struct {
 	// stunAlt are the STUN servers' alternate addresses, for telling a
 	// symmetric NAT (a new mapping per destination) from the others.
 	stunAlt []string
+	// stunServers is the netmap's STUN list, for the filtering probe.
+	stunServers []control.STUNServer
+	// stunUsed is when the shared socket last asked each STUN address for
+	// its mapping (freshSTUN).
+	stunUsed map[netip.AddrPort]time.Time
 }
 
 // Run starts the agent and blocks until ctx ends, then removes the TUN

@@ -2,10 +2,12 @@ package agent
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
 
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
 )
 
@@ -23,14 +25,16 @@ type Bind struct {
 	mu   sync.RWMutex
 	open bool
 	port uint16
+	fd4  int // a duplicate of the IPv4 socket for low-TTL sends, -1 without
 
-	stun   *stunConn
-	relays *relayPaths
+	stun    *stunConn
+	relays  *relayPaths
+	queries mapQueries
 }
 
 // NewBind returns a Bind; its STUN side is Bind.STUNConn.
 func NewBind() *Bind {
-	b := &Bind{inner: conn.NewStdNetBind(), relays: newRelayPaths()}
+	b := &Bind{inner: conn.NewStdNetBind(), relays: newRelayPaths(), fd4: -1}
 	b.stun = newSTUNConn(b)
 	return b
 }
@@ -51,10 +55,18 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	fd4, ferr := findUDP4Socket(actual)
 	b.mu.Lock()
 	b.open = true
 	b.port = actual
+	if b.fd4 >= 0 {
+		unix.Close(b.fd4)
+	}
+	b.fd4 = fd4
 	b.mu.Unlock()
+	if ferr != nil {
+		slog.Warn("no low-TTL opening packets", "err", ferr)
+	}
 	wrapped := make([]conn.ReceiveFunc, len(fns), len(fns)+1)
 	for i, fn := range fns {
 		wrapped[i] = b.filter(fn)
@@ -77,7 +89,9 @@ func (b *Bind) filter(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			case kindWireGuard:
 				continue
 			case kindSTUN:
-				b.stun.deliver(p, endpointAddr(eps[i]))
+				if !b.queries.answer(p) {
+					b.stun.deliver(p, endpointAddr(eps[i]))
+				}
 			}
 			sizes[i] = 0
 		}
@@ -96,6 +110,10 @@ func endpointAddr(ep conn.Endpoint) netip.AddrPort {
 func (b *Bind) Close() error {
 	b.mu.Lock()
 	b.open = false
+	if b.fd4 >= 0 {
+		unix.Close(b.fd4)
+		b.fd4 = -1
+	}
 	b.mu.Unlock()
 	b.relays.close()
 	return b.inner.Close()

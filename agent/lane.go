@@ -57,6 +57,20 @@ type lane struct {
 	// target is the relay the current relay session allocates on.
 	target relayTarget
 
+	// The punch order of the current direct session (punchorder.go):
+	// while holding, the peer's candidates wait in held; openedSent
+	// tells whether the peer was told our first checks have left.
+	order      punchOrder
+	holding    bool
+	held       []ice.Candidate
+	openedSent bool
+	// openedTo: where a low-TTL opener sent its opening packets.
+	openedTo     []netip.AddrPort
+	mappingAsked bool // waiting side: our mapping was asked and reported
+	// everUp: the current session connected at some point. quietUntil:
+	// no new direct session before then (see quietAfterFailureLocked).
+	everUp     bool
+	quietUntil time.Time
 	// peerStarts charges the sessions the peer makes us start (its offers,
 	// or its restart requests when we are controlling): each costs an ICE
 	// agent, sockets and, on the relay lane, a TURN allocation.
@@ -108,12 +122,15 @@ func (l *lane) enabled() bool {
 
 // kickLocked starts negotiating now if the lane is not already up.
 func (l *lane) kickLocked() {
-	if !l.enabled() || l.up() {
+	if !l.enabled() || l.up() || l.quietLocked(time.Now()) {
 		return
 	}
 	l.retry.reset()
 	l.nextTry = time.Time{}
 	if l.p.controlling {
+		if l.ice == nil && !l.orderReadyLocked(time.Now()) {
+			return // the tick or the peer's NAT info starts it
+		}
 		l.startLocked()
 	} else {
 		l.requestRestartLocked()
@@ -127,6 +144,7 @@ func (l *lane) tickLocked(now time.Time) {
 	}
 	if l.p.controlling {
 		switch {
+		case l.ice == nil && !l.orderReadyLocked(now):
 		case l.ice == nil:
 			l.startLocked()
 		case l.deferred && !l.answered:
@@ -144,11 +162,19 @@ func (l *lane) tickLocked(now time.Time) {
 	}
 }
 
+// orderReadyLocked tells whether a first session may start: the relay lane
+// always, the direct lane once the punch order can be decided.
+func (l *lane) orderReadyLocked(now time.Time) bool {
+	return l.relay() || l.p.orderReadyLocked(now)
+}
+
 func (l *lane) signal(s control.Signal) {
 	s.To = l.p.id
 	s.Lane = l.name
 	if s.Kind == control.SignalOffer || s.Kind == control.SignalAnswer {
 		s.NAT = l.p.a.natLabel()
+		s.Filtering = l.p.a.natFiltering()
+		s.OpenTTL = l.p.a.natOpenTTL()
 	}
 	l.p.a.sendSignal(s)
 }
@@ -198,6 +224,8 @@ func (l *lane) newICELocked(session string) (*ice.Agent, error) {
 	l.remoteCands = 0
 	l.started = time.Now()
 	l.state = ice.ConnectionStateNew
+	l.everUp = false
+	l.setOrderLocked(agent)
 
 	p := l.p
 	_ = agent.OnCandidate(func(c ice.Candidate) {
@@ -246,6 +274,12 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 	case control.SignalRestart:
 		if !l.p.controlling || !l.enabled() {
 			return
+		}
+		if l.ice == nil && !l.orderReadyLocked(time.Now()) {
+			return // starts once the punch order can be decided
+		}
+		if l.quietLocked(time.Now()) {
+			return // the tick starts it when the stale entries are gone
 		}
 		if !l.answered && time.Since(l.started) < restartHold && l.ice != nil {
 			// Our offer may be in flight to the peer's new instance.
@@ -308,8 +342,16 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 			l.p.log.Debug("bad remote candidate", "err", err)
 			return
 		}
-		if err := l.ice.AddRemoteCandidate(c); err != nil {
-			l.p.log.Debug("add remote candidate", "err", err)
+		l.addRemoteLocked(c)
+	case control.SignalOpened:
+		if s.Session == l.session {
+			l.onOpenedLocked()
+		}
+	case control.SignalMapping:
+		if s.Session == l.session && l.order == orderOpenLow {
+			if ap, err := netip.ParseAddrPort(s.Candidate); err == nil && ap.Addr().Is4() {
+				l.peerMappedLocked(ap)
+			}
 		}
 	}
 }

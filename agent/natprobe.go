@@ -2,7 +2,9 @@ package agent
 
 import (
 	"cmp"
+	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -12,6 +14,7 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/netcheck"
 )
 
 // What an agent tells its peers about its own network, so each side can
@@ -105,13 +108,36 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-// natState is the agent's latest probeNAT result.
+// natFilterTimeout bounds the filtering probe's wait for a reply that a
+// filtering NAT drops; it delays a peer's first direct session.
+const natFilterTimeout = time.Second
+
+// probeFiltering measures what the NAT lets in, with netcheck's filtering
+// tests (on a socket of their own, so nothing here disturbs a mapping).
+// It returns netcheck.Unknown when the servers cannot tell (no alternate
+// address): "" means "not measured yet" to peers.
+func probeFiltering(servers []control.STUNServer) string {
+	if len(servers) == 0 {
+		return netcheck.Unknown
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*natFilterTimeout)
+	defer cancel()
+	r, err := netcheck.Run(ctx, netcheck.Config{STUN: servers, ProbeTimeout: natFilterTimeout, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil || r.Filtering == "" {
+		return netcheck.Unknown
+	}
+	return r.Filtering
+}
+
+// natState is the agent's latest probeNAT and probeFiltering result.
 type natState struct {
-	mu      sync.Mutex
-	label   string
-	probed  bool // a probe has finished
-	next    time.Time
-	running bool
+	mu        sync.Mutex
+	label     string
+	filtering string
+	openTTL   int
+	probed    bool // a probe has finished
+	next      time.Time
+	running   bool
 }
 
 const natRecheck = 5 * time.Minute
@@ -121,6 +147,7 @@ func (a *Agent) natTick(now time.Time) {
 	servers := a.stunURLs()
 	a.mu.Lock()
 	servers = append(slices.Clone(servers), a.stunAlt...)
+	full := slices.Clone(a.stunServers)
 	a.mu.Unlock()
 	n := &a.nat
 	n.mu.Lock()
@@ -131,19 +158,25 @@ func (a *Agent) natTick(now time.Time) {
 	n.running = true
 	n.mu.Unlock()
 	go func() {
+		filtering := make(chan string, 1)
+		go func() { filtering <- probeFiltering(full) }()
+		ttl := probeOpenTTLTo(servers[0])
 		label, mapped := probeNAT(servers)
+		filt := <-filtering
 		n.mu.Lock()
-		changed, first := label != n.label, !n.probed
-		n.label, n.probed, n.running, n.next = label, true, false, time.Now().Add(natRecheck)
+		changed, first := label != n.label || filt != n.filtering || ttl != n.openTTL, !n.probed
+		n.label, n.filtering, n.openTTL, n.probed, n.running, n.next = label, filt, ttl, true, false, time.Now().Add(natRecheck)
 		n.mu.Unlock()
 		if changed || first {
-			a.log.Info("local network", "nat", cmp.Or(label, "no symmetric NAT seen"), "servers", len(servers), "mapped", mapped)
+			a.log.Info("local network", "nat", cmp.Or(label, "no symmetric NAT seen"), "filtering", cmp.Or(filt, "unknown"), "open_ttl", ttl, "servers", len(servers), "mapped", mapped)
 		}
-		if changed {
-			// Peers explain paths with it; offers carry it too, but the
-			// first ones usually leave before the probe is done.
+		if changed || first {
+			// Peers explain paths with it and decide who punches first
+			// (punchorder.go); offers carry it too, but the first ones
+			// usually leave before the probe is done.
 			for _, p := range a.peerList() {
-				a.sendSignal(control.Signal{To: p.id, Kind: control.SignalInfo, NAT: label})
+				a.sendSignal(control.Signal{To: p.id, Kind: control.SignalInfo, NAT: label, Filtering: filt, OpenTTL: ttl})
+				p.natViewsChanged()
 			}
 		}
 	}()
@@ -158,6 +191,28 @@ func (a *Agent) natLabel() string {
 	a.nat.mu.Lock()
 	defer a.nat.mu.Unlock()
 	return a.nat.label
+}
+
+// selfNATView is this node's side of the punch order (punchorder.go).
+func (a *Agent) selfNATView() natView {
+	_, mapped := a.portMapping()
+	a.nat.mu.Lock()
+	defer a.nat.mu.Unlock()
+	return natView{Filtering: a.nat.filtering, PortMapped: mapped, OpenTTL: a.nat.openTTL}
+}
+
+// natOpenTTL is what peers are told of this node's opening TTL.
+func (a *Agent) natOpenTTL() int {
+	a.nat.mu.Lock()
+	defer a.nat.mu.Unlock()
+	return a.nat.openTTL
+}
+
+// natFiltering is what peers are told of this node's NAT filtering.
+func (a *Agent) natFiltering() string {
+	a.nat.mu.Lock()
+	defer a.nat.mu.Unlock()
+	return a.nat.filtering
 }
 
 // pathEnv gathers what status needs to explain paths.

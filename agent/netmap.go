@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/internal/logsafe"
@@ -16,6 +17,10 @@ func (a *Agent) handleMessage(m control.Message) {
 	case control.MsgNetmap:
 		if m.Netmap != nil {
 			a.applyNetmap(m.Netmap)
+			// Peers wait for both sides' NAT views before their first
+			// direct session (punchorder.go): probe as soon as the STUN
+			// servers are known.
+			a.natTick(time.Now())
 		}
 	case control.MsgDelta:
 		if m.Delta != nil {
@@ -51,6 +56,7 @@ func (a *Agent) applyNetmap(nm *control.Netmap) {
 	a.mu.Lock()
 	a.stun = slices.Clone(nm.STUN)
 	a.stunAlt = nil
+	a.stunServers = slices.Clone(nm.STUNServers)
 	for _, srv := range nm.STUNServers {
 		if srv.Alternate != "" {
 			a.stunAlt = append(a.stunAlt, srv.Alternate)

@@ -41,6 +41,17 @@ type peer struct {
 	lastChange string    // why, for status
 	peerNAT    string    // the peer's own view of its network (Signal.NAT)
 	live       liveness  // what WireGuard's counters say (liveness.go)
+	// peerFiltering is the peer's NAT filtering (Signal.Filtering): ""
+	// until the peer has measured it.
+	peerFiltering string
+	peerOpenTTL   int // Signal.OpenTTL
+	// onlineAt is when this agent last saw the peer come online;
+	// directAfter how long the first direct path took from then (0 before).
+	onlineAt    time.Time
+	directAfter time.Duration
+	// waitFrom is when the wait for both NAT views began (the peer was
+	// added, or came online): see orderReadyLocked.
+	waitFrom time.Time
 
 	// wgMu serialises this peer's WireGuard changes with its removal, so a
 	// path selected just as the peer is removed cannot add it back.
@@ -72,6 +83,10 @@ func newPeer(a *Agent, n control.Node, key Key) *peer {
 	}
 	p.direct = lane{p: p}
 	p.relay = lane{p: p, name: control.LaneRelay}
+	if n.Online {
+		p.onlineAt = time.Now()
+	}
+	p.waitFrom = time.Now()
 	return p
 }
 
@@ -89,6 +104,9 @@ func (p *peer) update(n control.Node) {
 	p.mu.Lock()
 	wasOnline := p.node.Online
 	p.node = n
+	if n.Online && !wasOnline {
+		p.onlineAt, p.directAfter, p.waitFrom = time.Now(), 0, time.Now()
+	}
 	p.mu.Unlock()
 	if n.Online && !wasOnline {
 		p.kick()
@@ -152,11 +170,13 @@ func (p *peer) onState(l *lane, agent *ice.Agent, s ice.ConnectionState) {
 	case ice.ConnectionStateConnected, ice.ConnectionStateCompleted:
 		l.retry.reset()
 		l.nextTry = time.Time{}
+		l.everUp = true
 	case ice.ConnectionStateFailed:
 		p.a.countICEFailure()
 		l.failures++
 		l.selected = false
 		l.nextTry = time.Now().Add(l.retry.next())
+		l.quietAfterFailureLocked()
 	}
 	apply := p.reconsiderLocked(l.label() + " lane " + s.String())
 	p.mu.Unlock()
@@ -242,6 +262,9 @@ func (p *peer) reconsiderLocked(why string) func() {
 	prev := p.active
 	p.active, p.endpoint = best, ep
 	p.changedAt = time.Now()
+	if !best.relay() && p.directAfter == 0 && !p.onlineAt.IsZero() {
+		p.directAfter = max(p.changedAt.Sub(p.onlineAt), time.Millisecond)
+	}
 	first := !p.wgAdded
 	p.wgAdded = true
 	switch {
@@ -332,8 +355,15 @@ func (p *peer) handleSignal(s *control.Signal) {
 	switch s.Kind {
 	case control.SignalOffer, control.SignalAnswer:
 		p.peerNAT = s.NAT
+		if s.Filtering != "" {
+			p.peerFiltering, p.peerOpenTTL = s.Filtering, s.OpenTTL
+		}
 	case control.SignalInfo:
 		p.peerNAT = s.NAT
+		if s.Filtering != "" {
+			p.peerFiltering, p.peerOpenTTL = s.Filtering, s.OpenTTL
+		}
+		p.natViewsChangedLocked()
 		return
 	}
 	p.log.Debug("signal", "lane", l.label(), "kind", s.Kind, "session", s.Session, "current", l.session, "candidate", s.Candidate)
@@ -346,6 +376,42 @@ func (p *peer) close() {
 	p.closed = true
 	p.direct.closeICELocked()
 	p.relay.closeICELocked()
+}
+
+// punchInfoWait is how long a first direct session waits for both sides'
+// NAT views (the filtering probe takes about natFilterTimeout) before it
+// starts without them, both sides checking at once.
+const punchInfoWait = 2 * time.Second
+
+// orderReadyLocked tells whether the direct lane may start a session:
+// both sides know their NAT filtering, so decideOrder can say who sends
+// first, or waiting longer is not worth it.
+func (p *peer) orderReadyLocked(now time.Time) bool {
+	if p.a.natFiltering() != "" && p.peerFiltering != "" {
+		return true
+	}
+	return now.Sub(p.waitFrom) >= punchInfoWait
+}
+
+// natViewsChanged starts the first direct session of a controlling side
+// that waited for the NAT views (orderReadyLocked). A session under way is
+// left alone.
+func (p *peer) natViewsChanged() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.natViewsChangedLocked()
+}
+
+func (p *peer) natViewsChangedLocked() {
+	if p.closed || !p.node.Online || !p.controlling || p.direct.ice != nil {
+		return
+	}
+	p.direct.kickLocked()
+}
+
+// peerNATViewLocked is the peer's side of the punch order.
+func (p *peer) peerNATViewLocked() natView {
+	return natView{Filtering: p.peerFiltering, PortMapped: p.peerNAT == natPortMapped, OpenTTL: p.peerOpenTTL}
 }
 
 func newSessionID() string {

@@ -104,6 +104,9 @@ type PeerStatus struct {
 	// LastChange says what last changed the path, and when.
 	LastChange string `json:"last_change,omitempty"`
 	ChangedAt  string `json:"changed_at,omitempty"`
+	// DirectAfterMs is how long the first direct path took from when this
+	// agent saw the peer come online; absent before one.
+	DirectAfterMs int64 `json:"direct_after_ms,omitempty"`
 	// ICEFailures counts sessions (both lanes) that failed.
 	ICEFailures int `json:"ice_failures"`
 	// LastHandshake is empty before the first WireGuard handshake.
@@ -163,6 +166,7 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 		RelayICEState: "none",
 		LastChange:    p.lastChange,
 		ICEFailures:   p.direct.failures + p.relay.failures,
+		DirectAfterMs: p.directAfter.Milliseconds(),
 	}
 	if !p.changedAt.IsZero() {
 		st.ChangedAt = p.changedAt.UTC().Format(time.RFC3339)

@@ -215,6 +215,16 @@ const (
 	// SignalInfo carries only NAT: the sender learnt something new about
 	// its network. Agents that do not know it ignore it.
 	SignalInfo = "info"
+	// SignalOpened tells the peer, in the session named, that the sender's
+	// first connectivity checks have left: a peer that holds back its own
+	// (see the agent's punch order) starts now. Agents that do not know it
+	// ignore it and start after a short wait.
+	SignalOpened = "opened"
+	// SignalMapping carries, in Candidate, the public "ip:port" that the
+	// sender's new flows leave from right now (which a NAT may have moved
+	// away from its STUN-seen port): a peer that opens its NAT with
+	// low-TTL packets aims there too.
+	SignalMapping = "mapping"
 )
 
 // Signal is ICE signalling between two agents, relayed by the coordinator.
@@ -235,6 +245,16 @@ type Signal struct {
 	// "udp-blocked" or empty), sent with offers and answers so both sides
 	// can tell the user why a path is not direct.
 	NAT string `json:"nat,omitempty"`
+	// Filtering is what the sender's NAT lets in, as netcheck measures it
+	// ("endpoint-independent", "address-dependent" or
+	// "address-and-port-dependent"; empty when not measured), sent with
+	// NAT. Both sides decide from it who sends first.
+	Filtering string `json:"filtering,omitempty"`
+	// OpenTTL is the TTL at which the sender's packets have passed all its
+	// NATs and die at the next router (0: none found): a sender that has
+	// one can open its NAT toward the peer without reaching the peer's
+	// router.
+	OpenTTL int `json:"open_ttl,omitempty"`
 }
 
 // LaneRelay is Signal.Lane of the relay-only ICE session.

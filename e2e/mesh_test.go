@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"testing"
 	"time"
 
@@ -9,95 +8,77 @@ import (
 	"github.com/meshvpn/meshvpn/internal/natlab"
 )
 
-// needsRelay reports whether no direct path can exist between two NATs:
-// a symmetric NAT's fresh port per destination never matches what a
-// port-restricted or symmetric peer has opened.
+// meshSpots is where TestMeshAllNATPairs puts its agents, on each router
+// variant: two behind each NAT kind, a second host behind
+// portrestricted1's router, a double NAT, and a port-restricted site
+// behind an ISP routing hop.
+var meshSpots = []meshSpot{
+	{name: "fullcone1", kind: natlab.FullCone},
+	{name: "fullcone2", kind: natlab.FullCone},
+	{name: "restrictedcone1", kind: natlab.RestrictedCone},
+	{name: "restrictedcone2", kind: natlab.RestrictedCone},
+	{name: "portrestricted1", kind: natlab.PortRestricted},
+	{name: "portrestricted1b", kind: natlab.PortRestricted, behind: "portrestricted1"},
+	{name: "portrestricted2", kind: natlab.PortRestricted},
+	{name: "symmetric1", kind: natlab.Symmetric},
+	{name: "symmetric2", kind: natlab.Symmetric},
+	{name: "doublenat1", kind: natlab.DoubleNAT},
+	{name: "portrestricted-isp", kind: natlab.PortRestricted, ispHop: true},
+}
+
+// needsRelay reports whether no direct path can exist between two NATs
+// without birthday punching: a symmetric NAT's fresh port per destination
+// never matches what a port-restricted (double NAT included) or symmetric
+// peer has opened.
 func needsRelay(a, b natlab.Kind) bool {
 	if a == natlab.Symmetric {
 		a, b = b, a
 	}
-	return b == natlab.Symmetric && (a == natlab.PortRestricted || a == natlab.Symmetric)
+	hard := a == natlab.PortRestricted || a == natlab.DoubleNAT || a == natlab.Symmetric
+	return b == natlab.Symmetric && hard
 }
 
-// TestMeshAllNATPairs joins eight agents, two behind each NAT kind, and
-// checks every pair: an overlay ping gets through and both sides report a
-// direct path, or - for the pairs no NAT traversal can join - a path
-// through the coordinator's TURN relay over UDP.
+// knownGaps are the pairs that do not reliably go direct yet, by router
+// variant, each with the text its relay reason contains today. The test
+// accepts either that relayed path or a direct one. Delete a pair's line
+// once it is fixed: it must then go direct every run.
+//
+// All of them are two port-restricted sites (double NAT included) whose
+// routers accept input and sit right on the lab's flat internet bridge:
+// the first check that reaches either router before its host has sent to
+// the sender leaves a stale conntrack entry there and moves that host's
+// mapping, so neither order works, and no TTL can open one NAT without
+// the packet reaching the other router (agent/punchorder.go). With an
+// ISP hop in front of one side, the low-TTL opening joins them
+// (portrestricted-isp's pairs, TestPunchLowTTL).
+var knownGaps = map[natlab.Variant]map[string]string{
+	natlab.InputDrop: {},
+	natlab.InputAccept: {
+		// port-restricted <-> port-restricted behind different routers
+		"portrestricted1-portrestricted2":  noDirectPair,
+		"portrestricted1-doublenat1":       noDirectPair,
+		"portrestricted1b-portrestricted2": noDirectPair,
+		"portrestricted1b-doublenat1":      noDirectPair,
+		"portrestricted2-doublenat1":       noDirectPair,
+	},
+}
+
+// Relay reasons the known gaps show (agent/status.go).
+const (
+	noDirectPair = "no direct candidate pair worked"
+)
+
+// TestMeshAllNATPairs joins the agents of meshSpots on each router variant
+// (a lab each, one after the other) and checks every pair: both sides
+// report a direct path and an overlay ping gets through, or - for the
+// pairs no NAT traversal can join, and the known gaps - a path through the
+// coordinator's TURN relay over UDP. It logs a table of every pair with
+// the time each direct path took from both agents being online.
 func TestMeshAllNATPairs(t *testing.T) {
-	lab, coord := newLab(t)
-	key := authKey(t, coord, true)
-
-	kinds := []natlab.Kind{natlab.FullCone, natlab.RestrictedCone, natlab.PortRestricted, natlab.Symmetric}
-	var agents []*meshlab.Agent
-	kindOf := map[*meshlab.Agent]natlab.Kind{}
-	for _, k := range kinds {
-		for i := 1; i <= 2; i++ {
-			a := addSiteAgent(t, lab, coord, fmt.Sprintf("%s%d", k, i), k)
-			agents = append(agents, a)
-			kindOf[a] = k
-		}
-	}
-	start := time.Now()
-	for _, a := range agents {
-		if err := a.Start(key); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := meshlab.WaitOnline(t.Context(), agents, 60*time.Second); err != nil {
-		t.Fatalf("mesh did not come up: %v", err)
-	}
-	t.Logf("all %d agents see %d online peers after %v", len(agents), len(agents)-1, time.Since(start).Round(time.Millisecond))
-	ips := map[*meshlab.Agent]string{}
-	for _, a := range agents {
-		ips[a] = overlayIP(t, a)
-	}
-	// The coordinator's view agrees: every node listed, online, at the
-	// address its agent reports.
-	nodes, err := coord.Nodes(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	byName := map[string]string{}
-	for _, n := range nodes {
-		if !n.Online {
-			t.Errorf("nodes list: %s offline", n.Name)
-		}
-		byName[n.Name] = n.IP
-	}
-	for _, a := range agents {
-		if byName[a.Name] != ips[a] {
-			t.Errorf("nodes list: %s at %q, its agent says %s", a.Name, byName[a.Name], ips[a])
-		}
-	}
-	if len(nodes) != len(agents) {
-		t.Errorf("nodes list has %d nodes, want %d", len(nodes), len(agents))
-	}
-
-	for i, a := range agents {
-		for _, b := range agents[i+1:] {
-			t.Run(a.Name+"-"+b.Name, func(t *testing.T) {
-				if needsRelay(kindOf[a], kindOf[b]) {
-					if out, err := pingUntil(t.Context(), a, ips[b], 30*time.Second); err != nil {
-						t.Fatalf("overlay ping %s -> %s over the relay failed: %v\n%s", a.Name, b.Name, err, out)
-					}
-					checkRelayed(t, a, b, "udp", meshlab.CoordinatorIP)
-					checkRelayed(t, b, a, "udp", meshlab.CoordinatorIP)
-					return
-				}
-				ab, ba := directPair(t, a, b, ips[b])
-				// A symmetric NAT opens a new port toward each peer, so the
-				// address its peer answers is never the STUN-observed one:
-				// the peer must have learnt it from the checks (prflx).
-				for _, v := range []struct {
-					view *meshlab.PeerStatus
-					of   *meshlab.Agent
-				}{{ab, b}, {ba, a}} {
-					if kindOf[v.of] == natlab.Symmetric && v.view.RemoteType != "prflx" {
-						t.Errorf("remote candidate of symmetric-NAT %s is %s, want prflx", v.of.Name, v.view.RemoteType)
-					}
-				}
-			})
-		}
+	for _, v := range natlab.Variants {
+		t.Run(v.String(), func(t *testing.T) {
+			runMeshPairs(t, v, meshSpots, knownGaps[v])
+		})
 	}
 }
 
@@ -110,11 +91,12 @@ func checkDirectPair(t *testing.T, a, b *meshlab.Agent, ipB string) {
 
 // directPair pings b from a over the overlay (the first replies may come
 // over the relay), waits until both report a direct path on the other's
-// public address with no relay candidate, then pings again and checks that
-// every echo came back and that the packets went straight between the two
-// public addresses: a's router counts them leaving for b's address and
-// coming back from it, and both WireGuard devices count the bytes. It
-// returns each side's view of the path (a's of b, b's of a).
+// public address (its LAN address when both sit behind one router) with
+// no relay candidate, then pings again and checks that every echo came
+// back and that the packets went straight between the two public
+// addresses: a's router counts them leaving for b's address and coming
+// back from it, and both WireGuard devices count the bytes. It returns
+// each side's view of the path (a's of b, b's of a).
 func directPair(t *testing.T, a, b *meshlab.Agent, ipB string) (ab, ba *meshlab.PeerStatus) {
 	ctx := t.Context()
 	start := time.Now()
@@ -131,8 +113,12 @@ func directPair(t *testing.T, a, b *meshlab.Agent, ipB string) (ab, ba *meshlab.
 		}
 		t.Logf("%s -> %s: path=%s local=%s remote=%s endpoint=%s rtt=%.2fms",
 			side.from.Name, side.to.Name, p.Path, p.LocalType, p.RemoteType, p.Endpoint, p.RTTms)
-		if want := wanAddr(side.to.Host).String(); endpointHost(p.Endpoint) != want {
-			t.Errorf("%s -> %s: direct path on endpoint %s, want %s's public address %s", side.from.Name, side.to.Name, p.Endpoint, side.to.Name, want)
+		want := wanAddr(side.to.Host).String()
+		if sameSite(side.from.Host, side.to.Host) {
+			want = side.to.Host.IP.String()
+		}
+		if endpointHost(p.Endpoint) != want {
+			t.Errorf("%s -> %s: direct path on endpoint %s, want %s's address %s", side.from.Name, side.to.Name, p.Endpoint, side.to.Name, want)
 		}
 		for _, typ := range []string{p.LocalType, p.RemoteType} {
 			if typ == "" || typ == "relay" {
@@ -184,3 +170,7 @@ func directPair(t *testing.T, a, b *meshlab.Agent, ipB string) (ab, ba *meshlab.
 	t.Logf("ping %s -> %s ok after %v", a.Name, b.Name, pingTook.Round(time.Millisecond))
 	return views[a], views[b]
 }
+
+// sameSite tells whether a and b sit behind one router (so their direct
+// path stays on its LAN).
+func sameSite(a, b *natlab.Host) bool { return a.Site != nil && a.Site == b.Site }

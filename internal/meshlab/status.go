@@ -104,6 +104,7 @@ type PeerStatus struct {
 	Reason        string     `json:"reason"`
 	Relay         *RelayPath `json:"relay"`
 	LastChange    string     `json:"last_change"`
+	DirectAfterMs int64      `json:"direct_after_ms"`
 	LastHandshake string     `json:"last_handshake"`
 	LastRx        string     `json:"last_rx"` // RFC 3339: last WireGuard packet from the peer
 	RxBytes       uint64     `json:"rx_bytes"`

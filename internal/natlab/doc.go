@@ -18,6 +18,11 @@
 //	DoubleNAT site N:   carrier NAT wan on br0 = 203.0.113.(100+N)/24,
 //	                    lan bridge 172.16.N.1/24; the home router's wan is
 //	                    172.16.N.2/24 on it, its LAN as above
+//	ISP hop (SiteSpec.ISPHop): a plain router NAME-isp holds the site's
+//	                    203.0.113.(100+N) on br0 and 198.18.N.1/24 toward
+//	                    the site, whose outermost router's wan is
+//	                    198.18.N.2/24; every bridge namespace routes
+//	                    198.18.N.0/24 via the hop (hop.go)
 //
 // Safety: every interface is created inside a lab namespace (`ip -n NS link
 // add ... peer ... netns OTHER`), so no lab namespace ever has a link to the

@@ -47,6 +47,13 @@ type Lab struct {
 	procs      []*Proc
 	ports      int // bridge ports made so far, named p1, p2, ...
 	publicAuto int // addresses handed to hosts of KindNone sites
+
+	// bridgeMu serialises joining the bridge, so that every namespace on
+	// it gets a route to every ISP hop's prefix (hop.go), whichever came
+	// first.
+	bridgeMu sync.Mutex
+	bridged  []string   // namespaces on the bridge
+	hops     []hopRoute // prefixes behind ISP hops
 }
 
 // Public address ranges a lab may use (TEST-NET-3 and TEST-NET-2). They all
@@ -183,6 +190,14 @@ func (l *Lab) newHost(name string, site *Site) (*Host, error) {
 // connectInternet gives ns an interface ifname on the internet bridge with
 // the public address ip.
 func (l *Lab) connectInternet(ns, ifname string, ip netip.Addr) error {
+	return l.connectRouted(ns, ifname, ip, netip.Prefix{})
+}
+
+// connectRouted is connectInternet for an ISP hop (hop.go) when behind is
+// valid: every other namespace on the bridge then routes behind via ip.
+func (l *Lab) connectRouted(ns, ifname string, ip netip.Addr, behind netip.Prefix) error {
+	l.bridgeMu.Lock()
+	defer l.bridgeMu.Unlock()
 	var onNet netip.Prefix
 	for _, p := range publicNets {
 		if p.Contains(ip) {
@@ -208,6 +223,17 @@ func (l *Lab) connectInternet(ns, ifname string, ip netip.Addr) error {
 			cmds = append(cmds, []string{"ip", "-n", ns, "route", "add", p.String(), "dev", ifname})
 		}
 	}
+	for _, h := range l.hops {
+		cmds = append(cmds, h.cmd(ns))
+	}
+	if behind.IsValid() {
+		h := hopRoute{prefix: behind, via: ip}
+		for _, other := range l.bridged {
+			cmds = append(cmds, h.cmd(other))
+		}
+		l.hops = append(l.hops, h)
+	}
+	l.bridged = append(l.bridged, ns)
 	return runAll(cmds...)
 }
 

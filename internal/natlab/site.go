@@ -20,14 +20,18 @@ type Site struct {
 	// Carrier is a DoubleNAT site's carrier-grade NAT (namespace NAME-cgn),
 	// with Router behind it at 172.16.N.2; nil for every other kind.
 	Carrier *Host
+	// ISP is the routing hop in front of the site (SiteSpec.ISPHop), nil
+	// without one. Its IP is its address on the internet bridge.
+	ISP *Host
 	// LAN is the site's private prefix (10.N.0.0/24); invalid for KindNone.
 	LAN netip.Prefix
 	// Host is the first host (named like the site); Hosts lists them all.
 	Host  *Host
 	Hosts []*Host
 
-	lab   *Lab
-	index int
+	lab    *Lab
+	index  int
+	ispHop bool
 }
 
 // PublicIP is the address the site's hosts appear from on the internet.
@@ -63,11 +67,14 @@ func (l *Lab) AddSiteSpec(name string, spec SiteSpec) (*Site, error) {
 	kind := spec.Kind
 	l.mu.Lock()
 	index := len(l.sites) + 1
-	s := &Site{Name: name, Kind: kind, Variant: spec.Variant, lab: l, index: index}
+	s := &Site{Name: name, Kind: kind, Variant: spec.Variant, lab: l, index: index, ispHop: spec.ISPHop}
 	l.sites = append(l.sites, s)
 	l.mu.Unlock()
 	if index > 49 {
 		return nil, fmt.Errorf("natlab: at most 49 sites per lab")
+	}
+	if spec.ISPHop && kind == None {
+		return nil, fmt.Errorf("natlab: site %s: an ISP hop needs a NAT router behind it", name)
 	}
 	if kind != None {
 		if err := s.makeRouters(); err != nil {
@@ -88,7 +95,7 @@ func (l *Lab) AddSiteSpec(name string, spec SiteSpec) (*Site, error) {
 // makeRouters builds the router, and a DoubleNAT site's carrier NAT in
 // front of it.
 func (s *Site) makeRouters() error {
-	public := netip.AddrFrom4([4]byte{203, 0, 113, byte(100 + s.index)})
+	public := s.publicAddr()
 	if s.Kind != DoubleNAT {
 		r, err := s.newRouter(s.Name+"-nat", public, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(s.index), 0, 1}), 24))
 		if err != nil {
@@ -96,7 +103,7 @@ func (s *Site) makeRouters() error {
 		}
 		s.Router = r
 		s.LAN = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(s.index), 0, 0}), 24)
-		return s.lab.connectInternet(r.NS, "wan", r.IP)
+		return s.uplink(r)
 	}
 	// 172.16.N.0/24 rather than the carriers' usual 100.64.0.0/10, which
 	// is the mesh's overlay range.
@@ -106,7 +113,7 @@ func (s *Site) makeRouters() error {
 		return err
 	}
 	s.Carrier = c
-	if err := s.lab.connectInternet(c.NS, "wan", c.IP); err != nil {
+	if err := s.uplink(c); err != nil {
 		return err
 	}
 	home := netip.AddrFrom4([4]byte{172, 16, byte(s.index), 2})

@@ -48,4 +48,10 @@ func (v Variant) check() error {
 type SiteSpec struct {
 	Kind    Kind
 	Variant Variant
+	// ISPHop puts a plain routing hop (an ISP router: forwarding, no NAT,
+	// namespace NAME-isp) between the site's outermost router and the
+	// internet, as on the internet, where a packet crosses several routers
+	// between two NATs: a packet with a low TTL can then open the site's
+	// NAT and die before it reaches a peer's router (see hop.go).
+	ISPHop bool
 }

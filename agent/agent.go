@@ -32,13 +32,13 @@ type Config struct {
 	// Coordinators are more coordinators of the same mesh (sharing one
 	// store) to fail over to, tried after Coordinator in this order.
 	Coordinators []string
-	AuthKey     string // needed for the first start only
-	Hostname    string
-	StateDir    string
-	Socket      string
-	TUN         string
-	Port        uint16 // UDP port of the shared socket; 0 picks one
-	MTU         int
+	AuthKey      string // needed for the first start only
+	Hostname     string
+	StateDir     string
+	Socket       string
+	TUN          string
+	Port         uint16 // UDP port of the shared socket; 0 picks one
+	MTU          int
 	// CAFile, when set, is a PEM bundle trusted for the coordinator's TLS
 	// certificate instead of the system roots (a self-hosted CA).
 	CAFile string

@@ -31,7 +31,7 @@ type controlClient struct {
 	// in use is bases[cur] (see coordinators.go).
 	bases []*url.URL
 	http  *http.Client
-	log  *slog.Logger
+	log   *slog.Logger
 
 	out chan control.Message
 	// pubKey is sent with the stream request, to which the credential is
@@ -83,9 +83,9 @@ func newControlClient(coordinators []string, caFile string, log *slog.Logger) (*
 	tr.TLSClientConfig = tlsCfg
 	return &controlClient{
 		bases: us,
-		http: &http.Client{Timeout: 15 * time.Second, Transport: tr},
-		log:  log,
-		out:  make(chan control.Message, 256),
+		http:  &http.Client{Timeout: 15 * time.Second, Transport: tr},
+		log:   log,
+		out:   make(chan control.Message, 256),
 	}, nil
 }
 

@@ -74,6 +74,15 @@ type hub struct {
 	// peers caches the encoded peer list netmaps are cut from.
 	peers peerBlob
 
+	// Netmap versions (see netmapversion.go): the epoch and the SEQ of the
+	// last batch, the batches kept for resumes, and the membership digest
+	// (XOR of memberHash over nodes).
+	epoch   string
+	seq     uint64
+	ring    []deltaBatch
+	ringIDs int
+	digest  uint64
+
 	// pending holds the nodes changed (or removed) since the last flush;
 	// dirty the online state and last-seen times to write to the store.
 	pending map[uint64]struct{}
@@ -110,6 +119,8 @@ type streamConn struct {
 	// netmap is the first frame, set by connect before the stream's writer
 	// starts; the writer sends it before anything queued.
 	netmap *netmapFrame
+	// since is the netmap version the agent says it holds ("" for none).
+	since string
 }
 
 func newHub(ctx context.Context, store *Store, log *slog.Logger, m *serverMetrics) (*hub, error) {
@@ -139,6 +150,9 @@ func newHub(ctx context.Context, store *Store, log *slog.Logger, m *serverMetric
 			return nil, err
 		}
 	}
+	if err := h.restoreVersion(ctx); err != nil {
+		return nil, err
+	}
 	go h.flusher()
 	return h, nil
 }
@@ -157,6 +171,10 @@ func (h *hub) setLocked(n control.Node) error {
 	if existed && old.Online {
 		h.online--
 	}
+	if existed {
+		h.digest ^= memberHash(old)
+	}
+	h.digest ^= memberHash(n)
 	if n.Online {
 		h.online++
 	}
@@ -216,6 +234,7 @@ func (h *hub) remove(id uint64, reason string) bool {
 	if n.Online {
 		h.online--
 	}
+	h.digest ^= memberHash(n)
 	delete(h.nodes, id)
 	delete(h.enc, id)
 	h.peers.changed(id)
@@ -249,17 +268,33 @@ func (h *hub) connect(c *streamConn, version int, servers control.Netmap) error 
 		old.dropped = true
 		old.close("replaced by a newer stream", true)
 	}
+	wasOnline := self.Online
 	self.Online, self.LastSeen = true, time.Now().UTC()
-	h.changedLocked(self)
+	if wasOnline {
+		// Already online as peers see it (a replaced stream, or a node
+		// back after a coordinator restart): a fresh last-seen time alone
+		// is not worth a delta to every agent.
+		if err := h.setLocked(self); err != nil {
+			return err
+		}
+	} else {
+		h.changedLocked(self)
+	}
 	h.dirty[self.ID] = nodeSeen{online: true, lastSeen: self.LastSeen}
 
-	frame, err := h.netmapFrameLocked(self, version, servers)
+	frame, err := h.resumeFrameLocked(self, version, servers, c.since)
 	if err != nil {
 		return err
 	}
+	if frame == nil {
+		frame, err = h.netmapFrameLocked(self, version, servers)
+		if err != nil {
+			return err
+		}
+		h.metrics.netmaps.Inc()
+		h.metrics.netmapBytes.Set(float64(frame.size))
+	}
 	h.conns[c.nodeID] = c
-	h.metrics.netmaps.Inc()
-	h.metrics.netmapBytes.Set(float64(frame.size))
 	// The netmap goes ahead of the queue (see streamConn.netmap), so a
 	// 10,000-node netmap does not count against the queue bound.
 	c.netmap = frame

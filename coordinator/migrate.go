@@ -58,6 +58,13 @@ var migrations = []string{
 	CREATE INDEX held_ips_released ON held_ips (released_at);`,
 	// 4: an optional cap on the registrations a key admits (NULL: none).
 	`ALTER TABLE auth_keys ADD COLUMN max_uses INTEGER;`,
+	// 5: the netmap version agents were last sent, so that a restarted
+	// coordinator can resume them (see netmapversion.go).
+	`CREATE TABLE netmap_version (
+		epoch  TEXT    NOT NULL,
+		seq    INTEGER NOT NULL,
+		digest TEXT    NOT NULL
+	);`,
 }
 
 // migrate brings the schema up to date. It runs in one immediate transaction,

@@ -253,8 +253,13 @@ func TestStreamReplacedByNewer(t *testing.T) {
 		t.Fatalf("old stream: %v, want close with going away", err)
 	}
 	// Peers only ever see a online; the replacement did not flap it offline.
-	if n := readUpsert(t, cb, a.NodeID); n.ID != a.NodeID || !n.Online {
-		t.Fatalf("a after reconnect: %+v", n)
+	// It sends them nothing at all: a was online and stays so (a fresh
+	// last-seen time is not worth a delta).
+	rctx, rcancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer rcancel()
+	var m control.Message
+	if err := wsjson.Read(rctx, cb, &m); err == nil {
+		t.Fatalf("b was sent %s after a's stream was replaced, want nothing", m.Type)
 	}
 	time.Sleep(100 * time.Millisecond)
 	if !onlineByID(t, s.store)[a.NodeID] {

@@ -315,7 +315,9 @@ func (h *hub) disconnect(c *streamConn) bool {
 	}
 	delete(h.conns, c.nodeID)
 	n, ok := h.nodes[c.nodeID]
-	if !ok {
+	if !ok || h.closed {
+		// Shutting down: the node stays online as its peers last saw it
+		// (see Server.shutdown).
 		return false
 	}
 	n.Online, n.LastSeen = false, time.Now().UTC()

@@ -147,8 +147,8 @@ func (h *hub) restoreVersion(ctx context.Context) error {
 
 // restartGrace is how long nodes that were online when the coordinator
 // stopped are left online without a stream: longer than an agent's
-// reconnect backoff (30 s at most).
-const restartGrace = 45 * time.Second
+// reconnect backoff (30 s at most). A variable for tests.
+var restartGrace = 45 * time.Second
 
 // sweepRestored marks offline the nodes restored as online that did not
 // come back.

@@ -143,9 +143,6 @@ func cmdUp(args []string, stderr io.Writer) error {
 	if len(coords) == 0 {
 		coords.Set(os.Getenv("MESHVPN_COORDINATOR"))
 	}
-	if _, err := agent.ParseCoordinators(coords); err != nil {
-		return err
-	}
 	if *port > 65535 {
 		return fmt.Errorf("--port %d is not a UDP port", *port)
 	}

@@ -120,13 +120,13 @@ func (c *controlClient) register(ctx context.Context, req control.RegisterReques
 		if isCertError(err) {
 			return nil, fmt.Errorf("coordinator's TLS certificate is not trusted (give its CA with --ca-file): %w", err)
 		}
-		url := c.coordinatorURL().String()
+		at := c.coordinatorURL().String()
 		if ctx.Err() == nil && !c.moveOn() {
-			c.log.Warn("coordinator unreachable, trying the next", "url", url, "err", err)
+			c.log.Warn("coordinator unreachable, trying the next", "url", at, "err", err)
 			continue
 		}
 		d := c.nextBackoff(&b)
-		c.log.Warn("coordinator unreachable, retrying", "url", url, "err", err, "retry_in", d.Round(time.Millisecond))
+		c.log.Warn("coordinator unreachable, retrying", "url", at, "err", err, "retry_in", d.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("register: %w (last error: %v)", ctx.Err(), err)
@@ -220,7 +220,7 @@ func (c *controlClient) runStream(ctx context.Context, credential string, handle
 	var b backoff
 	for ctx.Err() == nil {
 		start := time.Now()
-		url := c.coordinatorURL().String()
+		at := c.coordinatorURL().String()
 		connected, err := c.streamOnce(ctx, credential, handle)
 		if ctx.Err() != nil {
 			return
@@ -241,7 +241,7 @@ func (c *controlClient) runStream(ctx context.Context, credential string, handle
 			c.mu.Lock()
 			c.lastErr = err.Error()
 			c.mu.Unlock()
-			c.log.Warn("coordinator unreachable, trying the next", "url", url, "err", err)
+			c.log.Warn("coordinator unreachable, trying the next", "url", at, "err", err)
 			continue
 		}
 		if connected {
@@ -259,6 +259,10 @@ func (c *controlClient) runStream(ctx context.Context, credential string, handle
 			}
 		}
 		d := c.nextBackoff(&b)
+		if refused != nil {
+			// Every coordinator of the mesh would refuse alike.
+			d = b.next()
+		}
 		c.mu.Lock()
 		c.lastErr = err.Error()
 		c.mu.Unlock()

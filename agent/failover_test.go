@@ -132,3 +132,28 @@ func TestFailoverMuteCoordinator(t *testing.T) {
 		t.Fatalf("second coordinator was asked with since %q, want the version the first sent (e.7)", got)
 	}
 }
+
+// TestRegisterFailover: registration goes to the next coordinator when the
+// first cannot be reached, and the stream then stays there.
+func TestRegisterFailover(t *testing.T) {
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+	good := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"node_id":7,"name":"n","ip":"100.64.0.7","prefix":"100.64.0.0/10","credential":"7.x"}`))
+	}))
+	defer good.Close()
+	c, err := newControlClient([]string{dead.URL, good.URL}, "", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := c.register(ctx, control.RegisterRequest{Credential: "7.x", Hostname: "n"})
+	if err != nil || resp.NodeID != 7 {
+		t.Fatalf("register: %+v, %v", resp, err)
+	}
+	if got := c.coordinatorURL().String(); got != good.URL {
+		t.Fatalf("registered at %s, want %s", got, good.URL)
+	}
+}

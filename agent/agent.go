@@ -30,14 +30,17 @@ import (
 
 // Config is the agent's configuration; cmd/meshvpn fills it from flags.
 type Config struct {
-	Coordinator string // http(s)://host[:port]
-	AuthKey     string // needed for the first start only
-	Hostname    string
-	StateDir    string
-	Socket      string
-	TUN         string
-	Port        uint16 // UDP port of the shared socket; 0 picks one
-	MTU         int
+	Coordinator string // http(s)://host[:port]; may be a comma-separated list
+	// Coordinators are more coordinators of the same mesh (sharing one
+	// store) to fail over to, tried after Coordinator in this order.
+	Coordinators []string
+	AuthKey      string // needed for the first start only
+	Hostname     string
+	StateDir     string
+	Socket       string
+	TUN          string
+	Port         uint16 // UDP port of the shared socket; 0 picks one
+	MTU          int
 	// CAFile, when set, is a PEM bundle trusted for the coordinator's TLS
 	// certificate instead of the system roots (a self-hosted CA).
 	CAFile string
@@ -117,7 +120,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		cfg.Hostname = h
 	}
-	ctl, err := newControlClient(cfg.Coordinator, cfg.CAFile, cfg.Logger)
+	ctl, err := newControlClient(append([]string{cfg.Coordinator}, cfg.Coordinators...), cfg.CAFile, cfg.Logger)
 	if err != nil {
 		return err
 	}
@@ -196,7 +199,7 @@ func (a *Agent) join(ctx context.Context) (*nodeState, error) {
 		return nil, err
 	}
 	req := control.RegisterRequest{Hostname: a.cfg.Hostname, PublicKey: a.pub.String()}
-	if old != nil && old.Credential != "" && old.Coordinator == a.ctl.base.String() {
+	if old != nil && old.Credential != "" && a.ctl.hasURL(old.Coordinator) {
 		req.Credential = old.Credential
 		resp, err := a.ctl.register(ctx, req)
 		if err == nil {
@@ -232,7 +235,7 @@ func (a *Agent) saveJoin(resp *control.RegisterResponse) (*nodeState, error) {
 		prefix = control.OverlayPrefix.String()
 	}
 	st := &nodeState{
-		Coordinator: a.ctl.base.String(),
+		Coordinator: a.ctl.coordinatorURL().String(),
 		NodeID:      resp.NodeID,
 		Name:        resp.Name,
 		IP:          resp.IP,

@@ -13,7 +13,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"strconv"
 	"sync"
 	"time"
 
@@ -28,9 +27,11 @@ import (
 // controlClient talks to the coordinator: registration over HTTP and the
 // long-lived stream that carries the netmap and ICE signalling.
 type controlClient struct {
-	base *url.URL
-	http *http.Client
-	log  *slog.Logger
+	// bases are the coordinators of the mesh, in the order given; the one
+	// in use is bases[cur] (see coordinators.go).
+	bases []*url.URL
+	http  *http.Client
+	log   *slog.Logger
 
 	out chan control.Message
 	// pubKey is sent with the stream request, to which the credential is
@@ -46,6 +47,13 @@ type controlClient struct {
 	mu        sync.Mutex
 	connected bool
 	lastErr   string
+	cur       int // index in bases of the coordinator in use
+	tried     int // coordinators that failed in a row, to end a round
+	// since is the netmap version this agent holds (see resume.go), sent
+	// when the stream reconnects; "" until a netmap came.
+	since string
+	// pingLost says the last stream was left for not answering pings.
+	pingLost bool
 }
 
 // refusedError is an answer the coordinator gave on purpose (4xx): retrying
@@ -62,8 +70,8 @@ func (e *refusedError) Error() string {
 	return fmt.Sprintf("coordinator refused: %s (HTTP %d)", e.msg, e.status)
 }
 
-func newControlClient(coordinator, caFile string, log *slog.Logger) (*controlClient, error) {
-	u, err := parseCoordinatorURL(coordinator)
+func newControlClient(coordinators []string, caFile string, log *slog.Logger) (*controlClient, error) {
+	us, err := ParseCoordinators(coordinators)
 	if err != nil {
 		return nil, err
 	}
@@ -74,10 +82,10 @@ func newControlClient(coordinator, caFile string, log *slog.Logger) (*controlCli
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsCfg
 	return &controlClient{
-		base: u,
-		http: &http.Client{Timeout: 15 * time.Second, Transport: tr},
-		log:  log,
-		out:  make(chan control.Message, 256),
+		bases: us,
+		http:  &http.Client{Timeout: 15 * time.Second, Transport: tr},
+		log:   log,
+		out:   make(chan control.Message, 256),
 	}, nil
 }
 
@@ -94,8 +102,11 @@ func (c *controlClient) register(ctx context.Context, req control.RegisterReques
 	var b backoff
 	stale := 0
 	for {
-		resp, err := c.registerOnce(ctx, req)
+		rctx, cancel := context.WithTimeout(ctx, 2*c.dialTimeout())
+		resp, err := c.registerOnce(rctx, req)
+		cancel()
 		if err == nil {
+			c.reached()
 			return resp, nil
 		}
 		if isStaleChallenge(err) && stale < 2 {
@@ -109,8 +120,13 @@ func (c *controlClient) register(ctx context.Context, req control.RegisterReques
 		if isCertError(err) {
 			return nil, fmt.Errorf("coordinator's TLS certificate is not trusted (give its CA with --ca-file): %w", err)
 		}
-		d := b.next()
-		c.log.Warn("coordinator unreachable, retrying", "url", c.base.String(), "err", err, "retry_in", d.Round(time.Millisecond))
+		at := c.coordinatorURL().String()
+		if ctx.Err() == nil && !c.moveOn() {
+			c.log.Warn("coordinator unreachable, trying the next", "url", at, "err", err)
+			continue
+		}
+		d := c.nextBackoff(&b)
+		c.log.Warn("coordinator unreachable, retrying", "url", at, "err", err, "retry_in", d.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("register: %w (last error: %v)", ctx.Err(), err)
@@ -132,7 +148,7 @@ func (c *controlClient) registerOnce(ctx context.Context, req control.RegisterRe
 	if err != nil {
 		return nil, err
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.JoinPath(control.PathRegister).String(), bytes.NewReader(body))
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.coordinatorURL().JoinPath(control.PathRegister).String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
@@ -204,14 +220,33 @@ func (c *controlClient) runStream(ctx context.Context, credential string, handle
 	var b backoff
 	for ctx.Err() == nil {
 		start := time.Now()
-		err := c.streamOnce(ctx, credential, handle)
+		at := c.coordinatorURL().String()
+		connected, err := c.streamOnce(ctx, credential, handle)
 		if ctx.Err() != nil {
 			return
 		}
+		c.mu.Lock()
+		if c.pingLost {
+			// Unreachable, not just restarted: try another at once.
+			connected, c.pingLost = false, false
+		}
+		c.mu.Unlock()
 		if time.Since(start) > 30*time.Second {
 			b.reset()
 		}
 		var refused *refusedError
+		// A stream that was up is retried at the same coordinator first;
+		// one that could not be opened sends us to the next.
+		if !connected && !errors.As(err, &refused) && !c.moveOn() {
+			c.mu.Lock()
+			c.lastErr = err.Error()
+			c.mu.Unlock()
+			c.log.Warn("coordinator unreachable, trying the next", "url", at, "err", err)
+			continue
+		}
+		if connected {
+			c.reached()
+		}
 		if errors.As(err, &refused) {
 			// Retrying soon cannot help: wait the longest backoff.
 			b.n = 100
@@ -223,7 +258,11 @@ func (c *controlClient) runStream(ctx context.Context, credential string, handle
 				c.onRefused(refused.msg)
 			}
 		}
-		d := b.next()
+		d := c.nextBackoff(&b)
+		if refused != nil {
+			// Every coordinator of the mesh would refuse alike.
+			d = b.next()
+		}
 		c.mu.Lock()
 		c.lastErr = err.Error()
 		c.mu.Unlock()
@@ -236,15 +275,17 @@ func (c *controlClient) runStream(ctx context.Context, credential string, handle
 	}
 }
 
-func (c *controlClient) streamOnce(ctx context.Context, credential string, handle func(control.Message)) error {
-	u := *c.base.JoinPath(control.PathStream)
+// streamOnce runs one stream; connected says whether it was opened.
+func (c *controlClient) streamOnce(ctx context.Context, credential string, handle func(control.Message)) (connected bool, err error) {
+	base := c.coordinatorURL()
+	u := *base.JoinPath(control.PathStream)
 	if u.Scheme == "https" {
 		u.Scheme = "wss"
 	} else {
 		u.Scheme = "ws"
 	}
-	u.RawQuery = "v=" + strconv.Itoa(control.ProtocolVersion)
-	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	u.RawQuery = c.streamQuery()
+	dctx, cancel := context.WithTimeout(ctx, c.dialTimeout())
 	ws, resp, err := websocket.Dial(dctx, u.String(), &websocket.DialOptions{
 		HTTPClient: &http.Client{Transport: c.http.Transport},
 		HTTPHeader: http.Header{
@@ -264,16 +305,16 @@ func (c *controlClient) streamOnce(ctx context.Context, credential string, handl
 				}
 			}
 			if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-				return &refusedError{status: resp.StatusCode, msg: msg}
+				return false, &refusedError{status: resp.StatusCode, msg: msg}
 			}
-			return fmt.Errorf("open stream: HTTP %d: %s", resp.StatusCode, msg)
+			return false, fmt.Errorf("open stream: HTTP %d: %s", resp.StatusCode, msg)
 		}
-		return fmt.Errorf("open stream: %w", err)
+		return false, fmt.Errorf("open stream: %w", err)
 	}
 	defer ws.CloseNow()
 	// Any netmap the coordinator allows fits (see control.MaxNodes).
 	ws.SetReadLimit(control.MaxNetmapFrame)
-	c.log.Info("connected to coordinator", "url", c.base.String())
+	c.log.Info("connected to coordinator", "url", base.String())
 
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -290,6 +331,9 @@ func (c *controlClient) streamOnce(ctx context.Context, credential string, handl
 		c.connected = false
 		c.mu.Unlock()
 	}()
+	if c.multi() {
+		go c.pingLoop(sctx, ws, stop)
+	}
 
 	writeErr := make(chan error, 1)
 	go func() {
@@ -316,7 +360,7 @@ func (c *controlClient) streamOnce(ctx context.Context, credential string, handl
 			select {
 			case werr := <-writeErr:
 				if werr != nil {
-					return fmt.Errorf("stream write: %w", werr)
+					return true, fmt.Errorf("stream write: %w", werr)
 				}
 			default:
 			}
@@ -330,11 +374,12 @@ func (c *controlClient) streamOnce(ctx context.Context, credential string, handl
 				if errors.As(err, &ce) && ce.Reason != "" {
 					msg = logsafe.Clip(ce.Reason)
 				}
-				return &refusedError{status: int(code), msg: msg}
+				return true, &refusedError{status: int(code), msg: msg}
 			}
-			return fmt.Errorf("stream read: %w", err)
+			return true, fmt.Errorf("stream read: %w", err)
 		}
 		handle(m)
+		c.noteVersion(m)
 	}
 }
 

@@ -43,14 +43,14 @@ func TestStreamRefusals(t *testing.T) {
 				tc.handler(w, r)
 			}))
 			defer srv.Close()
-			c, err := newControlClient(srv.URL, "", slog.New(slog.DiscardHandler))
+			c, err := newControlClient([]string{srv.URL}, "", slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}
 			c.pubKey = "PUB"
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			err = c.streamOnce(ctx, "1.secret", func(control.Message) {})
+			_, err = c.streamOnce(ctx, "1.secret", func(control.Message) {})
 			if err == nil {
 				t.Fatal("stream ended without an error")
 			}

@@ -86,7 +86,7 @@ func (a *Agent) Status() Status {
 			PortMap:    a.portmapStatus(),
 			DNS:        a.dnsStatus(),
 		},
-		Coordinator:    CoordinatorStatus{URL: a.ctl.base.String(), Connected: connected, LastError: lastErr},
+		Coordinator:    CoordinatorStatus{URL: a.ctl.coordinatorURL().String(), Connected: connected, LastError: lastErr},
 		Peers:          []PeerStatus{},
 		WireGuardPeers: []string{},
 	}

@@ -26,6 +26,13 @@ func (a *Agent) handleMessage(m control.Message) {
 		if m.Delta != nil {
 			a.applyDelta(m.Delta)
 		}
+	case control.MsgResume:
+		if m.Netmap != nil {
+			a.applyServerFields(m.Netmap)
+		}
+		if m.Delta != nil {
+			a.applyDelta(m.Delta)
+		}
 	case control.MsgSignal:
 		if m.Signal == nil {
 			return
@@ -53,20 +60,8 @@ func (a *Agent) handleMessage(m control.Message) {
 // Peers that are already known keep their sessions, so a reconnect to the
 // coordinator does not disturb working tunnels.
 func (a *Agent) applyNetmap(nm *control.Netmap) {
+	a.applyServerFields(nm)
 	a.mu.Lock()
-	a.stun = slices.Clone(nm.STUN)
-	a.stunAlt = nil
-	a.stunServers = slices.Clone(nm.STUNServers)
-	for _, srv := range nm.STUNServers {
-		if srv.Alternate != "" {
-			a.stunAlt = append(a.stunAlt, srv.Alternate)
-		}
-	}
-	if nm.Self.ID != 0 {
-		self := nm.Self
-		self.PublicKey = a.pub.String()
-		a.self = self
-	}
 	keep := make(map[uint64]bool, len(nm.Peers))
 	for _, n := range nm.Peers {
 		keep[n.ID] = true
@@ -78,16 +73,12 @@ func (a *Agent) applyNetmap(nm *control.Netmap) {
 		}
 	}
 	a.mu.Unlock()
-	if nm.Relays != nil {
-		a.relays.set(nm.Relays)
-	}
 	for _, id := range gone {
 		a.removePeer(id)
 	}
 	for _, n := range nm.Peers {
 		a.upsertPeer(n)
 	}
-	a.setDNSDomain(nm.DNS)
 	a.refreshNames()
 	a.setPolicyFilter(nm.Filter)
 	a.refreshFilter()

@@ -39,7 +39,7 @@ func (c *controlClient) prove(ctx context.Context, req *control.RegisterRequest)
 }
 
 func (c *controlClient) challenge(ctx context.Context) (*control.Challenge, error) {
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.JoinPath(control.PathChallenge).String(), nil)
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, c.coordinatorURL().JoinPath(control.PathChallenge).String(), nil)
 	if err != nil {
 		return nil, err
 	}

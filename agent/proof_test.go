@@ -71,7 +71,7 @@ func TestRegisterProvesKey(t *testing.T) {
 			f.stale.Store(tc.stale)
 			srv := httptest.NewServer(f)
 			defer srv.Close()
-			c, err := newControlClient(srv.URL, "", slog.New(slog.DiscardHandler))
+			c, err := newControlClient([]string{srv.URL}, "", slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -278,7 +278,17 @@ const (
 	MsgDelta  = "delta"
 	MsgSignal = "signal"
 	MsgError  = "error"
+	// MsgResume answers a reconnecting agent that named a netmap version
+	// the coordinator can still bring up to date (see QuerySince): Netmap
+	// carries Self and the server fields with no Peers, Delta the peers
+	// changed or removed since that version. The agent keeps its other
+	// peers. Only agents that send QuerySince get one.
+	MsgResume = "resume"
 )
+
+// QuerySince is the stream URL's query parameter naming the netmap version
+// (Message.NetmapVersion) a reconnecting agent holds.
+const QuerySince = "since"
 
 // Message is one frame on the stream, in either direction.
 type Message struct {
@@ -288,4 +298,7 @@ type Message struct {
 	Delta   *Delta  `json:"delta,omitempty"`
 	Signal  *Signal `json:"signal,omitempty"`
 	Error   string  `json:"error,omitempty"`
+	// NetmapVersion names the netmap state a netmap, delta or resume brings
+	// the agent to; opaque to the agent. Absent from older coordinators.
+	NetmapVersion string `json:"nv,omitempty"`
 }

@@ -76,6 +76,15 @@ type hub struct {
 	// hubPolicy holds the access policy, if one is set (hub_policy.go).
 	hubPolicy
 
+	// Netmap versions (see netmapversion.go): the epoch and the SEQ of the
+	// last batch, the batches kept for resumes, and the membership digest
+	// (XOR of memberHash over nodes).
+	epoch   string
+	seq     uint64
+	ring    []deltaBatch
+	ringIDs int
+	digest  uint64
+
 	// pending holds the nodes changed (or removed) since the last flush;
 	// dirty the online state and last-seen times to write to the store.
 	pending map[uint64]struct{}
@@ -112,6 +121,8 @@ type streamConn struct {
 	// netmap is the first frame, set by connect before the stream's writer
 	// starts; the writer sends it before anything queued.
 	netmap *netmapFrame
+	// since is the netmap version the agent says it holds ("" for none).
+	since string
 }
 
 func newHub(ctx context.Context, store *Store, log *slog.Logger, m *serverMetrics) (*hub, error) {
@@ -144,6 +155,10 @@ func newHub(ctx context.Context, store *Store, log *slog.Logger, m *serverMetric
 	if err := h.loadPolicy(ctx); err != nil {
 		return nil, err
 	}
+	// After the policy: the membership digest covers it (setPolicyLocked).
+	if err := h.restoreVersion(ctx); err != nil {
+		return nil, err
+	}
 	go h.flusher()
 	return h, nil
 }
@@ -162,6 +177,10 @@ func (h *hub) setLocked(n control.Node) error {
 	if existed && old.Online {
 		h.online--
 	}
+	if existed {
+		h.digest ^= memberHash(old)
+	}
+	h.digest ^= memberHash(n)
 	if n.Online {
 		h.online++
 	}
@@ -222,6 +241,7 @@ func (h *hub) remove(id uint64, reason string) bool {
 	if n.Online {
 		h.online--
 	}
+	h.digest ^= memberHash(n)
 	delete(h.nodes, id)
 	delete(h.enc, id)
 	h.peers.changed(id)
@@ -256,17 +276,33 @@ func (h *hub) connect(c *streamConn, version int, servers control.Netmap) error 
 		old.dropped = true
 		old.close("replaced by a newer stream", true)
 	}
+	wasOnline := self.Online
 	self.Online, self.LastSeen = true, time.Now().UTC()
-	h.changedLocked(self)
+	if wasOnline {
+		// Already online as peers see it (a replaced stream, or a node
+		// back after a coordinator restart): a fresh last-seen time alone
+		// is not worth a delta to every agent.
+		if err := h.setLocked(self); err != nil {
+			return err
+		}
+	} else {
+		h.changedLocked(self)
+	}
 	h.dirty[self.ID] = nodeSeen{online: true, lastSeen: self.LastSeen}
 
-	frame, err := h.netmapFrameLocked(self, version, servers)
+	frame, err := h.resumeFrameLocked(self, version, servers, c.since)
 	if err != nil {
 		return err
 	}
+	if frame == nil {
+		frame, err = h.netmapFrameLocked(self, version, servers)
+		if err != nil {
+			return err
+		}
+		h.metrics.netmaps.Inc()
+		h.metrics.netmapBytes.Set(float64(frame.size))
+	}
 	h.conns[c.nodeID] = c
-	h.metrics.netmaps.Inc()
-	h.metrics.netmapBytes.Set(float64(frame.size))
 	// The netmap goes ahead of the queue (see streamConn.netmap), so a
 	// 10,000-node netmap does not count against the queue bound.
 	c.netmap = frame
@@ -287,7 +323,9 @@ func (h *hub) disconnect(c *streamConn) bool {
 	}
 	delete(h.conns, c.nodeID)
 	n, ok := h.nodes[c.nodeID]
-	if !ok {
+	if !ok || h.closed {
+		// Shutting down: the node stays online as its peers last saw it
+		// (see Server.shutdown).
 		return false
 	}
 	n.Online, n.LastSeen = false, time.Now().UTC()

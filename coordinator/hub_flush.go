@@ -82,10 +82,16 @@ func (h *hub) flush() {
 	}
 	ids := slices.Sorted(maps.Keys(h.pending))
 	clear(h.pending)
+	// The batch's version is stored with its online flags, so a restarted
+	// coordinator knows what the agents hold (see netmapversion.go).
+	var version *netmapVersion
+	if len(ids) > 0 {
+		version = &netmapVersion{epoch: h.epoch, seq: h.seq + 1, digest: h.digest}
+	}
 	h.mu.Unlock()
-	if len(dirty) > 0 {
+	if len(dirty) > 0 || version != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
-		if err := h.store.saveSeen(ctx, dirty); err != nil {
+		if err := h.store.saveSeen(ctx, dirty, version); err != nil {
 			h.log.Warn("persist online state", "nodes", len(dirty), "err", err)
 		}
 		cancel()
@@ -111,6 +117,7 @@ func (h *hub) flush() {
 func (h *hub) sendLocked(ids []uint64) {
 	h.metrics.deltaBatches.Inc()
 	h.metrics.deltaNodes.Add(float64(len(ids)))
+	h.recordBatchLocked(ids)
 	if len(h.conns) == 0 {
 		return
 	}
@@ -137,12 +144,21 @@ func (h *hub) sendLocked(ids []uint64) {
 // deltaFrameLocked encodes a delta with the current state of ids: known
 // nodes as upserts, the others as removals. skip, if not 0, is left out.
 func (h *hub) deltaFrameLocked(ids []uint64, skip uint64) []byte {
-	size := 64
+	b := h.deltaBodyLocked(`{"type":"delta","nv":"`+h.versionLocked()+`","delta":`, ids, skip)
+	b.WriteString(`}`)
+	return b.Bytes()
+}
+
+// deltaBodyLocked writes prefix and the delta object of ids (see
+// deltaFrameLocked) to a new buffer.
+func (h *hub) deltaBodyLocked(prefix string, ids []uint64, skip uint64) *bytes.Buffer {
+	size := 64 + len(prefix)
 	for _, id := range ids {
 		size += len(h.enc[id]) + 21
 	}
 	b := bytes.NewBuffer(make([]byte, 0, size))
-	b.WriteString(`{"type":"delta","delta":{`)
+	b.WriteString(prefix)
+	b.WriteString(`{`)
 	n := 0
 	for _, id := range ids {
 		e, ok := h.enc[id]
@@ -179,8 +195,8 @@ func (h *hub) deltaFrameLocked(ids []uint64, skip uint64) []byte {
 	if r > 0 {
 		b.WriteByte(']')
 	}
-	b.WriteString(`}}`)
-	return b.Bytes()
+	b.WriteString(`}`)
+	return b
 }
 
 // flushNow sends whatever is pending without waiting for the window; tests

@@ -2,6 +2,8 @@ package coordinator
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"net/netip"
 	"strconv"
@@ -30,6 +32,20 @@ type hubPolicy struct {
 	// whole view is diffed at the next flush.
 	reprofiled map[uint64]*policy.Profile
 	filterJSON map[*policy.Profile][]byte
+	// srcHash is policyHash of the source in force, part of the hub's
+	// membership digest (netmapversion.go).
+	srcHash uint64
+}
+
+// policyHash is a policy source's share of the membership digest (0: no
+// policy), so that a restarted coordinator resumes no agent across a
+// policy change it never sent them.
+func policyHash(src []byte) uint64 {
+	if src == nil {
+		return 0
+	}
+	sum := sha256.Sum256(src)
+	return binary.BigEndian.Uint64(sum[:8])
 }
 
 func toPolicyNode(n control.Node) policy.Node {
@@ -91,12 +107,19 @@ func (h *hub) filterJSONLocked(p *policy.Profile) []byte {
 	return b
 }
 
-// setPolicyLocked installs a compiled policy (nil: none) and sends every
-// stream the difference: nodes it now sees or no longer sees, and its
-// new filter.
-func (h *hub) setPolicyLocked(c *policy.Compiled) {
+// setPolicyLocked installs a compiled policy (nil: none) made from src
+// and sends every stream the difference: nodes it now sees or no longer
+// sees, and its new filter. A change while running starts a new netmap
+// epoch, so no agent that missed it is resumed from an older version.
+func (h *hub) setPolicyLocked(c *policy.Compiled, src []byte) {
 	oldPol, oldProf := h.pol, h.prof
 	h.pol = c
+	newHash := policyHash(src)
+	h.digest ^= h.srcHash ^ newHash
+	h.srcHash = newHash
+	if h.epoch != "" { // "" while the hub starts: restoreVersion follows
+		h.epoch, h.seq, h.ring, h.ringIDs = newEpoch(), 0, nil, 0
+	}
 	h.prof = map[uint64]*policy.Profile{}
 	h.prev = map[uint64]*policy.Profile{}
 	h.reprofiled = map[uint64]*policy.Profile{}

@@ -15,6 +15,7 @@ type serverMetrics struct {
 	deltaNodes     *metrics.Vec
 	deltaFrames    *metrics.Vec
 	netmaps        *metrics.Vec
+	resumes        *metrics.Vec
 	netmapBytes    *metrics.Vec
 	streamsDropped *metrics.Vec
 	stunRequests   *metrics.Vec
@@ -38,6 +39,8 @@ func newServerMetrics() *serverMetrics {
 			"Delta frames queued to agent streams (the fan-out of the batches)."),
 		netmaps: r.Counter("meshvpn_coordinator_netmaps_total",
 			"Full netmaps sent to newly connected streams."),
+		resumes: r.Counter("meshvpn_coordinator_resumes_total",
+			"Reconnecting streams sent only the changes since the netmap version they held."),
 		netmapBytes: r.Gauge("meshvpn_coordinator_netmap_bytes",
 			"Size of the last full netmap frame sent."),
 		streamsDropped: r.Counter("meshvpn_coordinator_streams_dropped_total",

@@ -65,6 +65,13 @@ var migrations = []string{
 		source     BLOB    NOT NULL,
 		updated_at INTEGER NOT NULL
 	);`,
+	// 6: the netmap version agents were last sent, so that a restarted
+	// coordinator can resume them (see netmapversion.go).
+	`CREATE TABLE netmap_version (
+		epoch  TEXT    NOT NULL,
+		seq    INTEGER NOT NULL,
+		digest TEXT    NOT NULL
+	);`,
 }
 
 // migrate brings the schema up to date. It runs in one immediate transaction,

@@ -129,7 +129,7 @@ func (h *hub) netmapFrameLocked(self control.Node, version int, servers control.
 		return nil, fmt.Errorf("encode netmap: %w", err)
 	}
 	f := &netmapFrame{}
-	f.add([]byte(`{"type":"netmap","v":` + strconv.Itoa(version) + `,"netmap":{"self":` + string(selfJSON) + `,"peers":[`))
+	f.add([]byte(`{"type":"netmap","v":` + strconv.Itoa(version) + `,"nv":"` + h.versionLocked() + `","netmap":{"self":` + string(selfJSON) + `,"peers":[`))
 
 	// Blob entries start with a comma; the list's first entry must not.
 	first := true

@@ -134,13 +134,3 @@ func (s *Store) Touch(ctx context.Context, id uint64, at time.Time) error {
 	}
 	return nil
 }
-
-// ClearOnline marks every node offline. The server calls it at start and on
-// clean shutdown: no stream exists at those moments, whatever the store says
-// after a crash.
-func (s *Store) ClearOnline(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, `UPDATE nodes SET online = 0 WHERE online != 0`); err != nil {
-		return fmt.Errorf("clear online flags: %w", err)
-	}
-	return nil
-}

@@ -41,7 +41,7 @@ func (h *hub) loadPolicy(ctx context.Context) error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.setPolicyLocked(policy.Compile(pol))
+	h.setPolicyLocked(policy.Compile(pol), src)
 	return nil
 }
 
@@ -73,7 +73,7 @@ func (s *Server) SetPolicy(ctx context.Context, src []byte) error {
 		return err
 	}
 	s.hub.mu.Lock()
-	s.hub.setPolicyLocked(c)
+	s.hub.setPolicyLocked(c, src)
 	s.hub.mu.Unlock()
 	s.log.Info("policy set", "rules", len(c.Policy().ACLs), "took", time.Since(start).Round(time.Microsecond))
 	return nil
@@ -85,7 +85,7 @@ func (s *Server) ClearPolicy(ctx context.Context) error {
 		return err
 	}
 	s.hub.mu.Lock()
-	s.hub.setPolicyLocked(nil)
+	s.hub.setPolicyLocked(nil, nil)
 	s.hub.mu.Unlock()
 	s.log.Info("policy cleared")
 	return nil

@@ -58,15 +58,16 @@ func BenchmarkPolicyChange10k(b *testing.B) {
 		pols[v] = policy.Compile(p)
 	}
 	h.mu.Lock()
-	h.setPolicyLocked(pols[0])
+	h.setPolicyLocked(pols[0], benchPolicySrc(n, 0))
 	h.mu.Unlock()
 	i := 0
 	for b.Loop() {
 		start := time.Now()
-		p, _ := policy.Parse(benchPolicySrc(n, i%2+1))
+		src := benchPolicySrc(n, i%2+1)
+		p, _ := policy.Parse(src)
 		c := policy.Compile(p)
 		h.mu.Lock()
-		h.setPolicyLocked(c)
+		h.setPolicyLocked(c, src)
 		h.mu.Unlock()
 		b.ReportMetric(float64(time.Since(start).Milliseconds()), "ms/change")
 		for _, sc := range h.conns {

@@ -138,7 +138,7 @@ func TestPolicyTrimsNetmapsAndFlips(t *testing.T) {
 
 	// Lifting the policy brings everyone back.
 	s.hub.mu.Lock()
-	s.hub.setPolicyLocked(nil)
+	s.hub.setPolicyLocked(nil, nil)
 	s.hub.mu.Unlock()
 	sync()
 	want(laptop, "lonely2", "other", "server")

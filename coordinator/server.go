@@ -241,10 +241,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// No stream exists yet, whatever a crashed predecessor left behind.
-	if err := store.ClearOnline(ctx); err != nil {
-		return fail(err)
-	}
+	// Nodes the store says are online stay so for a grace period, as the
+	// agents were last told: those that reconnect at once cause no delta to
+	// everyone, the others are marked offline after it (see
+	// netmapversion.go).
 	h, err := newHub(ctx, store, s.log, s.metrics)
 	if err != nil {
 		return fail(err)
@@ -504,8 +504,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
-// shutdown stops accepting, ends streams, then clears online flags, so the
-// store says "offline" for every node once the server is gone.
+// shutdown stops accepting, ends streams and writes the last batch.
 func (s *Server) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
@@ -527,11 +526,11 @@ func (s *Server) shutdown() error {
 	case <-ctx.Done():
 		errs = append(errs, errors.New("shutdown: streams did not end in time"))
 	}
-	// The hub's last batch writes online flags; ClearOnline must come after.
+	// The hub's last batch writes what changed. Online flags are left as
+	// the agents last saw them (streams ending now do not flip them), so a
+	// coordinator started again resumes its agents instead of sending
+	// each a full netmap; it marks offline those that do not come back.
 	s.hub.shutdown()
-	if err := s.store.ClearOnline(ctx); err != nil {
-		errs = append(errs, err)
-	}
 	if err := s.Close(); err != nil {
 		errs = append(errs, err)
 	}

@@ -9,8 +9,15 @@ import (
 // saveSeen writes a batch of online flags and last-seen times in one
 // transaction: with thousands of streams, one write per connect, disconnect
 // and ping would keep the store busy for nothing.
-func (s *Store) saveSeen(ctx context.Context, seen map[uint64]nodeSeen) error {
+// version, when not nil, is stored with them: the version of the batch
+// about to be sent, whose online flags these are.
+func (s *Store) saveSeen(ctx context.Context, seen map[uint64]nodeSeen, version *netmapVersion) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if version != nil {
+			if err := saveNetmapVersion(ctx, tx, *version); err != nil {
+				return err
+			}
+		}
 		setOnline, err := tx.PrepareContext(ctx, `UPDATE nodes SET online = ?, last_seen = ? WHERE id = ?`)
 		if err != nil {
 			return fmt.Errorf("save online state: %w", err)

@@ -98,14 +98,16 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	s.streams.Add(1)
 	defer s.streams.Done()
 	ws.SetReadLimit(streamReadLimit)
-	s.serveStream(ws, node, version, control.Netmap{STUN: s.stunServers(r), STUNServers: s.stunServerList(r),
+	s.serveStream(ws, node, version, r.URL.Query().Get(control.QuerySince), control.Netmap{STUN: s.stunServers(r), STUNServers: s.stunServerList(r),
 		DNS: &control.DNSConfig{Domain: s.cfg.DNSDomain}}, s.stunHost(r))
 }
 
 // serveStream runs one agent's stream until either side ends it.
 // servers carries the netmap's server fields for this stream (STUN, ...);
 // host is where the agent reaches us, for its relay URLs.
-func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int, servers control.Netmap, host string) {
+// since is the netmap version the agent holds, if it said (see
+// netmapversion.go).
+func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int, since string, servers control.Netmap, host string) {
 	log := s.log.With("node", node.ID, "name", node.Name)
 	// ctx stops the writer and pinger. Reads use a context that is never
 	// cancelled: cancelling a read makes the library drop the connection
@@ -116,6 +118,7 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 	closed := make(chan struct{})
 	c := &streamConn{
 		nodeID: node.ID,
+		since:  logsafe.Clip(since),
 		send:   make(chan []byte, sendQueueLen),
 		close: func(reason string, graceful bool) {
 			closeOnce.Do(func() {

@@ -253,8 +253,13 @@ func TestStreamReplacedByNewer(t *testing.T) {
 		t.Fatalf("old stream: %v, want close with going away", err)
 	}
 	// Peers only ever see a online; the replacement did not flap it offline.
-	if n := readUpsert(t, cb, a.NodeID); n.ID != a.NodeID || !n.Online {
-		t.Fatalf("a after reconnect: %+v", n)
+	// It sends them nothing at all: a was online and stays so (a fresh
+	// last-seen time is not worth a delta).
+	rctx, rcancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer rcancel()
+	var m control.Message
+	if err := wsjson.Read(rctx, cb, &m); err == nil {
+		t.Fatalf("b was sent %s after a's stream was replaced, want nothing", m.Type)
 	}
 	time.Sleep(100 * time.Millisecond)
 	if !onlineByID(t, s.store)[a.NodeID] {
@@ -286,7 +291,11 @@ func TestStreamDeadConnectionGoesOffline(t *testing.T) {
 	}
 }
 
-func TestStreamShutdownClearsOnline(t *testing.T) {
+// TestStreamShutdownKeepsOnline: a clean shutdown leaves online flags as
+// the agents last saw them (so the next start can resume its agents, see
+// netmapversion.go); the next start marks offline, after restartGrace, the
+// nodes that do not come back.
+func TestStreamShutdownKeepsOnline(t *testing.T) {
 	dir := t.TempDir()
 	s, stop := runServer(t, Config{Listen: "127.0.0.1:0", StateDir: dir, Logger: testLogger(t)})
 	base := "http://" + s.HTTPAddr().String()
@@ -318,9 +327,23 @@ func TestStreamShutdownClearsOnline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	if onlineByID(t, st)[a.NodeID] {
-		t.Fatal("online flag survived shutdown")
+	if !onlineByID(t, st)[a.NodeID] {
+		t.Fatal("shutdown cleared the online flag the agents were sent")
+	}
+	st.Close()
+
+	defer func(g time.Duration) { restartGrace = g }(restartGrace)
+	restartGrace = 300 * time.Millisecond
+	s2, stop2 := runServer(t, Config{Listen: "127.0.0.1:0", StateDir: dir, Logger: testLogger(t)})
+	defer stop2()
+	if n, _ := s2.hub.node(a.NodeID); !n.Online {
+		t.Fatal("restarted coordinator forgot that a was online")
+	}
+	// a never comes back: offline once the grace is over, in the hub and
+	// the store.
+	waitOnline(t, s2.store, a.NodeID, false)
+	if n, _ := s2.hub.node(a.NodeID); n.Online {
+		t.Fatal("a still online in the hub after the grace")
 	}
 }
 

@@ -116,7 +116,10 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 
 func cmdUp(args []string, stderr io.Writer) error {
 	fs := newFlags("up", "up --coordinator URL [--authkey KEY] [flags]", stderr)
-	coord := fs.String("coordinator", os.Getenv("MESHVPN_COORDINATOR"), "coordinator URL, e.g. https://coord.example.com:8080 (env MESHVPN_COORDINATOR)")
+	// A list, not a string: several coordinators of one mesh to fail over
+	// between (see agent/coordinators.go).
+	var coords stunList
+	fs.Var(&coords, "coordinator", "coordinator `URL`, e.g. https://coord.example.com:8080; repeatable or comma-separated to fail over between coordinators of one mesh, tried in order (env MESHVPN_COORDINATOR)")
 	authKey := fs.String("authkey", "", "auth key from `meshvpn-coordinator authkey create`; needed on the first start only. Visible in ps: prefer --authkey-file or the environment variable MESHVPN_AUTHKEY")
 	authKeyFile := fs.String("authkey-file", "", "read the auth key from this `file` (keep it mode 0600)")
 	hostname := fs.String("hostname", "", "name of this node in the mesh (default: the OS hostname)")
@@ -136,6 +139,9 @@ func cmdUp(args []string, stderr io.Writer) error {
 	}
 	if len(pos) > 0 {
 		return fmt.Errorf("unexpected argument %q", pos[0])
+	}
+	if len(coords) == 0 {
+		coords.Set(os.Getenv("MESHVPN_COORDINATOR"))
 	}
 	if *port > 65535 {
 		return fmt.Errorf("--port %d is not a UDP port", *port)
@@ -157,7 +163,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return agent.Run(ctx, agent.Config{
-		Coordinator:   *coord,
+		Coordinators:  coords,
 		AuthKey:       key,
 		Hostname:      *hostname,
 		StateDir:      *stateDir,

@@ -48,6 +48,10 @@ func cmdNetcheck(args []string, stdout, stderr io.Writer) error {
 	if *timeout <= 0 {
 		return errors.New("--timeout must be positive")
 	}
+	// MESHVPN_COORDINATOR may list several coordinators of one mesh (see
+	// up): any one will do for its STUN servers.
+	*coord, _, _ = strings.Cut(*coord, ",")
+	*coord = strings.TrimSpace(*coord)
 	if *coord == "" && len(stuns) == 0 {
 		return errors.New("--coordinator URL (or $MESHVPN_COORDINATOR) or --stun HOST:PORT is required")
 	}

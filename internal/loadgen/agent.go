@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,13 @@ type simAgent struct {
 	// netmapBytes is the size of the first frame; netmapAt when it came.
 	netmapBytes atomic.Int64
 	netmapAt    atomic.Int64
+	// nv is the netmap version of the last frame that named one (a
+	// string); stormAt, stormBytes and resumed describe the reconnect storm
+	// (see storm.go).
+	nv         atomic.Value
+	stormAt    atomic.Int64
+	stormBytes atomic.Int64
+	resumed    atomic.Bool
 }
 
 func newPublicKey() string {
@@ -69,9 +77,18 @@ func (a *simAgent) register(ctx context.Context, hc *http.Client, base, authKey 
 
 // dial opens the agent's stream.
 func (a *simAgent) dial(ctx context.Context, hc *http.Client, wsBase string) error {
+	return a.dialSince(ctx, hc, wsBase, "")
+}
+
+// dialSince opens the agent's stream naming the netmap version it holds
+// ("" for none).
+func (a *simAgent) dialSince(ctx context.Context, hc *http.Client, wsBase, since string) error {
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+a.cred)
 	u := wsBase + control.PathStream + "?v=" + strconv.Itoa(control.ProtocolVersion)
+	if since != "" {
+		u += "&" + control.QuerySince + "=" + url.QueryEscape(since)
+	}
 	ws, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: h, HTTPClient: hc})
 	if err != nil {
 		return fmt.Errorf("stream of agent %d: %w", a.index, err)
@@ -101,6 +118,16 @@ func (a *simAgent) readLoop(g *run) {
 		now := time.Now()
 		g.lastFrame.Store(now.UnixNano())
 		frame := buf.Bytes()
+		if v := frameVersion(frame); v != "" {
+			a.nv.Store(v)
+		}
+		if g.storming.Load() {
+			a.stormBytes.Add(int64(len(frame)))
+			if a.stormAt.CompareAndSwap(0, now.UnixNano()) {
+				a.resumed.Store(bytes.HasPrefix(frame, []byte(`{"type":"resume"`)))
+				g.stormFirst.Add(1)
+			}
+		}
 		if a.netmapAt.Load() == 0 {
 			a.netmapBytes.Store(int64(len(frame)))
 			a.netmapAt.Store(now.UnixNano())

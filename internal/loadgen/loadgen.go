@@ -63,6 +63,10 @@ type run struct {
 	// ended after that (the coordinator dropped them).
 	measuring atomic.Bool
 	lost      atomic.Int64
+	// storming is set while a reconnect storm is timed; stormFirst counts
+	// agents that had their first frame in it (see storm.go).
+	storming   atomic.Bool
+	stormFirst atomic.Int64
 }
 
 // Run measures one coordinator with cfg.N agents and stops it again.

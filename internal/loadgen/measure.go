@@ -199,6 +199,17 @@ func (g *run) measure(ctx context.Context) (*Result, error) {
 	res.PeakRSSBytes = end.peakBytes
 	res.LostStreams = g.lost.Load()
 	res.TotalCPUSeconds = float64(end.cpuTicks-start.cpuTicks) / clockTicks
+
+	// Reconnect storms last: they restart the coordinator.
+	for _, resume := range []bool{false, true} {
+		g.log.Info("reconnect storm", "resume", resume)
+		s, err := g.storm(ctx, n, resume)
+		if err != nil {
+			return nil, err
+		}
+		g.log.Info("storm over", "resume", resume, "current_s", s.CurrentSeconds, "resumes", s.Resumes)
+		res.Storms = append(res.Storms, s)
+	}
 	return res, nil
 }
 

@@ -70,6 +70,9 @@ type Result struct {
 	LostStreams int64              `json:"lost_streams"`
 	Notes       []string           `json:"notes,omitempty"`
 	Coordinator map[string]float64 `json:"coordinator_metrics,omitempty"`
+	// Storms are the reconnect storms after a coordinator restart, without
+	// and with netmap-version resume (see storm.go).
+	Storms []Storm `json:"reconnect_storms,omitempty"`
 }
 
 func (r *Result) note(err error, what string) {
@@ -106,6 +109,17 @@ func (r *Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "  streams lost          %8d\n", r.LostStreams)
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "  NOTE: %s\n", n)
+	}
+	for _, s := range r.Storms {
+		how := "full netmaps"
+		if s.Resume {
+			how = "with resume"
+		}
+		fmt.Fprintf(w, "  restart storm, %-12s all current %6.2f s, settled %6.2f s, %.0f bytes/agent, %d resumes\n",
+			how+":", s.CurrentSeconds, s.SettleSeconds, s.BytesPerAgent, s.Resumes)
+		if s.Note != "" {
+			fmt.Fprintf(w, "  NOTE: storm: %s\n", s.Note)
+		}
 	}
 	if r.RemovalNote != "" {
 		fmt.Fprintf(w, "  removal propagation   %s\n", r.RemovalNote)

@@ -34,6 +34,9 @@ type Coordinator struct {
 	TLS *TLSFiles
 	// Args are extra flags for serve (relay settings).
 	Args []string
+	// ip is the address serve listens on; CoordinatorIP unless moved by
+	// RestartAt.
+	ip string
 }
 
 // CoordinatorOptions adjust StartCoordinatorWith.
@@ -81,7 +84,7 @@ func startCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins, opt Coord
 	if err := h.AddAddr(CoordinatorAltIP + "/32"); err != nil {
 		return nil, err
 	}
-	c := &Coordinator{Host: h, StateDir: filepath.Join(lab.Dir, "coord-state"), URL: CoordinatorURL, Bins: bins, Args: opt.Args}
+	c := &Coordinator{Host: h, StateDir: filepath.Join(lab.Dir, "coord-state"), URL: CoordinatorURL, Bins: bins, Args: opt.Args, ip: CoordinatorIP}
 	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -108,17 +111,33 @@ func (c *Coordinator) Restart(ctx context.Context) error {
 	return c.start(ctx)
 }
 
+// RestartAt starts the coordinator again on the same state dir, as
+// Restart does, but listening on ip (an address of its host, see
+// natlab.Host.AddAddr): a standby of the same mesh at another address.
+// URL follows.
+func (c *Coordinator) RestartAt(ctx context.Context, ip string) error {
+	if !c.Proc.Exited() {
+		return fmt.Errorf("meshlab: coordinator still running")
+	}
+	if c.TLS != nil {
+		return fmt.Errorf("meshlab: RestartAt has no certificate for %s", ip)
+	}
+	c.ip = ip
+	c.URL = "http://" + ip + ":8080"
+	return c.start(ctx)
+}
+
 func (c *Coordinator) start(ctx context.Context) error {
 	args := []string{"serve",
-		"--listen", CoordinatorIP + ":8080",
+		"--listen", c.ip + ":8080",
 		"--state", c.StateDir,
-		"--stun-listen", CoordinatorIP + ":3478",
+		"--stun-listen", c.ip + ":3478",
 		"--stun-alt-listen", CoordinatorAltSTUN,
-		"--turn-listen", CoordinatorIP + ":3478",
+		"--turn-listen", c.ip + ":3478",
 		// Few relay ports: a lab run makes a handful of allocations.
 		"--relay-range", "50000-50999"}
 	if c.TLS != nil {
-		args = append(args, "--tls-cert", c.TLS.Cert, "--tls-key", c.TLS.Key, "--turns-listen", CoordinatorIP+":443")
+		args = append(args, "--tls-cert", c.TLS.Cert, "--tls-key", c.TLS.Key, "--turns-listen", c.ip+":443")
 	}
 	args = append(args, c.Args...)
 	var err error
@@ -130,7 +149,7 @@ func (c *Coordinator) start(ctx context.Context) error {
 		if c.Proc.Exited() {
 			return natlab.Fatal(fmt.Errorf("coordinator exited: %v\n%s", c.Proc.Wait(0), c.Proc.Log()))
 		}
-		return c.Host.WaitTCP(ctx, CoordinatorIP+":8080", 0)
+		return c.Host.WaitTCP(ctx, c.ip+":8080", 0)
 	})
 	if err != nil {
 		return fmt.Errorf("meshlab: coordinator not ready: %w", err)

@@ -1,0 +1,217 @@
+package coordinator
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshvpn/meshvpn/control"
+)
+
+// lastVersion returns the netmap version of the last frame that had one.
+func lastVersion(t *testing.T, frames []control.Message) string {
+	t.Helper()
+	for i := len(frames) - 1; i >= 0; i-- {
+		if frames[i].NetmapVersion != "" {
+			return frames[i].NetmapVersion
+		}
+	}
+	t.Fatal("no frame carried a netmap version")
+	return ""
+}
+
+// reconnect attaches a new stream of id that says it holds since and
+// returns its first frame.
+func reconnect(t *testing.T, s *Server, id uint64, since string) (*fakeConn, control.Message) {
+	t.Helper()
+	c := newFakeConn(id)
+	c.since = since
+	if err := s.hub.connect(c.streamConn, 2, control.Netmap{STUN: []string{"203.0.113.10:3478"}}); err != nil {
+		t.Fatal(err)
+	}
+	got := c.drain(t)
+	if len(got) == 0 {
+		t.Fatal("no first frame")
+	}
+	return c, got[0]
+}
+
+func upsertIDs(d *control.Delta) []uint64 {
+	var ids []uint64
+	if d != nil {
+		for _, n := range d.Upsert {
+			ids = append(ids, n.ID)
+		}
+	}
+	return ids
+}
+
+// TestResumeSendsOnlyChanges: an agent that reconnects naming the version
+// it holds gets only the nodes changed since (as a resume, with the server
+// fields), and a version the hub cannot bring up to date gets the full
+// netmap.
+func TestResumeSendsOnlyChanges(t *testing.T) {
+	s, key := batchServer(t)
+	for i := range 20 {
+		addNode(t, s, key, "old"+strings.Repeat("x", i%3)+string(rune('a'+i)))
+	}
+	obsID := addNode(t, s, key, "observer")
+	obs := newFakeConn(obsID)
+	if err := s.hub.connect(obs.streamConn, 2, control.Netmap{}); err != nil {
+		t.Fatal(err)
+	}
+	s.hub.flushNow()
+	held := lastVersion(t, obs.drain(t))
+
+	s.hub.disconnect(obs.streamConn)
+	var added []uint64
+	for i := range 3 {
+		added = append(added, addNode(t, s, key, "new"+string(rune('a'+i))))
+	}
+	s.hub.flushNow()
+
+	_, m := reconnect(t, s, obsID, held)
+	if m.Type != control.MsgResume {
+		t.Fatalf("reconnect holding %s: first frame %q, want %q", held, m.Type, control.MsgResume)
+	}
+	if got := upsertIDs(m.Delta); !slices.Equal(got, added) {
+		t.Fatalf("resume upserts %v, want the nodes added since: %v", got, added)
+	}
+	if m.Netmap == nil || m.Netmap.Self.ID != obsID || len(m.Netmap.Peers) != 0 || !slices.Equal(m.Netmap.STUN, []string{"203.0.113.10:3478"}) {
+		t.Fatalf("resume netmap part: %+v", m.Netmap)
+	}
+	s.hub.mu.Lock()
+	now := s.hub.versionLocked()
+	s.hub.mu.Unlock()
+	if m.NetmapVersion != now {
+		t.Fatalf("resume brings the agent to %q, want %q", m.NetmapVersion, now)
+	}
+
+	// An agent that is current gets a resume with nothing in it.
+	s.hub.flushNow()
+	s.hub.mu.Lock()
+	now = s.hub.versionLocked()
+	s.hub.mu.Unlock()
+	if _, m := reconnect(t, s, obsID, now); m.Type != control.MsgResume || len(upsertIDs(m.Delta)) != 0 || len(m.Delta.Remove) != 0 {
+		t.Fatalf("current agent: %s with %d upserts, want an empty resume", m.Type, len(upsertIDs(m.Delta)))
+	}
+
+	for _, since := range []string{"", "0000000000000000.1", "garbage", now + "1", strings.Split(now, ".")[0] + ".-1"} {
+		if _, m := reconnect(t, s, obsID, since); m.Type != control.MsgNetmap || len(m.Netmap.Peers) != 23 {
+			t.Fatalf("since %q: %s, want the full netmap", since, m.Type)
+		}
+	}
+
+	// Past the ring: the batches after held are forgotten.
+	for i := range ringBatches + 1 {
+		n, _ := s.hub.node(added[0])
+		n.Name = "renamed" + strconv.Itoa(i)
+		s.hub.upsert(n)
+		s.hub.flushNow()
+	}
+	if _, m := reconnect(t, s, obsID, held); m.Type != control.MsgNetmap {
+		t.Fatalf("version older than the ring: %s, want the full netmap", m.Type)
+	}
+}
+
+// TestResumeAfterRestart: a coordinator started again on the same store
+// resumes an agent holding the last version it sent, sends nothing more to
+// the others when that agent comes back online, and starts a new epoch
+// when the store's membership is not what the agents were sent.
+func TestResumeAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	start := func() *Server {
+		s, err := New(Config{Listen: "127.0.0.1:0", StateDir: dir, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.hub.window = time.Hour
+		return s
+	}
+	s := start()
+	key := newKey(t, s.store, true, 0)
+	for i := range 10 {
+		addNode(t, s, key, "n"+string(rune('a'+i)))
+	}
+	obsID := addNode(t, s, key, "observer")
+	peerID := addNode(t, s, key, "peer")
+	obs := newFakeConn(obsID)
+	if err := s.hub.connect(obs.streamConn, 2, control.Netmap{}); err != nil {
+		t.Fatal(err)
+	}
+	peer := newFakeConn(peerID)
+	if err := s.hub.connect(peer.streamConn, 2, control.Netmap{}); err != nil {
+		t.Fatal(err)
+	}
+	s.hub.flushNow()
+	held := lastVersion(t, obs.drain(t))
+	s.Close() // a crash: no clean shutdown
+
+	s = start()
+	_, m := reconnect(t, s, obsID, held)
+	if m.Type != control.MsgResume || len(upsertIDs(m.Delta)) != 0 {
+		t.Fatalf("after a restart, holding %s: %s with %d upserts, want an empty resume", held, m.Type, len(upsertIDs(m.Delta)))
+	}
+	// The peer comes back: it was online before, so the observer is told
+	// nothing.
+	reconnect(t, s, peerID, held)
+	s.hub.flushNow()
+	s.hub.mu.Lock()
+	pending := len(s.hub.pending)
+	s.hub.mu.Unlock()
+	if pending != 0 {
+		t.Fatalf("%d changes pending after nodes that were online came back", pending)
+	}
+
+	// A registration reaches the store but not the agents, then a crash:
+	// the restarted coordinator cannot vouch for the old version.
+	addNode(t, s, key, "late")
+	s.Close()
+	s = start()
+	defer s.Close()
+	if _, m := reconnect(t, s, obsID, held); m.Type != control.MsgNetmap {
+		t.Fatalf("store changed behind the agents' backs: %s, want the full netmap", m.Type)
+	}
+}
+
+// TestNoResumeAcrossPolicy: an agent that held a version from before a
+// policy was set is not resumed (a resume carries mesh-wide changes and no
+// filter); it gets its trimmed netmap with its filter. Clearing the policy
+// starts a new epoch, so a version from under the policy is not resumed
+// either.
+func TestNoResumeAcrossPolicy(t *testing.T) {
+	s, key := batchServer(t)
+	for _, n := range []string{"laptop", "server", "printer"} {
+		addNode(t, s, key, n)
+	}
+	obsID := addNode(t, s, key, "observer")
+	obs := newFakeConn(obsID)
+	if err := s.hub.connect(obs.streamConn, 2, control.Netmap{}); err != nil {
+		t.Fatal(err)
+	}
+	s.hub.flushNow()
+	held := lastVersion(t, obs.drain(t))
+	s.hub.disconnect(obs.streamConn)
+
+	src := []byte(`{"acls": [{"action": "accept", "src": ["observer"], "dst": ["server:22"]}]}`)
+	if err := s.SetPolicy(t.Context(), src); err != nil {
+		t.Fatal(err)
+	}
+	_, m := reconnect(t, s, obsID, held)
+	if m.Type != control.MsgNetmap || m.Netmap.Filter == nil || len(m.Netmap.Peers) != 1 {
+		t.Fatalf("reconnect under a new policy holding %s: %s (filter %v, %d peers), want a trimmed netmap with a filter",
+			held, m.Type, m.Netmap != nil && m.Netmap.Filter != nil, len(m.Netmap.Peers))
+	}
+
+	s.hub.mu.Lock()
+	under := s.hub.versionLocked()
+	s.hub.mu.Unlock()
+	if err := s.ClearPolicy(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, m := reconnect(t, s, obsID, under); m.Type != control.MsgNetmap || len(m.Netmap.Peers) != 3 {
+		t.Fatalf("reconnect after the policy was cleared holding %s: %s, want the full netmap", under, m.Type)
+	}
+}

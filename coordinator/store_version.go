@@ -1,0 +1,41 @@
+package coordinator
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// loadNetmapVersion reads the version stored with the last batch (see
+// netmapversion.go); ok is false when there is none.
+func (s *Store) loadNetmapVersion(ctx context.Context) (v netmapVersion, ok bool, err error) {
+	var seq int64
+	var digest string
+	err = s.db.QueryRowContext(ctx, `SELECT epoch, seq, digest FROM netmap_version`).Scan(&v.epoch, &seq, &digest)
+	if errors.Is(err, sql.ErrNoRows) {
+		return v, false, nil
+	}
+	if err != nil {
+		return v, false, fmt.Errorf("load netmap version: %w", err)
+	}
+	d, err := strconv.ParseUint(digest, 16, 64)
+	if err != nil {
+		return v, false, nil // not ours: start a new epoch
+	}
+	v.seq, v.digest = uint64(seq), d
+	return v, true, nil
+}
+
+// saveNetmapVersion replaces the stored version, in tx.
+func saveNetmapVersion(ctx context.Context, tx *sql.Tx, v netmapVersion) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM netmap_version`); err != nil {
+		return fmt.Errorf("save netmap version: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO netmap_version (epoch, seq, digest) VALUES (?, ?, ?)`,
+		v.epoch, int64(v.seq), strconv.FormatUint(v.digest, 16)); err != nil {
+		return fmt.Errorf("save netmap version: %w", err)
+	}
+	return nil
+}

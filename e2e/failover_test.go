@@ -1,0 +1,117 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshvpn/meshvpn/internal/meshlab"
+	"github.com/meshvpn/meshvpn/internal/natlab"
+)
+
+// standbyIP is the second coordinator's address in TestCoordinatorFailover.
+const standbyIP = "203.0.113.11"
+
+// TestCoordinatorFailover gives two agents two coordinator URLs. The first
+// coordinator serves; the second address has nothing listening. Then the
+// first is SIGKILLed and a coordinator is started on the same state (one
+// mesh, one store) at the second address, as a standby taking over would:
+// each agent must be on it within 5 s of it being up, its status naming it,
+// and pings over the direct tunnel must keep coming back throughout.
+func TestCoordinatorFailover(t *testing.T) {
+	lab, coord := newLab(t)
+	ctx := t.Context()
+	if err := coord.Host.AddAddr(standbyIP + "/32"); err != nil {
+		t.Fatal(err)
+	}
+	first, standby := coord.URL, "http://"+standbyIP+":8080"
+	alpha := addSiteAgent(t, lab, coord, "alpha", natlab.FullCone)
+	beta := addSiteAgent(t, lab, coord, "beta", natlab.PortRestricted)
+	key := authKey(t, coord, true)
+	agents := []*meshlab.Agent{alpha, beta}
+	for _, a := range agents {
+		a.ExtraArgs = []string{"--coordinator", standby}
+		if err := a.Up(ctx, key, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := meshlab.WaitOnline(ctx, agents, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range agents {
+		if err := waitCoordinatorURL(ctx, a, first, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ipBeta := overlayIP(t, beta)
+	if _, err := meshlab.WaitPath(ctx, alpha, beta.Name, "direct", 40*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := pingUntil(ctx, alpha, ipBeta, 30*time.Second); err != nil {
+		t.Fatalf("ping before the fail-over: %v\n%s", err, out)
+	}
+
+	// Pings run through the whole move: 60 echoes, one every 0.25 s.
+	const echoes = 60
+	pings := make(chan pingResult, 1)
+	go func() {
+		res, err := pingCount(ctx, alpha, ipBeta, echoes, "0.25")
+		if err != nil {
+			res.Out += "\n" + err.Error()
+		}
+		pings <- res
+	}()
+	time.Sleep(2 * time.Second)
+
+	coord.Proc.Signal(syscall.SIGKILL)
+	if err := coord.Proc.Wait(10 * time.Second); errors.Is(err, natlab.ErrTimeout) || !coord.Proc.Exited() {
+		t.Fatalf("coordinator did not die: %v", err)
+	}
+	for _, a := range agents {
+		if err := waitCoordinator(ctx, a, false, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := coord.RestartAt(ctx, standbyIP); err != nil {
+		t.Fatal(err)
+	}
+	up := time.Now()
+	for _, a := range agents {
+		if err := waitCoordinatorURL(ctx, a, standby, 5*time.Second-time.Since(up)); err != nil {
+			t.Fatalf("%v (5 s after the standby came up)", err)
+		}
+	}
+	t.Logf("both agents on the standby %.1f s after it came up", time.Since(up).Seconds())
+
+	res := <-pings
+	t.Logf("during the fail-over: %s", lastLine(res.Out, "packets transmitted"))
+	if res.Sent != echoes || res.Received < echoes {
+		t.Fatalf("overlay ping during the fail-over: %d of %d replies, allowed loss 0\n%s", res.Received, res.Sent, res.Out)
+	}
+	// The standby signals new sessions: a node joining through it reaches
+	// the old ones.
+	gamma := addSiteAgent(t, lab, coord, "gamma", natlab.FullCone)
+	if err := gamma.Up(ctx, key, 30*time.Second); err != nil {
+		t.Fatalf("new node on the standby: %v", err)
+	}
+	if out, err := pingUntil(ctx, gamma, ipBeta, 30*time.Second); err != nil {
+		t.Fatalf("gamma -> beta through the standby: %v\n%s", err, out)
+	}
+}
+
+// waitCoordinatorURL waits until a's status says it is connected to url.
+func waitCoordinatorURL(ctx context.Context, a *meshlab.Agent, url string, timeout time.Duration) error {
+	return natlab.Poll(ctx, timeout, 100*time.Millisecond, func() error {
+		st, err := a.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if !st.Coordinator.Connected || st.Coordinator.URL != url {
+			return fmt.Errorf("%s: coordinator %s connected=%v (%s), want connected to %s", a.Name, st.Coordinator.URL, st.Coordinator.Connected, st.Coordinator.LastError, url)
+		}
+		return nil
+	})
+}

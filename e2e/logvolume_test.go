@@ -1,0 +1,193 @@
+package e2e
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshvpn/meshvpn/internal/meshlab"
+	"github.com/meshvpn/meshvpn/internal/natlab"
+)
+
+// maxLinesPerHour is the issue's goal for a steady agent at info level
+// (there: with 100 peers; the lab mesh is smaller, so this is generous).
+const maxLinesPerHour = 100
+
+// TestLogVolumeSteadyMesh starts a small mesh - agents on public lab hosts
+// and two behind symmetric NATs, whose pair can only meet through the relay
+// and keeps probing for a direct path - waits until every pair is connected
+// and the mesh has settled, then counts the lines each agent writes (at the
+// default info level) over a window and extrapolates them to an hour.
+// MESHVPN_LOGVOL_AGENTS (public agents) and MESHVPN_LOGVOL_WINDOW (a Go
+// duration) change the size and the window.
+func TestLogVolumeSteadyMesh(t *testing.T) {
+	nPublic := envInt(t, "MESHVPN_LOGVOL_AGENTS", 6)
+	window := envDuration(t, "MESHVPN_LOGVOL_WINDOW", 3*time.Minute)
+	const settle = 30 * time.Second
+	lab, coord := newLab(t)
+	key := authKey(t, coord, true)
+	var agents []*meshlab.Agent
+	for i := range nPublic {
+		name := fmt.Sprintf("lv%d", i+1)
+		h, err := lab.AddPublicHost(name, fmt.Sprintf("203.0.113.%d", 40+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := meshlab.NewAgent(coord, h, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		agents = append(agents, a)
+	}
+	relayed := map[string]bool{}
+	for i := range 2 {
+		a := addSiteAgent(t, lab, coord, fmt.Sprintf("lvsym%d", i+1), natlab.Symmetric)
+		agents = append(agents, a)
+		relayed[a.Name] = true
+	}
+	n := len(agents)
+	// Both symmetric agents need the relay between them; every other pair
+	// goes direct.
+	wantPath := func(a, b string) string {
+		if relayed[a] && relayed[b] {
+			return "relay"
+		}
+		return "direct"
+	}
+	start := time.Now()
+	for _, a := range agents {
+		if err := a.Start(key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := waitAllPaths(t.Context(), agents, wantPath, 90*time.Second); err != nil {
+		t.Fatalf("mesh not connected: %v", err)
+	}
+	t.Logf("%d agents, every pair connected after %v", n, time.Since(start).Round(time.Millisecond))
+	time.Sleep(settle)
+	startup := make([]int, n)
+	for i, a := range agents {
+		startup[i] = len(logLines(a.Proc.Log()))
+	}
+	time.Sleep(window)
+	if err := waitAllPaths(t.Context(), agents, wantPath, 5*time.Second); err != nil {
+		t.Errorf("mesh lost a path in the window: %v", err)
+	}
+
+	perHour := func(lines int) float64 { return float64(lines) * float64(time.Hour) / float64(window) }
+	worst := 0
+	byMsg, startMsg := map[string]int{}, map[string]int{}
+	for i, a := range agents {
+		lines := logLines(a.Proc.Log())
+		steady := lines[startup[i]:]
+		for _, l := range steady {
+			byMsg[lineKey(l)]++
+		}
+		for _, l := range lines[:startup[i]] {
+			startMsg[lineKey(l)]++
+		}
+		t.Logf("%s: %d lines until steady (%v after start), %d in the %v window = %.0f lines/hour",
+			a.Name, startup[i], (time.Since(start) - window).Round(time.Second), len(steady), window, perHour(len(steady)))
+		if len(steady) > worst {
+			worst = len(steady)
+		}
+	}
+	t.Log("most frequent lines until steady, all agents:")
+	logTop(t, startMsg, 15)
+	t.Log("most frequent lines in the window, all agents:")
+	logTop(t, byMsg, 10)
+	if got := perHour(worst); got >= maxLinesPerHour {
+		t.Errorf("steady agent with %d peers writes %.0f lines/hour at info level, want < %d", n-1, got, maxLinesPerHour)
+	}
+}
+
+// logTop logs the n most frequent keys of counts.
+func logTop(t *testing.T, counts map[string]int, n int) {
+	keys := slices.Collect(maps.Keys(counts))
+	slices.SortFunc(keys, func(x, y string) int { return cmp.Compare(counts[y], counts[x]) })
+	for _, k := range keys[:min(len(keys), n)] {
+		t.Logf("  %5d  %s", counts[k], k)
+	}
+}
+
+// waitAllPaths waits until every agent reports the path want(self, peer)
+// to every other agent.
+func waitAllPaths(ctx context.Context, agents []*meshlab.Agent, want func(a, b string) string, timeout time.Duration) error {
+	return natlab.Poll(ctx, timeout, time.Second, func() error {
+		for _, a := range agents {
+			if err := a.Running(); err != nil {
+				return natlab.Fatal(err)
+			}
+			st, err := a.Status(ctx)
+			if err != nil {
+				return err
+			}
+			for _, b := range agents {
+				if b == a {
+					continue
+				}
+				p := st.Peer(b.Name)
+				if p == nil || p.Path != want(a.Name, b.Name) {
+					return fmt.Errorf("%s -> %s: want path %s, have %+v", a.Name, b.Name, want(a.Name, b.Name), p)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// logLines splits a process log into its non-empty lines.
+func logLines(log string) []string {
+	return slices.DeleteFunc(strings.Split(log, "\n"), func(l string) bool { return l == "" })
+}
+
+var (
+	slogMsg  = regexp.MustCompile(`level=(\w+) msg=("(?:[^"\\]|\\.)*"|\S+)`)
+	pionLine = regexp.MustCompile(`^(\w+ \w+): \S+ \S+ (?:\S+: )?(.{0,60})`)
+)
+
+// lineKey groups a log line by level and message, leaving out the
+// attributes (addresses, peers) that make each line unique.
+func lineKey(l string) string {
+	if m := slogMsg.FindStringSubmatch(l); m != nil {
+		return m[1] + " " + m[2]
+	}
+	if m := pionLine.FindStringSubmatch(l); m != nil {
+		return "pion " + m[1] + " " + m[2]
+	}
+	return l[:min(len(l), 80)]
+}
+
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 2 {
+		t.Fatalf("%s=%q: want a number >= 2", name, s)
+	}
+	return v
+}
+
+func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v <= 0 {
+		t.Fatalf("%s=%q: want a positive duration such as 3m", name, s)
+	}
+	return v
+}

@@ -14,7 +14,10 @@ import (
 
 // Options tune the limiter; the zero value gives the defaults.
 type Options struct {
-	// Burst is how many lines of one kind pass per window (default 5).
+	// Min is the lowest level limited (default info): debug output is
+	// only written when asked for, and then in full.
+	Min slog.Level
+	// Burst is how many lines of one kind pass per window (default 10).
 	Burst int
 	// Window is the first window (default 1 min). A kind still suppressed
 	// when its window ends gets a window twice as long, up to MaxWindow, so
@@ -69,7 +72,7 @@ type state struct {
 // New returns a Handler that passes what its limits allow to next.
 func New(next slog.Handler, opt Options) *Handler {
 	if opt.Burst <= 0 {
-		opt.Burst = 5
+		opt.Burst = 10
 	}
 	if opt.Window <= 0 {
 		opt.Window = time.Minute
@@ -107,6 +110,9 @@ func (h *Handler) WithGroup(name string) slog.Handler {
 // Handle writes r unless its kind has used up its window, and first writes
 // the summary of that kind's last window if one is due.
 func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level < h.s.opt.Min {
+		return h.next.Handle(ctx, r)
+	}
 	pass, due := h.s.admit(r.Level, r.Message)
 	for _, sr := range due {
 		h.s.root.Handle(ctx, sr)

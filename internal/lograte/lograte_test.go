@@ -193,6 +193,17 @@ func TestManyKindsBounded(t *testing.T) {
 	}
 }
 
+func TestDebugUnlimited(t *testing.T) {
+	r := newRig(t, Options{Burst: 1})
+	r.h.next = slog.NewTextHandler(r.buf, &slog.HandlerOptions{Level: slog.LevelDebug})
+	for range 20 {
+		r.log.Debug("ping sent")
+	}
+	if n := len(r.take()); n != 20 {
+		t.Errorf("%d of 20 debug lines written, want all", n)
+	}
+}
+
 func TestEnabledFollowsNext(t *testing.T) {
 	h := New(slog.NewTextHandler(&bytes.Buffer{}, &slog.HandlerOptions{Level: slog.LevelInfo}), Options{})
 	if h.Enabled(t.Context(), slog.LevelDebug) || !h.Enabled(t.Context(), slog.LevelInfo) {

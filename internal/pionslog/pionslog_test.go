@@ -1,0 +1,53 @@
+package pionslog
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestLevels(t *testing.T) {
+	for _, tc := range []struct {
+		level slog.Level // the slog handler's level
+		want  []string   // the lines written, in order
+	}{
+		{slog.LevelInfo, []string{`level=WARN msg="Failed to handle: boom" pion=ice`}},
+		{slog.LevelDebug, []string{
+			`level=DEBUG msg="Setting new connection state: Checking" pion=ice`,
+			`level=DEBUG msg="Failed to ping without candidate pairs. Connection is not possible yet." pion=ice`,
+			`level=WARN msg="Failed to handle: boom" pion=ice`,
+		}},
+	} {
+		var buf bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{
+			Level: tc.level,
+			ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+				if a.Key == slog.TimeKey {
+					return slog.Attr{}
+				}
+				return a
+			},
+		}))
+		l := New(log, slog.LevelWarn).NewLogger("ice")
+		l.Tracef("packet %d", 1)
+		l.Debug("ping sent")
+		l.Infof("Setting new connection state: %s", "Checking")
+		l.Warn("Failed to ping without candidate pairs. Connection is not possible yet.")
+		l.Errorf("Failed to handle: %v", "boom")
+		got := strings.Split(strings.TrimSpace(buf.String()), "\n")
+		if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+			t.Errorf("at %v got\n%s\nwant\n%s", tc.level, strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+		}
+	}
+}
+
+// A message pion formats from what a sender chose is cut.
+func TestLongMessageCut(t *testing.T) {
+	var buf bytes.Buffer
+	l := New(slog.New(slog.NewTextHandler(&buf, nil)), slog.LevelError).NewLogger("turn")
+	l.Errorf("bad attribute %s", strings.Repeat("A", 100000))
+	if n := buf.Len(); n > maxMsg+200 {
+		t.Errorf("line of %d bytes for a 100 kB message", n)
+	}
+}

@@ -11,7 +11,11 @@ package pionslog
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"slices"
+	"strings"
 
 	"github.com/pion/logging"
 )
@@ -55,7 +59,17 @@ func (l *logger) emit(level slog.Level, msg string) {
 	}
 }
 
+// closedErrs are the errors of a socket or pipe we closed ourselves: pion
+// reports them as errors when a session it was still using goes away.
+var closedErrs = []string{io.ErrClosedPipe.Error(), net.ErrClosed.Error()}
+
 func (l *logger) write(level slog.Level, msg string) {
+	if level > slog.LevelDebug && slices.ContainsFunc(closedErrs, func(e string) bool { return strings.Contains(msg, e) }) {
+		level = slog.LevelDebug
+		if !l.log.Enabled(context.Background(), level) {
+			return
+		}
+	}
 	if len(msg) > maxMsg {
 		msg = msg[:maxMsg] + "…"
 	}

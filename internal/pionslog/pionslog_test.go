@@ -2,6 +2,7 @@ package pionslog
 
 import (
 	"bytes"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ func TestLevels(t *testing.T) {
 	}{
 		{slog.LevelInfo, []string{`level=WARN msg="Failed to handle: boom" pion=ice`}},
 		{slog.LevelDebug, []string{
+			`level=DEBUG msg="Failed to write packet: io: read/write on closed pipe" pion=ice`,
 			`level=DEBUG msg="Setting new connection state: Checking" pion=ice`,
 			`level=DEBUG msg="Failed to ping without candidate pairs. Connection is not possible yet." pion=ice`,
 			`level=WARN msg="Failed to handle: boom" pion=ice`,
@@ -30,6 +32,8 @@ func TestLevels(t *testing.T) {
 			},
 		}))
 		l := New(log, slog.LevelWarn).NewLogger("ice")
+		// An error about a pipe we closed is routine.
+		l.Errorf("Failed to write packet: %v", io.ErrClosedPipe)
 		l.Tracef("packet %d", 1)
 		l.Debug("ping sent")
 		l.Infof("Setting new connection state: %s", "Checking")

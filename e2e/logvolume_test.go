@@ -128,23 +128,13 @@ func logTop(t *testing.T, counts map[string]int, n int) {
 // waitAllPaths waits until every agent reports the path want(self, peer)
 // to every other agent.
 func waitAllPaths(ctx context.Context, agents []*meshlab.Agent, want func(a, b string) string, timeout time.Duration) error {
-	return natlab.Poll(ctx, timeout, time.Second, func() error {
-		for _, a := range agents {
-			if err := a.Running(); err != nil {
-				return natlab.Fatal(err)
+	return meshlab.WaitAll(ctx, agents, timeout, func(a *meshlab.Agent, st *meshlab.Status) error {
+		for _, b := range agents {
+			if b == a {
+				continue
 			}
-			st, err := a.Status(ctx)
-			if err != nil {
-				return err
-			}
-			for _, b := range agents {
-				if b == a {
-					continue
-				}
-				p := st.Peer(b.Name)
-				if p == nil || p.Path != want(a.Name, b.Name) {
-					return fmt.Errorf("%s -> %s: want path %s, have %+v", a.Name, b.Name, want(a.Name, b.Name), p)
-				}
+			if p := st.Peer(b.Name); p == nil || p.Path != want(a.Name, b.Name) {
+				return fmt.Errorf("%s -> %s: want path %s, have %+v", a.Name, b.Name, want(a.Name, b.Name), p)
 			}
 		}
 		return nil

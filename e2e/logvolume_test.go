@@ -83,6 +83,7 @@ func TestLogVolumeSteadyMesh(t *testing.T) {
 	for i, a := range agents {
 		startup[i] = len(logLines(a.Proc.Log()))
 	}
+	coordStartup := len(logLines(coord.Proc.Log()))
 	time.Sleep(window)
 	if err := waitAllPaths(t.Context(), agents, wantPath, 5*time.Second); err != nil {
 		t.Errorf("mesh lost a path in the window: %v", err)
@@ -104,6 +105,8 @@ func TestLogVolumeSteadyMesh(t *testing.T) {
 			a.Name, startup[i], steadyAt, len(steady), window, perHour(len(steady)))
 		worst, worstStart = max(worst, len(steady)), max(worstStart, startup[i])
 	}
+	coordLines := len(logLines(coord.Proc.Log()))
+	t.Logf("coordinator: %d lines until steady, %d in the window = %.0f lines/hour", coordStartup, coordLines-coordStartup, perHour(coordLines-coordStartup))
 	t.Log("most frequent lines until steady, all agents:")
 	logTop(t, startMsg, 15)
 	t.Log("most frequent lines in the window, all agents:")

@@ -38,6 +38,16 @@ const keyLen = 200
 // table full.
 const overflowMsg = "too many distinct log lines"
 
+type ctxKey struct{}
+
+// WithKey returns ctx carrying the kind of the lines logged with it, in
+// place of their message. A logger that formats changing text (addresses,
+// errors) into its messages passes its format string, so that its lines
+// still count as one kind, and a sender cannot make each line a new kind.
+func WithKey(ctx context.Context, kind string) context.Context {
+	return context.WithValue(ctx, ctxKey{}, kind)
+}
+
 // Handler is the rate-limiting slog.Handler. Handlers derived with
 // WithAttrs and WithGroup share its limits.
 type Handler struct {
@@ -113,7 +123,11 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Level < h.s.opt.Min {
 		return h.next.Handle(ctx, r)
 	}
-	pass, due := h.s.admit(r.Level, r.Message)
+	msg := r.Message
+	if k, ok := ctx.Value(ctxKey{}).(string); ok {
+		msg = k
+	}
+	pass, due := h.s.admit(r.Level, msg)
 	for _, sr := range due {
 		h.s.root.Handle(ctx, sr)
 	}

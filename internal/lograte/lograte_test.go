@@ -94,6 +94,26 @@ func TestKindsAreLevelAndMessage(t *testing.T) {
 	}
 }
 
+// Lines formatted from one format string are one kind when the logger
+// says so, however their text differs.
+func TestKeyFromContext(t *testing.T) {
+	r := newRig(t, Options{Burst: 2})
+	const format = "Failed to read from candidate %s"
+	ctx := WithKey(t.Context(), format)
+	for i := range 10 {
+		r.log.WarnContext(ctx, fmt.Sprintf(format, fmt.Sprintf("203.0.113.%d:4000", i)))
+	}
+	if n := len(r.take()); n != 2 {
+		t.Fatalf("%d of 10 lines of one format passed, want 2", n)
+	}
+	r.advance(time.Minute)
+	r.fire()
+	want := `level=WARN msg="similar lines suppressed" message="Failed to read from candidate %s" count=8 over=1m0s`
+	if got := r.take(); len(got) != 1 || got[0] != want {
+		t.Errorf("summary %q, want %q", got, want)
+	}
+}
+
 func TestTimerReportsAFloodThatStopped(t *testing.T) {
 	r := newRig(t, Options{Burst: 2, Window: time.Minute})
 	child := r.log.With("peer", "p1").WithGroup("g")

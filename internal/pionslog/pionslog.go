@@ -18,6 +18,8 @@ import (
 	"strings"
 
 	"github.com/pion/logging"
+
+	"github.com/meshvpn/meshvpn/internal/lograte"
 )
 
 // maxMsg caps a message: pion formats addresses and errors from the
@@ -55,7 +57,7 @@ type logger struct {
 
 func (l *logger) emit(level slog.Level, msg string) {
 	if l.log.Enabled(context.Background(), level) {
-		l.write(level, msg)
+		l.write(context.Background(), level, msg)
 	}
 }
 
@@ -63,7 +65,7 @@ func (l *logger) emit(level slog.Level, msg string) {
 // reports them as errors when a session it was still using goes away.
 var closedErrs = []string{io.ErrClosedPipe.Error(), net.ErrClosed.Error()}
 
-func (l *logger) write(level slog.Level, msg string) {
+func (l *logger) write(ctx context.Context, level slog.Level, msg string) {
 	if level > slog.LevelDebug && slices.ContainsFunc(closedErrs, func(e string) bool { return strings.Contains(msg, e) }) {
 		level = slog.LevelDebug
 		if !l.log.Enabled(context.Background(), level) {
@@ -73,14 +75,15 @@ func (l *logger) write(level slog.Level, msg string) {
 	if len(msg) > maxMsg {
 		msg = msg[:maxMsg] + "…"
 	}
-	l.log.Log(context.Background(), level, msg)
+	l.log.Log(ctx, level, msg)
 }
 
 // emitf formats only when the line will be written: pion's debug output is
-// large and mostly discarded.
+// large and mostly discarded. The format is the line's kind for the rate
+// limit: the text names addresses and errors that differ line by line.
 func (l *logger) emitf(level slog.Level, format string, args ...any) {
 	if l.log.Enabled(context.Background(), level) {
-		l.write(level, fmt.Sprintf(format, args...))
+		l.write(lograte.WithKey(context.Background(), format), level, fmt.Sprintf(format, args...))
 	}
 }
 

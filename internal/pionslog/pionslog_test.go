@@ -2,10 +2,13 @@ package pionslog
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/meshvpn/meshvpn/internal/lograte"
 )
 
 func TestLevels(t *testing.T) {
@@ -53,5 +56,19 @@ func TestLongMessageCut(t *testing.T) {
 	l.Errorf("bad attribute %s", strings.Repeat("A", 100000))
 	if n := buf.Len(); n > maxMsg+200 {
 		t.Errorf("line of %d bytes for a 100 kB message", n)
+	}
+}
+
+// pion's errors of one format are one kind for the rate limit, though each
+// names another address.
+func TestFormatIsTheKind(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(lograte.New(slog.NewTextHandler(&buf, nil), lograte.Options{Burst: 3}))
+	l := New(log, slog.LevelWarn).NewLogger("ice")
+	for i := range 50 {
+		l.Errorf("Failed to create new remote prflx candidate (%s)", fmt.Sprintf("bad address 198.51.100.%d", i))
+	}
+	if n := strings.Count(buf.String(), "\n"); n != 3 {
+		t.Errorf("%d of 50 errors of one format written, want 3:\n%s", n, buf.String())
 	}
 }

@@ -48,6 +48,14 @@ func WithKey(ctx context.Context, kind string) context.Context {
 	return context.WithValue(ctx, ctxKey{}, kind)
 }
 
+func ctxValue(ctx context.Context) (string, bool) {
+	if ctx == nil {
+		return "", false
+	}
+	k, ok := ctx.Value(ctxKey{}).(string)
+	return k, ok
+}
+
 // Handler is the rate-limiting slog.Handler. Handlers derived with
 // WithAttrs and WithGroup share its limits.
 type Handler struct {
@@ -124,7 +132,7 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 		return h.next.Handle(ctx, r)
 	}
 	msg := r.Message
-	if k, ok := ctx.Value(ctxKey{}).(string); ok {
+	if k, ok := ctxValue(ctx); ok {
 		msg = k
 	}
 	pass, due := h.s.admit(r.Level, msg)

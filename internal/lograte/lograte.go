@@ -8,6 +8,7 @@ package lograte
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 )
@@ -149,7 +150,8 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 // for its kind.
 func (s *state) admit(level slog.Level, msg string) (bool, []slog.Record) {
 	if len(msg) > keyLen {
-		msg = msg[:keyLen]
+		// A copy: a substring would keep the whole message alive.
+		msg = strings.Clone(msg[:keyLen])
 	}
 	k := key{level, msg}
 	now := s.now()

@@ -24,6 +24,7 @@ import (
 	"github.com/meshvpn/meshvpn/filter"
 	"github.com/meshvpn/meshvpn/internal/logsafe"
 	"github.com/meshvpn/meshvpn/internal/metrics"
+	"github.com/meshvpn/meshvpn/internal/pionslog"
 	"github.com/meshvpn/meshvpn/policy"
 	"github.com/meshvpn/meshvpn/tun"
 )
@@ -282,9 +283,9 @@ func (a *Agent) startDataPlane(st *nodeState) error {
 		dev.Close()
 		return err
 	}
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelWarn
-	lf.Writer = os.Stderr
+	// pion's warnings are routine while paths form; its errors stay
+	// visible.
+	lf := pionslog.New(a.log, slog.LevelWarn)
 	a.pion = lf
 	a.mux = ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{
 		UDPConn: a.bind.STUNConn(),

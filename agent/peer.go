@@ -165,7 +165,9 @@ func (p *peer) onState(l *lane, agent *ice.Agent, s ice.ConnectionState) {
 		return
 	}
 	l.state = s
-	p.log.Info("ICE state", "lane", l.label(), "state", s.String(), "session", l.session)
+	// Debug: a relayed peer's direct lane retries for ever, and the path
+	// changes that matter are logged by reconsider.
+	p.log.Debug("ICE state", "lane", l.label(), "state", s.String(), "session", l.session)
 	switch s {
 	case ice.ConnectionStateConnected, ice.ConnectionStateCompleted:
 		l.retry.reset()
@@ -209,7 +211,7 @@ func (p *peer) onSelected(l *lane, agent *ice.Agent, local, remote ice.Candidate
 			go p.readRelayed(l, l.conn)
 		}
 	}
-	p.log.Info("pair selected", "lane", l.label(),
+	p.log.Debug("pair selected", "lane", l.label(),
 		"local", local.Type().String()+" "+net.JoinHostPort(local.Address(), strconv.Itoa(local.Port())),
 		"remote", remote.Type().String()+" "+ep.String())
 	apply := p.reconsiderLocked(l.label() + " pair selected")

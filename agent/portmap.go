@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -45,10 +46,21 @@ type portMapper struct {
 	a      *Agent
 	client *portmap.Client
 
-	mu   sync.Mutex
-	cur  portmap.Mapping
-	have bool
-	err  string
+	mu     sync.Mutex
+	cur    portmap.Mapping
+	have   bool
+	err    string
+	reason string // errReason of the last failure; "" after a success
+}
+
+// errReason is what a failure is logged once for: without a gateway the
+// error names the ephemeral ports tried, and a host without one retries
+// every minute, so those ports must not make each retry a new reason.
+func errReason(err error) string {
+	if errors.Is(err, portmap.ErrNoGateway) {
+		return portmap.ErrNoGateway.Error()
+	}
+	return err.Error()
 }
 
 // PortMapStatus is the local port mapping shown by `meshvpn status`.
@@ -135,9 +147,9 @@ func (pm *portMapper) run(ctx context.Context, first chan struct{}) {
 // changed, renegotiates with every peer so that it learns the new one.
 func (pm *portMapper) set(m portmap.Mapping, err error) {
 	pm.mu.Lock()
-	old, hadOld, oldErr := pm.cur.External, pm.have, pm.err
+	old, hadOld, oldReason := pm.cur.External, pm.have, pm.reason
 	if err != nil {
-		pm.err = err.Error()
+		pm.err, pm.reason = err.Error(), errReason(err)
 		// A mapping whose renewal failed stays offered while its lease runs.
 		if cur, ok := pm.client.Current(); ok {
 			pm.cur, pm.have = cur, true
@@ -145,11 +157,11 @@ func (pm *portMapper) set(m portmap.Mapping, err error) {
 			pm.have = false
 		}
 	} else {
-		pm.cur, pm.have, pm.err = m, true, ""
+		pm.cur, pm.have, pm.err, pm.reason = m, true, "", ""
 	}
 	changed := pm.have != hadOld || (pm.have && pm.cur.External != old)
 	pm.mu.Unlock()
-	if err != nil && err.Error() != oldErr {
+	if err != nil && errReason(err) != oldReason {
 		// Once per new reason: a host without a mapping gateway retries
 		// every minute and need not say so each time.
 		pm.a.log.Warn("no port mapping offered", "err", err)

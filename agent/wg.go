@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/device"
+
+	"github.com/meshvpn/meshvpn/internal/lograte"
 )
 
 // wgDevice configures the wireguard-go device through its UAPI text
@@ -18,10 +21,14 @@ type wgDevice struct {
 	dev *device.Device
 }
 
+// newWGLogger routes wireguard-go's logs to log. Its errors name the peer
+// and the error in the text, so the format is their kind for the rate limit.
 func newWGLogger(log *slog.Logger) *device.Logger {
 	return &device.Logger{
 		Verbosef: func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...)) },
-		Errorf:   func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) },
+		Errorf: func(format string, args ...any) {
+			log.Log(lograte.WithKey(context.Background(), format), slog.LevelWarn, fmt.Sprintf(format, args...))
+		},
 	}
 }
 

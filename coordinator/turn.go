@@ -10,11 +10,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/pion/logging"
 	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/turn/v5"
 
 	"github.com/meshvpn/meshvpn/internal/logsafe"
+	"github.com/meshvpn/meshvpn/internal/pionslog"
 	"github.com/meshvpn/meshvpn/internal/sockbuf"
 )
 
@@ -178,11 +178,13 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *t
 		}
 	}
 	watched := &watchConn{PacketConn: t.udp, allocs: t.allocs, limit: newSourceLimiter(stunAnswerBurst, stunAnswerPerSec)}
+	// pion's logs at debug, errors too: they are mostly about single
+	// clients, which a stranger can cause; our handlers log what matters.
 	sc := turn.ServerConfig{
 		Realm:         turnRealm,
 		AuthHandler:   turnAuth(secret, mesh.active, log),
 		QuotaHandler:  turnQuota(t.allocs, log),
-		LoggerFactory: pionLogger(log),
+		LoggerFactory: pionslog.New(log, slog.LevelDebug),
 		PacketConnConfigs: []turn.PacketConnConfig{{
 			PacketConn: watched, RelayAddressGenerator: gen(true), PermissionHandler: perm,
 		}},
@@ -370,20 +372,4 @@ func relayAddress(publicIP, publicHost string) (netip.Addr, error) {
 		}
 	}
 	return netip.Addr{}, errors.New("turn: no IPv4 address to relay from; set --turn-public-ip")
-}
-
-// pionLogger routes pion's logs to slog at debug level: its warnings are
-// mostly about single misbehaving clients.
-func pionLogger(log *slog.Logger) logging.LoggerFactory {
-	f := logging.NewDefaultLoggerFactory()
-	f.DefaultLogLevel = logging.LogLevelError
-	f.Writer = slogWriter{log}
-	return f
-}
-
-type slogWriter struct{ log *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	w.log.Debug("turn: " + string(p))
-	return len(p), nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/coordinator"
+	"github.com/meshvpn/meshvpn/internal/lograte"
 	"github.com/meshvpn/meshvpn/internal/secretflag"
 )
 
@@ -99,7 +100,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "meshvpn-coordinator serve: %v\n", err)
 		return errUsage
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	// Repeated lines are rate-limited: a stranger knocking again and again
+	// must not fill the disk.
+	cfg.Logger = slog.New(lograte.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}), lograte.Options{}))
 	secretflag.Warn(fs, cfg.Logger, turnSecretSrc, turnPasswordSrc)
 
 	srv, err := coordinator.New(cfg)

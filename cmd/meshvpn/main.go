@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/agent"
+	"github.com/meshvpn/meshvpn/internal/lograte"
 	"github.com/meshvpn/meshvpn/internal/secretflag"
 	"github.com/meshvpn/meshvpn/tun"
 )
@@ -158,7 +159,9 @@ func cmdUp(args []string, stderr io.Writer) error {
 	if *verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// Repeated lines are rate-limited: a flapping peer or a failing relay
+	// must not fill the disk.
+	log := slog.New(lograte.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}), lograte.Options{}))
 	secretflag.Warn(fs, log, authSecret)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

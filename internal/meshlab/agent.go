@@ -147,18 +147,9 @@ func (a *Agent) HasTUN(ctx context.Context) bool {
 // WaitOnline waits until every agent lists all the others as online peers.
 func WaitOnline(ctx context.Context, agents []*Agent, timeout time.Duration) error {
 	want := len(agents) - 1
-	return natlab.Poll(ctx, timeout, time.Second, func() error {
-		for _, a := range agents {
-			if err := a.Running(); err != nil {
-				return natlab.Fatal(err)
-			}
-			st, err := a.Status(ctx)
-			if err != nil {
-				return err
-			}
-			if n := st.OnlinePeers(); n < want {
-				return fmt.Errorf("agent %s sees %d of %d peers online", a.Name, n, want)
-			}
+	return WaitAll(ctx, agents, timeout, func(a *Agent, st *Status) error {
+		if n := st.OnlinePeers(); n < want {
+			return fmt.Errorf("agent %s sees %d of %d peers online", a.Name, n, want)
 		}
 		return nil
 	})

@@ -1,6 +1,7 @@
 package portmap
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
@@ -219,5 +220,18 @@ func TestAnnounceGate(t *testing.T) {
 	}
 	if !g.allow(t0.Add(7750 * time.Millisecond)) {
 		t.Fatal("the gateway's announcement 7.75 s into its burst was held back")
+	}
+}
+
+// A default route with no router (0.0.0.0) or one to this host is no
+// gateway: nothing is sent to this host's own port 5351.
+func TestCheckGateway(t *testing.T) {
+	for _, s := range []string{"0.0.0.0", "127.0.0.1", "224.0.0.1"} {
+		if _, err := checkGateway(netip.MustParseAddr(s)); !errors.Is(err, ErrNoGateway) {
+			t.Errorf("checkGateway(%s) = %v, want ErrNoGateway", s, err)
+		}
+	}
+	if a, err := checkGateway(netip.MustParseAddr("10.1.0.1")); err != nil || a.String() != "10.1.0.1" {
+		t.Errorf("checkGateway(10.1.0.1) = %v, %v", a, err)
 	}
 }

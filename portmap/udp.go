@@ -83,7 +83,17 @@ func findGateway(cfg Config) (netip.Addr, error) {
 	if !ok || !a.Unmap().Is4() {
 		return netip.Addr{}, fmt.Errorf("default gateway %v is not IPv4", ip)
 	}
-	return a.Unmap(), nil
+	return checkGateway(a.Unmap())
+}
+
+// checkGateway refuses what is no router: a default route straight onto a
+// link (no via) gives 0.0.0.0, and a request "to" it would go to this
+// host's own port 5351.
+func checkGateway(a netip.Addr) (netip.Addr, error) {
+	if a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() {
+		return netip.Addr{}, fmt.Errorf("%w: the default route names no router (%s)", ErrNoGateway, a)
+	}
+	return a, nil
 }
 
 // localAddrTo is this host's address on the route to gw: what the gateway

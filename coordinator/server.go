@@ -43,6 +43,11 @@ type Config struct {
 	// PublicHost is the host agents are told to reach STUN at. Empty means
 	// the host each agent used to reach the API.
 	PublicHost string
+	// PublicIPv6 is an IPv6 address of this server that agents and
+	// netcheck are told to reach STUN at too (control.Netmap.STUN6), empty
+	// for none. The STUN socket must accept IPv6: listen on ":PORT" or
+	// "[::]:PORT" (both families) or on this address.
+	PublicIPv6 string
 	// TURN configures the embedded TURN server and external relays.
 	TURN TURNConfig
 	// MetricsListen is the TCP address of the Prometheus endpoint
@@ -157,6 +162,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return nil, errors.New("new coordinator: TLS needs both a certificate and a key")
+	}
+	if err := checkPublicIPv6(cfg.PublicIPv6); err != nil {
+		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
 	if err := checkPublicHost(cfg.PublicHost); err != nil {
 		return nil, fmt.Errorf("new coordinator: %w", err)

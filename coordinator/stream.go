@@ -98,7 +98,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	s.streams.Add(1)
 	defer s.streams.Done()
 	ws.SetReadLimit(streamReadLimit)
-	s.serveStream(ws, node, version, control.Netmap{STUN: s.stunServers(r), STUNServers: s.stunServerList(r),
+	s.serveStream(ws, node, version, control.Netmap{STUN: s.stunServers(r), STUNServers: s.stunServerList(r), STUN6: s.stunServers6(),
 		DNS: &control.DNSConfig{Domain: s.cfg.DNSDomain}}, s.stunHost(r))
 }
 

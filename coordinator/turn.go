@@ -121,7 +121,7 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *t
 		if tlsCfg == nil {
 			return fail(errors.New("turn: a TLS listener needs --tls-cert and --tls-key"))
 		}
-		ln, err := net.Listen("tcp4", cfg.TLSListen)
+		ln, err := net.Listen(family("tcp", cfg.TLSListen), cfg.TLSListen)
 		if err != nil {
 			return fail(fmt.Errorf("listen turns %s: %w", cfg.TLSListen, err))
 		}
@@ -190,6 +190,12 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *t
 			Listener: t.tcp, RelayAddressGenerator: gen(false), PermissionHandler: perm,
 		}},
 		AllocationLifetime: lifetime,
+		// RFC 6156: a client that names no family gets IPv4, the only
+		// relay family offered. pion's default (the family the client
+		// came in over) would refuse every client reaching a dual-stack
+		// socket over IPv6; with IPv4 an IPv6-only host gets a relay
+		// address IPv4-only peers can reach.
+		StrictAddressFamily: true,
 	}
 	if t.tls != nil {
 		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
@@ -270,12 +276,12 @@ func listenUDPAndTCP(addr string, udp net.PacketConn) (net.PacketConn, net.Liste
 	for i := 0; ; i++ {
 		pc := udp
 		if pc == nil {
-			if pc, err = net.ListenPacket("udp4", addr); err != nil {
+			if pc, err = net.ListenPacket(family("udp", addr), addr); err != nil {
 				return nil, nil, fmt.Errorf("listen turn udp %s: %w", addr, err)
 			}
 		}
 		tcpAddr := net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
-		ln, err := net.Listen("tcp4", tcpAddr)
+		ln, err := net.Listen(family("tcp", tcpAddr), tcpAddr)
 		if err == nil {
 			return pc, ln, nil
 		}
@@ -286,6 +292,20 @@ func listenUDPAndTCP(addr string, udp net.PacketConn) (net.PacketConn, net.Liste
 			return nil, nil, fmt.Errorf("listen turn tcp %s: %w", tcpAddr, err)
 		}
 	}
+}
+
+// family is network ("udp" or "tcp") for a listen address: IPv4 only
+// (udp4, tcp4) unless addr's host is an IPv6 literal, "[::]:3478" meaning
+// both families. The IPv4 default keeps ":3478" as it always was.
+func family(network, addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return network + "4"
+	}
+	if a, err := netip.ParseAddr(host); err == nil && a.Is6() && !a.Is4In6() {
+		return network
+	}
+	return network + "4"
 }
 
 // bufferedNet opens relay sockets with large buffers (see sockbuf).

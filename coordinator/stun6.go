@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/meshvpn/meshvpn/control"
 )
@@ -33,7 +34,7 @@ func checkPublicIPv6(s string) error {
 }
 
 // stunServers6 is the IPv6 STUN server list (Netmap.STUN6), empty without
-// a public IPv6 address or STUN.
+// a public IPv6 address or a STUN socket that takes IPv6.
 func (s *Server) stunServers6() []string {
 	if s.cfg.PublicIPv6 == "" {
 		return nil
@@ -41,13 +42,55 @@ func (s *Server) stunServers6() []string {
 	port := 0
 	switch {
 	case s.turnServesSTUN():
-		port = s.turn.udpPort
+		port = port6(s.turn.udp)
 	case s.stun != nil:
-		port = s.stun.port()
-	default:
+		for _, k := range s.stun.socks {
+			if port = port6(k.conn); port != 0 {
+				break
+			}
+		}
+	}
+	if port == 0 {
 		return nil
 	}
 	return []string{net.JoinHostPort(s.cfg.PublicIPv6, strconv.Itoa(port))}
+}
+
+// port6 is c's port when c takes IPv6 (bound to an IPv6 address or to the
+// dual-stack wildcard [::]), else 0.
+func port6(c net.PacketConn) int {
+	a, ok := c.LocalAddr().(*net.UDPAddr)
+	if !ok || a.IP.To4() != nil {
+		return 0
+	}
+	return a.Port
+}
+
+// splitListen splits a comma-separated STUN listen list into the primary
+// (the address the RFC 5780 alternate goes with) and the others.
+func splitListen(list string) (string, []string) {
+	var addrs []string
+	for _, a := range strings.Split(list, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		return "", nil
+	}
+	return addrs[0], addrs[1:]
+}
+
+// bindExtra binds each of addrs as an extra socket: plain Binding answers
+// only (a dual-stack deployment whose primary and alternate have specific
+// IPv4 addresses adds its IPv6 address here).
+func (s *stunServer) bindExtra(addrs []string) error {
+	for _, a := range addrs {
+		if _, err := s.bind(a, -1, -1); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // stunServerList6 is stunServers6 for NetcheckInfo.STUN6.

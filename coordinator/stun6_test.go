@@ -104,3 +104,70 @@ func TestNetcheckInfoIPv6(t *testing.T) {
 		}
 	}
 }
+
+// TestSTUNExtraIPv6 checks a deployment whose RFC 5780 addresses are
+// specific IPv4 ones: an IPv6 address added to the STUN listen list answers
+// Binding requests over IPv6 and is the one advertised, the alternate is
+// still the alternate, and a CHANGE-REQUEST to the extra socket gets 420
+// (it has no other address to answer from). Without an IPv6 socket, a
+// public IPv6 address is refused at startup.
+func TestSTUNExtraIPv6(t *testing.T) {
+	s, _ := startServer(t, t.TempDir(), func(s *Server) {
+		s.cfg.STUNListen = "127.0.0.1:0, [::1]:0"
+		s.cfg.STUNAltListen = "127.0.0.2:0"
+		s.cfg.PublicIPv6 = "::1"
+	})
+	if alt := s.STUNAltAddr(); alt == nil || !strings.HasPrefix(alt.String(), "127.0.0.2:") {
+		t.Fatalf("alternate %v, want 127.0.0.2", alt)
+	}
+	var extra *net.UDPAddr
+	for _, k := range s.stun.socks {
+		if k.ip < 0 {
+			extra = k.conn.LocalAddr().(*net.UDPAddr)
+		}
+	}
+	if extra == nil {
+		t.Fatal("no extra STUN socket")
+	}
+	if got := s.stunServers6(); len(got) != 1 || got[0] != extra.String() {
+		t.Errorf("STUN6 %v, want [%v]", got, extra)
+	}
+	xor, local := bindingVia(t, "udp6", extra)
+	if !xor.IP.Equal(local.IP) || xor.Port != local.Port {
+		t.Errorf("mapped %v, want %v", xor, local)
+	}
+	conn, err := net.DialUDP("udp6", nil, extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest,
+		stun.RawAttribute{Type: stun.AttrChangeRequest, Value: []byte{0, 0, 0, control.STUNChangePort}})
+	conn.Write(req.Raw)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1500)
+	n, err := conn.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp stun.Message
+	var code stun.ErrorCodeAttribute
+	if err := stun.Decode(buf[:n], &resp); err != nil || code.GetFrom(&resp) != nil || code.Code != stun.CodeUnknownAttribute {
+		t.Errorf("CHANGE-REQUEST to the extra socket: %v %v, want error 420", &resp, code)
+	}
+
+	// An extra socket is no alternate.
+	noAlt, _ := startServer(t, t.TempDir(), func(s *Server) { s.cfg.STUNListen = "127.0.0.1:0,[::1]:0" })
+	if alt := noAlt.STUNAltAddr(); alt != nil {
+		t.Errorf("alternate %v without --stun-alt-listen, want none", alt)
+	}
+
+	srv, err := New(Config{Listen: "127.0.0.1:0", StateDir: t.TempDir(), STUNListen: "127.0.0.1:0", PublicIPv6: "::1", Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if err := srv.Listen(); err == nil || !strings.Contains(err.Error(), "takes IPv6") {
+		t.Errorf("public IPv6 without an IPv6 STUN socket: %v; want a 'takes IPv6' error", err)
+	}
+}

@@ -31,7 +31,7 @@ type stunServer struct {
 	ips, ports int
 	// hasAlt is set when an alternate address was bound.
 	hasAlt bool
-	log        *slog.Logger
+	log    *slog.Logger
 	// requests counts answered requests; nil in tests that do not care.
 	requests *metrics.Vec
 	// limit bounds the answers one source address gets: a Binding response

@@ -68,4 +68,3 @@ func TestRunIPv6(t *testing.T) {
 		t.Errorf("IPv6 literal alone: ipv6 %+v, ipv4 unavailable %q, udp %v", rep.IPv6, rep.IPv4Unavailable, rep.UDP)
 	}
 }
-

@@ -102,3 +102,34 @@ func TestNetcheckIPv6(t *testing.T) {
 		}
 	}
 }
+
+// TestDualStackLabAgentsIPv4 is the baseline for the agent's IPv6 work:
+// in a dual-stack lab, with the coordinator advertising an IPv6 STUN
+// server (stun6 in the netmap, which today's IPv4-only agents ignore), two
+// agents on dual-stack port-restricted sites still join and go direct
+// over IPv4, as in an IPv4 lab.
+func TestDualStackLabAgentsIPv4(t *testing.T) {
+	lab, coord := newLabWith(t, func(ctx context.Context, lab *natlab.Lab, bins meshlab.Bins) (*meshlab.Coordinator, error) {
+		return meshlab.StartCoordinatorWith(ctx, lab, bins, meshlab.CoordinatorOptions{IPv6: true})
+	})
+	key := authKey(t, coord, true)
+	var agents []*meshlab.Agent
+	for _, name := range []string{"ds1", "ds2"} {
+		site, err := lab.AddSiteSpec(name, natlab.SiteSpec{Kind: natlab.PortRestricted, IPv6: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := meshlab.NewAgent(coord, site.Host, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Up(t.Context(), key, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		agents = append(agents, a)
+	}
+	if err := meshlab.WaitOnline(t.Context(), agents, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	checkDirectPair(t, agents[0], agents[1], overlayIP(t, agents[1]))
+}

@@ -61,8 +61,9 @@ func sendRecv(c *net.UDPConn, to netip.AddrPort, r *net.UDPConn, from netip.Addr
 // TestIPv6Firewall checks the dual-stack lab: hosts behind two IPv6 site
 // routers (one behind an ISP hop) have global addresses and no NAT; an
 // unsolicited packet is dropped by the receiver's router, and once both
-// have sent, packets pass both ways (a plain punch). An IPv6-only site has
-// no IPv4 route but reaches the IPv6 internet.
+// have sent, packets pass both ways (a plain punch). A UDPBlocked site lets
+// no UDP out over IPv6 either. An IPv6-only site has no IPv4 route but
+// reaches the IPv6 internet.
 func TestIPv6Firewall(t *testing.T) {
 	Require(t)
 	lab, err := New(t)
@@ -103,6 +104,20 @@ func TestIPv6Firewall(t *testing.T) {
 	}
 	if !sendRecv(cb, toA, ca, b.Host.IP6, 2*time.Second) {
 		t.Fatal("after both sent, b's packet did not reach a")
+	}
+
+	// UDPBlocked drops the LAN's UDP over IPv6 too; a's gets out.
+	blk, err := lab.AddSiteSpec("blk", SiteSpec{Kind: UDPBlocked, IPv6: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := listen6(t, pub, 40001)
+	toPub := netip.AddrPortFrom(pub.IP6, 40001)
+	if !sendRecv(ca, toPub, cp, a.Host.IP6, 2*time.Second) {
+		t.Error("UDP over IPv6 from a did not reach the public host")
+	}
+	if sendRecv(listen6(t, blk.Host, 40000), toPub, cp, blk.Host.IP6, 700*time.Millisecond) {
+		t.Error("UDP over IPv6 left a UDPBlocked site")
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

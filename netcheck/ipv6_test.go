@@ -1,7 +1,6 @@
 package netcheck
 
 import (
-	"context"
 	"net"
 	"strconv"
 	"testing"
@@ -16,20 +15,9 @@ import (
 // the IPv4 results as before. A coordinator reached over IPv6 names its
 // IPv6 address as a plain STUN server: netcheck moves it to the IPv6 test.
 func TestRunIPv6(t *testing.T) {
-	srv, err := coordinator.New(coordinator.Config{
+	srv := runCoordinator(t, coordinator.Config{
 		Listen: "127.0.0.1:0", StateDir: t.TempDir(), STUNListen: ":0", PublicIPv6: "::1",
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		srv.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
 
 	info, err := FetchInfo(t.Context(), "http://"+srv.HTTPAddr().String(), "")
 	if err != nil {

@@ -88,7 +88,7 @@ func (s *Site) uplink(r *Host) error {
 }
 
 // hopRoute is a prefix behind an ISP hop, reached via the hop's bridge
-// address.
+// address; or (ipv6.go) a dual-stack site's /48 via its bridge-facing box.
 type hopRoute struct {
 	prefix netip.Prefix
 	via    netip.Addr

@@ -105,16 +105,6 @@ func addAddr6(ns, ifname string, a netip.Addr, bits int) []string {
 	return []string{"ip", "-n", ns, "-6", "addr", "add", netip.PrefixFrom(a, bits).String(), "dev", ifname, "nodad"}
 }
 
-// route6 is a site's /48 reached via its bridge-facing box.
-type route6 struct {
-	prefix netip.Prefix
-	via    netip.Addr
-}
-
-func (r route6) cmd(ns string) []string {
-	return []string{"ip", "-n", ns, "-6", "route", "add", r.prefix.String(), "via", r.via.String()}
-}
-
 // joinBridge6 gives ns (already on the bridge as ifname with IPv4 v4) its
 // IPv6 bridge address and routes to every dual-stack site; with a valid
 // behind, every other dual-stack namespace on the bridge routes it via ns.
@@ -129,7 +119,7 @@ func (l *Lab) joinBridge6(ns, ifname string, v4 netip.Addr, behind netip.Prefix)
 		cmds = append(cmds, r.cmd(ns))
 	}
 	if behind.IsValid() {
-		r := route6{prefix: behind, via: a}
+		r := hopRoute{prefix: behind, via: a}
 		for _, other := range l.bridged6 {
 			cmds = append(cmds, r.cmd(other))
 		}

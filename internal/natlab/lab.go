@@ -58,7 +58,7 @@ type Lab struct {
 	// on the bridge and the sites' /48s they route.
 	ipv6     bool
 	bridged6 []string
-	routes6  []route6
+	routes6  []hopRoute // sites' /48s, via their bridge-facing box
 }
 
 // Public address ranges a lab may use (TEST-NET-3 and TEST-NET-2). They all

@@ -94,6 +94,25 @@ type hopRoute struct {
 	via    netip.Addr
 }
 
+// joinRoutes is ns joining the bridge where the namespaces bridged route
+// the prefixes routes: the commands that give ns those routes and, when
+// behind is valid, route behind via ns's address via in every other
+// namespace; and the grown lists.
+func joinRoutes(ns string, routes []hopRoute, bridged []string, behind netip.Prefix, via netip.Addr) ([][]string, []hopRoute, []string) {
+	var cmds [][]string
+	for _, r := range routes {
+		cmds = append(cmds, r.cmd(ns))
+	}
+	if behind.IsValid() {
+		r := hopRoute{prefix: behind, via: via}
+		for _, other := range bridged {
+			cmds = append(cmds, r.cmd(other))
+		}
+		routes = append(routes, r)
+	}
+	return cmds, routes, append(bridged, ns)
+}
+
 // routeCmd is the command that adds r in namespace ns.
 func (r hopRoute) cmd(ns string) []string {
 	return []string{"ip", "-n", ns, "route", "add", r.prefix.String(), "via", r.via.String()}

@@ -114,19 +114,9 @@ func (l *Lab) joinBridge6(ns, ifname string, v4 netip.Addr, behind netip.Prefix)
 		return netip.Addr{}, err
 	}
 	a := bridgeAddr6(v4)
-	cmds := [][]string{addAddr6(ns, ifname, a, bridge6.Bits())}
-	for _, r := range l.routes6 {
-		cmds = append(cmds, r.cmd(ns))
-	}
-	if behind.IsValid() {
-		r := hopRoute{prefix: behind, via: a}
-		for _, other := range l.bridged6 {
-			cmds = append(cmds, r.cmd(other))
-		}
-		l.routes6 = append(l.routes6, r)
-	}
-	l.bridged6 = append(l.bridged6, ns)
-	return a, runAll(cmds...)
+	routes, rs, bridged := joinRoutes(ns, l.routes6, l.bridged6, behind, a)
+	l.routes6, l.bridged6 = rs, bridged
+	return a, runAll(append([][]string{addAddr6(ns, ifname, a, bridge6.Bits())}, routes...)...)
 }
 
 // check6 refuses IPv6 site specs the lab cannot build.

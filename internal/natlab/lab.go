@@ -240,17 +240,9 @@ func (l *Lab) connectRouted(ns, ifname string, ip netip.Addr, behind, behind6 ne
 			cmds = append(cmds, []string{"ip", "-n", ns, "route", "add", p.String(), "dev", ifname})
 		}
 	}
-	for _, h := range l.hops {
-		cmds = append(cmds, h.cmd(ns))
-	}
-	if behind.IsValid() {
-		h := hopRoute{prefix: behind, via: ip}
-		for _, other := range l.bridged {
-			cmds = append(cmds, h.cmd(other))
-		}
-		l.hops = append(l.hops, h)
-	}
-	l.bridged = append(l.bridged, ns)
+	var routes [][]string
+	routes, l.hops, l.bridged = joinRoutes(ns, l.hops, l.bridged, behind, ip)
+	cmds = append(cmds, routes...)
 	if err := runAll(cmds...); err != nil || !l.ipv6 {
 		return netip.Addr{}, err
 	}

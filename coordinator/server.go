@@ -336,10 +336,12 @@ func (s *Server) Listen() error {
 	if s.cfg.TURN.Embedded {
 		// TURN on the STUN port shares the STUN server's socket.
 		var udp net.PacketConn
+		var extra []net.PacketConn
 		if primary, _ := splitListen(s.cfg.STUNListen); s.stun != nil && sameUDPPort(primary, s.cfg.TURN.Listen) {
 			udp = s.stun.shareWithTURN()
+			extra = s.stun.shareExtrasWithTURN()
 		}
-		t, err := listenTURN(s.cfg.TURN, udp, s.cfg.PublicHost, s.tls, s.turnSecret, s.hub, s.log)
+		t, err := listenTURN(s.cfg.TURN, udp, extra, s.cfg.PublicHost, s.tls, s.turnSecret, s.hub, s.log)
 		if err != nil {
 			ln.Close()
 			if s.stun != nil {

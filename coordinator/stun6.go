@@ -81,6 +81,20 @@ func splitListen(list string) (string, []string) {
 	return addrs[0], addrs[1:]
 }
 
+// shareExtrasWithTURN hands the non-STUN traffic of every extra socket on
+// the primary's port to the TURN server, as shareWithTURN the primary's:
+// TURN on the STUN port then answers on the IPv6 address too.
+func (s *stunServer) shareExtrasWithTURN() []net.PacketConn {
+	var out []net.PacketConn
+	for _, k := range s.socks {
+		if k.ip < 0 && k.conn.LocalAddr().(*net.UDPAddr).Port == s.port() {
+			k.turn = newSharedConn(k.conn)
+			out = append(out, k.turn)
+		}
+	}
+	return out
+}
+
 // bindExtra binds each of addrs as an extra socket: plain Binding answers
 // only (a dual-stack deployment whose primary and alternate have specific
 // IPv4 addresses adds its IPv6 address here).

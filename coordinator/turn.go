@@ -74,6 +74,7 @@ type turnServer struct {
 	udp     net.PacketConn
 	tcp     net.Listener
 	tls     net.Listener
+	extra   []net.PacketConn // shared STUN sockets besides udp
 	relayIP netip.Addr
 	udpPort int
 	tlsPort int
@@ -95,7 +96,9 @@ type turnMesh interface {
 
 // listenTURN starts the embedded server. udp, when not nil, is the socket
 // it shares with the STUN server; otherwise it binds cfg.Listen itself.
-func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *tls.Config, secret []byte, mesh turnMesh, log *slog.Logger) (*turnServer, error) {
+// extra are more shared STUN sockets it serves over UDP (an IPv6 address
+// beside the IPv4 one: RFC 6156 allocations of IPv4 relay addresses).
+func listenTURN(cfg TURNConfig, udp net.PacketConn, extra []net.PacketConn, publicHost string, tlsCfg *tls.Config, secret []byte, mesh turnMesh, log *slog.Logger) (*turnServer, error) {
 	relayIP, err := relayAddress(cfg.PublicIP, publicHost)
 	if err != nil {
 		return nil, err
@@ -107,7 +110,7 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *t
 	if minPort == 0 || maxPort < minPort {
 		return nil, fmt.Errorf("turn: bad relay port range %d-%d", minPort, maxPort)
 	}
-	t := &turnServer{relayIP: relayIP, log: log}
+	t := &turnServer{relayIP: relayIP, log: log, extra: extra}
 	fail := func(err error) (*turnServer, error) {
 		t.closeSockets()
 		return nil, err
@@ -196,6 +199,12 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *t
 		// socket over IPv6; with IPv4 an IPv6-only host gets a relay
 		// address IPv4-only peers can reach.
 		StrictAddressFamily: true,
+	}
+	for _, pc := range t.extra {
+		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
+			PacketConn:            &watchConn{PacketConn: pc, allocs: t.allocs, limit: watched.limit},
+			RelayAddressGenerator: gen(true), PermissionHandler: perm,
+		})
 	}
 	if t.tls != nil {
 		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
@@ -352,6 +361,9 @@ func (t *turnServer) closeSockets() {
 		if c != nil {
 			c.Close()
 		}
+	}
+	for _, c := range t.extra {
+		c.Close()
 	}
 }
 

@@ -34,12 +34,12 @@ type Coordinator struct {
 	StateDir string
 	URL      string
 	Bins     Bins
+	// IPv6 is set in a dual-stack lab (CoordinatorOptions.IPv6).
+	IPv6 bool
 	// TLS is set when the coordinator serves HTTPS with a lab CA.
 	TLS *TLSFiles
 	// Args are extra flags for serve (relay settings).
 	Args []string
-	// IPv6 is set in a dual-stack lab (CoordinatorOptions.IPv6).
-	IPv6 bool
 }
 
 // CoordinatorOptions adjust StartCoordinatorWith.
@@ -99,10 +99,11 @@ func startCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins, opt Coord
 	if err := h.AddAddr(CoordinatorAltIP + "/32"); err != nil {
 		return nil, err
 	}
-	c := &Coordinator{Host: h, StateDir: filepath.Join(lab.Dir, "coord-state"), URL: CoordinatorURL, Bins: bins, Args: opt.Args, IPv6: opt.IPv6}
+	c := &Coordinator{Host: h, StateDir: filepath.Join(lab.Dir, "coord-state"), URL: CoordinatorURL, Bins: bins, Args: opt.Args}
 	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 		return nil, err
 	}
+	c.IPv6 = opt.IPv6
 	if withTLS {
 		files, err := writeLabTLS(lab.Dir, CoordinatorIP)
 		if err != nil {
@@ -135,17 +136,17 @@ func (c *Coordinator) start(ctx context.Context) error {
 		"--turn-listen", CoordinatorIP + ":3478",
 		// Few relay ports: a lab run makes a handful of allocations.
 		"--relay-range", "50000-50999"}
+	if c.TLS != nil {
+		args = append(args, "--tls-cert", c.TLS.Cert, "--tls-key", c.TLS.Key, "--turns-listen", CoordinatorIP+":443")
+	}
+	args = append(args, c.Args...)
 	if c.IPv6 {
-		// Later flags win: the API on both families, STUN's RFC 5780
+		// Later flags win (over Args too): the API on both families, STUN's RFC 5780
 		// pair on IPv4 as before plus the IPv6 address.
 		args = append(args, "--listen", ":8080",
 			"--stun-listen", CoordinatorIP+":3478,["+CoordinatorIPv6+"]:3478",
 			"--public-host", CoordinatorIP, "--public-ipv6", CoordinatorIPv6)
 	}
-	if c.TLS != nil {
-		args = append(args, "--tls-cert", c.TLS.Cert, "--tls-key", c.TLS.Key, "--turns-listen", CoordinatorIP+":443")
-	}
-	args = append(args, c.Args...)
 	var err error
 	c.Proc, err = c.Host.Start(c.Bins.Coordinator, args...)
 	if err != nil {

@@ -98,7 +98,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	s.streams.Add(1)
 	defer s.streams.Done()
 	ws.SetReadLimit(streamReadLimit)
-	s.serveStream(ws, node, version, control.Netmap{STUN: s.stunServers(r), STUNServers: s.stunServerList(r), STUN6: s.stunServers6(),
+	s.serveStream(ws, node, version, control.Netmap{STUN: s.stunServers(r), STUNServers: s.stunServerList(r),
 		DNS: &control.DNSConfig{Domain: s.cfg.DNSDomain}}, s.stunHost(r))
 }
 
@@ -107,6 +107,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 // host is where the agent reaches us, for its relay URLs.
 func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int, servers control.Netmap, host string) {
 	log := s.log.With("node", node.ID, "name", node.Name)
+	servers.STUN6 = s.stunServers6() // the same for every stream
 	// ctx stops the writer and pinger. Reads use a context that is never
 	// cancelled: cancelling a read makes the library drop the connection
 	// without a close handshake, and we want the agent to see our reason.

@@ -68,8 +68,9 @@ func TestSTUNDualStack(t *testing.T) {
 }
 
 // TestNetcheckInfoIPv6 checks that a server with a public IPv6 address
-// lists it as an IPv6 STUN server in netcheck-info (apart from the IPv4
-// list), and that bad --public-ipv6 values are refused.
+// lists it as an IPv6 STUN server in netcheck-info and in the netmap
+// (apart from the IPv4 lists), and that bad --public-ipv6 values are
+// refused.
 func TestNetcheckInfoIPv6(t *testing.T) {
 	s, base := startServer(t, t.TempDir(), func(s *Server) {
 		s.cfg.STUNListen = ":0"
@@ -93,8 +94,16 @@ func TestNetcheckInfoIPv6(t *testing.T) {
 			t.Errorf("IPv6 server %s in the IPv4 list", srv.Addr)
 		}
 	}
-	if got := s.stunServers6(); len(got) != 1 || got[0] != want {
-		t.Errorf("netmap STUN6 %v, want [%s]", got, want)
+	// The netmap an agent gets over its stream carries it too.
+	reg := registerHTTP(t, base, control.RegisterRequest{AuthKey: newKey(t, s.store, true, 0), Hostname: "v6", PublicKey: newPublicKey(t)})
+	m := readMsg(t, dialStream(t, base, reg.Credential))
+	if m.Netmap == nil || len(m.Netmap.STUN6) != 1 || m.Netmap.STUN6[0] != want {
+		t.Errorf("netmap %+v: stun6 want [%s]", m.Netmap, want)
+	}
+	for _, a := range m.Netmap.STUN {
+		if strings.Contains(a, "2001:db8") {
+			t.Errorf("IPv6 server %s in the netmap's IPv4 list", a)
+		}
 	}
 
 	for _, bad := range []string{"203.0.113.10", "::ffff:203.0.113.10", "fe80::1", "::", "[2001:db8::1]:3478", "coord.example"} {

@@ -163,6 +163,9 @@ type Netmap struct {
 	// STUNServers repeats STUN with each server's alternate address, for
 	// NAT tests (see NetcheckInfo); older agents read only STUN.
 	STUNServers []STUNServer `json:"stun_servers,omitempty"`
+	// STUN6 lists host:port IPv6 STUN servers, kept apart from STUN so
+	// that agents that only speak IPv4 ignore them (see NetcheckInfo).
+	STUN6 []string `json:"stun6,omitempty"`
 	// Relays lists the TURN servers the agent may relay through, with
 	// credentials minted for this node. Absent from older coordinators.
 	Relays []Relay `json:"relays,omitempty"`

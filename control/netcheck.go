@@ -12,6 +12,10 @@ type NetcheckInfo struct {
 	// each with a STUN Binding request. Empty while the coordinator serves
 	// no TURN.
 	TURN []string `json:"turn,omitempty"`
+	// STUN6 lists the coordinator's IPv6 STUN servers (no alternates),
+	// apart from STUN so that clients that only speak IPv4 never see them.
+	// Empty unless the coordinator was given a public IPv6 address.
+	STUN6 []STUNServer `json:"stun6,omitempty"`
 }
 
 // STUNServer is one STUN server. Alternate is the second address of the same

@@ -50,7 +50,7 @@ func (s *Server) handleNetcheckInfo(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
-	writeJSON(w, http.StatusOK, control.NetcheckInfo{STUN: s.stunServerList(r), TURN: s.turnServerList(r)})
+	writeJSON(w, http.StatusOK, control.NetcheckInfo{STUN: s.stunServerList(r), TURN: s.turnServerList(r), STUN6: s.stunServerList6()})
 }
 
 // turnServerList is the host:port of every TURN server reachable over UDP,

@@ -34,7 +34,9 @@ type Config struct {
 	TLSCert string
 	TLSKey  string
 	// STUNListen is the UDP address of the embedded STUN server; empty
-	// disables it.
+	// disables it. Several comma-separated addresses bind one socket each:
+	// the first is the primary (STUNAltListen pairs with it), the others
+	// answer plain Binding requests (e.g. an IPv6 address).
 	STUNListen string
 	// STUNAltListen is a second UDP address of the STUN server (another IP,
 	// another port, or both) for RFC 5780 NAT tests; empty disables it.
@@ -43,6 +45,11 @@ type Config struct {
 	// PublicHost is the host agents are told to reach STUN at. Empty means
 	// the host each agent used to reach the API.
 	PublicHost string
+	// PublicIPv6 is an IPv6 address of this server that agents and
+	// netcheck are told to reach STUN at too (control.Netmap.STUN6), empty
+	// for none. The STUN socket must accept IPv6: listen on ":PORT" or
+	// "[::]:PORT" (both families) or on this address.
+	PublicIPv6 string
 	// TURN configures the embedded TURN server and external relays.
 	TURN TURNConfig
 	// MetricsListen is the TCP address of the Prometheus endpoint
@@ -157,6 +164,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return nil, errors.New("new coordinator: TLS needs both a certificate and a key")
+	}
+	if err := checkPublicIPv6(cfg.PublicIPv6); err != nil {
+		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
 	if err := checkPublicHost(cfg.PublicHost); err != nil {
 		return nil, fmt.Errorf("new coordinator: %w", err)
@@ -309,8 +319,14 @@ func (s *Server) Listen() error {
 		return errors.New("a STUN alternate address needs a primary STUN address")
 	}
 	if s.cfg.STUNListen != "" {
-		st, err := listenSTUN(s.cfg.STUNListen, s.cfg.STUNAltListen, s.log)
+		primary, extra := splitListen(s.cfg.STUNListen)
+		st, err := listenSTUN(primary, s.cfg.STUNAltListen, s.log)
 		if err != nil {
+			ln.Close()
+			return err
+		}
+		if err := st.bindExtra(extra); err != nil {
+			st.close()
 			ln.Close()
 			return err
 		}
@@ -320,10 +336,12 @@ func (s *Server) Listen() error {
 	if s.cfg.TURN.Embedded {
 		// TURN on the STUN port shares the STUN server's socket.
 		var udp net.PacketConn
-		if s.stun != nil && sameUDPPort(s.cfg.STUNListen, s.cfg.TURN.Listen) {
+		var extra []net.PacketConn
+		if primary, _ := splitListen(s.cfg.STUNListen); s.stun != nil && sameUDPPort(primary, s.cfg.TURN.Listen) {
 			udp = s.stun.shareWithTURN()
+			extra = s.stun.shareExtrasWithTURN()
 		}
-		t, err := listenTURN(s.cfg.TURN, udp, s.cfg.PublicHost, s.tls, s.turnSecret, s.hub, s.log)
+		t, err := listenTURN(s.cfg.TURN, udp, extra, s.cfg.PublicHost, s.tls, s.turnSecret, s.hub, s.log)
 		if err != nil {
 			ln.Close()
 			if s.stun != nil {
@@ -333,6 +351,16 @@ func (s *Server) Listen() error {
 		}
 		s.turn = t
 		s.onNodeGone(t.dropNode)
+	}
+	if s.cfg.PublicIPv6 != "" && s.stunServers6() == nil {
+		ln.Close()
+		if s.stun != nil {
+			s.stun.close()
+		}
+		if s.turn != nil {
+			s.turn.close()
+		}
+		return fmt.Errorf("a public IPv6 address (%s) needs a STUN socket that takes IPv6: add [::]:3478 or [%s]:3478 to the STUN listen addresses", s.cfg.PublicIPv6, s.cfg.PublicIPv6)
 	}
 	adminLn, err := listenAdmin(s.cfg.StateDir)
 	if err != nil {
@@ -465,6 +493,11 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}()
 		attrs = append(attrs, "stun", "udp://"+s.stun.primaryAddr().String())
+		for _, k := range s.stun.socks {
+			if k.ip < 0 {
+				attrs = append(attrs, "stun_extra", "udp://"+k.conn.LocalAddr().String())
+			}
+		}
 		if a := s.stun.alternateAddr(); a != nil {
 			attrs = append(attrs, "stun_alternate", "udp://"+a.String())
 		}

@@ -109,6 +109,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 // netmapversion.go).
 func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int, since string, servers control.Netmap, host string) {
 	log := s.log.With("node", node.ID, "name", node.Name)
+	servers.STUN6 = s.stunServers6() // the same for every stream
 	// ctx stops the writer and pinger. Reads use a context that is never
 	// cancelled: cancelling a read makes the library drop the connection
 	// without a close handshake, and we want the agent to see our reason.

@@ -29,7 +29,9 @@ type stunServer struct {
 	socks []*stunSocket
 	// ips and ports are how many distinct IPs and ports there are (1 or 2).
 	ips, ports int
-	log        *slog.Logger
+	// hasAlt is set when an alternate address was bound.
+	hasAlt bool
+	log    *slog.Logger
 	// requests counts answered requests; nil in tests that do not care.
 	requests *metrics.Vec
 	// limit bounds the answers one source address gets: a Binding response
@@ -38,7 +40,9 @@ type stunServer struct {
 }
 
 // stunSocket is one bound address of the server; ip and port index the
-// server's IPs and ports (0 primary, 1 alternate).
+// server's IPs and ports (0 primary, 1 alternate). An extra socket (another
+// address of --stun-listen, e.g. the IPv6 one) has -1 for both: it
+// answers plain Binding requests only.
 type stunSocket struct {
 	conn     net.PacketConn
 	ip, port int
@@ -94,6 +98,7 @@ func listenSTUN(primary, alternate string, log *slog.Logger) (*stunServer, error
 		s.ports = 2
 	}
 	s.ips = ipIdx + 1
+	s.hasAlt = true
 	// The cross combinations, so each flag of CHANGE-REQUEST works alone.
 	if s.ips == 2 && s.ports == 2 {
 		for _, c := range []struct {
@@ -163,7 +168,7 @@ func (s *stunServer) primaryAddr() *net.UDPAddr {
 }
 
 func (s *stunServer) alternateAddr() *net.UDPAddr {
-	if len(s.socks) < 2 {
+	if !s.hasAlt {
 		return nil
 	}
 	return s.sock(s.ips-1, s.ports-1).conn.LocalAddr().(*net.UDPAddr)
@@ -255,6 +260,9 @@ func (s *stunServer) answer(pkt []byte, from net.Addr, on *stunSocket) ([]byte, 
 		if len(raw) != 4 {
 			return s.errorResponse(&req, stun.CodeBadRequest, on)
 		}
+		if on.ip < 0 {
+			return s.errorResponse(&req, stun.CodeUnknownAttribute, on)
+		}
 		ip, port := on.ip, on.port
 		if raw[3]&control.STUNChangeIP != 0 {
 			ip = 1 - ip
@@ -286,7 +294,7 @@ func (s *stunServer) answer(pkt []byte, from net.Addr, on *stunSocket) ([]byte, 
 // server has all four addresses with specific IPs: a wildcard address would
 // tell the client nothing it could use.
 func (s *stunServer) rfc5780Attrs(on, via *stunSocket) []stun.Setter {
-	if s.ips != 2 || s.ports != 2 {
+	if s.ips != 2 || s.ports != 2 || on.ip < 0 {
 		return nil
 	}
 	origin := via.conn.LocalAddr().(*net.UDPAddr)

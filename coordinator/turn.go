@@ -74,6 +74,7 @@ type turnServer struct {
 	udp     net.PacketConn
 	tcp     net.Listener
 	tls     net.Listener
+	extra   []net.PacketConn // shared STUN sockets besides udp
 	relayIP netip.Addr
 	udpPort int
 	tlsPort int
@@ -95,7 +96,9 @@ type turnMesh interface {
 
 // listenTURN starts the embedded server. udp, when not nil, is the socket
 // it shares with the STUN server; otherwise it binds cfg.Listen itself.
-func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *tls.Config, secret []byte, mesh turnMesh, log *slog.Logger) (*turnServer, error) {
+// extra are more shared STUN sockets it serves over UDP (an IPv6 address
+// beside the IPv4 one: RFC 6156 allocations of IPv4 relay addresses).
+func listenTURN(cfg TURNConfig, udp net.PacketConn, extra []net.PacketConn, publicHost string, tlsCfg *tls.Config, secret []byte, mesh turnMesh, log *slog.Logger) (*turnServer, error) {
 	relayIP, err := relayAddress(cfg.PublicIP, publicHost)
 	if err != nil {
 		return nil, err
@@ -107,7 +110,7 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *t
 	if minPort == 0 || maxPort < minPort {
 		return nil, fmt.Errorf("turn: bad relay port range %d-%d", minPort, maxPort)
 	}
-	t := &turnServer{relayIP: relayIP, log: log}
+	t := &turnServer{relayIP: relayIP, log: log, extra: extra}
 	fail := func(err error) (*turnServer, error) {
 		t.closeSockets()
 		return nil, err
@@ -121,7 +124,7 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *t
 		if tlsCfg == nil {
 			return fail(errors.New("turn: a TLS listener needs --tls-cert and --tls-key"))
 		}
-		ln, err := net.Listen("tcp4", cfg.TLSListen)
+		ln, err := net.Listen(family("tcp", cfg.TLSListen), cfg.TLSListen)
 		if err != nil {
 			return fail(fmt.Errorf("listen turns %s: %w", cfg.TLSListen, err))
 		}
@@ -192,6 +195,18 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, publicHost string, tlsCfg *t
 			Listener: t.tcp, RelayAddressGenerator: gen(false), PermissionHandler: perm,
 		}},
 		AllocationLifetime: lifetime,
+		// RFC 6156: a client that names no family gets IPv4, the only
+		// relay family offered. pion's default (the family the client
+		// came in over) would refuse every client reaching a dual-stack
+		// socket over IPv6; with IPv4 an IPv6-only host gets a relay
+		// address IPv4-only peers can reach.
+		StrictAddressFamily: true,
+	}
+	for _, pc := range t.extra {
+		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
+			PacketConn:            &watchConn{PacketConn: pc, allocs: t.allocs, limit: watched.limit},
+			RelayAddressGenerator: gen(true), PermissionHandler: perm,
+		})
 	}
 	if t.tls != nil {
 		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
@@ -272,12 +287,12 @@ func listenUDPAndTCP(addr string, udp net.PacketConn) (net.PacketConn, net.Liste
 	for i := 0; ; i++ {
 		pc := udp
 		if pc == nil {
-			if pc, err = net.ListenPacket("udp4", addr); err != nil {
+			if pc, err = net.ListenPacket(family("udp", addr), addr); err != nil {
 				return nil, nil, fmt.Errorf("listen turn udp %s: %w", addr, err)
 			}
 		}
 		tcpAddr := net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
-		ln, err := net.Listen("tcp4", tcpAddr)
+		ln, err := net.Listen(family("tcp", tcpAddr), tcpAddr)
 		if err == nil {
 			return pc, ln, nil
 		}
@@ -288,6 +303,20 @@ func listenUDPAndTCP(addr string, udp net.PacketConn) (net.PacketConn, net.Liste
 			return nil, nil, fmt.Errorf("listen turn tcp %s: %w", tcpAddr, err)
 		}
 	}
+}
+
+// family is network ("udp" or "tcp") for a listen address: IPv4 only
+// (udp4, tcp4) unless addr's host is an IPv6 literal, "[::]:3478" meaning
+// both families. The IPv4 default keeps ":3478" as it always was.
+func family(network, addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return network + "4"
+	}
+	if a, err := netip.ParseAddr(host); err == nil && a.Is6() && !a.Is4In6() {
+		return network
+	}
+	return network + "4"
 }
 
 // bufferedNet opens relay sockets with large buffers (see sockbuf).
@@ -334,6 +363,9 @@ func (t *turnServer) closeSockets() {
 		if c != nil {
 			c.Close()
 		}
+	}
+	for _, c := range t.extra {
+		c.Close()
 	}
 }
 

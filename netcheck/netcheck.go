@@ -33,6 +33,10 @@ type Config struct {
 	// answers with OTHER-ADDRESS) is used for the mapping and filtering
 	// tests.
 	STUN []control.STUNServer
+	// STUN6 are IPv6 STUN servers: netcheck asks the first that answers
+	// for this host's public IPv6 endpoint (Report.IPv6). IPv6 addresses
+	// given in STUN are moved here.
+	STUN6 []control.STUNServer
 	// TURN servers (host:port) whose latency is measured with a STUN
 	// Binding request.
 	TURN []string
@@ -113,7 +117,12 @@ type Report struct {
 	Filtering                  string `json:"filtering"`
 	NATType                    string `json:"nat_type"`
 	// Reason explains an unknown NAT type or an untested behaviour.
-	Reason      string         `json:"reason,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// IPv4Unavailable says why IPv4 could not be tested at all (no IPv4
+	// STUN server, or no IPv4 route: an IPv6-only host); empty otherwise.
+	IPv4Unavailable string `json:"ipv4_unavailable,omitempty"`
+	// IPv6 is the IPv6 test; Tested is false without an IPv6 STUN server.
+	IPv6        IPv6Report     `json:"ipv6"`
 	PortMapping PortMapReport  `json:"port_mapping"`
 	Servers     []ServerReport `json:"servers"`
 	Tests       Tests          `json:"tests"`
@@ -123,7 +132,8 @@ type Report struct {
 // no socket); servers that cannot be resolved or do not answer are
 // reported.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
-	if len(cfg.STUN) == 0 {
+	cfg.STUN, cfg.STUN6 = splitFamilies(cfg.STUN, cfg.STUN6)
+	if len(cfg.STUN) == 0 && len(cfg.STUN6) == 0 {
 		return nil, errors.New("netcheck: no STUN server to test against")
 	}
 	if cfg.ProbeTimeout <= 0 {
@@ -132,7 +142,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	p, err := newProber()
+	p, err := newProber("udp4")
 	if err != nil {
 		return nil, fmt.Errorf("netcheck: %w", err)
 	}
@@ -153,11 +163,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		pm <- PortMapReport{}
 	}
 
+	// IPv6 runs meanwhile on its own socket: it cannot disturb the IPv4
+	// NAT's mappings.
+	v6 := make(chan ipv6Result, 1)
+	go func() { v6 <- runIPv6(ctx, cfg) }()
+
 	r := &Report{LocalPort: p.localPort()}
 	t := &tester{cfg: cfg, p: p, report: r}
 	obs := t.run(ctx)
 	res := Classify(obs)
 	r.UDP, r.Mapping, r.Filtering, r.NATType, r.Reason = res.UDP, res.Mapping, res.Filtering, res.NATType, res.Reason
+	if why := t.ipv4Unavailable(); why != "" {
+		r.IPv4Unavailable, r.NATType, r.Reason = why, NATUnknown, "IPv4 could not be tested: "+why
+	}
+	v6r := <-v6
+	r.IPv6 = v6r.report
+	r.Servers = append(r.Servers, v6r.servers...)
 	switch r.Mapping {
 	case EndpointIndependent:
 		r.MappingVariesByDestination = new(false)
@@ -186,6 +207,9 @@ type tester struct {
 	report *Report
 
 	mu sync.Mutex // guards report.Servers and report.Tests.Bindings
+	// noRoute counts IPv4 exchanges that could not be sent for want of a
+	// route, answered those that got an answer (under mu).
+	noRoute, answered int
 }
 
 // target is a resolved server address; seq orders the report.
@@ -321,6 +345,7 @@ func (t *tester) bind(ctx context.Context, s target) (answer, bool) {
 		return answer{}, false
 	}
 	a, err := t.p.exchange(ctx, s.ap, 0, t.cfg.ProbeTimeout)
+	t.countRoute(err)
 	if err != nil {
 		sr.Error = err.Error()
 		if s.kind != KindTURN {
@@ -363,7 +388,7 @@ func (t *tester) addBinding(s target, mapped netip.AddrPort) {
 // (test II) and from its other port (test III), at once, from a socket of
 // their own (see run).
 func (t *tester) filteringTests(ctx context.Context, primary, alt netip.AddrPort, obs *Observations) {
-	fp, err := newProber()
+	fp, err := newProber("udp4")
 	if err != nil {
 		obs.ChangeIPPortReason = fmt.Sprintf("no socket for the filtering tests: %v", err)
 		obs.ChangePortReason = obs.ChangeIPPortReason

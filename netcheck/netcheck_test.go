@@ -20,27 +20,10 @@ import (
 // coordinator on loopback, whose STUN server has a second IP (127.0.0.2)
 // and port. Loopback has no NAT: "none", and every reply gets in.
 func TestRunAgainstCoordinator(t *testing.T) {
-	srv, err := coordinator.New(coordinator.Config{
+	srv := runCoordinator(t, coordinator.Config{
 		Listen: "127.0.0.1:0", StateDir: t.TempDir(),
 		STUNListen: "127.0.0.1:0", STUNAltListen: "127.0.0.2:0",
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		srv.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-
 	info, err := FetchInfo(t.Context(), "http://"+srv.HTTPAddr().String(), "")
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +58,29 @@ func TestRunAgainstCoordinator(t *testing.T) {
 	if rep.PortMapping.Probed {
 		t.Errorf("port mapping probed without a probe")
 	}
+}
+
+// runCoordinator runs a real coordinator with cfg until the test ends.
+func runCoordinator(t *testing.T, cfg coordinator.Config) *coordinator.Server {
+	t.Helper()
+	srv, err := coordinator.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		srv.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return srv
 }
 
 // plainSTUN answers every Binding request from the socket it arrived on,

@@ -43,8 +43,10 @@ type answer struct {
 	rtt  time.Duration
 }
 
-func newProber() (*prober, error) {
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{})
+// newProber opens a socket of network: "udp4", or "udp6" for the IPv6
+// test (see ipv6.go).
+func newProber(network string) (*prober, error) {
+	conn, err := net.ListenUDP(network, &net.UDPAddr{})
 	if err != nil {
 		return nil, fmt.Errorf("open UDP socket: %w", err)
 	}

@@ -33,6 +33,11 @@ With --stun-alt-listen the STUN server also answers RFC 5780 CHANGE-REQUEST
 from its second address, and GET /api/v1/netcheck-info (no credential) tells
 'meshvpn netcheck' both addresses.
 
+Dual stack: --listen :PORT, --stun-listen :PORT (or [::]:PORT) and
+--turn-listen [::]:PORT take both IPv4 and IPv6. --public-ipv6 names the IPv6
+address agents and netcheck are told to reach STUN at (stun6 in the netmap
+and netcheck-info).
+
 Admin commands that change nodes reach the running server through the unix
 socket admin.sock in --state (mode 0600).`
 
@@ -43,10 +48,11 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.StateDir, "state", defaultStateDir, "state `directory` (created with mode 0700)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate `file` (with --tls-key: serve HTTPS)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key `file` (with --tls-cert: serve HTTPS)")
-	fs.StringVar(&cfg.STUNListen, "stun-listen", ":3478", "UDP `address` of the STUN server; empty disables STUN")
+	fs.StringVar(&cfg.STUNListen, "stun-listen", ":3478", "UDP `address`es of the STUN server, comma-separated; empty disables STUN. :PORT or [::]:PORT takes IPv4 and IPv6; the first address is the one --stun-alt-listen pairs with, the others (e.g. [2001:db8::10]:3478) answer plain Binding requests")
 	// netcheck: the second STUN address for NAT-type tests.
 	fs.StringVar(&cfg.STUNAltListen, "stun-alt-listen", "", "second UDP `address` of the STUN server for `meshvpn netcheck`'s NAT tests: another IP (e.g. 203.0.113.11:3479; then --stun-listen needs a specific IP too), or only another port (e.g. :3479); empty disables it")
 	fs.StringVar(&cfg.PublicHost, "public-host", "", "`host` agents are told to reach STUN at (default: the host each agent used to reach the API)")
+	fs.StringVar(&cfg.PublicIPv6, "public-ipv6", "", "IPv6 `address` of this server that agents and netcheck are also told to reach STUN at (e.g. 2001:db8::10); --stun-listen must then take IPv6 (the default :3478 takes both families)")
 	turnCfg := turnFlags(fs)
 	fs.DurationVar(&cfg.EphemeralTimeout, "ephemeral-timeout", 5*time.Minute, "how long a node of an --ephemeral auth key may be offline before it is removed (`duration`)")
 	fs.DurationVar(&cfg.EphemeralGrace, "ephemeral-grace", 10*time.Minute, "time an ephemeral node gets to open its first stream after registering, or to reconnect after a coordinator restart (`duration`)")

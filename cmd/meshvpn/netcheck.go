@@ -31,7 +31,7 @@ func (l *stunList) Set(v string) error {
 }
 
 func cmdNetcheck(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("netcheck", "netcheck [--json] [--coordinator URL] [--ca-file FILE] [--stun HOST:PORT] [--timeout DUR]", stderr)
+	fs := newFlags("netcheck", "netcheck [--json] [--coordinator URL] [--ca-file FILE] [--stun HOST:PORT or [IPV6]:PORT] [--timeout DUR]", stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	coord := fs.String("coordinator", os.Getenv("MESHVPN_COORDINATOR"), "coordinator URL to ask for its STUN servers (env MESHVPN_COORDINATOR)")
 	caFile := fs.String("ca-file", "", "PEM file of the CA that signed the coordinator's TLS certificate (default: system roots)")
@@ -67,10 +67,10 @@ func cmdNetcheck(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if len(info.STUN) == 0 && len(stuns) == 0 {
+		if len(info.STUN) == 0 && len(info.STUN6) == 0 && len(stuns) == 0 {
 			return fmt.Errorf("coordinator %s serves no STUN (started with an empty --stun-listen?); give STUN servers with --stun", *coord)
 		}
-		cfg.STUN, cfg.TURN = info.STUN, info.TURN
+		cfg.STUN, cfg.STUN6, cfg.TURN = info.STUN, info.STUN6, info.TURN
 	}
 	for _, s := range stuns {
 		cfg.STUN = append(cfg.STUN, control.STUNServer{Addr: s})
@@ -104,6 +104,9 @@ func printNetcheck(w io.Writer, r *netcheck.Report) {
 	line := func(label, format string, args ...any) {
 		fmt.Fprintf(w, "%-31s %s\n", label+":", fmt.Sprintf(format, args...))
 	}
+	if r.IPv4Unavailable != "" {
+		line("IPv4", "unavailable: %s", r.IPv4Unavailable)
+	}
 	line("UDP", "%s", yesNo[r.UDP])
 	if r.PublicEndpoint != "" {
 		line("Public IPv4 endpoint", "%s (local UDP port %d)", r.PublicEndpoint, r.LocalPort)
@@ -120,6 +123,7 @@ func printNetcheck(w io.Writer, r *netcheck.Report) {
 	if r.Reason != "" {
 		line("  why", "%s", r.Reason)
 	}
+	printIPv6(line, r.IPv6)
 	switch pm := r.PortMapping; {
 	case !pm.Probed:
 		line("Port mapping", "not probed")
@@ -143,6 +147,23 @@ func printNetcheck(w io.Writer, r *netcheck.Report) {
 			lat = s.Error
 		}
 		fmt.Fprintf(w, "  %-14s %-24s %s\n", s.Kind, s.Addr, lat)
+	}
+}
+
+// printIPv6 writes the IPv6 lines of the report.
+func printIPv6(line func(label, format string, args ...any), v6 netcheck.IPv6Report) {
+	switch {
+	case !v6.Tested:
+		line("IPv6", "not tested: %s", v6.Reason)
+	case !v6.UDP:
+		line("IPv6", "no: %s", v6.Reason)
+	default:
+		nat := "a global address, no NAT"
+		if v6.Translated {
+			nat = "translated: not one of this host's addresses"
+		}
+		line("IPv6", "yes")
+		line("Public IPv6 endpoint", "%s (local UDP port %d; %s)", v6.PublicEndpoint, v6.LocalPort, nat)
 	}
 }
 

@@ -21,6 +21,10 @@ const (
 	// and port), so that netcheck can ask for replies from elsewhere.
 	CoordinatorAltIP   = "198.51.100.10"
 	CoordinatorAltSTUN = CoordinatorAltIP + ":3479"
+	// CoordinatorIPv6 is the coordinator's address in a dual-stack lab
+	// (natlab gives a bridge host 2001:db8:: plus its IPv4 address).
+	CoordinatorIPv6    = "2001:db8::cb00:710a"
+	CoordinatorURLIPv6 = "http://[" + CoordinatorIPv6 + "]:8080"
 )
 
 // Coordinator is a running meshvpn-coordinator on a public lab host.
@@ -30,6 +34,8 @@ type Coordinator struct {
 	StateDir string
 	URL      string
 	Bins     Bins
+	// IPv6 is set in a dual-stack lab (CoordinatorOptions.IPv6).
+	IPv6 bool
 	// TLS is set when the coordinator serves HTTPS with a lab CA.
 	TLS *TLSFiles
 	// Args are extra flags for serve (relay settings).
@@ -45,6 +51,10 @@ type CoordinatorOptions struct {
 	TLS bool
 	// Args are extra flags for `meshvpn-coordinator serve`.
 	Args []string
+	// IPv6 makes the lab dual-stack (natlab's Lab.EnableIPv6: the
+	// coordinator must then be the lab's first host) and serves the API
+	// and STUN on CoordinatorIPv6 too, advertised with --public-ipv6.
+	IPv6 bool
 }
 
 // StartCoordinatorWith is StartCoordinator with options.
@@ -76,9 +86,17 @@ func StartCoordinatorTLS(ctx context.Context, lab *natlab.Lab, bins Bins) (*Coor
 
 func startCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins, opt CoordinatorOptions) (*Coordinator, error) {
 	withTLS := opt.TLS
+	if opt.IPv6 && !lab.IPv6() {
+		if err := lab.EnableIPv6(); err != nil {
+			return nil, fmt.Errorf("meshlab: %w", err)
+		}
+	}
 	h, err := lab.AddPublicHost("coord", CoordinatorIP)
 	if err != nil {
 		return nil, err
+	}
+	if opt.IPv6 && h.IP6.String() != CoordinatorIPv6 {
+		return nil, fmt.Errorf("meshlab: coordinator's IPv6 is %v, want %s", h.IP6, CoordinatorIPv6)
 	}
 	// /32: the whole 198.51.100.0/24 is already on-link (natlab).
 	if err := h.AddAddr(CoordinatorAltIP + "/32"); err != nil {
@@ -88,6 +106,7 @@ func startCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins, opt Coord
 	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 		return nil, err
 	}
+	c.IPv6 = opt.IPv6
 	if withTLS {
 		files, err := writeLabTLS(lab.Dir, CoordinatorIP)
 		if err != nil {
@@ -140,6 +159,13 @@ func (c *Coordinator) start(ctx context.Context) error {
 		args = append(args, "--tls-cert", c.TLS.Cert, "--tls-key", c.TLS.Key, "--turns-listen", c.ip+":443")
 	}
 	args = append(args, c.Args...)
+	if c.IPv6 {
+		// Later flags win (over Args too): the API on both families, STUN's RFC 5780
+		// pair on IPv4 as before plus the IPv6 address.
+		args = append(args, "--listen", ":8080",
+			"--stun-listen", CoordinatorIP+":3478,["+CoordinatorIPv6+"]:3478",
+			"--public-host", CoordinatorIP, "--public-ipv6", CoordinatorIPv6)
+	}
 	var err error
 	c.Proc, err = c.Host.Start(c.Bins.Coordinator, args...)
 	if err != nil {

@@ -33,8 +33,14 @@ func (s *Site) publicAddr() netip.Addr {
 // uplink connects the site's outermost router r (whose IP is publicAddr)
 // to the internet: straight onto the bridge, or through a new ISP hop.
 func (s *Site) uplink(r *Host) error {
+	var behind6 netip.Prefix
+	if s.ipv6 {
+		behind6 = site6(s.index)
+	}
 	if !s.ispHop {
-		return s.lab.connectInternet(r.NS, "wan", r.IP)
+		var err error
+		r.IP6, err = s.lab.connectRouted(r.NS, "wan", r.IP, netip.Prefix{}, behind6)
+		return err
 	}
 	hop, err := s.lab.newHost(s.Name+"-isp", s)
 	if err != nil {
@@ -57,14 +63,54 @@ func (s *Site) uplink(r *Host) error {
 	); err != nil {
 		return fmt.Errorf("ISP hop: %w", err)
 	}
-	return s.lab.connectRouted(hop.NS, "wan", hop.IP, inner)
+	if hop.IP6, err = s.lab.connectRouted(hop.NS, "wan", hop.IP, inner, behind6); err != nil {
+		return err
+	}
+	if !s.ipv6 {
+		return nil
+	}
+	// IPv6 is routed, not NATed: the hop forwards the site's /48 to the
+	// router over their link.
+	link := hop6(s.index)
+	r.IP6 = nth(link, 2)
+	if err := enableIPv6(r.NS, true); err != nil {
+		return err
+	}
+	if err := runAll(
+		addAddr6(hop.NS, "cust", nth(link, 1), 64),
+		addAddr6(r.NS, "wan", r.IP6, 64),
+		[]string{"ip", "-n", r.NS, "-6", "route", "add", "default", "via", nth(link, 1).String()},
+		[]string{"ip", "-n", hop.NS, "-6", "route", "add", lan6(s.index).String(), "via", r.IP6.String()},
+	); err != nil {
+		return fmt.Errorf("ISP hop IPv6: %w", err)
+	}
+	return nil
 }
 
 // hopRoute is a prefix behind an ISP hop, reached via the hop's bridge
-// address.
+// address; or (ipv6.go) a dual-stack site's /48 via its bridge-facing box.
 type hopRoute struct {
 	prefix netip.Prefix
 	via    netip.Addr
+}
+
+// joinRoutes is ns joining the bridge where the namespaces bridged route
+// the prefixes routes: the commands that give ns those routes and, when
+// behind is valid, route behind via ns's address via in every other
+// namespace; and the grown lists.
+func joinRoutes(ns string, routes []hopRoute, bridged []string, behind netip.Prefix, via netip.Addr) ([][]string, []hopRoute, []string) {
+	var cmds [][]string
+	for _, r := range routes {
+		cmds = append(cmds, r.cmd(ns))
+	}
+	if behind.IsValid() {
+		r := hopRoute{prefix: behind, via: via}
+		for _, other := range bridged {
+			cmds = append(cmds, r.cmd(other))
+		}
+		routes = append(routes, r)
+	}
+	return cmds, routes, append(bridged, ns)
 }
 
 // routeCmd is the command that adds r in namespace ns.

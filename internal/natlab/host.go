@@ -22,6 +22,9 @@ type Host struct {
 	// IP is the host's primary address: public for public hosts and routers
 	// (their WAN address), private for hosts behind a NAT.
 	IP netip.Addr
+	// IP6 is the host's global IPv6 address in a dual-stack lab: public
+	// hosts, routers' WAN and hosts of IPv6 sites; invalid otherwise.
+	IP6 netip.Addr
 	// Site is the site the host belongs to, nil for public hosts.
 	Site *Site
 

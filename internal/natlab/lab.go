@@ -54,6 +54,11 @@ type Lab struct {
 	bridgeMu sync.Mutex
 	bridged  []string   // namespaces on the bridge
 	hops     []hopRoute // prefixes behind ISP hops
+	// Dual stack (ipv6.go): set by EnableIPv6; the dual-stack namespaces
+	// on the bridge and the sites' /48s they route.
+	ipv6     bool
+	bridged6 []string
+	routes6  []hopRoute // sites' /48s, via their bridge-facing box
 }
 
 // Public address ranges a lab may use (TEST-NET-3 and TEST-NET-2). They all
@@ -159,6 +164,16 @@ func (l *Lab) addNamespace(name string) (string, error) {
 			return "", err
 		}
 	}
+	if l.IPv6() {
+		// Interfaces made from now on inherit this: their link-local
+		// addresses (the source of neighbour discovery) must not stay
+		// tentative once IPv6 is turned on (LAB-NOTES.md).
+		for _, key := range []string{"net/ipv6/conf/all/accept_dad", "net/ipv6/conf/default/accept_dad"} {
+			if err := setSysctl(ns, key, "0"); err != nil {
+				return "", err
+			}
+		}
+	}
 	return ns, nil
 }
 
@@ -188,14 +203,16 @@ func (l *Lab) newHost(name string, site *Site) (*Host, error) {
 }
 
 // connectInternet gives ns an interface ifname on the internet bridge with
-// the public address ip.
-func (l *Lab) connectInternet(ns, ifname string, ip netip.Addr) error {
-	return l.connectRouted(ns, ifname, ip, netip.Prefix{})
+// the public address ip, and in a dual-stack lab its IPv6 address too
+// (returned; invalid in an IPv4-only lab).
+func (l *Lab) connectInternet(ns, ifname string, ip netip.Addr) (netip.Addr, error) {
+	return l.connectRouted(ns, ifname, ip, netip.Prefix{}, netip.Prefix{})
 }
 
 // connectRouted is connectInternet for an ISP hop (hop.go) when behind is
 // valid: every other namespace on the bridge then routes behind via ip.
-func (l *Lab) connectRouted(ns, ifname string, ip netip.Addr, behind netip.Prefix) error {
+// Likewise behind6 (a dual-stack site's /48) via ns's IPv6 address.
+func (l *Lab) connectRouted(ns, ifname string, ip netip.Addr, behind, behind6 netip.Prefix) (netip.Addr, error) {
 	l.bridgeMu.Lock()
 	defer l.bridgeMu.Unlock()
 	var onNet netip.Prefix
@@ -205,7 +222,7 @@ func (l *Lab) connectRouted(ns, ifname string, ip netip.Addr, behind netip.Prefi
 		}
 	}
 	if !onNet.IsValid() {
-		return fmt.Errorf("natlab: %s is not in a lab public range %v", ip, publicNets)
+		return netip.Addr{}, fmt.Errorf("natlab: %s is not in a lab public range %v", ip, publicNets)
 	}
 	l.mu.Lock()
 	l.ports++
@@ -223,23 +240,19 @@ func (l *Lab) connectRouted(ns, ifname string, ip netip.Addr, behind netip.Prefi
 			cmds = append(cmds, []string{"ip", "-n", ns, "route", "add", p.String(), "dev", ifname})
 		}
 	}
-	for _, h := range l.hops {
-		cmds = append(cmds, h.cmd(ns))
+	var routes [][]string
+	routes, l.hops, l.bridged = joinRoutes(ns, l.hops, l.bridged, behind, ip)
+	cmds = append(cmds, routes...)
+	if err := runAll(cmds...); err != nil || !l.ipv6 {
+		return netip.Addr{}, err
 	}
-	if behind.IsValid() {
-		h := hopRoute{prefix: behind, via: ip}
-		for _, other := range l.bridged {
-			cmds = append(cmds, h.cmd(other))
-		}
-		l.hops = append(l.hops, h)
-	}
-	l.bridged = append(l.bridged, ns)
-	return runAll(cmds...)
+	return l.joinBridge6(ns, ifname, ip, behind6)
 }
 
 // AddPublicHost adds a host with a public address on the internet bridge.
 // ip must be in 203.0.113.0/24 or 198.51.100.0/24; by convention callers use
-// .1-.99 (the rest is handed out by AddSite).
+// .1-.99 (the rest is handed out by AddSite). In a dual-stack lab it also
+// gets IP6 (see ipv6.go).
 func (l *Lab) AddPublicHost(name, ip string) (*Host, error) {
 	addr, err := netip.ParseAddr(ip)
 	if err != nil {
@@ -249,7 +262,8 @@ func (l *Lab) AddPublicHost(name, ip string) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := l.connectInternet(h.NS, "eth0", addr); err != nil {
+	h.IP6, err = l.connectInternet(h.NS, "eth0", addr)
+	if err != nil {
 		return nil, fmt.Errorf("natlab: public host %s: %w", name, err)
 	}
 	h.IP = addr

@@ -25,13 +25,18 @@ type Site struct {
 	ISP *Host
 	// LAN is the site's private prefix (10.N.0.0/24); invalid for KindNone.
 	LAN netip.Prefix
+	// LAN6 is an IPv6 site's global LAN prefix (2001:db8:N::/64), invalid
+	// for other sites.
+	LAN6 netip.Prefix
 	// Host is the first host (named like the site); Hosts lists them all.
 	Host  *Host
 	Hosts []*Host
 
-	lab    *Lab
-	index  int
-	ispHop bool
+	lab      *Lab
+	index    int
+	ispHop   bool
+	ipv6     bool // SiteSpec.IPv6 or IPv6Only
+	ipv6Only bool
 }
 
 // PublicIP is the address the site's hosts appear from on the internet.
@@ -64,10 +69,14 @@ func (l *Lab) AddSiteSpec(name string, spec SiteSpec) (*Site, error) {
 	if err := spec.Variant.check(); err != nil {
 		return nil, err
 	}
+	if err := spec.check6(l); err != nil {
+		return nil, fmt.Errorf("natlab: site %s: %w", name, err)
+	}
 	kind := spec.Kind
 	l.mu.Lock()
 	index := len(l.sites) + 1
-	s := &Site{Name: name, Kind: kind, Variant: spec.Variant, lab: l, index: index, ispHop: spec.ISPHop}
+	s := &Site{Name: name, Kind: kind, Variant: spec.Variant, lab: l, index: index, ispHop: spec.ISPHop,
+		ipv6: spec.IPv6 || spec.IPv6Only, ipv6Only: spec.IPv6Only}
 	l.sites = append(l.sites, s)
 	l.mu.Unlock()
 	if index > 49 {
@@ -78,6 +87,9 @@ func (l *Lab) AddSiteSpec(name string, spec SiteSpec) (*Site, error) {
 	}
 	if kind != None {
 		if err := s.makeRouters(); err != nil {
+			return nil, fmt.Errorf("natlab: site %s: %w", name, err)
+		}
+		if err := s.routerLAN6(); err != nil {
 			return nil, fmt.Errorf("natlab: site %s: %w", name, err)
 		}
 	}
@@ -167,7 +179,7 @@ func (s *Site) AddHost(name string) (*Host, error) {
 			return nil, fmt.Errorf("natlab: out of public addresses")
 		}
 		h.IP = netip.AddrFrom4([4]byte{203, 0, 113, byte(150 + n)})
-		if err := s.lab.connectInternet(h.NS, "eth0", h.IP); err != nil {
+		if h.IP6, err = s.lab.connectInternet(h.NS, "eth0", h.IP); err != nil {
 			return nil, fmt.Errorf("natlab: host %s: %w", name, err)
 		}
 	} else {
@@ -178,13 +190,26 @@ func (s *Site) AddHost(name string) (*Host, error) {
 		h.IP = netip.AddrFrom4([4]byte{10, byte(s.index), 0, byte(10 + i)})
 		port := fmt.Sprintf("h%d", i)
 		gw := netip.AddrFrom4([4]byte{10, byte(s.index), 0, 1})
-		if err := runAll(
-			[]string{"ip", "-n", h.NS, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", s.Router.NS},
-			[]string{"ip", "-n", s.Router.NS, "link", "set", port, "master", "lan", "up"},
-			[]string{"ip", "-n", h.NS, "addr", "add", netip.PrefixFrom(h.IP, 24).String(), "dev", "eth0"},
-			[]string{"ip", "-n", h.NS, "link", "set", "eth0", "up"},
-			[]string{"ip", "-n", h.NS, "route", "add", "default", "via", gw.String()},
-		); err != nil {
+		cmds := [][]string{
+			{"ip", "-n", h.NS, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", s.Router.NS},
+			{"ip", "-n", s.Router.NS, "link", "set", port, "master", "lan", "up"},
+			{"ip", "-n", h.NS, "addr", "add", netip.PrefixFrom(h.IP, 24).String(), "dev", "eth0"},
+			{"ip", "-n", h.NS, "link", "set", "eth0", "up"},
+		}
+		// An IPv6-only host keeps its LAN address (lab tooling may use
+		// it) but reaches nothing beyond it over IPv4.
+		if !s.ipv6Only {
+			cmds = append(cmds, []string{"ip", "-n", h.NS, "route", "add", "default", "via", gw.String()})
+		}
+		if s.ipv6 {
+			if err := enableIPv6(h.NS, false); err != nil {
+				return nil, err
+			}
+			h.IP6 = nth(s.LAN6, 0x10+i)
+			cmds = append(cmds, addAddr6(h.NS, "eth0", h.IP6, 64),
+				[]string{"ip", "-n", h.NS, "-6", "route", "add", "default", "via", nth(s.LAN6, 1).String()})
+		}
+		if err := runAll(cmds...); err != nil {
 			return nil, fmt.Errorf("natlab: host %s: %w", name, err)
 		}
 	}
@@ -208,7 +233,27 @@ func (s *Site) applyRules() error {
 		}
 		kind = PortRestricted
 	}
-	return s.loadRules(s.Router, kind, s.LAN, s.Host.IP)
+	if err := s.loadRules(s.Router, kind, s.LAN, s.Host.IP); err != nil {
+		return err
+	}
+	if !s.ipv6 {
+		return nil
+	}
+	path := filepath.Join(s.lab.Dir, s.Router.Name+".nft6")
+	if err := os.WriteFile(path, []byte(firewall6(s.Kind, s.Variant)), 0o644); err != nil {
+		return err
+	}
+	return run("ip", "netns", "exec", s.Router.NS, "nft", "-f", path)
+}
+
+// routerLAN6 gives an IPv6 site's router its LAN address (forwarding is
+// on since its uplink).
+func (s *Site) routerLAN6() error {
+	if !s.ipv6 {
+		return nil
+	}
+	s.LAN6 = lan6(s.index)
+	return runAll(addAddr6(s.Router.NS, "lan", nth(s.LAN6, 1), 64))
 }
 
 func (s *Site) loadRules(r *Host, kind Kind, lan netip.Prefix, host netip.Addr) error {

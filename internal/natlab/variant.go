@@ -54,4 +54,11 @@ type SiteSpec struct {
 	// between two NATs: a packet with a low TTL can then open the site's
 	// NAT and die before it reaches a peer's router (see hop.go).
 	ISPHop bool
+	// IPv6 makes the site dual-stack (needs Lab.EnableIPv6): the router
+	// NATs IPv4 as its Kind says and routes IPv6 through a stateful
+	// firewall, and each host gets a global IPv6 address (Host.IP6).
+	IPv6 bool
+	// IPv6Only is IPv6 without IPv4 for the site's hosts: they keep their
+	// LAN address but have no IPv4 default route.
+	IPv6Only bool
 }

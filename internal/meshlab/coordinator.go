@@ -163,8 +163,8 @@ func (c *Coordinator) start(ctx context.Context) error {
 		// Later flags win (over Args too): the API on both families, STUN's RFC 5780
 		// pair on IPv4 as before plus the IPv6 address.
 		args = append(args, "--listen", ":8080",
-			"--stun-listen", CoordinatorIP+":3478,["+CoordinatorIPv6+"]:3478",
-			"--public-host", CoordinatorIP, "--public-ipv6", CoordinatorIPv6)
+			"--stun-listen", c.ip+":3478,["+CoordinatorIPv6+"]:3478",
+			"--public-host", c.ip, "--public-ipv6", CoordinatorIPv6)
 	}
 	var err error
 	c.Proc, err = c.Host.Start(c.Bins.Coordinator, args...)

@@ -32,9 +32,17 @@ func (s *Site) publicAddr() netip.Addr {
 
 // uplink connects the site's outermost router r (whose IP is publicAddr)
 // to the internet: straight onto the bridge, or through a new ISP hop.
+// With a WANDelay, a delay box sits between that and the bridge.
 func (s *Site) uplink(r *Host) error {
+	box, err := s.delayBox()
+	if err != nil {
+		return err
+	}
 	if !s.ispHop {
-		return s.lab.connectInternet(r.NS, "wan", r.IP)
+		if err := s.lab.connectRouted(r.NS, "wan", r.IP, netip.Prefix{}, box); err != nil {
+			return err
+		}
+		return s.startDelayBox(box)
 	}
 	hop, err := s.lab.newHost(s.Name+"-isp", s)
 	if err != nil {
@@ -57,7 +65,10 @@ func (s *Site) uplink(r *Host) error {
 	); err != nil {
 		return fmt.Errorf("ISP hop: %w", err)
 	}
-	return s.lab.connectRouted(hop.NS, "wan", hop.IP, inner)
+	if err := s.lab.connectRouted(hop.NS, "wan", hop.IP, inner, box); err != nil {
+		return err
+	}
+	return s.startDelayBox(box)
 }
 
 // hopRoute is a prefix behind an ISP hop, reached via the hop's bridge

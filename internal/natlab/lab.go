@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -45,8 +46,9 @@ type Lab struct {
 	hosts      map[string]*Host
 	sites      []*Site
 	procs      []*Proc
-	ports      int // bridge ports made so far, named p1, p2, ...
-	publicAuto int // addresses handed to hosts of KindNone sites
+	closers    []io.Closer // in-process lab pieces (delay boxes)
+	ports      int         // bridge ports made so far, named p1, p2, ...
+	publicAuto int         // addresses handed to hosts of KindNone sites
 
 	// bridgeMu serialises joining the bridge, so that every namespace on
 	// it gets a route to every ISP hop's prefix (hop.go), whichever came
@@ -190,12 +192,14 @@ func (l *Lab) newHost(name string, site *Site) (*Host, error) {
 // connectInternet gives ns an interface ifname on the internet bridge with
 // the public address ip.
 func (l *Lab) connectInternet(ns, ifname string, ip netip.Addr) error {
-	return l.connectRouted(ns, ifname, ip, netip.Prefix{})
+	return l.connectRouted(ns, ifname, ip, netip.Prefix{}, nil)
 }
 
 // connectRouted is connectInternet for an ISP hop (hop.go) when behind is
 // valid: every other namespace on the bridge then routes behind via ip.
-func (l *Lab) connectRouted(ns, ifname string, ip netip.Addr, behind netip.Prefix) error {
+// With a delay box (delay.go) the link goes through it: ns's ifname to
+// the box's dsite, the box's dnet to the bridge.
+func (l *Lab) connectRouted(ns, ifname string, ip netip.Addr, behind netip.Prefix, box *Host) error {
 	l.bridgeMu.Lock()
 	defer l.bridgeMu.Unlock()
 	var onNet netip.Prefix
@@ -213,10 +217,20 @@ func (l *Lab) connectRouted(ns, ifname string, ip netip.Addr, behind netip.Prefi
 	l.mu.Unlock()
 	cmds := [][]string{
 		{"ip", "-n", ns, "link", "add", ifname, "type", "veth", "peer", "name", port, "netns", l.inet},
-		{"ip", "-n", l.inet, "link", "set", port, "master", "br0", "up"},
-		{"ip", "-n", ns, "addr", "add", netip.PrefixFrom(ip, onNet.Bits()).String(), "dev", ifname},
-		{"ip", "-n", ns, "link", "set", ifname, "up"},
 	}
+	if box != nil {
+		cmds = [][]string{
+			{"ip", "-n", ns, "link", "add", ifname, "type", "veth", "peer", "name", delaySiteIf, "netns", box.NS},
+			{"ip", "-n", box.NS, "link", "add", delayNetIf, "type", "veth", "peer", "name", port, "netns", l.inet},
+			{"ip", "-n", box.NS, "link", "set", delaySiteIf, "promisc", "on", "up"},
+			{"ip", "-n", box.NS, "link", "set", delayNetIf, "promisc", "on", "up"},
+		}
+	}
+	cmds = append(cmds,
+		[]string{"ip", "-n", l.inet, "link", "set", port, "master", "br0", "up"},
+		[]string{"ip", "-n", ns, "addr", "add", netip.PrefixFrom(ip, onNet.Bits()).String(), "dev", ifname},
+		[]string{"ip", "-n", ns, "link", "set", ifname, "up"},
+	)
 	// The other public ranges share the bridge: reach them on-link.
 	for _, p := range publicNets {
 		if p != onNet {
@@ -274,6 +288,7 @@ func (l *Lab) Close() {
 	}
 	l.closed = true
 	procs := append([]*Proc(nil), l.procs...)
+	closers := append([]io.Closer(nil), l.closers...)
 	namespaces := append([]string(nil), l.namespaces...)
 	l.mu.Unlock()
 
@@ -284,6 +299,9 @@ func (l *Lab) Close() {
 	}
 	for _, p := range procs {
 		p.Stop(5 * time.Second)
+	}
+	for _, c := range closers {
+		c.Close()
 	}
 	failed := l.failed != nil && l.failed()
 	if failed {
@@ -298,6 +316,19 @@ func (l *Lab) Close() {
 	} else {
 		os.RemoveAll(l.Dir)
 	}
+}
+
+// addCloser has Close close c (before the namespaces go), or closes it
+// now when the lab is already closed.
+func (l *Lab) addCloser(c io.Closer) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		c.Close()
+		return fmt.Errorf("natlab: lab is closed")
+	}
+	l.closers = append(l.closers, c)
+	return nil
 }
 
 // DumpLogs writes the tail of every process log and command log of the lab

@@ -1,6 +1,9 @@
 package natlab
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Variant is how a site's router treats unsolicited packets addressed to
 // itself. Every NAT kind comes in both variants; tests that claim a path
@@ -54,4 +57,11 @@ type SiteSpec struct {
 	// between two NATs: a packet with a low TTL can then open the site's
 	// NAT and die before it reaches a peer's router (see hop.go).
 	ISPHop bool
+	// WANDelay, when positive, delays every packet between the site's
+	// outermost box (its router, carrier NAT or ISP hop) and the internet
+	// bridge by this much each way, through a delay box (namespace
+	// NAME-dly, delay.go): two such sites are 2×WANDelay apart one way,
+	// as NATs on the internet are milliseconds apart. Off by default; at
+	// most 1 s.
+	WANDelay time.Duration
 }

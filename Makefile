@@ -54,9 +54,12 @@ bench: deps build
 # behind an ISP hop) on both router variants, N cold starts (agents
 # restarted, conntrack flushed); prints the share that ended direct and the
 # median time to direct as a markdown table, also written to bench-nat.md.
-# Never fails on numbers. make bench-nat [N=10]  (N defaults to 3 here)
+# Never fails on numbers. make bench-nat [N=10] [WAN_DELAY=5ms]  (N defaults
+# to 3 here; WAN_DELAY delays each site's internet link, natlab.SiteSpec)
+WAN_DELAY ?=
 bench-nat: deps build
 	BENCH_NAT_N=$(if $(filter command line,$(origin N)),$(N),3) BENCH_NAT_OUT=$(CURDIR)/bench-nat.md \
+		BENCH_NAT_WAN_DELAY=$(WAN_DELAY) \
 		$(GO) test -count=1 -v -run '^$$' -bench '^BenchmarkNATPairs$$' -benchtime 1x -timeout 60m ./e2e/
 
 # Coordinator scale: N simulated agents (register, hold streams; no TUN, no

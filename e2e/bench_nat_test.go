@@ -53,7 +53,8 @@ type natBenchResult struct {
 // prints a markdown table and writes it to $BENCH_NAT_OUT. It fails only
 // when the lab cannot be built or the agents do not come online, never on
 // the numbers. It runs only when BENCH_NAT_N (attempts) is set, so that
-// make bench stays short.
+// make bench stays short. BENCH_NAT_WAN_DELAY (a duration, e.g. 5ms)
+// gives every site that WANDelay, so that two NATs are twice that apart.
 func BenchmarkNATPairs(b *testing.B) {
 	n, err := strconv.Atoi(os.Getenv("BENCH_NAT_N"))
 	if os.Getenv("BENCH_NAT_N") == "" {
@@ -62,13 +63,19 @@ func BenchmarkNATPairs(b *testing.B) {
 	if err != nil || n < 1 || n > 100 {
 		b.Fatalf("BENCH_NAT_N=%q: want a count 1-100", os.Getenv("BENCH_NAT_N"))
 	}
+	var wanDelay time.Duration
+	if s := os.Getenv("BENCH_NAT_WAN_DELAY"); s != "" {
+		if wanDelay, err = time.ParseDuration(s); err != nil {
+			b.Fatalf("BENCH_NAT_WAN_DELAY=%q: %v", s, err)
+		}
+	}
 	results := map[natlab.Variant]map[string]*natBenchResult{}
 	for _, v := range natlab.Variants {
 		b.Run(v.String(), func(b *testing.B) {
-			results[v] = benchNATVariant(b, v, n)
+			results[v] = benchNATVariant(b, v, n, wanDelay)
 		})
 	}
-	table := natBenchTable(results, n)
+	table := natBenchTable(results, n, wanDelay)
 	fmt.Println(table)
 	if out := os.Getenv("BENCH_NAT_OUT"); out != "" {
 		if err := os.WriteFile(out, []byte(table), 0o644); err != nil {
@@ -88,7 +95,7 @@ func natBenchPairKey(i, j int) string {
 }
 
 // benchNATVariant builds one lab of variant v and runs n attempts in it.
-func benchNATVariant(b *testing.B, v natlab.Variant, n int) map[string]*natBenchResult {
+func benchNATVariant(b *testing.B, v natlab.Variant, n int, wanDelay time.Duration) map[string]*natBenchResult {
 	lab, coord := newLab(b)
 	key := authKey(b, coord, true)
 	var agents []*meshlab.Agent
@@ -97,7 +104,7 @@ func benchNATVariant(b *testing.B, v natlab.Variant, n int) map[string]*natBench
 	for i, k := range natBenchKinds {
 		for _, suffix := range []string{"1", "2"} {
 			name := k.short + suffix
-			s, err := lab.AddSiteSpec(name, natlab.SiteSpec{Kind: k.kind, Variant: v, ISPHop: k.ispHop})
+			s, err := lab.AddSiteSpec(name, natlab.SiteSpec{Kind: k.kind, Variant: v, ISPHop: k.ispHop, WANDelay: wanDelay})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -201,10 +208,14 @@ func observeBench(ctx context.Context, agents []*meshlab.Agent, pairs []*meshPai
 
 // natBenchTable renders the results as a markdown table, one row per
 // kind pair, both router variants side by side.
-func natBenchTable(results map[natlab.Variant]map[string]*natBenchResult, n int) string {
+func natBenchTable(results map[natlab.Variant]map[string]*natBenchResult, n int, wanDelay time.Duration) string {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "make bench-nat: %d cold starts per router variant, %s, pairs watched for %v from all agents online.\n\n",
-		n, time.Now().UTC().Format("2006-01-02"), natBenchWindow)
+	lat := "flat lab bridge (microseconds between NATs)"
+	if wanDelay > 0 {
+		lat = fmt.Sprintf("%v between NATs (WAN delay %v per site)", 2*wanDelay, wanDelay)
+	}
+	fmt.Fprintf(&sb, "make bench-nat: %d cold starts per router variant, %s, %s, pairs watched for %v from all agents online.\n\n",
+		n, time.Now().UTC().Format("2006-01-02"), lat, natBenchWindow)
 	sb.WriteString("| pair | input drop: direct | median to direct | input accept: direct | median to direct |\n")
 	sb.WriteString("|---|---|---|---|---|\n")
 	for i := range natBenchKinds {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -50,18 +49,9 @@ type simOpenSide struct {
 
 // simOpenTrial runs one trial between the hosts of sites sa and sb, on
 // port (fresh per trial), b starting skew after a.
-func simOpenTrial(ctx context.Context, t *testing.T, sa, sb *natlab.Site, port int, skew time.Duration) simOpenResult {
+func simOpenTrial(t *testing.T, sa, sb *natlab.Site, port int, skew time.Duration) simOpenResult {
 	t.Helper()
-	for _, s := range []*natlab.Site{sa, sb} {
-		for _, r := range []*natlab.Host{s.Router, s.Carrier} {
-			if r == nil {
-				continue
-			}
-			if out, err := r.Run(ctx, "conntrack", "-F"); err != nil && !strings.Contains(out, "0 flow entries") {
-				t.Fatalf("conntrack -F in %s: %v: %s", r.NS, err, out)
-			}
-		}
-	}
+	flushConntrack(t, []*natlab.Host{sa.Router, sa.Carrier, sb.Router, sb.Carrier})
 	sides := [2]*simOpenSide{}
 	for i, s := range []*natlab.Site{sa, sb} {
 		side := &simOpenSide{public: netip.AddrPortFrom(s.PublicIP(), uint16(port)), got: "none"}
@@ -188,7 +178,7 @@ func TestSimultaneousOpenLatency(t *testing.T) {
 		var outcomes []string
 		for range trials {
 			port++
-			res := simOpenTrial(ctx, t, p.a, p.b, port, r.skew)
+			res := simOpenTrial(t, p.a, p.b, port, r.skew)
 			if res.joined() {
 				n++
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,6 +69,14 @@ func BenchmarkNATPairs(b *testing.B) {
 		if wanDelay, err = time.ParseDuration(s); err != nil {
 			b.Fatalf("BENCH_NAT_WAN_DELAY=%q: %v", s, err)
 		}
+	}
+	// A bench asked for by name must not pass with no table: no lab is a
+	// failure here, not a skip.
+	if err := natlab.Check(); err != nil {
+		b.Fatalf("natlab: %v (run as root: sudo make bench-nat)", err)
+	}
+	if _, err := exec.LookPath("conntrack"); err != nil {
+		b.Fatal("conntrack missing: apt-get install conntrack")
 	}
 	results := map[natlab.Variant]map[string]*natBenchResult{}
 	for _, v := range natlab.Variants {

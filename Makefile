@@ -14,7 +14,7 @@ NAT1    ?= symmetric
 NAT2    ?= restrictedcone
 NAT3    ?= symmetric
 
-.PHONY: all build deps vet lint test e2e bench bench-coordinator demo install clean
+.PHONY: all build deps vet lint test e2e bench bench-nat bench-coordinator demo install clean
 
 all: build
 
@@ -48,6 +48,19 @@ e2e: build
 # the time for a new agent to become pingable. Reports, never fails on numbers.
 bench: deps build
 	$(GO) test -count=1 -v -run '^$$' -bench . -benchtime 1x -timeout 15m ./e2e/
+
+# Direct paths by NAT pair: for every pair of NAT kinds (full cone,
+# restricted, port-restricted, double NAT, symmetric, port-restricted
+# behind an ISP hop) on both router variants, N cold starts (agents
+# restarted, conntrack flushed); prints the share that ended direct and the
+# median time to direct as a markdown table, also written to bench-nat.md.
+# Never fails on numbers. make bench-nat [N=10] [WAN_DELAY=5ms]  (N defaults
+# to 3 here; WAN_DELAY delays each site's internet link, natlab.SiteSpec)
+WAN_DELAY ?=
+bench-nat: deps build
+	BENCH_NAT_N=$(if $(filter command line,$(origin N)),$(N),3) BENCH_NAT_OUT=$(CURDIR)/bench-nat.md \
+		BENCH_NAT_WAN_DELAY=$(WAN_DELAY) \
+		$(GO) test -count=1 -v -run '^$$' -bench '^BenchmarkNATPairs$$' -benchtime 1x -timeout 60m ./e2e/
 
 # Coordinator scale: N simulated agents (register, hold streams; no TUN, no
 # WireGuard) against the real coordinator on 127.0.0.1. Reports RSS, CPU,

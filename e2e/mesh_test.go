@@ -50,7 +50,11 @@ func needsRelay(a, b natlab.Kind) bool {
 // mapping, so neither order works, and no TTL can open one NAT without
 // the packet reaching the other router (agent/punchorder.go). With an
 // ISP hop in front of one side, the low-TTL opening joins them
-// (portrestricted-isp's pairs, TestPunchLowTTL).
+// (portrestricted-isp's pairs, TestPunchLowTTL). The flat bridge is also
+// what makes them a gap at all: with milliseconds between the two NATs (as
+// on the internet; natlab SiteSpec.WANDelay) a raw simultaneous open joins
+// them whenever the two first sends are closer together than the latency
+// between the NATs (TestSimultaneousOpenLatency).
 var knownGaps = map[natlab.Variant]map[string]string{
 	natlab.InputDrop: {},
 	natlab.InputAccept: {

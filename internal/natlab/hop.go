@@ -32,15 +32,21 @@ func (s *Site) publicAddr() netip.Addr {
 
 // uplink connects the site's outermost router r (whose IP is publicAddr)
 // to the internet: straight onto the bridge, or through a new ISP hop.
+// With a WANDelay, a delay box sits between that and the bridge.
 func (s *Site) uplink(r *Host) error {
+	box, err := s.delayBox()
+	if err != nil {
+		return err
+	}
 	var behind6 netip.Prefix
 	if s.ipv6 {
 		behind6 = site6(s.index)
 	}
 	if !s.ispHop {
-		var err error
-		r.IP6, err = s.lab.connectRouted(r.NS, "wan", r.IP, netip.Prefix{}, behind6)
-		return err
+		if r.IP6, err = s.lab.connectRouted(r.NS, "wan", r.IP, netip.Prefix{}, behind6, box); err != nil {
+			return err
+		}
+		return s.startDelayBox(box)
 	}
 	hop, err := s.lab.newHost(s.Name+"-isp", s)
 	if err != nil {
@@ -63,7 +69,10 @@ func (s *Site) uplink(r *Host) error {
 	); err != nil {
 		return fmt.Errorf("ISP hop: %w", err)
 	}
-	if hop.IP6, err = s.lab.connectRouted(hop.NS, "wan", hop.IP, inner, behind6); err != nil {
+	if hop.IP6, err = s.lab.connectRouted(hop.NS, "wan", hop.IP, inner, behind6, box); err != nil {
+		return err
+	}
+	if err := s.startDelayBox(box); err != nil {
 		return err
 	}
 	if !s.ipv6 {

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -45,8 +46,9 @@ type Lab struct {
 	hosts      map[string]*Host
 	sites      []*Site
 	procs      []*Proc
-	ports      int // bridge ports made so far, named p1, p2, ...
-	publicAuto int // addresses handed to hosts of KindNone sites
+	closers    []io.Closer // in-process lab pieces (delay boxes)
+	ports      int         // bridge ports made so far, named p1, p2, ...
+	publicAuto int         // addresses handed to hosts of KindNone sites
 
 	// bridgeMu serialises joining the bridge, so that every namespace on
 	// it gets a route to every ISP hop's prefix (hop.go), whichever came
@@ -206,13 +208,15 @@ func (l *Lab) newHost(name string, site *Site) (*Host, error) {
 // the public address ip, and in a dual-stack lab its IPv6 address too
 // (returned; invalid in an IPv4-only lab).
 func (l *Lab) connectInternet(ns, ifname string, ip netip.Addr) (netip.Addr, error) {
-	return l.connectRouted(ns, ifname, ip, netip.Prefix{}, netip.Prefix{})
+	return l.connectRouted(ns, ifname, ip, netip.Prefix{}, netip.Prefix{}, nil)
 }
 
 // connectRouted is connectInternet for an ISP hop (hop.go) when behind is
 // valid: every other namespace on the bridge then routes behind via ip.
 // Likewise behind6 (a dual-stack site's /48) via ns's IPv6 address.
-func (l *Lab) connectRouted(ns, ifname string, ip netip.Addr, behind, behind6 netip.Prefix) (netip.Addr, error) {
+// With a delay box (delay.go) the link goes through it: ns's ifname to
+// the box's dsite, the box's dnet to the bridge.
+func (l *Lab) connectRouted(ns, ifname string, ip netip.Addr, behind, behind6 netip.Prefix, box *Host) (netip.Addr, error) {
 	l.bridgeMu.Lock()
 	defer l.bridgeMu.Unlock()
 	var onNet netip.Prefix
@@ -230,10 +234,20 @@ func (l *Lab) connectRouted(ns, ifname string, ip netip.Addr, behind, behind6 ne
 	l.mu.Unlock()
 	cmds := [][]string{
 		{"ip", "-n", ns, "link", "add", ifname, "type", "veth", "peer", "name", port, "netns", l.inet},
-		{"ip", "-n", l.inet, "link", "set", port, "master", "br0", "up"},
-		{"ip", "-n", ns, "addr", "add", netip.PrefixFrom(ip, onNet.Bits()).String(), "dev", ifname},
-		{"ip", "-n", ns, "link", "set", ifname, "up"},
 	}
+	if box != nil {
+		cmds = [][]string{
+			{"ip", "-n", ns, "link", "add", ifname, "type", "veth", "peer", "name", delaySiteIf, "netns", box.NS},
+			{"ip", "-n", box.NS, "link", "add", delayNetIf, "type", "veth", "peer", "name", port, "netns", l.inet},
+			{"ip", "-n", box.NS, "link", "set", delaySiteIf, "promisc", "on", "up"},
+			{"ip", "-n", box.NS, "link", "set", delayNetIf, "promisc", "on", "up"},
+		}
+	}
+	cmds = append(cmds,
+		[]string{"ip", "-n", l.inet, "link", "set", port, "master", "br0", "up"},
+		[]string{"ip", "-n", ns, "addr", "add", netip.PrefixFrom(ip, onNet.Bits()).String(), "dev", ifname},
+		[]string{"ip", "-n", ns, "link", "set", ifname, "up"},
+	)
 	// The other public ranges share the bridge: reach them on-link.
 	for _, p := range publicNets {
 		if p != onNet {
@@ -288,6 +302,7 @@ func (l *Lab) Close() {
 	}
 	l.closed = true
 	procs := append([]*Proc(nil), l.procs...)
+	closers := append([]io.Closer(nil), l.closers...)
 	namespaces := append([]string(nil), l.namespaces...)
 	l.mu.Unlock()
 
@@ -298,6 +313,9 @@ func (l *Lab) Close() {
 	}
 	for _, p := range procs {
 		p.Stop(5 * time.Second)
+	}
+	for _, c := range closers {
+		c.Close()
 	}
 	failed := l.failed != nil && l.failed()
 	if failed {
@@ -312,6 +330,19 @@ func (l *Lab) Close() {
 	} else {
 		os.RemoveAll(l.Dir)
 	}
+}
+
+// addCloser has Close close c (before the namespaces go), or closes it
+// now when the lab is already closed.
+func (l *Lab) addCloser(c io.Closer) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		c.Close()
+		return fmt.Errorf("natlab: lab is closed")
+	}
+	l.closers = append(l.closers, c)
+	return nil
 }
 
 // DumpLogs writes the tail of every process log and command log of the lab

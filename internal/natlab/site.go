@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // Site is a LAN behind one router (two for DoubleNAT), or (KindNone) a
@@ -37,6 +38,7 @@ type Site struct {
 	ispHop   bool
 	ipv6     bool // SiteSpec.IPv6 or IPv6Only
 	ipv6Only bool
+	wanDelay time.Duration
 }
 
 // PublicIP is the address the site's hosts appear from on the internet.
@@ -76,11 +78,17 @@ func (l *Lab) AddSiteSpec(name string, spec SiteSpec) (*Site, error) {
 	l.mu.Lock()
 	index := len(l.sites) + 1
 	s := &Site{Name: name, Kind: kind, Variant: spec.Variant, lab: l, index: index, ispHop: spec.ISPHop,
-		ipv6: spec.IPv6 || spec.IPv6Only, ipv6Only: spec.IPv6Only}
+		ipv6: spec.IPv6 || spec.IPv6Only, ipv6Only: spec.IPv6Only, wanDelay: spec.WANDelay}
 	l.sites = append(l.sites, s)
 	l.mu.Unlock()
 	if index > 49 {
 		return nil, fmt.Errorf("natlab: at most 49 sites per lab")
+	}
+	if spec.WANDelay < 0 || spec.WANDelay > time.Second {
+		return nil, fmt.Errorf("natlab: site %s: WAN delay %v out of range (0-1s)", name, spec.WANDelay)
+	}
+	if spec.WANDelay > 0 && kind == None {
+		return nil, fmt.Errorf("natlab: site %s: a WAN delay needs a NAT router", name)
 	}
 	if spec.ISPHop && kind == None {
 		return nil, fmt.Errorf("natlab: site %s: an ISP hop needs a NAT router behind it", name)

@@ -1,6 +1,9 @@
 package natlab
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Variant is how a site's router treats unsolicited packets addressed to
 // itself. Every NAT kind comes in both variants; tests that claim a path
@@ -61,4 +64,11 @@ type SiteSpec struct {
 	// IPv6Only is IPv6 without IPv4 for the site's hosts: they keep their
 	// LAN address but have no IPv4 default route.
 	IPv6Only bool
+	// WANDelay, when positive, delays every packet between the site's
+	// outermost box (its router, carrier NAT or ISP hop) and the internet
+	// bridge by this much each way, through a delay box (namespace
+	// NAME-dly, delay.go): two such sites are 2×WANDelay apart one way,
+	// as NATs on the internet are milliseconds apart. Off by default; at
+	// most 1 s.
+	WANDelay time.Duration
 }

@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -36,23 +34,8 @@ func TestUsageCommandErrors(t *testing.T) {
 // so its rows say n/a (null in JSON), never 0.
 func TestUsageCommandExternalRelay(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := coordinator.New(coordinator.Config{
-		Listen: "127.0.0.1:0", StateDir: dir, Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
-		TURN: coordinator.TURNConfig{URLs: []string{"turn:relay.example.com:3478"}, Secret: "s3cret"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	srv := serveConfigDuringTest(t, coordinator.Config{Listen: "127.0.0.1:0", StateDir: dir,
+		TURN: coordinator.TURNConfig{URLs: []string{"turn:relay.example.com:3478"}, Secret: "s3cret"}})
 	code, out, errOut := runCLI(t, "authkey", "create", "--state", dir)
 	if code != 0 {
 		t.Fatalf("authkey create: exit %d: %s", code, errOut)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/meshvpn/meshvpn/coordinator"
 	"github.com/meshvpn/meshvpn/internal/meshlab"
+	"github.com/meshvpn/meshvpn/internal/metrics"
 	"github.com/meshvpn/meshvpn/internal/natlab"
 )
 
@@ -43,7 +45,10 @@ func relayedPingBytes(payload int) uint64 {
 // that `usage --json` counted each node's bytes and packets in both
 // directions within 5 % of what the pings put on the relay.
 func TestRelayUsageMatchesTransfer(t *testing.T) {
-	lab, coord := newLab(t)
+	const metricsAddr = "127.0.0.1:9100"
+	lab, coord := newLabWith(t, func(ctx context.Context, lab *natlab.Lab, bins meshlab.Bins) (*meshlab.Coordinator, error) {
+		return meshlab.StartCoordinatorWith(ctx, lab, bins, meshlab.CoordinatorOptions{Args: []string{"--metrics-listen", metricsAddr}})
+	})
 	key := authKey(t, coord, true)
 	a := addSiteAgent(t, lab, coord, "usea", natlab.Symmetric)
 	b := addSiteAgent(t, lab, coord, "useb", natlab.Symmetric)
@@ -56,14 +61,14 @@ func TestRelayUsageMatchesTransfer(t *testing.T) {
 	checkRelayed(t, a, b, "udp", meshlab.CoordinatorIP)
 	checkRelayed(t, b, a, "udp", meshlab.CoordinatorIP)
 	names := []string{a.Name, b.Name}
-	before := relayUsage(t, coord, names)
+	before, _ := relayUsage(t, coord, names)
 	const count = 2000
 	out, err := a.Host.Run(ctx, "ping", "-n", "-q", "-c", strconv.Itoa(count), "-i", "0.002", "-s", strconv.Itoa(usagePingPayload), "-w", "60", ipB)
 	if err != nil {
 		t.Fatalf("ping: %v\n%s", err, out)
 	}
 	sent, recv := pingCounts(t, out)
-	after := relayUsage(t, coord, names)
+	after, ids := relayUsage(t, coord, names)
 	per := relayedPingBytes(usagePingPayload)
 	t.Logf("%d echo requests, %d replies of %d relayed bytes each", sent, recv, per)
 	// a sends the requests and gets the replies; b the other way round.
@@ -78,6 +83,30 @@ func TestRelayUsageMatchesTransfer(t *testing.T) {
 		for i, w := range want[name] {
 			if diff := float64(got[i]) - float64(w); diff > 0.05*float64(w) || diff < -0.05*float64(w) {
 				t.Errorf("%s: %s %d, want %d within 5%%", name, what[i], got[i], w)
+			}
+		}
+	}
+	// /metrics has the same counters, labelled with the node ID; read
+	// after usage, so they may only have grown by the odd ICE check.
+	raw, err := coord.Host.Run(ctx, "curl", "-sS", "--max-time", "5", "http://"+metricsAddr+metrics.Path)
+	if err != nil {
+		t.Fatalf("scrape coordinator metrics: %v", err)
+	}
+	m, err := metrics.Parse(strings.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		for i, key := range []string{
+			`meshvpn_coordinator_relay_bytes_total{node="%d",direction="in"}`,
+			`meshvpn_coordinator_relay_packets_total{node="%d",direction="in"}`,
+			`meshvpn_coordinator_relay_bytes_total{node="%d",direction="out"}`,
+			`meshvpn_coordinator_relay_packets_total{node="%d",direction="out"}`,
+		} {
+			key = fmt.Sprintf(key, ids[name])
+			v, ok := m[key]
+			if u := float64(after[name][i]); !ok || v < u || v > u*1.01 {
+				t.Errorf("%s: %s = %v (present %v), want about %v as usage said", name, key, v, ok, u)
 			}
 		}
 	}
@@ -96,8 +125,8 @@ func (u usageVec) minus(v usageVec) usageVec {
 }
 
 // relayUsage reads `usage --json` and returns the embedded relay's counts
-// for each of the named nodes.
-func relayUsage(t *testing.T, coord *meshlab.Coordinator, names []string) map[string]usageVec {
+// and the node ID of each of the named nodes.
+func relayUsage(t *testing.T, coord *meshlab.Coordinator, names []string) (map[string]usageVec, map[string]uint64) {
 	t.Helper()
 	out, err := coord.Admin(t.Context(), "usage", "--json")
 	if err != nil {
@@ -107,7 +136,7 @@ func relayUsage(t *testing.T, coord *meshlab.Coordinator, names []string) map[st
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("usage --json: %v\n%s", err, out)
 	}
-	got := map[string]usageVec{}
+	got, ids := map[string]usageVec{}, map[string]uint64{}
 	for _, name := range names {
 		found := false
 		for _, r := range rep.Rows {
@@ -118,13 +147,14 @@ func relayUsage(t *testing.T, coord *meshlab.Coordinator, names []string) map[st
 				t.Fatalf("usage row %+v: embedded relay without counts", r)
 			}
 			got[name] = usageVec{*r.BytesIn, *r.PacketsIn, *r.BytesOut, *r.PacketsOut}
+			ids[name] = r.NodeID
 			found = true
 		}
 		if !found {
 			t.Fatalf("usage has no embedded-relay row for %s:\n%s", name, out)
 		}
 	}
-	return got
+	return got, ids
 }
 
 func pingCounts(t *testing.T, out string) (sent, recv uint64) {

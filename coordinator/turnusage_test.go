@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -194,5 +195,52 @@ func TestUsageLedgerSince(t *testing.T) {
 	l.prune(end, func(id uint64) bool { return false })
 	if got, _, _ := l.usage(0, end); got[8] != (usageCounts{}) || got[7].BytesOut == 0 {
 		t.Errorf("after prune: %+v", got)
+	}
+}
+
+// TestUsageLedgerConcurrent counts from several goroutines per allocation
+// while the ledger rolls and allocations close: nothing is lost or counted
+// twice (run with -race).
+func TestUsageLedgerConcurrent(t *testing.T) {
+	l := newUsageLedger(time.Now())
+	const workers, perWorker = 4, 5000
+	var wg sync.WaitGroup
+	for w := range workers {
+		m := l.meter(uint64(w%2 + 1))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range perWorker {
+				m.out(3)
+				m.in(2)
+			}
+			l.release(m, time.Now())
+		}()
+	}
+	stop := make(chan struct{})
+	rolled := make(chan struct{})
+	go func() {
+		defer close(rolled)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				l.roll(time.Now())
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	<-rolled
+	got, _, _ := l.usage(0, time.Now())
+	for _, id := range []uint64{1, 2} {
+		want := usageCounts{BytesIn: 2 * 2 * perWorker, PacketsIn: 2 * perWorker, BytesOut: 2 * 3 * perWorker, PacketsOut: 2 * perWorker}
+		if got[id] != want {
+			t.Errorf("node %d: %+v, want %+v", id, got[id], want)
+		}
+	}
+	if len(l.live) != 0 {
+		t.Errorf("%d meters still live after release", len(l.live))
 	}
 }

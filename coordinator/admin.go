@@ -64,6 +64,7 @@ func (s *Server) adminHandler() http.Handler {
 		return s.RenameNode(r.Context(), req.Node, req.Name)
 	}))
 	s.adminPolicyRoutes(mux)
+	s.adminUsageRoute(mux)
 	return mux
 }
 

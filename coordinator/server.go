@@ -123,6 +123,10 @@ type Server struct {
 	// relays mints each node's relay list; nil when no relay is configured.
 	relays     *relayList
 	turnSecret []byte
+	// usage counts what the embedded relay relays per node; nil without
+	// the embedded relay.
+	usage   *usageLedger
+	started time.Time
 	// identity and challenges verify that a registering node holds its
 	// WireGuard private key.
 	identity   *identity
@@ -203,7 +207,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxConnsPerSource == 0 {
 		cfg.MaxConnsPerSource = defaultMaxConnsPerSource
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, pingInterval: pingInterval, pingTimeout: pingTimeout, bodyTimeout: bodyTimeout,
+	s := &Server{cfg: cfg, started: time.Now(), log: cfg.Logger, pingInterval: pingInterval, pingTimeout: pingTimeout, bodyTimeout: bodyTimeout,
 		limiter:  newAuthLimiter(cfg.AuthFailBurst, cfg.AuthFailPerMinute),
 		logLimit: logsafe.NewLimiter(logBurst, logInterval),
 		joins:    newJoinLimiter(cfg.JoinBurst, cfg.JoinPerMinute),
@@ -273,6 +277,8 @@ func New(cfg Config) (*Server, error) {
 		if s.turnSecret, err = loadTURNSecret(cfg.StateDir); err != nil {
 			return fail(err)
 		}
+		s.usage = newUsageLedger(s.started)
+		s.metrics.registerRelayUsage(s.usage, h.active)
 	}
 	if cfg.TURN.Embedded || len(cfg.TURN.URLs) > 0 {
 		if s.relays, err = newRelayList(cfg.TURN, s.turnSecret); err != nil {
@@ -341,7 +347,7 @@ func (s *Server) Listen() error {
 			udp = s.stun.shareWithTURN()
 			extra = s.stun.shareExtrasWithTURN()
 		}
-		t, err := listenTURN(s.cfg.TURN, udp, extra, s.cfg.PublicHost, s.tls, s.turnSecret, s.hub, s.log)
+		t, err := listenTURN(s.cfg.TURN, udp, extra, s.cfg.PublicHost, s.tls, s.turnSecret, s.hub, s.usage, s.log)
 		if err != nil {
 			ln.Close()
 			if s.stun != nil {

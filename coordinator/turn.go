@@ -82,6 +82,7 @@ type turnServer struct {
 
 	allocs *relayAllocs
 	own    *ownAddrs
+	active func(uint64) bool
 	stop   chan struct{}
 	done   chan struct{}
 }
@@ -98,7 +99,8 @@ type turnMesh interface {
 // it shares with the STUN server; otherwise it binds cfg.Listen itself.
 // extra are more shared STUN sockets it serves over UDP (an IPv6 address
 // beside the IPv4 one: RFC 6156 allocations of IPv4 relay addresses).
-func listenTURN(cfg TURNConfig, udp net.PacketConn, extra []net.PacketConn, publicHost string, tlsCfg *tls.Config, secret []byte, mesh turnMesh, log *slog.Logger) (*turnServer, error) {
+// usage, when not nil, is where it counts what it relays per node.
+func listenTURN(cfg TURNConfig, udp net.PacketConn, extra []net.PacketConn, publicHost string, tlsCfg *tls.Config, secret []byte, mesh turnMesh, usage *usageLedger, log *slog.Logger) (*turnServer, error) {
 	relayIP, err := relayAddress(cfg.PublicIP, publicHost)
 	if err != nil {
 		return nil, err
@@ -110,7 +112,7 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, extra []net.PacketConn, publ
 	if minPort == 0 || maxPort < minPort {
 		return nil, fmt.Errorf("turn: bad relay port range %d-%d", minPort, maxPort)
 	}
-	t := &turnServer{relayIP: relayIP, log: log, extra: extra}
+	t := &turnServer{relayIP: relayIP, log: log, extra: extra, active: mesh.active}
 	fail := func(err error) (*turnServer, error) {
 		t.closeSockets()
 		return nil, err
@@ -160,6 +162,9 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, extra []net.PacketConn, publ
 	}
 	ports := int(maxPort) - int(minPort) + 1
 	t.allocs = newRelayAllocs(lifetime, func() int { return relayQuota(mesh.memberCount(), ports) })
+	if usage != nil {
+		t.allocs.usage = usage
+	}
 	fixed := []netip.Addr{relayIP}
 	if a, ok := netip.AddrFromSlice(bindIP); ok {
 		fixed = append(fixed, a.Unmap())
@@ -221,8 +226,9 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, extra []net.PacketConn, publ
 	return t, nil
 }
 
-// sweep closes allocations past their deadline and re-reads the host's
-// addresses every tick, until close.
+// sweep closes allocations past their deadline, re-reads the host's
+// addresses and takes the relay usage into its buckets every tick, until
+// close.
 func (t *turnServer) sweep(every time.Duration) {
 	defer close(t.done)
 	tick := time.NewTicker(every)
@@ -236,6 +242,8 @@ func (t *turnServer) sweep(every time.Duration) {
 				t.log.Debug("turn: closed allocations not refreshed in time", "count", n)
 			}
 			t.own.refresh()
+			t.allocs.usage.roll(now)
+			t.allocs.usage.prune(now, t.active)
 		}
 	}
 }

@@ -28,6 +28,8 @@ type relayAllocs struct {
 	// grant went out (see observeResponse).
 	byClient map[string]*relayAlloc
 	perNode  map[uint64]int
+	// usage sums what each allocation relays (see turnusage.go).
+	usage *usageLedger
 }
 
 type relayAlloc struct {
@@ -50,7 +52,8 @@ var (
 
 func newRelayAllocs(lifetime time.Duration, quota func() int) *relayAllocs {
 	return &relayAllocs{lifetime: lifetime, quota: quota,
-		byPort: map[int]*relayAlloc{}, byClient: map[string]*relayAlloc{}, perNode: map[uint64]int{}}
+		byPort: map[int]*relayAlloc{}, byClient: map[string]*relayAlloc{}, perNode: map[uint64]int{},
+		usage: newUsageLedger(time.Now())}
 }
 
 // Allocation quota. An agent holds one allocation per peer it relays to
@@ -103,7 +106,11 @@ func (t *relayAllocs) open(node uint64, udp bool, now time.Time, mk func() (net.
 	if udp {
 		a.deadline = now.Add(t.lifetime)
 	}
-	a.conn = &relayConn{PacketConn: pc, guard: guard, onClose: func() { t.forget(a) }}
+	meter := t.usage.meter(node)
+	a.conn = &relayConn{PacketConn: pc, guard: guard, meter: meter, onClose: func() {
+		t.forget(a)
+		t.usage.release(meter, time.Now())
+	}}
 	t.byPort[a.port] = a
 	t.perNode[node]++
 	return a.conn, addr, nil
@@ -186,10 +193,11 @@ func (t *relayAllocs) count(node uint64) int {
 
 // relayConn is an allocation's relay socket. It never sends to, nor
 // passes on packets from, a port of this host outside the relay range (see
-// hostGuard), and it leaves the table when closed.
+// hostGuard), counts what it relays, and leaves the table when closed.
 type relayConn struct {
 	net.PacketConn
 	guard   hostGuard
+	meter   *allocMeter
 	once    sync.Once
 	onClose func()
 }
@@ -200,13 +208,21 @@ func (c *relayConn) WriteTo(p []byte, to net.Addr) (int, error) {
 	if !c.guard.mayReach(to) {
 		return 0, errOwnHost
 	}
-	return c.PacketConn.WriteTo(p, to)
+	n, err := c.PacketConn.WriteTo(p, to)
+	if err == nil {
+		c.meter.out(n)
+	}
+	return n, err
 }
 
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, from, err := c.PacketConn.ReadFrom(p)
-		if err != nil || c.guard.mayReach(from) {
+		if err != nil {
+			return n, from, err
+		}
+		if c.guard.mayReach(from) {
+			c.meter.in(n)
 			return n, from, err
 		}
 	}

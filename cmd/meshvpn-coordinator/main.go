@@ -1,5 +1,5 @@
 // Command meshvpn-coordinator runs the meshvpn coordinator (serve) and
-// administers its state (authkey, nodes, policy). It only parses flags; the work is
+// administers its state (authkey, nodes, policy, usage). It only parses flags; the work is
 // in package coordinator.
 package main
 
@@ -30,6 +30,7 @@ Usage:
   meshvpn-coordinator policy check [flags] FILE        check an access policy only
   meshvpn-coordinator policy get [flags]               print the access policy
   meshvpn-coordinator policy clear [flags]             remove the access policy (allow everything)
+  meshvpn-coordinator usage [flags]                    relay usage per node and relay
 
 Run "meshvpn-coordinator <command> --help" for a command's flags.
 `
@@ -67,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runGroup("policy", map[string]command{
 			"set": runPolicySet, "check": runPolicyCheck, "get": runPolicyGet, "clear": runPolicyClear,
 		}, rest, stdout, stderr)
+	case "usage":
+		err = runUsage(rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "meshvpn-coordinator: unknown command %q\n\n%s", cmd, usage)
 		return 2

@@ -75,8 +75,13 @@ func TestPolicyCommandsWhileServing(t *testing.T) {
 
 // serveDuringTest runs a coordinator on dir until the test ends.
 func serveDuringTest(t *testing.T, dir string) {
-	srv, err := coordinator.New(coordinator.Config{Listen: "127.0.0.1:0", StateDir: dir,
-		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	serveConfigDuringTest(t, coordinator.Config{Listen: "127.0.0.1:0", StateDir: dir})
+}
+
+// serveConfigDuringTest runs a coordinator with cfg until the test ends.
+func serveConfigDuringTest(t *testing.T, cfg coordinator.Config) *coordinator.Server {
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+	srv, err := coordinator.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,4 +97,5 @@ func serveDuringTest(t *testing.T, dir string) {
 			t.Errorf("serve: %v", err)
 		}
 	})
+	return srv
 }

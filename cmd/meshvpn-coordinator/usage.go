@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/meshvpn/meshvpn/coordinator"
+)
+
+const usageAbout = `Lists relay usage per node and relay: the bytes and packets a relay passed
+to the node from its peers (IN) and from the node to its peers (OUT). Bytes
+are the relayed UDP payloads (WireGuard packets), without TURN framing.
+
+Only the embedded relay counts; an external TURN server (--turn-url)
+reports nothing and shows n/a. Usage is kept in the memory of the running
+"serve" (asked through its admin socket): totals since it started, or with
+--since the last DUR, rounded out to whole minutes within the last hour and
+whole hours before (at most 24h back).`
+
+func runUsage(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("usage", flag.ContinueOnError)
+	stateDir := fs.String("state", defaultStateDir, "state `directory`")
+	since := fs.Duration("since", 0, "count only the last `DUR` (e.g. 30m, 2h); default: since the coordinator started")
+	asJSON := fs.Bool("json", false, "print a JSON object instead of a table")
+	if err := parseFlags(fs, usageAbout, args, stdout, stderr); err != nil {
+		return err
+	}
+	if *since < 0 || *since > coordinator.UsageHistory {
+		fmt.Fprintf(stderr, "meshvpn-coordinator usage: --since %s: want a duration from 1s to %s\n", *since, coordinator.UsageHistory)
+		return errUsage
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := coordinator.OpenAdmin(ctx, *stateDir)
+	if err != nil {
+		return fmt.Errorf("usage: %w", err)
+	}
+	defer admin.Close()
+	rep, err := admin.RelayUsage(ctx, *since)
+	if err != nil {
+		return fmt.Errorf("usage: %w", err)
+	}
+	if *asJSON {
+		return printJSON(stdout, rep)
+	}
+	fmt.Fprintf(stdout, "relay usage from %s to %s\n", rep.From.UTC().Format(time.RFC3339), rep.To.UTC().Format(time.RFC3339))
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tRELAY\tBYTES IN\tPACKETS IN\tBYTES OUT\tPACKETS OUT")
+	for _, r := range rep.Rows {
+		node := r.Node
+		if node == "" {
+			node = fmt.Sprintf("(left) %d", r.NodeID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", node, r.Relay, count(r.BytesIn), count(r.PacketsIn), count(r.BytesOut), count(r.PacketsOut))
+	}
+	return tw.Flush()
+}
+
+// count prints a reported count, or n/a for a relay that reports nothing.
+func count(v *uint64) string {
+	if v == nil {
+		return "n/a"
+	}
+	return fmt.Sprint(*v)
+}

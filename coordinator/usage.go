@@ -1,0 +1,185 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/meshvpn/meshvpn/internal/metrics"
+)
+
+// UsageReport is relay usage per node and relay, as the usage command
+// prints it.
+type UsageReport struct {
+	// From and To bound the window counted: since the coordinator started,
+	// or --since rounded out to whole history buckets.
+	From time.Time  `json:"from"`
+	To   time.Time  `json:"to"`
+	Rows []UsageRow `json:"rows"`
+}
+
+// UsageRow is one node's usage of one relay. A relay that reports nothing
+// (an external TURN server) has Reported false and null counts: unknown,
+// not zero. In is what the relay passed to the node from its peers, Out
+// what it passed from the node to its peers; bytes are relayed UDP
+// payloads, without the TURN framing.
+type UsageRow struct {
+	NodeID     uint64  `json:"node_id"`
+	Node       string  `json:"node"` // name; empty for a node no longer in the mesh
+	Relay      string  `json:"relay"`
+	Reported   bool    `json:"reported"`
+	BytesIn    *uint64 `json:"bytes_in"`
+	PacketsIn  *uint64 `json:"packets_in"`
+	BytesOut   *uint64 `json:"bytes_out"`
+	PacketsOut *uint64 `json:"packets_out"`
+}
+
+// EmbeddedRelay names the embedded relay in usage reports.
+const EmbeddedRelay = "embedded"
+
+// RelayUsage reports relay usage per node over the last since (0: since
+// the coordinator started): a row per member and relay, and one for each
+// node no longer in the mesh that relayed in the window.
+func (s *Server) RelayUsage(since time.Duration, now time.Time) (UsageReport, error) {
+	rep := UsageReport{From: now, To: now, Rows: []UsageRow{}}
+	var counts map[uint64]usageCounts
+	if s.usage != nil {
+		var err error
+		if counts, rep.From, err = s.usage.usage(since, now); err != nil {
+			return UsageReport{}, err
+		}
+	} else {
+		rep.From = s.started
+		if since > 0 {
+			rep.From = now.Add(-since)
+		}
+	}
+	var relays []string
+	if s.usage != nil {
+		relays = append(relays, EmbeddedRelay)
+	}
+	relays = append(relays, s.cfg.TURN.URLs...)
+	names := s.hub.names()
+	ids := make([]uint64, 0, len(names)+len(counts))
+	for id := range names {
+		ids = append(ids, id)
+	}
+	for id := range counts {
+		if _, ok := names[id]; !ok {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		for _, r := range relays {
+			row := UsageRow{NodeID: id, Node: names[id], Relay: r}
+			if r == EmbeddedRelay {
+				c := counts[id]
+				row.Reported = true
+				row.BytesIn, row.PacketsIn, row.BytesOut, row.PacketsOut = &c.BytesIn, &c.PacketsIn, &c.BytesOut, &c.PacketsOut
+			}
+			rep.Rows = append(rep.Rows, row)
+		}
+	}
+	return rep, nil
+}
+
+// names maps each member's ID to its name.
+func (h *hub) names() map[uint64]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make(map[uint64]string, len(h.nodes))
+	for id, n := range h.nodes {
+		out[id] = n.Name
+	}
+	return out
+}
+
+const adminPathUsage = "/v1/usage"
+
+func (s *Server) adminUsageRoute(mux *http.ServeMux) {
+	mux.HandleFunc("GET "+adminPathUsage, func(w http.ResponseWriter, r *http.Request) {
+		var since time.Duration
+		if v := r.URL.Query().Get("since"); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				writeError(w, http.StatusBadRequest, "since: want a positive duration such as 30m or 2h")
+				return
+			}
+			since = d
+		}
+		rep, err := s.RelayUsage(since, time.Now())
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, rep)
+	})
+}
+
+var errUsageOffline = errors.New("relay usage is kept in the running coordinator's memory, and no coordinator is running on this state directory")
+
+// RelayUsage asks the running server for relay usage over the last since
+// (0: since it started).
+func (a *Admin) RelayUsage(ctx context.Context, since time.Duration) (UsageReport, error) {
+	if a.store != nil {
+		return UsageReport{}, errUsageOffline
+	}
+	path := adminPathUsage
+	if since > 0 {
+		path += "?since=" + since.String()
+	}
+	data, err := a.raw(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return UsageReport{}, err
+	}
+	var rep UsageReport
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return UsageReport{}, fmt.Errorf("admin socket: decode usage: %w", err)
+	}
+	return rep, nil
+}
+
+// registerRelayUsage exports the embedded relay's usage per member node
+// (label node: its ID; direction in or out, as in UsageRow). Nodes that
+// left the mesh are not exported, so the series are bounded by the mesh.
+func (m *serverMetrics) registerRelayUsage(l *usageLedger, member func(uint64) bool) {
+	collect := func(bytes bool) func() []metrics.Sample {
+		return func() []metrics.Sample {
+			counts, _, err := l.usage(0, time.Now())
+			if err != nil {
+				return nil
+			}
+			ids := make([]uint64, 0, len(counts))
+			for id := range counts {
+				ids = append(ids, id)
+			}
+			slices.Sort(ids)
+			var out []metrics.Sample
+			for _, id := range ids {
+				if !member(id) {
+					continue
+				}
+				c, node := counts[id], strconv.FormatUint(id, 10)
+				in, outv := c.PacketsIn, c.PacketsOut
+				if bytes {
+					in, outv = c.BytesIn, c.BytesOut
+				}
+				out = append(out,
+					metrics.Sample{Labels: []string{node, "in"}, Value: float64(in)},
+					metrics.Sample{Labels: []string{node, "out"}, Value: float64(outv)})
+			}
+			return out
+		}
+	}
+	labels := []string{"node", "direction"}
+	m.reg.CounterFunc("meshvpn_coordinator_relay_bytes_total",
+		"Bytes the embedded relay passed for a member node: direction out from the node to its peers, in from its peers to the node (relayed UDP payloads, without TURN framing).", labels, collect(true))
+	m.reg.CounterFunc("meshvpn_coordinator_relay_packets_total",
+		"Packets the embedded relay passed for a member node, by direction as for meshvpn_coordinator_relay_bytes_total.", labels, collect(false))
+}

@@ -21,7 +21,8 @@ const DBFile = "coordinator.db"
 // processes may open the same store at once (the server and the admin
 // commands), which is why it runs in WAL mode with a busy timeout.
 type Store struct {
-	db   *sql.DB
+	db   *sqlDB
+	eng  engine
 	path string
 	// now is the clock; tests replace it to exercise expiry.
 	now func() time.Time
@@ -74,17 +75,21 @@ func OpenStore(dir string) (*Store, error) {
 	db.SetMaxOpenConns(1)
 	db.SetConnMaxLifetime(0)
 
-	s := &Store{db: db, path: path, now: time.Now, ipHoldback: DefaultIPHoldback}
+	s := newStore(db, sqliteEngine{}, path)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := s.migrate(ctx); err != nil {
+	if err := s.eng.migrate(ctx, s); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return s, nil
 }
 
-// Path is the database file's path.
+func newStore(db *sql.DB, eng engine, path string) *Store {
+	return &Store{db: &sqlDB{DB: db, eng: eng}, eng: eng, path: path, now: time.Now, ipHoldback: DefaultIPHoldback}
+}
+
+// Path is the database file's path (for PostgreSQL, its host and database).
 func (s *Store) Path() string { return s.path }
 
 // Close closes the database.
@@ -96,9 +101,18 @@ func (s *Store) Close() error {
 }
 
 // inTx runs fn in one write transaction and commits it if fn succeeds.
-func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+// Writers run one at a time on either engine (SQLite: one connection and
+// BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock), so the
+// checks a registration makes (key uses, node cap, free address, free name)
+// still hold when it commits, also across processes.
+func (s *Store) inTx(ctx context.Context, fn func(tx *dbTx) error) error {
+	stx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	tx := &dbTx{Tx: stx, eng: s.eng}
+	if err := s.eng.beginWrite(ctx, tx); err != nil {
+		tx.Rollback()
 		return fmt.Errorf("begin transaction: %w", err)
 	}
 	if err := fn(tx); err != nil {
@@ -132,6 +146,9 @@ func fromMillis(v sql.NullInt64) time.Time {
 // IntegrityCheck runs SQLite's full integrity check and returns an error
 // unless the database is intact.
 func (s *Store) IntegrityCheck(ctx context.Context) error {
+	if _, ok := s.eng.(sqliteEngine); !ok {
+		return nil // PostgreSQL checks its own pages
+	}
 	rows, err := s.db.QueryContext(ctx, `PRAGMA integrity_check`)
 	if err != nil {
 		return fmt.Errorf("integrity check: %w", err)

@@ -51,12 +51,13 @@ func toNodeJSON(r coordinator.NodeRecord) nodeJSON {
 func runNodesList(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("nodes list", flag.ContinueOnError)
 	stateDir := fs.String("state", defaultStateDir, "state `directory`")
+	openStore := storeOpener(fs, stateDir)
 	asJSON := fs.Bool("json", false, "print a JSON array instead of a table")
 	if err := parseFlags(fs, nodesAbout, args, stdout, stderr); err != nil {
 		return err
 	}
 
-	store, err := coordinator.OpenStore(*stateDir)
+	store, err := openStore()
 	if err != nil {
 		return fmt.Errorf("nodes list: %w", err)
 	}

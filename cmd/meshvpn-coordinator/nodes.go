@@ -147,13 +147,18 @@ func runNodeChange(name, argsUsage, about string, nargs int, args []string, stdo
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	stateDir := fs.String("state", defaultStateDir, "state `directory`")
 	asJSON := fs.Bool("json", false, "print the node as a JSON object")
+	storeName := storeFlags(fs)
 	pos, err := parseFlagsArgs(fs, argsUsage, about, nargs, args, stdout, stderr)
 	if err != nil {
 		return err
 	}
+	store, err := storeName()
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	admin, err := coordinator.OpenAdmin(ctx, *stateDir)
+	admin, err := coordinator.OpenAdminStore(ctx, *stateDir, store)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}

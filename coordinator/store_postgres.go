@@ -140,3 +140,13 @@ func OpenStoreAt(stateDir, store string) (*Store, error) {
 	}
 	return nil, fmt.Errorf("open store: want a postgres:// URL or a key=value DSN, or nothing for SQLite in the state directory")
 }
+
+// StoreHasPassword tells whether a PostgreSQL URL or DSN carries a
+// password (which a command line shows to every user of the host).
+func StoreHasPassword(store string) bool {
+	if !IsPostgresURL(store) {
+		return false
+	}
+	cfg, err := pgx.ParseConfig(store)
+	return err == nil && cfg.Password != ""
+}

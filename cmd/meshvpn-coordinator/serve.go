@@ -115,6 +115,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	// must not fill the disk.
 	cfg.Logger = slog.New(lograte.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}), lograte.Options{}))
 	secretflag.Warn(fs, cfg.Logger, turnSecretSrc, turnPasswordSrc)
+	if coordinator.StoreHasPassword(fs.Lookup("store").Value.String()) {
+		secretflag.Warn(fs, cfg.Logger, storeSrc)
+	}
 
 	srv, err := coordinator.New(cfg)
 	if err != nil {

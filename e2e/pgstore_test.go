@@ -25,32 +25,20 @@ const pgHostIP = "203.0.113.30"
 // and the TURN secret are in the database, not in --state; after a
 // restart the agents come back with the same addresses.
 func TestPostgresStore(t *testing.T) {
-	natlab.Require(t)
-	bins, err := meshlab.FindBins()
-	if err != nil {
-		t.Fatal(err)
-	}
-	lab, err := natlab.New(t)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := t.Context()
-	pgHost, err := lab.AddPublicHost("pg", pgHostIP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	cluster := pgtest.Start(t, pgHostIP, []string{meshlab.CoordinatorIP + "/32"}, func(argv []string) *exec.Cmd {
-		// Not ctx: the cluster is stopped after the test's context ends.
-		return pgHost.Command(context.WithoutCancel(ctx), argv[0], argv[1:]...)
+	lab, coord := newLabWith(t, func(ctx context.Context, lab *natlab.Lab, bins meshlab.Bins) (*meshlab.Coordinator, error) {
+		pgHost, err := lab.AddPublicHost("pg", pgHostIP)
+		if err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		cluster := pgtest.Start(t, pgHostIP, []string{meshlab.CoordinatorIP + "/32"}, func(argv []string) *exec.Cmd {
+			// Not ctx: the cluster is stopped after the test's context ends.
+			return pgHost.Command(context.WithoutCancel(ctx), argv[0], argv[1:]...)
+		})
+		t.Logf("PostgreSQL up at %s:%d in %v", cluster.Host, cluster.Port, time.Since(start).Round(time.Millisecond))
+		return meshlab.StartCoordinatorWith(ctx, lab, bins, meshlab.CoordinatorOptions{Store: cluster.URL("postgres")})
 	})
-	t.Logf("PostgreSQL up at %s:%d in %v", cluster.Host, cluster.Port, time.Since(start).Round(time.Millisecond))
-	url := cluster.URL("postgres")
-
-	coord, err := meshlab.StartCoordinatorWith(ctx, lab, bins, meshlab.CoordinatorOptions{Store: url})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := t.Context()
 	alpha := addSiteAgent(t, lab, coord, "alpha", natlab.FullCone)
 	beta := addSiteAgent(t, lab, coord, "beta", natlab.PortRestricted)
 	both := []*meshlab.Agent{alpha, beta}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver; no cgo needed
@@ -33,6 +34,10 @@ type Store struct {
 	ipHoldback time.Duration
 	// maxNodes caps the nodes admitted (see nodeCap); 0: control.MaxNodes.
 	maxNodes int
+	// writeMu queues this process's PostgreSQL writers in Go, so that they
+	// wait for the database's write lock on one connection, not on all of
+	// the pool's (SQLite's single connection does that already).
+	writeMu sync.Mutex
 }
 
 // OpenStore opens (creating if needed) the store in dir. The directory is
@@ -106,6 +111,10 @@ func (s *Store) Close() error {
 // checks a registration makes (key uses, node cap, free address, free name)
 // still hold when it commits, also across processes.
 func (s *Store) inTx(ctx context.Context, fn func(tx *dbTx) error) error {
+	if _, ok := s.eng.(postgresEngine); ok {
+		s.writeMu.Lock()
+		defer s.writeMu.Unlock()
+	}
 	stx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)

@@ -115,14 +115,9 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *dbTx) error) error {
 		s.writeMu.Lock()
 		defer s.writeMu.Unlock()
 	}
-	stx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.begin(ctx)
 	if err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
-	}
-	tx := &dbTx{Tx: stx, eng: s.eng}
-	if err := s.eng.beginWrite(ctx, tx); err != nil {
-		tx.Rollback()
-		return fmt.Errorf("begin transaction: %w", err)
+		return err
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
@@ -132,6 +127,35 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *dbTx) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// beginAttempts bounds how often begin tries a fresh connection: after a
+// PostgreSQL restart every pooled connection is broken, which the first
+// statement on each finds out.
+const beginAttempts = 3
+
+// begin starts a write transaction. Nothing has been written when it
+// fails, so it tries again on another connection.
+func (s *Store) begin(ctx context.Context) (*dbTx, error) {
+	var err error
+	for range beginAttempts {
+		var stx *sql.Tx
+		if stx, err = s.db.BeginTx(ctx, nil); err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		tx := &dbTx{Tx: stx, eng: s.eng}
+		if err = s.eng.beginWrite(ctx, tx); err == nil {
+			return tx, nil
+		}
+		tx.Rollback()
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("begin transaction: %w", err)
 }
 
 // Times are stored as Unix milliseconds; NULL means "never".

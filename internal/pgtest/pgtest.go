@@ -33,6 +33,8 @@ type Cluster struct {
 	Port int
 	dir  string
 	n    atomic.Int64
+	// pgctl runs pg_ctl with the cluster's data directory and options.
+	pgctl func(args ...string) error
 }
 
 // binDir finds the newest installed server's binaries.
@@ -106,19 +108,31 @@ func Start(t testing.TB, host string, trust []string, run func(argv []string) *e
 		os.RemoveAll(dir)
 		t.Fatalf("pgtest: %v", err)
 	}
-	opts := fmt.Sprintf("-c listen_addresses=%s -p %d -k %s -c fsync=off -c synchronous_commit=off -c full_page_writes=off", host, c.Port, dir)
-	if err := exe(filepath.Join(bin, "pg_ctl"), "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start"); err != nil {
+	opts := fmt.Sprintf("-c listen_addresses=%s -p %d -k %s -c fsync=off -c full_page_writes=off", host, c.Port, dir)
+	c.pgctl = func(args ...string) error {
+		return exe(append([]string{filepath.Join(bin, "pg_ctl"), "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60"}, args...)...)
+	}
+	if err := c.pgctl("start"); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "log"))
 		os.RemoveAll(dir)
 		t.Fatalf("pgtest: %v; server log: %s", err, lastLines(log))
 	}
 	t.Cleanup(func() {
-		if err := exe(filepath.Join(bin, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "-t", "30", "stop"); err != nil {
+		if err := c.pgctl("-m", "immediate", "stop"); err != nil {
 			t.Logf("pgtest: %v", err)
 		}
 		os.RemoveAll(dir)
 	})
 	return c
+}
+
+// Restart stops the server at once (as a crash would: open connections
+// break) and starts it again.
+func (c *Cluster) Restart(t testing.TB) {
+	t.Helper()
+	if err := c.pgctl("-m", "immediate", "restart"); err != nil {
+		t.Fatalf("pgtest: restart: %v", err)
+	}
 }
 
 // URL is the libpq URL of database db.

@@ -23,8 +23,7 @@ var errNoSharedSecrets = errors.New("store keeps no secrets")
 
 // sharesSecrets tells whether the store keeps the shared secrets.
 func (s *Store) sharesSecrets() bool {
-	_, ok := s.eng.(postgresEngine)
-	return ok
+	return s.eng.keepsSecrets()
 }
 
 // sharedSecret returns the secret called name, storing fresh() first if

@@ -111,7 +111,7 @@ func (s *Store) Close() error {
 // checks a registration makes (key uses, node cap, free address, free name)
 // still hold when it commits, also across processes.
 func (s *Store) inTx(ctx context.Context, fn func(tx *dbTx) error) error {
-	if _, ok := s.eng.(postgresEngine); ok {
+	if s.eng.queueWriters() {
 		s.writeMu.Lock()
 		defer s.writeMu.Unlock()
 	}
@@ -177,12 +177,13 @@ func fromMillis(v sql.NullInt64) time.Time {
 }
 
 // IntegrityCheck runs SQLite's full integrity check and returns an error
-// unless the database is intact.
+// unless the database is intact (PostgreSQL checks its own pages: nil).
 func (s *Store) IntegrityCheck(ctx context.Context) error {
-	if _, ok := s.eng.(sqliteEngine); !ok {
-		return nil // PostgreSQL checks its own pages
-	}
-	rows, err := s.db.QueryContext(ctx, `PRAGMA integrity_check`)
+	return s.eng.integrityCheck(ctx, s.db)
+}
+
+func (sqliteEngine) integrityCheck(ctx context.Context, db *sqlDB) error {
+	rows, err := db.QueryContext(ctx, `PRAGMA integrity_check`)
 	if err != nil {
 		return fmt.Errorf("integrity check: %w", err)
 	}

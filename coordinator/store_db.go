@@ -20,6 +20,15 @@ type engine interface {
 	// beginWrite runs first in every write transaction: it takes whatever
 	// lock makes the store's writers one at a time (see inTx).
 	beginWrite(ctx context.Context, tx *dbTx) error
+	// queueWriters tells whether inTx must queue this process's writers
+	// itself (the pool has several connections).
+	queueWriters() bool
+	// keepsSecrets tells whether the store keeps the secrets every
+	// coordinator on it must share (secret_shared.go).
+	keepsSecrets() bool
+	// integrityCheck checks the database's pages, if the engine leaves
+	// that to us.
+	integrityCheck(ctx context.Context, db *sqlDB) error
 }
 
 // sqlDB is a *sql.DB whose queries are written with ?-placeholders.

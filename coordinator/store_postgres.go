@@ -91,6 +91,13 @@ func (postgresEngine) beginWrite(ctx context.Context, tx *dbTx) error {
 	return err
 }
 
+func (postgresEngine) queueWriters() bool { return true }
+
+func (postgresEngine) keepsSecrets() bool { return true }
+
+// integrityCheck has nothing to do: PostgreSQL checks its own pages.
+func (postgresEngine) integrityCheck(context.Context, *sqlDB) error { return nil }
+
 func (postgresEngine) migrate(ctx context.Context, s *Store) error {
 	return migrateWith(ctx, s, pgMigrations)
 }

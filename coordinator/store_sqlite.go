@@ -12,3 +12,9 @@ func (sqliteEngine) rebind(q string) string { return q }
 // beginWrite has nothing to do: the DSN's _txlock=immediate takes SQLite's
 // write lock at BEGIN.
 func (sqliteEngine) beginWrite(context.Context, *dbTx) error { return nil }
+
+// queueWriters: the store's one connection queues them.
+func (sqliteEngine) queueWriters() bool { return false }
+
+// keepsSecrets: with SQLite they stay files in the state directory.
+func (sqliteEngine) keepsSecrets() bool { return false }

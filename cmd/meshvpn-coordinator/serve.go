@@ -27,7 +27,9 @@ with use-auth-secret can be added with --turn-url and --turn-secret-file.
 The API speaks HTTPS when both --tls-cert and --tls-key are given, plain
 HTTP otherwise. State (auth keys, nodes, the coordinator's own X25519 key
 coordinator.key that nodes prove possession of their WireGuard keys against)
-lives in --state.
+lives in --state. With --store (or --store-file, MESHVPN_STORE) it lives in
+PostgreSQL instead, the coordinator key and TURN secret included; --state
+then keeps only the lock and the admin socket.
 
 With --stun-alt-listen the STUN server also answers RFC 5780 CHANGE-REQUEST
 from its second address, and GET /api/v1/netcheck-info (no credential) tells

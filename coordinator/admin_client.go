@@ -34,12 +34,18 @@ const adminDialWait = 10 * time.Second
 
 // OpenAdmin picks the way to change nodes in stateDir. Close it when done.
 func OpenAdmin(ctx context.Context, stateDir string) (*Admin, error) {
+	return OpenAdminStore(ctx, stateDir, "")
+}
+
+// OpenAdminStore is OpenAdmin for a server whose store is named by store
+// (see OpenStoreAt): with no server on stateDir, the changes go there.
+func OpenAdminStore(ctx context.Context, stateDir, store string) (*Admin, error) {
 	lock, free, err := lockShared(stateDir)
 	if err != nil {
 		return nil, err
 	}
 	if free {
-		st, err := OpenStore(stateDir)
+		st, err := OpenStoreAt(stateDir, store)
 		if err != nil {
 			lock.Close()
 			return nil, err

@@ -86,13 +86,10 @@ func (s *Store) CreateAuthKeyWith(ctx context.Context, o AuthKeyOptions) (NewAut
 	if expiry > 0 {
 		expires = now.Add(expiry)
 	}
-	res, err := s.db.ExecContext(ctx,
-		`INSERT INTO auth_keys (key_hash, reusable, ephemeral, tags, expires_at, created_at, max_uses) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		hashSecret(key), reusable, o.Ephemeral, joinTags(tags), nullMillis(expires), toMillis(now), nullCount(o.MaxUses))
-	if err != nil {
-		return NewAuthKey{}, fmt.Errorf("create auth key: %w", err)
-	}
-	id, err := res.LastInsertId()
+	var id int64
+	err = s.db.QueryRowContext(ctx,
+		`INSERT INTO auth_keys (key_hash, reusable, ephemeral, tags, expires_at, created_at, max_uses) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		hashSecret(key), reusable, o.Ephemeral, joinTags(tags), nullMillis(expires), toMillis(now), nullCount(o.MaxUses)).Scan(&id)
 	if err != nil {
 		return NewAuthKey{}, fmt.Errorf("create auth key: %w", err)
 	}
@@ -106,7 +103,7 @@ func (s *Store) CreateAuthKeyWith(ctx context.Context, o AuthKeyOptions) (NewAut
 // key; useAuthKey does, in the same transaction, once the node is admitted.
 // Expiry is judged by the coordinator's clock alone: the client's clock never
 // enters into it, so a skewed client can neither stretch nor shorten a key.
-func (s *Store) checkAuthKey(ctx context.Context, tx *sql.Tx, key string) (AuthKey, error) {
+func (s *Store) checkAuthKey(ctx context.Context, tx *dbTx, key string) (AuthKey, error) {
 	if !strings.HasPrefix(key, AuthKeyPrefix) {
 		return AuthKey{}, ErrUnknownAuthKey
 	}
@@ -148,7 +145,7 @@ func (s *Store) checkAuthKey(ctx context.Context, tx *sql.Tx, key string) (AuthK
 // useAuthKey records one use of the key. The WHERE clause re-checks
 // single-use keys and the use cap, so even a racing transaction cannot use
 // one more often than allowed.
-func (s *Store) useAuthKey(ctx context.Context, tx *sql.Tx, id int64) error {
+func (s *Store) useAuthKey(ctx context.Context, tx *dbTx, id int64) error {
 	res, err := tx.ExecContext(ctx,
 		`UPDATE auth_keys SET uses = uses + 1, used_at = ? WHERE id = ? AND (reusable OR uses = 0) AND (max_uses IS NULL OR uses < max_uses)`,
 		toMillis(s.now()), id)

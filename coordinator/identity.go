@@ -40,19 +40,28 @@ type identity struct {
 // first start.
 func loadIdentity(stateDir string) (*identity, error) {
 	path := filepath.Join(stateDir, identityKeyFile)
-	s, err := loadOrCreateSecret(path, func() (string, error) {
-		var k [32]byte
-		if _, err := rand.Read(k[:]); err != nil {
-			return "", fmt.Errorf("make coordinator key: %w", err)
-		}
-		return base64.StdEncoding.EncodeToString(k[:]), nil
-	})
+	s, err := loadOrCreateSecret(path, newIdentityKey)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator key: %w", err)
 	}
+	return parseIdentity(path, s)
+}
+
+// newIdentityKey makes a coordinator key, base64 as it is kept.
+func newIdentityKey() (string, error) {
+	var k [32]byte
+	if _, err := rand.Read(k[:]); err != nil {
+		return "", fmt.Errorf("make coordinator key: %w", err)
+	}
+	return base64.StdEncoding.EncodeToString(k[:]), nil
+}
+
+// parseIdentity makes the key pair from the kept key s; where names where
+// it is kept.
+func parseIdentity(where, s string) (*identity, error) {
 	b, err := base64.StdEncoding.DecodeString(s)
 	if err != nil || len(b) != 32 {
-		return nil, fmt.Errorf("coordinator key %s: not 32 bytes of base64, delete it to make a new one", path)
+		return nil, fmt.Errorf("coordinator key %s: not 32 bytes of base64, delete it to make a new one", where)
 	}
 	id := &identity{}
 	copy(id.priv[:], b)

@@ -69,7 +69,7 @@ type ipHint struct {
 //
 // It first checks the mesh has room for one more node (nodeCap): inside
 // the transaction, so concurrent joins cannot overshoot the cap.
-func (s *Store) freeIP(ctx context.Context, tx *sql.Tx) (netip.Addr, error) {
+func (s *Store) freeIP(ctx context.Context, tx *dbTx) (netip.Addr, error) {
 	var n int
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM nodes`).Scan(&n); err != nil {
 		return netip.Addr{}, fmt.Errorf("count nodes: %w", err)
@@ -130,8 +130,9 @@ func (s *Store) holdback() time.Duration {
 }
 
 // holdIP records that a removed node's address was released now.
-func (s *Store) holdIP(ctx context.Context, tx *sql.Tx, ip string) error {
-	if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO held_ips (ip, released_at) VALUES (?, ?)`, ip, toMillis(s.now())); err != nil {
+func (s *Store) holdIP(ctx context.Context, tx *dbTx, ip string) error {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO held_ips (ip, released_at) VALUES (?, ?)
+		ON CONFLICT (ip) DO UPDATE SET released_at = excluded.released_at`, ip, toMillis(s.now())); err != nil {
 		return fmt.Errorf("hold address: %w", err)
 	}
 	return nil

@@ -119,14 +119,16 @@ func findNode(ctx context.Context, q queryer, ref string) (NodeRecord, error) {
 // its address after the hold-back (see freeIP).
 func (s *Store) RemoveNode(ctx context.Context, ref, reason string) (NodeRecord, error) {
 	var r NodeRecord
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *dbTx) error {
 		var err error
 		if r, err = findNode(ctx, tx, ref); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx,
-			`INSERT OR REPLACE INTO removed_nodes (id, name, credential_hash, removed_at, reason)
-			 SELECT id, name, credential_hash, ?, ? FROM nodes WHERE id = ?`,
+			`INSERT INTO removed_nodes (id, name, credential_hash, removed_at, reason)
+			 SELECT id, name, credential_hash, CAST(? AS BIGINT), CAST(? AS TEXT) FROM nodes WHERE id = ?
+			 ON CONFLICT (id) DO UPDATE SET name = excluded.name, credential_hash = excluded.credential_hash,
+			 removed_at = excluded.removed_at, reason = excluded.reason`,
 			toMillis(s.now()), reason, r.ID); err != nil {
 			return fmt.Errorf("record removal: %w", err)
 		}
@@ -146,7 +148,7 @@ func (s *Store) RemoveNode(ctx context.Context, ref, reason string) (NodeRecord,
 // it joins again with an auth key; it keeps its name and address.
 func (s *Store) ExpireNode(ctx context.Context, ref string) (NodeRecord, error) {
 	var r NodeRecord
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *dbTx) error {
 		var err error
 		if r, err = findNode(ctx, tx, ref); err != nil {
 			return err
@@ -155,7 +157,7 @@ func (s *Store) ExpireNode(ctx context.Context, ref string) (NodeRecord, error) 
 			return nil // expiring twice keeps the first time
 		}
 		now := s.now().UTC()
-		if _, err := tx.ExecContext(ctx, `UPDATE nodes SET expired_at = ?, online = 0 WHERE id = ?`, toMillis(now), r.ID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE nodes SET expired_at = ?, online = ? WHERE id = ?`, toMillis(now), false, r.ID); err != nil {
 			return fmt.Errorf("mark expired: %w", err)
 		}
 		r.ExpiredAt = time.UnixMilli(toMillis(now)).UTC()
@@ -175,7 +177,7 @@ func (s *Store) RenameNode(ctx context.Context, ref, name string) (NodeRecord, e
 		return NodeRecord{}, fmt.Errorf("rename node: %w: %q (use lowercase letters, digits and '-', at most %d characters)", errBadName, name, maxNameLen)
 	}
 	var r NodeRecord
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *dbTx) error {
 		var err error
 		if r, err = findNode(ctx, tx, ref); err != nil {
 			return err
@@ -205,7 +207,7 @@ func (s *Store) RenameNode(ctx context.Context, ref, name string) (NodeRecord, e
 
 // ephemeralMembers returns the IDs of the ephemeral members of the mesh.
 func (s *Store) ephemeralMembers(ctx context.Context) ([]uint64, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id FROM nodes WHERE ephemeral != 0 AND `+activeNode)
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM nodes WHERE ephemeral AND `+activeNode)
 	if err != nil {
 		return nil, fmt.Errorf("list ephemeral nodes: %w", err)
 	}

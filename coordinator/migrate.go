@@ -74,10 +74,17 @@ var migrations = []string{
 	);`,
 }
 
-// migrate brings the schema up to date. It runs in one immediate transaction,
-// so two processes opening a new store at once cannot both apply a step.
-func (s *Store) migrate(ctx context.Context) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+// migrate brings the SQLite schema up to date. It runs in one immediate
+// transaction, so two processes opening a new store at once cannot both
+// apply a step.
+func (sqliteEngine) migrate(ctx context.Context, s *Store) error {
+	return migrateWith(ctx, s, migrations)
+}
+
+// migrateWith applies the steps of steps the store lacks, in one write
+// transaction.
+func migrateWith(ctx context.Context, s *Store, steps []string) error {
+	return s.inTx(ctx, func(tx *dbTx) error {
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
 			return fmt.Errorf("migrate: create version table: %w", err)
 		}
@@ -91,15 +98,15 @@ func (s *Store) migrate(ctx context.Context) error {
 		case err != nil:
 			return fmt.Errorf("migrate: read version: %w", err)
 		}
-		if version > len(migrations) {
-			return fmt.Errorf("migrate: store schema version %d is newer than this build (%d)", version, len(migrations))
+		if version > len(steps) {
+			return fmt.Errorf("migrate: store schema version %d is newer than this build (%d)", version, len(steps))
 		}
-		for i := version; i < len(migrations); i++ {
-			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+		for i := version; i < len(steps); i++ {
+			if _, err := tx.ExecContext(ctx, steps[i]); err != nil {
 				return fmt.Errorf("migrate: step %d: %w", i+1, err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(migrations)); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(steps)); err != nil {
 			return fmt.Errorf("migrate: set version: %w", err)
 		}
 		return nil

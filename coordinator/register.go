@@ -54,7 +54,7 @@ func (s *Store) register(ctx context.Context, req control.RegisterRequest, prove
 // single-use key admits exactly one node even under concurrent requests.
 func (s *Store) registerWithAuthKey(ctx context.Context, req control.RegisterRequest, proven bool) (Registration, error) {
 	var reg Registration
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *dbTx) error {
 		key, err := s.checkAuthKey(ctx, tx, req.AuthKey)
 		if err != nil {
 			return err
@@ -100,7 +100,7 @@ func (s *Store) registerWithAuthKey(ctx context.Context, req control.RegisterReq
 
 // createNode inserts a node with a unique name and the first free address.
 // Its credential hash is set by the caller once the ID is known.
-func (s *Store) createNode(ctx context.Context, tx *sql.Tx, req control.RegisterRequest, keyID int64) (control.Node, error) {
+func (s *Store) createNode(ctx context.Context, tx *dbTx, req control.RegisterRequest, keyID int64) (control.Node, error) {
 	name, err := uniqueName(ctx, tx, sanitizeHostname(req.Hostname))
 	if err != nil {
 		return control.Node{}, err
@@ -109,13 +109,10 @@ func (s *Store) createNode(ctx context.Context, tx *sql.Tx, req control.Register
 	if err != nil {
 		return control.Node{}, err
 	}
-	res, err := tx.ExecContext(ctx,
-		`INSERT INTO nodes (name, ip, public_key, credential_hash, auth_key_id, created_at) VALUES (?, ?, ?, x'', ?, ?)`,
-		name, ip.String(), req.PublicKey, keyID, toMillis(s.now()))
-	if err != nil {
-		return control.Node{}, fmt.Errorf("insert node: %w", err)
-	}
-	id, err := res.LastInsertId()
+	var id int64
+	err = tx.QueryRowContext(ctx,
+		`INSERT INTO nodes (name, ip, public_key, credential_hash, auth_key_id, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
+		name, ip.String(), req.PublicKey, []byte{}, keyID, toMillis(s.now())).Scan(&id)
 	if err != nil {
 		return control.Node{}, fmt.Errorf("insert node: %w", err)
 	}
@@ -123,12 +120,12 @@ func (s *Store) createNode(ctx context.Context, tx *sql.Tx, req control.Register
 }
 
 // uniqueName picks base, base-2, base-3, … whichever is free first.
-func uniqueName(ctx context.Context, tx *sql.Tx, base string) (string, error) {
+func uniqueName(ctx context.Context, tx *dbTx, base string) (string, error) {
 	// Every name starting with the prefix: a range on the name index (names
-	// are [a-z0-9-], all below 0xff), where a LIKE scanned every row and made
-	// registering N nodes quadratic.
+	// are [a-z0-9-], all below 0x7f, and compared bytewise on both engines),
+	// where a LIKE scanned every row and made registering N nodes quadratic.
 	prefix := base[:min(len(base), 40)]
-	rows, err := tx.QueryContext(ctx, `SELECT name FROM nodes WHERE name >= ? AND name < ?`, prefix, prefix+"\xff")
+	rows, err := tx.QueryContext(ctx, `SELECT name FROM nodes WHERE name >= ? AND name < ?`, prefix, prefix+"\x7f")
 	if err != nil {
 		return "", fmt.Errorf("pick name: %w", err)
 	}

@@ -28,8 +28,11 @@ import (
 type Config struct {
 	// Listen is the HTTP(S) API address, e.g. ":8080".
 	Listen string
-	// StateDir holds the store.
+	// StateDir holds the local files (lock, admin socket) and, unless Store
+	// is set, the SQLite store.
 	StateDir string
+	// Store is a PostgreSQL URL or DSN; empty keeps the store in StateDir.
+	Store string
 	// TLSCert and TLSKey are PEM files; with both set the API speaks HTTPS.
 	TLSCert string
 	TLSKey  string
@@ -239,7 +242,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
-	store, err := OpenStore(cfg.StateDir)
+	store, err := OpenStoreAt(cfg.StateDir, cfg.Store)
 	if err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("new coordinator: %w", err)
@@ -267,14 +270,14 @@ func New(cfg Config) (*Server, error) {
 	s.store, s.hub = store, h
 	// Only now, with no stream yet, may the hub's map be read unlocked.
 	warnSuspectKeys(h.nodes, s.log)
-	if s.identity, err = loadIdentity(cfg.StateDir); err != nil {
+	if s.identity, err = loadServerIdentity(ctx, store, cfg.StateDir); err != nil {
 		return fail(err)
 	}
 	if s.challenges, err = newChallenges(time.Now); err != nil {
 		return fail(err)
 	}
 	if cfg.TURN.Embedded {
-		if s.turnSecret, err = loadTURNSecret(cfg.StateDir); err != nil {
+		if s.turnSecret, err = loadServerTURNSecret(ctx, store, cfg.StateDir); err != nil {
 			return fail(err)
 		}
 		s.usage = newUsageLedger(s.started)

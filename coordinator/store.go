@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver; no cgo needed
@@ -21,7 +22,8 @@ const DBFile = "coordinator.db"
 // processes may open the same store at once (the server and the admin
 // commands), which is why it runs in WAL mode with a busy timeout.
 type Store struct {
-	db   *sql.DB
+	db   *sqlDB
+	eng  engine
 	path string
 	// now is the clock; tests replace it to exercise expiry.
 	now func() time.Time
@@ -32,6 +34,10 @@ type Store struct {
 	ipHoldback time.Duration
 	// maxNodes caps the nodes admitted (see nodeCap); 0: control.MaxNodes.
 	maxNodes int
+	// writeMu queues this process's PostgreSQL writers in Go, so that they
+	// wait for the database's write lock on one connection, not on all of
+	// the pool's (SQLite's single connection does that already).
+	writeMu sync.Mutex
 }
 
 // OpenStore opens (creating if needed) the store in dir. The directory is
@@ -74,17 +80,21 @@ func OpenStore(dir string) (*Store, error) {
 	db.SetMaxOpenConns(1)
 	db.SetConnMaxLifetime(0)
 
-	s := &Store{db: db, path: path, now: time.Now, ipHoldback: DefaultIPHoldback}
+	s := newStore(db, sqliteEngine{}, path)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := s.migrate(ctx); err != nil {
+	if err := s.eng.migrate(ctx, s); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return s, nil
 }
 
-// Path is the database file's path.
+func newStore(db *sql.DB, eng engine, path string) *Store {
+	return &Store{db: &sqlDB{DB: db, eng: eng}, eng: eng, path: path, now: time.Now, ipHoldback: DefaultIPHoldback}
+}
+
+// Path is the database file's path (for PostgreSQL, its host and database).
 func (s *Store) Path() string { return s.path }
 
 // Close closes the database.
@@ -96,10 +106,18 @@ func (s *Store) Close() error {
 }
 
 // inTx runs fn in one write transaction and commits it if fn succeeds.
-func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+// Writers run one at a time on either engine (SQLite: one connection and
+// BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock), so the
+// checks a registration makes (key uses, node cap, free address, free name)
+// still hold when it commits, also across processes.
+func (s *Store) inTx(ctx context.Context, fn func(tx *dbTx) error) error {
+	if s.eng.queueWriters() {
+		s.writeMu.Lock()
+		defer s.writeMu.Unlock()
+	}
+	tx, err := s.begin(ctx)
 	if err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
+		return err
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
@@ -109,6 +127,35 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// beginAttempts bounds how often begin tries a fresh connection: after a
+// PostgreSQL restart every pooled connection is broken, which the first
+// statement on each finds out.
+const beginAttempts = 3
+
+// begin starts a write transaction. Nothing has been written when it
+// fails, so it tries again on another connection.
+func (s *Store) begin(ctx context.Context) (*dbTx, error) {
+	var err error
+	for range beginAttempts {
+		var stx *sql.Tx
+		if stx, err = s.db.BeginTx(ctx, nil); err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		tx := &dbTx{Tx: stx, eng: s.eng}
+		if err = s.eng.beginWrite(ctx, tx); err == nil {
+			return tx, nil
+		}
+		tx.Rollback()
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("begin transaction: %w", err)
 }
 
 // Times are stored as Unix milliseconds; NULL means "never".
@@ -130,9 +177,13 @@ func fromMillis(v sql.NullInt64) time.Time {
 }
 
 // IntegrityCheck runs SQLite's full integrity check and returns an error
-// unless the database is intact.
+// unless the database is intact (PostgreSQL checks its own pages: nil).
 func (s *Store) IntegrityCheck(ctx context.Context) error {
-	rows, err := s.db.QueryContext(ctx, `PRAGMA integrity_check`)
+	return s.eng.integrityCheck(ctx, s.db)
+}
+
+func (sqliteEngine) integrityCheck(ctx context.Context, db *sqlDB) error {
+	rows, err := db.QueryContext(ctx, `PRAGMA integrity_check`)
 	if err != nil {
 		return fmt.Errorf("integrity check: %w", err)
 	}

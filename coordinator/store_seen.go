@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 )
 
@@ -12,7 +11,7 @@ import (
 // version, when not nil, is stored with them: the version of the batch
 // about to be sent, whose online flags these are.
 func (s *Store) saveSeen(ctx context.Context, seen map[uint64]nodeSeen, version *netmapVersion) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *dbTx) error {
 		if version != nil {
 			if err := saveNetmapVersion(ctx, tx, *version); err != nil {
 				return err

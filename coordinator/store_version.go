@@ -29,7 +29,7 @@ func (s *Store) loadNetmapVersion(ctx context.Context) (v netmapVersion, ok bool
 }
 
 // saveNetmapVersion replaces the stored version, in tx.
-func saveNetmapVersion(ctx context.Context, tx *sql.Tx, v netmapVersion) error {
+func saveNetmapVersion(ctx context.Context, tx *dbTx, v netmapVersion) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM netmap_version`); err != nil {
 		return fmt.Errorf("save netmap version: %w", err)
 	}

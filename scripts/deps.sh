@@ -5,7 +5,7 @@
 # tests then skip with a message.
 set -euo pipefail
 
-packages=(nftables iproute2 iputils-ping openssh-server openssh-client iperf3 conntrack procps miniupnpd-nftables coturn curl dbus-daemon systemd)
+packages=(nftables iproute2 iputils-ping openssh-server openssh-client iperf3 conntrack procps miniupnpd-nftables coturn curl dbus-daemon systemd postgresql)
 
 missing=()
 for p in "${packages[@]}"; do

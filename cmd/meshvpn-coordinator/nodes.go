@@ -51,12 +51,13 @@ func toNodeJSON(r coordinator.NodeRecord) nodeJSON {
 func runNodesList(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("nodes list", flag.ContinueOnError)
 	stateDir := fs.String("state", defaultStateDir, "state `directory`")
+	openStore := storeOpener(fs, stateDir)
 	asJSON := fs.Bool("json", false, "print a JSON array instead of a table")
 	if err := parseFlags(fs, nodesAbout, args, stdout, stderr); err != nil {
 		return err
 	}
 
-	store, err := coordinator.OpenStore(*stateDir)
+	store, err := openStore()
 	if err != nil {
 		return fmt.Errorf("nodes list: %w", err)
 	}
@@ -146,13 +147,18 @@ func runNodeChange(name, argsUsage, about string, nargs int, args []string, stdo
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	stateDir := fs.String("state", defaultStateDir, "state `directory`")
 	asJSON := fs.Bool("json", false, "print the node as a JSON object")
+	storeName := storeFlags(fs)
 	pos, err := parseFlagsArgs(fs, argsUsage, about, nargs, args, stdout, stderr)
 	if err != nil {
 		return err
 	}
+	store, err := storeName()
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	admin, err := coordinator.OpenAdmin(ctx, *stateDir)
+	admin, err := coordinator.OpenAdminStore(ctx, *stateDir, store)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}

@@ -38,6 +38,7 @@ func runPolicyFile(name, about string, args []string, stdout, stderr io.Writer,
 	op func(context.Context, *coordinator.Admin, []byte) (string, error)) error {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	stateDir := fs.String("state", defaultStateDir, "state `directory`")
+	storeName := storeFlags(fs)
 	pos, err := parseFlagsArgs(fs, "FILE", about, 1, args, stdout, stderr)
 	if err != nil {
 		return err
@@ -46,7 +47,7 @@ func runPolicyFile(name, about string, args []string, stdout, stderr io.Writer,
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	return withAdmin(name, *stateDir, func(ctx context.Context, a *coordinator.Admin) error {
+	return withAdmin(name, *stateDir, storeName, func(ctx context.Context, a *coordinator.Admin) error {
 		msg, err := op(ctx, a, src)
 		if err != nil {
 			return fmt.Errorf("%s: %w", pos[0], err)
@@ -58,10 +59,14 @@ func runPolicyFile(name, about string, args []string, stdout, stderr io.Writer,
 
 // withAdmin runs fn with the way to change stateDir (see OpenAdmin),
 // errors prefixed with the command's name.
-func withAdmin(name, stateDir string, fn func(context.Context, *coordinator.Admin) error) error {
+func withAdmin(name, stateDir string, storeName func() (string, error), fn func(context.Context, *coordinator.Admin) error) error {
+	store, err := storeName()
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	admin, err := coordinator.OpenAdmin(ctx, stateDir)
+	admin, err := coordinator.OpenAdminStore(ctx, stateDir, store)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
@@ -93,10 +98,11 @@ const policyClearAbout = `Removes the access policy: every node may reach every 
 func runPolicyClear(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("policy clear", flag.ContinueOnError)
 	stateDir := fs.String("state", defaultStateDir, "state `directory`")
+	storeName := storeFlags(fs)
 	if _, err := parseFlagsArgs(fs, "", policyClearAbout, 0, args, stdout, stderr); err != nil {
 		return err
 	}
-	return withAdmin("policy clear", *stateDir, func(ctx context.Context, a *coordinator.Admin) error {
+	return withAdmin("policy clear", *stateDir, storeName, func(ctx context.Context, a *coordinator.Admin) error {
 		if err := a.ClearPolicy(ctx); err != nil {
 			return err
 		}
@@ -108,10 +114,11 @@ func runPolicyClear(args []string, stdout, stderr io.Writer) error {
 func runPolicyGet(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("policy get", flag.ContinueOnError)
 	stateDir := fs.String("state", defaultStateDir, "state `directory`")
+	storeName := storeFlags(fs)
 	if _, err := parseFlagsArgs(fs, "", policyGetAbout, 0, args, stdout, stderr); err != nil {
 		return err
 	}
-	return withAdmin("policy get", *stateDir, func(ctx context.Context, a *coordinator.Admin) error {
+	return withAdmin("policy get", *stateDir, storeName, func(ctx context.Context, a *coordinator.Admin) error {
 		src, err := a.Policy(ctx)
 		if err != nil {
 			return err

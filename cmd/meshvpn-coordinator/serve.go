@@ -27,7 +27,9 @@ with use-auth-secret can be added with --turn-url and --turn-secret-file.
 The API speaks HTTPS when both --tls-cert and --tls-key are given, plain
 HTTP otherwise. State (auth keys, nodes, the coordinator's own X25519 key
 coordinator.key that nodes prove possession of their WireGuard keys against)
-lives in --state.
+lives in --state. With --store (or --store-file, MESHVPN_STORE) it lives in
+PostgreSQL instead, the coordinator key and TURN secret included; --state
+then keeps only the lock and the admin socket.
 
 With --stun-alt-listen the STUN server also answers RFC 5780 CHANGE-REQUEST
 from its second address, and GET /api/v1/netcheck-info (no credential) tells
@@ -53,6 +55,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.STUNAltListen, "stun-alt-listen", "", "second UDP `address` of the STUN server for `meshvpn netcheck`'s NAT tests: another IP (e.g. 203.0.113.11:3479; then --stun-listen needs a specific IP too), or only another port (e.g. :3479); empty disables it")
 	fs.StringVar(&cfg.PublicHost, "public-host", "", "`host` agents are told to reach STUN at (default: the host each agent used to reach the API)")
 	fs.StringVar(&cfg.PublicIPv6, "public-ipv6", "", "IPv6 `address` of this server that agents and netcheck are also told to reach STUN at (e.g. 2001:db8::10); --stun-listen must then take IPv6 (the default :3478 takes both families)")
+	storeName := storeFlags(fs)
 	turnCfg := turnFlags(fs)
 	fs.DurationVar(&cfg.EphemeralTimeout, "ephemeral-timeout", 5*time.Minute, "how long a node of an --ephemeral auth key may be offline before it is removed (`duration`)")
 	fs.DurationVar(&cfg.EphemeralGrace, "ephemeral-grace", 10*time.Minute, "time an ephemeral node gets to open its first stream after registering, or to reconnect after a coordinator restart (`duration`)")
@@ -102,6 +105,10 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "meshvpn-coordinator serve: --tls-cert and --tls-key must be given together")
 		return errUsage
 	}
+	if cfg.Store, err = storeName(); err != nil {
+		fmt.Fprintf(stderr, "meshvpn-coordinator serve: %v\n", err)
+		return errUsage
+	}
 	if cfg.TURN, err = turnCfg(); err != nil {
 		fmt.Fprintf(stderr, "meshvpn-coordinator serve: %v\n", err)
 		return errUsage
@@ -110,6 +117,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	// must not fill the disk.
 	cfg.Logger = slog.New(lograte.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}), lograte.Options{}))
 	secretflag.Warn(fs, cfg.Logger, turnSecretSrc, turnPasswordSrc)
+	if coordinator.StoreHasPassword(fs.Lookup("store").Value.String()) {
+		secretflag.Warn(fs, cfg.Logger, storeSrc)
+	}
 
 	srv, err := coordinator.New(cfg)
 	if err != nil {

@@ -40,6 +40,9 @@ type Coordinator struct {
 	TLS *TLSFiles
 	// Args are extra flags for serve (relay settings).
 	Args []string
+	// Store is serve's --store (a PostgreSQL URL); empty: SQLite in
+	// StateDir. The admin commands that open the store get it too.
+	Store string
 	// ip is the address serve listens on; CoordinatorIP unless moved by
 	// RestartAt.
 	ip string
@@ -55,6 +58,9 @@ type CoordinatorOptions struct {
 	// coordinator must then be the lab's first host) and serves the API
 	// and STUN on CoordinatorIPv6 too, advertised with --public-ipv6.
 	IPv6 bool
+	// Store is serve's --store: a PostgreSQL URL the coordinator's host
+	// reaches; empty keeps the SQLite default.
+	Store string
 }
 
 // StartCoordinatorWith is StartCoordinator with options.
@@ -102,7 +108,7 @@ func startCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins, opt Coord
 	if err := h.AddAddr(CoordinatorAltIP + "/32"); err != nil {
 		return nil, err
 	}
-	c := &Coordinator{Host: h, StateDir: filepath.Join(lab.Dir, "coord-state"), URL: CoordinatorURL, Bins: bins, Args: opt.Args, ip: CoordinatorIP}
+	c := &Coordinator{Host: h, StateDir: filepath.Join(lab.Dir, "coord-state"), URL: CoordinatorURL, Bins: bins, Args: opt.Args, Store: opt.Store, ip: CoordinatorIP}
 	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -158,6 +164,7 @@ func (c *Coordinator) start(ctx context.Context) error {
 	if c.TLS != nil {
 		args = append(args, "--tls-cert", c.TLS.Cert, "--tls-key", c.TLS.Key, "--turns-listen", c.ip+":443")
 	}
+	args = append(args, c.storeArgs()...)
 	args = append(args, c.Args...)
 	if c.IPv6 {
 		// Later flags win (over Args too): the API on both families, STUN's RFC 5780
@@ -186,7 +193,7 @@ func (c *Coordinator) start(ctx context.Context) error {
 // AuthKey creates an auth key (single-use unless reusable); extra flags such
 // as "--expiry", "1s" are passed on. The key is the last line of stdout.
 func (c *Coordinator) AuthKey(ctx context.Context, reusable bool, extra ...string) (string, error) {
-	args := []string{"authkey", "create", "--state", c.StateDir}
+	args := append([]string{"authkey", "create", "--state", c.StateDir}, c.storeArgs()...)
 	if reusable {
 		args = append(args, "--reusable")
 	}
@@ -204,7 +211,7 @@ func (c *Coordinator) AuthKey(ctx context.Context, reusable bool, extra ...strin
 
 // Nodes runs `meshvpn-coordinator nodes list --json`.
 func (c *Coordinator) Nodes(ctx context.Context) ([]control.Node, error) {
-	out, err := c.Host.Run(ctx, c.Bins.Coordinator, "nodes", "list", "--json", "--state", c.StateDir)
+	out, err := c.Host.Run(ctx, c.Bins.Coordinator, append([]string{"nodes", "list", "--json", "--state", c.StateDir}, c.storeArgs()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("meshlab: nodes list: %w", err)
 	}
@@ -223,4 +230,12 @@ func (c *Coordinator) Admin(ctx context.Context, args ...string) (string, error)
 		return out, fmt.Errorf("meshlab: meshvpn-coordinator %s: %w", strings.Join(args, " "), err)
 	}
 	return out, nil
+}
+
+// storeArgs are the flags that name the store, if not the default.
+func (c *Coordinator) storeArgs() []string {
+	if c.Store == "" {
+		return nil
+	}
+	return []string{"--store", c.Store}
 }

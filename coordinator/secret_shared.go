@@ -2,8 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 )
@@ -66,13 +64,7 @@ func loadServerTURNSecret(ctx context.Context, st *Store, stateDir string) ([]by
 	if !st.sharesSecrets() {
 		return loadTURNSecret(stateDir)
 	}
-	v, err := st.sharedSecret(ctx, secretTURN, func() (string, error) {
-		var raw [32]byte
-		if _, err := rand.Read(raw[:]); err != nil {
-			return "", fmt.Errorf("make turn secret: %w", err)
-		}
-		return hex.EncodeToString(raw[:]), nil
-	})
+	v, err := st.sharedSecret(ctx, secretTURN, newTURNSecret)
 	if err != nil {
 		return nil, fmt.Errorf("turn secret: %w", err)
 	}

@@ -55,6 +55,15 @@ func parseTURNUsername(username string, now time.Time) (node uint64, err error) 
 	return node, nil
 }
 
+// newTURNSecret makes an embedded TURN server secret: 32 random bytes, hex.
+func newTURNSecret() (string, error) {
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("make turn secret: %w", err)
+	}
+	return hex.EncodeToString(raw[:]), nil
+}
+
 // turnSecretFile is the embedded TURN server's shared secret in the state dir.
 const turnSecretFile = "turn-secret"
 
@@ -62,13 +71,7 @@ const turnSecretFile = "turn-secret"
 // on first use, so credentials handed out survive a coordinator restart.
 func loadTURNSecret(stateDir string) ([]byte, error) {
 	path := filepath.Join(stateDir, turnSecretFile)
-	s, err := loadOrCreateSecret(path, func() (string, error) {
-		var raw [32]byte
-		if _, err := rand.Read(raw[:]); err != nil {
-			return "", fmt.Errorf("make turn secret: %w", err)
-		}
-		return hex.EncodeToString(raw[:]), nil
-	})
+	s, err := loadOrCreateSecret(path, newTURNSecret)
 	if err != nil {
 		return nil, fmt.Errorf("turn secret: %w", err)
 	}

@@ -30,6 +30,7 @@ type Bind struct {
 	stun    *stunConn
 	relays  *relayPaths
 	queries mapQueries
+	bday    bdayReplies
 }
 
 // NewBind returns a Bind; its STUN side is Bind.STUNConn.
@@ -92,6 +93,8 @@ func (b *Bind) filter(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				if !b.queries.answer(p) {
 					b.stun.deliver(p, endpointAddr(eps[i]))
 				}
+			case kindBirthday:
+				b.bday.deliver(p, endpointAddr(eps[i]))
 			}
 			sizes[i] = 0
 		}

@@ -1,0 +1,288 @@
+package agent
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshvpn/meshvpn/control"
+)
+
+// birthdayState is one peer's birthday punching (birthday.go); guarded
+// by the peer's mutex.
+type birthdayState struct {
+	capable bool             // the peer takes part (Signal.Birthday)
+	public  []netip.AddrPort // the peer's server-reflexive candidates, newest last
+	note    string           // why no attempt runs although one side is symmetric
+
+	running bool
+	role    birthdayRole
+	tok     bdayToken
+	phase   string // "asking", "probing" (easy side), "spraying" (symmetric side)
+	started time.Time
+	target  netip.AddrPort // probe: the peer's public address; spray: where the openings went
+	probes  *atomic.Int64  // probes sent in this attempt
+	sockets int            // spray: sockets opened in this attempt
+
+	attempts int
+	next     time.Time     // probe side: no new attempt before then
+	retry    time.Duration // the next backoff
+	lastAsk  time.Time     // spray side: when sockets were last opened
+	result   string        // last_change of the path it found
+}
+
+// maxPeerPublic bounds the peer's public addresses kept.
+const maxPeerPublic = 4
+
+// notePublicLocked records a server-reflexive candidate of the peer's
+// direct lane: the only addresses a birthday punch ever sends to.
+func (p *peer) notePublicLocked(ap netip.AddrPort) {
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if !ap.Addr().Is4() {
+		return
+	}
+	bd := &p.bd
+	for i, o := range bd.public {
+		if o == ap {
+			bd.public = append(bd.public[:i], bd.public[i+1:]...)
+			break
+		}
+	}
+	bd.public = append(bd.public, ap)
+	if len(bd.public) > maxPeerPublic {
+		bd.public = bd.public[1:]
+	}
+}
+
+// peerPublicIPLocked tells whether the peer signalled a as its own.
+func (p *peer) peerPublicIPLocked(a netip.Addr) bool {
+	for _, o := range p.bd.public {
+		if o.Addr() == a.Unmap() {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *peer) birthdayRoleLocked() (birthdayRole, string) {
+	self := bdayView{NAT: p.a.natLabel(), Filtering: p.a.natFiltering(), OpenTTL: p.a.natOpenTTL(), Capable: true}
+	peer := bdayView{NAT: p.peerNAT, Filtering: p.peerFiltering, OpenTTL: p.peerOpenTTL, Capable: p.bd.capable}
+	return decideBirthday(self, peer)
+}
+
+// birthdayTickLocked starts an attempt on the easy side when one is due:
+// no direct path, both sides known and taking part, the peer's public
+// address known. Called every second and on signals.
+func (p *peer) birthdayTickLocked(now time.Time) {
+	bd := &p.bd
+	role, note := p.birthdayRoleLocked()
+	bd.note = note
+	if p.punched.up() && p.active == &p.punched {
+		if v, quiet := p.live.judge(now); v == pathDead && quiet > 0 {
+			p.dropPunchedLocked("no answer on the birthday path")
+		}
+	}
+	if role != bdayProbe || bd.running || p.closed || !p.node.Online || p.direct.up() || p.punched.up() ||
+		now.Before(bd.next) || len(bd.public) == 0 {
+		return
+	}
+	var tok bdayToken
+	_, _ = rand.Read(tok[:])
+	bd.running, bd.role, bd.tok, bd.phase, bd.started = true, bdayProbe, tok, "asking", now
+	bd.target = bd.public[len(bd.public)-1]
+	bd.probes = new(atomic.Int64)
+	bd.attempts++
+	go p.birthdayAsk(tok)
+}
+
+// currentLocked tells whether tok is the running attempt.
+func (bd *birthdayState) currentLocked(tok bdayToken) bool { return bd.running && bd.tok == tok }
+
+// birthdayFailLocked ends the running attempt and schedules the next.
+func (p *peer) birthdayFailLocked(why string) {
+	bd := &p.bd
+	took := time.Since(bd.started)
+	p.log.Info("birthday punch failed", "role", bd.role.String(), "why", why, "after", took.Round(time.Millisecond).String(), "probes", bd.probes.Load())
+	bd.running = false
+	if bd.role == bdayProbe {
+		bd.retry = min(max(2*bd.retry, birthdayRetryMin), birthdayRetryMax)
+		bd.next = time.Now().Add(bd.retry)
+	}
+}
+
+// birthdayAsk (easy side) learns where its new flows leave from now (a
+// STUN query from the shared socket; a peer's early packet may have moved
+// the mapping) and asks the peer to open its sockets toward there.
+func (p *peer) birthdayAsk(tok bdayToken) {
+	mapped := ""
+	if dest, ok := p.a.freshSTUN(); ok {
+		if m, err := p.a.bind.queryMapping(dest); err == nil {
+			mapped = m.String()
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.bd.currentLocked(tok) {
+		return
+	}
+	p.log.Info("birthday punch: asking the peer to open its sockets", "attempt", p.bd.attempts, "from", mapped)
+	p.a.sendSignal(control.Signal{To: p.id, Kind: control.SignalBirthdayAsk, Session: hex.EncodeToString(tok[:]), Candidate: mapped})
+	time.AfterFunc(birthdayReadyWait, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.bd.currentLocked(tok) && p.bd.phase == "asking" {
+			p.birthdayFailLocked("the peer did not open its sockets")
+		}
+	})
+}
+
+func parseBdayToken(s string) (bdayToken, error) {
+	var tok bdayToken
+	if len(s) != 2*len(tok) {
+		return tok, errors.New("token: want 16 hex digits")
+	}
+	_, err := hex.Decode(tok[:], []byte(s))
+	return tok, err
+}
+
+// birthdaySignalLocked handles the peer's birthday signals.
+func (p *peer) birthdaySignalLocked(s *control.Signal) {
+	tok, err := parseBdayToken(s.Session)
+	if err != nil {
+		p.log.Debug("birthday signal with a bad token", "kind", s.Kind)
+		return
+	}
+	bd := &p.bd
+	switch s.Kind {
+	case control.SignalBirthdayAsk:
+		p.birthdayAskedLocked(tok, s.Candidate)
+	case control.SignalBirthdayReady:
+		if !bd.currentLocked(tok) || bd.phase != "asking" {
+			return
+		}
+		bd.phase, bd.started = "probing", time.Now()
+		p.log.Info("birthday punch: probing the peer's ports", "ip", bd.target.Addr().String(), "rate", birthdayProbeRate)
+		go p.birthdayProbe(tok, bd.target.Addr(), bd.probes)
+	}
+}
+
+// birthdayAskedLocked (symmetric side) opens the sockets, if this side
+// sprays for the peer and the peer asks toward an address it signalled
+// as its own, at most once per birthdayAskGap.
+func (p *peer) birthdayAskedLocked(tok bdayToken, cand string) {
+	bd := &p.bd
+	if role, _ := p.birthdayRoleLocked(); role != bdaySpray {
+		p.log.Debug("birthday ask ignored: we do not spray for this peer")
+		return
+	}
+	now := time.Now()
+	if bd.running || now.Sub(bd.lastAsk) < birthdayAskGap || p.direct.up() || p.punched.up() {
+		return
+	}
+	var dest netip.AddrPort
+	if cand == "" {
+		if len(bd.public) == 0 {
+			return
+		}
+		dest = bd.public[len(bd.public)-1]
+	} else {
+		ap, err := netip.ParseAddrPort(cand)
+		if err != nil || !ap.Addr().Unmap().Is4() {
+			p.log.Debug("birthday ask with a bad address ignored")
+			return
+		}
+		dest = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	if !p.peerPublicIPLocked(dest.Addr()) {
+		p.log.Info("birthday ask toward an address the peer never signalled; ignored", "addr", dest.String())
+		return
+	}
+	ttl := p.a.natOpenTTL()
+	if ttl == 0 {
+		return
+	}
+	bd.running, bd.role, bd.tok, bd.phase, bd.started, bd.lastAsk = true, bdaySpray, tok, "spraying", now, now
+	bd.target, bd.probes, bd.sockets = dest, new(atomic.Int64), 0
+	go p.birthdaySpray(tok, dest, ttl)
+}
+
+// birthdayProbe (easy side) sends probes to random ports of ip from the
+// shared socket, birthdayProbeRate a second for birthdayProbeWindow at
+// most, until a reply names the attempt.
+func (p *peer) birthdayProbe(tok bdayToken, ip netip.Addr, probes *atomic.Int64) {
+	replies := p.a.bind.bday.expect(tok)
+	defer p.a.bind.bday.forget(tok)
+	const tickEvery = 5 * time.Millisecond
+	const perTick = birthdayProbeRate * int(tickEvery) / int(time.Second)
+	tick := time.NewTicker(tickEvery)
+	defer tick.Stop()
+	deadline := time.Now().Add(birthdayProbeWindow)
+	pkt := bdayPacket(bdayProbeType, tok)
+	ports := mrand.Perm(65536 - 1024)
+	next := 0
+	for {
+		select {
+		case from := <-replies:
+			if from.Addr().Unmap() != ip {
+				continue
+			}
+			p.mu.Lock()
+			if p.bd.currentLocked(tok) {
+				p.birthdayProbeWonLocked(netip.AddrPortFrom(ip, from.Port()), probes.Load())
+			}
+			p.mu.Unlock()
+			return
+		case now := <-tick.C:
+			p.mu.Lock()
+			current := p.bd.currentLocked(tok) && !p.closed
+			if current && now.After(deadline) {
+				p.birthdayFailLocked("no mapping answered")
+				current = false
+			}
+			p.mu.Unlock()
+			if !current {
+				return
+			}
+			for range perTick {
+				if next == len(ports) {
+					break
+				}
+				to := netip.AddrPortFrom(ip, uint16(1024+ports[next]))
+				next++
+				if err := p.a.bind.sendTo(pkt, to); err != nil {
+					break
+				}
+				probes.Add(1)
+			}
+		}
+	}
+}
+
+// thousands writes n with thousands separators: 1,130.
+func thousands(n int64) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+// punchStatus is the running attempt, for status; "" when none runs.
+func (bd *birthdayState) punchStatus(now time.Time) string {
+	if !bd.running {
+		return ""
+	}
+	took := now.Sub(bd.started).Seconds()
+	switch bd.phase {
+	case "asking":
+		return fmt.Sprintf("birthday punch %d: asking the peer to open its sockets", bd.attempts)
+	case "probing":
+		return fmt.Sprintf("birthday punch %d: probing ports of %s, %.1f s, %s probes", bd.attempts, bd.target.Addr(), took, thousands(bd.probes.Load()))
+	}
+	return fmt.Sprintf("birthday punch: %d sockets open toward %s, %.1f s", bd.sockets, bd.target, took)
+}

@@ -1,0 +1,146 @@
+package agent
+
+import (
+	"bytes"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/meshvpn/meshvpn/netcheck"
+)
+
+// TestDecideBirthday checks the role decision for every pair of NAT
+// kinds the agent can tell apart, from both sides: the two sides must
+// agree (one sprays, the other probes, or neither), and only a symmetric
+// side with an open TTL and a port-restricted peer that both take part
+// punch.
+func TestDecideBirthday(t *testing.T) {
+	const apd, ad, ei = netcheck.AddrPortDependent, netcheck.AddressDependent, netcheck.EndpointIndependent
+	kinds := map[string]bdayView{
+		"fullcone":           {Filtering: ei, Capable: true},
+		"restrictedcone":     {Filtering: ad, Capable: true},
+		"portrestricted":     {Filtering: apd, Capable: true},
+		"doublenat":          {Filtering: apd, OpenTTL: 3, Capable: true},
+		"portrestricted-hop": {Filtering: apd, OpenTTL: 2, Capable: true},
+		"symmetric":          {NAT: natSymmetric, Filtering: apd, Capable: true},
+		"symmetric-hop":      {NAT: natSymmetric, Filtering: apd, OpenTTL: 2, Capable: true},
+		"symmetric-hop-old":  {NAT: natSymmetric, Filtering: apd, OpenTTL: 2},
+		"portmapped":         {NAT: natPortMapped, Filtering: apd, Capable: true},
+		"udpblocked":         {NAT: natUDPBlocked, Capable: true},
+		"unknown":            {Capable: true},
+	}
+	punch := map[[2]string]bool{
+		{"symmetric-hop", "portrestricted"}:     true,
+		{"symmetric-hop", "doublenat"}:          true,
+		{"symmetric-hop", "portrestricted-hop"}: true,
+	}
+	for an, a := range kinds {
+		for bn, b := range kinds {
+			// As each side sees it (an older agent, not Capable, has no
+			// part at all).
+			ra, _ := decideBirthday(a, b)
+			rb, _ := decideBirthday(b, a)
+			want := punch[[2]string{an, bn}] || punch[[2]string{bn, an}]
+			got := ra != bdayNone
+			if got != want || (rb != bdayNone) != want {
+				t.Errorf("%s <-> %s: roles %s/%s, want punching %v", an, bn, ra, rb, want)
+				continue
+			}
+			if want && !((ra == bdaySpray && rb == bdayProbe) || (ra == bdayProbe && rb == bdaySpray)) {
+				t.Errorf("%s <-> %s: roles %s/%s, want one spray and one probe", an, bn, ra, rb)
+			}
+			if want && (ra == bdaySpray) != (a.NAT == natSymmetric) {
+				t.Errorf("%s <-> %s: %s got role %s", an, bn, an, ra)
+			}
+		}
+	}
+	// Why no attempt, for status.
+	for _, c := range []struct {
+		self, peer string
+		why        string
+	}{
+		{"portrestricted", "symmetric", "no router between the symmetric NAT"},
+		{"symmetric", "portrestricted", "no router between the symmetric NAT"},
+		{"portrestricted", "symmetric-hop-old", "does not take part"},
+		{"symmetric", "symmetric-hop", ""},
+		{"fullcone", "symmetric", ""},
+	} {
+		_, why := decideBirthday(kinds[c.self], kinds[c.peer])
+		if (c.why == "") != (why == "") || !strings.Contains(why, c.why) {
+			t.Errorf("%s -> %s: why %q, want one containing %q", c.self, c.peer, why, c.why)
+		}
+	}
+}
+
+func TestBdayPacket(t *testing.T) {
+	tok := bdayToken{1, 2, 3, 4, 5, 6, 7, 8}
+	for _, typ := range []byte{bdayProbeType, bdayReplyType} {
+		p := bdayPacket(typ, tok)
+		gt, gtok, ok := parseBdayPacket(p)
+		if !ok || gt != typ || gtok != tok {
+			t.Errorf("round trip of %c: %c %x %v", typ, gt, gtok, ok)
+		}
+		if classify(p) != kindBirthday {
+			t.Errorf("classify(%q) = %d, want birthday", p, classify(p))
+		}
+	}
+	for _, bad := range [][]byte{nil, []byte("mvbp"), []byte("mvbx12345678"), []byte("mvop"), append(bdayPacket('p', tok), 0)} {
+		if _, _, ok := parseBdayPacket(bad); ok {
+			t.Errorf("parse(%q) ok", bad)
+		}
+	}
+	if thousands(1130) != "1,130" || thousands(20) != "20" || thousands(1234567) != "1,234,567" {
+		t.Errorf("thousands: %s %s %s", thousands(1130), thousands(20), thousands(1234567))
+	}
+}
+
+// TestBdayRepliesOnlyKnownTokens: a reply for a token no attempt waits
+// for is dropped, and a probe never counts as a reply.
+func TestBdayRepliesOnlyKnownTokens(t *testing.T) {
+	var r bdayReplies
+	tok := bdayToken{9}
+	ch := r.expect(tok)
+	from := netip.MustParseAddrPort("198.18.1.2:4000")
+	r.deliver(bdayPacket(bdayReplyType, bdayToken{8}), from)
+	r.deliver(bdayPacket(bdayProbeType, tok), from)
+	select {
+	case got := <-ch:
+		t.Fatalf("got %s from a wrong token or a probe", got)
+	default:
+	}
+	r.deliver(bdayPacket(bdayReplyType, tok), from)
+	if got := <-ch; got != from {
+		t.Fatalf("reply from %s, want %s", got, from)
+	}
+	r.forget(tok)
+	r.deliver(bdayPacket(bdayReplyType, tok), from) // must not block or panic
+}
+
+func FuzzParseBdayPacket(f *testing.F) {
+	f.Add(bdayPacket(bdayProbeType, bdayToken{1}))
+	f.Add([]byte("mvop"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		typ, tok, ok := parseBdayPacket(b)
+		if !ok {
+			return
+		}
+		if !bytes.Equal(bdayPacket(typ, tok), b) {
+			t.Fatalf("parse(%x) = %c %x, which does not build the same packet", b, typ, tok)
+		}
+		if classify(b) != kindBirthday {
+			t.Fatalf("classify(%x) is not birthday", b)
+		}
+	})
+}
+
+func TestParseBdayToken(t *testing.T) {
+	for _, bad := range []string{"", "zz", strings.Repeat("g", 16), strings.Repeat("a", 17)} {
+		if _, err := parseBdayToken(bad); err == nil {
+			t.Errorf("token %q accepted", bad)
+		}
+	}
+	if _, err := parseBdayToken("0123456789abcdef"); err != nil {
+		t.Error(err)
+	}
+}

@@ -33,7 +33,17 @@ type birthdayState struct {
 	next     time.Time     // probe side: no new attempt before then
 	retry    time.Duration // the next backoff
 	lastAsk  time.Time     // spray side: when sockets were last opened
-	result   string        // last_change of the path it found
+	// pending is an ask that came before this side could serve it (its
+	// role or the peer's public address not known yet), served when
+	// they are, within birthdayReadyWait of its arrival.
+	pending *pendingAsk
+	result  string // last_change of the path it found
+}
+
+type pendingAsk struct {
+	tok  bdayToken
+	cand string
+	at   time.Time
 }
 
 // maxPeerPublic bounds the peer's public addresses kept.
@@ -82,6 +92,12 @@ func (p *peer) birthdayTickLocked(now time.Time) {
 	bd := &p.bd
 	role, note := p.birthdayRoleLocked()
 	bd.note = note
+	if pa := bd.pending; pa != nil {
+		bd.pending = nil
+		if now.Sub(pa.at) < birthdayReadyWait {
+			p.birthdayAskedLocked(pa.tok, pa.cand, pa.at)
+		}
+	}
 	if p.punched.up() && p.active == &p.punched {
 		if v, quiet := p.live.judge(now); v == pathDead && quiet > 0 {
 			p.dropPunchedLocked("no answer on the birthday path")
@@ -160,7 +176,7 @@ func (p *peer) birthdaySignalLocked(s *control.Signal) {
 	bd := &p.bd
 	switch s.Kind {
 	case control.SignalBirthdayAsk:
-		p.birthdayAskedLocked(tok, s.Candidate)
+		p.birthdayAskedLocked(tok, s.Candidate, time.Now())
 	case control.SignalBirthdayReady:
 		if !bd.currentLocked(tok) || bd.phase != "asking" {
 			return
@@ -173,11 +189,16 @@ func (p *peer) birthdaySignalLocked(s *control.Signal) {
 
 // birthdayAskedLocked (symmetric side) opens the sockets, if this side
 // sprays for the peer and the peer asks toward an address it signalled
-// as its own, at most once per birthdayAskGap.
-func (p *peer) birthdayAskedLocked(tok bdayToken, cand string) {
+// as its own, at most once per birthdayAskGap. An ask that arrives
+// before the role or the peer's public address is known waits (at).
+func (p *peer) birthdayAskedLocked(tok bdayToken, cand string, at time.Time) {
 	bd := &p.bd
+	wait := func(why string) {
+		p.log.Debug("birthday ask waits", "why", why)
+		bd.pending = &pendingAsk{tok: tok, cand: cand, at: at}
+	}
 	if role, _ := p.birthdayRoleLocked(); role != bdaySpray {
-		p.log.Debug("birthday ask ignored: we do not spray for this peer")
+		wait("we do not spray for this peer (yet)")
 		return
 	}
 	now := time.Now()
@@ -187,6 +208,7 @@ func (p *peer) birthdayAskedLocked(tok bdayToken, cand string) {
 	var dest netip.AddrPort
 	if cand == "" {
 		if len(bd.public) == 0 {
+			wait("the peer's public address is not known yet")
 			return
 		}
 		dest = bd.public[len(bd.public)-1]
@@ -199,6 +221,10 @@ func (p *peer) birthdayAskedLocked(tok bdayToken, cand string) {
 		dest = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
 	if !p.peerPublicIPLocked(dest.Addr()) {
+		if len(bd.public) == 0 {
+			wait("the peer's public address is not known yet")
+			return
+		}
 		p.log.Info("birthday ask toward an address the peer never signalled; ignored", "addr", dest.String())
 		return
 	}

@@ -182,7 +182,7 @@ func (p *peer) birthdaySprayWonLocked(c *net.UDPConn, from netip.AddrPort) {
 	local := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	l.local = hostCandidate(local)
 	l.remote = srflxCandidate(from)
-	l.endpoint, l.selected = from, true
+	l.endpoint, l.selected, l.started = from, true, time.Now()
 	p.log.Info("birthday punch: a probe reached one of our sockets", "from", from.String(), "local", local.String(), "took", took.Round(time.Millisecond).String())
 	go p.readPunched(l.relayEP, c, from, bd.tok)
 	p.applyLocked(p.reconsiderLocked("birthday punch"))
@@ -200,7 +200,7 @@ func (p *peer) birthdayProbeWonLocked(to netip.AddrPort, probes int64) {
 	p.dropPunchedLocked("")
 	l.local = hostCandidate(netip.AddrPortFrom(netip.IPv4Unspecified(), p.a.bind.Port()))
 	l.remote = prflxCandidate(to)
-	l.endpoint, l.selected = to, true
+	l.endpoint, l.selected, l.started = to, true, time.Now()
 	p.applyLocked(p.reconsiderLocked("birthday punch"))
 }
 

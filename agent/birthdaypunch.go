@@ -46,6 +46,12 @@ type pendingAsk struct {
 	at   time.Time
 }
 
+// punchedSilence: a birthday path that brought nothing from the peer for
+// this long is dropped. Both sides send WireGuard keepalives every 25 s on
+// it, so a working path is never this quiet; sent-but-unanswered is no
+// sign (a keepalive is not answered).
+const punchedSilence = 2*persistentKeepalive*time.Second + 10*time.Second
+
 // maxPeerPublic bounds the peer's public addresses kept.
 const maxPeerPublic = 4
 
@@ -85,6 +91,13 @@ func (p *peer) birthdayRoleLocked() (birthdayRole, string) {
 	return decideBirthday(self, peer)
 }
 
+// birthdaySprayLocked tells whether this side opens birthday sockets for
+// the peer.
+func (p *peer) birthdaySprayLocked() bool {
+	role, _ := p.birthdayRoleLocked()
+	return role == bdaySpray
+}
+
 // birthdayTickLocked starts an attempt on the easy side when one is due:
 // no direct path, both sides known and taking part, the peer's public
 // address known. Called every second and on signals.
@@ -98,9 +111,9 @@ func (p *peer) birthdayTickLocked(now time.Time) {
 			p.birthdayAskedLocked(pa.tok, pa.cand, pa.at)
 		}
 	}
-	if p.punched.up() && p.active == &p.punched {
-		if v, quiet := p.live.judge(now); v == pathDead && quiet > 0 {
-			p.dropPunchedLocked("no answer on the birthday path")
+	if p.punched.up() && now.Sub(p.punched.started) > punchedSilence {
+		if last := p.live.lastRx; last.Before(p.punched.started) || now.Sub(last) > punchedSilence {
+			p.dropPunchedLocked("nothing from the peer on the birthday path")
 		}
 	}
 	if role != bdayProbe || bd.running || p.closed || !p.node.Online || p.direct.up() || p.punched.up() ||
@@ -202,8 +215,13 @@ func (p *peer) birthdayAskedLocked(tok bdayToken, cand string, at time.Time) {
 		return
 	}
 	now := time.Now()
-	if bd.running || now.Sub(bd.lastAsk) < birthdayAskGap || p.direct.up() || p.punched.up() {
+	if bd.running || now.Sub(bd.lastAsk) < birthdayAskGap || p.direct.up() {
 		return
+	}
+	if p.punched.up() {
+		// The peer asks only when it has no birthday path: ours is dead
+		// at its end.
+		p.dropPunchedLocked("the peer asks for a new birthday punch")
 	}
 	var dest netip.AddrPort
 	if cand == "" {
@@ -221,11 +239,8 @@ func (p *peer) birthdayAskedLocked(tok bdayToken, cand string, at time.Time) {
 		dest = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
 	if !p.peerPublicIPLocked(dest.Addr()) {
-		if len(bd.public) == 0 {
-			wait("the peer's public address is not known yet")
-			return
-		}
-		p.log.Info("birthday ask toward an address the peer never signalled; ignored", "addr", dest.String())
+		// Never sent toward; the peer's candidate may still be on its way.
+		wait("toward an address the peer has not signalled (yet)")
 		return
 	}
 	ttl := p.a.natOpenTTL()

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/meshvpn/meshvpn/netcheck"
 )
@@ -142,5 +144,30 @@ func TestParseBdayToken(t *testing.T) {
 	}
 	if _, err := parseBdayToken("0123456789abcdef"); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestPunchStatus: status shows a running attempt, and nothing once it
+// ended.
+func TestPunchStatus(t *testing.T) {
+	now := time.Now()
+	bd := birthdayState{running: true, role: bdayProbe, phase: "probing", attempts: 2,
+		started: now.Add(-400 * time.Millisecond), target: netip.MustParseAddrPort("198.18.3.2:4000"), probes: new(atomic.Int64)}
+	bd.probes.Store(812)
+	if got, want := bd.punchStatus(now), "birthday punch 2: probing ports of 198.18.3.2, 0.4 s, 812 probes"; got != want {
+		t.Errorf("probing: %q, want %q", got, want)
+	}
+	bd.phase = "asking"
+	if got := bd.punchStatus(now); !strings.Contains(got, "asking the peer") {
+		t.Errorf("asking: %q", got)
+	}
+	bd = birthdayState{running: true, role: bdaySpray, phase: "spraying", sockets: 256,
+		started: now.Add(-time.Second), target: netip.MustParseAddrPort("203.0.113.105:4000"), probes: new(atomic.Int64)}
+	if got, want := bd.punchStatus(now), "birthday punch: 256 sockets open toward 203.0.113.105:4000, 1.0 s"; got != want {
+		t.Errorf("spraying: %q, want %q", got, want)
+	}
+	bd.running = false
+	if got := bd.punchStatus(now); got != "" {
+		t.Errorf("ended: %q, want none", got)
 	}
 }

@@ -41,6 +41,9 @@ const (
 	// birthdayAskGap: the symmetric side opens sockets for one peer at
 	// most this often, whatever the peer asks.
 	birthdayAskGap = 2 * time.Second
+	// birthdayMaxSprays bounds the attempts whose sockets are open at
+	// once, over all peers (4 × 256 sockets); a further ask waits.
+	birthdayMaxSprays = 4
 )
 
 // birthdayRole is a side's part in a birthday punch.

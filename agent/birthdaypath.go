@@ -68,6 +68,7 @@ type bdayWin struct {
 // waits for the first probe that names the attempt and comes from the
 // peer's address; that socket answers and is kept, the rest are closed.
 func (p *peer) birthdaySpray(tok bdayToken, dest netip.AddrPort, ttl int) {
+	defer p.a.sprays.Add(-1)
 	conns := openBdaySockets(dest, ttl)
 	p.mu.Lock()
 	if !p.bd.currentLocked(tok) || len(conns) == 0 {

@@ -247,6 +247,11 @@ func (p *peer) birthdayAskedLocked(tok bdayToken, cand string, at time.Time) {
 	if ttl == 0 {
 		return
 	}
+	if p.a.sprays.Add(1) > birthdayMaxSprays {
+		p.a.sprays.Add(-1)
+		wait("too many birthday punches under way")
+		return
+	}
 	bd.running, bd.role, bd.tok, bd.phase, bd.started, bd.lastAsk = true, bdaySpray, tok, "spraying", now, now
 	bd.target, bd.probes, bd.sockets = dest, new(atomic.Int64), 0
 	go p.birthdaySpray(tok, dest, ttl)

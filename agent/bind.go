@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
@@ -31,6 +32,11 @@ type Bind struct {
 	relays  *relayPaths
 	queries mapQueries
 	bday    bdayReplies
+	// mapped is the last answer of queryMapping: where the shared
+	// socket's new flows leave from, as last seen (mappedAt when).
+	mappedMu sync.Mutex
+	mapped   netip.AddrPort
+	mappedAt time.Time
 }
 
 // NewBind returns a Bind; its STUN side is Bind.STUNConn.

@@ -67,7 +67,7 @@ type bdayWin struct {
 // birthdaySpray (symmetric side) opens the sockets, tells the peer, and
 // waits for the first probe that names the attempt and comes from the
 // peer's address; that socket answers and is kept, the rest are closed.
-func (p *peer) birthdaySpray(tok bdayToken, dest netip.AddrPort, ttl int) {
+func (p *peer) birthdaySpray(tok bdayToken, dest netip.AddrPort, ttl int, stop <-chan struct{}) {
 	defer p.a.sprays.Add(-1)
 	conns := openBdaySockets(dest, ttl)
 	p.mu.Lock()
@@ -97,6 +97,7 @@ func (p *peer) birthdaySpray(tok bdayToken, dest netip.AddrPort, ttl int) {
 	var w bdayWin
 	select {
 	case w = <-win:
+	case <-stop:
 	case <-time.After(time.Until(deadline)):
 	}
 	closeAll(conns, w.c)
@@ -194,7 +195,7 @@ func (p *peer) birthdaySprayWonLocked(c *net.UDPConn, from netip.AddrPort) {
 func (p *peer) birthdayProbeWonLocked(to netip.AddrPort, probes int64) {
 	bd := &p.bd
 	took := time.Since(bd.started)
-	bd.running, bd.retry = false, 0
+	bd.running, bd.retry, bd.quick = false, 0, 0
 	bd.result = fmt.Sprintf("direct after birthday punch: %.1f s, %s probes", took.Seconds(), thousands(probes))
 	p.log.Info("birthday punch: the peer's mapping answered", "at", to.String(), "took", took.Round(time.Millisecond).String(), "probes", probes)
 	l := &p.punched

@@ -28,8 +28,14 @@ type birthdayState struct {
 	target  netip.AddrPort // probe: the peer's public address; spray: where the openings went
 	probes  *atomic.Int64  // probes sent in this attempt
 	sockets int            // spray: sockets opened in this attempt
+	// askedFrom: probe side, the mapping the sockets open toward.
+	askedFrom netip.AddrPort
+	askedAt   time.Time
+	// stop ends a spray before its time (the peer asked anew).
+	stop chan struct{}
 
 	attempts int
+	quick    int           // attempts retried at once in a row
 	next     time.Time     // probe side: no new attempt before then
 	retry    time.Duration // the next backoff
 	lastAsk  time.Time     // spray side: when sockets were last opened
@@ -154,12 +160,17 @@ func (p *peer) birthdayAsk(tok bdayToken) {
 			mapped = m.String()
 		}
 	}
+	if m, at := p.a.bind.lastMapping(); mapped == "" && m.IsValid() && time.Since(at) < staleExpiry {
+		mapped = m.String() // no fresh STUN address: the last query's answer
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.bd.currentLocked(tok) {
 		return
 	}
 	p.log.Info("birthday punch: asking the peer to open its sockets", "attempt", p.bd.attempts, "from", mapped)
+	p.bd.askedFrom, _ = netip.ParseAddrPort(mapped)
+	p.bd.askedAt = time.Now()
 	p.a.sendSignal(control.Signal{To: p.id, Kind: control.SignalBirthdayAsk, Session: hex.EncodeToString(tok[:]), Candidate: mapped})
 	time.AfterFunc(birthdayReadyWait, func() {
 		p.mu.Lock()
@@ -215,7 +226,17 @@ func (p *peer) birthdayAskedLocked(tok bdayToken, cand string, at time.Time) {
 		return
 	}
 	now := time.Now()
-	if bd.running || now.Sub(bd.lastAsk) < birthdayAskGap || p.direct.up() {
+	if p.direct.up() || (bd.running && bd.tok == tok) {
+		return
+	}
+	if bd.running && bd.role == bdaySpray {
+		// The peer gave that attempt up (its mapping moved): a new one
+		// replaces it.
+		close(bd.stop)
+		bd.running = false
+	}
+	if now.Sub(bd.lastAsk) < birthdayAskGap {
+		wait("asked again too soon")
 		return
 	}
 	if p.punched.up() {
@@ -254,7 +275,8 @@ func (p *peer) birthdayAskedLocked(tok bdayToken, cand string, at time.Time) {
 	}
 	bd.running, bd.role, bd.tok, bd.phase, bd.started, bd.lastAsk = true, bdaySpray, tok, "spraying", now, now
 	bd.target, bd.probes, bd.sockets = dest, new(atomic.Int64), 0
-	go p.birthdaySpray(tok, dest, ttl)
+	bd.stop = make(chan struct{})
+	go p.birthdaySpray(tok, dest, ttl, bd.stop)
 }
 
 // birthdayProbe (easy side) sends probes to random ports of ip from the
@@ -286,8 +308,16 @@ func (p *peer) birthdayProbe(tok bdayToken, ip netip.Addr, probes *atomic.Int64)
 		case now := <-tick.C:
 			p.mu.Lock()
 			current := p.bd.currentLocked(tok) && !p.closed
-			if current && now.After(deadline) {
+			switch {
+			case !current:
+			case now.After(deadline):
 				p.birthdayFailLocked("no mapping answered")
+				current = false
+			case p.mappingMovedLocked():
+				p.birthdayRetryNowLocked("our mapping moved since the ask")
+				current = false
+			case probes.Load() >= birthdayMissProbes:
+				p.birthdayRetryNowLocked("no hit in " + thousands(birthdayMissProbes) + " probes: our mapping probably moved")
 				current = false
 			}
 			p.mu.Unlock()
@@ -306,6 +336,35 @@ func (p *peer) birthdayProbe(tok bdayToken, ip netip.Addr, probes *atomic.Int64)
 				probes.Add(1)
 			}
 		}
+	}
+}
+
+// birthdayMissProbes: with birthdaySockets mappings among ~64,500 ports,
+// this many probes all miss with a chance of about 1 in 5 million, unless
+// the probes leave from another port than the sockets opened toward (a
+// clash with a stale entry on our router moved the shared socket's
+// mapping for new flows).
+const birthdayMissProbes = 4000
+
+// birthdayQuickRetries bounds the attempts retried at once after a moved
+// mapping before the backoff applies again.
+const birthdayQuickRetries = 2
+
+// mappingMovedLocked tells whether a mapping query since the ask saw our
+// new flows leave from another port than the one asked toward.
+func (p *peer) mappingMovedLocked() bool {
+	m, at := p.a.bind.lastMapping()
+	asked := p.bd.askedFrom
+	return asked.IsValid() && m.IsValid() && at.After(p.bd.askedAt) && m != asked
+}
+
+// birthdayRetryNowLocked ends the attempt and lets the next start at once
+// (up to birthdayQuickRetries times in a row).
+func (p *peer) birthdayRetryNowLocked(why string) {
+	p.birthdayFailLocked(why)
+	if p.bd.quick < birthdayQuickRetries {
+		p.bd.quick++
+		p.bd.next = time.Now()
 	}
 }
 

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -169,5 +170,38 @@ func TestPunchStatus(t *testing.T) {
 	bd.running = false
 	if got := bd.punchStatus(now); got != "" {
 		t.Errorf("ended: %q, want none", got)
+	}
+}
+
+// TestMappingMoved: an attempt is given up when a mapping query after the
+// ask saw our new flows leave from another port, and retried at once only
+// birthdayQuickRetries times in a row.
+func TestMappingMoved(t *testing.T) {
+	b := NewBind()
+	p := &peer{a: &Agent{bind: b}, log: slog.New(slog.DiscardHandler)}
+	asked := netip.MustParseAddrPort("203.0.113.106:55295")
+	p.bd = birthdayState{running: true, role: bdayProbe, askedFrom: asked, askedAt: time.Now(), probes: new(atomic.Int64)}
+	if p.mappingMovedLocked() {
+		t.Fatal("moved before any query")
+	}
+	b.mapped, b.mappedAt = netip.MustParseAddrPort("203.0.113.106:55042"), p.bd.askedAt.Add(-time.Second)
+	if p.mappingMovedLocked() {
+		t.Fatal("a query from before the ask counts")
+	}
+	b.mapped, b.mappedAt = asked, time.Now().Add(time.Millisecond)
+	if p.mappingMovedLocked() {
+		t.Fatal("the same mapping counts as moved")
+	}
+	b.mappedAt, b.mapped = time.Now().Add(time.Millisecond), netip.MustParseAddrPort("203.0.113.106:55042")
+	if !p.mappingMovedLocked() {
+		t.Fatal("a moved mapping is not seen")
+	}
+	for i := range birthdayQuickRetries + 1 {
+		p.bd.running = true
+		p.birthdayRetryNowLocked("moved")
+		quick := !p.bd.next.After(time.Now())
+		if want := i < birthdayQuickRetries; quick != want {
+			t.Errorf("retry %d: at once %v, want %v", i+1, quick, want)
+		}
 	}
 }

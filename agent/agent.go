@@ -77,6 +77,9 @@ type Agent struct {
 	// portmap is nil with --no-portmap. Atomic, not under mu: peers read it
 	// with their own lock held, and stopDataPlane takes mu then peer locks.
 	portmap atomic.Pointer[portMapper]
+	// sprays counts the birthday punches whose sockets are open now
+	// (birthdaypath.go), bounded by birthdayMaxSprays.
+	sprays atomic.Int32
 
 	stop    context.CancelFunc // ends Run; `meshvpn down` calls it
 	metrics *agentMetrics

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
@@ -30,6 +31,12 @@ type Bind struct {
 	stun    *stunConn
 	relays  *relayPaths
 	queries mapQueries
+	bday    bdayReplies
+	// mapped is the last answer of queryMapping: where the shared
+	// socket's new flows leave from, as last seen (mappedAt when).
+	mappedMu sync.Mutex
+	mapped   netip.AddrPort
+	mappedAt time.Time
 }
 
 // NewBind returns a Bind; its STUN side is Bind.STUNConn.
@@ -92,6 +99,8 @@ func (b *Bind) filter(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				if !b.queries.answer(p) {
 					b.stun.deliver(p, endpointAddr(eps[i]))
 				}
+			case kindBirthday:
+				b.bday.deliver(p, endpointAddr(eps[i]))
 			}
 			sizes[i] = 0
 		}

@@ -9,6 +9,7 @@ const (
 	kindOther packetKind = iota
 	kindWireGuard
 	kindSTUN
+	kindBirthday // a birthday punch's reply (birthdaypkt.go)
 )
 
 const stunMagicCookie = 0x2112A442
@@ -31,6 +32,9 @@ func classify(b []byte) packetKind {
 		if n%4 == 0 && n+20 == len(b) {
 			return kindSTUN
 		}
+	}
+	if len(b) == bdayPacketLen && b[0] == 'm' && b[1] == 'v' && b[2] == 'b' {
+		return kindBirthday
 	}
 	return kindOther
 }

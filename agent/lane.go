@@ -2,6 +2,7 @@ package agent
 
 import (
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -77,6 +78,8 @@ type lane struct {
 	peerStarts ratelimit.Bucket
 	// remoteCands counts the current session's remote candidates.
 	remoteCands int
+	// sock is the punched lane's socket (birthdaypath.go).
+	sock *net.UDPConn
 }
 
 // peerStartRate bounds the sessions a peer can make a lane start: a few at
@@ -112,6 +115,9 @@ func (l *lane) label() string {
 
 // up tells whether the lane has a working selected pair.
 func (l *lane) up() bool {
+	if l.name == lanePunched {
+		return l.selected
+	}
 	return l.ice != nil && l.selected && (l.state == ice.ConnectionStateConnected || l.state == ice.ConnectionStateCompleted)
 }
 
@@ -175,6 +181,7 @@ func (l *lane) signal(s control.Signal) {
 		s.NAT = l.p.a.natLabel()
 		s.Filtering = l.p.a.natFiltering()
 		s.OpenTTL = l.p.a.natOpenTTL()
+		s.Birthday = true
 	}
 	l.p.a.sendSignal(s)
 }
@@ -341,6 +348,12 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 		if err != nil {
 			l.p.log.Debug("bad remote candidate", "err", err)
 			return
+		}
+		if c.Type() == ice.CandidateTypeServerReflexive && !l.relay() {
+			if ip, err := netip.ParseAddr(c.Address()); err == nil {
+				l.p.notePublicLocked(netip.AddrPortFrom(ip, uint16(c.Port())))
+				l.p.birthdayTickLocked(time.Now())
+			}
 		}
 		l.addRemoteLocked(c)
 	case control.SignalOpened:

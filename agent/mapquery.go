@@ -79,10 +79,20 @@ func (b *Bind) queryMapping(dest netip.AddrPort) (netip.AddrPort, error) {
 	}
 	select {
 	case m := <-ch:
+		b.mappedMu.Lock()
+		b.mapped, b.mappedAt = m, time.Now()
+		b.mappedMu.Unlock()
 		return m, nil
 	case <-time.After(mapQueryTimeout):
 		return netip.AddrPort{}, errors.New("no STUN answer")
 	}
+}
+
+// lastMapping is the last mapping a query saw and when.
+func (b *Bind) lastMapping() (netip.AddrPort, time.Time) {
+	b.mappedMu.Lock()
+	defer b.mappedMu.Unlock()
+	return b.mapped, b.mappedAt
 }
 
 // freshSTUN picks a STUN address the shared socket has not sent to for

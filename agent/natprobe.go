@@ -175,7 +175,7 @@ func (a *Agent) natTick(now time.Time) {
 			// (punchorder.go); offers carry it too, but the first ones
 			// usually leave before the probe is done.
 			for _, p := range a.peerList() {
-				a.sendSignal(control.Signal{To: p.id, Kind: control.SignalInfo, NAT: label, Filtering: filt, OpenTTL: ttl})
+				a.sendSignal(control.Signal{To: p.id, Kind: control.SignalInfo, NAT: label, Filtering: filt, OpenTTL: ttl, Birthday: true})
 				p.natViewsChanged()
 			}
 		}

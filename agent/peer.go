@@ -32,7 +32,11 @@ type peer struct {
 	node   control.Node
 	direct lane
 	relay  lane
-	active *lane // the lane whose path WireGuard uses, nil before the first
+	// punched is the path a birthday punch found (birthdaypath.go), bd
+	// the punching itself (birthdaypunch.go).
+	punched lane
+	bd      birthdayState
+	active  *lane // the lane whose path WireGuard uses, nil before the first
 
 	endpoint   netip.AddrPort // WireGuard's endpoint
 	wgAdded    bool           // WireGuard knows the peer (after the first path)
@@ -83,6 +87,7 @@ func newPeer(a *Agent, n control.Node, key Key) *peer {
 	}
 	p.direct = lane{p: p}
 	p.relay = lane{p: p, name: control.LaneRelay}
+	p.punched = lane{p: p, name: lanePunched}
 	if n.Online {
 		p.onlineAt = time.Now()
 	}
@@ -134,6 +139,7 @@ func (p *peer) tick(now time.Time) {
 	}
 	p.direct.tickLocked(now)
 	p.relay.tickLocked(now)
+	p.birthdayTickLocked(now)
 }
 
 // restartRelay replaces the relay lane's session, e.g. with fresh
@@ -247,6 +253,8 @@ func (p *peer) reconsiderLocked(why string) func() {
 		return nil
 	case p.direct.up():
 		best = &p.direct
+	case p.punched.up():
+		best = &p.punched
 	case p.relay.up():
 		best = &p.relay
 	default:
@@ -282,6 +290,9 @@ func (p *peer) reconsiderLocked(why string) func() {
 	default:
 		p.lastChange = "upgraded from relay to direct"
 		p.log.Info("direct path found, leaving the relay", "endpoint", ep.String())
+	}
+	if best == &p.punched && prev != best {
+		p.lastChange = p.bd.result
 	}
 	overlay, _ := netip.ParseAddr(p.node.IP)
 	return func() { p.applyPath(best, overlay, ep, first) }
@@ -360,12 +371,22 @@ func (p *peer) handleSignal(s *control.Signal) {
 		if s.Filtering != "" {
 			p.peerFiltering, p.peerOpenTTL = s.Filtering, s.OpenTTL
 		}
+		if l == &p.direct {
+			p.bd.capable = s.Birthday
+		}
+	case control.SignalBirthdayAsk, control.SignalBirthdayReady:
+		if l == &p.direct {
+			p.birthdaySignalLocked(s)
+		}
+		return
 	case control.SignalInfo:
 		p.peerNAT = s.NAT
 		if s.Filtering != "" {
 			p.peerFiltering, p.peerOpenTTL = s.Filtering, s.OpenTTL
 		}
+		p.bd.capable = s.Birthday
 		p.natViewsChangedLocked()
+		p.birthdayTickLocked(time.Now())
 		return
 	}
 	p.log.Debug("signal", "lane", l.label(), "kind", s.Kind, "session", s.Session, "current", l.session, "candidate", s.Candidate)
@@ -378,6 +399,7 @@ func (p *peer) close() {
 	p.closed = true
 	p.direct.closeICELocked()
 	p.relay.closeICELocked()
+	p.dropPunchedLocked("")
 }
 
 // punchInfoWait is how long a first direct session waits for both sides'

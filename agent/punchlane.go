@@ -127,6 +127,14 @@ func (l *lane) tellOpenedLocked() {
 // releaseLocked stops holding back: the held candidates go to ICE, whose
 // checks start now.
 func (l *lane) releaseLocked(why string) {
+	if l.p.birthdaySprayLocked() {
+		// Our full-TTL checks cannot join a symmetric NAT to this peer,
+		// and on a router without an input firewall each leaves an entry
+		// that moves the peer's mapping away from where our birthday
+		// sockets opened (birthday.go): keep them back for good.
+		l.p.log.Debug("punch: direct checks held back; the birthday punch joins this pair")
+		return
+	}
 	l.holding = false
 	held := l.held
 	l.held = nil

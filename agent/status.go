@@ -107,6 +107,10 @@ type PeerStatus struct {
 	// DirectAfterMs is how long the first direct path took from when this
 	// agent saw the peer come online; absent before one.
 	DirectAfterMs int64 `json:"direct_after_ms,omitempty"`
+	// Punch is the birthday punch under way (birthday.go), absent when none
+	// runs: "birthday punch 2: probing ports of 198.18.3.2, 0.4 s, 812
+	// probes".
+	Punch string `json:"punch,omitempty"`
 	// ICEFailures counts sessions (both lanes) that failed.
 	ICEFailures int `json:"ice_failures"`
 	// LastHandshake is empty before the first WireGuard handshake.
@@ -167,7 +171,9 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 		LastChange:    p.lastChange,
 		ICEFailures:   p.direct.failures + p.relay.failures,
 		DirectAfterMs: p.directAfter.Milliseconds(),
+		Punch:         p.bd.punchStatus(time.Now()),
 	}
+	bdayNote := p.bd.note
 	if !p.changedAt.IsZero() {
 		st.ChangedAt = p.changedAt.UTC().Format(time.RFC3339)
 	}
@@ -246,6 +252,9 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 	default:
 		st.Path = PathRelay
 		st.Reason = why.notDirect()
+		if bdayNote != "" {
+			st.Reason += "; " + bdayNote
+		}
 		if verdict == pathSilent {
 			st.Reason = noAnswer(quiet) + "; " + st.Reason
 		}

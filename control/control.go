@@ -228,6 +228,16 @@ const (
 	// away from its STUN-seen port): a peer that opens its NAT with
 	// low-TTL packets aims there too.
 	SignalMapping = "mapping"
+	// Birthday punching (between a symmetric NAT and a port-restricted
+	// one; only between agents that both set Signal.Birthday):
+	// SignalBirthdayAsk: the easy side asks the symmetric side to open
+	// its sockets; Session is the attempt's token (16 hex digits),
+	// Candidate the "ip:port" its probes will leave from ("" for its
+	// server-reflexive candidate).
+	SignalBirthdayAsk = "bday-ask"
+	// SignalBirthdayReady: the symmetric side's sockets have sent their
+	// opening packets; the easy side starts probing.
+	SignalBirthdayReady = "bday-ready"
 )
 
 // Signal is ICE signalling between two agents, relayed by the coordinator.
@@ -258,6 +268,9 @@ type Signal struct {
 	// one can open its NAT toward the peer without reaching the peer's
 	// router.
 	OpenTTL int `json:"open_ttl,omitempty"`
+	// Birthday: the sender takes part in birthday punching (sent with
+	// NAT). Agents that do not set it are never asked.
+	Birthday bool `json:"birthday,omitempty"`
 }
 
 // LaneRelay is Signal.Lane of the relay-only ICE session.

@@ -31,6 +31,7 @@ var natBenchKinds = []natBenchKind{
 	{"dn", "double NAT", natlab.DoubleNAT, false},
 	{"sy", "symmetric", natlab.Symmetric, false},
 	{"pi", "port-restricted + ISP hop", natlab.PortRestricted, true},
+	{"si", "symmetric + ISP hop", natlab.Symmetric, true},
 }
 
 // natBenchWindow is how long one attempt watches the pairs, from all

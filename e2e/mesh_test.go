@@ -10,8 +10,8 @@ import (
 
 // meshSpots is where TestMeshAllNATPairs puts its agents, on each router
 // variant: two behind each NAT kind, a second host behind
-// portrestricted1's router, a double NAT, and a port-restricted site
-// behind an ISP routing hop.
+// portrestricted1's router, a double NAT, and a port-restricted and a
+// symmetric site behind an ISP routing hop.
 var meshSpots = []meshSpot{
 	{name: "fullcone1", kind: natlab.FullCone},
 	{name: "fullcone2", kind: natlab.FullCone},
@@ -24,18 +24,29 @@ var meshSpots = []meshSpot{
 	{name: "symmetric2", kind: natlab.Symmetric},
 	{name: "doublenat1", kind: natlab.DoubleNAT},
 	{name: "portrestricted-isp", kind: natlab.PortRestricted, ispHop: true},
+	{name: "symmetric-isp", kind: natlab.Symmetric, ispHop: true},
 }
 
-// needsRelay reports whether no direct path can exist between two NATs
-// without birthday punching: a symmetric NAT's fresh port per destination
-// never matches what a port-restricted (double NAT included) or symmetric
-// peer has opened.
-func needsRelay(a, b natlab.Kind) bool {
-	if a == natlab.Symmetric {
+// needsRelay reports whether no direct path can exist between two spots:
+// a symmetric NAT's fresh port per destination never matches what a
+// port-restricted (double NAT included) or symmetric peer has opened,
+// unless a birthday punch finds it (birthdayJoins).
+func needsRelay(a, b meshSpot) bool {
+	if a.kind == natlab.Symmetric {
 		a, b = b, a
 	}
-	hard := a == natlab.PortRestricted || a == natlab.DoubleNAT || a == natlab.Symmetric
-	return b == natlab.Symmetric && hard
+	hard := a.kind == natlab.PortRestricted || a.kind == natlab.DoubleNAT || a.kind == natlab.Symmetric
+	return b.kind == natlab.Symmetric && hard && !birthdayJoins(a, b)
+}
+
+// birthdayJoins: a symmetric site behind an ISP hop (which stops its
+// low-TTL opening packets) and a port-restricted one, double NAT
+// included, meet by birthday punching. Two symmetric sites never do.
+func birthdayJoins(a, b meshSpot) bool {
+	if b.kind == natlab.Symmetric {
+		a, b = b, a
+	}
+	return a.kind == natlab.Symmetric && a.ispHop && (b.kind == natlab.PortRestricted || b.kind == natlab.DoubleNAT)
 }
 
 // knownGaps are the pairs that do not reliably go direct yet, by router

@@ -71,6 +71,7 @@ func runMeshPairs(t *testing.T, v natlab.Variant, spots []meshSpot, gaps map[str
 	key := authKey(t, coord, true)
 	sites := map[string]*natlab.Site{}
 	kindOf := map[*meshlab.Agent]natlab.Kind{}
+	spotOf := map[*meshlab.Agent]meshSpot{}
 	var agents []*meshlab.Agent
 	for _, sp := range spots {
 		var h *natlab.Host
@@ -92,6 +93,7 @@ func runMeshPairs(t *testing.T, v natlab.Variant, spots []meshSpot, gaps map[str
 		}
 		agents = append(agents, a)
 		kindOf[a] = sp.kind
+		spotOf[a] = sp
 	}
 	start := time.Now()
 	startOnline(t, key, agents...)
@@ -106,7 +108,7 @@ func runMeshPairs(t *testing.T, v natlab.Variant, spots []meshSpot, gaps map[str
 	for i, a := range agents {
 		for _, b := range agents[i+1:] {
 			p := &meshPair{a: a, b: b, ka: kindOf[a], kb: kindOf[b], want: "direct"}
-			if needsRelay(kindOf[a], kindOf[b]) {
+			if needsRelay(spotOf[a], spotOf[b]) {
 				p.want = "relay"
 			}
 			if r, ok := gaps[p.name()]; ok {

@@ -248,6 +248,9 @@ func printStatus(w io.Writer, st *agent.Status) {
 		if p.Reason != "" {
 			path += " (" + p.Reason + ")"
 		}
+		if p.Punch != "" {
+			path += " [" + p.Punch + "]"
+		}
 		cands := "-"
 		if p.LocalType != "" {
 			cands = p.LocalType + "→" + p.RemoteType

@@ -105,6 +105,7 @@ type PeerStatus struct {
 	Relay         *RelayPath `json:"relay"`
 	LastChange    string     `json:"last_change"`
 	DirectAfterMs int64      `json:"direct_after_ms"`
+	Punch         string     `json:"punch"` // a birthday punch under way
 	LastHandshake string     `json:"last_handshake"`
 	LastRx        string     `json:"last_rx"` // RFC 3339: last WireGuard packet from the peer
 	RxBytes       uint64     `json:"rx_bytes"`

@@ -205,3 +205,31 @@ func TestMappingMoved(t *testing.T) {
 		}
 	}
 }
+
+// A member chooses its own candidates. Birthday probes go only to a
+// public address the peer signalled that is also where the coordinator
+// sees its stream come from: a member that names a stranger's address
+// cannot aim this agent's probes at the stranger.
+func TestBirthdayProbesOnlyWhereCoordinatorSeesPeer(t *testing.T) {
+	stranger := netip.MustParseAddrPort("198.51.100.77:4000")
+	own := netip.MustParseAddrPort("203.0.113.105:41000")
+	p := &peer{a: &Agent{}, log: slog.New(slog.DiscardHandler)}
+	p.notePublicLocked(own)
+	p.notePublicLocked(stranger) // the newest claim
+
+	p.node.SeenFrom = ""
+	if ap, ok := p.probeTargetLocked(); ok {
+		t.Errorf("no address seen by the coordinator: probe target %s, want none", ap)
+	}
+	p.node.SeenFrom = own.Addr().String()
+	if ap, ok := p.probeTargetLocked(); !ok || ap != own {
+		t.Errorf("probe target %s %v, want %s (the claim the coordinator confirms), never %s", ap, ok, own, stranger)
+	}
+	if p.peerPublicIPLocked(stranger.Addr()) {
+		t.Errorf("%s counted as the peer's own address", stranger.Addr())
+	}
+	p.node.SeenFrom = "198.51.100.1"
+	if ap, ok := p.probeTargetLocked(); ok {
+		t.Errorf("coordinator sees the peer elsewhere: probe target %s, want none", ap)
+	}
+}

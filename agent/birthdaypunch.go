@@ -81,14 +81,39 @@ func (p *peer) notePublicLocked(ap netip.AddrPort) {
 	}
 }
 
-// peerPublicIPLocked tells whether the peer signalled a as its own.
+// peerPublicIPLocked tells whether the peer signalled a as its own, and
+// the coordinator sees the peer come from a (seenFromLocked).
 func (p *peer) peerPublicIPLocked(a netip.Addr) bool {
+	if !p.seenFromLocked(a) {
+		return false
+	}
 	for _, o := range p.bd.public {
 		if o.Addr() == a.Unmap() {
 			return true
 		}
 	}
 	return false
+}
+
+// seenFromLocked tells whether a is the address the coordinator sees the
+// peer's stream come from. A member chooses its own candidates: without
+// this check it could name a stranger's address as its public one and
+// have this agent spray that stranger with probes. An older coordinator
+// says nothing (SeenFrom empty), and then no birthday punch is aimed.
+func (p *peer) seenFromLocked(a netip.Addr) bool {
+	seen, err := netip.ParseAddr(p.node.SeenFrom)
+	return err == nil && seen.Unmap() == a.Unmap()
+}
+
+// probeTargetLocked is the newest public address the peer signalled that
+// is also where the coordinator sees it; false when there is none.
+func (p *peer) probeTargetLocked() (netip.AddrPort, bool) {
+	for i := len(p.bd.public) - 1; i >= 0; i-- {
+		if ap := p.bd.public[i]; p.seenFromLocked(ap.Addr()) {
+			return ap, true
+		}
+	}
+	return netip.AddrPort{}, false
 }
 
 func (p *peer) birthdayRoleLocked() (birthdayRole, string) {
@@ -126,10 +151,15 @@ func (p *peer) birthdayTickLocked(now time.Time) {
 		now.Before(bd.next) || len(bd.public) == 0 {
 		return
 	}
+	target, ok := p.probeTargetLocked()
+	if !ok {
+		bd.note = "birthday punch skipped: the peer's public address is not where the coordinator sees it"
+		return
+	}
 	var tok bdayToken
 	_, _ = rand.Read(tok[:])
 	bd.running, bd.role, bd.tok, bd.phase, bd.started = true, bdayProbe, tok, "asking", now
-	bd.target = bd.public[len(bd.public)-1]
+	bd.target = target
 	bd.probes = new(atomic.Int64)
 	bd.attempts++
 	go p.birthdayAsk(tok)

@@ -152,6 +152,12 @@ type Node struct {
 	LastSeen  time.Time `json:"last_seen,omitzero"`
 	// Tags come from the auth key the node joined with; peers see them.
 	Tags []string `json:"tags,omitempty"`
+	// SeenFrom is the address the coordinator sees the node's stream come
+	// from (its public address, unless a proxy sits in front of the
+	// coordinator); empty before its first stream. Peers hold what the
+	// node itself claims (its candidates) against it where a claim aims
+	// traffic, as birthday probes do.
+	SeenFrom string `json:"seen_from,omitempty"`
 }
 
 // Netmap is the full view of the mesh for one node.

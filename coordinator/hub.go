@@ -123,6 +123,8 @@ type streamConn struct {
 	netmap *netmapFrame
 	// since is the netmap version the agent says it holds ("" for none).
 	since string
+	// from is the address the stream comes from (Node.SeenFrom).
+	from string
 }
 
 func newHub(ctx context.Context, store *Store, log *slog.Logger, m *serverMetrics) (*hub, error) {
@@ -215,7 +217,7 @@ func (h *hub) upsert(n control.Node) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if old, ok := h.nodes[n.ID]; ok {
-		n.Online, n.LastSeen = old.Online, old.LastSeen
+		n.Online, n.LastSeen, n.SeenFrom = old.Online, old.LastSeen, old.SeenFrom
 		if sameNode(old, n) {
 			return // a re-registration that changed nothing peers see
 		}
@@ -276,9 +278,9 @@ func (h *hub) connect(c *streamConn, version int, servers control.Netmap) error 
 		old.dropped = true
 		old.close("replaced by a newer stream", true)
 	}
-	wasOnline := self.Online
-	self.Online, self.LastSeen = true, time.Now().UTC()
-	if wasOnline {
+	wasOnline, wasFrom := self.Online, self.SeenFrom
+	self.Online, self.LastSeen, self.SeenFrom = true, time.Now().UTC(), c.from
+	if wasOnline && wasFrom == self.SeenFrom {
 		// Already online as peers see it (a replaced stream, or a node
 		// back after a coordinator restart): a fresh last-seen time alone
 		// is not worth a delta to every agent.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -98,6 +99,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	s.streams.Add(1)
 	defer s.streams.Done()
 	ws.SetReadLimit(streamReadLimit)
+	node.SeenFrom = remoteIP(r.RemoteAddr)
 	s.serveStream(ws, node, version, r.URL.Query().Get(control.QuerySince), control.Netmap{STUN: s.stunServers(r), STUNServers: s.stunServerList(r),
 		DNS: &control.DNSConfig{Domain: s.cfg.DNSDomain}}, s.stunHost(r))
 }
@@ -120,6 +122,7 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 	c := &streamConn{
 		nodeID: node.ID,
 		since:  logsafe.Clip(since),
+		from:   node.SeenFrom,
 		send:   make(chan []byte, sendQueueLen),
 		close: func(reason string, graceful bool) {
 			closeOnce.Do(func() {
@@ -346,4 +349,14 @@ func closeCode(reason string) websocket.StatusCode {
 		return control.CloseNodeExpired
 	}
 	return websocket.StatusGoingAway
+}
+
+// remoteIP is the address part of an HTTP request's RemoteAddr, "" if it
+// has none (a unix socket in tests).
+func remoteIP(remote string) string {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return ""
+	}
+	return ap.Addr().Unmap().String()
 }

@@ -99,3 +99,39 @@ func TestBatchWriterSendsAllAndSkipsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchDualStack: on a dual-stack socket ([::]:port, how :3478 binds),
+// IPv4 clients come in as IPv4-mapped addresses, which the fast path's keys
+// unmap, and batches go out to plain IPv4 addresses.
+func TestBatchDualStack(t *testing.T) {
+	ds, err := net.ListenUDP("udp", &net.UDPAddr{})
+	if err != nil {
+		t.Skipf("no dual-stack socket: %v", err)
+	}
+	defer ds.Close()
+	if ds.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
+		t.Skip("the socket is IPv4 only")
+	}
+	v4 := listenUDP4(t)
+	to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: ds.LocalAddr().(*net.UDPAddr).Port}
+	if _, err := v4.WriteTo([]byte("in"), to); err != nil {
+		t.Fatal(err)
+	}
+	ds.SetReadDeadline(time.Now().Add(2 * time.Second))
+	pkt, from, err := newBatchReader(ds).read(nil)
+	if err != nil || string(pkt) != "in" {
+		t.Fatalf("read %q, %v", pkt, err)
+	}
+	got, ok := addrPort(from)
+	if want := v4.LocalAddr().(*net.UDPAddr).AddrPort(); !ok || got != want {
+		t.Fatalf("source %v as key %v, want %v", from, got, want)
+	}
+	if err := newBatchWriter(ds).write([]ipv4.Message{{Buffers: [][]byte{[]byte("out")}, Addr: v4.LocalAddr()}}); err != nil {
+		t.Fatalf("write to an IPv4 address from a dual-stack socket: %v", err)
+	}
+	buf := make([]byte, 10)
+	v4.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, _, err := v4.ReadFrom(buf); err != nil || string(buf[:n]) != "out" {
+		t.Fatalf("IPv4 socket read %q, %v", buf[:n], err)
+	}
+}

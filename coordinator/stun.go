@@ -200,19 +200,22 @@ func (s *stunServer) serve() error {
 }
 
 func (s *stunServer) serveSocket(k *stunSocket) error {
-	buf := make([]byte, 1500)
+	read := socketReader(k)
 	for {
-		n, from, err := k.conn.ReadFrom(buf)
+		pkt, from, err := read()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			return fmt.Errorf("stun read: %w", err)
 		}
-		resp, via, ok := s.answer(buf[:n], from, k)
+		if k.turn != nil && k.turn.relay(pkt, from) {
+			continue
+		}
+		resp, via, ok := s.answer(pkt, from, k)
 		if !ok {
 			if k.turn != nil {
-				k.turn.deliver(buf[:n], from)
+				k.turn.deliver(pkt, from)
 			}
 			continue
 		}
@@ -225,6 +228,21 @@ func (s *stunServer) serveSocket(k *stunSocket) error {
 		if _, err := via.conn.WriteTo(resp, from); err != nil {
 			s.log.Debug("stun write", "to", from, "err", err)
 		}
+	}
+}
+
+// socketReader reads k's datagrams: in batches on a socket shared with
+// TURN (relayed ChannelData is most of its traffic), flushing the fast
+// path's queue before each batch; one by one otherwise.
+func socketReader(k *stunSocket) func() ([]byte, net.Addr, error) {
+	if uc, ok := k.conn.(*net.UDPConn); ok && k.turn != nil {
+		rd := newBatchReader(uc)
+		return func() ([]byte, net.Addr, error) { return rd.read(k.turn.flush) }
+	}
+	buf := make([]byte, 1500)
+	return func() ([]byte, net.Addr, error) {
+		n, from, err := k.conn.ReadFrom(buf)
+		return buf[:n], from, err
 	}
 }
 

@@ -81,6 +81,7 @@ type turnServer struct {
 	log     *slog.Logger
 
 	allocs *relayAllocs
+	fast   *fastSides
 	own    *ownAddrs
 	active func(uint64) bool
 	stop   chan struct{}
@@ -213,6 +214,12 @@ func listenTURN(cfg TURNConfig, udp net.PacketConn, extra []net.PacketConn, publ
 			RelayAddressGenerator: gen(true), PermissionHandler: perm,
 		})
 	}
+	// ChannelData of bound channels takes the batched fast path.
+	t.fast = &fastSides{allocs: t.allocs, byAddr: map[string]*clientSide{}}
+	for _, c := range sc.PacketConnConfigs {
+		t.fast.attach(c.PacketConn)
+	}
+	sc.EventHandler = turn.EventHandler{OnChannelCreated: t.fast.channelCreated, OnChannelDeleted: t.fast.channelDeleted}
 	if t.tls != nil {
 		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
 			Listener: t.tls, RelayAddressGenerator: gen(false), PermissionHandler: perm,

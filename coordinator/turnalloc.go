@@ -111,6 +111,9 @@ func (t *relayAllocs) open(node uint64, udp bool, now time.Time, mk func() (net.
 		t.forget(a)
 		t.usage.release(meter, time.Now())
 	}}
+	if uc, ok := pc.(*net.UDPConn); ok {
+		a.conn.fast = newRelayFast(uc)
+	}
 	t.byPort[a.port] = a
 	t.perNode[node]++
 	return a.conn, addr, nil
@@ -184,6 +187,16 @@ func (t *relayAllocs) closeWhere(match func(*relayAlloc) bool) int {
 	return len(doomed)
 }
 
+// conn is the relay socket of the allocation on relay port, or nil.
+func (t *relayAllocs) conn(port int) *relayConn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if a := t.byPort[port]; a != nil {
+		return a.conn
+	}
+	return nil
+}
+
 // count is how many allocations node holds.
 func (t *relayAllocs) count(node uint64) int {
 	t.mu.Lock()
@@ -200,6 +213,9 @@ type relayConn struct {
 	meter   *allocMeter
 	once    sync.Once
 	onClose func()
+	// fast is the batched path for channel-bound peers (relayfast.go);
+	// nil when the socket is not a *net.UDPConn (tests).
+	fast *relayFast
 }
 
 var errOwnHost = errors.New("turn: relaying to this host outside the relay port range is not allowed")
@@ -216,6 +232,9 @@ func (c *relayConn) WriteTo(p []byte, to net.Addr) (int, error) {
 }
 
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if c.fast != nil {
+		return c.readFast(p)
+	}
 	for {
 		n, from, err := c.PacketConn.ReadFrom(p)
 		if err != nil {
@@ -229,7 +248,12 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 func (c *relayConn) Close() error {
-	c.once.Do(c.onClose)
+	c.once.Do(func() {
+		if c.fast != nil {
+			c.unbindAll()
+		}
+		c.onClose()
+	})
 	return c.PacketConn.Close()
 }
 

@@ -14,6 +14,9 @@ import (
 type sharedConn struct {
 	sock net.PacketConn
 	in   chan sharedPacket
+	// side, when set (before the STUN server serves), relays ChannelData
+	// of bound channels without the hand-off (relayfast.go).
+	side *clientSide
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -30,6 +33,18 @@ const sharedQueueLen = 1024
 
 func newSharedConn(sock net.PacketConn) *sharedConn {
 	return &sharedConn{sock: sock, in: make(chan sharedPacket, sharedQueueLen), done: make(chan struct{})}
+}
+
+// relay takes ChannelData for a bound channel onto the fast path.
+func (c *sharedConn) relay(p []byte, from net.Addr) bool {
+	return c.side != nil && c.side.relay(p, from)
+}
+
+// flush sends what relay queued.
+func (c *sharedConn) flush() {
+	if c.side != nil {
+		c.side.flush()
+	}
 }
 
 // deliver queues a datagram that arrived on the shared socket.

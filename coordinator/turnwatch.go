@@ -19,6 +19,11 @@ type watchConn struct {
 	net.PacketConn
 	allocs *relayAllocs
 	limit  *sourceLimiter
+	// side and rd, when set (a socket of its own, not shared with STUN),
+	// read in batches and relay ChannelData of bound channels there
+	// (relayfast.go).
+	side *clientSide
+	rd   *batchReader
 }
 
 // STUN message types (RFC 5389 section 6) the watch looks for.
@@ -63,9 +68,25 @@ func (c *watchConn) observe(p []byte, to net.Addr, now time.Time) {
 
 func (c *watchConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
-		n, from, err := c.PacketConn.ReadFrom(p)
+		n, from, err := c.read(p)
 		if err != nil || !unauthenticatedRequest(p[:n]) || c.limit.allowAddr(from, time.Now()) {
 			return n, from, err
+		}
+	}
+}
+
+// read is the next datagram not taken by the fast path.
+func (c *watchConn) read(p []byte) (int, net.Addr, error) {
+	if c.rd == nil {
+		return c.PacketConn.ReadFrom(p)
+	}
+	for {
+		pkt, from, err := c.rd.read(c.side.flush)
+		if err != nil {
+			return 0, from, err
+		}
+		if !c.side.relay(pkt, from) {
+			return copy(p, pkt), from, nil
 		}
 	}
 }

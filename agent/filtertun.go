@@ -54,16 +54,20 @@ func (a *Agent) refreshFilter() {
 	if a.filter == nil {
 		return
 	}
+	// Never a peer's lock under a.mu: a peer starting a session holds its
+	// own lock and then takes a.mu (stunURLs), so the other order deadlocks
+	// (seen in make bench-mesh).
 	a.mu.Lock()
 	pf := a.policyFilter
-	peers := make([]filter.Peer, 0, len(a.peers))
-	for _, p := range a.peers {
+	a.mu.Unlock()
+	list := a.peerList()
+	peers := make([]filter.Peer, 0, len(list))
+	for _, p := range list {
 		p.mu.Lock()
 		n := p.node
 		p.mu.Unlock()
 		peers = append(peers, filterPeer(n))
 	}
-	a.mu.Unlock()
 	a.filter.Set(pf, peers)
 }
 

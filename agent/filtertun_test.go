@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+	"time"
 
 	wgtun "golang.zx2c4.com/wireguard/tun"
 
@@ -71,5 +72,33 @@ func TestFilterTUN(t *testing.T) {
 	}
 	if len(dev.written) != 1 || binary.BigEndian.Uint16(dev.written[0][22:]) != 22 {
 		t.Fatalf("wrote %d packets, want only the one to port 22", len(dev.written))
+	}
+}
+
+// refreshFilter never holds a.mu while it waits for a peer's lock: a
+// peer starting a session holds its own lock and then takes a.mu (its
+// STUN servers), so the other order deadlocked an agent at start (seen in
+// make bench-mesh).
+func TestRefreshFilterLockOrder(t *testing.T) {
+	a := &Agent{filter: filter.New(), peers: map[uint64]*peer{}}
+	p := &peer{a: a, id: 1, node: control.Node{ID: 1, Name: "laptop", IP: "100.64.0.1"}}
+	a.peers[1] = p
+
+	p.mu.Lock() // a peer in the middle of starting a session
+	done := make(chan struct{})
+	go func() { a.refreshFilter(); close(done) }()
+	time.Sleep(50 * time.Millisecond)
+	got := false
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if a.mu.TryLock() { // what the peer does next (stunURLs)
+			got = true
+			a.mu.Unlock()
+			break
+		}
+	}
+	p.mu.Unlock()
+	<-done
+	if !got {
+		t.Fatal("refreshFilter held the agent's lock while waiting for a peer's: lock-order deadlock")
 	}
 }

@@ -162,8 +162,13 @@ func meshBenchTable(r *meshBenchResult) string {
 		all = fmt.Sprintf("%.1f s", r.allDirect.Seconds())
 	}
 	fmt.Fprintf(&sb, "| every pinged pair direct after | %s |\n", all)
-	fmt.Fprintf(&sb, "| pinged pairs direct / answering ping | %d / %d of %d (median to direct %.1f s) |\n", r.directOK, r.pingOK, r.pairs, r.directMed.Seconds())
-	fmt.Fprintf(&sb, "| agents running at the end | %d of %d |\n", r.running, r.n)
+	fmt.Fprintf(&sb, "| pinged pairs direct / answering ping | %d / %d of %d (to direct: median %.1f s, last %.1f s) |\n",
+		r.directOK, r.pingOK, r.pairs, r.directMed.Seconds(), r.lastDirect.Seconds())
+	stuck := "none"
+	if len(r.stuck) > 0 {
+		stuck = strings.Join(r.stuck, ", ")
+	}
+	fmt.Fprintf(&sb, "| agents running at the end / status stopped answering | %d of %d / %s |\n", r.running, r.n, stuck)
 	rm, rx := medMax(r.rssKiB)
 	fmt.Fprintf(&sb, "| agent RSS, median / max | %.1f / %.1f MiB (%d peers each) |\n", float64(rm)/1024, float64(rx)/1024, r.n-1)
 	if r.coordSocks >= 0 {

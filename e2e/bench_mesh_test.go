@@ -50,6 +50,8 @@ type meshBenchResult struct {
 	allDirect  time.Duration
 	directOK   int // pinged pairs direct both ways by the end of the window
 	directMed  time.Duration
+	lastDirect time.Duration // when the last pinged pair that went direct did
+	stuck      []string      // agents whose status stopped answering
 	pingOK     int
 	running    int
 	rssKiB     []int64
@@ -145,11 +147,9 @@ func runMeshBench(b *testing.B, res *meshBenchResult, kind natlab.Kind) {
 	}
 	ctx, cancel := context.WithTimeout(b.Context(), meshBenchWindow)
 	defer cancel()
-	ips, err := meshBenchIPs(ctx, agents)
-	if err != nil {
-		b.Fatalf("agents did not come up: %v", err)
-	}
-	b.Logf("%d agents have overlay addresses after %v", res.n, time.Since(start).Round(time.Millisecond))
+	poll := newMeshPoller(agents)
+	ips := poll.overlayIPs(ctx)
+	b.Logf("%d of %d agents have overlay addresses after %v", len(ips), res.n, time.Since(start).Round(time.Millisecond))
 
 	// Pings make the traffic that asks for a path; status shows when it
 	// is direct. Both run until every pinged pair is direct or the window
@@ -163,7 +163,7 @@ func runMeshBench(b *testing.B, res *meshBenchResult, kind natlab.Kind) {
 	}()
 	directAt := make([]time.Duration, len(pairs))
 	for ctx.Err() == nil {
-		observePairs(ctx, agents, pairs, 0)
+		poll.observe(ctx, pairs)
 		left := 0
 		for i, p := range pairs {
 			if directAt[i] == 0 && p.ab != nil && p.ba != nil && p.ab.Path == "direct" && p.ba.Path == "direct" {
@@ -193,13 +193,15 @@ func runMeshBench(b *testing.B, res *meshBenchResult, kind natlab.Kind) {
 	res.directOK = len(ds)
 	if len(ds) > 0 {
 		slices.Sort(ds)
-		res.directMed = ds[len(ds)/2]
+		res.directMed, res.lastDirect = ds[len(ds)/2], ds[len(ds)-1]
 	}
 	b.Logf("%d of %d pinged pairs direct, all after %v", res.directOK, len(pairs), res.allDirect)
 
 	time.Sleep(meshBenchSettle)
 	res.measuredAt = time.Since(start)
 	meshBenchMeasure(b, res, coord, agents)
+	res.stuck = poll.stuckNames()
+	dumpStuck(b, poll)
 }
 
 // meshBenchIP is the public address of the i-th agent: 203.0.113.11-99,
@@ -241,22 +243,6 @@ func meshBenchSample(agents []*meshlab.Agent) ([]*meshPair, string) {
 	return pairs, fmt.Sprintf("a fixed sample of %d of %d pairs (each agent with the next, the one after and the one opposite on a ring)", len(pairs), n*(n-1)/2)
 }
 
-// meshBenchIPs waits until every agent has its overlay address.
-func meshBenchIPs(ctx context.Context, agents []*meshlab.Agent) (map[*meshlab.Agent]string, error) {
-	ips := map[*meshlab.Agent]string{}
-	var mu sync.Mutex
-	err := meshlab.WaitAll(ctx, agents, meshBenchWindow, func(a *meshlab.Agent, st *meshlab.Status) error {
-		if st.Self.IP == "" {
-			return fmt.Errorf("agent %s has no overlay IP yet", a.Name)
-		}
-		mu.Lock()
-		ips[a] = st.Self.IP
-		mu.Unlock()
-		return nil
-	})
-	return ips, err
-}
-
 // pingSample pings each pair (one echo at a time, a few pairs at once)
 // until it answers once or ctx ends, and marks the pairs that answered.
 func pingSample(ctx context.Context, pairs []*meshPair, ips map[*meshlab.Agent]string, ok []bool) {
@@ -269,6 +255,10 @@ func pingSample(ctx context.Context, pairs []*meshPair, ips map[*meshlab.Agent]s
 		}
 		if ctx.Err() != nil {
 			break
+		}
+		if ips[p.a] == "" || ips[p.b] == "" {
+			<-sem
+			continue
 		}
 		wg.Add(1)
 		go func() {

@@ -168,7 +168,9 @@ func meshBenchTable(r *meshBenchResult) string {
 	if len(r.stuck) > 0 {
 		stuck = strings.Join(r.stuck, ", ")
 	}
-	fmt.Fprintf(&sb, "| agents running at the end / status stopped answering | %d of %d / %s |\n", r.running, r.n, stuck)
+	fmt.Fprintf(&sb, "| agents running at the end | %d of %d |\n", r.running, r.n)
+	fmt.Fprintf(&sb, "| status calls with no answer in %v | %d, on %d agents; still not answering at the end: %s |\n",
+		meshStatusTimeout, r.missedCalls, r.missedAgents, stuck)
 	rm, rx := medMax(r.rssKiB)
 	fmt.Fprintf(&sb, "| agent RSS, median / max | %.1f / %.1f MiB (%d peers each) |\n", float64(rm)/1024, float64(rx)/1024, r.n-1)
 	if r.coordSocks >= 0 {

@@ -51,17 +51,19 @@ type meshBenchResult struct {
 	directOK   int // pinged pairs direct both ways by the end of the window
 	directMed  time.Duration
 	lastDirect time.Duration // when the last pinged pair that went direct did
-	stuck      []string      // agents whose status stopped answering
-	pingOK     int
-	running    int
-	rssKiB     []int64
-	lines      []int
-	warnLines  []int
-	coordSocks int
-	closes     map[string]int
-	dropped    float64 // meshvpn_coordinator_streams_dropped_total; -1 when unread
-	measuredAt time.Duration
-	neigh      string
+	stuck      []string      // agents whose last status calls got no answer
+	// missedCalls status calls timed out, on missedAgents agents.
+	missedCalls, missedAgents int
+	pingOK                    int
+	running                   int
+	rssKiB                    []int64
+	lines                     []int
+	warnLines                 []int
+	coordSocks                int
+	closes                    map[string]int
+	dropped                   float64 // meshvpn_coordinator_streams_dropped_total; -1 when unread
+	measuredAt                time.Duration
+	neigh                     string
 }
 
 // BenchmarkMesh (make bench-mesh N=20) starts N real agents at once, each
@@ -201,6 +203,7 @@ func runMeshBench(b *testing.B, res *meshBenchResult, kind natlab.Kind) {
 	res.measuredAt = time.Since(start)
 	meshBenchMeasure(b, res, coord, agents)
 	res.stuck = poll.stuckNames()
+	res.missedCalls, res.missedAgents = poll.missed()
 	dumpStuck(b, poll)
 }
 

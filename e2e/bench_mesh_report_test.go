@@ -155,7 +155,7 @@ func medMax[T int | int64](xs []T) (T, T) {
 func meshBenchTable(r *meshBenchResult) string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "make bench-mesh: %d agents (%s hosts), all started at once, %s; pinged %s over the overlay; measured %v after the start (%v after the last pinged pair went direct or the %v window ended); %s.\n\n",
-		r.n, r.nat, time.Now().UTC().Format("2006-01-02"), r.pairsNote, r.measuredAt.Round(100*time.Millisecond), meshBenchSettle, meshBenchWindow, r.neigh)
+		r.n, r.nat, time.Now().UTC().Format("2006-01-02"), r.pairsNote, r.measuredAt.Round(100*time.Millisecond), r.settle, meshBenchWindow, r.neigh)
 	sb.WriteString("| measure | value |\n|---|---|\n")
 	all := "not reached in " + meshBenchWindow.String()
 	if r.allDirect > 0 {

@@ -18,9 +18,10 @@ import (
 // from the moment the agents are started.
 const meshBenchWindow = 120 * time.Second
 
-// meshBenchSettle is how long the mesh runs on after every pinged pair is
-// direct (or the window ran out) before RSS, sockets and log lines are
-// read, so that they show a mesh at rest rather than mid-burst.
+// meshBenchSettle is how long the mesh runs on, by default, after every
+// pinged pair is direct (or the window ran out) before RSS, sockets and log
+// lines are read, so that they show a mesh at rest rather than mid-burst.
+// BENCH_MESH_SETTLE changes it.
 const meshBenchSettle = 10 * time.Second
 
 // meshBenchAllPairsMax is the largest mesh in which every pair is pinged;
@@ -63,6 +64,7 @@ type meshBenchResult struct {
 	closes                    map[string]int
 	dropped                   float64 // meshvpn_coordinator_streams_dropped_total; -1 when unread
 	measuredAt                time.Duration
+	settle                    time.Duration
 	neigh                     string
 }
 
@@ -72,7 +74,8 @@ type meshBenchResult struct {
 // and reports: the time until every pinged pair is direct both ways,
 // agent RSS, the coordinator's sockets, log lines per agent and streams
 // the coordinator closed. It prints a markdown table and writes it to
-// $BENCH_MESH_OUT. It fails only when the lab cannot be built or the
+// $BENCH_MESH_OUT. BENCH_MESH_SETTLE (default 10s) is how long after that
+// point the per-agent figures are read. It fails only when the lab cannot be built or the
 // agents do not start, never on the numbers. It runs only when
 // BENCH_MESH_N is set, so that make bench stays short.
 func BenchmarkMesh(b *testing.B) {
@@ -98,7 +101,12 @@ func BenchmarkMesh(b *testing.B) {
 	if err := natlab.Check(); err != nil {
 		b.Fatalf("natlab: %v (run as root: sudo make bench-mesh)", err)
 	}
-	res := &meshBenchResult{n: n, nat: natName, closes: map[string]int{}, dropped: -1}
+	res := &meshBenchResult{n: n, nat: natName, closes: map[string]int{}, dropped: -1, settle: meshBenchSettle}
+	if v := os.Getenv("BENCH_MESH_SETTLE"); v != "" {
+		if res.settle, err = time.ParseDuration(v); err != nil || res.settle < 0 || res.settle > time.Hour {
+			b.Fatalf("BENCH_MESH_SETTLE=%q: want a duration 0-1h", v)
+		}
+	}
 	res.neigh = raiseNeighLimits(b, n)
 	runMeshBench(b, res, kind)
 	table := meshBenchTable(res)
@@ -206,7 +214,7 @@ func runMeshBench(b *testing.B, res *meshBenchResult, kind natlab.Kind) {
 	}
 	b.Logf("%d of %d pinged pairs direct, all after %v", res.directOK, len(pairs), res.allDirect)
 
-	time.Sleep(meshBenchSettle)
+	time.Sleep(res.settle)
 	res.measuredAt = time.Since(start)
 	meshBenchMeasure(b, res, coord, agents)
 	res.stuck = poll.stuckNames()

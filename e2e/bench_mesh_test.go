@@ -75,9 +75,9 @@ type meshBenchResult struct {
 // agent RSS, the coordinator's sockets, log lines per agent and streams
 // the coordinator closed. It prints a markdown table and writes it to
 // $BENCH_MESH_OUT. BENCH_MESH_SETTLE (default 10s) is how long after that
-// point the per-agent figures are read. It fails only when the lab cannot be built or the
-// agents do not start, never on the numbers. It runs only when
-// BENCH_MESH_N is set, so that make bench stays short.
+// point the per-agent figures are read. It fails only when the lab cannot
+// be built or the agents do not start, never on the numbers. It runs only
+// when BENCH_MESH_N is set, so that make bench stays short.
 func BenchmarkMesh(b *testing.B) {
 	if os.Getenv("BENCH_MESH_N") == "" {
 		b.Skip("BENCH_MESH_N not set (make bench-mesh N=20)")

@@ -310,6 +310,14 @@ func (p *peer) reconsiderLocked(why string) func() {
 // handshake comes.
 func (p *peer) applyPath(l *lane, overlay netip.Addr, ep netip.AddrPort, first bool) {
 	err := p.wgChange(func() error {
+		// Two lanes' callbacks decide under p.mu but apply after it, in
+		// either order: a late apply must not put back the endpoint a newer
+		// one replaced (status then said direct while WireGuard still sent
+		// through the relay). So what is installed is the endpoint current
+		// now, under wgMu.
+		if cur, ok := p.currentEndpoint(); ok {
+			ep = cur
+		}
 		if first {
 			return p.a.wg.recreatePeer(p.key, overlay, ep, p.controlling)
 		}
@@ -335,6 +343,13 @@ func (p *peer) applyPath(l *lane, overlay netip.Addr, ep netip.AddrPort, first b
 // handshakeGrace is how long a new path may go without a WireGuard
 // handshake before the controlling side recreates the peer to force one.
 const handshakeGrace = 400 * time.Millisecond
+
+// currentEndpoint is the endpoint of the peer's path now, if it has one.
+func (p *peer) currentEndpoint() (netip.AddrPort, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.endpoint, p.active != nil && !p.closed
+}
 
 // current tells whether ep on l is still the peer's path.
 func (p *peer) current(l *lane, ep netip.AddrPort) bool {

@@ -196,8 +196,11 @@ func TestSimultaneousOpenLatency(t *testing.T) {
 					}
 					// Not asserted for the double NAT: 2 of its ~30 trials
 					// beyond the latency joined (at 19.8 and 24.4 ms, with
-					// 10 ms between the NATs), cause not found yet.
-					if skew > 2*p.oneWay && res.joined() && p.b.Kind != natlab.DoubleNAT {
+					// 10 ms between the NATs), cause not found yet. Nor
+					// below 10 ms of latency: the userspace delay box's own
+					// jitter (a few ms on a loaded machine) let a 2 ms pair
+					// join at 8.5 ms skew once.
+					if skew > 2*p.oneWay && p.oneWay >= 10*time.Millisecond && res.joined() && p.b.Kind != natlab.DoubleNAT {
 						t.Errorf("%s: first sends %v apart, over twice the latency, joined", p.name, res.realSkew)
 					}
 				}

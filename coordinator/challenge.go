@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -17,6 +18,10 @@ import (
 // expiry and nonce, MACed with a secret of this process (a restart makes
 // outstanding ones stale; the agent fetches another). A used one is
 // remembered until it expires.
+//
+// Replicas share the secret (the store's secrets table) and record used
+// nonces in the store too (claim), so a challenge issued by one verifies
+// on any other, once.
 
 // challengeTTL is how long a challenge is accepted.
 const challengeTTL = time.Minute
@@ -43,6 +48,8 @@ const (
 type challenges struct {
 	secret [32]byte
 	now    func() time.Time
+	// claim, if set, uses a nonce up for every replica: false if one did.
+	claim func(nonce []byte, exp time.Time) (bool, error)
 
 	mu      sync.Mutex
 	used    map[[challengeNonceLen]byte]time.Time // nonce -> expiry
@@ -92,6 +99,21 @@ func (c *challenges) use(s string) error {
 	var nonce [challengeNonceLen]byte
 	copy(nonce[:], body[8:])
 	c.mu.Lock()
+	_, seen := c.used[nonce]
+	c.mu.Unlock()
+	if seen {
+		return ErrChallengeStale
+	}
+	if c.claim != nil {
+		ok, err := c.claim(nonce[:], exp)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return ErrChallengeStale
+		}
+	}
+	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, seen := c.used[nonce]; seen {
 		return ErrChallengeStale
@@ -111,4 +133,34 @@ func (c *challenges) use(s string) error {
 	}
 	c.used[nonce] = exp
 	return nil
+}
+
+// secretChallenge names the challenge secret in the store's secrets table.
+const secretChallenge = "challenge_secret"
+
+// newSharedChallenges makes challenges whose secret and used nonces live in
+// the store, for replicas.
+func newSharedChallenges(ctx context.Context, st *Store, now func() time.Time) (*challenges, error) {
+	v, err := st.sharedSecret(ctx, secretChallenge, func() (string, error) {
+		var k [32]byte
+		if _, err := rand.Read(k[:]); err != nil {
+			return "", fmt.Errorf("challenge secret: %w", err)
+		}
+		return base64.StdEncoding.EncodeToString(k[:]), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("challenge secret: %w", err)
+	}
+	k, err := base64.StdEncoding.DecodeString(v)
+	if err != nil || len(k) != 32 {
+		return nil, errors.New("challenge secret in the store's secrets table: not 32 bytes of base64, delete its row to make a new one")
+	}
+	c := &challenges{now: now, used: make(map[[challengeNonceLen]byte]time.Time)}
+	copy(c.secret[:], k)
+	c.claim = func(nonce []byte, exp time.Time) (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
+		defer cancel()
+		return st.claimChallenge(ctx, nonce, exp)
+	}
+	return c, nil
 }

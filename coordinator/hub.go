@@ -94,6 +94,13 @@ type hub struct {
 	stop     chan struct{}
 	done     chan struct{}
 	stopOnce sync.Once
+
+	// gone takes a node out of the mesh when the store says another
+	// replica removed or expired it (the server's nodeGone).
+	gone func(id uint64, reason string)
+	// forward, with replicas, hands a signal for a node online on another
+	// replica to the replicas' channel; false if it could not be queued.
+	forward func(from, to uint64, frame []byte) bool
 }
 
 // nodeSeen is the hub-owned part of a node the store is told about lazily.
@@ -102,6 +109,9 @@ type nodeSeen struct {
 	lastSeen time.Time
 	// touch only moves last_seen; the online flag is left as stored.
 	touch bool
+	// from is the stream's source address (Node.SeenFrom), kept in the
+	// store for other replicas.
+	from string
 }
 
 // streamConn is the hub's side of one agent stream: a bounded queue of
@@ -149,6 +159,7 @@ func newHub(ctx context.Context, store *Store, log *slog.Logger, m *serverMetric
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	h.gone = func(id uint64, reason string) { h.remove(id, reason) }
 	for _, n := range nodes {
 		if err := h.setLocked(n); err != nil {
 			return nil, err
@@ -290,7 +301,7 @@ func (h *hub) connect(c *streamConn, version int, servers control.Netmap) error 
 	} else {
 		h.changedLocked(self)
 	}
-	h.dirty[self.ID] = nodeSeen{online: true, lastSeen: self.LastSeen}
+	h.dirty[self.ID] = nodeSeen{online: true, lastSeen: self.LastSeen, from: self.SeenFrom}
 
 	frame, err := h.resumeFrameLocked(self, version, servers, c.since)
 	if err != nil {
@@ -373,6 +384,15 @@ func (h *hub) relay(from uint64, sig control.Signal) {
 		return
 	}
 	c := h.conns[sig.To]
+	if c == nil && h.forward != nil && h.nodes[sig.To].Online {
+		// Online on another replica.
+		if h.forward(from, sig.To, frame) {
+			h.metrics.signals.With("forwarded_replica").Inc()
+		} else {
+			h.metrics.signals.With("queue_full").Inc()
+		}
+		return
+	}
 	if c == nil {
 		h.log.Debug("dropping signal for offline node", "from", from, "to", sig.To, "kind", logsafe.Clip(sig.Kind))
 		h.metrics.signals.With("dropped").Inc()

@@ -84,24 +84,35 @@ func (h *hub) flush() {
 	clear(h.pending)
 	// The batch's version is stored with its online flags, so a restarted
 	// coordinator knows what the agents hold (see netmapversion.go).
+	// Replicas each have their own epoch, never stored (netmapversion.go).
 	var version *netmapVersion
-	if len(ids) > 0 {
+	if len(ids) > 0 && !h.store.fansOut() {
 		version = &netmapVersion{epoch: h.epoch, seq: h.seq + 1, digest: h.digest}
 	}
 	h.mu.Unlock()
+	var stale []uint64
 	if len(dirty) > 0 || version != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
-		if err := h.store.saveSeen(ctx, dirty, version); err != nil {
+		var err error
+		if stale, err = h.store.saveSeen(ctx, dirty, version); err != nil {
 			h.log.Warn("persist online state", "nodes", len(dirty), "err", err)
 		}
 		cancel()
 	}
-	if len(ids) == 0 {
-		return
+	if len(ids) > 0 {
+		h.mu.Lock()
+		h.sendLocked(ids)
+		h.mu.Unlock()
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.sendLocked(ids)
+	if len(stale) > 0 {
+		// Nodes another replica took while our stream of them ended: take
+		// the store's word (online there) in the next batch.
+		ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
+		if err := h.reload(ctx, stale); err != nil {
+			h.log.Warn("reload nodes held by another replica", "nodes", len(stale), "err", err)
+		}
+		cancel()
+	}
 }
 
 // sendLocked encodes the current state of the changed nodes ids (sorted)

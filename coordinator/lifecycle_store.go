@@ -135,6 +135,9 @@ func (s *Store) RemoveNode(ctx context.Context, ref, reason string) (NodeRecord,
 		if _, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE id = ?`, r.ID); err != nil {
 			return fmt.Errorf("delete node: %w", err)
 		}
+		if err := s.announceNodes(ctx, tx, []uint64{r.ID}); err != nil {
+			return err
+		}
 		return s.holdIP(ctx, tx, r.IP)
 	})
 	if err != nil {
@@ -162,7 +165,7 @@ func (s *Store) ExpireNode(ctx context.Context, ref string) (NodeRecord, error) 
 		}
 		r.ExpiredAt = time.UnixMilli(toMillis(now)).UTC()
 		r.Online = false
-		return nil
+		return s.announceNodes(ctx, tx, []uint64{r.ID})
 	})
 	if err != nil {
 		return NodeRecord{}, fmt.Errorf("expire node: %w", err)
@@ -197,7 +200,7 @@ func (s *Store) RenameNode(ctx context.Context, ref, name string) (NodeRecord, e
 			return fmt.Errorf("update name: %w", err)
 		}
 		r.Name = name
-		return nil
+		return s.announceNodes(ctx, tx, []uint64{r.ID})
 	})
 	if err != nil {
 		return NodeRecord{}, fmt.Errorf("rename node: %w", err)

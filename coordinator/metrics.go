@@ -30,7 +30,7 @@ func newServerMetrics() *serverMetrics {
 		registrations: r.Counter("meshvpn_coordinator_registrations_total",
 			"Registration requests by result: created (new node), readmitted (known node), invalid (malformed request), refused (bad key or credential, conflict, mesh full), rate_limited (over the auth key's join budget), error.", "result"),
 		signals: r.Counter("meshvpn_coordinator_signals_total",
-			"ICE signals from agents by result: forwarded to the target's stream; dropped (target offline or not a peer); oversize, malformed or invalid (refused frames); rate_limited (over the sender's budget); queue_full (the receiver's queue was busy).", "result"),
+			"ICE signals from agents by result: forwarded to the target's stream; forwarded_replica (to the replica holding the target's stream); dropped (target offline or not a peer); oversize, malformed or invalid (refused frames); rate_limited (over the sender's budget); queue_full (the receiver's queue was busy).", "result"),
 		deltaBatches: r.Counter("meshvpn_coordinator_delta_batches_total",
 			"Batches of node changes sent as one delta to every stream."),
 		deltaNodes: r.Counter("meshvpn_coordinator_delta_nodes_total",

@@ -124,6 +124,14 @@ func (h *hub) sinceLocked(since string) ([]uint64, bool) {
 // store says are online stay so for restartGrace, so agents that come back
 // at once cause no online delta to everyone (see sweepRestored).
 func (h *hub) restoreVersion(ctx context.Context) error {
+	if h.store.fansOut() {
+		// Replicas: each has an epoch of its own, so a version from
+		// another replica (an agent that moved) means a full netmap; and
+		// the nodes online in the store are held by live replicas, or
+		// swept when theirs stops (replica.go).
+		h.epoch, h.seq = newEpoch(), 0
+		return nil
+	}
 	v, ok, err := h.store.loadNetmapVersion(ctx)
 	if err != nil {
 		return err

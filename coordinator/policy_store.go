@@ -25,7 +25,7 @@ func (s *Store) ClearPolicy(ctx context.Context) error {
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM policy`); err != nil {
 		return fmt.Errorf("clear policy: %w", err)
 	}
-	return nil
+	return s.announcePolicy(ctx, s.db)
 }
 
 // SetPolicy stores a checked policy source, replacing the old one.
@@ -36,5 +36,5 @@ func (s *Store) SetPolicy(ctx context.Context, src []byte) error {
 	if err != nil {
 		return fmt.Errorf("store policy: %w", err)
 	}
-	return nil
+	return s.announcePolicy(ctx, s.db)
 }

@@ -90,7 +90,7 @@ func (s *Store) registerWithAuthKey(ctx context.Context, req control.RegisterReq
 		}
 		node.Tags = key.Tags
 		reg.Node, reg.Credential, reg.Ephemeral = node, cred, key.Ephemeral
-		return nil
+		return s.announceNodes(ctx, tx, []uint64{node.ID})
 	})
 	if err != nil {
 		return Registration{}, fmt.Errorf("register node: %w", err)

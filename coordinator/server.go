@@ -134,6 +134,9 @@ type Server struct {
 	// WireGuard private key.
 	identity   *identity
 	challenges *challenges
+	// replicas ties this coordinator to the others on its PostgreSQL
+	// store; nil with SQLite.
+	replicas *replicaLink
 
 	// lock is the state dir's serve lock, held from New to Close.
 	lock     *os.File
@@ -273,7 +276,15 @@ func New(cfg Config) (*Server, error) {
 	if s.identity, err = loadServerIdentity(ctx, store, cfg.StateDir); err != nil {
 		return fail(err)
 	}
-	if s.challenges, err = newChallenges(time.Now); err != nil {
+	if store.fansOut() {
+		if s.challenges, err = newSharedChallenges(ctx, store, time.Now); err != nil {
+			return fail(err)
+		}
+		if s.replicas, err = newReplicaLink(ctx, store, h, s.log); err != nil {
+			return fail(err)
+		}
+		h.gone = s.nodeGone
+	} else if s.challenges, err = newChallenges(time.Now); err != nil {
 		return fail(err)
 	}
 	if cfg.TURN.Embedded {
@@ -526,6 +537,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	}()
 	sweepCtx, stopSweep := context.WithCancel(context.Background())
 	go s.sweepLoop(sweepCtx)
+	if s.replicas != nil {
+		s.replicas.start(sweepCtx)
+		attrs = append(attrs, "replica", s.store.replica)
+	}
 	attrs = append(attrs, "admin", s.adminLn.Addr().String())
 	s.log.Info("coordinator listening", attrs...)
 	if s.relays == nil {
@@ -540,6 +555,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.log.Error("shutting down after failure", "err", err)
 	}
 	stopSweep()
+	if s.replicas != nil {
+		s.replicas.wait()
+	}
 	if cerr := s.shutdown(); err == nil {
 		err = cerr
 	}

@@ -12,6 +12,8 @@ import (
 
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver; no cgo needed
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/meshvpn/meshvpn/internal/statedir"
 )
 
@@ -38,6 +40,12 @@ type Store struct {
 	// wait for the database's write lock on one connection, not on all of
 	// the pool's (SQLite's single connection does that already).
 	writeMu sync.Mutex
+	// replica names this coordinator among those sharing a PostgreSQL
+	// store (replica.go); "" for an admin command or SQLite.
+	replica string
+	// listen is the PostgreSQL connection config a replica LISTENs with
+	// (nil for SQLite).
+	listen *pgx.ConnConfig
 }
 
 // OpenStore opens (creating if needed) the store in dir. The directory is

@@ -23,6 +23,9 @@ type engine interface {
 	// queueWriters tells whether inTx must queue this process's writers
 	// itself (the pool has several connections).
 	queueWriters() bool
+	// fansOut tells whether several coordinators share the store and
+	// announce their changes to each other (store_fanout.go).
+	fansOut() bool
 	// keepsSecrets tells whether the store keeps the secrets every
 	// coordinator on it must share (secret_shared.go).
 	keepsSecrets() bool

@@ -70,6 +70,20 @@ var pgMigrations = []string{
 		name  TEXT PRIMARY KEY,
 		value TEXT NOT NULL
 	);`,
+	// 2 (replicas): which replica holds each online node's stream and where
+	// it comes from; the replicas alive (heartbeats); challenges used on
+	// any replica (see replica.go).
+	`ALTER TABLE nodes ADD COLUMN replica TEXT;
+	ALTER TABLE nodes ADD COLUMN seen_from TEXT;
+	CREATE TABLE replicas (
+		id      TEXT   PRIMARY KEY,
+		seen_at BIGINT NOT NULL
+	);
+	CREATE TABLE used_challenges (
+		nonce      BYTEA  PRIMARY KEY,
+		expires_at BIGINT NOT NULL
+	);
+	CREATE INDEX used_challenges_expiry ON used_challenges (expires_at);`,
 }
 
 // pgWriteLock is the advisory lock key that makes writers take turns
@@ -94,6 +108,8 @@ func (postgresEngine) beginWrite(ctx context.Context, tx *dbTx) error {
 func (postgresEngine) queueWriters() bool { return true }
 
 func (postgresEngine) keepsSecrets() bool { return true }
+
+func (postgresEngine) fansOut() bool { return true }
 
 // integrityCheck has nothing to do: PostgreSQL checks its own pages.
 func (postgresEngine) integrityCheck(context.Context, *sqlDB) error { return nil }
@@ -129,6 +145,7 @@ func OpenPostgresStore(dsn string) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", where, err)
 	}
 	s := newStore(db, postgresEngine{}, where)
+	s.listen = cfg
 	if err := s.eng.migrate(ctx, s); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", where, err)

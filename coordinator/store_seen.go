@@ -3,6 +3,8 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 )
 
 // saveSeen writes a batch of online flags and last-seen times in one
@@ -10,33 +12,71 @@ import (
 // and ping would keep the store busy for nothing.
 // version, when not nil, is stored with them: the version of the batch
 // about to be sent, whose online flags these are.
-func (s *Store) saveSeen(ctx context.Context, seen map[uint64]nodeSeen, version *netmapVersion) error {
-	return s.inTx(ctx, func(tx *dbTx) error {
+//
+// With replicas (fan-out), a node going online is written with this
+// replica's name and the address it came from, and going offline only if
+// no other replica has taken the node since: a stream this replica still
+// held may end after the agent moved. Those nodes come back as stale, for
+// the caller to reload. The online changes are announced to the others in
+// the same transaction.
+func (s *Store) saveSeen(ctx context.Context, seen map[uint64]nodeSeen, version *netmapVersion) (stale []uint64, err error) {
+	err = s.inTx(ctx, func(tx *dbTx) error {
+		stale = stale[:0]
 		if version != nil {
 			if err := saveNetmapVersion(ctx, tx, *version); err != nil {
 				return err
 			}
 		}
-		setOnline, err := tx.PrepareContext(ctx, `UPDATE nodes SET online = ?, last_seen = ? WHERE id = ?`)
+		up, down := `UPDATE nodes SET online = ?, last_seen = ? WHERE id = ?`, `UPDATE nodes SET online = ?, last_seen = ? WHERE id = ?`
+		if s.fansOut() {
+			up = `UPDATE nodes SET online = ?, last_seen = ?, replica = ?, seen_from = ? WHERE id = ?`
+			down = `UPDATE nodes SET online = ?, last_seen = ? WHERE id = ? AND (replica IS NULL OR replica = ?)`
+		}
+		setUp, err := tx.PrepareContext(ctx, up)
 		if err != nil {
 			return fmt.Errorf("save online state: %w", err)
 		}
-		defer setOnline.Close()
+		defer setUp.Close()
+		setDown, err := tx.PrepareContext(ctx, down)
+		if err != nil {
+			return fmt.Errorf("save online state: %w", err)
+		}
+		defer setDown.Close()
 		touch, err := tx.PrepareContext(ctx, `UPDATE nodes SET last_seen = ? WHERE id = ?`)
 		if err != nil {
 			return fmt.Errorf("save online state: %w", err)
 		}
 		defer touch.Close()
-		for id, v := range seen {
-			if v.touch {
+		var changed []uint64
+		for _, id := range slices.Sorted(maps.Keys(seen)) {
+			v := seen[id]
+			switch {
+			case v.touch:
 				_, err = touch.ExecContext(ctx, toMillis(v.lastSeen), id)
-			} else {
-				_, err = setOnline.ExecContext(ctx, v.online, toMillis(v.lastSeen), id)
+			case !s.fansOut() && v.online:
+				_, err = setUp.ExecContext(ctx, v.online, toMillis(v.lastSeen), id)
+			case v.online:
+				_, err = setUp.ExecContext(ctx, v.online, toMillis(v.lastSeen), s.replica, v.from, id)
+			case !s.fansOut():
+				_, err = setDown.ExecContext(ctx, v.online, toMillis(v.lastSeen), id)
+			default:
+				var n int64
+				res, e := setDown.ExecContext(ctx, v.online, toMillis(v.lastSeen), id, s.replica)
+				if err = e; err == nil {
+					if n, err = res.RowsAffected(); err == nil && n == 0 {
+						stale = append(stale, id)
+						continue
+					}
+				}
 			}
 			if err != nil {
 				return fmt.Errorf("save online state of node %d: %w", id, err)
 			}
+			if !v.touch {
+				changed = append(changed, id)
+			}
 		}
-		return nil
+		return s.announceNodes(ctx, tx, changed)
 	})
+	return stale, err
 }

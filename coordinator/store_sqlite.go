@@ -16,5 +16,8 @@ func (sqliteEngine) beginWrite(context.Context, *dbTx) error { return nil }
 // queueWriters: the store's one connection queues them.
 func (sqliteEngine) queueWriters() bool { return false }
 
+// fansOut: one process per SQLite store, nothing to announce.
+func (sqliteEngine) fansOut() bool { return false }
+
 // keepsSecrets: with SQLite they stay files in the state directory.
 func (sqliteEngine) keepsSecrets() bool { return false }

@@ -244,11 +244,11 @@ var storeBehaviours = []struct {
 		a := suiteRegister(t, st, key, "a")
 		seenAt := time.UnixMilli(time.Now().UnixMilli()).UTC()
 		v := netmapVersion{epoch: "e1", seq: 42, digest: 0xfeedface12345678}
-		if err := st.saveSeen(ctx, map[uint64]nodeSeen{a.Node.ID: {online: true, lastSeen: seenAt}}, &v); err != nil {
+		if _, err := st.saveSeen(ctx, map[uint64]nodeSeen{a.Node.ID: {online: true, lastSeen: seenAt}}, &v); err != nil {
 			t.Fatal(err)
 		}
 		v.seq++
-		if err := st.saveSeen(ctx, nil, &v); err != nil {
+		if _, err := st.saveSeen(ctx, nil, &v); err != nil {
 			t.Fatal(err)
 		}
 		got, ok, err := reopen(t).loadNetmapVersion(ctx)

@@ -61,6 +61,11 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	node, err := s.store.AuthenticateNode(r.Context(), cred)
+	if err == nil && !s.hub.active(node.ID) && s.replicas != nil {
+		// Registered through another replica a moment ago (or by one that
+		// died before it told us): the store has the last word.
+		err = s.hub.reload(r.Context(), []uint64{node.ID})
+	}
 	if err == nil && !s.hub.active(node.ID) {
 		err = ErrNodeRemoved // removed while we read the store
 	}

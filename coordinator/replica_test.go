@@ -1,0 +1,196 @@
+package coordinator
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
+
+	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/pgtest"
+)
+
+// fanOutWithin is how soon a change on one replica must reach the agents
+// of another (issue 11).
+const fanOutWithin = time.Second
+
+// startReplicas runs n coordinators on one fresh PostgreSQL database.
+func startReplicas(t *testing.T, n int) (srv []*Server, base []string) {
+	t.Helper()
+	cluster := pgtest.Start(t, "127.0.0.1", nil, nil)
+	url := cluster.NewDB(t)
+	for range n {
+		s, stop := runServer(t, Config{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Store: url, Logger: testLogger(t)})
+		t.Cleanup(func() {
+			if err := stop(); err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+		srv = append(srv, s)
+		base = append(base, "http://"+s.HTTPAddr().String())
+	}
+	return srv, base
+}
+
+// awaitFrame reads frames until match accepts one, failing after within.
+func awaitFrame(t *testing.T, c *websocket.Conn, within time.Duration, what string, match func(control.Message) bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(t.Context(), within)
+	defer cancel()
+	for {
+		var m control.Message
+		if err := wsjson.Read(ctx, c, &m); err != nil {
+			t.Fatalf("%s: not seen within %v: %v", what, within, err)
+		}
+		if match(m) {
+			return time.Since(start)
+		}
+	}
+}
+
+func deltaUpsert(id uint64, ok func(control.Node) bool) func(control.Message) bool {
+	return func(m control.Message) bool {
+		if m.Type != control.MsgDelta || m.Delta == nil {
+			return false
+		}
+		i := slices.IndexFunc(m.Delta.Upsert, func(n control.Node) bool { return n.ID == id })
+		return i >= 0 && ok(m.Delta.Upsert[i])
+	}
+}
+
+// TestReplicasFanOut runs two coordinators on one PostgreSQL database, an
+// agent stream on each: a registration, a connect, a rename, a removal and
+// a disconnect made on one reach the agent on the other within a second,
+// and ICE signals cross between them both ways.
+func TestReplicasFanOut(t *testing.T) {
+	srv, base := startReplicas(t, 2)
+	a, b := srv[0], srv[1]
+	key := newKey(t, a.store, true, 0)
+	alpha := registerHTTP(t, base[0], control.RegisterRequest{AuthKey: key, Hostname: "alpha", PublicKey: newPublicKey(t)})
+	ca := dialStream(t, base[0], alpha.Credential)
+	if m := readMsg(t, ca); m.Type != control.MsgNetmap {
+		t.Fatalf("first frame: %+v", m)
+	}
+
+	// Registered on B: alpha on A hears of it.
+	beta := registerHTTP(t, base[1], control.RegisterRequest{AuthKey: key, Hostname: "beta", PublicKey: newPublicKey(t)})
+	took := awaitFrame(t, ca, fanOutWithin, "beta's registration on B at A's agent", deltaUpsert(beta.NodeID, func(n control.Node) bool { return n.Name == "beta" }))
+	t.Logf("registration on B reached A's agent in %v", took.Round(time.Millisecond))
+
+	// beta connects to B: A's agent sees it online, and beta's netmap
+	// (from B) has alpha online, held by A.
+	waitHubOnline(t, b.hub, alpha.NodeID, true)
+	cb := dialStream(t, base[1], beta.Credential)
+	m := readMsg(t, cb)
+	if m.Type != control.MsgNetmap || len(m.Netmap.Peers) != 1 || !m.Netmap.Peers[0].Online {
+		t.Fatalf("beta's netmap from B: %+v", m.Netmap)
+	}
+	took = awaitFrame(t, ca, fanOutWithin, "beta online at A", deltaUpsert(beta.NodeID, func(n control.Node) bool { return n.Online }))
+	t.Logf("online on B reached A's agent in %v", took.Round(time.Millisecond))
+
+	// Signals cross both ways; From is the sender, whatever it claimed.
+	ctx := t.Context()
+	offer := control.Signal{From: 999, To: alpha.NodeID, Kind: control.SignalOffer, Session: "s1", Ufrag: "u", Pwd: "p"}
+	if err := wsjson.Write(ctx, cb, control.Message{Type: control.MsgSignal, Signal: &offer}); err != nil {
+		t.Fatal(err)
+	}
+	awaitFrame(t, ca, fanOutWithin, "beta's offer at alpha", func(m control.Message) bool {
+		return m.Type == control.MsgSignal && m.Signal != nil && m.Signal.From == beta.NodeID && m.Signal.Session == "s1"
+	})
+	answer := control.Signal{To: beta.NodeID, Kind: control.SignalAnswer, Session: "s1", Ufrag: "u2", Pwd: "p2"}
+	if err := wsjson.Write(ctx, ca, control.Message{Type: control.MsgSignal, Signal: &answer}); err != nil {
+		t.Fatal(err)
+	}
+	awaitFrame(t, cb, fanOutWithin, "alpha's answer at beta", func(m control.Message) bool {
+		return m.Type == control.MsgSignal && m.Signal != nil && m.Signal.From == alpha.NodeID && m.Signal.Kind == control.SignalAnswer
+	})
+
+	// A rename through B reaches A's agent.
+	if _, err := b.RenameNode(ctx, "beta", "beta-renamed"); err != nil {
+		t.Fatal(err)
+	}
+	awaitFrame(t, ca, fanOutWithin, "rename on B at A", deltaUpsert(beta.NodeID, func(n control.Node) bool { return n.Name == "beta-renamed" }))
+
+	// A node registered on A and removed through B: gone at B's agent.
+	gamma := registerHTTP(t, base[0], control.RegisterRequest{AuthKey: key, Hostname: "gamma", PublicKey: newPublicKey(t)})
+	awaitFrame(t, cb, fanOutWithin, "gamma at B", deltaUpsert(gamma.NodeID, func(control.Node) bool { return true }))
+	if _, err := b.RemoveNode(ctx, "gamma"); err != nil {
+		t.Fatal(err)
+	}
+	awaitFrame(t, ca, fanOutWithin, "gamma's removal on B at A", isRemoveOf(gamma.NodeID))
+	if a.hub.active(gamma.NodeID) {
+		t.Fatal("A still has gamma as a member")
+	}
+
+	// beta leaves B: A's agent sees it offline.
+	cb.Close(websocket.StatusNormalClosure, "")
+	took = awaitFrame(t, ca, fanOutWithin, "beta offline at A", deltaUpsert(beta.NodeID, func(n control.Node) bool { return !n.Online }))
+	t.Logf("offline on B reached A's agent in %v", took.Round(time.Millisecond))
+}
+
+// TestReplicasChallenge: a challenge issued by one replica proves a key on
+// another, once: replayed on the first, it is stale.
+func TestReplicasChallenge(t *testing.T) {
+	srv, base := startReplicas(t, 2)
+	key := newKey(t, srv[0].store, true, 0)
+	nk := newNodeKey(t)
+	req := nk.prove(t, fetchChallengeHTTP(t, base[0]), control.RegisterRequest{AuthKey: key, Hostname: "proven"})
+	if code, _, e := register(t, srv[1].Handler(), req); code != http.StatusOK {
+		t.Fatalf("challenge from A used on B: %d %s", code, e.Error)
+	}
+	if code, _, e := register(t, srv[0].Handler(), req); code != http.StatusUnauthorized || e.Error != ErrChallengeStale.Error() {
+		t.Fatalf("the same challenge replayed on A: %d %q, want 401 %q", code, e.Error, ErrChallengeStale)
+	}
+}
+
+// waitHubOnline waits until h sees node id online (or offline).
+func waitHubOnline(t *testing.T, h *hub, id uint64, want bool) {
+	t.Helper()
+	deadline := time.Now().Add(fanOutWithin)
+	for {
+		n, ok := h.node(id)
+		if ok && n.Online == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %d online=%v, want %v within %v", id, n.Online, want, fanOutWithin)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestReplicasConcurrentRegistrations registers nodes on two replicas at
+// once: no address (or name) is handed out twice.
+func TestReplicasConcurrentRegistrations(t *testing.T) {
+	srv, base := startReplicas(t, 2)
+	key := newKey(t, srv[0].store, true, 0)
+	const each = 20
+	var mu sync.Mutex
+	var got []control.RegisterResponse
+	var wg sync.WaitGroup
+	for i := range 2 * each {
+		wg.Go(func() {
+			r := registerHTTP(t, base[i%2], control.RegisterRequest{AuthKey: key, Hostname: "node", PublicKey: newPublicKey(t)})
+			mu.Lock()
+			got = append(got, r)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	ips, names := map[string]bool{}, map[string]bool{}
+	for _, r := range got {
+		if ips[r.IP] || names[r.Name] {
+			t.Fatalf("address %s or name %s handed out twice", r.IP, r.Name)
+		}
+		ips[r.IP], names[r.Name] = true, true
+	}
+	if len(ips) != 2*each {
+		t.Fatalf("%d registrations, want %d", len(ips), 2*each)
+	}
+}

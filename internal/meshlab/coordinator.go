@@ -1,6 +1,7 @@
 package meshlab
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -46,6 +47,8 @@ type Coordinator struct {
 	// ip is the address serve listens on; CoordinatorIP unless moved by
 	// RestartAt.
 	ip string
+	// altSTUN is the STUN server's alternate address.
+	altSTUN string
 }
 
 // CoordinatorOptions adjust StartCoordinatorWith.
@@ -61,6 +64,10 @@ type CoordinatorOptions struct {
 	// Store is serve's --store: a PostgreSQL URL the coordinator's host
 	// reaches; empty keeps the SQLite default.
 	Store string
+	// Host, IP and AltIP place a further coordinator (a replica on the
+	// same Store) on a host of its own; empty: "coord", CoordinatorIP and
+	// CoordinatorAltIP.
+	Host, IP, AltIP string
 }
 
 // StartCoordinatorWith is StartCoordinator with options.
@@ -97,7 +104,8 @@ func startCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins, opt Coord
 			return nil, fmt.Errorf("meshlab: %w", err)
 		}
 	}
-	h, err := lab.AddPublicHost("coord", CoordinatorIP)
+	name, ip, alt := cmp.Or(opt.Host, "coord"), cmp.Or(opt.IP, CoordinatorIP), cmp.Or(opt.AltIP, CoordinatorAltIP)
+	h, err := lab.AddPublicHost(name, ip)
 	if err != nil {
 		return nil, err
 	}
@@ -105,21 +113,22 @@ func startCoordinator(ctx context.Context, lab *natlab.Lab, bins Bins, opt Coord
 		return nil, fmt.Errorf("meshlab: coordinator's IPv6 is %v, want %s", h.IP6, CoordinatorIPv6)
 	}
 	// /32: the whole 198.51.100.0/24 is already on-link (natlab).
-	if err := h.AddAddr(CoordinatorAltIP + "/32"); err != nil {
+	if err := h.AddAddr(alt + "/32"); err != nil {
 		return nil, err
 	}
-	c := &Coordinator{Host: h, StateDir: filepath.Join(lab.Dir, "coord-state"), URL: CoordinatorURL, Bins: bins, Args: opt.Args, Store: opt.Store, ip: CoordinatorIP}
+	c := &Coordinator{Host: h, StateDir: filepath.Join(lab.Dir, name+"-state"), URL: "http://" + ip + ":8080", Bins: bins, Args: opt.Args, Store: opt.Store,
+		ip: ip, altSTUN: alt + ":3479"}
 	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 		return nil, err
 	}
 	c.IPv6 = opt.IPv6
 	if withTLS {
-		files, err := writeLabTLS(lab.Dir, CoordinatorIP)
+		files, err := writeLabTLS(lab.Dir, ip)
 		if err != nil {
 			return nil, err
 		}
 		c.TLS = &files
-		c.URL = "https://" + CoordinatorIP + ":8080"
+		c.URL = "https://" + ip + ":8080"
 	}
 	if err := c.start(ctx); err != nil {
 		return nil, err
@@ -157,7 +166,7 @@ func (c *Coordinator) start(ctx context.Context) error {
 		"--listen", c.ip + ":8080",
 		"--state", c.StateDir,
 		"--stun-listen", c.ip + ":3478",
-		"--stun-alt-listen", CoordinatorAltSTUN,
+		"--stun-alt-listen", c.altSTUN,
 		"--turn-listen", c.ip + ":3478",
 		// Few relay ports: a lab run makes a handful of allocations.
 		"--relay-range", "50000-50999"}

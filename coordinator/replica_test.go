@@ -25,16 +25,22 @@ func startReplicas(t *testing.T, n int) (srv []*Server, base []string) {
 	cluster := pgtest.Start(t, "127.0.0.1", nil, nil)
 	url := cluster.NewDB(t)
 	for range n {
-		s, stop := runServer(t, Config{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Store: url, Logger: testLogger(t)})
-		t.Cleanup(func() {
-			if err := stop(); err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		})
-		srv = append(srv, s)
-		base = append(base, "http://"+s.HTTPAddr().String())
+		s, b := startReplica(t, url)
+		srv, base = append(srv, s), append(base, b)
 	}
 	return srv, base
+}
+
+// startReplica runs one coordinator on the PostgreSQL database url.
+func startReplica(t *testing.T, url string) (*Server, string) {
+	t.Helper()
+	s, stop := runServer(t, Config{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Store: url, Logger: testLogger(t)})
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return s, "http://" + s.HTTPAddr().String()
 }
 
 // awaitFrame reads frames until match accepts one, failing after within.
@@ -192,5 +198,33 @@ func TestReplicasConcurrentRegistrations(t *testing.T) {
 	}
 	if len(ips) != 2*each {
 		t.Fatalf("%d registrations, want %d", len(ips), 2*each)
+	}
+}
+
+// TestReplicasOwnEpoch: a replica started after another has sent batches
+// does not take over its netmap version, so an agent that moves from one
+// to the other with a version of the first is sent a full netmap, never a
+// delta (or "nothing changed") counted against another history.
+func TestReplicasOwnEpoch(t *testing.T) {
+	cluster := pgtest.Start(t, "127.0.0.1", nil, nil)
+	url := cluster.NewDB(t)
+	a, baseA := startReplica(t, url)
+	key := newKey(t, a.store, true, 0)
+	alpha := registerHTTP(t, baseA, control.RegisterRequest{AuthKey: key, Hostname: "alpha", PublicKey: newPublicKey(t)})
+	registerHTTP(t, baseA, control.RegisterRequest{AuthKey: key, Hostname: "beta", PublicKey: newPublicKey(t)})
+	ca := dialStream(t, baseA, alpha.Credential)
+	readMsg(t, ca)
+	a.hub.flushNow()
+	a.hub.mu.Lock()
+	held := a.hub.versionLocked()
+	a.hub.mu.Unlock()
+
+	b, _ := startReplica(t, url)
+	b.hub.mu.Lock()
+	ids, resumable := b.hub.sinceLocked(held)
+	mine := b.hub.versionLocked()
+	b.hub.mu.Unlock()
+	if resumable {
+		t.Fatalf("replica B (version %s) would resume an agent holding A's version %s with %d nodes", mine, held, len(ids))
 	}
 }

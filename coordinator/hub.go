@@ -101,6 +101,8 @@ type hub struct {
 	// forward, with replicas, hands a signal for a node online on another
 	// replica to the replicas' channel; false if it could not be queued.
 	forward func(from, to uint64, frame []byte) bool
+	// seen, with replicas, hears of node changes taken from the store.
+	seen func(remoteSeen)
 }
 
 // nodeSeen is the hub-owned part of a node the store is told about lazily.

@@ -52,6 +52,7 @@ func (h *hub) applyStored(rows []storedNode, asked []uint64) {
 		reason string
 	}
 	var gone []leaving
+	var seen []remoteSeen
 	h.mu.Lock()
 	byID := make(map[uint64]storedNode, len(rows))
 	for _, r := range rows {
@@ -83,11 +84,25 @@ func (h *hub) applyStored(rows []storedNode, asked []uint64) {
 			continue
 		}
 		h.changedLocked(n)
+		seen = append(seen, remoteSeen{id: id, ephemeral: r.ephemeral, known: known, online: n.Online, wasOnline: old.Online})
 	}
 	h.mu.Unlock()
 	for _, g := range gone {
 		h.gone(g.id, g.reason)
 	}
+	if h.seen != nil {
+		for _, s := range seen {
+			h.seen(s)
+		}
+	}
+}
+
+// remoteSeen is a node change taken from the store, for the server's
+// ephemeral deadlines: every replica times every ephemeral node, online on
+// whichever replica.
+type remoteSeen struct {
+	id                                  uint64
+	ephemeral, known, online, wasOnline bool
 }
 
 // reloadPolicy installs the stored policy if another replica changed it.

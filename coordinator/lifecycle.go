@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -122,11 +123,36 @@ func (s *Server) sweepLoop(ctx context.Context) {
 				rctx, cancel := context.WithTimeout(ctx, dbTimeout)
 				_, err := s.removeNode(rctx, fmt.Sprint(id), reasonEphemeral)
 				cancel()
+				if errors.Is(err, ErrNodeNotFound) && s.replicas != nil {
+					// Another replica removed it first.
+					s.life.ephemeral.forget(id)
+					continue
+				}
 				if err != nil {
 					s.log.Warn("remove offline ephemeral node", "node", id, "err", err)
 					s.life.ephemeral.forget(id)
 				}
 			}
 		}
+	}
+}
+
+// remoteSeen keeps the ephemeral deadlines of a node another replica
+// changed: its stream may be there, so going online or offline there
+// starts or stops the clock here as it would for a local stream.
+func (s *Server) remoteSeen(n remoteSeen) {
+	now := time.Now()
+	switch {
+	case !n.ephemeral:
+		s.life.ephemeral.registered(n.id, false, now)
+		return
+	case !n.known:
+		s.life.ephemeral.registered(n.id, true, now)
+	}
+	switch {
+	case n.online:
+		s.life.ephemeral.connected(n.id)
+	case n.wasOnline:
+		s.life.ephemeral.disconnected(n.id, now)
 	}
 }

@@ -20,21 +20,21 @@ import (
 const fanOutWithin = time.Second
 
 // startReplicas runs n coordinators on one fresh PostgreSQL database.
-func startReplicas(t *testing.T, n int) (srv []*Server, base []string) {
+func startReplicas(t *testing.T, n int, opts ...func(*Server)) (srv []*Server, base []string) {
 	t.Helper()
 	cluster := pgtest.Start(t, "127.0.0.1", nil, nil)
 	url := cluster.NewDB(t)
 	for range n {
-		s, b := startReplica(t, url)
+		s, b := startReplica(t, url, opts...)
 		srv, base = append(srv, s), append(base, b)
 	}
 	return srv, base
 }
 
 // startReplica runs one coordinator on the PostgreSQL database url.
-func startReplica(t *testing.T, url string) (*Server, string) {
+func startReplica(t *testing.T, url string, opts ...func(*Server)) (*Server, string) {
 	t.Helper()
-	s, stop := runServer(t, Config{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Store: url, Logger: testLogger(t)})
+	s, stop := runServer(t, Config{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Store: url, Logger: testLogger(t)}, opts...)
 	t.Cleanup(func() {
 		if err := stop(); err != nil {
 			t.Errorf("serve: %v", err)
@@ -226,5 +226,35 @@ func TestReplicasOwnEpoch(t *testing.T) {
 	b.hub.mu.Unlock()
 	if resumable {
 		t.Fatalf("replica B (version %s) would resume an agent holding A's version %s with %d nodes", mine, held, len(ids))
+	}
+}
+
+// TestReplicasEphemeral: an ephemeral node registered on A whose stream is
+// on B is not removed by A while online there; once it leaves B it is
+// removed, once, by whichever replica is first.
+func TestReplicasEphemeral(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	srv, base := startReplicas(t, 2, func(s *Server) { s.life.ephemeral = newEphemeralTracker(timeout, timeout) })
+	a, b := srv[0], srv[1]
+	k, err := a.store.CreateAuthKeyWith(t.Context(), AuthKeyOptions{Reusable: true, Ephemeral: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := registerHTTP(t, base[0], control.RegisterRequest{AuthKey: k.Key, Hostname: "eph", PublicKey: newPublicKey(t)})
+	c := dialStream(t, base[1], e.Credential)
+	readMsg(t, c)
+	time.Sleep(5 * timeout)
+	for i, s := range srv {
+		if !s.hub.active(e.NodeID) {
+			t.Fatalf("replica %d removed the ephemeral node while its stream is on B", i)
+		}
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+	deadline := time.Now().Add(10 * timeout)
+	for a.hub.active(e.NodeID) || b.hub.active(e.NodeID) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ephemeral node still a member %v after it went offline", 10*timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

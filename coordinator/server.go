@@ -284,6 +284,7 @@ func New(cfg Config) (*Server, error) {
 			return fail(err)
 		}
 		h.gone = s.nodeGone
+		h.seen = s.remoteSeen
 	} else if s.challenges, err = newChallenges(time.Now); err != nil {
 		return fail(err)
 	}

@@ -102,7 +102,7 @@ func (s *Store) announcePolicy(ctx context.Context, q execer) error {
 // storedNode is a node row as another replica left it.
 type storedNode struct {
 	control.Node
-	expired bool
+	expired, ephemeral bool
 }
 
 // nodesByID reads the nodes ids (expired ones too); IDs not returned were
@@ -118,12 +118,12 @@ func (s *Store) nodesByID(ctx context.Context, ids []uint64) ([]storedNode, erro
 		}
 		in.WriteString(strconv.FormatUint(id, 10)) // numbers we parsed: safe to inline
 	}
-	return s.queryStored(ctx, `SELECT `+nodeColumns+`, expired_at IS NOT NULL, COALESCE(seen_from, '') FROM nodes WHERE id IN (`+in.String()+`) ORDER BY id`)
+	return s.queryStored(ctx, `SELECT `+nodeColumns+`, expired_at IS NOT NULL, ephemeral, COALESCE(seen_from, '') FROM nodes WHERE id IN (`+in.String()+`) ORDER BY id`)
 }
 
 // allStored reads every node (expired ones too).
 func (s *Store) allStored(ctx context.Context) ([]storedNode, error) {
-	return s.queryStored(ctx, `SELECT `+nodeColumns+`, expired_at IS NOT NULL, COALESCE(seen_from, '') FROM nodes ORDER BY id`)
+	return s.queryStored(ctx, `SELECT `+nodeColumns+`, expired_at IS NOT NULL, ephemeral, COALESCE(seen_from, '') FROM nodes ORDER BY id`)
 }
 
 func (s *Store) queryStored(ctx context.Context, q string) ([]storedNode, error) {
@@ -136,7 +136,7 @@ func (s *Store) queryStored(ctx context.Context, q string) ([]storedNode, error)
 	for rows.Next() {
 		var sn storedNode
 		var from string
-		if sn.Node, err = scanNode(rows, &sn.expired, &from); err != nil {
+		if sn.Node, err = scanNode(rows, &sn.expired, &sn.ephemeral, &from); err != nil {
 			return nil, fmt.Errorf("load nodes: %w", err)
 		}
 		sn.SeenFrom = from

@@ -134,6 +134,17 @@ func TestReplicasFanOut(t *testing.T) {
 		t.Fatal("A still has gamma as a member")
 	}
 
+	// A policy set through B under which alpha and beta are no peers:
+	// A's agent drops beta; cleared through B, beta is back.
+	if err := b.SetPolicy(ctx, []byte(`{"acls": [{"action": "accept", "src": ["*"], "dst": ["lonely:*"]}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	awaitFrame(t, ca, fanOutWithin, "policy set on B at A", isRemoveOf(beta.NodeID))
+	if err := b.ClearPolicy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	awaitFrame(t, ca, fanOutWithin, "policy cleared on B at A", deltaUpsert(beta.NodeID, func(control.Node) bool { return true }))
+
 	// beta leaves B: A's agent sees it offline.
 	cb.Close(websocket.StatusNormalClosure, "")
 	took = awaitFrame(t, ca, fanOutWithin, "beta offline at A", deltaUpsert(beta.NodeID, func(n control.Node) bool { return !n.Online }))
@@ -257,4 +268,30 @@ func TestReplicasEphemeral(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestReplicasAdminDirect: an admin command on a host with no coordinator
+// writes the store directly, and the running replicas still tell their
+// agents within a second.
+func TestReplicasAdminDirect(t *testing.T) {
+	cluster := pgtest.Start(t, "127.0.0.1", nil, nil)
+	url := cluster.NewDB(t)
+	a, base := startReplica(t, url)
+	key := newKey(t, a.store, true, 0)
+	alpha := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "alpha", PublicKey: newPublicKey(t)})
+	beta := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "beta", PublicKey: newPublicKey(t)})
+	ca := dialStream(t, base, alpha.Credential)
+	readMsg(t, ca)
+	adm, err := OpenAdminStore(t.Context(), t.TempDir(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	if adm.Live() {
+		t.Fatal("admin went through a server; want the store directly")
+	}
+	if _, err := adm.RemoveNode(t.Context(), "beta"); err != nil {
+		t.Fatal(err)
+	}
+	awaitFrame(t, ca, fanOutWithin, "direct removal at A's agent", isRemoveOf(beta.NodeID))
 }

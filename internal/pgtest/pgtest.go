@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -51,6 +52,9 @@ func binDir() (string, bool) {
 	return filepath.Dir(m[len(m)-1]), true
 }
 
+// ErrNoServer means the PostgreSQL server binaries are not installed.
+var ErrNoServer = errors.New("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin; Debian package postgresql)")
+
 // Start starts a cluster on host (an IP address this machine has) and a
 // free port, trusting connections from loopback and from trust (CIDR
 // prefixes, e.g. a lab's). run, when not nil, makes the commands (say, to
@@ -58,13 +62,31 @@ func binDir() (string, bool) {
 // cluster is stopped when t ends.
 func Start(t testing.TB, host string, trust []string, run func(argv []string) *exec.Cmd) *Cluster {
 	t.Helper()
+	c, err := StartCluster(host, trust, run)
+	if errors.Is(err, ErrNoServer) {
+		t.Skip(err.Error())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Logf("pgtest: %v", err)
+		}
+	})
+	return c
+}
+
+// StartCluster is Start for a program that is not a test (a benchmark):
+// the caller stops the cluster with Stop.
+func StartCluster(host string, trust []string, run func(argv []string) *exec.Cmd) (*Cluster, error) {
 	bin, ok := binDir()
 	if !ok {
-		t.Skip("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin; Debian package postgresql)")
+		return nil, ErrNoServer
 	}
 	pg, err := user.Lookup("postgres")
 	if err != nil {
-		t.Fatalf("pgtest: user postgres: %v", err)
+		return nil, fmt.Errorf("pgtest: user postgres: %w", err)
 	}
 	uid, _ := strconv.Atoi(pg.Uid)
 	gid, _ := strconv.Atoi(pg.Gid)
@@ -85,28 +107,34 @@ func Start(t testing.TB, host string, trust []string, run func(argv []string) *e
 
 	dir, err := os.MkdirTemp("", "pgtest-")
 	if err != nil {
-		t.Fatalf("pgtest: %v", err)
+		return nil, fmt.Errorf("pgtest: %w", err)
+	}
+	fail := func(err error) (*Cluster, error) {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("pgtest: %w", err)
 	}
 	// The postgres user must reach dir: MkdirTemp makes it 0700 and root's.
 	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatalf("pgtest: %v", err)
+		return fail(err)
 	}
 	if err := os.Chown(dir, uid, gid); err != nil {
-		t.Fatalf("pgtest: %v", err)
+		return fail(err)
 	}
-	c := &Cluster{Host: host, Port: freePort(t, host), dir: dir}
+	port, err := freePort(host)
+	if err != nil {
+		return fail(err)
+	}
+	c := &Cluster{Host: host, Port: port, dir: dir}
 	data := filepath.Join(dir, "data")
 	if err := exe(filepath.Join(bin, "initdb"), "-D", data, "-A", "trust", "-U", User, "-E", "UTF8", "--no-sync"); err != nil {
-		os.RemoveAll(dir)
-		t.Fatalf("pgtest: %v", err)
+		return fail(err)
 	}
 	hba := "host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n"
 	for _, p := range trust {
 		hba += "host all all " + p + " trust\n"
 	}
 	if err := appendFile(filepath.Join(data, "pg_hba.conf"), hba); err != nil {
-		os.RemoveAll(dir)
-		t.Fatalf("pgtest: %v", err)
+		return fail(err)
 	}
 	opts := fmt.Sprintf("-c listen_addresses=%s -p %d -k %s -c fsync=off -c full_page_writes=off", host, c.Port, dir)
 	c.pgctl = func(args ...string) error {
@@ -114,16 +142,16 @@ func Start(t testing.TB, host string, trust []string, run func(argv []string) *e
 	}
 	if err := c.pgctl("start"); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "log"))
-		os.RemoveAll(dir)
-		t.Fatalf("pgtest: %v; server log: %s", err, lastLines(log))
+		return fail(fmt.Errorf("%w; server log: %s", err, lastLines(log)))
 	}
-	t.Cleanup(func() {
-		if err := c.pgctl("-m", "immediate", "stop"); err != nil {
-			t.Logf("pgtest: %v", err)
-		}
-		os.RemoveAll(dir)
-	})
-	return c
+	return c, nil
+}
+
+// Stop stops the server at once and removes its files.
+func (c *Cluster) Stop() error {
+	err := c.pgctl("-m", "immediate", "stop")
+	os.RemoveAll(c.dir)
+	return err
 }
 
 // Restart stops the server at once (as a crash would: open connections
@@ -143,31 +171,40 @@ func (c *Cluster) URL(db string) string {
 // NewDB creates an empty database and returns its URL.
 func (c *Cluster) NewDB(t testing.TB) string {
 	t.Helper()
+	url, err := c.CreateDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return url
+}
+
+// CreateDB creates an empty database and returns its URL.
+func (c *Cluster) CreateDB() (string, error) {
 	name := fmt.Sprintf("t%d", c.n.Add(1))
 	db, err := sql.Open("pgx", c.URL("postgres"))
 	if err != nil {
-		t.Fatalf("pgtest: %v", err)
+		return "", fmt.Errorf("pgtest: %w", err)
 	}
 	defer db.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("pgtest: create database: %v", err)
+		return "", fmt.Errorf("pgtest: create database: %w", err)
 	}
-	return c.URL(name)
+	return c.URL(name), nil
 }
 
-func freePort(t testing.TB, host string) int {
+func freePort(host string) (int, error) {
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		// host may live in a namespace this process is not in: any free
 		// port here is as good a guess.
 		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-			t.Fatalf("pgtest: free port: %v", err)
+			return 0, fmt.Errorf("free port: %w", err)
 		}
 	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 func appendFile(path, s string) error {

@@ -39,6 +39,9 @@ type simAgent struct {
 	stormAt    atomic.Int64
 	stormBytes atomic.Int64
 	resumed    atomic.Bool
+	// inStorm marks the agents that reconnect in a storm (with replicas,
+	// those of the replica that stopped).
+	inStorm atomic.Bool
 }
 
 func newPublicKey() string {
@@ -121,7 +124,7 @@ func (a *simAgent) readLoop(g *run) {
 		if v := frameVersion(frame); v != "" {
 			a.nv.Store(v)
 		}
-		if g.storming.Load() {
+		if g.storming.Load() && a.inStorm.Load() {
 			a.stormBytes.Add(int64(len(frame)))
 			if a.stormAt.CompareAndSwap(0, now.UnixNano()) {
 				a.resumed.Store(bytes.HasPrefix(frame, []byte(`{"type":"resume"`)))
@@ -167,9 +170,15 @@ func (p *probe) observe(i int, frame []byte, now time.Time) {
 }
 
 // latencies returns what was seen, in seconds.
-func (p *probe) latencies() []float64 {
+func (p *probe) latencies() []float64 { return p.latenciesOf(func(int) bool { return true }) }
+
+// latenciesOf returns what the agents keep accepts saw, in seconds.
+func (p *probe) latenciesOf(keep func(i int) bool) []float64 {
 	var out []float64
 	for i := range p.lat {
+		if !keep(i) {
+			continue
+		}
 		if v := p.lat[i].Load(); v != 0 {
 			out = append(out, float64(v-1)/1e9)
 		}

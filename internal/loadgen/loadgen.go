@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/internal/metrics"
+	"github.com/meshvpn/meshvpn/internal/pgtest"
 )
 
 // Config says what to measure.
@@ -40,20 +41,36 @@ type Config struct {
 	// Policy installs an access policy of 50 groups and 500 rules (see
 	// policy.go) before the agents join, and times a policy change.
 	Policy bool
+	// Replicas is how many coordinators serve the agents (default 1);
+	// more than one needs Store "postgres". Agent i uses replica i mod
+	// Replicas; changes are made on replica 0.
+	Replicas int
+	// Store is "" (SQLite in the state directory) or "postgres": a
+	// throwaway PostgreSQL cluster on loopback (see internal/pgtest).
+	Store string
 	// Log receives progress; nil is silent.
 	Log *slog.Logger
 }
 
+// replica is one coordinator process of the run.
+type replica struct {
+	base    string
+	wsBase  string
+	metrics string
+	// dir is its --state.
+	dir    string
+	cmd    *exec.Cmd
+	exited chan error
+}
+
 // run is one measurement in progress.
 type run struct {
-	cfg       Config
-	log       *slog.Logger
-	base      string
-	wsBase    string
-	metrics   string
-	state     string
-	cmd       *exec.Cmd
-	exited    chan error
+	cfg   Config
+	log   *slog.Logger
+	state string
+	reps  []*replica
+	// storeURL is the PostgreSQL database, "" for SQLite.
+	storeURL  string
 	hc        *http.Client
 	agents    []*simAgent
 	probe     atomic.Pointer[probe]
@@ -86,6 +103,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	cfg.Replicas = max(cfg.Replicas, 1)
+	switch {
+	case cfg.Store != "" && cfg.Store != "postgres":
+		return nil, fmt.Errorf("loadgen: store %q: want postgres or nothing (SQLite)", cfg.Store)
+	case cfg.Replicas > 1 && cfg.Store == "":
+		return nil, fmt.Errorf("loadgen: %d replicas need the postgres store", cfg.Replicas)
+	}
 	// Our N streams, the coordinator's N, plus slack; the coordinator
 	// inherits the limit.
 	if lim, err := raiseFileLimit(uint64(cfg.N)*2 + 1024); err != nil {
@@ -99,6 +123,19 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	defer os.RemoveAll(state)
 	g := &run{cfg: cfg, log: cfg.Log, state: state}
+	if cfg.Store == "postgres" {
+		cluster, err := pgtest.StartCluster("127.0.0.1", nil, nil)
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: %w", err)
+		}
+		defer cluster.Stop()
+		if g.storeURL, err = cluster.CreateDB(); err != nil {
+			return nil, fmt.Errorf("loadgen: %w", err)
+		}
+	}
+	for i := range cfg.Replicas {
+		g.reps = append(g.reps, &replica{dir: filepath.Join(state, fmt.Sprintf("coord%d", i))})
+	}
 	g.hc = &http.Client{
 		Timeout: 30 * time.Second,
 		Transport: &http.Transport{
@@ -107,16 +144,29 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			IdleConnTimeout:     30 * time.Second,
 		},
 	}
-	if err := g.startCoordinator(ctx); err != nil {
-		return nil, err
+	for _, r := range g.reps {
+		defer g.stopCoordinator(r)
+		if err := g.startCoordinator(ctx, r); err != nil {
+			return nil, err
+		}
 	}
-	defer g.stopCoordinator()
 	defer g.closeStreams()
 	res, err := g.measure(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w\ncoordinator log tail:\n%s", err, g.logTail())
+		return nil, fmt.Errorf("%w\ncoordinator log tail:\n%s", err, g.logTail(g.reps[0]))
 	}
 	return res, nil
+}
+
+// repOf is the replica agent i uses.
+func (g *run) repOf(i int) *replica { return g.reps[i%len(g.reps)] }
+
+// storeArgs name the store for serve and the admin commands.
+func (g *run) storeArgs() []string {
+	if g.storeURL == "" {
+		return nil
+	}
+	return []string{"--store", g.storeURL}
 }
 
 func freePort() (string, error) {
@@ -128,7 +178,7 @@ func freePort() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func (g *run) startCoordinator(ctx context.Context) error {
+func (g *run) startCoordinator(ctx context.Context, r *replica) error {
 	api, err := freePort()
 	if err != nil {
 		return err
@@ -137,49 +187,51 @@ func (g *run) startCoordinator(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	g.base, g.wsBase, g.metrics = "http://"+api, "ws://"+api, "http://"+met+metrics.Path
-	logf, err := os.Create(filepath.Join(g.state, "coordinator.log"))
+	r.base, r.wsBase, r.metrics = "http://"+api, "ws://"+api, "http://"+met+metrics.Path
+	logf, err := os.OpenFile(r.dir+".log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("loadgen: %w", err)
 	}
 	// Everything on loopback: no STUN (agents here never ask), and the
 	// embedded TURN server kept on (each agent is minted relay credentials,
 	// as in a real mesh) but bound to 127.0.0.1 on a free port.
-	g.cmd = exec.Command(g.cfg.Coordinator, "serve", "--listen", api, "--stun-listen", "",
+	r.cmd = exec.Command(g.cfg.Coordinator, append([]string{"serve", "--listen", api, "--stun-listen", "",
 		"--turn-listen", "127.0.0.1:0", "--public-host", "127.0.0.1",
-		"--metrics-listen", met, "--state", filepath.Join(g.state, "coord"), "--log-level", "warn",
+		"--metrics-listen", met, "--state", r.dir, "--log-level", "warn",
 		// All N agents come from one address and join with one key at
 		// full speed: the per-source and per-key limits are off.
-		"--auth-fail-burst", "-1", "--join-burst", "-1", "--max-conns-per-ip", "-1")
-	g.cmd.Stdout, g.cmd.Stderr = logf, logf
-	if err := g.cmd.Start(); err != nil {
+		"--auth-fail-burst", "-1", "--join-burst", "-1", "--max-conns-per-ip", "-1"}, g.storeArgs()...)...)
+	r.cmd.Stdout, r.cmd.Stderr = logf, logf
+	if err := r.cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("loadgen: start coordinator: %w", err)
 	}
-	g.exited = make(chan error, 1)
+	exited := make(chan error, 1)
+	r.exited = exited
+	cmd := r.cmd
 	go func() {
-		g.exited <- g.cmd.Wait()
+		exited <- cmd.Wait()
 		logf.Close()
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := g.scrape(ctx); err == nil {
+		if _, err := g.scrape(ctx, r); err == nil {
 			return nil
 		}
 		select {
-		case err := <-g.exited:
-			g.exited <- err
-			return fmt.Errorf("loadgen: coordinator exited at start: %v (log: %s)", err, g.logTail())
+		case err := <-r.exited:
+			r.exited <- err
+			return fmt.Errorf("loadgen: coordinator exited at start: %v (log: %s)", err, g.logTail(r))
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("loadgen: coordinator not answering after 30s (log: %s)", g.logTail())
+			return fmt.Errorf("loadgen: coordinator not answering after 30s (log: %s)", g.logTail(r))
 		}
 	}
 }
 
-func (g *run) logTail() string {
-	b, _ := os.ReadFile(filepath.Join(g.state, "coordinator.log"))
+func (g *run) logTail(r *replica) string {
+	b, _ := os.ReadFile(r.dir + ".log")
 	if len(b) > 2000 {
 		b = b[len(b)-2000:]
 	}
@@ -188,17 +240,30 @@ func (g *run) logTail() string {
 
 // stopCoordinator asks for a clean shutdown and kills the process if that
 // takes too long; it only ever signals the process it started.
-func (g *run) stopCoordinator() {
-	if g.cmd == nil || g.cmd.Process == nil {
+func (g *run) stopCoordinator(r *replica) {
+	if r.cmd == nil || r.cmd.Process == nil {
 		return
 	}
-	g.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-g.exited:
-	case <-time.After(30 * time.Second):
-		g.cmd.Process.Kill()
-		<-g.exited
+	case err := <-r.exited: // already ended (a storm killed it)
+		r.exited <- err
+		return
+	default:
 	}
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.exited:
+	case <-time.After(30 * time.Second):
+		r.cmd.Process.Kill()
+		<-r.exited
+	}
+}
+
+// kill SIGKILLs replica r and waits for it to end.
+func (g *run) kill(r *replica) {
+	r.cmd.Process.Kill()
+	err := <-r.exited
+	r.exited <- err
 }
 
 func (g *run) closeStreams() {
@@ -209,10 +274,10 @@ func (g *run) closeStreams() {
 	}
 }
 
-func (g *run) scrape(ctx context.Context) (map[string]float64, error) {
+func (g *run) scrape(ctx context.Context, r *replica) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.metrics, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.metrics, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -231,8 +296,8 @@ func (g *run) scrape(ctx context.Context) (map[string]float64, error) {
 // operator would.
 func (g *run) createKey(ctx context.Context, extra ...string) (string, error) {
 	var out, errb bytes.Buffer
-	cmd := exec.CommandContext(ctx, g.cfg.Coordinator, append([]string{"authkey", "create", "--reusable", "--expiry", "0",
-		"--state", filepath.Join(g.state, "coord")}, extra...)...)
+	cmd := exec.CommandContext(ctx, g.cfg.Coordinator, append(append([]string{"authkey", "create", "--reusable", "--expiry", "0",
+		"--state", g.reps[0].dir}, g.storeArgs()...), extra...)...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("loadgen: authkey create: %v: %s", err, strings.TrimSpace(errb.String()))

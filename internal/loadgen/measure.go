@@ -2,10 +2,10 @@ package loadgen
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -16,9 +16,8 @@ const idleWindow = 5 * time.Second
 
 func (g *run) measure(ctx context.Context) (*Result, error) {
 	n := g.cfg.N
-	res := &Result{N: n, Workers: g.cfg.Workers}
-	pid := g.cmd.Process.Pid
-	start, err := readProc(pid)
+	res := &Result{N: n, Workers: g.cfg.Workers, Replicas: len(g.reps), Store: cmp.Or(g.cfg.Store, "sqlite")}
+	start, err := g.readProcs()
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +58,7 @@ func (g *run) measure(ctx context.Context) (*Result, error) {
 	g.log.Info("registering", "agents", n, "workers", g.cfg.Workers)
 	t0 := time.Now()
 	if err := g.parallel(setupCtx, n, func(ctx context.Context, i int) error {
-		return g.agents[i].register(ctx, g.hc, g.base, keys[i%len(keys)])
+		return g.agents[i].register(ctx, g.hc, g.repOf(i).base, keys[i%len(keys)])
 	}); err != nil {
 		return nil, fmt.Errorf("loadgen: %w", err)
 	}
@@ -69,7 +68,7 @@ func (g *run) measure(ctx context.Context) (*Result, error) {
 	t0 = time.Now()
 	if err := g.parallel(setupCtx, n, func(ctx context.Context, i int) error {
 		a := g.agents[i]
-		if err := a.dial(ctx, g.hc, g.wsBase); err != nil {
+		if err := a.dial(ctx, g.hc, g.repOf(i).wsBase); err != nil {
 			return err
 		}
 		go a.readLoop(g)
@@ -90,18 +89,24 @@ func (g *run) measure(ctx context.Context) (*Result, error) {
 	}
 	res.SettleSeconds = time.Since(t0).Seconds()
 	g.measuring.Store(true)
-	afterSetup, err := readProc(pid)
+	afterSetup, err := g.readProcs()
 	if err != nil {
 		return nil, err
 	}
-	res.SetupCPUSeconds = float64(afterSetup.cpuTicks-start.cpuTicks) / clockTicks
 	time.Sleep(idleWindow)
-	idle, err := readProc(pid)
+	idle, err := g.readProcs()
 	if err != nil {
 		return nil, err
 	}
-	res.IdleCPUPercent = 100 * float64(idle.cpuTicks-afterSetup.cpuTicks) / clockTicks / idleWindow.Seconds()
-	res.RSSBytes = idle.rssBytes
+	res.PerReplica = make([]ReplicaFigures, len(g.reps))
+	for i := range g.reps {
+		f := &res.PerReplica[i]
+		f.SetupCPUSeconds = float64(afterSetup[i].cpuTicks-start[i].cpuTicks) / clockTicks
+		f.IdleCPUPercent = 100 * float64(idle[i].cpuTicks-afterSetup[i].cpuTicks) / clockTicks / idleWindow.Seconds()
+		f.RSSBytes = idle[i].rssBytes
+	}
+	// The headline figures are replica 0's (the only one without replicas).
+	res.SetupCPUSeconds, res.IdleCPUPercent, res.RSSBytes = res.PerReplica[0].SetupCPUSeconds, res.PerReplica[0].IdleCPUPercent, res.PerReplica[0].RSSBytes
 	for _, a := range g.agents[:n] {
 		res.NetmapBytes = max(res.NetmapBytes, a.netmapBytes.Load())
 	}
@@ -126,11 +131,12 @@ func (g *run) measure(ctx context.Context) (*Result, error) {
 	marker := []byte(`"public_key":"` + probe.pub + `"`)
 	p := newProbe(n, -1, func(f []byte) bool { return bytes.Contains(f, marker) })
 	g.probe.Store(p)
-	if err := probe.register(ctx, g.hc, g.base, probeKey); err != nil {
+	if err := probe.register(ctx, g.hc, g.reps[0].base, probeKey); err != nil {
 		return nil, fmt.Errorf("loadgen: probe: %w", err)
 	}
 	res.note(g.waitProbe(ctx, p, n), "join")
 	res.Join = summarize(p.latencies())
+	res.JoinOther = summarize(p.latenciesOf(g.onOtherReplica))
 	g.waitQuiet(ctx, 200*time.Millisecond, 30*time.Second)
 	g.log.Info("join propagated", "p50_ms", res.Join.P50*1000, "p99_ms", res.Join.P99*1000)
 
@@ -143,12 +149,13 @@ func (g *run) measure(ctx context.Context) (*Result, error) {
 		return up && nd.Online
 	})
 	g.probe.Store(on)
-	if err := probe.dial(ctx, g.hc, g.wsBase); err != nil {
+	if err := probe.dial(ctx, g.hc, g.reps[0].wsBase); err != nil {
 		return nil, fmt.Errorf("loadgen: probe: %w", err)
 	}
 	go probe.readLoop(g)
 	res.note(g.waitProbe(ctx, on, n), "online")
 	res.Online = summarize(on.latencies())
+	res.OnlineOther = summarize(on.latenciesOf(g.onOtherReplica))
 	g.waitQuiet(ctx, 200*time.Millisecond, 30*time.Second)
 	off := newProbe(n, -1, func(f []byte) bool {
 		if !bytes.Contains(f, idMarker(probe.nodeID)) {
@@ -161,6 +168,7 @@ func (g *run) measure(ctx context.Context) (*Result, error) {
 	probe.ws.CloseNow()
 	res.note(g.waitProbe(ctx, off, n), "offline")
 	res.Offline = summarize(off.latencies())
+	res.OfflineOther = summarize(off.latenciesOf(g.onOtherReplica))
 	g.log.Info("offline propagated", "p50_ms", res.Offline.P50*1000, "p99_ms", res.Offline.P99*1000)
 
 	// Removal through the admin command, where this build has one.
@@ -185,32 +193,58 @@ func (g *run) measure(ctx context.Context) (*Result, error) {
 			res.RemovalNote = "removal did not reach the agents: " + err.Error()
 		} else {
 			res.Removal = summarize(rm.latencies())
+			res.RemovalOther = summarize(rm.latenciesOf(g.onOtherReplica))
 		}
 	}
 	g.probe.Store(nil)
 
-	if m, err := g.scrape(ctx); err == nil {
+	if m, err := g.scrape(ctx, g.reps[0]); err == nil {
 		res.Coordinator = m
 	}
-	end, err := readProc(pid)
+	end, err := g.readProcs()
 	if err != nil {
 		return nil, err
 	}
-	res.PeakRSSBytes = end.peakBytes
+	for i := range g.reps {
+		res.PerReplica[i].PeakRSSBytes = end[i].peakBytes
+		res.PerReplica[i].TotalCPUSeconds = float64(end[i].cpuTicks-start[i].cpuTicks) / clockTicks
+	}
+	res.PeakRSSBytes, res.TotalCPUSeconds = res.PerReplica[0].PeakRSSBytes, res.PerReplica[0].TotalCPUSeconds
 	res.LostStreams = g.lost.Load()
-	res.TotalCPUSeconds = float64(end.cpuTicks-start.cpuTicks) / clockTicks
 
-	// Reconnect storms last: they restart the coordinator.
-	for _, resume := range []bool{false, true} {
-		g.log.Info("reconnect storm", "resume", resume)
-		s, err := g.storm(ctx, n, resume)
+	// Reconnect storms last: they restart the coordinator. With replicas,
+	// replica 0 restarts (its agents come back to it), then dies for good
+	// (its agents move to replica 1).
+	storms := []Storm{{Resume: false}, {Resume: true}}
+	if len(g.reps) > 1 {
+		storms = []Storm{{Resume: true}, {Resume: true, FailOver: true}}
+	}
+	for _, s := range storms {
+		g.log.Info("reconnect storm", "resume", s.Resume, "fail_over", s.FailOver)
+		s, err := g.storm(ctx, n, s.Resume, s.FailOver)
 		if err != nil {
 			return nil, err
 		}
-		g.log.Info("storm over", "resume", resume, "current_s", s.CurrentSeconds, "resumes", s.Resumes)
+		g.log.Info("storm over", "resume", s.Resume, "fail_over", s.FailOver, "agents", s.Agents, "current_s", s.CurrentSeconds, "resumes", s.Resumes)
 		res.Storms = append(res.Storms, s)
 	}
 	return res, nil
+}
+
+// onOtherReplica tells whether agent i uses another replica than the one
+// changes are made on (always false without replicas).
+func (g *run) onOtherReplica(i int) bool { return len(g.reps) > 1 && i%len(g.reps) != 0 }
+
+// readProcs samples every replica's process.
+func (g *run) readProcs() ([]procSample, error) {
+	out := make([]procSample, len(g.reps))
+	for i, r := range g.reps {
+		var err error
+		if out[i], err = readProc(r.cmd.Process.Pid); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // removeNode runs the admin command that removes a node and returns how
@@ -220,7 +254,7 @@ func (g *run) removeNode(ctx context.Context, id uint64) (time.Duration, string,
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, g.cfg.Coordinator, "nodes", "remove", "--state", filepath.Join(g.state, "coord"),
+	cmd := exec.CommandContext(ctx, g.cfg.Coordinator, "nodes", "remove", "--state", g.reps[0].dir,
 		strconv.FormatUint(id, 10))
 	cmd.Stdout, cmd.Stderr = &out, &out
 	t0 := time.Now()

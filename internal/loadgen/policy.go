@@ -49,7 +49,7 @@ func (g *run) setPolicy(ctx context.Context, variant int) (time.Duration, error)
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, g.cfg.Coordinator, "policy", "set", path, "--state", filepath.Join(g.state, "coord"))
+	cmd := exec.CommandContext(ctx, g.cfg.Coordinator, "policy", "set", path, "--state", g.reps[0].dir)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
 	if err := cmd.Run(); err != nil {

@@ -34,6 +34,13 @@ func summarize(v []float64) Latency {
 type Result struct {
 	N       int `json:"n"`
 	Workers int `json:"workers"`
+	// Replicas is how many coordinators served the agents, Store which
+	// store they shared ("sqlite" or "postgres").
+	Replicas int    `json:"replicas"`
+	Store    string `json:"store"`
+	// PerReplica are each replica's process figures; the fields below
+	// (RSSBytes, CPU) are replica 0's.
+	PerReplica []ReplicaFigures `json:"per_replica,omitempty"`
 	// RegisterSeconds is the time to register all N agents.
 	RegisterSeconds float64 `json:"register_s"`
 	// ConnectSeconds is the time to open all N streams and receive every
@@ -57,7 +64,13 @@ type Result struct {
 	// agents before the command answers), so it includes the command's
 	// start-up and admin-socket round trip; RemovalCommandMs is the
 	// command's own time from launch to answer.
-	Removal          Latency `json:"removal"`
+	Removal Latency `json:"removal"`
+	// With replicas, the same for the agents of the replicas other than
+	// the one the change was made on (through the database).
+	JoinOther        Latency `json:"join_other_replicas"`
+	OnlineOther      Latency `json:"online_other_replicas"`
+	OfflineOther     Latency `json:"offline_other_replicas"`
+	RemovalOther     Latency `json:"removal_other_replicas"`
 	RemovalCommandMs float64 `json:"removal_command_ms,omitempty"`
 	RemovalNote      string  `json:"removal_note,omitempty"`
 	// With -policy: how long `policy set` took (read, check, compile,
@@ -75,6 +88,15 @@ type Result struct {
 	Storms []Storm `json:"reconnect_storms,omitempty"`
 }
 
+// ReplicaFigures are one coordinator process's figures from /proc.
+type ReplicaFigures struct {
+	RSSBytes        int64   `json:"rss_bytes"`
+	PeakRSSBytes    int64   `json:"peak_rss_bytes"`
+	SetupCPUSeconds float64 `json:"setup_cpu_s"`
+	TotalCPUSeconds float64 `json:"total_cpu_s"`
+	IdleCPUPercent  float64 `json:"idle_cpu_percent"`
+}
+
 func (r *Result) note(err error, what string) {
 	if err != nil {
 		r.Notes = append(r.Notes, what+": "+err.Error())
@@ -85,7 +107,7 @@ func (r *Result) note(err error, what string) {
 func (r *Result) Print(w io.Writer) {
 	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
 	ms := func(s float64) float64 { return s * 1000 }
-	fmt.Fprintf(w, "coordinator under N=%d simulated agents (%d workers, loopback)\n", r.N, r.Workers)
+	fmt.Fprintf(w, "coordinator under N=%d simulated agents (%d workers, loopback; %d replica(s), store %s)\n", r.N, r.Workers, r.Replicas, r.Store)
 	fmt.Fprintf(w, "  registration of N     %8.2f s  (%.0f/s)\n", r.RegisterSeconds, float64(r.N)/r.RegisterSeconds)
 	fmt.Fprintf(w, "  streams + netmaps     %8.2f s  (settled after %.2f s)\n", r.ConnectSeconds, r.SettleSeconds)
 	fmt.Fprintf(w, "  RSS steady / peak     %8.1f MiB / %.1f MiB\n", mib(r.RSSBytes), mib(r.PeakRSSBytes))
@@ -95,6 +117,12 @@ func (r *Result) Print(w io.Writer) {
 			c["go_memstats_heap_inuse_bytes"]/(1<<20), c["go_memstats_stack_inuse_bytes"]/(1<<20), c["go_goroutines"])
 	}
 	fmt.Fprintf(w, "  CPU setup / total     %8.2f s / %.2f s;  idle %.1f%% of one core\n", r.SetupCPUSeconds, r.TotalCPUSeconds, r.IdleCPUPercent)
+	if len(r.PerReplica) > 1 {
+		for i, f := range r.PerReplica {
+			fmt.Fprintf(w, "  replica %d             RSS %6.1f MiB (peak %.1f), CPU setup %.2f s, total %.2f s, idle %.1f%%\n",
+				i, mib(f.RSSBytes), mib(f.PeakRSSBytes), f.SetupCPUSeconds, f.TotalCPUSeconds, f.IdleCPUPercent)
+		}
+	}
 	fmt.Fprintf(w, "  full netmap           %8d bytes\n", r.NetmapBytes)
 	line := func(name string, l Latency) {
 		fmt.Fprintf(w, "  %-21s p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms  (%d agents)\n", name, ms(l.P50), ms(l.P99), ms(l.Max), l.Agents)
@@ -106,6 +134,11 @@ func (r *Result) Print(w io.Writer) {
 	line("join propagation", r.Join)
 	line("online propagation", r.Online)
 	line("offline propagation", r.Offline)
+	if r.Replicas > 1 {
+		line("join, remote", r.JoinOther)
+		line("online, remote", r.OnlineOther)
+		line("offline, remote", r.OfflineOther)
+	}
 	fmt.Fprintf(w, "  streams lost          %8d\n", r.LostStreams)
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "  NOTE: %s\n", n)
@@ -115,8 +148,12 @@ func (r *Result) Print(w io.Writer) {
 		if s.Resume {
 			how = "with resume"
 		}
-		fmt.Fprintf(w, "  restart storm, %-12s all current %6.2f s, settled %6.2f s, %.0f bytes/agent, %d resumes\n",
-			how+":", s.CurrentSeconds, s.SettleSeconds, s.BytesPerAgent, s.Resumes)
+		kind := "restart"
+		if s.FailOver {
+			kind = "fail-over"
+		}
+		fmt.Fprintf(w, "  %-9s storm, %-12s %d agents all current %6.2f s, settled %6.2f s, %.0f bytes/agent, %d resumes\n",
+			kind, how+":", s.Agents, s.CurrentSeconds, s.SettleSeconds, s.BytesPerAgent, s.Resumes)
 		if s.Note != "" {
 			fmt.Fprintf(w, "  NOTE: storm: %s\n", s.Note)
 		}
@@ -125,6 +162,9 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintf(w, "  removal propagation   %s\n", r.RemovalNote)
 	} else {
 		line("removal propagation", r.Removal)
+		if r.Replicas > 1 {
+			line("removal, remote", r.RemovalOther)
+		}
 		fmt.Fprintf(w, "  %-21s (timed from launching `nodes remove`: includes its start-up and admin-socket\n"+
 			"  %-21s round trip; the command answered after %.1f ms)\n", "", "", r.RemovalCommandMs)
 	}

@@ -17,6 +17,11 @@ import (
 type Storm struct {
 	// Resume says whether agents named their netmap version.
 	Resume bool `json:"resume"`
+	// FailOver: the replica stays dead and its agents move to another.
+	FailOver bool `json:"fail_over,omitempty"`
+	// Agents is how many reconnected (with replicas, those of the replica
+	// that stopped).
+	Agents int `json:"agents"`
 	// CurrentSeconds: from the restarted coordinator accepting until every
 	// agent had its first frame (netmap or resume); SettleSeconds until the
 	// last frame of the storm arrived.
@@ -48,36 +53,51 @@ func frameVersion(frame []byte) string {
 	return string(rest[:j])
 }
 
-// storm kills the coordinator, starts it again on the same state, and
-// times n agents reconnecting.
-func (g *run) storm(ctx context.Context, n int, resume bool) (Storm, error) {
-	st := Storm{Resume: resume}
+// storm kills the coordinator (replica 0), starts it again on the same
+// state, and times its agents reconnecting; with failOver it stays dead and
+// they reconnect to replica 1.
+func (g *run) storm(ctx context.Context, n int, resume, failOver bool) (Storm, error) {
+	st := Storm{Resume: resume, FailOver: failOver}
 	g.measuring.Store(false)
-	g.cmd.Process.Kill()
-	<-g.exited
+	victim, target := g.reps[0], g.reps[0]
+	if failOver {
+		target = g.reps[1]
+	}
+	g.kill(victim)
+	var movers []*simAgent
 	for _, a := range g.agents[:n] {
+		a.inStorm.Store(false)
+		if g.repOf(a.index) == victim {
+			movers = append(movers, a)
+		}
+	}
+	for _, a := range movers {
 		a.ws.CloseNow()
 		a.stormAt.Store(0)
 		a.stormBytes.Store(0)
 		a.resumed.Store(false)
+		a.inStorm.Store(true)
 	}
+	st.Agents = len(movers)
 	g.stormFirst.Store(0)
 	g.storming.Store(true)
 	defer g.storming.Store(false)
-	if err := g.startCoordinator(ctx); err != nil {
-		return st, err
+	if !failOver {
+		if err := g.startCoordinator(ctx, victim); err != nil {
+			return st, err
+		}
 	}
 	t0 := time.Now()
 	workers := g.cfg.Workers * 4
 	saved := g.cfg.Workers
 	g.cfg.Workers = workers
-	err := g.parallel(ctx, n, func(ctx context.Context, i int) error {
-		a := g.agents[i]
+	err := g.parallel(ctx, len(movers), func(ctx context.Context, i int) error {
+		a := movers[i]
 		since := ""
 		if resume {
 			since, _ = a.nv.Load().(string)
 		}
-		if err := a.dialSince(ctx, g.hc, g.wsBase, since); err != nil {
+		if err := a.dialSince(ctx, g.hc, target.wsBase, since); err != nil {
 			return err
 		}
 		go a.readLoop(g)
@@ -88,9 +108,9 @@ func (g *run) storm(ctx context.Context, n int, resume bool) (Storm, error) {
 		return st, fmt.Errorf("loadgen: storm: %w", err)
 	}
 	deadline := time.Now().Add(5 * time.Minute)
-	for g.stormFirst.Load() < int64(n) {
+	for g.stormFirst.Load() < int64(len(movers)) {
 		if time.Now().After(deadline) {
-			return st, fmt.Errorf("loadgen: storm: %d of %d agents current: %w", g.stormFirst.Load(), n, errTimeout)
+			return st, fmt.Errorf("loadgen: storm: %d of %d agents current: %w", g.stormFirst.Load(), len(movers), errTimeout)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -100,13 +120,13 @@ func (g *run) storm(ctx context.Context, n int, resume bool) (Storm, error) {
 	}
 	st.SettleSeconds = (time.Since(t0) - time.Second).Seconds()
 	var total int64
-	for _, a := range g.agents[:n] {
+	for _, a := range movers {
 		total += a.stormBytes.Load()
 		if a.resumed.Load() {
 			st.Resumes++
 		}
 	}
-	st.BytesPerAgent = float64(total) / float64(n)
+	st.BytesPerAgent = float64(total) / float64(max(len(movers), 1))
 	g.measuring.Store(true)
 	return st, nil
 }

@@ -25,6 +25,8 @@ func main() {
 	flag.DurationVar(&cfg.ProbeTimeout, "probe-timeout", 30*time.Second, "how long one change may take to reach every agent")
 	flag.DurationVar(&cfg.SetupTimeout, "setup-timeout", 10*time.Minute, "bound on registering and connecting all agents")
 	flag.BoolVar(&cfg.Policy, "policy", false, "install an access policy of 50 groups and 500 rules first, and time a policy change")
+	flag.IntVar(&cfg.Replicas, "replicas", 1, "`number` of coordinator replicas on one store (more than 1 needs -store postgres); agents are spread over them")
+	flag.StringVar(&cfg.Store, "store", "", "`store`: empty for SQLite, or postgres (a throwaway cluster on loopback, Debian package postgresql)")
 	asJSON := flag.Bool("json", false, "print the result as JSON instead of a table")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, `usage: loadgen [flags]

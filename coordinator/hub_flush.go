@@ -84,9 +84,8 @@ func (h *hub) flush() {
 	clear(h.pending)
 	// The batch's version is stored with its online flags, so a restarted
 	// coordinator knows what the agents hold (see netmapversion.go).
-	// Replicas each have their own epoch, never stored (netmapversion.go).
 	var version *netmapVersion
-	if len(ids) > 0 && !h.store.fansOut() {
+	if len(ids) > 0 {
 		version = &netmapVersion{epoch: h.epoch, seq: h.seq + 1, digest: h.digest}
 	}
 	h.mu.Unlock()

@@ -49,6 +49,8 @@ type netmapVersion struct {
 	epoch  string
 	seq    uint64
 	digest uint64
+	// savedAt is when a replica saved it (database clock, Unix ms).
+	savedAt int64
 }
 
 func newEpoch() string {
@@ -125,12 +127,7 @@ func (h *hub) sinceLocked(since string) ([]uint64, bool) {
 // at once cause no online delta to everyone (see sweepRestored).
 func (h *hub) restoreVersion(ctx context.Context) error {
 	if h.store.fansOut() {
-		// Replicas: each has an epoch of its own, so a version from
-		// another replica (an agent that moved) means a full netmap; and
-		// the nodes online in the store are held by live replicas, or
-		// swept when theirs stops (replica.go).
-		h.epoch, h.seq = newEpoch(), 0
-		return nil
+		return h.restoreReplicaVersion(ctx)
 	}
 	v, ok, err := h.store.loadNetmapVersion(ctx)
 	if err != nil {
@@ -210,4 +207,45 @@ func (h *hub) resumeFrameLocked(self control.Node, version int, servers control.
 	f := &netmapFrame{}
 	f.add(b.Bytes())
 	return f, nil
+}
+
+// restoreReplicaVersion is restoreVersion for a replica. Each replica keeps
+// its own version (its row in the store, under its ID from the state
+// directory), so an agent that moved from another replica holds a foreign
+// epoch and gets a full netmap. Its own agents may resume after a restart
+// if the membership is still the one stored; what other replicas changed
+// meanwhile is only online states, which the store dates (changed_at, on
+// the database's clock): the nodes changed since the version was saved
+// make up one batch after it, so a resumed agent gets their current state.
+// The nodes online through this replica's streams when it stopped stay
+// online for restartGrace, as with one coordinator; the others belong to
+// live replicas (or are swept when theirs stops, replica.go).
+func (h *hub) restoreReplicaVersion(ctx context.Context) error {
+	v, ok, err := h.store.loadNetmapVersion(ctx)
+	if err != nil {
+		return err
+	}
+	h.epoch, h.seq = newEpoch(), 0
+	if ok && v.digest == h.digest && v.epoch != "" {
+		// A second of margin: a change committed just before the version
+		// may carry a slightly later time.
+		ids, err := h.store.changedSince(ctx, v.savedAt-1000)
+		if err != nil {
+			return err
+		}
+		if len(ids) <= ringNodes {
+			h.epoch, h.seq = v.epoch, v.seq
+			if len(ids) > 0 {
+				h.recordBatchLocked(ids)
+			}
+		}
+	}
+	held, err := h.store.heldBy(ctx, h.store.replica)
+	if err != nil {
+		return err
+	}
+	if len(held) > 0 {
+		time.AfterFunc(restartGrace, func() { h.sweepRestored(held) })
+	}
+	return nil
 }

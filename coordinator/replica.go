@@ -3,7 +3,9 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,8 +62,26 @@ type replicaLink struct {
 	wg       sync.WaitGroup
 }
 
+// replicaIDFile holds a replica's name among those on its store, in its
+// state directory: a restarted replica is the same one, and finds its
+// netmap version (netmapversion.go) and its nodes.
+const replicaIDFile = "replica-id"
+
+// loadReplicaID reads (or makes, on first start) the replica's ID.
+func loadReplicaID(stateDir string) (string, error) {
+	id, err := loadOrCreateSecret(filepath.Join(stateDir, replicaIDFile), func() (string, error) { return newEpoch(), nil })
+	if err != nil {
+		return "", fmt.Errorf("replica id: %w", err)
+	}
+	if id == "" || strings.ContainsAny(id, " \t\n") || len(id) > 64 {
+		return "", fmt.Errorf("replica id in %s: want one word of at most 64 characters, delete it to make a new one", filepath.Join(stateDir, replicaIDFile))
+	}
+	return id, nil
+}
+
+// newReplicaLink ties the server to the other replicas; st.replica is
+// already set (loadReplicaID).
 func newReplicaLink(ctx context.Context, st *Store, h *hub, log *slog.Logger) (*replicaLink, error) {
-	st.replica = newEpoch() // random: a restarted replica is a new one
 	l := &replicaLink{store: st, hub: h, log: log.With("replica", st.replica),
 		logLimit: logsafe.NewLimiter(logBurst, logInterval), out: make(chan string, forwardQueueLen)}
 	if err := st.heartbeat(ctx); err != nil {

@@ -1,9 +1,12 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -294,4 +297,110 @@ func TestReplicasAdminDirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	awaitFrame(t, ca, fanOutWithin, "direct removal at A's agent", isRemoveOf(beta.NodeID))
+}
+
+// TestReplicaRestartResumes: a replica restarted on its state directory
+// resumes its agents from the netmap version they hold, and the resume
+// carries what another replica changed while it was down (a node that
+// came online there).
+func TestReplicaRestartResumes(t *testing.T) {
+	cluster := pgtest.Start(t, "127.0.0.1", nil, nil)
+	url := cluster.NewDB(t)
+	dirA := t.TempDir()
+	a, stopA := runServer(t, Config{Listen: "127.0.0.1:0", StateDir: dirA, Store: url, Logger: testLogger(t)})
+	baseA := "http://" + a.HTTPAddr().String()
+	b, baseB := startReplica(t, url)
+	key := newKey(t, b.store, true, 0)
+	alpha := registerHTTP(t, baseA, control.RegisterRequest{AuthKey: key, Hostname: "alpha", PublicKey: newPublicKey(t)})
+	beta := registerHTTP(t, baseB, control.RegisterRequest{AuthKey: key, Hostname: "beta", PublicKey: newPublicKey(t)})
+	// Idle members, so that a few changes are worth a resume (a resume
+	// naming more than half the mesh is sent as a netmap).
+	for i := range 4 {
+		registerHTTP(t, baseB, control.RegisterRequest{AuthKey: key, Hostname: "idle" + strconv.Itoa(i), PublicKey: newPublicKey(t)})
+	}
+	for _, id := range []uint64{beta.NodeID, beta.NodeID + 4} {
+		waitHubMember(t, a.hub, id)
+	}
+	ca := dialStream(t, baseA, alpha.Credential)
+	m := readMsg(t, ca)
+	held := m.NetmapVersion
+	if m.Type != control.MsgNetmap || held == "" || len(m.Netmap.Peers) != 5 {
+		t.Fatalf("alpha's netmap: %+v", m)
+	}
+	held = latestVersion(t, a.hub, ca, held)
+	go func() { // answer A's close handshake
+		for {
+			if _, _, err := ca.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	if err := stopA(); err != nil {
+		t.Fatal(err)
+	}
+
+	// While A is down, beta comes online on B.
+	cb := dialStream(t, baseB, beta.Credential)
+	readMsg(t, cb)
+	waitHubOnline(t, b.hub, beta.NodeID, true)
+	time.Sleep(100 * time.Millisecond) // B's batch with beta online is written
+
+	a3, stop3 := runServer(t, Config{Listen: "127.0.0.1:0", StateDir: dirA, Store: url, Logger: testLogger(t)})
+	t.Cleanup(func() { stop3() })
+	c, _, err := dialStreamSince(t, "http://"+a3.HTTPAddr().String(), alpha.Credential, held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	m = readMsg(t, c)
+	if m.Type != control.MsgResume {
+		t.Fatalf("restarted A answered alpha holding %s with %q (nv %s), want a resume", held, m.Type, m.NetmapVersion)
+	}
+	if m.Delta == nil || !slices.ContainsFunc(m.Delta.Upsert, func(n control.Node) bool { return n.ID == beta.NodeID && n.Online }) {
+		t.Fatalf("resume does not bring beta online (changed on B while A was down): %+v", m.Delta)
+	}
+}
+
+// waitHubMember waits until h knows node id.
+func waitHubMember(t *testing.T, h *hub, id uint64) {
+	t.Helper()
+	deadline := time.Now().Add(fanOutWithin)
+	for !h.active(id) {
+		if time.Now().After(deadline) {
+			t.Fatalf("node %d not a member within %v", id, fanOutWithin)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// dialStreamSince dials a stream naming the netmap version held.
+func dialStreamSince(t *testing.T, base, cred, since string) (*websocket.Conn, *http.Response, error) {
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+cred)
+	u := "ws" + strings.TrimPrefix(base, "http") + control.PathStream + "?v=" + strconv.Itoa(control.ProtocolVersion) +
+		"&" + control.QuerySince + "=" + since
+	return websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: h})
+}
+
+// latestVersion waits until h's version is steady, then reads c's frames
+// until one names it (reads are not cancelled: that would drop the stream).
+func latestVersion(t *testing.T, h *hub, c *websocket.Conn, held string) string {
+	t.Helper()
+	version := func() string {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.versionLocked()
+	}
+	want := version()
+	for steady := time.Now(); time.Since(steady) < 300*time.Millisecond; time.Sleep(20 * time.Millisecond) {
+		if v := version(); v != want {
+			want, steady = v, time.Now()
+		}
+	}
+	for held != want {
+		held = cmp.Or(readMsg(t, c).NetmapVersion, held)
+	}
+	return held
 }

@@ -261,6 +261,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if store.fansOut() {
+		if store.replica, err = loadReplicaID(cfg.StateDir); err != nil {
+			return fail(err)
+		}
+	}
 	// Nodes the store says are online stay so for a grace period, as the
 	// agents were last told: those that reconnect at once cause no delta to
 	// everyone, the others are marked offline after it (see

@@ -37,6 +37,41 @@ const (
 	noteSignal = "s" // s REPLICA TO FRAME: deliver a signal frame to node TO
 )
 
+// pgNowMillis is the database's clock in Unix milliseconds: times that
+// replicas compare come from one clock.
+const pgNowMillis = `CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)`
+
+// changedSince returns the nodes whose online state changed at or after
+// the database time at (Unix milliseconds).
+func (s *Store) changedSince(ctx context.Context, at int64) ([]uint64, error) {
+	return s.queryIDs(ctx, `SELECT id FROM nodes WHERE changed_at >= ? ORDER BY id`, at)
+}
+
+// heldBy returns the nodes online through replica's streams.
+func (s *Store) heldBy(ctx context.Context, replica string) ([]uint64, error) {
+	return s.queryIDs(ctx, `SELECT id FROM nodes WHERE online AND replica = ? ORDER BY id`, replica)
+}
+
+func (s *Store) queryIDs(ctx context.Context, q string, args ...any) ([]uint64, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	defer rows.Close()
+	var ids []uint64
+	for rows.Next() {
+		var id uint64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("list nodes: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	return ids, nil
+}
+
 // execer is what *sqlDB and *dbTx share for writes.
 type execer interface {
 	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
@@ -165,7 +200,7 @@ func (s *Store) sweepDeadReplicas(ctx context.Context, dead time.Duration) ([]ui
 	cutoff := toMillis(s.now().Add(-dead))
 	var ids []uint64
 	err := s.inTx(ctx, func(tx *dbTx) error {
-		rows, err := tx.QueryContext(ctx, `UPDATE nodes SET online = false WHERE online AND
+		rows, err := tx.QueryContext(ctx, `UPDATE nodes SET online = false, changed_at = `+pgNowMillis+` WHERE online AND
 			(replica IS NULL OR replica NOT IN (SELECT id FROM replicas WHERE seen_at >= ?)) RETURNING id`, cutoff)
 		if err != nil {
 			return fmt.Errorf("sweep nodes of dead replicas: %w", err)

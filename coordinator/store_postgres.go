@@ -70,11 +70,17 @@ var pgMigrations = []string{
 		name  TEXT PRIMARY KEY,
 		value TEXT NOT NULL
 	);`,
-	// 2 (replicas): which replica holds each online node's stream and where
-	// it comes from; the replicas alive (heartbeats); challenges used on
-	// any replica (see replica.go).
+	// 2 (replicas): which replica holds each online node's stream, where
+	// it comes from and when its online state last changed (database
+	// clock); a netmap version per replica and when it was saved; the
+	// replicas alive (heartbeats); challenges used on any replica (see
+	// replica.go).
 	`ALTER TABLE nodes ADD COLUMN replica TEXT;
 	ALTER TABLE nodes ADD COLUMN seen_from TEXT;
+	ALTER TABLE nodes ADD COLUMN changed_at BIGINT;
+	CREATE INDEX nodes_changed_at ON nodes (changed_at);
+	ALTER TABLE netmap_version ADD COLUMN replica TEXT;
+	ALTER TABLE netmap_version ADD COLUMN saved_at BIGINT;
 	CREATE TABLE replicas (
 		id      TEXT   PRIMARY KEY,
 		seen_at BIGINT NOT NULL

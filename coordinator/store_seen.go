@@ -23,14 +23,14 @@ func (s *Store) saveSeen(ctx context.Context, seen map[uint64]nodeSeen, version 
 	err = s.inTx(ctx, func(tx *dbTx) error {
 		stale = stale[:0]
 		if version != nil {
-			if err := saveNetmapVersion(ctx, tx, *version); err != nil {
+			if err := s.saveNetmapVersion(ctx, tx, *version); err != nil {
 				return err
 			}
 		}
 		up, down := `UPDATE nodes SET online = ?, last_seen = ? WHERE id = ?`, `UPDATE nodes SET online = ?, last_seen = ? WHERE id = ?`
 		if s.fansOut() {
-			up = `UPDATE nodes SET online = ?, last_seen = ?, replica = ?, seen_from = ? WHERE id = ?`
-			down = `UPDATE nodes SET online = ?, last_seen = ? WHERE id = ? AND (replica IS NULL OR replica = ?)`
+			up = `UPDATE nodes SET online = ?, last_seen = ?, replica = ?, seen_from = ?, changed_at = ` + pgNowMillis + ` WHERE id = ?`
+			down = `UPDATE nodes SET online = ?, last_seen = ?, changed_at = ` + pgNowMillis + ` WHERE id = ? AND (replica IS NULL OR replica = ?)`
 		}
 		setUp, err := tx.PrepareContext(ctx, up)
 		if err != nil {

@@ -10,10 +10,17 @@ import (
 
 // loadNetmapVersion reads the version stored with the last batch (see
 // netmapversion.go); ok is false when there is none.
+//
+// Replicas each keep their own row, with the database time it was saved.
 func (s *Store) loadNetmapVersion(ctx context.Context) (v netmapVersion, ok bool, err error) {
 	var seq int64
 	var digest string
-	err = s.db.QueryRowContext(ctx, `SELECT epoch, seq, digest FROM netmap_version`).Scan(&v.epoch, &seq, &digest)
+	if s.fansOut() {
+		err = s.db.QueryRowContext(ctx, `SELECT epoch, seq, digest, COALESCE(saved_at, 0) FROM netmap_version WHERE replica = ?`, s.replica).
+			Scan(&v.epoch, &seq, &digest, &v.savedAt)
+	} else {
+		err = s.db.QueryRowContext(ctx, `SELECT epoch, seq, digest FROM netmap_version`).Scan(&v.epoch, &seq, &digest)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return v, false, nil
 	}
@@ -29,7 +36,17 @@ func (s *Store) loadNetmapVersion(ctx context.Context) (v netmapVersion, ok bool
 }
 
 // saveNetmapVersion replaces the stored version, in tx.
-func saveNetmapVersion(ctx context.Context, tx *dbTx, v netmapVersion) error {
+func (s *Store) saveNetmapVersion(ctx context.Context, tx *dbTx, v netmapVersion) error {
+	if s.fansOut() {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM netmap_version WHERE replica = ?`, s.replica); err != nil {
+			return fmt.Errorf("save netmap version: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO netmap_version (epoch, seq, digest, replica, saved_at) VALUES (?, ?, ?, ?, `+pgNowMillis+`)`,
+			v.epoch, int64(v.seq), strconv.FormatUint(v.digest, 16), s.replica); err != nil {
+			return fmt.Errorf("save netmap version: %w", err)
+		}
+		return nil
+	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM netmap_version`); err != nil {
 		return fmt.Errorf("save netmap version: %w", err)
 	}

@@ -225,6 +225,20 @@ func (h *hub) restoreReplicaVersion(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Where online nodes' streams come from, as peers were told: an agent
+	// reconnecting from the same address then changes nothing they see.
+	from, err := h.store.seenFrom(ctx)
+	if err != nil {
+		return err
+	}
+	for id, addr := range from {
+		if n, ok := h.nodes[id]; ok && n.Online {
+			n.SeenFrom = addr
+			if err := h.setLocked(n); err != nil {
+				return err
+			}
+		}
+	}
 	h.epoch, h.seq = newEpoch(), 0
 	if ok && v.digest == h.digest && v.epoch != "" {
 		// A second of margin: a change committed just before the version

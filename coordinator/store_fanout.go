@@ -47,6 +47,28 @@ func (s *Store) changedSince(ctx context.Context, at int64) ([]uint64, error) {
 	return s.queryIDs(ctx, `SELECT id FROM nodes WHERE changed_at >= ? ORDER BY id`, at)
 }
 
+// seenFrom returns where the online nodes' streams come from.
+func (s *Store) seenFrom(ctx context.Context) (map[uint64]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, seen_from FROM nodes WHERE online AND seen_from IS NOT NULL`)
+	if err != nil {
+		return nil, fmt.Errorf("load stream addresses: %w", err)
+	}
+	defer rows.Close()
+	out := map[uint64]string{}
+	for rows.Next() {
+		var id uint64
+		var from string
+		if err := rows.Scan(&id, &from); err != nil {
+			return nil, fmt.Errorf("load stream addresses: %w", err)
+		}
+		out[id] = from
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("load stream addresses: %w", err)
+	}
+	return out, nil
+}
+
 // heldBy returns the nodes online through replica's streams.
 func (s *Store) heldBy(ctx context.Context, replica string) ([]uint64, error) {
 	return s.queryIDs(ctx, `SELECT id FROM nodes WHERE online AND replica = ? ORDER BY id`, replica)

@@ -135,6 +135,9 @@ type streamConn struct {
 	netmap *netmapFrame
 	// since is the netmap version the agent says it holds ("" for none).
 	since string
+	// foreign, with replicas, is what the store says about since when it
+	// is another replica's version (see foreignResume).
+	foreign *foreignVersion
 	// from is the address the stream comes from (Node.SeenFrom).
 	from string
 }
@@ -305,7 +308,7 @@ func (h *hub) connect(c *streamConn, version int, servers control.Netmap) error 
 	}
 	h.dirty[self.ID] = nodeSeen{online: true, lastSeen: self.LastSeen, from: self.SeenFrom}
 
-	frame, err := h.resumeFrameLocked(self, version, servers, c.since)
+	frame, err := h.resumeFrameLocked(self, version, servers, c.since, c.foreign)
 	if err != nil {
 		return err
 	}

@@ -181,11 +181,14 @@ func (h *hub) sweepRestored(ids []uint64) {
 // sees its own part of the mesh and has its own filter, which the ring of
 // mesh-wide changes cannot tell: such agents always get a full (trimmed)
 // netmap.
-func (h *hub) resumeFrameLocked(self control.Node, version int, servers control.Netmap, since string) (*netmapFrame, error) {
+func (h *hub) resumeFrameLocked(self control.Node, version int, servers control.Netmap, since string, foreign *foreignVersion) (*netmapFrame, error) {
 	if since == "" || version < 2 || h.pol != nil {
 		return nil, nil
 	}
 	ids, ok := h.sinceLocked(since)
+	if !ok && foreign != nil {
+		ids, ok = h.foreignSinceLocked(foreign)
+	}
 	if !ok || len(ids) > len(h.ids)/2 {
 		return nil, nil
 	}
@@ -241,9 +244,7 @@ func (h *hub) restoreReplicaVersion(ctx context.Context) error {
 	}
 	h.epoch, h.seq = newEpoch(), 0
 	if ok && v.digest == h.digest && v.epoch != "" {
-		// A second of margin: a change committed just before the version
-		// may carry a slightly later time.
-		ids, err := h.store.changedSince(ctx, v.savedAt-1000)
+		ids, err := h.store.changedSince(ctx, v.savedAt-changedMargin.Milliseconds())
 		if err != nil {
 			return err
 		}

@@ -36,8 +36,9 @@ import (
 const (
 	heartbeatInterval = 3 * time.Second
 	// replicaDead is the heartbeat silence after which a replica's online
-	// nodes are marked offline (its agents have moved by then).
-	replicaDead    = 15 * time.Second
+	// nodes are marked offline: its agents have moved by then, and a
+	// replica restarting (loading 10,000 nodes on a busy machine) is back.
+	replicaDead    = 30 * time.Second
 	sweepEvery     = 5 * time.Second
 	pruneEvery     = time.Minute
 	listenRetry    = 100 * time.Millisecond

@@ -404,3 +404,68 @@ func latestVersion(t *testing.T, h *hub, c *websocket.Conn, held string) string 
 	}
 	return held
 }
+
+// TestReplicaFailOverResumes: an agent whose replica stopped moves to
+// another with the first one's version and is resumed there, not sent a
+// full netmap; the resume carries what changed meanwhile (a node that
+// came online on the survivor). A version the store does not hold as the
+// stopped replica's last one still gets a full netmap.
+func TestReplicaFailOverResumes(t *testing.T) {
+	cluster := pgtest.Start(t, "127.0.0.1", nil, nil)
+	url := cluster.NewDB(t)
+	a, baseA := startReplica(t, url)
+	b, stopB := runServer(t, Config{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Store: url, Logger: testLogger(t)})
+	baseB := "http://" + b.HTTPAddr().String()
+	key := newKey(t, a.store, true, 0)
+	alpha := registerHTTP(t, baseB, control.RegisterRequest{AuthKey: key, Hostname: "alpha", PublicKey: newPublicKey(t)})
+	gamma := registerHTTP(t, baseA, control.RegisterRequest{AuthKey: key, Hostname: "gamma", PublicKey: newPublicKey(t)})
+	for i := range 4 {
+		registerHTTP(t, baseA, control.RegisterRequest{AuthKey: key, Hostname: "idle" + strconv.Itoa(i), PublicKey: newPublicKey(t)})
+	}
+	waitHubMember(t, b.hub, gamma.NodeID+4)
+	cb := dialStream(t, baseB, alpha.Credential)
+	m := readMsg(t, cb)
+	if m.Type != control.MsgNetmap || len(m.Netmap.Peers) != 5 {
+		t.Fatalf("alpha's netmap from B: %+v", m)
+	}
+	held := latestVersion(t, b.hub, cb, m.NetmapVersion)
+	go func() { // answer B's close handshake
+		for {
+			if _, _, err := cb.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	if err := stopB(); err != nil {
+		t.Fatal(err)
+	}
+
+	// While alpha moves, gamma comes online on A.
+	cg := dialStream(t, baseA, gamma.Credential)
+	readMsg(t, cg)
+	time.Sleep(100 * time.Millisecond) // A's batch with gamma online is written
+
+	// An older version of B's is not what B stored last: a netmap.
+	epoch, _, _ := strings.Cut(held, ".")
+	c, _, err := dialStreamSince(t, baseA, alpha.Credential, epoch+".0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := readMsg(t, c); m.Type != control.MsgNetmap {
+		t.Fatalf("alpha holding %s.0 (B stored %s) got %q, want a netmap", epoch, held, m.Type)
+	}
+	c.CloseNow()
+
+	c, _, err = dialStreamSince(t, baseA, alpha.Credential, held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	m = readMsg(t, c)
+	if m.Type != control.MsgResume {
+		t.Fatalf("A answered alpha holding B's %s with %q (nv %s), want a resume", held, m.Type, m.NetmapVersion)
+	}
+	if m.Delta == nil || !slices.ContainsFunc(m.Delta.Upsert, func(n control.Node) bool { return n.ID == gamma.NodeID && n.Online }) {
+		t.Fatalf("resume does not bring gamma online (changed on A after B's last version): %+v", m.Delta)
+	}
+}

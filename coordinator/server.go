@@ -265,6 +265,11 @@ func New(cfg Config) (*Server, error) {
 		if store.replica, err = loadReplicaID(cfg.StateDir); err != nil {
 			return fail(err)
 		}
+		// At once: the others must not take a restarting replica's nodes
+		// for a dead one's while it loads.
+		if err := store.heartbeat(ctx); err != nil {
+			return fail(err)
+		}
 	}
 	// Nodes the store says are online stay so for a grace period, as the
 	// agents were last told: those that reconnect at once cause no delta to

@@ -56,3 +56,24 @@ func (s *Store) saveNetmapVersion(ctx context.Context, tx *dbTx, v netmapVersion
 	}
 	return nil
 }
+
+// versionByEpoch reads the stored version of the replica whose epoch is
+// epoch, if one is stored.
+func (s *Store) versionByEpoch(ctx context.Context, epoch string) (v netmapVersion, ok bool, err error) {
+	var seq int64
+	var digest string
+	err = s.db.QueryRowContext(ctx, `SELECT epoch, seq, digest, COALESCE(saved_at, 0) FROM netmap_version WHERE epoch = ?`, epoch).
+		Scan(&v.epoch, &seq, &digest, &v.savedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return v, false, nil
+	}
+	if err != nil {
+		return v, false, fmt.Errorf("load netmap version: %w", err)
+	}
+	d, err := strconv.ParseUint(digest, 16, 64)
+	if err != nil {
+		return v, false, nil
+	}
+	v.seq, v.digest = uint64(seq), d
+	return v, true, nil
+}

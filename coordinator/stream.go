@@ -151,6 +151,13 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 		},
 	}
 
+	if s.replicas != nil && since != "" {
+		// Perhaps an agent that moved from another replica
+		// (replica_resume.go).
+		fctx, fcancel := context.WithTimeout(ctx, dbTimeout)
+		c.foreign = s.hub.foreignResume(fctx, since)
+		fcancel()
+	}
 	if err := s.hub.connect(c, version, servers); err != nil {
 		log.Warn("stream refused", "err", err)
 		ws.Close(websocket.StatusTryAgainLater, err.Error())

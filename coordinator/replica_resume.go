@@ -1,0 +1,77 @@
+package coordinator
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// An agent that moves from a replica that died holds that replica's
+// version. Each replica stores its version (epoch, SEQ, membership digest)
+// with the database time of the batch, and the store dates every online
+// change (changed_at). So when the agent holds the dead replica's last
+// stored version and the membership is still the one stored with it, the
+// only changes it can have missed are online states changed since then,
+// plus what this replica sent after it looked: a resume, not a full netmap
+// each for thousands of agents failing over at once.
+
+// changedMargin widens "changed since the version was saved": a replica's
+// view of others' changes lags the store by the notification's trip, and
+// one committed just before the version may carry a later time.
+const changedMargin = 5 * time.Second
+
+// foreignVersion is what the store says about another replica's version
+// an agent holds.
+type foreignVersion struct {
+	// digest is the membership digest stored with it.
+	digest uint64
+	// changed are the nodes whose online state changed since it was saved.
+	changed []uint64
+	// mark is this hub's version when they were read: what it sent after
+	// that comes from its ring.
+	mark string
+}
+
+// foreignResume looks up since when it is another replica's version and
+// that replica's last stored one; nil otherwise (a full netmap follows).
+// It reads the store, so it runs before the hub's lock is taken.
+func (h *hub) foreignResume(ctx context.Context, since string) *foreignVersion {
+	epoch, s, ok := strings.Cut(since, ".")
+	seq, err := strconv.ParseUint(s, 10, 64)
+	if !ok || err != nil || !h.store.fansOut() {
+		return nil
+	}
+	h.mu.Lock()
+	mark, own := h.versionLocked(), epoch == h.epoch
+	h.mu.Unlock()
+	if own {
+		return nil
+	}
+	v, ok, err := h.store.versionByEpoch(ctx, epoch)
+	if err != nil || !ok || v.seq != seq {
+		return nil
+	}
+	changed, err := h.store.changedSince(ctx, v.savedAt-changedMargin.Milliseconds())
+	if err != nil {
+		return nil
+	}
+	return &foreignVersion{digest: v.digest, changed: changed, mark: mark}
+}
+
+// foreignSinceLocked is sinceLocked for a foreign version: the nodes to
+// send, if the membership is still the one stored with it and the ring
+// still covers what this hub sent since f was read.
+func (h *hub) foreignSinceLocked(f *foreignVersion) ([]uint64, bool) {
+	if f.digest != h.digest {
+		return nil, false
+	}
+	later, ok := h.sinceLocked(f.mark)
+	if !ok {
+		return nil, false
+	}
+	ids := append(slices.Clone(f.changed), later...)
+	slices.Sort(ids)
+	return slices.Compact(ids), true
+}

@@ -80,6 +80,11 @@ func (h *hub) applyStored(rows []storedNode, asked []uint64) {
 		if !n.Online {
 			n.SeenFrom = ""
 		}
+		if known && n.Online && old.Online {
+			// A last-seen tick of a node online elsewhere is not worth a
+			// delta (a reload after a lost connection finds every one).
+			n.LastSeen = old.LastSeen
+		}
 		if known && sameNode(old, n) {
 			continue
 		}

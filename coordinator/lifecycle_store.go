@@ -210,21 +210,5 @@ func (s *Store) RenameNode(ctx context.Context, ref, name string) (NodeRecord, e
 
 // ephemeralMembers returns the IDs of the ephemeral members of the mesh.
 func (s *Store) ephemeralMembers(ctx context.Context) ([]uint64, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id FROM nodes WHERE ephemeral AND `+activeNode)
-	if err != nil {
-		return nil, fmt.Errorf("list ephemeral nodes: %w", err)
-	}
-	defer rows.Close()
-	var ids []uint64
-	for rows.Next() {
-		var id uint64
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("list ephemeral nodes: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list ephemeral nodes: %w", err)
-	}
-	return ids, nil
+	return s.queryIDs(ctx, `SELECT id FROM nodes WHERE ephemeral AND `+activeNode)
 }

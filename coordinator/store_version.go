@@ -13,14 +13,18 @@ import (
 //
 // Replicas each keep their own row, with the database time it was saved.
 func (s *Store) loadNetmapVersion(ctx context.Context) (v netmapVersion, ok bool, err error) {
+	if s.fansOut() {
+		return scanVersion(s.db.QueryRowContext(ctx, `SELECT epoch, seq, digest, COALESCE(saved_at, 0) FROM netmap_version WHERE replica = ?`, s.replica))
+	}
+	return scanVersion(s.db.QueryRowContext(ctx, `SELECT epoch, seq, digest, 0 FROM netmap_version`))
+}
+
+// scanVersion reads one stored version (epoch, seq, digest, saved_at); ok
+// is false when there is none or it is not ours (a new epoch follows).
+func scanVersion(row *sql.Row) (v netmapVersion, ok bool, err error) {
 	var seq int64
 	var digest string
-	if s.fansOut() {
-		err = s.db.QueryRowContext(ctx, `SELECT epoch, seq, digest, COALESCE(saved_at, 0) FROM netmap_version WHERE replica = ?`, s.replica).
-			Scan(&v.epoch, &seq, &digest, &v.savedAt)
-	} else {
-		err = s.db.QueryRowContext(ctx, `SELECT epoch, seq, digest FROM netmap_version`).Scan(&v.epoch, &seq, &digest)
-	}
+	err = row.Scan(&v.epoch, &seq, &digest, &v.savedAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return v, false, nil
 	}
@@ -29,7 +33,7 @@ func (s *Store) loadNetmapVersion(ctx context.Context) (v netmapVersion, ok bool
 	}
 	d, err := strconv.ParseUint(digest, 16, 64)
 	if err != nil {
-		return v, false, nil // not ours: start a new epoch
+		return v, false, nil
 	}
 	v.seq, v.digest = uint64(seq), d
 	return v, true, nil
@@ -59,21 +63,6 @@ func (s *Store) saveNetmapVersion(ctx context.Context, tx *dbTx, v netmapVersion
 
 // versionByEpoch reads the stored version of the replica whose epoch is
 // epoch, if one is stored.
-func (s *Store) versionByEpoch(ctx context.Context, epoch string) (v netmapVersion, ok bool, err error) {
-	var seq int64
-	var digest string
-	err = s.db.QueryRowContext(ctx, `SELECT epoch, seq, digest, COALESCE(saved_at, 0) FROM netmap_version WHERE epoch = ?`, epoch).
-		Scan(&v.epoch, &seq, &digest, &v.savedAt)
-	if errors.Is(err, sql.ErrNoRows) {
-		return v, false, nil
-	}
-	if err != nil {
-		return v, false, fmt.Errorf("load netmap version: %w", err)
-	}
-	d, err := strconv.ParseUint(digest, 16, 64)
-	if err != nil {
-		return v, false, nil
-	}
-	v.seq, v.digest = uint64(seq), d
-	return v, true, nil
+func (s *Store) versionByEpoch(ctx context.Context, epoch string) (netmapVersion, bool, error) {
+	return scanVersion(s.db.QueryRowContext(ctx, `SELECT epoch, seq, digest, COALESCE(saved_at, 0) FROM netmap_version WHERE epoch = ?`, epoch))
 }

@@ -26,8 +26,14 @@ func lastVersion(t *testing.T, frames []control.Message) string {
 // returns its first frame.
 func reconnect(t *testing.T, s *Server, id uint64, since string) (*fakeConn, control.Message) {
 	t.Helper()
+	return reconnectFrom(t, s, id, since, "")
+}
+
+// reconnectFrom is reconnect for a stream from address from.
+func reconnectFrom(t *testing.T, s *Server, id uint64, since, from string) (*fakeConn, control.Message) {
+	t.Helper()
 	c := newFakeConn(id)
-	c.since = since
+	c.since, c.from = since, from
 	if err := s.hub.connect(c.streamConn, 2, control.Netmap{STUN: []string{"203.0.113.10:3478"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -142,6 +148,7 @@ func TestResumeAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	peer := newFakeConn(peerID)
+	peer.from = "192.0.2.7"
 	if err := s.hub.connect(peer.streamConn, 2, control.Netmap{}); err != nil {
 		t.Fatal(err)
 	}
@@ -150,19 +157,19 @@ func TestResumeAfterRestart(t *testing.T) {
 	s.Close() // a crash: no clean shutdown
 
 	s = start()
-	_, m := reconnect(t, s, obsID, held)
+	obs, m := reconnect(t, s, obsID, held)
 	if m.Type != control.MsgResume || len(upsertIDs(m.Delta)) != 0 {
 		t.Fatalf("after a restart, holding %s: %s with %d upserts, want an empty resume", held, m.Type, len(upsertIDs(m.Delta)))
 	}
-	// The peer comes back: it was online before, so the observer is told
-	// nothing.
-	reconnect(t, s, peerID, held)
-	s.hub.flushNow()
+	// The peer comes back from where it was: it was online before, so the
+	// observer is told nothing.
+	reconnectFrom(t, s, peerID, held, "192.0.2.7")
 	s.hub.mu.Lock()
 	pending := len(s.hub.pending)
 	s.hub.mu.Unlock()
-	if pending != 0 {
-		t.Fatalf("%d changes pending after nodes that were online came back", pending)
+	s.hub.flushNow()
+	if got := obs.drain(t); pending != 0 || len(got) != 0 {
+		t.Fatalf("%d changes pending and %d frames to the observer after a node that was online came back from the same address", pending, len(got))
 	}
 
 	// A registration reaches the store but not the agents, then a crash:

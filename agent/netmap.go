@@ -144,10 +144,11 @@ func (a *Agent) upsertPeer(n control.Node) {
 	}
 	if p != nil && p.key == key {
 		p.mu.Lock()
-		ipChanged := p.node.IP != n.IP && p.wgAdded
+		ipChanged := (p.node.IP != n.IP || a.peerIP6(p.node) != a.peerIP6(n)) && p.wgAdded
 		p.mu.Unlock()
 		if ipChanged {
-			if err := p.wgChange(func() error { return a.wg.setOverlayIP(key, ip) }); err != nil {
+			overlay := a.overlayIPs(n)
+			if err := p.wgChange(func() error { return a.wg.setOverlayIP(key, overlay) }); err != nil {
 				a.log.Error("update WireGuard peer", "peer", n.Name, "err", err)
 			}
 		}
@@ -166,7 +167,7 @@ func (a *Agent) upsertPeer(n control.Node) {
 	a.mu.Lock()
 	a.peers[n.ID] = p
 	a.mu.Unlock()
-	a.log.Info("peer added", "peer", n.Name, "ip", n.IP, "online", n.Online)
+	a.log.Info("peer added", "peer", n.Name, "ip", n.IP, "ip6", addrString(a.peerIP6(n)), "online", n.Online)
 	p.kick()
 }
 

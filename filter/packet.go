@@ -43,6 +43,9 @@ type packet struct {
 	icmpType         uint8
 	// fragment is a non-first fragment: no transport header to read.
 	fragment bool
+	// icmp6 is an ICMPv6 packet, which proto calls ICMP (so that "icmp"
+	// rules cover both families); a rule for protocol 58 matches it too.
+	icmp6 bool
 	// inner is, for an ICMP error, the header of the packet it is about.
 	inner *packet
 }
@@ -59,6 +62,9 @@ func parse(b []byte) (packet, error) {
 	var p packet
 	if len(b) < 20 {
 		return p, errShort
+	}
+	if b[0]>>4 == 6 {
+		return parse6(b)
 	}
 	if b[0]>>4 != 4 {
 		return p, errVersion

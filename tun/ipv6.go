@@ -1,0 +1,39 @@
+package tun
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// AddOverlay6 gives the device the node's IPv6 overlay address (a /128)
+// and routes the mesh's IPv6 prefix into it from that address. It fails
+// where the host has IPv6 turned off (net.ipv6.conf.*.disable_ipv6); the
+// IPv4 overlay works without it.
+func (d *Device) AddOverlay6(a netip.Addr, prefix netip.Prefix) error {
+	if !a.Is6() || a.Is4In6() || !prefix.Addr().Is6() || !prefix.Contains(a) {
+		return fmt.Errorf("tun: IPv6 overlay address %v is not an IPv6 address in %v", a, prefix)
+	}
+	link, err := netlink.LinkByName(d.name)
+	if err != nil {
+		return fmt.Errorf("find link %s: %w", d.name, err)
+	}
+	// NODAD: nobody else is on a TUN link, and a tentative address would
+	// refuse binds for a second or two.
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(128, 128)}, Flags: unix.IFA_F_NODAD}
+	if err := netlink.AddrAdd(link, addr); err != nil {
+		return fmt.Errorf("add address %v to %s: %w", a, d.name, err)
+	}
+	r := &netlink.Route{
+		LinkIndex: link.Attrs().Index,
+		Dst:       &net.IPNet{IP: prefix.Masked().Addr().AsSlice(), Mask: net.CIDRMask(prefix.Bits(), 128)},
+		Src:       a.AsSlice(),
+	}
+	if err := netlink.RouteReplace(r); err != nil {
+		return fmt.Errorf("add route %v via %s: %w", prefix, d.name, err)
+	}
+	return nil
+}

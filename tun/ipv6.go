@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -25,6 +26,10 @@ func (d *Device) AddOverlay6(a netip.Addr, prefix netip.Prefix) error {
 	// refuse binds for a second or two.
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(128, 128)}, Flags: unix.IFA_F_NODAD}
 	if err := netlink.AddrAdd(link, addr); err != nil {
+		if errors.Is(err, unix.EACCES) {
+			// What the kernel says when IPv6 is off on the interface.
+			return fmt.Errorf("add address %v to %s: IPv6 is turned off on this host (sysctl net.ipv6.conf.all.disable_ipv6 or net.ipv6.conf.default.disable_ipv6 is 1): %w", a, d.name, err)
+		}
 		return fmt.Errorf("add address %v to %s: %w", a, d.name, err)
 	}
 	r := &netlink.Route{

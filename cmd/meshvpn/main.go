@@ -31,7 +31,8 @@ const usage = `meshvpn: peer-to-peer mesh VPN agent
 Usage:
   meshvpn up --coordinator URL [--authkey KEY] [flags]   run the agent (foreground)
   meshvpn status [--json] [--socket PATH]                 show this node and the path to every peer
-  meshvpn ping PEER [-6] [-c N] [--json] [--socket PATH]  ping a peer (name, IPv4 or IPv6 address) over the overlay, showing the path
+  meshvpn ping PEER [-6] [-c N] [--json] [--socket PATH]  ping a peer (name, IPv4 or IPv6 overlay address),
+                                                          showing the path
   meshvpn down [--socket PATH]                            stop the running agent (as SIGTERM does)
   meshvpn netcheck [--json] [--coordinator URL]           what this network does to UDP: NAT type, public
                                                           address, latency (no running agent needed)

@@ -81,3 +81,14 @@ func addrString(a netip.Addr) string {
 	}
 	return a.String()
 }
+
+// dnsIP6 is the address the mesh resolver answers AAAA with for n: none
+// while this node has no IPv6 overlay address itself, since an
+// application here would try an address it cannot reach (glibc's
+// `getent hosts` even prefers it, AI_ADDRCONFIG or not).
+func (a *Agent) dnsIP6(n control.Node) netip.Addr {
+	if !a.overlay6.Load() {
+		return netip.Addr{}
+	}
+	return a.peerIP6(n)
+}

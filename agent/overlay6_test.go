@@ -78,3 +78,16 @@ func TestResolvePeerAndPingAddrs(t *testing.T) {
 		t.Error("ping -6 from a node without an IPv6 address: no error")
 	}
 }
+
+// The resolver gives AAAA answers only while this node can use them.
+func TestDNSIP6(t *testing.T) {
+	a := &Agent{prefix6: netip.MustParsePrefix("fd12:3456:789a::/48")}
+	n := control.Node{IP: "100.64.0.2", IP6: "fd12:3456:789a::6440:2"}
+	if ip := a.dnsIP6(n); ip.IsValid() {
+		t.Fatalf("AAAA %v while IPv6 is off on this node", ip)
+	}
+	a.overlay6.Store(true)
+	if ip := a.dnsIP6(n); ip.String() != n.IP6 {
+		t.Fatalf("AAAA %v, want %s", ip, n.IP6)
+	}
+}

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -53,38 +52,15 @@ func meshPing(ctx context.Context, a *meshlab.Agent, timeout time.Duration, args
 	return out, err
 }
 
-// listenIn6 listens on TCP port of every IPv6 address in h's namespace
-// and accepts (and closes) connections until the test ends.
+// listenIn6 listens on TCP port of every IPv6 address in h's namespace.
 func listenIn6(t *testing.T, h *natlab.Host, port int) {
 	t.Helper()
-	var ln net.Listener
-	if err := h.Do(func() (err error) {
-		ln, err = net.Listen("tcp6", fmt.Sprintf("[::]:%d", port))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	listenOn(t, h, "tcp6", fmt.Sprintf("[::]:%d", port))
 }
 
 // dial6From opens a TCP connection over IPv6 from h's namespace.
 func dial6From(h *natlab.Host, ip netip.Addr, port int, timeout time.Duration) error {
-	return h.Do(func() error {
-		c, err := net.DialTimeout("tcp6", netip.AddrPortFrom(ip, uint16(port)).String(), timeout)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	})
+	return dialNet(h, "tcp6", netip.AddrPortFrom(ip, uint16(port)).String(), timeout)
 }
 
 // TestOverlayIPv6: two NATed sites get IPv6 overlay addresses in one ULA
@@ -168,22 +144,7 @@ func TestOverlayIPv6(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err = sshd.Run(ctx, client.Host, server6.String(), `echo "$SSH_CONNECTION"; ip netns identify`)
-	if err != nil {
-		t.Fatalf("ssh over the overlay's IPv6: %v\n%s", err, out)
-	}
-	t.Logf("ssh root@%s output:\n%s", server6, out)
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 2 {
-		t.Fatalf("want 2 lines from the remote command, got %q", out)
-	}
-	conn := strings.Fields(lines[0])
-	if len(conn) != 4 || conn[0] != client6.String() || conn[2] != server6.String() {
-		t.Errorf("SSH_CONNECTION = %q, want %s -> %s (IPv6 overlay addresses)", lines[0], client6, server6)
-	}
-	if lines[1] != server.Host.NS {
-		t.Errorf("command ran in namespace %q, want the server's %q", lines[1], server.Host.NS)
-	}
+	sshCheck(t, sshd, client, server, client6.String(), server6.String())
 
 	// A restart (stored credential, no key) keeps the IPv6 address.
 	if err := server.Stop(10 * time.Second); err != nil {

@@ -86,17 +86,10 @@ func parse(b []byte) (packet, error) {
 	}
 	l4 := b[ihl:]
 	switch p.proto {
-	case protoTCP:
-		if len(l4) < 14 {
-			return p, errShort
+	case protoTCP, protoUDP:
+		if err := p.readPorts(l4); err != nil {
+			return p, err
 		}
-		p.srcPort, p.dstPort = binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
-		p.tcpFlags = l4[13]
-	case protoUDP:
-		if len(l4) < 8 {
-			return p, errShort
-		}
-		p.srcPort, p.dstPort = binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
 	case protoICMP:
 		if len(l4) < 8 {
 			return p, errShort
@@ -142,4 +135,20 @@ func parseQuoted(b []byte) (packet, error) {
 		}
 	}
 	return p, nil
+}
+
+// readPorts reads a TCP or UDP header's ports (and TCP's flags).
+func (p *packet) readPorts(l4 []byte) error {
+	need := 8
+	if p.proto == protoTCP {
+		need = 14
+	}
+	if len(l4) < need {
+		return errShort
+	}
+	p.srcPort, p.dstPort = binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
+	if p.proto == protoTCP {
+		p.tcpFlags = l4[13]
+	}
+	return nil
 }

@@ -95,17 +95,10 @@ func parse6(b []byte) (packet, error) {
 	}
 	l4 := b[off:]
 	switch p.proto {
-	case protoTCP:
-		if len(l4) < 14 {
-			return p, errShort
+	case protoTCP, protoUDP:
+		if err := p.readPorts(l4); err != nil {
+			return p, err
 		}
-		p.srcPort, p.dstPort = binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
-		p.tcpFlags = l4[13]
-	case protoUDP:
-		if len(l4) < 8 {
-			return p, errShort
-		}
-		p.srcPort, p.dstPort = binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
 	case protoICMP: // ICMPv6, renamed above
 		if len(l4) < 8 {
 			return p, errShort

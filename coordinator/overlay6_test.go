@@ -97,3 +97,28 @@ func TestMigrateOverlayPrefix6(t *testing.T) {
 		t.Fatalf("old node's IP6 %q, want %s", nodes[0].IP6, want)
 	}
 }
+
+// The register answer and the stream carry IPv6 overlay addresses: self,
+// peers in the netmap, and nodes in deltas.
+func TestStreamCarriesIP6(t *testing.T) {
+	s, base := startServer(t, t.TempDir())
+	key := newKey(t, s.store, true, 0)
+	a := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "alpha", PublicKey: newPublicKey(t)})
+	b := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "beta", PublicKey: newPublicKey(t)})
+	p6 := s.store.OverlayPrefix6()
+	if a.Prefix6 != p6.String() || a.IP6 != control.OverlayAddr6(p6, netip.MustParseAddr(a.IP)).String() {
+		t.Fatalf("register answer: ip6 %q prefix6 %q, want in %v", a.IP6, a.Prefix6, p6)
+	}
+	ca := dialStream(t, base, a.Credential)
+	m := readMsg(t, ca)
+	if m.Netmap == nil || m.Netmap.Self.IP6 != a.IP6 || len(m.Netmap.Peers) != 1 || m.Netmap.Peers[0].IP6 != b.IP6 {
+		t.Fatalf("netmap: %+v", m.Netmap)
+	}
+	c := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "gamma", PublicKey: newPublicKey(t)})
+	if n := readUpsert(t, ca, c.NodeID); n.IP6 != c.IP6 || c.IP6 == "" {
+		t.Fatalf("delta for gamma: %+v, want ip6 %q", n, c.IP6)
+	}
+	if a.IP6 == b.IP6 || b.IP6 == c.IP6 {
+		t.Fatalf("two nodes share an IPv6 address: %s %s %s", a.IP6, b.IP6, c.IP6)
+	}
+}

@@ -86,7 +86,8 @@ func (sqliteEngine) migrate(ctx context.Context, s *Store) error {
 }
 
 // migrateWith applies the steps of steps the store lacks, in one write
-// transaction.
+// transaction, then reads (or, the first time, draws) the mesh's IPv6
+// overlay prefix.
 func migrateWith(ctx context.Context, s *Store, steps []string) error {
 	if err := s.inTx(ctx, func(tx *dbTx) error {
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {

@@ -1,9 +1,13 @@
 package agent
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"net/netip"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/tun"
 )
 
 // IPv6 on the overlay: the coordinator gives the mesh a ULA /48 and every
@@ -58,7 +62,13 @@ func (a *Agent) startOverlay6(st *nodeState) {
 		return
 	}
 	if err := a.tun.AddOverlay6(ip, p); err != nil {
-		a.log.Warn("IPv6 overlay address not set; the overlay is IPv4 only on this host", "ip6", ip, "err", err)
+		// Turning IPv6 off is the admin's choice: worth a line, not a
+		// warning.
+		level := slog.LevelWarn
+		if errors.Is(err, tun.ErrIPv6Off) {
+			level = slog.LevelInfo
+		}
+		a.log.Log(context.Background(), level, "IPv6 overlay address not set; the overlay is IPv4 only on this host", "ip6", ip, "err", err)
 		return
 	}
 	a.overlay6.Store(true)

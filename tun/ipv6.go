@@ -10,6 +10,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ErrIPv6Off means the host has IPv6 turned off, so the device takes no
+// IPv6 address.
+var ErrIPv6Off = errors.New("IPv6 is turned off on this host (sysctl net.ipv6.conf.all.disable_ipv6 or net.ipv6.conf.default.disable_ipv6 is 1)")
+
 // AddOverlay6 gives the device the node's IPv6 overlay address (a /128)
 // and routes the mesh's IPv6 prefix into it from that address. It fails
 // where the host has IPv6 turned off (net.ipv6.conf.*.disable_ipv6); the
@@ -28,7 +32,7 @@ func (d *Device) AddOverlay6(a netip.Addr, prefix netip.Prefix) error {
 	if err := netlink.AddrAdd(link, addr); err != nil {
 		if errors.Is(err, unix.EACCES) {
 			// What the kernel says when IPv6 is off on the interface.
-			return fmt.Errorf("add address %v to %s: IPv6 is turned off on this host (sysctl net.ipv6.conf.all.disable_ipv6 or net.ipv6.conf.default.disable_ipv6 is 1): %w", a, d.name, err)
+			return fmt.Errorf("add address %v to %s: %w", a, d.name, ErrIPv6Off)
 		}
 		return fmt.Errorf("add address %v to %s: %w", a, d.name, err)
 	}

@@ -34,7 +34,7 @@ func overlayIP6(t testing.TB, a *meshlab.Agent) netip.Addr {
 // hostIPv6On turns the IPv6 stack on in h's namespace (the lab turns it off
 // unless the lab is dual-stack): the host has IPv6 but no IPv6 internet,
 // so the underlay stays IPv4 behind the NATs and only the overlay is IPv6.
-func hostIPv6On(t *testing.T, h *natlab.Host) {
+func hostIPv6On(t testing.TB, h *natlab.Host) {
 	t.Helper()
 	if out, err := h.Run(t.Context(), "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.default.disable_ipv6=0"); err != nil {
 		t.Fatalf("turn IPv6 on in %s: %v\n%s", h.Name, err, out)

@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"github.com/meshvpn/meshvpn/relay"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -47,10 +49,10 @@ const EmbeddedRelay = "embedded"
 // node no longer in the mesh that relayed in the window.
 func (s *Server) RelayUsage(since time.Duration, now time.Time) (UsageReport, error) {
 	rep := UsageReport{From: now, To: now, Rows: []UsageRow{}}
-	var counts map[uint64]usageCounts
+	var counts map[uint64]relay.Counts
 	if s.usage != nil {
 		var err error
-		if counts, rep.From, err = s.usage.usage(since, now); err != nil {
+		if counts, rep.From, err = s.usage.Usage(since, now); err != nil {
 			return UsageReport{}, err
 		}
 	} else {
@@ -86,6 +88,11 @@ func (s *Server) RelayUsage(since time.Duration, now time.Time) (UsageReport, er
 			rep.Rows = append(rep.Rows, row)
 		}
 	}
+	peerRows, err := s.peerUsageRows(ids, names, since, now)
+	if err != nil {
+		return UsageReport{}, err
+	}
+	rep.Rows = append(rep.Rows, peerRows...)
 	return rep, nil
 }
 
@@ -148,10 +155,10 @@ func (a *Admin) RelayUsage(ctx context.Context, since time.Duration) (UsageRepor
 // registerRelayUsage exports the embedded relay's usage per member node
 // (label node: its ID; direction in or out, as in UsageRow). Nodes that
 // left the mesh are not exported, so the series are bounded by the mesh.
-func (m *serverMetrics) registerRelayUsage(l *usageLedger, member func(uint64) bool) {
+func (m *serverMetrics) registerRelayUsage(l *relay.Ledger, member func(uint64) bool) {
 	collect := func(bytes bool) func() []metrics.Sample {
 		return func() []metrics.Sample {
-			counts, _, err := l.usage(0, time.Now())
+			counts, _, err := l.Usage(0, time.Now())
 			if err != nil {
 				return nil
 			}

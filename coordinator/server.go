@@ -129,7 +129,7 @@ type Server struct {
 	relays     *relayList
 	turnSecret []byte
 	// peers are the peer relays members offer (peerrelay.go).
-	peers   *peerRelays
+	peers *peerRelays
 	// usage counts what the embedded relay relays per node; nil without
 	// the embedded relay.
 	usage   *relay.Ledger

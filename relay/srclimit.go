@@ -25,7 +25,7 @@ type SourceLimiter struct{ keyed *ratelimit.Keyed }
 const (
 	AnswerBurst  = 1000
 	AnswerPerSec = 200
-	maxSources       = 65536
+	maxSources   = 65536
 )
 
 func NewSourceLimiter(burst int, perSecond float64) *SourceLimiter {

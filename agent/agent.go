@@ -55,7 +55,10 @@ type Config struct {
 	// MetricsListen is the TCP address of the Prometheus endpoint (plain
 	// HTTP, /metrics); empty disables it.
 	MetricsListen string
-	Logger        *slog.Logger
+	// RelayServer, when its Listen is set, runs a peer relay on this node
+	// (relayserver.go).
+	RelayServer RelayServerConfig
+	Logger      *slog.Logger
 }
 
 // Agent is a running node.
@@ -185,6 +188,13 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 		defer ms.Close()
+	}
+	if cfg.RelayServer.Listen != "" {
+		rs, err := a.startRelayServer(ctx, st.Credential)
+		if err != nil {
+			return err
+		}
+		defer rs.close()
 	}
 	go serveLocalAPI(lapi, a)
 

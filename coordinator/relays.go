@@ -1,8 +1,6 @@
 package coordinator
 
 import (
-	"github.com/meshvpn/meshvpn/relay"
-
 	"encoding/json"
 	"fmt"
 	"net"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/relay"
 )
 
 // relayList is what the coordinator tells one node about relays: the

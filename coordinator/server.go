@@ -4,8 +4,6 @@
 package coordinator
 
 import (
-	"github.com/meshvpn/meshvpn/relay"
-
 	"context"
 	"crypto/tls"
 	"errors"
@@ -24,6 +22,7 @@ import (
 	"github.com/meshvpn/meshvpn/internal/metrics"
 	"github.com/meshvpn/meshvpn/internal/ratelimit"
 	"github.com/meshvpn/meshvpn/internal/statedir"
+	"github.com/meshvpn/meshvpn/relay"
 )
 
 // Config configures a Server.

@@ -1,8 +1,6 @@
 package coordinator
 
 import (
-	"github.com/meshvpn/meshvpn/relay"
-
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,10 +9,10 @@ import (
 
 	"github.com/pion/stun/v4"
 
-	"github.com/meshvpn/meshvpn/internal/sockbuf"
-
 	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/internal/metrics"
+	"github.com/meshvpn/meshvpn/internal/sockbuf"
+	"github.com/meshvpn/meshvpn/relay"
 )
 
 // stunServer answers STUN Binding requests, telling each client the address

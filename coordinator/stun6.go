@@ -1,8 +1,6 @@
 package coordinator
 
 import (
-	"github.com/meshvpn/meshvpn/relay"
-
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/relay"
 )
 
 // IPv6 STUN. The STUN socket bound to ":PORT" (the default) already takes

@@ -1,8 +1,6 @@
 package coordinator
 
 import (
-	"github.com/meshvpn/meshvpn/relay"
-
 	"context"
 	"net"
 	"strconv"
@@ -12,6 +10,7 @@ import (
 	"github.com/pion/turn/v5"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/relay"
 )
 
 // allocate6 registers a node on s and makes a UDP allocation from [::1]

@@ -1,10 +1,6 @@
 package coordinator
 
 import (
-	"github.com/meshvpn/meshvpn/relay/relaytest"
-
-	"github.com/meshvpn/meshvpn/relay"
-
 	"bytes"
 	"log/slog"
 	"net"
@@ -17,6 +13,8 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/relay"
+	"github.com/meshvpn/meshvpn/relay/relaytest"
 )
 
 // startTURNWith runs a coordinator with the embedded TURN server (its own

@@ -1,10 +1,6 @@
 package coordinator
 
 import (
-	"github.com/meshvpn/meshvpn/relay/relaytest"
-
-	"github.com/meshvpn/meshvpn/relay"
-
 	"fmt"
 	"net"
 	"net/netip"
@@ -14,6 +10,8 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/relay"
+	"github.com/meshvpn/meshvpn/relay/relaytest"
 )
 
 // TestRelayUsageCountsBothDirections relays real packets through the

@@ -1,8 +1,6 @@
 package relay
 
 import (
-	"github.com/meshvpn/meshvpn/relay/relaytest"
-
 	"encoding/binary"
 	"net"
 	"net/netip"
@@ -10,6 +8,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/meshvpn/meshvpn/relay/relaytest"
 )
 
 // rawTURN is a TURN client over UDP that sends what pion's client cannot

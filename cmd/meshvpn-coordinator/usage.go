@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/meshvpn/meshvpn/relay"
-
 	"context"
 	"flag"
 	"fmt"
@@ -11,6 +9,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/coordinator"
+	"github.com/meshvpn/meshvpn/relay"
 )
 
 const usageAbout = `Lists relay usage per node and relay: the bytes and packets a relay passed

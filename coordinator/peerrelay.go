@@ -36,13 +36,15 @@ type peerRelays struct {
 	// gen changes whenever the set of listed relays does: each stream
 	// sends its node a fresh relay list when it sees a new one.
 	gen uint64
-	// usage is what each relay reported, by relay node.
-	usage   map[uint64]*relay.Ledger
-	started time.Time
+	// usage is what each relay reported, by relay node, and when it last
+	// reported (usage from a peer relay lags by up to peerRelayEvery).
+	usage    map[uint64]*relay.Ledger
+	reported map[uint64]time.Time
+	started  time.Time
 }
 
 func newPeerRelays(now time.Time) *peerRelays {
-	return &peerRelays{offers: map[uint64]peerOffer{}, usage: map[uint64]*relay.Ledger{}, started: now}
+	return &peerRelays{offers: map[uint64]peerOffer{}, usage: map[uint64]*relay.Ledger{}, reported: map[uint64]time.Time{}, started: now}
 }
 
 // offer records node's relay at addr until now+peerRelayTTL.
@@ -90,10 +92,8 @@ func (p *peerRelays) list(now time.Time) ([]peerOffer, uint64) {
 
 // report adds what relay node reported, counting only rows of members.
 func (p *peerRelays) report(node uint64, rows []control.RelayUsage, member func(uint64) bool, now time.Time) {
-	if len(rows) == 0 {
-		return
-	}
 	p.mu.Lock()
+	p.reported[node] = now
 	l := p.usage[node]
 	if l == nil {
 		l = relay.NewLedger(p.started)
@@ -108,15 +108,20 @@ func (p *peerRelays) report(node uint64, rows []control.RelayUsage, member func(
 	}
 }
 
-// ledgers are the usage ledgers of the relays that reported, by node.
-func (p *peerRelays) ledgers() map[uint64]*relay.Ledger {
+// ledgers are the usage ledgers of the relays that reported, by node,
+// and when each last reported.
+func (p *peerRelays) ledgers() (map[uint64]*relay.Ledger, map[uint64]time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make(map[uint64]*relay.Ledger, len(p.usage))
 	for id, l := range p.usage {
 		out[id] = l
 	}
-	return out
+	when := make(map[uint64]time.Time, len(p.reported))
+	for id, t := range p.reported {
+		when[id] = t
+	}
+	return out, when
 }
 
 // forget drops a node that left the mesh: its offer, and its usage ledger
@@ -125,5 +130,6 @@ func (p *peerRelays) forget(node uint64) {
 	p.withdraw(node)
 	p.mu.Lock()
 	delete(p.usage, node)
+	delete(p.reported, node)
 	p.mu.Unlock()
 }

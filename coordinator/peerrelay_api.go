@@ -123,7 +123,7 @@ func (s *Server) peerRelayList(node uint64, now time.Time, exp time.Time) []cont
 // peerUsageRows are the usage rows of the peer relays for the nodes ids:
 // one per node and relay that is listed or reported in the window.
 func (s *Server) peerUsageRows(ids []uint64, names map[uint64]string, since time.Duration, now time.Time) ([]UsageRow, error) {
-	ledgers := s.peers.ledgers()
+	ledgers, reported := s.peers.ledgers()
 	offers, _ := s.peers.list(now)
 	relays := make([]uint64, 0, len(ledgers)+len(offers))
 	for id := range ledgers {
@@ -154,8 +154,12 @@ func (s *Server) peerUsageRows(ids []uint64, names map[uint64]string, since time
 				continue
 			}
 			c := counts[id]
-			rows = append(rows, UsageRow{NodeID: id, Node: names[id], Relay: name, Reported: true,
-				BytesIn: &c.BytesIn, PacketsIn: &c.PacketsIn, BytesOut: &c.BytesOut, PacketsOut: &c.PacketsOut})
+			row := UsageRow{NodeID: id, Node: names[id], Relay: name, Reported: true,
+				BytesIn: &c.BytesIn, PacketsIn: &c.PacketsIn, BytesOut: &c.BytesOut, PacketsOut: &c.PacketsOut}
+			if at, ok := reported[rid]; ok {
+				row.ReportedAt = &at
+			}
+			rows = append(rows, row)
 		}
 	}
 	return rows, nil

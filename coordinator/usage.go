@@ -38,6 +38,10 @@ type UsageRow struct {
 	PacketsIn  *uint64 `json:"packets_in"`
 	BytesOut   *uint64 `json:"bytes_out"`
 	PacketsOut *uint64 `json:"packets_out"`
+	// ReportedAt is when a peer relay last reported: its counts lag by up
+	// to the report interval (30 s). Absent for the embedded relay, which
+	// counts live.
+	ReportedAt *time.Time `json:"reported_at,omitempty"`
 }
 
 // EmbeddedRelay names the embedded relay in usage reports.

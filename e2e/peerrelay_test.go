@@ -1,0 +1,251 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshvpn/meshvpn/coordinator"
+	"github.com/meshvpn/meshvpn/internal/meshlab"
+	"github.com/meshvpn/meshvpn/internal/natlab"
+)
+
+// The peer relay of these tests: a public host running `meshvpn up
+// --relay-server`, with the coordinator's embedded relay off.
+const (
+	peerRelayIP   = "203.0.113.60"
+	peerRelayAddr = peerRelayIP + ":3478"
+)
+
+// newPeerRelayLab starts a coordinator without any relay of its own
+// (--embedded-turn=false, no --turn-url) and the peer relay node "prelay",
+// online.
+func newPeerRelayLab(t *testing.T) (*natlab.Lab, *meshlab.Coordinator, *meshlab.Agent, string) {
+	t.Helper()
+	lab, coord := newLabWith(t, meshlab.StartCoordinatorArgs("--embedded-turn=false"))
+	key := authKey(t, coord, true)
+	h, err := lab.AddPublicHost("prelay", peerRelayIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := meshlab.NewAgent(coord, h, "prelay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel.ExtraArgs = []string{"--relay-server", "--relay-listen", peerRelayAddr, "--relay-public", peerRelayAddr}
+	if err := rel.Up(t.Context(), key, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return lab, coord, rel, key
+}
+
+// TestPeerRelayPair relays two symmetric sites through a member's peer
+// relay, the mesh's only relay: both report path relay through it over UDP
+// (status names the relay node), ping and ssh work across it, and `usage`
+// lists the relay with the bytes of a measured transfer within 5 %.
+func TestPeerRelayPair(t *testing.T) {
+	lab, coord, rel, key := newPeerRelayLab(t)
+	a := addSiteAgent(t, lab, coord, "psym1", natlab.Symmetric)
+	b := addSiteAgent(t, lab, coord, "psym2", natlab.Symmetric)
+	ctx := t.Context()
+	startOnline(t, key, a, b)
+	relSt, err := rel.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipB := overlayIP(t, b)
+	if out, err := pingUntil(ctx, a, ipB, 60*time.Second); err != nil {
+		t.Fatalf("overlay ping through the peer relay failed: %v\n%s", err, out)
+	}
+	for _, pair := range [][2]*meshlab.Agent{{a, b}, {b, a}} {
+		checkRelayed(t, pair[0], pair[1], "udp", peerRelayIP)
+		st, err := pair[0].Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := st.Peer(pair[1].Name); p.Relay == nil || p.Relay.Node != relSt.Self.ID {
+			t.Errorf("%s -> %s: relay %+v, want the peer relay node %d named", pair[0].Name, pair[1].Name, p.Relay, relSt.Self.ID)
+		}
+		for _, r := range st.Self.Relays {
+			if strings.Contains(r.URL, meshlab.CoordinatorIP) {
+				t.Errorf("%s was offered the embedded relay %s although --embedded-turn=false", pair[0].Name, r.URL)
+			}
+		}
+	}
+	// A measured transfer shows in usage, as the relay node reports it:
+	// counts from reports made after the traffic before, and after, it.
+	// The window between the two reports spans up to a minute of ICE
+	// consent checks and keepalives (about 2 packets a second, seen: 61
+	// over 1000 pings), so the transfer is large enough to dwarf them.
+	relay := coordinator.PeerRelayPrefix + rel.Name
+	before := waitPeerUsage(t, coord, relay, []string{a.Name, b.Name}, time.Now())
+	const count = 4000
+	out, err := a.Host.Run(ctx, "ping", "-n", "-q", "-c", strconv.Itoa(count), "-i", "0.002", "-s", strconv.Itoa(usagePingPayload), "-w", "60", ipB)
+	if err != nil {
+		t.Fatalf("ping: %v\n%s", err, out)
+	}
+	sent, recv := pingCounts(t, out)
+	after := waitPeerUsage(t, coord, relay, []string{a.Name}, time.Now())
+	d := after[a.Name].minus(before[a.Name])
+	want, wantIn := sent*relayedPingBytes(usagePingPayload), recv*relayedPingBytes(usagePingPayload)
+	t.Logf("ping sent %d, received %d; %s counted for %s: %v (want out %d bytes, in %d)", sent, recv, relay, a.Name, d, want, wantIn)
+	if !within5(d[2], want) || !within5(d[3], sent) {
+		t.Errorf("%s out: %d bytes %d packets, want %d bytes %d packets within 5%%", a.Name, d[2], d[3], want, sent)
+	}
+	if !within5(d[0], wantIn) || !within5(d[1], recv) {
+		t.Errorf("%s in: %d bytes %d packets, want %d bytes %d packets within 5%%", a.Name, d[0], d[1], wantIn, recv)
+	}
+	if out, err := coord.Admin(ctx, "usage"); err == nil {
+		t.Logf("usage:\n%s", out)
+	}
+
+	sshd, err := meshlab.StartSSHD(ctx, b.Host, filepath.Join(lab.Dir, "sshd-psym2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := sshd.Run(ctx, a.Host, ipB, "ip netns identify"); err != nil || strings.TrimSpace(out) != b.Host.NS {
+		t.Fatalf("ssh over the peer relay: %v\n%s", err, out)
+	}
+}
+
+func within5(got, want uint64) bool {
+	g, w := float64(got), float64(want)
+	return g >= w*0.95 && g <= w*1.05
+}
+
+// waitPeerUsage polls `usage --json` until every node in names has a row
+// on relay from a report made after since (the relay reports every 30 s),
+// and returns the counts.
+func waitPeerUsage(t *testing.T, coord *meshlab.Coordinator, relay string, names []string, since time.Time) map[string]usageVec {
+	t.Helper()
+	var got map[string]usageVec
+	var last string
+	err := natlab.Poll(t.Context(), 75*time.Second, time.Second, func() error {
+		out, err := coord.Admin(t.Context(), "usage", "--json")
+		if err != nil {
+			return fmt.Errorf("usage: %v", err)
+		}
+		last = out
+		var rep coordinator.UsageReport
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			return natlab.Fatal(fmt.Errorf("usage --json: %v", err))
+		}
+		got = map[string]usageVec{}
+		for _, r := range rep.Rows {
+			if r.Relay == relay && r.Reported && r.BytesIn != nil && r.ReportedAt != nil && r.ReportedAt.After(since) {
+				got[r.Node] = usageVec{*r.BytesIn, *r.PacketsIn, *r.BytesOut, *r.PacketsOut}
+			}
+		}
+		for _, n := range names {
+			if _, ok := got[n]; !ok {
+				return fmt.Errorf("no row for %s on %s reported after %s", n, relay, since.Format(time.RFC3339Nano))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%v\nlast usage:\n%s", err, last)
+	}
+	return got
+}
+
+// TestPeerRelayRefusesAbuse plays a member that uses the credential the
+// coordinator gave it for a peer relay to reach what the relay's host
+// must protect: a UDP service of the relay host inside its relay port
+// range (no allocation there) and outside it, a third party on the
+// internet, and a private address. Each is refused; the control (two of
+// its own allocations on the relay) shows a silence means a refusal.
+func TestPeerRelayRefusesAbuse(t *testing.T) {
+	lab, coord, rel, key := newPeerRelayLab(t)
+	m := newPeerRelayMember(t, lab, coord, "pmallory", "203.0.113.51", key)
+	inRange := udpEcho(t, rel.Host, peerRelayIP+":55555") // the relay range is 49152-65535
+	outside := udpEcho(t, rel.Host, peerRelayIP+":7777")
+	victim, err := lab.AddPublicHost("pvictim", "203.0.113.70")
+	if err != nil {
+		t.Fatal(err)
+	}
+	third := udpEcho(t, victim, "203.0.113.70:7777")
+
+	relayed, err := allocate(t, m.client(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := m.client(t)
+	relayed2, err := allocate(t, c2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.CreatePermission(relayed.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relayed.WriteTo([]byte("to the other allocation"), relayed2.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if got := readWithin(relayed2, 5*time.Second); got != "to the other allocation" {
+		t.Fatalf("relaying between two allocations on the peer relay: got %q", got)
+	}
+
+	for _, target := range []string{peerRelayIP + ":55555", peerRelayIP + ":7777", "203.0.113.70:7777", "192.168.1.1:7777"} {
+		to, _ := net.ResolveUDPAddr("udp4", target)
+		var echoed string
+		for i := 0; i < 4 && echoed == ""; i++ {
+			relayed.WriteTo([]byte("hello"), to) // a refused permission is an error here
+			echoed = readWithin(relayed, 500*time.Millisecond)
+		}
+		if echoed != "" {
+			t.Errorf("the peer relay relayed to %s: the member got back %q", target, echoed)
+		}
+	}
+	if n := inRange.Load(); n > 0 {
+		t.Errorf("a UDP service of the relay host in the relay port range got %d packets", n)
+	}
+	if n := outside.Load(); n > 0 {
+		t.Errorf("a UDP service of the relay host outside the relay port range got %d packets", n)
+	}
+	if n := third.Load(); n > 0 {
+		t.Errorf("a third party got %d packets through the peer relay", n)
+	}
+}
+
+// newPeerRelayMember registers a node at ip (agent stopped) and returns it
+// with its credential for the peer relay, once the coordinator lists it.
+func newPeerRelayMember(t *testing.T, lab *natlab.Lab, coord *meshlab.Coordinator, name, ip, key string) *relayMember {
+	t.Helper()
+	h, err := lab.AddPublicHost(name, ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := meshlab.NewAgent(coord, h, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Up(t.Context(), key, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var m *relayMember
+	err = natlab.Poll(t.Context(), 30*time.Second, time.Second, func() error {
+		relays, err := streamRelays(t.Context(), a)
+		if err != nil {
+			return err
+		}
+		for _, r := range relays {
+			if r.URL == "turn:"+peerRelayAddr+"?transport=udp" && r.Node != 0 {
+				m = &relayMember{name: name, host: h, server: peerRelayAddr, relay: r}
+				return nil
+			}
+		}
+		return fmt.Errorf("peer relay not listed: %+v", relays)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}

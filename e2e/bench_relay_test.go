@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,6 +21,32 @@ import (
 // weighs on both alike.
 func BenchmarkRelay(b *testing.B) {
 	lab, coord := newLab(b)
+	benchRelayPath(b, lab, coord, "the embedded TURN server")
+}
+
+// BenchmarkRelayPeer is BenchmarkRelay through a member's peer relay
+// (meshvpn up --relay-server on a public host), the mesh's only relay.
+func BenchmarkRelayPeer(b *testing.B) {
+	lab, coord, _, _ := newPeerRelayLab(b)
+	benchRelayPath(b, lab, coord, "a peer relay (meshvpn up --relay-server)")
+}
+
+// BenchmarkRelayCoturn is BenchmarkRelay through coturn (use-auth-secret),
+// the mesh's only relay.
+func BenchmarkRelayCoturn(b *testing.B) {
+	lab, coord := newLabWith(b, func(ctx context.Context, lab *natlab.Lab, bins meshlab.Bins) (*meshlab.Coordinator, error) {
+		turn, err := meshlab.StartCoturn(ctx, lab)
+		if err != nil {
+			return nil, err
+		}
+		return meshlab.StartCoordinatorWith(ctx, lab, bins, meshlab.CoordinatorOptions{Args: turn.CoordinatorArgs()})
+	})
+	benchRelayPath(b, lab, coord, "coturn")
+}
+
+// benchRelayPath measures a relayed pair against a direct pair in lab;
+// relay names the relay the mesh has.
+func benchRelayPath(b *testing.B, lab *natlab.Lab, coord *meshlab.Coordinator, relayName string) {
 	ctx := b.Context()
 	key := authKey(b, coord, true)
 	pairs := map[string][2]*meshlab.Agent{}
@@ -83,14 +110,14 @@ func BenchmarkRelay(b *testing.B) {
 	}
 	summary := fmt.Sprintf(`
 ================ meshvpn relay benchmark ================
-relayed pair: two symmetric-NAT sites, through the embedded TURN server (%s)
+relayed pair: two symmetric-NAT sites, through %s (%s)
 direct pair:  two full-cone sites
 iperf3 TCP relayed: %6.2f Gbit/s  (median of %d x %d s: %s)
 iperf3 TCP direct:  %6.2f Gbit/s  (median of %d x %d s: %s)
 ratio relayed/direct: %5.2f
 overlay RTT relayed: %.3f ms, direct: %.3f ms, added by the relay: %.3f ms (ping, 50 x 20 ms)
 =========================================================
-`, via, relay/1e9, rounds, secs, gbits(runs["relay"]), direct/1e9, rounds, secs, gbits(runs["direct"]),
+`, relayName, via, relay/1e9, rounds, secs, gbits(runs["relay"]), direct/1e9, rounds, secs, gbits(runs["direct"]),
 		relay/direct, rtt["relay"], rtt["direct"], rtt["relay"]-rtt["direct"])
 	fmt.Print(summary)
 	os.WriteFile(filepath.Join(lab.Dir, "relay-summary.txt"), []byte(summary), 0o644)

@@ -25,7 +25,7 @@ const (
 // newPeerRelayLab starts a coordinator without any relay of its own
 // (--embedded-turn=false, no --turn-url) and the peer relay node "prelay",
 // online.
-func newPeerRelayLab(t *testing.T) (*natlab.Lab, *meshlab.Coordinator, *meshlab.Agent, string) {
+func newPeerRelayLab(t testing.TB) (*natlab.Lab, *meshlab.Coordinator, *meshlab.Agent, string) {
 	t.Helper()
 	lab, coord := newLabWith(t, meshlab.StartCoordinatorArgs("--embedded-turn=false"))
 	key := authKey(t, coord, true)

@@ -171,24 +171,7 @@ func TestPeerRelayRefusesAbuse(t *testing.T) {
 	}
 	third := udpEcho(t, victim, "203.0.113.70:7777")
 
-	relayed, err := allocate(t, m.client(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c2 := m.client(t)
-	relayed2, err := allocate(t, c2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c2.CreatePermission(relayed.LocalAddr()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := relayed.WriteTo([]byte("to the other allocation"), relayed2.LocalAddr()); err != nil {
-		t.Fatal(err)
-	}
-	if got := readWithin(relayed2, 5*time.Second); got != "to the other allocation" {
-		t.Fatalf("relaying between two allocations on the peer relay: got %q", got)
-	}
+	relayed := relayBetweenOwn(t, m)
 
 	for _, target := range []string{peerRelayIP + ":55555", peerRelayIP + ":7777", "203.0.113.70:7777", "192.168.1.1:7777"} {
 		to, _ := net.ResolveUDPAddr("udp4", target)
@@ -216,29 +199,16 @@ func TestPeerRelayRefusesAbuse(t *testing.T) {
 // with its credential for the peer relay, once the coordinator lists it.
 func newPeerRelayMember(t *testing.T, lab *natlab.Lab, coord *meshlab.Coordinator, name, ip, key string) *relayMember {
 	t.Helper()
-	h, err := lab.AddPublicHost(name, ip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := meshlab.NewAgent(coord, h, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Up(t.Context(), key, 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Stop(10 * time.Second); err != nil {
-		t.Fatal(err)
-	}
+	a := registerStopped(t, lab, coord, name, ip, key)
 	var m *relayMember
-	err = natlab.Poll(t.Context(), 30*time.Second, time.Second, func() error {
+	err := natlab.Poll(t.Context(), 30*time.Second, time.Second, func() error {
 		relays, err := streamRelays(t.Context(), a)
 		if err != nil {
 			return err
 		}
 		for _, r := range relays {
 			if r.URL == "turn:"+peerRelayAddr+"?transport=udp" && r.Node != 0 {
-				m = &relayMember{name: name, host: h, server: peerRelayAddr, relay: r}
+				m = &relayMember{name: name, host: a.Host, server: peerRelayAddr, relay: r}
 				return nil
 			}
 		}

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -166,5 +167,11 @@ func TestPeerRelayUsage(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("no row for b on peer:rel in %+v", rep.Rows)
+	}
+	var buf strings.Builder
+	s.metrics.reg.WriteTo(&buf)
+	want := fmt.Sprintf(`meshvpn_coordinator_peer_relay_bytes_total{relay="%d",node="%d",direction="in"} 2000`, rel.NodeID, b.NodeID)
+	if !strings.Contains(buf.String(), want) || strings.Contains(buf.String(), `node="999999"`) {
+		t.Errorf("metrics lack %s (or hold the non-member):\n%s", want, buf.String())
 	}
 }

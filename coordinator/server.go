@@ -293,6 +293,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.peers = newPeerRelays(s.started)
 	s.onNodeGone(s.peers.forget)
+	s.metrics.registerPeerRelayUsage(s.peers, h.active)
 	s.store, s.hub, s.lock = store, h, lock
 	if err := s.loadEphemeral(ctx); err != nil {
 		return fail(err)

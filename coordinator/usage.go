@@ -165,26 +165,7 @@ func (m *serverMetrics) registerRelayUsage(l *relay.Ledger, member func(uint64) 
 			if err != nil {
 				return nil
 			}
-			ids := make([]uint64, 0, len(counts))
-			for id := range counts {
-				ids = append(ids, id)
-			}
-			slices.Sort(ids)
-			var out []metrics.Sample
-			for _, id := range ids {
-				if !member(id) {
-					continue
-				}
-				c, node := counts[id], strconv.FormatUint(id, 10)
-				in, outv := c.PacketsIn, c.PacketsOut
-				if bytes {
-					in, outv = c.BytesIn, c.BytesOut
-				}
-				out = append(out,
-					metrics.Sample{Labels: []string{node, "in"}, Value: float64(in)},
-					metrics.Sample{Labels: []string{node, "out"}, Value: float64(outv)})
-			}
-			return out
+			return usageSamples(counts, member, bytes)
 		}
 	}
 	labels := []string{"node", "direction"}
@@ -192,4 +173,61 @@ func (m *serverMetrics) registerRelayUsage(l *relay.Ledger, member func(uint64) 
 		"Bytes the embedded relay passed for a member node: direction out from the node to its peers, in from its peers to the node (relayed UDP payloads, without TURN framing).", labels, collect(true))
 	m.reg.CounterFunc("meshvpn_coordinator_relay_packets_total",
 		"Packets the embedded relay passed for a member node, by direction as for meshvpn_coordinator_relay_bytes_total.", labels, collect(false))
+}
+
+// usageSamples are the samples of counts for member nodes, in order of
+// node ID, each labelled lead..., node ID, direction in or out; bytes picks
+// bytes over packets.
+func usageSamples(counts map[uint64]relay.Counts, member func(uint64) bool, bytes bool, lead ...string) []metrics.Sample {
+	ids := make([]uint64, 0, len(counts))
+	for id := range counts {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	var out []metrics.Sample
+	for _, id := range ids {
+		if !member(id) {
+			continue
+		}
+		c, node := counts[id], strconv.FormatUint(id, 10)
+		in, outv := c.PacketsIn, c.PacketsOut
+		if bytes {
+			in, outv = c.BytesIn, c.BytesOut
+		}
+		label := func(dir string) []string { return append(slices.Clone(lead), node, dir) }
+		out = append(out,
+			metrics.Sample{Labels: label("in"), Value: float64(in)},
+			metrics.Sample{Labels: label("out"), Value: float64(outv)})
+	}
+	return out
+}
+
+// registerPeerRelayUsage exports what each peer relay reported, per relay
+// (label relay: the relay node's ID) and member node, as
+// registerRelayUsage does for the embedded relay.
+func (m *serverMetrics) registerPeerRelayUsage(p *peerRelays, member func(uint64) bool) {
+	collect := func(bytes bool) func() []metrics.Sample {
+		return func() []metrics.Sample {
+			ledgers, _ := p.ledgers()
+			rids := make([]uint64, 0, len(ledgers))
+			for id := range ledgers {
+				rids = append(rids, id)
+			}
+			slices.Sort(rids)
+			var out []metrics.Sample
+			for _, rid := range rids {
+				counts, _, err := ledgers[rid].Usage(0, time.Now())
+				if err != nil {
+					continue
+				}
+				out = append(out, usageSamples(counts, member, bytes, strconv.FormatUint(rid, 10))...)
+			}
+			return out
+		}
+	}
+	labels := []string{"relay", "node", "direction"}
+	m.reg.CounterFunc("meshvpn_coordinator_peer_relay_bytes_total",
+		"Bytes a peer relay reported it passed for a member node, by direction as for meshvpn_coordinator_relay_bytes_total (reported every 30 s).", labels, collect(true))
+	m.reg.CounterFunc("meshvpn_coordinator_peer_relay_packets_total",
+		"Packets a peer relay reported it passed for a member node, by direction as for meshvpn_coordinator_relay_bytes_total.", labels, collect(false))
 }

@@ -88,8 +88,10 @@ type Agent struct {
 	metrics *agentMetrics
 
 	relays *relayManager
-	nat    natState
-	dns    *meshDNS
+	// relaySrv is this node's peer relay, nil without --relay-server.
+	relaySrv atomic.Pointer[peerRelay]
+	nat      natState
+	dns      *meshDNS
 
 	// filter enforces the access policy between TUN and WireGuard
 	// (filtertun.go); policyFilter is the node's rules from the netmap.
@@ -194,6 +196,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return err
 		}
+		a.relaySrv.Store(rs)
 		defer rs.close()
 	}
 	go serveLocalAPI(lapi, a)

@@ -194,6 +194,15 @@ func (c *controlClient) postJSON(ctx context.Context, path, credential string, i
 	return nil
 }
 
+// dropRelayClient closes the allocations a node that left the netmap holds
+// on this node's peer relay: relayed data carries no credential, so
+// refusing its credential alone would let it relay on until they expire.
+func (a *Agent) dropRelayClient(id uint64) {
+	if p := a.relaySrv.Load(); p != nil {
+		p.srv.DropNode(id)
+	}
+}
+
 // isMember tells whether node is this node or a peer in its netmap.
 func (a *Agent) isMember(node uint64) bool {
 	a.mu.Lock()

@@ -171,7 +171,7 @@ func TestPeerRelayRefusesAbuse(t *testing.T) {
 	}
 	third := udpEcho(t, victim, "203.0.113.70:7777")
 
-	relayed := relayBetweenOwn(t, m)
+	relayed, relayed2 := relayBetweenOwn(t, m)
 
 	for _, target := range []string{peerRelayIP + ":55555", peerRelayIP + ":7777", "203.0.113.70:7777", "192.168.1.1:7777"} {
 		to, _ := net.ResolveUDPAddr("udp4", target)
@@ -192,6 +192,22 @@ func TestPeerRelayRefusesAbuse(t *testing.T) {
 	}
 	if n := third.Load(); n > 0 {
 		t.Errorf("a third party got %d packets through the peer relay", n)
+	}
+
+	// Removed from the mesh, the member loses what it holds on the peer
+	// relay at once, not when its allocations expire (2 min).
+	if out, err := coord.Admin(t.Context(), "nodes", "remove", m.name); err != nil {
+		t.Fatalf("remove %s: %v\n%s", m.name, err, out)
+	}
+	err = natlab.Poll(t.Context(), 10*time.Second, 500*time.Millisecond, func() error {
+		relayed.WriteTo([]byte("still here"), relayed2.LocalAddr())
+		if got := readWithin(relayed2, 300*time.Millisecond); got != "" {
+			return fmt.Errorf("the removed member still relays between its allocations: %q", got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
 	}
 }
 

@@ -20,7 +20,7 @@ func TestRelayRefusesOwnHost(t *testing.T) {
 
 	// The control: another allocation on the same address, inside the
 	// range, is reachable (so a silence below means a refusal).
-	relayed := relayBetweenOwn(t, m)
+	relayed, _ := relayBetweenOwn(t, m)
 
 	to, _ := net.ResolveUDPAddr("udp4", service)
 	// Several sends over two seconds: pion's client moves from Send

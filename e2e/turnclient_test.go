@@ -79,8 +79,8 @@ func registerStopped(t *testing.T, lab *natlab.Lab, coord *meshlab.Coordinator, 
 
 // relayBetweenOwn allocates twice with m and checks that the relay passes
 // a datagram from one allocation to the other: the control that makes a
-// silence elsewhere mean a refusal. It returns the first allocation.
-func relayBetweenOwn(t *testing.T, m *relayMember) net.PacketConn {
+// silence elsewhere mean a refusal. It returns both allocations.
+func relayBetweenOwn(t *testing.T, m *relayMember) (net.PacketConn, net.PacketConn) {
 	t.Helper()
 	relayed, err := allocate(t, m.client(t))
 	if err != nil {
@@ -100,7 +100,7 @@ func relayBetweenOwn(t *testing.T, m *relayMember) net.PacketConn {
 	if got := readWithin(relayed2, 5*time.Second); got != "to the other allocation" {
 		t.Fatalf("relaying between two allocations on %s: got %q", relayed2.LocalAddr(), got)
 	}
-	return relayed
+	return relayed, relayed2
 }
 
 // streamRelays opens the node's stream with the credential its agent

@@ -58,6 +58,14 @@ func (p *peerRelays) offer(node uint64, addr netip.AddrPort, now time.Time) {
 	p.offers[node] = peerOffer{node: node, addr: addr, expires: now.Add(peerRelayTTL)}
 }
 
+// touch makes every stream send a fresh relay list (who may use which
+// relay changed: a new access policy).
+func (p *peerRelays) touch() {
+	p.mu.Lock()
+	p.gen++
+	p.mu.Unlock()
+}
+
 // withdraw forgets node's offer (it left the mesh, or offers no longer).
 func (p *peerRelays) withdraw(node uint64) {
 	p.mu.Lock()

@@ -103,12 +103,14 @@ func (s *Server) authBearer(w http.ResponseWriter, r *http.Request) (control.Nod
 	return node, true
 }
 
-// peerRelayList mints node's credentials for every peer relay but its own.
+// peerRelayList mints node's credentials for every peer relay but its
+// own, of the relay nodes the access policy lets it know: a peer relay
+// serves only the nodes in its own netmap.
 func (s *Server) peerRelayList(node uint64, now time.Time, exp time.Time) []control.Relay {
 	offers, _ := s.peers.list(now)
 	out := make([]control.Relay, 0, 2*len(offers))
 	for _, o := range offers {
-		if o.node == node {
+		if o.node == node || !s.hub.policyPeers(node, o.node) {
 			continue
 		}
 		user, pass := relay.MintCredential(relay.PeerSecret(s.turnSecret, o.node), node, exp)
@@ -168,3 +170,10 @@ func (s *Server) peerUsageRows(ids []uint64, names map[uint64]string, since time
 // PeerRelayPrefix starts the name of a peer relay in usage reports: "peer:"
 // and the name of the node running it.
 const PeerRelayPrefix = "peer:"
+
+// policyPeers tells whether the access policy lets a and b know each other.
+func (h *hub) policyPeers(a, b uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.policyPeersLocked(a, b)
+}

@@ -175,3 +175,32 @@ func TestPeerRelayUsage(t *testing.T) {
 		t.Errorf("metrics lack %s (or hold the non-member):\n%s", want, buf.String())
 	}
 }
+
+// TestPeerRelayUnderPolicy: a peer relay is listed only to the nodes the
+// access policy lets it know (its own netmap: it refuses the others), and
+// a new policy sends every node a fresh list.
+func TestPeerRelayUnderPolicy(t *testing.T) {
+	s := newTestServer(t)
+	var ids [3]uint64
+	var creds [3]string
+	for i, name := range []string{"relay", "b", "c"} {
+		r := mustRegister(t, s.Handler(), control.RegisterRequest{AuthKey: newKey(t, s.Store(), false, time.Hour), Hostname: name, PublicKey: newPublicKey(t)})
+		ids[i], creds[i] = r.NodeID, r.Credential
+	}
+	if code, resp := offerRelay(t, s, creds[0], "192.0.2.1:40000", control.RelayOffer{Addr: "192.0.2.1:3478"}); code != http.StatusOK || !resp.Listed {
+		t.Fatalf("offer: %d %+v", code, resp)
+	}
+	_, gen := s.peers.list(time.Now())
+	if err := s.SetPolicy(t.Context(), []byte(`{"acls": [{"action": "accept", "src": ["b"], "dst": ["relay:*"]}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, g := s.peers.list(time.Now()); g == gen {
+		t.Error("a new policy did not renew the relay lists")
+	}
+	if l := relaysFor(t, s, ids[1]); len(l) != 2 {
+		t.Errorf("b, allowed to reach the relay node: relays %+v", l)
+	}
+	if l := relaysFor(t, s, ids[2]); len(l) != 0 {
+		t.Errorf("c, which may not know the relay node: relays %+v", l)
+	}
+}

@@ -235,3 +235,83 @@ func newPeerRelayMember(t *testing.T, lab *natlab.Lab, coord *meshlab.Coordinato
 	}
 	return m
 }
+
+// TestPeerRelayChosenByRTT offers two peer relays, the embedded relay off:
+// "pfar" behind a full-cone NAT with 30 ms of delay each way, listed first
+// (it joins first), and "pnear" on a public host. Two symmetric sites
+// measure both and relay through the near one; status marks it chosen and
+// names it on the relayed path. Before the choice used RTT it took the
+// first working relay: "rsym1 chose 203.0.113.101:3478 (node 1, 93.1 ms),
+// want pnear (node 2)".
+func TestPeerRelayChosenByRTT(t *testing.T) {
+	lab, coord := newLabWith(t, meshlab.StartCoordinatorArgs("--embedded-turn=false"))
+	key := authKey(t, coord, true)
+	ctx := t.Context()
+	farSite, err := lab.AddSiteSpec("pfar", natlab.SiteSpec{Kind: natlab.FullCone, WANDelay: 30 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	far, err := meshlab.NewAgent(coord, farSite.Host, "pfar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	farAddr := farSite.PublicIP().String() + ":3478"
+	far.ExtraArgs = []string{"--relay-server", "--relay-listen", ":3478", "--relay-public", farAddr}
+	if err := far.Up(ctx, key, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	h, err := lab.AddPublicHost("pnear", peerRelayIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	near, err := meshlab.NewAgent(coord, h, "pnear")
+	if err != nil {
+		t.Fatal(err)
+	}
+	near.ExtraArgs = []string{"--relay-server", "--relay-listen", peerRelayAddr, "--relay-public", peerRelayAddr}
+	if err := near.Up(ctx, key, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	a := addSiteAgent(t, lab, coord, "rsym1", natlab.Symmetric)
+	b := addSiteAgent(t, lab, coord, "rsym2", natlab.Symmetric)
+	startOnline(t, key, a, b)
+	nearSt, err := near.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both relays measured, the near one chosen.
+	for _, ag := range []*meshlab.Agent{a, b} {
+		err := natlab.Poll(ctx, 40*time.Second, 500*time.Millisecond, func() error {
+			st, err := ag.Status(ctx)
+			if err != nil {
+				return err
+			}
+			var measured int
+			var chosen string
+			for _, r := range st.Self.Relays {
+				if r.Transport == "udp" && r.Available {
+					measured++
+				}
+				if r.Chosen {
+					chosen = fmt.Sprintf("%s (node %d, %.1f ms)", r.Server, r.Node, r.RTTms)
+					if r.Node != nearSt.Self.ID {
+						return natlab.Fatal(fmt.Errorf("%s chose %s, want pnear (node %d); relays %+v", ag.Name, chosen, nearSt.Self.ID, st.Self.Relays))
+					}
+				}
+			}
+			if measured < 2 || chosen == "" {
+				return fmt.Errorf("%s: %d relays measured over UDP, chosen %q", ag.Name, measured, chosen)
+			}
+			t.Logf("%s: relays %+v", ag.Name, st.Self.Relays)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := pingUntil(ctx, a, overlayIP(t, b), 60*time.Second); err != nil {
+		t.Fatalf("overlay ping: %v\n%s", err, out)
+	}
+	checkRelayed(t, a, b, "udp", peerRelayIP)
+	checkRelayed(t, b, a, "udp", peerRelayIP)
+}

@@ -47,7 +47,8 @@ func newPeerRelayLab(t testing.TB) (*natlab.Lab, *meshlab.Coordinator, *meshlab.
 // TestPeerRelayPair relays two symmetric sites through a member's peer
 // relay, the mesh's only relay: both report path relay through it over UDP
 // (status names the relay node), ping and ssh work across it, and `usage`
-// lists the relay with the bytes of a measured transfer within 5 %.
+// lists the relay with the bytes of a measured transfer within 5 %. A site
+// that blocks UDP reaches them through the peer relay over TCP.
 func TestPeerRelayPair(t *testing.T) {
 	lab, coord, rel, key := newPeerRelayLab(t)
 	a := addSiteAgent(t, lab, coord, "psym1", natlab.Symmetric)
@@ -111,6 +112,14 @@ func TestPeerRelayPair(t *testing.T) {
 	if out, err := sshd.Run(ctx, a.Host, ipB, "ip netns identify"); err != nil || strings.TrimSpace(out) != b.Host.NS {
 		t.Fatalf("ssh over the peer relay: %v\n%s", err, out)
 	}
+
+	ub := addSiteAgent(t, lab, coord, "pub1", natlab.UDPBlocked)
+	startOnline(t, key, ub)
+	if out, err := pingUntil(ctx, ub, ipB, 60*time.Second); err != nil {
+		t.Fatalf("overlay ping from a UDP-blocked site through the peer relay failed: %v\n%s", err, out)
+	}
+	checkRelayed(t, ub, b, "tcp", peerRelayIP)
+	checkRelayed(t, b, ub, "udp", peerRelayIP)
 }
 
 func within5(got, want uint64) bool {

@@ -74,6 +74,9 @@ func (a *Agent) startRelayServer(ctx context.Context, credential string) (*peerR
 	p.srv, err = relay.Listen(relay.Config{
 		Listen: cfg.Listen, RelayIP: ip, MinPort: cfg.MinPort, MaxPort: cfg.MaxPort,
 		OnlyPeers: a.relayPeerOK,
+		// Behind a full-cone NAT or a port mapping the relay address is
+		// the router's: two allocations reach each other on this host.
+		Hairpin: true,
 		Secret: func() []byte {
 			if s := p.secret.Load(); s != nil {
 				return *s

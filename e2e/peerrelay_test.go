@@ -324,3 +324,36 @@ func TestPeerRelayChosenByRTT(t *testing.T) {
 	checkRelayed(t, a, b, "udp", peerRelayIP)
 	checkRelayed(t, b, a, "udp", peerRelayIP)
 }
+
+// TestPeerRelayBehindFullCone runs the mesh's only relay on a host behind
+// a full-cone NAT (its router forwards every UDP port to it), offered at
+// the router's address: two symmetric sites relay through it. Their two
+// allocations on it send to each other at the router's address, which
+// the relay's host cannot reach through its own router (no hairpin NAT):
+// the relay delivers between its own allocations itself.
+func TestPeerRelayBehindFullCone(t *testing.T) {
+	lab, coord := newLabWith(t, meshlab.StartCoordinatorArgs("--embedded-turn=false"))
+	key := authKey(t, coord, true)
+	ctx := t.Context()
+	site, err := lab.AddSite("pfc", natlab.FullCone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := meshlab.NewAgent(coord, site.Host, "pfc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := site.PublicIP().String() + ":3478"
+	rel.ExtraArgs = []string{"--relay-server", "--relay-listen", ":3478", "--relay-public", addr}
+	if err := rel.Up(ctx, key, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	a := addSiteAgent(t, lab, coord, "fsym1", natlab.Symmetric)
+	b := addSiteAgent(t, lab, coord, "fsym2", natlab.Symmetric)
+	startOnline(t, key, a, b)
+	if out, err := pingUntil(ctx, a, overlayIP(t, b), 60*time.Second); err != nil {
+		t.Fatalf("overlay ping through a peer relay behind a full-cone NAT: %v\n%s", err, out)
+	}
+	checkRelayed(t, a, b, "udp", site.PublicIP().String())
+	checkRelayed(t, b, a, "udp", site.PublicIP().String())
+}

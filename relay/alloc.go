@@ -32,6 +32,8 @@ type relayAllocs struct {
 	// live has a bit set for each relay port with an allocation, read
 	// without the lock on the data path (hostGuard).
 	live [65536 / 64]atomic.Uint64
+	// hairpin delivers between allocations of a relay behind a NAT.
+	hairpin *hairpin
 	// usage sums what each allocation relays (see turnusage.go).
 	usage *Ledger
 }
@@ -111,7 +113,7 @@ func (t *relayAllocs) open(node uint64, udp bool, now time.Time, mk func() (net.
 		a.deadline = now.Add(t.lifetime)
 	}
 	meter := t.usage.meter(node)
-	a.conn = &relayConn{PacketConn: pc, guard: guard, meter: meter, onClose: func() {
+	a.conn = &relayConn{PacketConn: pc, guard: guard, meter: meter, hairpin: t.hairpin, onClose: func() {
 		t.forget(a)
 		t.usage.release(meter, time.Now())
 	}}
@@ -231,6 +233,7 @@ func (t *relayAllocs) count(node uint64) int {
 type relayConn struct {
 	net.PacketConn
 	guard   hostGuard
+	hairpin *hairpin
 	meter   *allocMeter
 	once    sync.Once
 	onClose func()
@@ -245,7 +248,7 @@ func (c *relayConn) WriteTo(p []byte, to net.Addr) (int, error) {
 	if !c.guard.mayReach(to) {
 		return 0, errOwnHost
 	}
-	n, err := c.PacketConn.WriteTo(p, to)
+	n, err := c.PacketConn.WriteTo(p, c.hairpin.out(to))
 	if err == nil {
 		c.meter.out(n)
 	}
@@ -263,7 +266,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		if c.guard.mayReach(from) {
 			c.meter.in(n)
-			return n, from, err
+			return n, c.hairpin.in(from), err
 		}
 	}
 }

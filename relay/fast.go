@@ -158,7 +158,7 @@ func (c *relayConn) queueToPeer(data []byte, peer *net.UDPAddr) bool {
 	if len(f.toPeers) == cap(f.toPeers) {
 		c.flushToPeers()
 	}
-	f.toPeers = append(f.toPeers, ipv4.Message{Buffers: [][]byte{data}, Addr: peer})
+	f.toPeers = append(f.toPeers, ipv4.Message{Buffers: [][]byte{data}, Addr: c.hairpin.out(peer)})
 	c.meter.out(len(data))
 	return len(f.toPeers) == 1
 }
@@ -216,6 +216,7 @@ func (c *relayConn) readFast(p []byte) (int, net.Addr, error) {
 		if !c.guard.mayReach(from) {
 			continue
 		}
+		from = c.hairpin.in(from)
 		c.meter.in(len(pkt))
 		if ap, ok := addrPort(from); ok {
 			f.mu.RLock()

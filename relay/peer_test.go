@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -74,5 +75,55 @@ func TestRelayReachesOnlyItsAllocationsOnItsHost(t *testing.T) {
 	bystander.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if n, _, err := bystander.ReadFrom(buf); err == nil {
 		t.Errorf("a socket of the relay host at %s got %q", bystander.LocalAddr(), buf[:n])
+	}
+}
+
+// TestRelayHairpin: a relay advertising an address that is not its host's
+// (127.0.0.2 here, as a router's public address; its sockets bind
+// 127.0.0.1) still relays between two of its allocations, each addressing
+// the other at its advertised relayed address, both ways and over bound
+// channels. Without the shortcut the packet goes to 127.0.0.2, where no
+// relay socket listens: "b got nothing from a's relayed address".
+func TestRelayHairpin(t *testing.T) {
+	s, addr := startRelayWith(t, Config{Hairpin: true})
+	ua, pa := testCredential(testNode)
+	ub, pb := testCredential(testNode + 1)
+	_, a, err := relaytest.Allocate(t, addr, ua, pa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, b, err := relaytest.Allocate(t, addr, ub, pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aAt, bAt := a.LocalAddr(), b.LocalAddr() // the advertised relayed addresses, 127.0.0.2:port
+	if ip := aAt.(*net.UDPAddr).IP.String(); ip != "127.0.0.2" {
+		t.Fatalf("relayed address %s, want the advertised 127.0.0.2", aAt)
+	}
+	b.WriteTo([]byte("perm"), aAt) // b's permission for a
+	time.Sleep(100 * time.Millisecond)
+	buf := make([]byte, 100)
+	// Several rounds: pion's client moves from Send indications to a
+	// bound channel (the fast path) after the first packets.
+	for i := range 5 {
+		msg := fmt.Sprintf("hello %d", i)
+		a.WriteTo([]byte(msg), bAt)
+		b.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, from, err := b.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("round %d: b got nothing from a's relayed address: %v", i, err)
+		}
+		if string(buf[:n]) != msg || from.String() != aAt.String() {
+			t.Fatalf("round %d: b got %q from %s, want %q from %s", i, buf[:n], from, msg, aAt)
+		}
+		b.WriteTo([]byte("back"), aAt)
+		a.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if n, from, err := a.ReadFrom(buf); err != nil || string(buf[:n]) != "back" || from.String() != bAt.String() {
+			t.Fatalf("round %d: a got %q from %v (%v), want back from %s", i, buf[:n], from, err, bAt)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if n := s.FastChannels(); n == 0 {
+		t.Error("no channel on the fast path: the rounds did not cover it")
 	}
 }

@@ -43,6 +43,10 @@ type Config struct {
 	// allocations, only peer addresses it says yes to (a peer relay relays
 	// only to the mesh's relays, see the agent's relayserver.go).
 	OnlyPeers func(netip.Addr) bool
+	// Hairpin delivers between the relay's own allocations on this host
+	// while RelayIP is not one of the host's addresses (a relay behind a
+	// NAT; see hairpin.go).
+	Hairpin bool
 	// AllocationLifetime is the longest a UDP allocation lives without a
 	// refresh (default 2m; tests shorten it).
 	AllocationLifetime time.Duration
@@ -173,6 +177,13 @@ func Listen(cfg Config) (*Server, error) {
 		fixed = append(fixed, a.Unmap())
 	}
 	t.own = newOwnAddrs(fixed...)
+	var bindAddr netip.Addr
+	if a, ok := netip.AddrFromSlice(bindIP); ok {
+		bindAddr = a.Unmap()
+	}
+	if cfg.Hairpin {
+		t.allocs.hairpin = newHairpin(relayIP, bindAddr, t.allocs, t.own)
+	}
 	guard := hostGuard{allocs: t.allocs, own: t.own}
 	gen := func(udp bool) turn.RelayAddressGenerator {
 		return &relayGen{
@@ -251,6 +262,9 @@ func (t *Server) sweep(every time.Duration) {
 				t.log.Debug("turn: closed allocations not refreshed in time", "count", n)
 			}
 			t.own.refresh()
+			if t.allocs.hairpin != nil {
+				t.allocs.hairpin.refresh(t.own)
+			}
 			t.allocs.usage.roll(now)
 			t.allocs.usage.prune(now, t.active)
 		}

@@ -25,9 +25,9 @@ func TestPeerPolicy(t *testing.T) {
 // its allocations are reachable. A port in the relay range without an
 // allocation is refused: the kernel's ephemeral ports overlap the range, so
 // another socket of the host (a resolver's, a peer relay node's WireGuard
-// socket) may sit there. Before the guard asked the allocation table, it
-// let the whole range through: "mayReach(203.0.113.10:50001) = true, want
-// false".
+// socket) may sit there. Before the guard asked the allocation table it
+// let the whole range through (the failure seen end to end:
+// TestRelayReachesOnlyItsAllocationsOnItsHost).
 func TestHostGuard(t *testing.T) {
 	own := newOwnAddrs(netip.MustParseAddr("203.0.113.10"))
 	own.iface.Store(&map[netip.Addr]bool{netip.MustParseAddr("198.51.100.10"): true})

@@ -55,7 +55,10 @@ type Config struct {
 	// MetricsListen is the TCP address of the Prometheus endpoint (plain
 	// HTTP, /metrics); empty disables it.
 	MetricsListen string
-	Logger        *slog.Logger
+	// RelayServer, when its Listen is set, runs a peer relay on this node
+	// (relayserver.go).
+	RelayServer RelayServerConfig
+	Logger      *slog.Logger
 }
 
 // Agent is a running node.
@@ -85,8 +88,10 @@ type Agent struct {
 	metrics *agentMetrics
 
 	relays *relayManager
-	nat    natState
-	dns    *meshDNS
+	// relaySrv is this node's peer relay, nil without --relay-server.
+	relaySrv atomic.Pointer[peerRelay]
+	nat      natState
+	dns      *meshDNS
 
 	// filter enforces the access policy between TUN and WireGuard
 	// (filtertun.go); policyFilter is the node's rules from the netmap.
@@ -191,6 +196,14 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 		defer ms.Close()
+	}
+	if cfg.RelayServer.Listen != "" {
+		rs, err := a.startRelayServer(ctx, st.Credential)
+		if err != nil {
+			return err
+		}
+		a.relaySrv.Store(rs)
+		defer rs.close()
 	}
 	go serveLocalAPI(lapi, a)
 

@@ -98,8 +98,10 @@ func (a *Agent) Status() Status {
 	env := a.pathEnv()
 	env.coordDown = !connected
 	st.Self.NAT = env.localNAT
+	chosen := a.relays.choice()
 	for _, c := range a.relays.snapshot() {
-		rs := RelayStatus{URL: c.URL, Server: c.Server, Transport: c.Transport, Available: c.OK, Error: c.Err}
+		rs := RelayStatus{URL: c.URL, Server: c.Server, Transport: c.Transport, Available: c.OK, Error: c.Err, Node: c.Node}
+		rs.Chosen = chosen != nil && chosen.URL == c.URL
 		if c.OK {
 			rs.RTTMs = float64(c.RTT.Microseconds()) / 1000
 		}

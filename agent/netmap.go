@@ -95,6 +95,7 @@ func (a *Agent) applyDelta(d *control.Delta) {
 	}
 	for _, id := range d.Remove {
 		a.removePeer(id)
+		a.dropRelayClient(id)
 	}
 	for _, n := range d.Upsert {
 		a.upsertPeer(n)

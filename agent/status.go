@@ -145,6 +145,9 @@ type RelayPathStatus struct {
 	// udp, tcp or tls.
 	Server    string `json:"server"`
 	Transport string `json:"transport"`
+	// Node is the member running the relay (a peer relay); 0 for the
+	// coordinator's relay and external servers.
+	Node uint64 `json:"node,omitempty"`
 	// Allocation is our relayed address on the server.
 	Allocation string `json:"allocation,omitempty"`
 }
@@ -159,6 +162,11 @@ type RelayStatus struct {
 	Error     string  `json:"error,omitempty"`
 	RTTMs     float64 `json:"rtt_ms,omitempty"`
 	Checked   string  `json:"checked,omitempty"`
+	// Node is the member running the relay (a peer relay), as in
+	// RelayPathStatus; Chosen marks the relay new relay sessions use (the
+	// nearest working one, see relayManager.choiceLocked).
+	Node   uint64 `json:"node,omitempty"`
+	Chosen bool   `json:"chosen,omitempty"`
 }
 
 // status reports the peer; wg holds WireGuard's counters for its key.
@@ -201,7 +209,7 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 			st.RemoteType = candidateLabel(active.remote) // "portmap" for a port-mapped candidate
 		}
 		if active.relay() {
-			st.Relay = &RelayPathStatus{URL: active.target.URL, Server: active.target.Server, Transport: active.target.Transport}
+			st.Relay = &RelayPathStatus{URL: active.target.URL, Server: active.target.Server, Transport: active.target.Transport, Node: active.target.Node}
 			if active.local != nil {
 				st.Relay.Allocation = net.JoinHostPort(active.local.Address(), strconv.Itoa(active.local.Port()))
 			}

@@ -204,6 +204,9 @@ type Relay struct {
 	// CA is an optional PEM bundle that a turns: server's certificate chains
 	// to, for servers with a private CA.
 	CA string `json:"ca,omitempty"`
+	// Node is the member that runs this relay (a peer relay, see
+	// RelayOffer); 0 for the coordinator's and external servers.
+	Node uint64 `json:"node,omitempty"`
 }
 
 // Delta changes a Netmap: nodes added or changed, nodes gone.

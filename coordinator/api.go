@@ -26,6 +26,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc(control.PathStream, s.handleStream)
 	mux.HandleFunc(control.PathChallenge, s.bodyDeadline(s.handleChallenge))
 	mux.HandleFunc(control.PathNetcheckInfo, s.bodyDeadline(s.handleNetcheckInfo))
+	mux.HandleFunc(control.PathRelayOffer, s.bodyDeadline(s.handleRelayOffer))
 	mux.HandleFunc("/", s.bodyDeadline(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not found")
 	}))

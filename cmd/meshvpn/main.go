@@ -134,6 +134,9 @@ func cmdUp(args []string, stderr io.Writer) error {
 	noPortmap := fs.Bool("no-portmap", false, "do not ask the router (PCP, NAT-PMP or UPnP) to forward the UDP port")
 	acceptDNS := fs.Bool("accept-dns", true, "point this host's DNS at the mesh resolver 100.100.100.100 (systemd-resolved per link, else /etc/resolv.conf rewritten while the agent runs); --accept-dns=false leaves the host's DNS alone, the resolver still answers")
 	metricsListen := fs.String("metrics-listen", "", "TCP address of the Prometheus endpoint (plain HTTP, path /metrics), e.g. 127.0.0.1:9101; empty (the default) disables it")
+	relayServer := fs.Bool("relay-server", false, "offer this node as a relay (TURN) to the mesh; it needs an address the other nodes reach (a public IP, a full-cone NAT or a port mapping of the listen port and the relay ports)")
+	relayListen := fs.String("relay-listen", ":3478", "UDP and TCP `address` of the relay server (with --relay-server)")
+	relayPublic := fs.String("relay-public", "", "IPv4:port where other nodes reach the relay server (default: this host's first global IPv4 and the --relay-listen port)")
 	verbose := fs.Bool("verbose", false, "log debug details")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -150,6 +153,12 @@ func cmdUp(args []string, stderr io.Writer) error {
 	}
 	if *mtu < 1280 || *mtu > 9000 {
 		return fmt.Errorf("--mtu %d out of range 1280-9000", *mtu)
+	}
+	var rs agent.RelayServerConfig
+	if *relayServer {
+		rs = agent.RelayServerConfig{Listen: *relayListen, Public: *relayPublic}
+	} else if *relayPublic != "" {
+		return errors.New("--relay-public needs --relay-server")
 	}
 	authSecret := secretflag.Secret{Flag: "authkey", FileFlag: "authkey-file", Env: "MESHVPN_AUTHKEY"}
 	key, err := authSecret.Value(fs, *authKey, *authKeyFile)
@@ -179,6 +188,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 		NoPortmap:     *noPortmap,
 		AcceptDNS:     *acceptDNS,
 		MetricsListen: *metricsListen,
+		RelayServer:   rs,
 		Logger:        log,
 	})
 }
@@ -226,7 +236,10 @@ func printStatus(w io.Writer, st *agent.Status) {
 		if !r.Available {
 			state = "UNAVAILABLE: " + r.Error
 		}
-		fmt.Fprintf(w, "  relay %-25s %-3s %s\n", r.Server, r.Transport, state)
+		if r.Chosen {
+			state += ", chosen"
+		}
+		fmt.Fprintf(w, "  relay %-25s %-3s %s%s\n", r.Server, r.Transport, state, relayOwner(st, r.Node))
 	}
 	if d := st.Self.DNS; d != nil {
 		fmt.Fprintf(w, "  dns: %s on %s, host DNS %s\n", d.Domain, dash(d.Resolver), dnsModeText(d.Mode))
@@ -248,7 +261,7 @@ func printStatus(w io.Writer, st *agent.Status) {
 	for _, p := range st.Peers {
 		path := p.Path
 		if p.Relay != nil {
-			path += " via " + p.Relay.Server + " " + p.Relay.Transport
+			path += " via " + p.Relay.Server + " " + p.Relay.Transport + relayOwner(st, p.Relay.Node)
 		}
 		if p.Reason != "" {
 			path += " (" + p.Reason + ")"
@@ -387,4 +400,18 @@ func (s *seconds) Set(v string) error {
 	}
 	*s = seconds(d)
 	return nil
+}
+
+// relayOwner names the node running a peer relay, " (peer relay NAME)", or
+// "" for the coordinator's relay and external servers.
+func relayOwner(st *agent.Status, node uint64) string {
+	if node == 0 {
+		return ""
+	}
+	for _, p := range st.Peers {
+		if p.ID == node {
+			return " (peer relay " + p.Name + ")"
+		}
+	}
+	return fmt.Sprintf(" (peer relay node %d)", node)
 }

@@ -64,8 +64,13 @@ func (a *Agent) applyNetmap(nm *control.Netmap) {
 	a.mu.Lock()
 	keep := make(map[uint64]bool, len(nm.Peers))
 	for _, n := range nm.Peers {
-		keep[n.ID] = true
+		if n.ID != a.self.ID {
+			keep[n.ID] = true
+		}
 	}
+	// Decided before the peers are added, so that a big mesh's peers are
+	// born asleep rather than the first ones connected eagerly.
+	a.updateLazy(len(keep))
 	var gone []uint64
 	for id := range a.peers {
 		if !keep[id] {
@@ -79,6 +84,7 @@ func (a *Agent) applyNetmap(nm *control.Netmap) {
 	for _, n := range nm.Peers {
 		a.upsertPeer(n)
 	}
+	a.peersChanged()
 	a.refreshNames()
 	a.setPolicyFilter(nm.Filter)
 	a.refreshFilter()
@@ -96,8 +102,17 @@ func (a *Agent) applyDelta(d *control.Delta) {
 	for _, id := range d.Remove {
 		a.removePeer(id)
 	}
+	if len(d.Upsert) > 0 {
+		a.mu.Lock()
+		n := len(a.peers) + len(d.Upsert)
+		a.mu.Unlock()
+		a.updateLazy(n) // at most this many: new peers are born asleep
+	}
 	for _, n := range d.Upsert {
 		a.upsertPeer(n)
+	}
+	if len(d.Upsert) > 0 || len(d.Remove) > 0 {
+		a.peersChanged()
 	}
 	a.refreshNames()
 	if d.Filter != nil {
@@ -162,11 +177,18 @@ func (a *Agent) upsertPeer(n control.Node) {
 	// WireGuard learns of the peer only when ICE has found a path (see
 	// peer.onSelected): until then its packets are dropped instead of
 	// queued behind a handshake that has nowhere to go.
-	p = newPeer(a, n, key)
+	asleep := a.lazyActive.Load()
+	p = newPeer(a, n, key, asleep)
 	a.mu.Lock()
 	a.peers[n.ID] = p
 	a.mu.Unlock()
-	a.log.Info("peer added", "peer", n.Name, "ip", n.IP, "online", n.Online)
+	if asleep {
+		// One line per peer is too many in a mesh of thousands.
+		a.log.Debug("peer added, path on demand", "peer", n.Name, "ip", n.IP, "online", n.Online)
+	} else {
+		a.log.Info("peer added", "peer", n.Name, "ip", n.IP, "online", n.Online)
+	}
+	a.sendNATInfo(p)
 	p.kick()
 }
 
@@ -179,6 +201,7 @@ func (a *Agent) removePeer(id uint64) {
 		return
 	}
 	p.close()
+	p.queue.drop()
 	// After close, wgChange refuses; taking wgMu waits for one in flight.
 	p.wgMu.Lock()
 	err := a.wg.removePeer(p.key)
@@ -202,8 +225,27 @@ func (a *Agent) dropAllPeers(reason string) {
 	for _, id := range ids {
 		a.removePeer(id)
 	}
+	a.peersChanged()
 	a.refreshNames()
 	if len(ids) > 0 {
 		a.log.Warn("dropped every peer: the coordinator no longer admits this node", "reason", reason, "peers", len(ids))
 	}
+}
+
+// peersChanged runs once after a netmap or delta changed the peers: the
+// lazy mode follows the mesh's size, and the data path's overlay address
+// index is rebuilt (copy on write: the TUN reader never locks).
+func (a *Agent) peersChanged() {
+	ps := a.peerList()
+	a.updateLazy(len(ps))
+	idx := make(map[netip.Addr]*peer, len(ps))
+	for _, p := range ps {
+		p.mu.Lock()
+		ip, err := netip.ParseAddr(p.node.IP)
+		p.mu.Unlock()
+		if err == nil {
+			idx[ip] = p
+		}
+	}
+	a.ipIndex.Store(&idx)
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -60,6 +61,20 @@ type peer struct {
 	// wgMu serialises this peer's WireGuard changes with its removal, so a
 	// path selected just as the peer is removed cannot add it back.
 	wgMu sync.Mutex
+
+	// Paths on demand (lazy.go). asleep: no sessions, no WireGuard peer;
+	// sleeping mirrors it for the data path. ready: WireGuard has the
+	// peer's session, packets pass (lazytun.go); used: a packet went
+	// through since the last tick; waking: a wake is under way.
+	asleep        bool
+	sleeping      atomic.Bool
+	ready         atomic.Bool
+	used          atomic.Bool
+	waking        atomic.Bool
+	wokeAt        time.Time
+	lastUsed      time.Time // last tick that saw traffic, or the wake
+	directUpSince time.Time // lazyTick: the direct lane is up since
+	queue         pktQueue
 }
 
 // wgChange runs fn, a change to this peer's WireGuard configuration, unless
@@ -68,7 +83,7 @@ func (p *peer) wgChange(fn func() error) error {
 	p.wgMu.Lock()
 	defer p.wgMu.Unlock()
 	p.mu.Lock()
-	closed := p.closed
+	closed := p.closed || p.asleep
 	p.mu.Unlock()
 	if closed {
 		return nil
@@ -76,7 +91,7 @@ func (p *peer) wgChange(fn func() error) error {
 	return fn()
 }
 
-func newPeer(a *Agent, n control.Node, key Key) *peer {
+func newPeer(a *Agent, n control.Node, key Key, asleep bool) *peer {
 	p := &peer{
 		a:           a,
 		id:          n.ID,
@@ -92,6 +107,11 @@ func newPeer(a *Agent, n control.Node, key Key) *peer {
 		p.onlineAt = time.Now()
 	}
 	p.waitFrom = time.Now()
+	p.asleep, p.lastUsed = asleep, time.Now()
+	p.sleeping.Store(asleep)
+	if asleep {
+		p.lastChange = "not used yet"
+	}
 	return p
 }
 
@@ -123,7 +143,7 @@ func (p *peer) update(n control.Node) {
 func (p *peer) kick() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || !p.node.Online {
+	if p.closed || !p.node.Online || p.asleep {
 		return
 	}
 	p.direct.kickLocked()
@@ -134,7 +154,7 @@ func (p *peer) kick() {
 func (p *peer) tick(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || !p.node.Online {
+	if p.closed || !p.node.Online || p.asleep {
 		return
 	}
 	p.direct.tickLocked(now)
@@ -147,7 +167,7 @@ func (p *peer) tick(now time.Time) {
 func (p *peer) restartRelay() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || !p.node.Online || p.active == &p.relay {
+	if p.closed || !p.node.Online || p.asleep || p.active == &p.relay {
 		return
 	}
 	p.relay.closeICELocked()
@@ -249,7 +269,7 @@ func (p *peer) readRelayed(l *lane, c *ice.Conn) {
 func (p *peer) reconsiderLocked(why string) func() {
 	var best *lane
 	switch {
-	case p.closed:
+	case p.closed || p.asleep:
 		return nil
 	case p.direct.up():
 		best = &p.direct
@@ -327,6 +347,7 @@ func (p *peer) applyPath(l *lane, overlay netip.Addr, ep netip.AddrPort, first b
 		p.log.Error("set WireGuard endpoint", "err", err)
 		return
 	}
+	p.pathApplied() // readywatch.go
 	if p.controlling {
 		time.AfterFunc(handshakeGrace, func() { p.ensureHandshake(l, overlay, ep) })
 		return
@@ -370,6 +391,9 @@ func (p *peer) ensureHandshake(l *lane, overlay netip.Addr, ep netip.AddrPort) {
 
 // handleSignal applies one message from the peer.
 func (p *peer) handleSignal(s *control.Signal) {
+	if s.Kind != control.SignalInfo && !p.wakeBySignal(s.Kind) { // lazy.go
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -400,6 +424,9 @@ func (p *peer) handleSignal(s *control.Signal) {
 			p.peerFiltering, p.peerOpenTTL = s.Filtering, s.OpenTTL
 		}
 		p.bd.capable = s.Birthday
+		if p.asleep {
+			return
+		}
 		p.natViewsChangedLocked()
 		p.birthdayTickLocked(time.Now())
 		return
@@ -442,7 +469,7 @@ func (p *peer) natViewsChanged() {
 }
 
 func (p *peer) natViewsChangedLocked() {
-	if p.closed || !p.node.Online || !p.controlling || p.direct.ice != nil {
+	if p.closed || !p.node.Online || p.asleep || !p.controlling || p.direct.ice != nil {
 		return
 	}
 	p.direct.kickLocked()

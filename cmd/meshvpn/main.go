@@ -133,6 +133,8 @@ func cmdUp(args []string, stderr io.Writer) error {
 	noPortmap := fs.Bool("no-portmap", false, "do not ask the router (PCP, NAT-PMP or UPnP) to forward the UDP port")
 	acceptDNS := fs.Bool("accept-dns", true, "point this host's DNS at the mesh resolver 100.100.100.100 (systemd-resolved per link, else /etc/resolv.conf rewritten while the agent runs); --accept-dns=false leaves the host's DNS alone, the resolver still answers")
 	metricsListen := fs.String("metrics-listen", "", "TCP address of the Prometheus endpoint (plain HTTP, path /metrics), e.g. 127.0.0.1:9101; empty (the default) disables it")
+	lazyPeers := fs.String("lazy-peers", agent.LazyAuto, fmt.Sprintf("set a peer's path up only when a packet is addressed to it, it signals, or ping / status --peer asks: on, off, or auto (on with more than %d peers)", agent.LazyAutoPeers))
+	lazyIdle := fs.Duration("lazy-idle", agent.DefaultLazyIdle, "with paths on demand, tear down a path that carried no packet for this long")
 	verbose := fs.Bool("verbose", false, "log debug details")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -140,6 +142,12 @@ func cmdUp(args []string, stderr io.Writer) error {
 	}
 	if len(pos) > 0 {
 		return fmt.Errorf("unexpected argument %q", pos[0])
+	}
+	if _, err := agent.ParseLazyMode(*lazyPeers); err != nil {
+		return err
+	}
+	if *lazyIdle < time.Second {
+		return fmt.Errorf("--lazy-idle %v: want at least 1s", *lazyIdle)
 	}
 	if len(coords) == 0 {
 		coords.Set(os.Getenv("MESHVPN_COORDINATOR"))
@@ -178,22 +186,32 @@ func cmdUp(args []string, stderr io.Writer) error {
 		NoPortmap:     *noPortmap,
 		AcceptDNS:     *acceptDNS,
 		MetricsListen: *metricsListen,
+		LazyPeers:     *lazyPeers,
+		LazyIdle:      *lazyIdle,
 		Logger:        log,
 	})
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("status", "status [--json] [--socket PATH]", stderr)
+	fs := newFlags("status", "status [--json] [--peer PEER] [--socket PATH]", stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	socket := fs.String("socket", defaultSocket, "unix socket of the agent")
+	peer := fs.String("peer", "", "show only this peer (name or overlay IP), and set its path up if it is set up on demand")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := (&agent.Client{Socket: *socket}).Status(ctx)
+	st, err := (&agent.Client{Socket: *socket}).StatusPeer(ctx, *peer)
 	if err != nil {
 		return err
+	}
+	if *peer != "" {
+		p, err := agent.ResolvePeer(st, *peer)
+		if err != nil {
+			return err
+		}
+		st.Peers = []agent.PeerStatus{*p}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)

@@ -202,7 +202,7 @@ func (l *lane) requestRestartLocked() {
 // startLocked replaces the session with a new one and offers it, within
 // the agent's session budget (pace.go).
 func (l *lane) startLocked() {
-	if ok, retry := l.p.a.pace.take(time.Now()); !ok {
+	if ok, retry := l.p.takeSessionLocked(time.Now()); !ok {
 		l.nextTry = retry
 		return
 	}
@@ -325,7 +325,7 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 		if !l.allowPeerStartLocked(s.Kind) {
 			return
 		}
-		if ok, retry := l.p.a.pace.take(time.Now()); !ok {
+		if ok, retry := l.p.takeSessionLocked(time.Now()); !ok {
 			l.nextTry = retry // then a restart request asks for a new offer
 			return
 		}

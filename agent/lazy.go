@@ -198,8 +198,10 @@ func (p *peer) relayWantedLocked(now time.Time) bool {
 
 // wakeBySignal decides whether a signal may wake a sleeping peer: only
 // one that asks for a session (an offer or a restart request), and only
-// while the session budget has room (pace.go), so peers signalling
-// together cannot make us open sessions faster than the budget.
+// with a token of the session budget (pace.go), which pays for the
+// session the signal starts. So peers signalling together cannot make us
+// open sessions faster than the budget; other signals to a sleeping peer
+// are dropped (they belong to no session of ours).
 func (p *peer) wakeBySignal(kind string) bool {
 	if !p.sleeping.Load() {
 		return true
@@ -207,12 +209,25 @@ func (p *peer) wakeBySignal(kind string) bool {
 	if !sessionAsk(kind) {
 		return false
 	}
-	if !p.a.pace.peek(time.Now()) {
+	if ok, _ := p.a.pace.take(time.Now()); !ok {
 		p.a.logLimit.Log(p.log, slog.LevelDebug, "signal left a sleeping peer asleep: session budget spent", "kind", kind)
 		return false
 	}
+	p.mu.Lock()
+	p.paid = true
+	p.mu.Unlock()
 	p.wake("the peer asked for a session", false)
 	return true
+}
+
+// takeSessionLocked charges a session start to the budget, or to the
+// token a waking signal already paid.
+func (p *peer) takeSessionLocked(now time.Time) (bool, time.Time) {
+	if p.paid {
+		p.paid = false
+		return true, time.Time{}
+	}
+	return p.a.pace.take(now)
 }
 
 // sessionAsk tells the signals that ask us for a session.

@@ -40,14 +40,3 @@ func (p *pacer) take(now time.Time) (bool, time.Time) {
 	p.deferred.Add(1)
 	return false, now.Add(wait + rand.N(time.Second))
 }
-
-// peek tells whether a session could start now, without charging it.
-func (p *pacer) peek(now time.Time) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	ok, _ := sessionPace.Take(&p.bucket, now)
-	if ok {
-		sessionPace.Refund(&p.bucket)
-	}
-	return ok
-}

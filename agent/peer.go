@@ -71,6 +71,7 @@ type peer struct {
 	ready         atomic.Bool
 	used          atomic.Bool
 	waking        atomic.Bool
+	paid          bool // a waking signal paid for the session it starts
 	wokeAt        time.Time
 	lastUsed      time.Time // last tick that saw traffic, or the wake
 	directUpSince time.Time // lazyTick: the direct lane is up since

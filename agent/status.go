@@ -257,7 +257,10 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 	case asleep:
 		st.Path, st.Endpoint = PathIdle, ""
 		st.Reason = "set up on demand"
-		if st.LastChange != "not used yet" {
+		switch {
+		case !why.online:
+			st.Reason = "peer offline"
+		case st.LastChange != "not used yet":
 			st.Reason = fmt.Sprintf("no traffic for %s; set up again on demand", time.Since(lastUsed).Round(time.Second))
 		}
 	case active == nil || verdict == pathDead:

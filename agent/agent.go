@@ -295,7 +295,7 @@ func (a *Agent) startDataPlane(st *nodeState) error {
 	a.filter = filter.New()
 	// The lazy wrapper outside the filter: what it queues has passed the
 	// policy already.
-	a.lazy = newLazyTUN(a, &filterTUN{Device: td, f: a.filter})
+	a.lazy = newLazyTUN(a, &filterTUN{Device: td, f: a.filter}, prefix)
 	dev := device.NewDevice(a.lazy, a.bind, newWGLogger(a.log.With("component", "wireguard")))
 	a.wg = &wgDevice{dev: dev}
 	if err := dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", a.priv.Hex(), a.cfg.Port)); err != nil {

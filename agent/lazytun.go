@@ -17,8 +17,10 @@ import (
 // wireguard-go skips it, and would otherwise drop it for want of a peer)
 // and the peer is woken. Once the path is up and WireGuard has handshaked
 // (readywatch.go) the queue is handed to WireGuard by the next Read; a
-// datagram of ours to the peer's overlay address (wakePort → port 9, and
-// dropped here) makes a Read that is blocked in the kernel return. Packets
+// datagram of ours into the TUN (wakePort → the overlay prefix's network
+// address, port 9; no peer has that address, so a policy filter does not
+// count it against one, and it is dropped here) makes a Read that is
+// blocked in the kernel return. Packets
 // both ways mark the peer used, for the idle teardown. An eager agent
 // passes everything through untouched.
 type lazyTUN struct {
@@ -32,6 +34,7 @@ type lazyTUN struct {
 
 	wake     *net.UDPConn // nil when it could not be opened
 	wakePort uint16
+	wakeTo   netip.AddrPort
 }
 
 // Queue bounds: per peer, over all peers, and how long a packet may wait
@@ -47,8 +50,8 @@ const (
 // never leave this host.
 const wakeDstPort = 9
 
-func newLazyTUN(a *Agent, dev wgtun.Device) *lazyTUN {
-	t := &lazyTUN{Device: dev, a: a}
+func newLazyTUN(a *Agent, dev wgtun.Device, overlay netip.Prefix) *lazyTUN {
+	t := &lazyTUN{Device: dev, a: a, wakeTo: netip.AddrPortFrom(overlay.Masked().Addr(), wakeDstPort)}
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{})
 	if err != nil {
 		a.log.Warn("no wake socket: queued packets wait for the next packet to any peer", "err", err)
@@ -157,13 +160,13 @@ func (t *lazyTUN) isWake(pkt []byte) bool {
 
 // inject hands a peer's queued packets to WireGuard and makes the TUN
 // reader return.
-func (t *lazyTUN) inject(pkts [][]byte, to netip.Addr) {
+func (t *lazyTUN) inject(pkts [][]byte) {
 	t.mu.Lock()
 	t.out = append(t.out, pkts...)
 	t.pending.Store(true)
 	t.mu.Unlock()
-	if t.wake != nil && to.IsValid() {
-		_, _ = t.wake.WriteToUDPAddrPort(nil, netip.AddrPortFrom(to, wakeDstPort))
+	if t.wake != nil {
+		_, _ = t.wake.WriteToUDPAddrPort(nil, t.wakeTo)
 	}
 }
 

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"net/netip"
 	"sync"
 	"time"
 )
@@ -49,10 +48,9 @@ func (p *peer) markReady() {
 	}
 	p.ready.Store(true)
 	pkts := p.queue.open()
-	overlay, _ := netip.ParseAddr(p.node.IP)
 	p.mu.Unlock()
 	if len(pkts) > 0 && p.a.lazy != nil {
-		p.a.lazy.inject(pkts, overlay)
+		p.a.lazy.inject(pkts)
 	}
 }
 

@@ -193,7 +193,19 @@ func (p *peer) relayWantedLocked(now time.Time) bool {
 	if !p.a.lazyActive.Load() {
 		return true
 	}
-	return !p.direct.up() && now.Sub(p.wokeAt) >= lazyRelayDelay
+	if p.direct.up() {
+		return false
+	}
+	return now.Sub(p.wokeAt) >= lazyRelayDelay || p.directHopelessLocked()
+}
+
+// directHopelessLocked: both NAT views rule a direct path out (both
+// symmetric with no port mapping, or UDP blocked on either side), so the
+// relay need not wait for the direct session to fail.
+func (p *peer) directHopelessLocked() bool {
+	mine := p.a.natLabel()
+	return mine == natUDPBlocked || p.peerNAT == natUDPBlocked ||
+		(mine == natSymmetric && p.peerNAT == natSymmetric)
 }
 
 // wakeBySignal decides whether a signal may wake a sleeping peer: only

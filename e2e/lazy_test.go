@@ -57,9 +57,15 @@ var pingTime = regexp.MustCompile(`time=([0-9.]+) ms`)
 // dropped while the path is set up.
 func pingOnce(t *testing.T, from *meshlab.Agent, ip string) time.Duration {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	return pingOnceWithin(t, from, ip, 3)
+}
+
+// pingOnceWithin is pingOnce waiting up to waitS seconds for the reply.
+func pingOnceWithin(t *testing.T, from *meshlab.Agent, ip string, waitS int) time.Duration {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Duration(waitS+10)*time.Second)
 	defer cancel()
-	out, err := from.Host.Run(ctx, "ping", "-n", "-c", "1", "-W", "3", ip)
+	out, err := from.Host.Run(ctx, "ping", "-n", "-c", "1", "-W", strconv.Itoa(waitS), ip)
 	if err != nil {
 		t.Fatalf("%s: the first packet to a lazy peer was lost: %v\n%s", from.Name, err, out)
 	}
@@ -137,4 +143,30 @@ func TestLazyIdleTeardown(t *testing.T) {
 	if _, err := meshlab.WaitPath(t.Context(), a, b.Name, "direct", 5*time.Second); err != nil {
 		t.Fatalf("path did not come back: %v", err)
 	}
+}
+
+// TestLazyRelayed: between two symmetric NATs (no direct path without a
+// port mapping) an on-demand peer's relay session starts once the direct
+// one has not come up: the first echo still gets its reply, through the
+// relay, having waited in the queue.
+func TestLazyRelayed(t *testing.T) {
+	lab, coord := newLab(t)
+	key := authKey(t, coord, true)
+	a := addSiteAgent(t, lab, coord, "lsa", natlab.Symmetric)
+	b := addSiteAgent(t, lab, coord, "lsb", natlab.Symmetric)
+	for _, x := range []*meshlab.Agent{a, b} {
+		x.ExtraArgs = append(x.ExtraArgs, "--lazy-peers", "on", "--no-portmap")
+	}
+	startOnline(t, key, a, b)
+	time.Sleep(3 * time.Second)
+	if _, err := meshlab.WaitPath(t.Context(), a, b.Name, "idle", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	rtt := pingOnceWithin(t, a, overlayIP(t, b), 9)
+	t.Logf("first echo to idle %s (symmetric NATs) answered after %v", b.Name, rtt)
+	p, err := meshlab.WaitConnected(t.Context(), a, b.Name, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s → %s: %s %+v", a.Name, b.Name, p.Path, p.Relay)
 }

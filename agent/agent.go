@@ -183,6 +183,7 @@ func Run(ctx context.Context, cfg Config) error {
 	ctl.priv = priv
 	ctl.onRefused = a.dropAllPeers
 	a.metrics = newAgentMetrics(a.Status)
+	a.registerLazyMetrics()
 	st, err := a.join(ctx)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/metrics"
 )
 
 // Paths on demand (issue 16). Every peer costs two ICE sessions, a relay
@@ -275,4 +276,16 @@ func (a *Agent) wakeFor(target string) {
 			return
 		}
 	}
+}
+
+// registerLazyMetrics adds the session budget's and the packet queue's
+// counters to the agent's metrics.
+func (a *Agent) registerLazyMetrics() {
+	r := a.metrics.reg
+	r.CounterFunc("meshvpn_agent_sessions_deferred_total",
+		"ICE session starts the session budget put off to a later tick.", nil,
+		func() []metrics.Sample { return []metrics.Sample{{Value: float64(a.pace.deferred.Load())}} })
+	r.GaugeFunc("meshvpn_agent_queued_packets",
+		"Packets waiting for a path being set up on demand.", nil,
+		func() []metrics.Sample { return []metrics.Sample{{Value: float64(a.queued.Load())}} })
 }

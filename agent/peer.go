@@ -397,7 +397,9 @@ func (p *peer) handleSignal(s *control.Signal) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
+	// Asleep again since the wake check (idle teardown in between): only
+	// the NAT views are kept.
+	if p.closed || (p.asleep && s.Kind != control.SignalInfo) {
 		return
 	}
 	l := p.lane(s.Lane)

@@ -55,22 +55,52 @@ func ParseLazyMode(s string) (string, error) {
 	return "", fmt.Errorf("--lazy-peers %q: want auto, on or off", s)
 }
 
-// lazyFor tells whether an agent in mode with n peers is lazy.
-func lazyFor(mode string, n int) bool {
+// lazyAutoEager: an auto agent that turned lazy turns eager again only
+// at this many peers or fewer, so a mesh near the threshold does not make
+// it set up and tear down every path in turn.
+const lazyAutoEager = LazyAutoPeers * 3 / 4
+
+// lazyTurnGrace: when an agent turns lazy (its mesh grew past the
+// threshold, e.g. while many nodes join at once), the paths it set up
+// eagerly get this long to carry traffic before they are torn down like
+// idle ones.
+const lazyTurnGrace = 30 * time.Second
+
+// lazyFor tells whether an agent in mode with n peers is lazy, being lazy
+// now or not (the hysteresis of auto).
+func lazyFor(mode string, n int, now bool) bool {
 	switch mode {
 	case LazyOn:
 		return true
 	case LazyOff:
 		return false
 	}
+	if now {
+		return n > lazyAutoEager
+	}
 	return n > LazyAutoPeers
 }
 
 // updateLazy sets whether the agent is lazy for a mesh of n peers.
 func (a *Agent) updateLazy(n int) {
-	on := lazyFor(a.cfg.LazyPeers, n)
-	if a.lazyActive.Swap(on) != on {
-		a.log.Info("paths on demand", "lazy", on, "peers", n, "mode", a.cfg.LazyPeers, "idle_after", a.lazyIdle())
+	was := a.lazyActive.Load()
+	on := lazyFor(a.cfg.LazyPeers, n, was)
+	if was == on {
+		return
+	}
+	a.lazyActive.Store(on)
+	a.log.Info("paths on demand", "lazy", on, "peers", n, "mode", a.cfg.LazyPeers, "idle_after", a.lazyIdle())
+	if on {
+		// An eager agent marks no traffic: count from now, with a short
+		// grace instead of the whole idle time.
+		from := time.Now().Add(lazyTurnGrace - a.lazyIdle())
+		for _, p := range a.peerList() {
+			p.mu.Lock()
+			if p.lastUsed.After(from) {
+				p.lastUsed = from
+			}
+			p.mu.Unlock()
+		}
 	}
 }
 

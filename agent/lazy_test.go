@@ -119,3 +119,34 @@ func TestLazyQueueBounds(t *testing.T) {
 		t.Errorf("after the TTL: %d queued (agent %d)", n, a.queued.Load())
 	}
 }
+
+// TestLazyAutoTurn: auto turns lazy above LazyAutoPeers and eager again
+// only well below it; paths set up eagerly before the turn get
+// lazyTurnGrace to carry traffic, not the whole idle time.
+func TestLazyAutoTurn(t *testing.T) {
+	for _, c := range []struct {
+		n        int
+		now, out bool
+	}{
+		{LazyAutoPeers, false, false}, {LazyAutoPeers + 1, false, true},
+		{lazyAutoEager + 1, true, true}, {lazyAutoEager, true, false},
+	} {
+		if got := lazyFor(LazyAuto, c.n, c.now); got != c.out {
+			t.Errorf("auto, %d peers, lazy now %v: got %v, want %v", c.n, c.now, got, c.out)
+		}
+	}
+	a, ps := lazyTestAgent(3)
+	a.cfg.LazyPeers = LazyAuto
+	a.lazyActive.Store(false)
+	for _, p := range ps {
+		p.asleep = false
+	}
+	a.updateLazy(LazyAutoPeers + 1)
+	if !a.lazyActive.Load() {
+		t.Fatal("did not turn lazy")
+	}
+	left := a.lazyIdle() - time.Since(ps[0].lastUsed)
+	if left > lazyTurnGrace || left < lazyTurnGrace-time.Second {
+		t.Errorf("an eager path has %v left before the idle teardown, want %v", left, lazyTurnGrace)
+	}
+}

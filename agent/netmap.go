@@ -68,9 +68,6 @@ func (a *Agent) applyNetmap(nm *control.Netmap) {
 			keep[n.ID] = true
 		}
 	}
-	// Decided before the peers are added, so that a big mesh's peers are
-	// born asleep rather than the first ones connected eagerly.
-	a.updateLazy(len(keep))
 	var gone []uint64
 	for id := range a.peers {
 		if !keep[id] {
@@ -78,6 +75,9 @@ func (a *Agent) applyNetmap(nm *control.Netmap) {
 		}
 	}
 	a.mu.Unlock()
+	// Decided before the peers are added, so that a big mesh's peers are
+	// born asleep rather than the first ones connected eagerly.
+	a.updateLazy(len(keep))
 	for _, id := range gone {
 		a.removePeer(id)
 	}
@@ -104,9 +104,14 @@ func (a *Agent) applyDelta(d *control.Delta) {
 	}
 	if len(d.Upsert) > 0 {
 		a.mu.Lock()
-		n := len(a.peers) + len(d.Upsert)
+		n := len(a.peers)
+		for _, u := range d.Upsert {
+			if a.peers[u.ID] == nil && u.ID != a.self.ID {
+				n++
+			}
+		}
 		a.mu.Unlock()
-		a.updateLazy(n) // at most this many: new peers are born asleep
+		a.updateLazy(n) // new peers are born asleep in a big mesh
 	}
 	for _, n := range d.Upsert {
 		a.upsertPeer(n)

@@ -34,6 +34,14 @@ const LazyAutoPeers = 32
 // before it is torn down.
 const DefaultLazyIdle = 10 * time.Minute
 
+// lazyQuiet: a lazy peer whose path has carried nothing for this long and
+// then breaks goes back to sleep instead of being repaired (the next
+// packet sets it up again). That is also how the two sides agree on a
+// teardown: the peer that tears down first breaks the other's path, and
+// the other, seeing no traffic either, follows within a few seconds
+// instead of asking it for a new session.
+const lazyQuiet = 5 * time.Second
+
 // lazyRelayDelay: an on-demand peer's relay lane starts only when the
 // direct lane is not up this long after the wake (or goes down later);
 // lazyRelayLinger: a relay lane not carrying traffic is closed once the
@@ -190,6 +198,7 @@ func (a *Agent) lazyTick(now time.Time) {
 		}
 		asleep, online := p.asleep, p.node.Online
 		quiet := now.Sub(p.lastUsed)
+		broken := p.active != nil && !p.direct.up() && !p.relay.up() && !p.punched.up()
 		p.lingerRelayLocked(now, lazy)
 		p.mu.Unlock()
 		switch {
@@ -197,6 +206,8 @@ func (a *Agent) lazyTick(now time.Time) {
 			p.wake("paths are set up eagerly again", true)
 		case !asleep && lazy && quiet >= idle:
 			p.sleep(fmt.Sprintf("idle: no traffic for %s", quiet.Round(time.Second)))
+		case !asleep && lazy && broken && quiet >= lazyQuiet:
+			p.sleep(fmt.Sprintf("path lost after %s without traffic", quiet.Round(time.Second)))
 		}
 	}
 }
@@ -224,10 +235,15 @@ func (p *peer) relayWantedLocked(now time.Time) bool {
 	if !p.a.lazyActive.Load() {
 		return true
 	}
-	if p.direct.up() {
-		return false
+	if p.direct.up() || p.quietLocked(now) {
+		return false // an unused path that broke goes to sleep instead
 	}
 	return now.Sub(p.wokeAt) >= lazyRelayDelay || p.directHopelessLocked()
+}
+
+// quietLocked tells a lazy peer whose path carried nothing for lazyQuiet.
+func (p *peer) quietLocked(now time.Time) bool {
+	return p.a.lazyActive.Load() && now.Sub(p.lastUsed) >= lazyQuiet
 }
 
 // directHopelessLocked: both NAT views rule a direct path out (both

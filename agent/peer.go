@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -280,7 +281,14 @@ func (p *peer) reconsiderLocked(why string) func() {
 		best = &p.relay
 	default:
 		if p.active != nil && p.lastChange != "no working path" {
-			p.log.Warn("no working path to peer; keeping the last endpoint", "why", why)
+			// An unused on-demand path that breaks is put to sleep
+			// (lazy.go), usually because the peer tore it down: not
+			// worth a warning.
+			level := slog.LevelWarn
+			if p.quietLocked(time.Now()) {
+				level = slog.LevelDebug
+			}
+			p.log.Log(context.Background(), level, "no working path to peer; keeping the last endpoint", "why", why)
 			p.lastChange = "no working path"
 			p.changedAt = time.Now()
 		}

@@ -98,6 +98,12 @@ type Agent struct {
 	filter       *filter.Filter
 	policyFilter *policy.Filter
 
+	// prefix6 is the mesh's IPv6 overlay prefix (invalid with an older
+	// coordinator), set once when joining; overlay6 says this node's IPv6
+	// address is on the TUN device (overlay6.go).
+	prefix6  netip.Prefix
+	overlay6 atomic.Bool
+
 	mu    sync.Mutex
 	self  control.Node
 	peers map[uint64]*peer
@@ -215,7 +221,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	go serveLocalAPI(lapi, a)
 
-	a.log.Info("meshvpn up", "name", st.Name, "ip", st.IP, "tun", a.tun.IfName(), "port", a.bind.Port())
+	a.log.Info("meshvpn up", "name", st.Name, "ip", st.IP, "ip6", st.IP6, "tun", a.tun.IfName(), "port", a.bind.Port())
 	go a.ctl.runStream(ctx, st.Credential, a.handleMessage)
 	a.tickLoop(ctx)
 	a.log.Info("shutting down")
@@ -273,11 +279,15 @@ func (a *Agent) saveJoin(resp *control.RegisterResponse) (*nodeState, error) {
 		Prefix:      prefix,
 		Credential:  resp.Credential,
 	}
+	if ip6, p6 := overlay6FromJoin(resp); ip6.IsValid() {
+		st.IP6, st.Prefix6 = ip6.String(), p6.String()
+		a.prefix6 = p6
+	}
 	if err := saveNodeState(a.cfg.StateDir, st); err != nil {
 		return nil, err
 	}
 	a.mu.Lock()
-	a.self = control.Node{ID: st.NodeID, Name: st.Name, IP: st.IP, PublicKey: a.pub.String(), Online: true}
+	a.self = control.Node{ID: st.NodeID, Name: st.Name, IP: st.IP, IP6: st.IP6, PublicKey: a.pub.String(), Online: true}
 	a.mu.Unlock()
 	return st, nil
 }
@@ -292,6 +302,7 @@ func (a *Agent) startDataPlane(st *nodeState) error {
 		return err
 	}
 	a.tun = td
+	a.startOverlay6(st)
 	a.bind = NewBind()
 	a.filter = filter.New()
 	// The lazy wrapper outside the filter: what it queues has passed the

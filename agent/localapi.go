@@ -81,6 +81,7 @@ func (a *Agent) Status() Status {
 			ID:         self.ID,
 			Name:       self.Name,
 			IP:         self.IP,
+			IP6:        a.selfIP6(self),
 			PublicKey:  a.pub.String(),
 			Tags:       nonNil(self.Tags),
 			ListenPort: int(a.bind.Port()),

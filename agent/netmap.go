@@ -164,10 +164,11 @@ func (a *Agent) upsertPeer(n control.Node) {
 	}
 	if p != nil && p.key == key {
 		p.mu.Lock()
-		ipChanged := p.node.IP != n.IP && p.wgAdded
+		ipChanged := (p.node.IP != n.IP || a.peerIP6(p.node) != a.peerIP6(n)) && p.wgAdded
 		p.mu.Unlock()
 		if ipChanged {
-			if err := p.wgChange(func() error { return a.wg.setOverlayIP(key, ip) }); err != nil {
+			overlay := a.overlayIPs(n)
+			if err := p.wgChange(func() error { return a.wg.setOverlayIP(key, overlay) }); err != nil {
 				a.log.Error("update WireGuard peer", "peer", n.Name, "err", err)
 			}
 		}
@@ -189,9 +190,9 @@ func (a *Agent) upsertPeer(n control.Node) {
 	a.mu.Unlock()
 	if asleep {
 		// One line per peer is too many in a mesh of thousands.
-		a.log.Debug("peer added, path on demand", "peer", n.Name, "ip", n.IP, "online", n.Online)
+		a.log.Debug("peer added, path on demand", "peer", n.Name, "ip", n.IP, "ip6", addrString(a.peerIP6(n)), "online", n.Online)
 	} else {
-		a.log.Info("peer added", "peer", n.Name, "ip", n.IP, "online", n.Online)
+		a.log.Info("peer added", "peer", n.Name, "ip", n.IP, "ip6", addrString(a.peerIP6(n)), "online", n.Online)
 	}
 	a.sendNATInfo(p)
 	p.kick()
@@ -246,10 +247,13 @@ func (a *Agent) peersChanged() {
 	idx := make(map[netip.Addr]*peer, len(ps))
 	for _, p := range ps {
 		p.mu.Lock()
-		ip, err := netip.ParseAddr(p.node.IP)
+		n := p.node
 		p.mu.Unlock()
-		if err == nil {
+		if ip, err := netip.ParseAddr(n.IP); err == nil {
 			idx[ip] = p
+		}
+		if ip6 := a.peerIP6(n); ip6.IsValid() {
+			idx[ip6] = p
 		}
 	}
 	a.ipIndex.Store(&idx)

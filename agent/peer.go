@@ -323,7 +323,7 @@ func (p *peer) reconsiderLocked(why string) func() {
 	if best == &p.punched && prev != best {
 		p.lastChange = p.bd.result
 	}
-	overlay, _ := netip.ParseAddr(p.node.IP)
+	overlay := p.a.overlayIPs(p.node)
 	return func() { p.applyPath(best, overlay, ep, first) }
 }
 
@@ -337,7 +337,7 @@ func (p *peer) reconsiderLocked(why string) func() {
 // controlled side selects on the controlling side's nomination, half a round
 // trip before the controlling side does, so it knows the peer when the
 // handshake comes.
-func (p *peer) applyPath(l *lane, overlay netip.Addr, ep netip.AddrPort, first bool) {
+func (p *peer) applyPath(l *lane, overlay []netip.Prefix, ep netip.AddrPort, first bool) {
 	err := p.wgChange(func() error {
 		// Two lanes' callbacks decide under p.mu but apply after it, in
 		// either order: a late apply must not put back the endpoint a newer
@@ -388,7 +388,7 @@ func (p *peer) current(l *lane, ep netip.AddrPort) bool {
 	return p.active == l && p.endpoint == ep && !p.closed
 }
 
-func (p *peer) ensureHandshake(l *lane, overlay netip.Addr, ep netip.AddrPort) {
+func (p *peer) ensureHandshake(l *lane, overlay []netip.Prefix, ep netip.AddrPort) {
 	if !p.current(l, ep) || p.a.wg.handshaked(p.key) {
 		return
 	}

@@ -32,9 +32,12 @@ type Status struct {
 
 // SelfStatus describes this node.
 type SelfStatus struct {
-	ID         uint64   `json:"id"`
-	Name       string   `json:"name"`
-	IP         string   `json:"ip"`
+	ID   uint64 `json:"id"`
+	Name string `json:"name"`
+	IP   string `json:"ip"`
+	// IP6 is the node's IPv6 overlay address; absent when the coordinator
+	// gave none or the host has IPv6 turned off.
+	IP6        string   `json:"ip6,omitempty"`
 	PublicKey  string   `json:"public_key"`
 	Tags       []string `json:"tags"`
 	ListenPort int      `json:"listen_port"`
@@ -88,9 +91,11 @@ type CoordinatorStatus struct {
 
 // PeerStatus describes the path to one peer.
 type PeerStatus struct {
-	ID        uint64   `json:"id"`
-	Name      string   `json:"name"`
-	IP        string   `json:"ip"`
+	ID   uint64 `json:"id"`
+	Name string `json:"name"`
+	IP   string `json:"ip"`
+	// IP6 is the peer's IPv6 overlay address, absent when it has none.
+	IP6       string   `json:"ip6,omitempty"`
 	PublicKey string   `json:"public_key"`
 	Tags      []string `json:"tags"`
 	Online    bool     `json:"online"`
@@ -178,6 +183,7 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 		ID:            p.id,
 		Name:          p.node.Name,
 		IP:            p.node.IP,
+		IP6:           addrString(p.a.peerIP6(p.node)),
 		PublicKey:     p.key.String(),
 		Tags:          nonNil(p.node.Tags),
 		Online:        p.node.Online,

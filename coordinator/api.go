@@ -108,6 +108,8 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		Name:       reg.Node.Name,
 		IP:         reg.Node.IP,
 		Prefix:     control.OverlayPrefix.String(),
+		IP6:        reg.Node.IP6,
+		Prefix6:    s.store.OverlayPrefix6().String(),
 		Credential: reg.Credential,
 	})
 }

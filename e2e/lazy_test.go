@@ -27,6 +27,7 @@ func lazyPair(t *testing.T, idle string) (a, b *meshlab.Agent, bIP string) {
 	b = addSiteAgent(t, lab, coord, "lzb", natlab.PortRestricted)
 	for _, x := range []*meshlab.Agent{a, b} {
 		x.ExtraArgs = append(x.ExtraArgs, "--lazy-peers", "on", "--lazy-idle", idle)
+		hostIPv6On(t, x.Host) // for the IPv6 overlay
 	}
 	startOnline(t, key, a, b)
 	// Both sides' NAT probes finish a second or two after the start; a
@@ -134,9 +135,11 @@ func TestLazyIdleTeardown(t *testing.T) {
 		}
 		t.Logf("%s: %s idle after %v (%s)", x[0].Name, x[1].Name, time.Since(start).Round(time.Second), p.Reason)
 	}
-	// From the other side this time: the path comes back on demand.
-	rtt := pingOnce(t, b, overlayIP(t, a))
-	t.Logf("after the teardown, %s's first echo answered in %v", b.Name, rtt)
+	// From the other side this time, and over the IPv6 overlay: the path
+	// comes back on demand.
+	a6 := overlayIP6(t, a)
+	rtt := pingOnce(t, b, a6.String())
+	t.Logf("after the teardown, %s's first echo to %v answered in %v", b.Name, a6, rtt)
 	if _, err := meshlab.WaitPath(t.Context(), b, a.Name, "direct", 5*time.Second); err != nil {
 		t.Fatalf("path did not come back: %v", err)
 	}

@@ -31,7 +31,8 @@ const usage = `meshvpn: peer-to-peer mesh VPN agent
 Usage:
   meshvpn up --coordinator URL [--authkey KEY] [flags]   run the agent (foreground)
   meshvpn status [--json] [--socket PATH]                 show this node and the path to every peer
-  meshvpn ping PEER [-c N] [--json] [--socket PATH]       ping a peer over the overlay, showing the path
+  meshvpn ping PEER [-6] [-c N] [--json] [--socket PATH]  ping a peer (name, IPv4 or IPv6 overlay address),
+                                                          showing the path
   meshvpn down [--socket PATH]                            stop the running agent (as SIGTERM does)
   meshvpn netcheck [--json] [--coordinator URL]           what this network does to UDP: NAT type, public
                                                           address, latency (no running agent needed)
@@ -223,7 +224,11 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 }
 
 func printStatus(w io.Writer, st *agent.Status) {
-	fmt.Fprintf(w, "self: %s %s  (UDP port %d, TUN %s)\n", st.Self.Name, st.Self.IP, st.Self.ListenPort, st.Self.TUN)
+	self := st.Self.IP
+	if st.Self.IP6 != "" {
+		self += " " + st.Self.IP6
+	}
+	fmt.Fprintf(w, "self: %s %s  (UDP port %d, TUN %s)\n", st.Self.Name, self, st.Self.ListenPort, st.Self.TUN)
 	if len(st.Self.Tags) > 0 {
 		fmt.Fprintf(w, "  tags %s\n", strings.Join(st.Self.Tags, ","))
 	}
@@ -257,7 +262,7 @@ func printStatus(w io.Writer, st *agent.Status) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tDNS NAME\tIP\tTAGS\tONLINE\tPATH\tENDPOINT\tCANDIDATES\tHANDSHAKE\tRX\tTX\tRTT\tPOLICY")
+	fmt.Fprintln(tw, "PEER\tDNS NAME\tIP\tIPV6\tTAGS\tONLINE\tPATH\tENDPOINT\tCANDIDATES\tHANDSHAKE\tRX\tTX\tRTT\tPOLICY")
 	for _, p := range st.Peers {
 		path := p.Path
 		if p.Relay != nil {
@@ -285,7 +290,7 @@ func printStatus(w io.Writer, st *agent.Status) {
 		if p.PolicyDropsIn+p.PolicyDropsOut > 0 {
 			pol += fmt.Sprintf(" (dropped %d in, %d out)", p.PolicyDropsIn, p.PolicyDropsOut)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, dash(p.DNSName), p.IP, dash(strings.Join(p.Tags, ",")), p.Online, path, dash(p.Endpoint), cands, hs,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, dash(p.DNSName), p.IP, dash(p.IP6), dash(strings.Join(p.Tags, ",")), p.Online, path, dash(p.Endpoint), cands, hs,
 			bytesStr(p.RxBytes), bytesStr(p.TxBytes), rtt, pol)
 	}
 	tw.Flush()
@@ -323,7 +328,8 @@ func bytesStr(n uint64) string {
 }
 
 func cmdPing(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("ping", "ping PEER [-c N] [--until-direct] [--json] [--socket PATH]", stderr)
+	fs := newFlags("ping", "ping PEER [-6] [-c N] [--until-direct] [--json] [--socket PATH]", stderr)
+	v6 := fs.Bool("6", false, "ping the peer's IPv6 overlay address (implied when PEER is an IPv6 address)")
 	count := fs.Int("c", 0, "number of echo requests (default 4; with --until-direct, the most to send: default 30)")
 	untilDirect := fs.Bool("until-direct", false, "keep pinging until a reply comes over a direct path (exit 1 if none does within -c pings)")
 	interval := secondsFlag(fs, "i", time.Second, "interval between requests (seconds like ping's 0.2, or a duration like 200ms)")
@@ -352,7 +358,7 @@ func cmdPing(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	res, err := agent.Ping(ctx, &agent.Client{Socket: *socket}, pos[0], agent.PingOptions{Count: *count, Interval: *interval, Timeout: *timeout, JSON: *asJSON, UntilDirect: *untilDirect}, stdout)
+	res, err := agent.Ping(ctx, &agent.Client{Socket: *socket}, pos[0], agent.PingOptions{Count: *count, Interval: *interval, Timeout: *timeout, JSON: *asJSON, UntilDirect: *untilDirect, IPv6: *v6}, stdout)
 	if err != nil {
 		return err
 	}

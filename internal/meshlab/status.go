@@ -22,6 +22,7 @@ type Coordination struct {
 type SelfStatus struct {
 	Name      string     `json:"name"`
 	IP        string     `json:"ip"`
+	IP6       string     `json:"ip6"` // IPv6 overlay address; empty for none
 	PublicKey string     `json:"public_key"`
 	Tags      []string   `json:"tags"`
 	Endpoints []Endpoint `json:"endpoints"`
@@ -93,6 +94,7 @@ func (e Endpoint) String() string {
 type PeerStatus struct {
 	Name          string     `json:"name"`
 	IP            string     `json:"ip"`
+	IP6           string     `json:"ip6"` // IPv6 overlay address; empty for none
 	PublicKey     string     `json:"public_key"`
 	Tags          []string   `json:"tags"`
 	Online        bool       `json:"online"`

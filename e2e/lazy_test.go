@@ -3,8 +3,10 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,10 +32,13 @@ func lazyPair(t *testing.T, idle string) (a, b *meshlab.Agent, bIP string) {
 		hostIPv6On(t, x.Host) // for the IPv6 overlay
 	}
 	startOnline(t, key, a, b)
-	// Both sides' NAT probes finish a second or two after the start; a
-	// path set up before then waits for them (punchInfoWait). Idle all
-	// the same: nothing asked for the path.
-	time.Sleep(3 * time.Second)
+	// A path set up before both sides' NAT probes are done waits for
+	// them (punchInfoWait): wait for the probes, as a mesh that has run
+	// for a while has them. Idle all the same: nothing asked for a path.
+	for _, x := range []*meshlab.Agent{a, b} {
+		waitLog(t, x, `msg="local network"`, 20*time.Second)
+	}
+	time.Sleep(500 * time.Millisecond) // the views' signals cross the coordinator
 	for _, x := range [][2]*meshlab.Agent{{a, b}, {b, a}} {
 		st, err := x[0].Status(t.Context())
 		if err != nil {
@@ -49,6 +54,24 @@ func lazyPair(t *testing.T, idle string) (a, b *meshlab.Agent, bIP string) {
 	}
 	t.Logf("%s and %s: each shows the other idle", a.Name, b.Name)
 	return a, b, overlayIP(t, b)
+}
+
+// waitLog waits until the agent's log has a line containing s.
+func waitLog(t *testing.T, a *meshlab.Agent, s string, timeout time.Duration) {
+	t.Helper()
+	err := natlab.Poll(t.Context(), timeout, 100*time.Millisecond, func() error {
+		b, err := os.ReadFile(a.Proc.LogPath)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(b), s) {
+			return fmt.Errorf("%s: no %s in its log yet", a.Name, s)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 var pingTime = regexp.MustCompile(`time=([0-9.]+) ms`)
@@ -161,7 +184,10 @@ func TestLazyRelayed(t *testing.T) {
 		x.ExtraArgs = append(x.ExtraArgs, "--lazy-peers", "on", "--no-portmap")
 	}
 	startOnline(t, key, a, b)
-	time.Sleep(3 * time.Second)
+	for _, x := range []*meshlab.Agent{a, b} {
+		waitLog(t, x, `msg="local network"`, 20*time.Second)
+	}
+	time.Sleep(500 * time.Millisecond)
 	if _, err := meshlab.WaitPath(t.Context(), a, b.Name, "idle", 5*time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -58,7 +58,12 @@ type Config struct {
 	// RelayServer, when its Listen is set, runs a peer relay on this node
 	// (relayserver.go).
 	RelayServer RelayServerConfig
-	Logger      *slog.Logger
+	// LazyPeers is LazyAuto (""), LazyOn or LazyOff: whether paths are
+	// set up on demand (lazy.go); LazyIdle tears an unused one down
+	// (0: DefaultLazyIdle).
+	LazyPeers string
+	LazyIdle  time.Duration
+	Logger    *slog.Logger
 }
 
 // Agent is a running node.
@@ -116,6 +121,17 @@ type Agent struct {
 	// stunUsed is when the shared socket last asked each STUN address for
 	// its mapping (freshSTUN).
 	stunUsed map[netip.AddrPort]time.Time
+
+	// Paths on demand (lazy.go, lazytun.go): whether the agent is lazy now,
+	// the data path's index of peers by overlay address, the packets
+	// queued for paths being set up, and the peers waiting for their
+	// first handshake. pace is the session budget (pace.go).
+	lazyActive atomic.Bool
+	lazy       *lazyTUN
+	ipIndex    atomic.Pointer[map[netip.Addr]*peer]
+	queued     atomic.Int64
+	ready      readyWatch
+	pace       pacer
 }
 
 // Run starts the agent and blocks until ctx ends, then removes the TUN
@@ -127,6 +143,14 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.StateDir == "" || cfg.Socket == "" || cfg.TUN == "" {
 		return errors.New("state dir, socket and TUN name must not be empty")
+	}
+	mode, err := ParseLazyMode(cfg.LazyPeers)
+	if err != nil {
+		return err
+	}
+	cfg.LazyPeers = mode
+	if cfg.LazyIdle < 0 {
+		return fmt.Errorf("--lazy-idle %v must not be negative", cfg.LazyIdle)
 	}
 	if cfg.Hostname == "" {
 		h, err := os.Hostname()
@@ -164,10 +188,13 @@ func Run(ctx context.Context, cfg Config) error {
 		peers:    make(map[uint64]*peer),
 	}
 	a.relays = &relayManager{a: a}
+	a.ready.a = a
+	a.updateLazy(0)
 	ctl.pubKey = a.pub.String()
 	ctl.priv = priv
 	ctl.onRefused = a.dropAllPeers
 	a.metrics = newAgentMetrics(a.Status)
+	a.registerLazyMetrics()
 	st, err := a.join(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -291,7 +318,10 @@ func (a *Agent) startDataPlane(st *nodeState) error {
 	a.startOverlay6(st)
 	a.bind = NewBind()
 	a.filter = filter.New()
-	dev := device.NewDevice(&filterTUN{Device: td, f: a.filter}, a.bind, newWGLogger(a.log.With("component", "wireguard")))
+	// The lazy wrapper outside the filter: what it queues has passed the
+	// policy already.
+	a.lazy = newLazyTUN(a, &filterTUN{Device: td, f: a.filter}, prefix)
+	dev := device.NewDevice(a.lazy, a.bind, newWGLogger(a.log.With("component", "wireguard")))
 	a.wg = &wgDevice{dev: dev}
 	if err := dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", a.priv.Hex(), a.cfg.Port)); err != nil {
 		dev.Close()
@@ -410,6 +440,7 @@ func (a *Agent) tickLoop(ctx context.Context) {
 			a.relays.tick(now)
 			a.natTick(now)
 			a.sampleTraffic(now) // liveness.go
+			a.lazyTick(now)      // lazy.go
 			for _, p := range a.peerList() {
 				p.tick(now)
 			}

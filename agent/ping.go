@@ -70,7 +70,9 @@ func ResolvePeer(st *Status, target string) (*PeerStatus, error) {
 // each reply the path the agent had for the peer at that moment.
 func Ping(ctx context.Context, c *Client, target string, opt PingOptions, out io.Writer) (PingResult, error) {
 	var res PingResult
-	st, err := c.Status(ctx)
+	// Naming the peer sets its path up now if it is set up on demand; the
+	// first echo is queued until then.
+	st, err := c.StatusPeer(ctx, target)
 	if err != nil {
 		return res, err
 	}

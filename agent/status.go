@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"net"
 	"sort"
 	"strconv"
@@ -14,6 +15,9 @@ const (
 	PathDirect = "direct"
 	PathRelay  = "relay"
 	PathNone   = "none"
+	// PathIdle: a path set up on demand that is not set up now (never
+	// used, or torn down after --lazy-idle without traffic).
+	PathIdle = "idle"
 )
 
 // Status is what `meshvpn status` shows; its JSON form is a stable interface.
@@ -51,6 +55,12 @@ type SelfStatus struct {
 	PortMap *PortMapStatus `json:"portmap,omitempty"`
 	// DNS is the mesh resolver and how the host uses it.
 	DNS *DNSStatus `json:"dns"`
+	// LazyPeers is the --lazy-peers mode; Lazy whether paths are set up
+	// on demand now, LazyIdleS after how many seconds without traffic
+	// they are torn down.
+	LazyPeers string `json:"lazy_peers"`
+	Lazy      bool   `json:"lazy"`
+	LazyIdleS int    `json:"lazy_idle_s"`
 }
 
 // DNSStatus describes names in the mesh on this node.
@@ -91,7 +101,8 @@ type PeerStatus struct {
 	Online    bool     `json:"online"`
 	// DNSName is the name the mesh resolver answers for the peer.
 	DNSName string `json:"dns_name"`
-	// Path is "direct", "relay" or "none"; Reason says why when not direct,
+	// Path is "direct", "relay", "none" or "idle" (lazy.go); Reason says
+	// why when not direct,
 	// and "no answer for N s" when the path's lane is down and the peer has
 	// not answered what we sent for that long (after 15 s: path "none").
 	Path     string `json:"path"`
@@ -136,6 +147,10 @@ type PeerStatus struct {
 	// that the policy dropped.
 	PolicyDropsIn  uint64 `json:"policy_drops_in"`
 	PolicyDropsOut uint64 `json:"policy_drops_out"`
+	// Queued is how many packets wait for the path being set up;
+	// QueueDropped counts those dropped (queue full, or waited too long).
+	Queued       int    `json:"queued,omitempty"`
+	QueueDropped uint64 `json:"queue_dropped,omitempty"`
 }
 
 // RelayPathStatus is the relay a peer's packets go through.
@@ -216,6 +231,7 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 		}
 	}
 	live := p.live
+	asleep, lastUsed := p.asleep, p.lastUsed
 	why := reasonInput{
 		online:      p.node.Online,
 		controlling: p.controlling,
@@ -225,6 +241,7 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 		pathEnv:     env,
 	}
 	p.mu.Unlock()
+	st.Queued, st.QueueDropped = p.queue.stats()
 
 	if haveWG {
 		st.RxBytes, st.TxBytes = wg.RxBytes, wg.TxBytes
@@ -251,6 +268,15 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 		verdict, quiet = live.judge(time.Now())
 	}
 	switch {
+	case asleep:
+		st.Path, st.Endpoint = PathIdle, ""
+		st.Reason = "set up on demand"
+		switch {
+		case !why.online:
+			st.Reason = "peer offline"
+		case st.LastChange != "not used yet":
+			st.Reason = fmt.Sprintf("no traffic for %s; set up again on demand", time.Since(lastUsed).Round(time.Second))
+		}
 	case active == nil || verdict == pathDead:
 		st.Path = PathNone
 		st.Endpoint = ""

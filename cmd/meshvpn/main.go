@@ -137,6 +137,8 @@ func cmdUp(args []string, stderr io.Writer) error {
 	relayServer := fs.Bool("relay-server", false, "offer this node as a relay (TURN) to the mesh; it needs an address the other nodes reach (a public IP, a full-cone NAT or a port mapping of the listen port and the relay ports)")
 	relayListen := fs.String("relay-listen", ":3478", "UDP and TCP `address` of the relay server (with --relay-server)")
 	relayPublic := fs.String("relay-public", "", "IPv4:port where other nodes reach the relay server (default: this host's first global IPv4 and the --relay-listen port)")
+	lazyPeers := fs.String("lazy-peers", agent.LazyAuto, fmt.Sprintf("set a peer's path up only when a packet is addressed to it, it signals, or ping / status --peer asks: on, off, or auto (on with more than %d peers)", agent.LazyAutoPeers))
+	lazyIdle := fs.Duration("lazy-idle", agent.DefaultLazyIdle, "with paths on demand, tear down a path that carried no packet for this long")
 	verbose := fs.Bool("verbose", false, "log debug details")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -144,6 +146,12 @@ func cmdUp(args []string, stderr io.Writer) error {
 	}
 	if len(pos) > 0 {
 		return fmt.Errorf("unexpected argument %q", pos[0])
+	}
+	if _, err := agent.ParseLazyMode(*lazyPeers); err != nil {
+		return err
+	}
+	if *lazyIdle < time.Second {
+		return fmt.Errorf("--lazy-idle %v: want at least 1s", *lazyIdle)
 	}
 	if len(coords) == 0 {
 		coords.Set(os.Getenv("MESHVPN_COORDINATOR"))
@@ -189,22 +197,32 @@ func cmdUp(args []string, stderr io.Writer) error {
 		AcceptDNS:     *acceptDNS,
 		MetricsListen: *metricsListen,
 		RelayServer:   rs,
+		LazyPeers:     *lazyPeers,
+		LazyIdle:      *lazyIdle,
 		Logger:        log,
 	})
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("status", "status [--json] [--socket PATH]", stderr)
+	fs := newFlags("status", "status [--json] [--peer PEER] [--socket PATH]", stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	socket := fs.String("socket", defaultSocket, "unix socket of the agent")
+	peer := fs.String("peer", "", "show only this peer (name or overlay IP), and set its path up if it is set up on demand")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := (&agent.Client{Socket: *socket}).Status(ctx)
+	st, err := (&agent.Client{Socket: *socket}).StatusPeer(ctx, *peer)
 	if err != nil {
 		return err
+	}
+	if *peer != "" {
+		p, err := agent.ResolvePeer(st, *peer)
+		if err != nil {
+			return err
+		}
+		st.Peers = []agent.PeerStatus{*p}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)

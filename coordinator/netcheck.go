@@ -60,7 +60,7 @@ func (s *Server) turnServerList(r *http.Request) []string {
 	if s.relays == nil {
 		return out
 	}
-	for _, rl := range s.relays.forNode(0, s.stunHost(r), s.turn, time.Now()) {
+	for _, rl := range s.relays.forNode(0, s.stunHost(r), s.embeddedPorts(), time.Now()) {
 		scheme, rest, _ := strings.Cut(rl.URL, ":")
 		hostport, query, _ := strings.Cut(rest, "?")
 		if scheme != "turn" || query == "transport=tcp" {

@@ -70,7 +70,9 @@ var pgMigrations = []string{
 		name  TEXT PRIMARY KEY,
 		value TEXT NOT NULL
 	);`,
-	// 2 (replicas): which replica holds each online node's stream, where
+	// 2 (ipv6overlay): as SQLite's step 7.
+	meshSettingsTable,
+	// 3 (replicas): which replica holds each online node's stream, where
 	// it comes from and when its online state last changed (database
 	// clock); a netmap version per replica and when it was saved; the
 	// replicas alive (heartbeats); challenges used on any replica (see

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/relay"
 )
 
 // IPv6 STUN. The STUN socket bound to ":PORT" (the default) already takes
@@ -42,7 +43,7 @@ func (s *Server) stunServers6() []string {
 	port := 0
 	switch {
 	case s.turnServesSTUN():
-		port = port6(s.turn.udp)
+		port = port6(s.turn.UDPConn())
 	case s.stun != nil:
 		for _, k := range s.stun.socks {
 			if port = port6(k.conn); port != 0 {
@@ -88,7 +89,7 @@ func (s *stunServer) shareExtrasWithTURN() []net.PacketConn {
 	var out []net.PacketConn
 	for _, k := range s.socks {
 		if k.ip < 0 && k.conn.LocalAddr().(*net.UDPAddr).Port == s.port() {
-			k.turn = newSharedConn(k.conn)
+			k.turn = relay.NewSharedConn(k.conn)
 			out = append(out, k.turn)
 		}
 	}

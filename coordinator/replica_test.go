@@ -89,7 +89,12 @@ func TestReplicasFanOut(t *testing.T) {
 
 	// Registered on B: alpha on A hears of it.
 	beta := registerHTTP(t, base[1], control.RegisterRequest{AuthKey: key, Hostname: "beta", PublicKey: newPublicKey(t)})
-	took := awaitFrame(t, ca, fanOutWithin, "beta's registration on B at A's agent", deltaUpsert(beta.NodeID, func(n control.Node) bool { return n.Name == "beta" }))
+	took := awaitFrame(t, ca, fanOutWithin, "beta's registration on B at A's agent", deltaUpsert(beta.NodeID, func(n control.Node) bool {
+		if n.IP6 == "" || n.IP6 != beta.IP6 {
+			t.Fatalf("beta at A has IPv6 overlay address %q, B gave it %q", n.IP6, beta.IP6)
+		}
+		return n.Name == "beta"
+	}))
 	t.Logf("registration on B reached A's agent in %v", took.Round(time.Millisecond))
 
 	// beta connects to B: A's agent sees it online, and beta's netmap

@@ -193,7 +193,7 @@ func (s *Store) queryStored(ctx context.Context, q string) ([]storedNode, error)
 	for rows.Next() {
 		var sn storedNode
 		var from string
-		if sn.Node, err = scanNode(rows, &sn.expired, &sn.ephemeral, &from); err != nil {
+		if sn.Node, err = s.scanNode(rows, &sn.expired, &sn.ephemeral, &from); err != nil {
 			return nil, fmt.Errorf("load nodes: %w", err)
 		}
 		sn.SeenFrom = from

@@ -141,3 +141,16 @@ func (p *peerRelays) forget(node uint64) {
 	delete(p.reported, node)
 	p.mu.Unlock()
 }
+
+// remoteOffer records a peer relay offered (or withdrawn, addr not
+// valid) through another replica, for this replica's agents.
+func (s *Server) remoteOffer(node uint64, addr netip.AddrPort) {
+	if !s.hub.active(node) {
+		return
+	}
+	if !addr.IsValid() {
+		s.peers.withdraw(node)
+		return
+	}
+	s.peers.offer(node, addr, time.Now())
+}

@@ -46,9 +46,14 @@ func (s *Server) handleRelayOffer(w http.ResponseWriter, r *http.Request) {
 		resp.Reason = err.Error()
 		s.peers.withdraw(node.ID)
 		s.logLimit.LogFor(fmt.Sprint(node.ID), s.log, slog.LevelWarn, "peer relay not listed", "node", node.ID, "reason", resp.Reason)
+		addr = netip.AddrPort{}
 	} else {
 		resp.Listed = true
 		s.peers.offer(node.ID, addr, now)
+	}
+	if s.replicas != nil {
+		// The agents of the other replicas use it too.
+		s.replicas.announceOffer(node.ID, addr)
 	}
 	s.peers.report(node.ID, req.Usage, s.hub.active, now)
 	writeJSON(w, http.StatusOK, resp)

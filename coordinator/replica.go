@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -57,6 +58,9 @@ type replicaLink struct {
 	store *Store
 	hub   *hub
 	log   *slog.Logger
+	// offered records another replica's peer relay offer (withdrawn:
+	// addr not valid).
+	offered func(node uint64, addr netip.AddrPort)
 	// logLimit thins out lines about a database that keeps failing.
 	logLimit *logsafe.Limiter
 	out      chan string
@@ -101,6 +105,20 @@ func (l *replicaLink) start(ctx context.Context) {
 }
 
 func (l *replicaLink) wait() { l.wg.Wait() }
+
+// announceOffer tells the other replicas that node offers its peer relay
+// at addr, or withdrew it (addr not valid): an offer lives in each
+// replica's memory and is renewed every peerRelayEvery.
+func (l *replicaLink) announceOffer(node uint64, addr netip.AddrPort) {
+	a := "-"
+	if addr.IsValid() {
+		a = addr.String()
+	}
+	select {
+	case l.out <- noteOffer + " " + l.store.replica + " " + strconv.FormatUint(node, 10) + " " + a:
+	default: // renewed within peerRelayEvery
+	}
+}
 
 // forward queues a signal frame for node to, online on another replica.
 func (l *replicaLink) forward(from, to uint64, frame []byte) bool {
@@ -265,6 +283,13 @@ func (l *replicaLink) handle(ctx context.Context, payload string) {
 		err = l.hub.reloadAll(wctx)
 	case notePolicy:
 		err = l.hub.reloadPolicy(wctx)
+	case noteOffer:
+		sNode, sAddr, _ := strings.Cut(rest, " ")
+		id, perr := strconv.ParseUint(sNode, 10, 64)
+		addr, aerr := netip.ParseAddrPort(sAddr)
+		if perr == nil && l.offered != nil && (aerr == nil || sAddr == "-") {
+			l.offered(id, addr)
+		}
 	case noteSignal:
 		sFrom, rest, _ := strings.Cut(rest, " ")
 		sTo, frame, _ := strings.Cut(rest, " ")

@@ -474,3 +474,37 @@ func TestReplicaFailOverResumes(t *testing.T) {
 		t.Fatalf("resume does not bring gamma online (changed on A after B's last version): %+v", m.Delta)
 	}
 }
+
+// TestReplicasPeerRelay: a peer relay offered through one replica is in
+// the relay lists the other replica gives its agents, and leaves them when
+// withdrawn there.
+func TestReplicasPeerRelay(t *testing.T) {
+	srv, _ := startReplicas(t, 2)
+	a, b := srv[0], srv[1]
+	key := newKey(t, a.store, true, 0)
+	rl := mustRegister(t, a.Handler(), control.RegisterRequest{AuthKey: key, Hostname: "relay", PublicKey: newPublicKey(t)})
+	user := mustRegister(t, b.Handler(), control.RegisterRequest{AuthKey: key, Hostname: "user", PublicKey: newPublicKey(t)})
+	waitHubMember(t, b.hub, rl.NodeID)
+	if code, resp := offerRelay(t, a, rl.Credential, "192.0.2.1:40000", control.RelayOffer{Addr: "192.0.2.1:3478"}); code != http.StatusOK || !resp.Listed {
+		t.Fatalf("offer on A: %d %+v", code, resp)
+	}
+	listed := func() bool {
+		return slices.ContainsFunc(relaysFor(t, b, user.NodeID), func(r control.Relay) bool { return r.Node == rl.NodeID })
+	}
+	deadline := time.Now().Add(fanOutWithin)
+	for !listed() {
+		if time.Now().After(deadline) {
+			t.Fatalf("relay offered on A not in B's list for its agent within %v", fanOutWithin)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Withdrawn on A (an address the node does not come from).
+	offerRelay(t, a, rl.Credential, "192.0.2.1:40000", control.RelayOffer{Addr: "192.0.2.99:3478"})
+	deadline = time.Now().Add(fanOutWithin)
+	for listed() {
+		if time.Now().After(deadline) {
+			t.Fatalf("relay withdrawn on A still in B's list after %v", fanOutWithin)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

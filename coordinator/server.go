@@ -298,6 +298,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		h.gone = s.nodeGone
 		h.seen = s.remoteSeen
+		s.replicas.offered = s.remoteOffer
 	} else if s.challenges, err = newChallenges(time.Now); err != nil {
 		return fail(err)
 	}

@@ -34,7 +34,8 @@ const (
 	noteNodes  = "n" // n REPLICA ID,ID,…: reload these nodes
 	noteAll    = "a" // a REPLICA: reload every node
 	notePolicy = "p" // p REPLICA: reload the policy
-	noteSignal = "s" // s REPLICA TO FRAME: deliver a signal frame to node TO
+	noteSignal = "s" // s REPLICA FROM TO FRAME: deliver a signal frame to node TO
+	noteOffer  = "o" // o REPLICA NODE ADDR: node offers its peer relay at ADDR ("-": withdrawn)
 )
 
 // pgNowMillis is the database's clock in Unix milliseconds: times that

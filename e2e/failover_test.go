@@ -56,20 +56,9 @@ func TestCoordinatorFailover(t *testing.T) {
 
 	// Pings run through the whole move: 60 echoes, one every 0.25 s.
 	const echoes = 60
-	pings := make(chan pingResult, 1)
-	go func() {
-		res, err := pingCount(ctx, alpha, ipBeta, echoes, "0.25")
-		if err != nil {
-			res.Out += "\n" + err.Error()
-		}
-		pings <- res
-	}()
+	pings := startPings(ctx, alpha, ipBeta, echoes)
 	time.Sleep(2 * time.Second)
-
-	coord.Proc.Signal(syscall.SIGKILL)
-	if err := coord.Proc.Wait(10 * time.Second); errors.Is(err, natlab.ErrTimeout) || !coord.Proc.Exited() {
-		t.Fatalf("coordinator did not die: %v", err)
-	}
+	killCoordinator(t, coord)
 	for _, a := range agents {
 		if err := waitCoordinator(ctx, a, false, 10*time.Second); err != nil {
 			t.Fatal(err)
@@ -114,4 +103,27 @@ func waitCoordinatorURL(ctx context.Context, a *meshlab.Agent, url string, timeo
 		}
 		return nil
 	})
+}
+
+// startPings pings ip from a over the overlay, count echoes one every
+// 0.25 s, in the background; the result comes on the channel.
+func startPings(ctx context.Context, a *meshlab.Agent, ip string, count int) <-chan pingResult {
+	pings := make(chan pingResult, 1)
+	go func() {
+		res, err := pingCount(ctx, a, ip, count, "0.25")
+		if err != nil {
+			res.Out += "\n" + err.Error()
+		}
+		pings <- res
+	}()
+	return pings
+}
+
+// killCoordinator SIGKILLs c and waits until it is gone.
+func killCoordinator(t *testing.T, c *meshlab.Coordinator) {
+	t.Helper()
+	c.Proc.Signal(syscall.SIGKILL)
+	if err := c.Proc.Wait(10 * time.Second); errors.Is(err, natlab.ErrTimeout) || !c.Proc.Exited() {
+		t.Fatalf("coordinator on %s did not die: %v", c.URL, err)
+	}
 }

@@ -5,12 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -83,19 +81,9 @@ func TestReplicas(t *testing.T) {
 
 	// Pings run through the kill: 60 echoes, one every 0.25 s.
 	const echoes = 60
-	pings := make(chan pingResult, 1)
-	go func() {
-		res, err := pingCount(ctx, alpha, ipBeta, echoes, "0.25")
-		if err != nil {
-			res.Out += "\n" + err.Error()
-		}
-		pings <- res
-	}()
+	pings := startPings(ctx, alpha, ipBeta, echoes)
 	time.Sleep(2 * time.Second)
-	coordB.Proc.Signal(syscall.SIGKILL)
-	if err := coordB.Proc.Wait(10 * time.Second); errors.Is(err, natlab.ErrTimeout) || !coordB.Proc.Exited() {
-		t.Fatalf("replica B did not die: %v", err)
-	}
+	killCoordinator(t, coordB)
 	killed := time.Now()
 	if err := waitCoordinatorURL(ctx, beta, coordA.URL, 5*time.Second); err != nil {
 		t.Fatalf("%v (5 s after B was killed)", err)

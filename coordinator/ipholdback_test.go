@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
+
+	"github.com/meshvpn/meshvpn/coordinator/store"
 )
 
 // TestIPHoldback: a removed node's address is not handed out again until
@@ -96,7 +98,7 @@ func TestMigrateHeldIPs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{migrations[0], migrations[1],
+	for _, q := range []string{store.SQLiteMigrations[0], store.SQLiteMigrations[1],
 		`CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (2)`,
 		`INSERT INTO nodes (name, ip, public_key, credential_hash, created_at) VALUES ('old', '100.64.0.1', '` + newPublicKey(t) + `', x'', 0)`,
 	} {
@@ -112,8 +114,8 @@ func TestMigrateHeldIPs(t *testing.T) {
 	}
 	defer st.Close()
 	var v int
-	if err := st.db.QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil || v != len(migrations) {
-		t.Fatalf("schema version %d (%v), want %d", v, err, len(migrations))
+	if err := st.db.QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil || v != len(store.SQLiteMigrations) {
+		t.Fatalf("schema version %d (%v), want %d", v, err, len(store.SQLiteMigrations))
 	}
 	if _, err := st.RemoveNode(t.Context(), "old", reasonOperator); err != nil {
 		t.Fatal(err)

@@ -66,7 +66,7 @@ func (s *Store) AuthenticateNode(ctx context.Context, cred string) (control.Node
 	return n, err
 }
 
-// queryer is what *sqlDB and *dbTx share.
+// queryer is what *store.DB and *dbTx share.
 type queryer interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }

@@ -8,13 +8,6 @@ import (
 	"github.com/meshvpn/meshvpn/control"
 )
 
-// meshSettingsTable holds settings of the mesh as a whole (name, value),
-// shared by every coordinator on one store.
-const meshSettingsTable = `CREATE TABLE mesh_settings (
-		name  TEXT PRIMARY KEY,
-		value TEXT NOT NULL
-	);`
-
 // settingPrefix6 names the mesh's IPv6 overlay prefix (an RFC 4193 /48).
 const settingPrefix6 = "overlay_prefix6"
 

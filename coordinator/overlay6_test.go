@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/meshvpn/meshvpn/control"
+
+	"github.com/meshvpn/meshvpn/coordinator/store"
 )
 
 // TestOverlayPrefix6: on both engines a new store draws a ULA /48 that a
@@ -70,7 +72,7 @@ func TestMigrateOverlayPrefix6(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	steps := append([]string{}, migrations[:6]...)
+	steps := append([]string{}, store.SQLiteMigrations[:6]...)
 	steps = append(steps, `CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (6)`,
 		`INSERT INTO nodes (name, ip, public_key, credential_hash, created_at) VALUES ('old', '100.64.0.7', '`+newPublicKey(t)+`', x'', 0)`)
 	for _, q := range steps {

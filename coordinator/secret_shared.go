@@ -21,7 +21,7 @@ var errNoSharedSecrets = errors.New("store keeps no secrets")
 
 // sharesSecrets tells whether the store keeps the shared secrets.
 func (s *Store) sharesSecrets() bool {
-	return s.eng.keepsSecrets()
+	return s.db.Eng.KeepsSecrets()
 }
 
 // sharedSecret returns the secret called name, storing fresh() first if

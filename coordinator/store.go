@@ -8,13 +8,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
-
-	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver; no cgo needed
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/meshvpn/meshvpn/coordinator/store"
 	"github.com/meshvpn/meshvpn/internal/statedir"
 )
 
@@ -25,8 +23,7 @@ const DBFile = "coordinator.db"
 // processes may open the same store at once (the server and the admin
 // commands), which is why it runs in WAL mode with a busy timeout.
 type Store struct {
-	db   *sqlDB
-	eng  engine
+	db   *store.DB
 	path string
 	// now is the clock; tests replace it to exercise expiry.
 	now func() time.Time
@@ -40,10 +37,6 @@ type Store struct {
 	ipHoldback time.Duration
 	// maxNodes caps the nodes admitted (see nodeCap); 0: control.MaxNodes.
 	maxNodes int
-	// writeMu queues this process's PostgreSQL writers in Go, so that they
-	// wait for the database's write lock on one connection, not on all of
-	// the pool's (SQLite's single connection does that already).
-	writeMu sync.Mutex
 	// replica names this coordinator among those sharing a PostgreSQL
 	// store (replica.go); "" for an admin command or SQLite.
 	replica string
@@ -74,36 +67,28 @@ func OpenStore(dir string) (*Store, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 
-	// busy_timeout makes a writer wait for another process's write instead of
-	// failing; _txlock=immediate takes the write lock at BEGIN, so a
-	// read-then-write transaction cannot fail half-way on a lock upgrade.
-	dsn := "file:" + path +
-		"?_pragma=busy_timeout(5000)" +
-		"&_pragma=journal_mode(WAL)" +
-		"&_pragma=foreign_keys(1)" +
-		"&_pragma=synchronous(NORMAL)" +
-		"&_txlock=immediate"
-	db, err := sql.Open("sqlite", dsn)
+	db, err := store.OpenSQLite(path)
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, err
 	}
-	// One connection serialises this process's writers in Go rather than in
-	// SQLite's lock, and keeps pragmas on the single connection in force.
-	db.SetMaxOpenConns(1)
-	db.SetConnMaxLifetime(0)
+	return openedStore(db, path)
+}
 
-	s := newStore(db, sqliteEngine{}, path)
+// openedStore makes the Store on a database whose schema is up to date and
+// reads the mesh settings kept in it.
+func openedStore(db *store.DB, path string) (*Store, error) {
+	s := newStore(db, path)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := s.eng.migrate(ctx, s); err != nil {
+	if err := s.loadOverlayPrefix6(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return s, nil
 }
 
-func newStore(db *sql.DB, eng engine, path string) *Store {
-	return &Store{db: &sqlDB{DB: db, eng: eng}, eng: eng, path: path, now: time.Now, ipHoldback: DefaultIPHoldback}
+func newStore(db *store.DB, path string) *Store {
+	return &Store{db: db, path: path, now: time.Now, ipHoldback: DefaultIPHoldback}
 }
 
 // Path is the database file's path (for PostgreSQL, its host and database).
@@ -117,57 +102,10 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// inTx runs fn in one write transaction and commits it if fn succeeds.
-// Writers run one at a time on either engine (SQLite: one connection and
-// BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock), so the
-// checks a registration makes (key uses, node cap, free address, free name)
-// still hold when it commits, also across processes.
+// inTx runs fn in one write transaction and commits it if fn succeeds;
+// writers take turns, also across processes (store.DB.InTx).
 func (s *Store) inTx(ctx context.Context, fn func(tx *dbTx) error) error {
-	if s.eng.queueWriters() {
-		s.writeMu.Lock()
-		defer s.writeMu.Unlock()
-	}
-	tx, err := s.begin(ctx)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
-}
-
-// beginAttempts bounds how often begin tries a fresh connection: after a
-// PostgreSQL restart every pooled connection is broken, which the first
-// statement on each finds out.
-const beginAttempts = 3
-
-// begin starts a write transaction. Nothing has been written when it
-// fails, so it tries again on another connection.
-func (s *Store) begin(ctx context.Context) (*dbTx, error) {
-	var err error
-	for range beginAttempts {
-		var stx *sql.Tx
-		if stx, err = s.db.BeginTx(ctx, nil); err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			continue
-		}
-		tx := &dbTx{Tx: stx, eng: s.eng}
-		if err = s.eng.beginWrite(ctx, tx); err == nil {
-			return tx, nil
-		}
-		tx.Rollback()
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, fmt.Errorf("begin transaction: %w", err)
+	return s.db.InTx(ctx, fn)
 }
 
 // Times are stored as Unix milliseconds; NULL means "never".
@@ -191,30 +129,40 @@ func fromMillis(v sql.NullInt64) time.Time {
 // IntegrityCheck runs SQLite's full integrity check and returns an error
 // unless the database is intact (PostgreSQL checks its own pages: nil).
 func (s *Store) IntegrityCheck(ctx context.Context) error {
-	return s.eng.integrityCheck(ctx, s.db)
+	return s.db.IntegrityCheck(ctx)
 }
 
-func (sqliteEngine) integrityCheck(ctx context.Context, db *sqlDB) error {
-	rows, err := db.QueryContext(ctx, `PRAGMA integrity_check`)
+// OpenPostgresStore opens the store in the PostgreSQL database dsn (a URL or
+// key=value DSN), creating or upgrading its schema. Several coordinators may
+// open one database at once.
+func OpenPostgresStore(dsn string) (*Store, error) {
+	db, cfg, where, err := store.OpenPostgres(dsn)
 	if err != nil {
-		return fmt.Errorf("integrity check: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
-	var problems []string
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			return fmt.Errorf("integrity check: %w", err)
-		}
-		if line != "ok" {
-			problems = append(problems, line)
-		}
+	s, err := openedStore(db, where)
+	if err != nil {
+		return nil, err
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("integrity check: %w", err)
-	}
-	if len(problems) > 0 {
-		return fmt.Errorf("integrity check: %d problems, first: %s", len(problems), problems[0])
-	}
-	return nil
+	s.listen = cfg
+	return s, nil
 }
+
+// OpenStoreAt opens the store named by name: a PostgreSQL URL or DSN, or
+// "" for the SQLite file in stateDir.
+func OpenStoreAt(stateDir, name string) (*Store, error) {
+	switch {
+	case name == "":
+		return OpenStore(stateDir)
+	case store.IsPostgresURL(name):
+		return OpenPostgresStore(name)
+	}
+	return nil, fmt.Errorf("open store: want a postgres:// URL or a key=value DSN, or nothing for SQLite in the state directory")
+}
+
+// IsPostgresURL tells whether name names a PostgreSQL database.
+func IsPostgresURL(name string) bool { return store.IsPostgresURL(name) }
+
+// StoreHasPassword tells whether a PostgreSQL URL or DSN carries a
+// password (which a command line shows to every user of the host).
+func StoreHasPassword(name string) bool { return store.HasPassword(name) }

@@ -95,13 +95,13 @@ func (s *Store) queryIDs(ctx context.Context, q string, args ...any) ([]uint64, 
 	return ids, nil
 }
 
-// execer is what *sqlDB and *dbTx share for writes.
+// execer is what *store.DB and *dbTx share for writes.
 type execer interface {
 	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
 }
 
 // fansOut tells whether changes are announced to other replicas.
-func (s *Store) fansOut() bool { return s.eng.fansOut() }
+func (s *Store) fansOut() bool { return s.db.Eng.FansOut() }
 
 // replicaTag is this process's name in the notifications it sends.
 func (s *Store) replicaTag() string {

@@ -1,4 +1,4 @@
-package coordinator
+package store
 
 import "testing"
 
@@ -14,7 +14,7 @@ func TestDollarPlaceholders(t *testing.T) {
 	}
 }
 
-func TestStoreHasPassword(t *testing.T) {
+func TestHasPassword(t *testing.T) {
 	for store, want := range map[string]bool{
 		"":                                false,
 		"postgres://u@h/db":               false,
@@ -23,7 +23,7 @@ func TestStoreHasPassword(t *testing.T) {
 		"host=h dbname=db":                false,
 		"postgresql://u:pw@[::1]:5432/db": true,
 	} {
-		if got := StoreHasPassword(store); got != want {
+		if got := HasPassword(store); got != want {
 			t.Errorf("%q: %v, want %v", store, got, want)
 		}
 	}

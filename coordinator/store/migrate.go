@@ -1,4 +1,4 @@
-package coordinator
+package store
 
 import (
 	"context"
@@ -7,10 +7,10 @@ import (
 	"fmt"
 )
 
-// migrations are applied in order; the schema version is the number of
+// SQLiteMigrations are applied in order; the schema version is the number of
 // migrations applied. Append new steps, never edit old ones: a store created
 // by an older build must upgrade by running only the steps it lacks.
-var migrations = []string{
+var SQLiteMigrations = []string{
 	// 1: auth keys and nodes.
 	`CREATE TABLE auth_keys (
 		id         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -78,18 +78,17 @@ var migrations = []string{
 	meshSettingsTable,
 }
 
-// migrate brings the SQLite schema up to date. It runs in one immediate
+// Migrate brings the SQLite schema up to date. It runs in one immediate
 // transaction, so two processes opening a new store at once cannot both
 // apply a step.
-func (sqliteEngine) migrate(ctx context.Context, s *Store) error {
-	return migrateWith(ctx, s, migrations)
+func (sqliteEngine) Migrate(ctx context.Context, db *DB) error {
+	return migrateWith(ctx, db, SQLiteMigrations)
 }
 
 // migrateWith applies the steps of steps the store lacks, in one write
-// transaction, then reads (or, the first time, draws) the mesh's IPv6
-// overlay prefix.
-func migrateWith(ctx context.Context, s *Store, steps []string) error {
-	if err := s.inTx(ctx, func(tx *dbTx) error {
+// transaction.
+func migrateWith(ctx context.Context, db *DB, steps []string) error {
+	return db.InTx(ctx, func(tx *Tx) error {
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
 			return fmt.Errorf("migrate: create version table: %w", err)
 		}
@@ -115,8 +114,13 @@ func migrateWith(ctx context.Context, s *Store, steps []string) error {
 			return fmt.Errorf("migrate: set version: %w", err)
 		}
 		return nil
-	}); err != nil {
-		return err
-	}
-	return s.loadOverlayPrefix6(ctx)
+	})
 }
+
+// meshSettingsTable holds settings of the mesh as a whole (name, value),
+// shared by every coordinator on one store (the coordinator's overlay6.go
+// draws the first, the IPv6 overlay prefix, right after the migrations).
+const meshSettingsTable = `CREATE TABLE mesh_settings (
+		name  TEXT PRIMARY KEY,
+		value TEXT NOT NULL
+	);`

@@ -1,8 +1,9 @@
-package coordinator
+package store
 
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -10,11 +11,11 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// pgMigrations are the PostgreSQL schema's steps; like migrations (SQLite),
+// PostgresMigrations are the PostgreSQL schema's steps; like SQLiteMigrations,
 // append new steps and never edit old ones. Times are Unix milliseconds as
 // in SQLite; names compare bytewise (COLLATE "C") so uniqueName's range scan
 // means the same on both engines.
-var pgMigrations = []string{
+var PostgresMigrations = []string{
 	// 1: everything SQLite's steps 1-6 make, plus the secrets every replica
 	// must share (see secret_shared.go).
 	`CREATE TABLE auth_keys (
@@ -104,81 +105,99 @@ const pgWriteLock = 0x6d657368766e70
 // postgresEngine keeps the store in a PostgreSQL database.
 type postgresEngine struct{}
 
-func (postgresEngine) name() string { return "postgres" }
+func (postgresEngine) Name() string { return "postgres" }
 
-func (postgresEngine) rebind(q string) string { return dollarPlaceholders(q) }
+func (postgresEngine) Rebind(q string) string { return dollarPlaceholders(q) }
 
-func (postgresEngine) beginWrite(ctx context.Context, tx *dbTx) error {
+func (postgresEngine) BeginWrite(ctx context.Context, tx *Tx) error {
 	_, err := tx.ExecContext(ctx, fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d)`, pgWriteLock))
 	return err
 }
 
-func (postgresEngine) queueWriters() bool { return true }
+func (postgresEngine) QueueWriters() bool { return true }
 
-func (postgresEngine) keepsSecrets() bool { return true }
+func (postgresEngine) KeepsSecrets() bool { return true }
 
-func (postgresEngine) fansOut() bool { return true }
+func (postgresEngine) FansOut() bool { return true }
 
-// integrityCheck has nothing to do: PostgreSQL checks its own pages.
-func (postgresEngine) integrityCheck(context.Context, *sqlDB) error { return nil }
+// IntegrityCheck has nothing to do: PostgreSQL checks its own pages.
+func (postgresEngine) IntegrityCheck(context.Context, *DB) error { return nil }
 
-func (postgresEngine) migrate(ctx context.Context, s *Store) error {
-	return migrateWith(ctx, s, pgMigrations)
+func (postgresEngine) Migrate(ctx context.Context, db *DB) error {
+	return migrateWith(ctx, db, PostgresMigrations)
 }
 
-// IsPostgresURL tells whether store names a PostgreSQL database: a
+// IsPostgresURL tells whether name names a PostgreSQL database: a
 // postgres:// or postgresql:// URL, or a libpq key=value DSN.
-func IsPostgresURL(store string) bool {
-	return strings.HasPrefix(store, "postgres://") || strings.HasPrefix(store, "postgresql://") ||
-		strings.Contains(store, "=")
+func IsPostgresURL(name string) bool {
+	return strings.HasPrefix(name, "postgres://") || strings.HasPrefix(name, "postgresql://") ||
+		strings.Contains(name, "=")
 }
 
-// OpenPostgresStore opens the store in the PostgreSQL database dsn (a URL or
-// key=value DSN), creating or upgrading its schema. Several coordinators may
-// open one database at once.
-func OpenPostgresStore(dsn string) (*Store, error) {
-	cfg, err := pgx.ParseConfig(dsn)
+// OpenPostgres opens the PostgreSQL database dsn (a URL or key=value DSN),
+// creating or upgrading its schema. Several coordinators may open one
+// database at once. It returns the connection config too (for LISTEN) and
+// where the database is, for messages (no password).
+func OpenPostgres(dsn string) (db *DB, cfg *pgx.ConnConfig, where string, err error) {
+	cfg, err = pgx.ParseConfig(dsn)
 	if err != nil {
 		// pgx's message may quote the DSN, password included.
-		return nil, fmt.Errorf("open store: not a PostgreSQL URL or DSN")
+		return nil, nil, "", fmt.Errorf("open store: not a PostgreSQL URL or DSN")
 	}
-	where := fmt.Sprintf("postgres://%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
-	db := stdlib.OpenDB(*cfg)
-	db.SetMaxOpenConns(8)
-	db.SetConnMaxIdleTime(5 * time.Minute)
+	where = fmt.Sprintf("postgres://%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
+	sdb := stdlib.OpenDB(*cfg)
+	sdb.SetMaxOpenConns(8)
+	sdb.SetConnMaxIdleTime(5 * time.Minute)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := db.PingContext(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open store %s: %w", where, err)
+	if err := sdb.PingContext(ctx); err != nil {
+		sdb.Close()
+		return nil, nil, "", fmt.Errorf("open store %s: %w", where, err)
 	}
-	s := newStore(db, postgresEngine{}, where)
-	s.listen = cfg
-	if err := s.eng.migrate(ctx, s); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open store %s: %w", where, err)
+	db = &DB{DB: sdb, Eng: postgresEngine{}}
+	if err := db.Eng.Migrate(ctx, db); err != nil {
+		sdb.Close()
+		return nil, nil, "", fmt.Errorf("open store %s: %w", where, err)
 	}
-	return s, nil
+	return db, cfg, where, nil
 }
 
-// OpenStoreAt opens the store named by store: a PostgreSQL URL or DSN, or
-// "" for the SQLite file in stateDir.
-func OpenStoreAt(stateDir, store string) (*Store, error) {
-	switch {
-	case store == "":
-		return OpenStore(stateDir)
-	case IsPostgresURL(store):
-		return OpenPostgresStore(store)
-	}
-	return nil, fmt.Errorf("open store: want a postgres:// URL or a key=value DSN, or nothing for SQLite in the state directory")
-}
-
-// StoreHasPassword tells whether a PostgreSQL URL or DSN carries a
-// password (which a command line shows to every user of the host).
-func StoreHasPassword(store string) bool {
-	if !IsPostgresURL(store) {
+// HasPassword tells whether a PostgreSQL URL or DSN carries a password
+// (which a command line shows to every user of the host).
+func HasPassword(name string) bool {
+	if !IsPostgresURL(name) {
 		return false
 	}
-	cfg, err := pgx.ParseConfig(store)
+	cfg, err := pgx.ParseConfig(name)
 	return err == nil && cfg.Password != ""
+}
+
+// dollarPlaceholders rewrites ? as $1, $2, … and ?N as $N. The store's
+// queries hold no ? inside string literals.
+func dollarPlaceholders(q string) string {
+	if !strings.Contains(q, "?") {
+		return q
+	}
+	var b strings.Builder
+	b.Grow(len(q) + 8)
+	n := 0
+	for i := 0; i < len(q); i++ {
+		if q[i] != '?' {
+			b.WriteByte(q[i])
+			continue
+		}
+		j := i + 1
+		for j < len(q) && q[j] >= '0' && q[j] <= '9' {
+			j++
+		}
+		b.WriteByte('$')
+		if j > i+1 {
+			b.WriteString(q[i+1 : j])
+			i = j - 1
+			continue
+		}
+		n++
+		b.WriteString(strconv.Itoa(n))
+	}
+	return b.String()
 }

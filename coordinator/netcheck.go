@@ -28,12 +28,12 @@ func (s *Server) stunAlternate(r *http.Request) string {
 	if s.stun == nil {
 		return ""
 	}
-	alt := s.stun.alternateAddr()
+	alt := s.stun.AlternateAddr()
 	if alt == nil {
 		return ""
 	}
 	host := s.stunHost(r)
-	if s.stun.ips == 2 {
+	if s.stun.HasAlternateIP() {
 		host = alt.IP.String()
 	}
 	if host == "" {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/coordinator/stunserver"
 	"github.com/meshvpn/meshvpn/internal/logsafe"
 	"github.com/meshvpn/meshvpn/internal/metrics"
 	"github.com/meshvpn/meshvpn/internal/ratelimit"
@@ -122,7 +123,7 @@ type Server struct {
 
 	httpSrv *http.Server
 	httpLn  net.Listener
-	stun    *stunServer
+	stun    *stunserver.Server
 	turn    *relay.Server
 	// relays mints each node's relay list.
 	relays     *relayList
@@ -357,33 +358,33 @@ func (s *Server) Listen() error {
 		return errors.New("a STUN alternate address needs a primary STUN address")
 	}
 	if s.cfg.STUNListen != "" {
-		primary, extra := splitListen(s.cfg.STUNListen)
-		st, err := listenSTUN(primary, s.cfg.STUNAltListen, s.log)
+		primary, extra := stunserver.SplitListen(s.cfg.STUNListen)
+		st, err := stunserver.Listen(primary, s.cfg.STUNAltListen, s.log)
 		if err != nil {
 			ln.Close()
 			return err
 		}
-		if err := st.bindExtra(extra); err != nil {
-			st.close()
+		if err := st.BindExtra(extra); err != nil {
+			st.Close()
 			ln.Close()
 			return err
 		}
-		st.requests = s.metrics.stunRequests
+		st.Requests = s.metrics.stunRequests
 		s.stun = st
 	}
 	if s.cfg.TURN.Embedded {
 		// TURN on the STUN port shares the STUN server's socket.
 		var udp net.PacketConn
 		var extra []net.PacketConn
-		if primary, _ := splitListen(s.cfg.STUNListen); s.stun != nil && sameUDPPort(primary, s.cfg.TURN.Listen) {
-			udp = s.stun.shareWithTURN()
-			extra = s.stun.shareExtrasWithTURN()
+		if primary, _ := stunserver.SplitListen(s.cfg.STUNListen); s.stun != nil && sameUDPPort(primary, s.cfg.TURN.Listen) {
+			udp = s.stun.ShareWithTURN()
+			extra = s.stun.ShareExtrasWithTURN()
 		}
 		t, err := s.listenTURN(udp, extra)
 		if err != nil {
 			ln.Close()
 			if s.stun != nil {
-				s.stun.close()
+				s.stun.Close()
 			}
 			return err
 		}
@@ -393,7 +394,7 @@ func (s *Server) Listen() error {
 	if s.cfg.PublicIPv6 != "" && s.stunServers6() == nil {
 		ln.Close()
 		if s.stun != nil {
-			s.stun.close()
+			s.stun.Close()
 		}
 		if s.turn != nil {
 			s.turn.Close()
@@ -404,7 +405,7 @@ func (s *Server) Listen() error {
 	if err != nil {
 		ln.Close()
 		if s.stun != nil {
-			s.stun.close()
+			s.stun.Close()
 		}
 		if s.turn != nil {
 			s.turn.Close()
@@ -417,7 +418,7 @@ func (s *Server) Listen() error {
 			ln.Close()
 			adminLn.Close()
 			if s.stun != nil {
-				s.stun.close()
+				s.stun.Close()
 			}
 			if s.turn != nil {
 				s.turn.Close()
@@ -481,7 +482,7 @@ func (s *Server) STUNAddr() net.Addr {
 	if s.stun == nil {
 		return nil
 	}
-	return s.stun.primaryAddr()
+	return s.stun.PrimaryAddr()
 }
 
 // STUNAltAddr is the STUN server's bound alternate address, nil if none.
@@ -489,7 +490,7 @@ func (s *Server) STUNAltAddr() net.Addr {
 	if s.stun == nil {
 		return nil
 	}
-	if a := s.stun.alternateAddr(); a != nil {
+	if a := s.stun.AlternateAddr(); a != nil {
 		return a
 	}
 	return nil
@@ -526,17 +527,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	attrs := []any{"api", scheme + "://" + s.httpLn.Addr().String(), "state", s.store.Path()}
 	if s.stun != nil {
 		go func() {
-			if err := s.stun.serve(); err != nil {
+			if err := s.stun.Serve(); err != nil {
 				errc <- err
 			}
 		}()
-		attrs = append(attrs, "stun", "udp://"+s.stun.primaryAddr().String())
-		for _, k := range s.stun.socks {
-			if k.ip < 0 {
-				attrs = append(attrs, "stun_extra", "udp://"+k.conn.LocalAddr().String())
-			}
+		attrs = append(attrs, "stun", "udp://"+s.stun.PrimaryAddr().String())
+		for _, a := range s.stun.ExtraAddrs() {
+			attrs = append(attrs, "stun_extra", "udp://"+a.String())
 		}
-		if a := s.stun.alternateAddr(); a != nil {
+		if a := s.stun.AlternateAddr(); a != nil {
 			attrs = append(attrs, "stun_alternate", "udp://"+a.String())
 		}
 	} else {
@@ -625,7 +624,7 @@ func (s *Server) Close() error {
 			s.httpLn.Close() // in case Serve never ran
 		}
 		if s.stun != nil {
-			if err := s.stun.close(); err != nil {
+			if err := s.stun.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close stun: %w", err))
 			}
 		}
@@ -658,7 +657,7 @@ func (s *Server) stunServers(r *http.Request) []string {
 	case s.turnServesSTUN():
 		port = s.turn.UDPPort()
 	case s.stun != nil:
-		port = s.stun.port()
+		port = s.stun.Port()
 	default:
 		return []string{}
 	}

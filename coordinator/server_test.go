@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/coordinator/stunserver"
 )
 
 func TestNewRejectsBadConfig(t *testing.T) {
@@ -45,13 +46,13 @@ func TestSTUNServersList(t *testing.T) {
 	if got := s.stunServers(httptest.NewRequest("GET", "http://coord.example:8080/", nil)); len(got) != 0 {
 		t.Fatalf("STUN disabled: %v", got)
 	}
-	st, err := listenSTUN("127.0.0.1:0", "", s.log)
+	st, err := stunserver.Listen("127.0.0.1:0", "", s.log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.close()
+	defer st.Close()
 	s.stun = st
-	port := st.port()
+	port := st.Port()
 	p := func(h string) []string { return []string{net.JoinHostPort(h, strconv.Itoa(port))} }
 	cases := []struct {
 		public, host string

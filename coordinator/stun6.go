@@ -5,10 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 
 	"github.com/meshvpn/meshvpn/control"
-	"github.com/meshvpn/meshvpn/relay"
 )
 
 // IPv6 STUN. The STUN socket bound to ":PORT" (the default) already takes
@@ -45,8 +43,8 @@ func (s *Server) stunServers6() []string {
 	case s.turnServesSTUN():
 		port = port6(s.turn.UDPConn())
 	case s.stun != nil:
-		for _, k := range s.stun.socks {
-			if port = port6(k.conn); port != 0 {
+		for _, c := range s.stun.Conns() {
+			if port = port6(c); port != 0 {
 				break
 			}
 		}
@@ -65,47 +63,6 @@ func port6(c net.PacketConn) int {
 		return 0
 	}
 	return a.Port
-}
-
-// splitListen splits a comma-separated STUN listen list into the primary
-// (the address the RFC 5780 alternate goes with) and the others.
-func splitListen(list string) (string, []string) {
-	var addrs []string
-	for _, a := range strings.Split(list, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			addrs = append(addrs, a)
-		}
-	}
-	if len(addrs) == 0 {
-		return "", nil
-	}
-	return addrs[0], addrs[1:]
-}
-
-// shareExtrasWithTURN hands the non-STUN traffic of every extra socket on
-// the primary's port to the TURN server, as shareWithTURN the primary's:
-// TURN on the STUN port then answers on the IPv6 address too.
-func (s *stunServer) shareExtrasWithTURN() []net.PacketConn {
-	var out []net.PacketConn
-	for _, k := range s.socks {
-		if k.ip < 0 && k.conn.LocalAddr().(*net.UDPAddr).Port == s.port() {
-			k.turn = relay.NewSharedConn(k.conn)
-			out = append(out, k.turn)
-		}
-	}
-	return out
-}
-
-// bindExtra binds each of addrs as an extra socket: plain Binding answers
-// only (a dual-stack deployment whose primary and alternate have specific
-// IPv4 addresses adds its IPv6 address here).
-func (s *stunServer) bindExtra(addrs []string) error {
-	for _, a := range addrs {
-		if _, err := s.bind(a, -1, -1); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // stunServerList6 is stunServers6 for NetcheckInfo.STUN6.

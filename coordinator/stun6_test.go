@@ -44,29 +44,6 @@ func bindingVia(t *testing.T, network string, srv *net.UDPAddr) (stun.XORMappedA
 	return xor, conn.LocalAddr().(*net.UDPAddr)
 }
 
-// TestSTUNDualStack checks that a STUN socket on ":0" answers both
-// families, each with an XOR-MAPPED-ADDRESS of the client's own family:
-// an IPv4 client must not get its v4-mapped IPv6 form (16 bytes, family
-// IPv6), which an IPv4 socket could not use.
-func TestSTUNDualStack(t *testing.T) {
-	srv, err := listenSTUN(":0", "", testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.serve()
-	defer srv.close()
-	port := srv.port()
-	for _, c := range []struct{ network, ip string }{{"udp4", "127.0.0.1"}, {"udp6", "::1"}} {
-		xor, local := bindingVia(t, c.network, &net.UDPAddr{IP: net.ParseIP(c.ip), Port: port})
-		if !xor.IP.Equal(local.IP) || xor.Port != local.Port {
-			t.Errorf("%s: mapped %v, want %v", c.network, xor, local)
-		}
-		if got4 := len(xor.IP) == net.IPv4len; got4 != (c.network == "udp4") {
-			t.Errorf("%s: mapped address of %d bytes (%v): wrong family", c.network, len(xor.IP), xor.IP)
-		}
-	}
-}
-
 // TestNetcheckInfoIPv6 checks that a server with a public IPv6 address
 // lists it as an IPv6 STUN server in netcheck-info and in the netmap
 // (apart from the IPv4 lists), and that bad --public-ipv6 values are
@@ -130,10 +107,8 @@ func TestSTUNExtraIPv6(t *testing.T) {
 		t.Fatalf("alternate %v, want 127.0.0.2", alt)
 	}
 	var extra *net.UDPAddr
-	for _, k := range s.stun.socks {
-		if k.ip < 0 {
-			extra = k.conn.LocalAddr().(*net.UDPAddr)
-		}
+	for _, a := range s.stun.ExtraAddrs() {
+		extra = a
 	}
 	if extra == nil {
 		t.Fatal("no extra STUN socket")

@@ -13,6 +13,7 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/coordinator/stunserver"
 	"github.com/meshvpn/meshvpn/relay"
 	"github.com/meshvpn/meshvpn/relay/relaytest"
 )
@@ -96,14 +97,14 @@ func TestRelaySocketsBindTURNAddress(t *testing.T) {
 // Binding requests (the STUN server's, and the TURN server's on its own
 // socket) are answered at most a burst at once per source.
 func TestSTUNAnswersLimitedPerSource(t *testing.T) {
-	srv, err := listenSTUN("127.0.0.1:0", "", testLogger(t))
+	srv, err := stunserver.Listen("127.0.0.1:0", "", testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.serve()
-	defer srv.close()
+	go srv.Serve()
+	defer srv.Close()
 	_, turnAddr, _ := startTURNWith(t, TURNConfig{}, testLogger(t))
-	for name, server := range map[string]string{"stun": srv.primaryAddr().String(), "turn": turnAddr} {
+	for name, server := range map[string]string{"stun": srv.PrimaryAddr().String(), "turn": turnAddr} {
 		t.Run(name, func(t *testing.T) {
 			sent, answered := floodBinding(t, "127.0.0.1", server, 3*relay.AnswerBurst)
 			if max := relay.AnswerBurst + 2*relay.AnswerPerSec; answered > max {

@@ -1,11 +1,7 @@
-package coordinator
+package stunserver
 
 import (
-	"encoding/json"
 	"net"
-	"net/http"
-	"reflect"
-	"strconv"
 	"testing"
 	"time"
 
@@ -15,16 +11,16 @@ import (
 )
 
 // serveSTUN starts a STUN server for one test.
-func serveSTUN(t *testing.T, primary, alternate string) *stunServer {
+func serveSTUN(t *testing.T, primary, alternate string) *Server {
 	t.Helper()
-	srv, err := listenSTUN(primary, alternate, testLogger(t))
+	srv, err := Listen(primary, alternate, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- srv.serve() }()
+	go func() { done <- srv.Serve() }()
 	t.Cleanup(func() {
-		srv.close()
+		srv.Close()
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
@@ -67,7 +63,7 @@ func TestSTUNChangeRequest(t *testing.T) {
 	if len(srv.socks) != 4 || srv.ips != 2 || srv.ports != 2 {
 		t.Fatalf("%d sockets, %d IPs, %d ports; want 4, 2, 2", len(srv.socks), srv.ips, srv.ports)
 	}
-	p, a := srv.primaryAddr(), srv.alternateAddr()
+	p, a := srv.PrimaryAddr(), srv.AlternateAddr()
 	if !a.IP.Equal(net.ParseIP("127.0.0.2")) || a.Port == p.Port {
 		t.Fatalf("alternate %v, primary %v", a, p)
 	}
@@ -119,7 +115,7 @@ func TestSTUNChangeRequestPortOnly(t *testing.T) {
 	if len(srv.socks) != 2 || srv.ips != 1 || srv.ports != 2 {
 		t.Fatalf("%d sockets, %d IPs, %d ports; want 2, 1, 2", len(srv.socks), srv.ips, srv.ports)
 	}
-	p, a := srv.primaryAddr(), srv.alternateAddr()
+	p, a := srv.PrimaryAddr(), srv.AlternateAddr()
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("127.0.0.1")})
 	if err != nil {
 		t.Fatal(err)
@@ -167,73 +163,19 @@ func TestSTUNAlternateRejected(t *testing.T) {
 	} {
 		if name == "same address" {
 			// Port 0 twice would be two ports; a fixed port is the clash.
-			srv, err := listenSTUN(c[0], "", testLogger(t))
+			srv, err := Listen(c[0], "", testLogger(t))
 			if err != nil {
 				t.Fatal(err)
 			}
-			c[1] = srv.primaryAddr().String()
-			srv.close()
+			c[1] = srv.PrimaryAddr().String()
+			srv.Close()
 			c[0] = c[1]
 		}
-		srv, err := listenSTUN(c[0], c[1], testLogger(t))
+		srv, err := Listen(c[0], c[1], testLogger(t))
 		if err == nil {
-			srv.close()
+			srv.Close()
 			t.Errorf("%s: %s with alternate %s accepted", name, c[0], c[1])
 		}
-	}
-}
-
-func TestNetcheckInfo(t *testing.T) {
-	s, base := startServer(t, t.TempDir(), func(s *Server) {
-		s.cfg.STUNAltListen = "127.0.0.2:0"
-	})
-	resp, err := http.Get(base + control.PathNetcheckInfo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("status %d", resp.StatusCode)
-	}
-	var info control.NetcheckInfo
-	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
-		t.Fatal(err)
-	}
-	alt := s.STUNAltAddr().(*net.UDPAddr)
-	want := []control.STUNServer{{
-		Addr:      net.JoinHostPort("127.0.0.1", strconv.Itoa(s.STUNAddr().(*net.UDPAddr).Port)),
-		Alternate: net.JoinHostPort("127.0.0.2", strconv.Itoa(alt.Port)),
-	}}
-	if !reflect.DeepEqual(info.STUN, want) {
-		t.Fatalf("netcheck-info STUN %+v, want %+v", info.STUN, want)
-	}
-	post, err := http.Post(base+control.PathNetcheckInfo, "application/json", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	post.Body.Close()
-	if post.StatusCode != http.StatusMethodNotAllowed {
-		t.Fatalf("POST: status %d, want 405", post.StatusCode)
-	}
-}
-
-// A port-only alternate is advertised in the netmap under the host the
-// agent used, next to the plain STUN list older agents read.
-func TestNetmapCarriesSTUNAlternate(t *testing.T) {
-	s, base := startServer(t, t.TempDir(), func(s *Server) {
-		s.cfg.STUNAltListen = ":0"
-	})
-	key := newKey(t, s.store, true, 0)
-	a := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "alpha", PublicKey: newPublicKey(t)})
-	m := readMsg(t, dialStream(t, base, a.Credential))
-	if m.Netmap == nil {
-		t.Fatalf("first frame: %+v", m)
-	}
-	primary := "127.0.0.1:" + strconv.Itoa(s.STUNAddr().(*net.UDPAddr).Port)
-	alt := "127.0.0.1:" + strconv.Itoa(s.STUNAltAddr().(*net.UDPAddr).Port)
-	want := []control.STUNServer{{Addr: primary, Alternate: alt}}
-	if !reflect.DeepEqual(m.Netmap.STUN, []string{primary}) || !reflect.DeepEqual(m.Netmap.STUNServers, want) {
-		t.Fatalf("netmap stun %v, stun_servers %+v; want [%s] and %+v", m.Netmap.STUN, m.Netmap.STUNServers, primary, want)
 	}
 }
 
@@ -245,11 +187,11 @@ func FuzzSTUNAnswer(f *testing.F) {
 	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.RawAttribute{Type: stun.AttrChangeRequest, Value: []byte{0, 0, 0, 6}}).Raw)
 	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.RawAttribute{Type: stun.AttrChangeRequest, Value: []byte{0xff}}).Raw)
 	f.Add([]byte("not stun"))
-	srv, err := listenSTUN("127.0.0.1:0", "127.0.0.2:0", testLogger(f))
+	srv, err := Listen("127.0.0.1:0", "127.0.0.2:0", testLogger(f))
 	if err != nil {
 		f.Fatal(err)
 	}
-	defer srv.close()
+	defer srv.Close()
 	from := &net.UDPAddr{IP: net.ParseIP("198.51.100.7"), Port: 40000}
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		for _, on := range srv.socks {

@@ -1,4 +1,8 @@
-package coordinator
+// Package stunserver is the coordinator's STUN server: Binding answers
+// for agents' server-reflexive candidates, the RFC 5780 addresses that let
+// `meshvpn netcheck` tell NAT kinds apart, and the primary socket's
+// non-STUN traffic handed to the embedded TURN server (package relay).
+package stunserver
 
 import (
 	"errors"
@@ -15,7 +19,7 @@ import (
 	"github.com/meshvpn/meshvpn/relay"
 )
 
-// stunServer answers STUN Binding requests, telling each client the address
+// Server answers STUN Binding requests, telling each client the address
 // its packets arrive from (an agent's server-reflexive ICE candidate).
 //
 // With an alternate address it also follows RFC 5780: it listens on every
@@ -23,27 +27,27 @@ import (
 // CHANGE-REQUEST from the combination asked for. A reply from an address
 // the client never sent to is what tells full, restricted and
 // port-restricted cone NATs apart in `meshvpn netcheck`.
-type stunServer struct {
+type Server struct {
 	// socks[0] is the primary socket; with an alternate there is one socket
 	// per (ip, port) pair.
-	socks []*stunSocket
+	socks []*socket
 	// ips and ports are how many distinct IPs and ports there are (1 or 2).
 	ips, ports int
 	// hasAlt is set when an alternate address was bound.
 	hasAlt bool
 	log    *slog.Logger
-	// requests counts answered requests; nil in tests that do not care.
-	requests *metrics.Vec
+	// Requests counts answered requests; nil in tests that do not care.
+	Requests *metrics.Vec
 	// limit bounds the answers one source address gets: a Binding response
 	// is three times its request, a reflection at a spoofed source.
 	limit *relay.SourceLimiter
 }
 
-// stunSocket is one bound address of the server; ip and port index the
+// socket is one bound address of the server; ip and port index the
 // server's IPs and ports (0 primary, 1 alternate). An extra socket (another
 // address of --stun-listen, e.g. the IPv6 one) has -1 for both: it
 // answers plain Binding requests only.
-type stunSocket struct {
+type socket struct {
 	conn     net.PacketConn
 	ip, port int
 	// turn, when set, takes every datagram that is not a Binding request
@@ -51,11 +55,11 @@ type stunSocket struct {
 	turn *relay.SharedConn
 }
 
-// listenSTUN binds the primary address and, when alternate is not empty,
+// Listen binds the primary address and, when alternate is not empty,
 // the alternate and the cross combinations (primary IP with alternate port
 // and the reverse).
-func listenSTUN(primary, alternate string, log *slog.Logger) (*stunServer, error) {
-	s := &stunServer{ips: 1, ports: 1, log: log, limit: relay.NewSourceLimiter(relay.AnswerBurst, relay.AnswerPerSec)}
+func Listen(primary, alternate string, log *slog.Logger) (*Server, error) {
+	s := &Server{ips: 1, ports: 1, log: log, limit: relay.NewSourceLimiter(relay.AnswerBurst, relay.AnswerPerSec)}
 	first, err := s.bind(primary, 0, 0)
 	if err != nil {
 		return nil, err
@@ -66,7 +70,7 @@ func listenSTUN(primary, alternate string, log *slog.Logger) (*stunServer, error
 	pa := first.conn.LocalAddr().(*net.UDPAddr)
 	aa, err := net.ResolveUDPAddr("udp", alternate)
 	if err != nil {
-		s.close()
+		s.Close()
 		return nil, fmt.Errorf("stun alternate address %q: %w", alternate, err)
 	}
 	// An alternate without an IP means the primary's IP, another port.
@@ -74,7 +78,7 @@ func listenSTUN(primary, alternate string, log *slog.Logger) (*stunServer, error
 		aa.IP = pa.IP
 	}
 	if err := checkAlternate(pa, aa); err != nil {
-		s.close()
+		s.Close()
 		return nil, err
 	}
 	ipIdx := 0
@@ -84,12 +88,12 @@ func listenSTUN(primary, alternate string, log *slog.Logger) (*stunServer, error
 	// Port 0 (tests) picks a port; it counts as "another port" once bound.
 	alt, err := s.bind(net.JoinHostPort(ipString(aa.IP), fmt.Sprint(aa.Port)), ipIdx, -1)
 	if err != nil {
-		s.close()
+		s.Close()
 		return nil, err
 	}
 	altPort := alt.conn.LocalAddr().(*net.UDPAddr).Port
 	if altPort == pa.Port && ipIdx == 0 {
-		s.close()
+		s.Close()
 		return nil, fmt.Errorf("stun alternate address %s is the primary address", alternate)
 	}
 	alt.port = 0
@@ -107,7 +111,7 @@ func listenSTUN(primary, alternate string, log *slog.Logger) (*stunServer, error
 			i, p int
 		}{{pa.IP, altPort, 0, 1}, {aa.IP, pa.Port, 1, 0}} {
 			if _, err := s.bind(net.JoinHostPort(ipString(c.ip), fmt.Sprint(c.port)), c.i, c.p); err != nil {
-				s.close()
+				s.Close()
 				return nil, err
 			}
 		}
@@ -140,19 +144,19 @@ func ipString(ip net.IP) string {
 }
 
 // bind opens one socket and records it under the given indexes.
-func (s *stunServer) bind(addr string, ip, port int) (*stunSocket, error) {
+func (s *Server) bind(addr string, ip, port int) (*socket, error) {
 	conn, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen stun %s: %w", addr, err)
 	}
 	sockbuf.Grow(conn) // the embedded TURN server may share it
-	k := &stunSocket{conn: conn, ip: ip, port: port}
+	k := &socket{conn: conn, ip: ip, port: port}
 	s.socks = append(s.socks, k)
 	return k, nil
 }
 
 // sock returns the socket with the given indexes, nil if there is none.
-func (s *stunServer) sock(ip, port int) *stunSocket {
+func (s *Server) sock(ip, port int) *socket {
 	for _, k := range s.socks {
 		if k.ip == ip && k.port == port {
 			return k
@@ -161,32 +165,36 @@ func (s *stunServer) sock(ip, port int) *stunSocket {
 	return nil
 }
 
-// primaryAddr and alternateAddr are the bound addresses; alternateAddr is
+// PrimaryAddr and AlternateAddr are the bound addresses; AlternateAddr is
 // nil without an alternate.
-func (s *stunServer) primaryAddr() *net.UDPAddr {
+func (s *Server) PrimaryAddr() *net.UDPAddr {
 	return s.socks[0].conn.LocalAddr().(*net.UDPAddr)
 }
 
-func (s *stunServer) alternateAddr() *net.UDPAddr {
+func (s *Server) AlternateAddr() *net.UDPAddr {
 	if !s.hasAlt {
 		return nil
 	}
 	return s.sock(s.ips-1, s.ports-1).conn.LocalAddr().(*net.UDPAddr)
 }
 
-// shareWithTURN hands the primary socket's non-STUN traffic to a TURN server.
-func (s *stunServer) shareWithTURN() *relay.SharedConn {
+// ShareWithTURN hands the primary socket's non-STUN traffic to a TURN server.
+func (s *Server) ShareWithTURN() *relay.SharedConn {
 	c := relay.NewSharedConn(s.socks[0].conn)
 	s.socks[0].turn = c
 	return c
 }
 
-// port is the primary UDP port.
-func (s *stunServer) port() int { return s.primaryAddr().Port }
+// Port is the primary UDP port.
+func (s *Server) Port() int { return s.PrimaryAddr().Port }
 
-// serve answers requests on every socket until they are closed; it returns
+// HasAlternateIP tells whether the alternate address has an IP of its own
+// (not only another port): it is then advertised under that IP.
+func (s *Server) HasAlternateIP() bool { return s.ips == 2 }
+
+// Serve answers requests on every socket until they are closed; it returns
 // the first read error other than the close.
-func (s *stunServer) serve() error {
+func (s *Server) Serve() error {
 	errc := make(chan error, len(s.socks))
 	for _, k := range s.socks {
 		go func() { errc <- s.serveSocket(k) }()
@@ -199,7 +207,7 @@ func (s *stunServer) serve() error {
 	return nil
 }
 
-func (s *stunServer) serveSocket(k *stunSocket) error {
+func (s *Server) serveSocket(k *socket) error {
 	read := socketReader(k)
 	for {
 		pkt, from, err := read()
@@ -222,8 +230,8 @@ func (s *stunServer) serveSocket(k *stunSocket) error {
 		if !s.limit.AllowAddr(from, time.Now()) {
 			continue
 		}
-		if s.requests != nil {
-			s.requests.Inc()
+		if s.Requests != nil {
+			s.Requests.Inc()
 		}
 		if _, err := via.conn.WriteTo(resp, from); err != nil {
 			s.log.Debug("stun write", "to", from, "err", err)
@@ -234,7 +242,7 @@ func (s *stunServer) serveSocket(k *stunSocket) error {
 // socketReader reads k's datagrams: in batches on a socket shared with
 // TURN (relayed ChannelData is most of its traffic), flushing the fast
 // path's queue before each batch; one by one otherwise.
-func socketReader(k *stunSocket) func() ([]byte, net.Addr, error) {
+func socketReader(k *socket) func() ([]byte, net.Addr, error) {
 	if uc, ok := k.conn.(*net.UDPConn); ok && k.turn != nil {
 		rd := relay.NewBatchReader(uc)
 		return func() ([]byte, net.Addr, error) { return rd.Read(k.turn.Flush) }
@@ -246,7 +254,7 @@ func socketReader(k *stunSocket) func() ([]byte, net.Addr, error) {
 	}
 }
 
-func (s *stunServer) close() error {
+func (s *Server) Close() error {
 	var errs []error
 	for _, k := range s.socks {
 		errs = append(errs, k.conn.Close())
@@ -258,7 +266,7 @@ func (s *stunServer) close() error {
 // the socket to send it from. Anything but a Binding request (garbage,
 // responses, other methods) gets no answer: answering only requests means
 // we can never be made to loop with another server.
-func (s *stunServer) answer(pkt []byte, from net.Addr, on *stunSocket) ([]byte, *stunSocket, bool) {
+func (s *Server) answer(pkt []byte, from net.Addr, on *socket) ([]byte, *socket, bool) {
 	if !stun.IsMessage(pkt) {
 		return nil, nil, false
 	}
@@ -311,7 +319,7 @@ func (s *stunServer) answer(pkt []byte, from net.Addr, on *stunSocket) ([]byte, 
 // rfc5780Attrs are RESPONSE-ORIGIN and OTHER-ADDRESS, given only when the
 // server has all four addresses with specific IPs: a wildcard address would
 // tell the client nothing it could use.
-func (s *stunServer) rfc5780Attrs(on, via *stunSocket) []stun.Setter {
+func (s *Server) rfc5780Attrs(on, via *socket) []stun.Setter {
 	if s.ips != 2 || s.ports != 2 || on.ip < 0 {
 		return nil
 	}
@@ -323,7 +331,7 @@ func (s *stunServer) rfc5780Attrs(on, via *stunSocket) []stun.Setter {
 	}
 }
 
-func (s *stunServer) errorResponse(req *stun.Message, code stun.ErrorCode, on *stunSocket) ([]byte, *stunSocket, bool) {
+func (s *Server) errorResponse(req *stun.Message, code stun.ErrorCode, on *socket) ([]byte, *socket, bool) {
 	setters := []stun.Setter{
 		stun.NewTransactionIDSetter(req.TransactionID),
 		stun.NewType(stun.MethodBinding, stun.ClassErrorResponse),

@@ -1,4 +1,4 @@
-package coordinator
+package stunserver
 
 import (
 	"net"
@@ -9,20 +9,20 @@ import (
 )
 
 func TestSTUNBinding(t *testing.T) {
-	srv, err := listenSTUN("127.0.0.1:0", "", testLogger(t))
+	srv, err := Listen("127.0.0.1:0", "", testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- srv.serve() }()
+	go func() { done <- srv.Serve() }()
 	defer func() {
-		srv.close()
+		srv.Close()
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	}()
 
-	conn, err := net.DialUDP("udp", nil, srv.primaryAddr())
+	conn, err := net.DialUDP("udp", nil, srv.PrimaryAddr())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,29 +1,18 @@
 package coordinator
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 
-	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/coordinator/admin"
 	"github.com/meshvpn/meshvpn/policy"
 )
 
-// Admin socket paths of the policy commands. set and check take the file
-// as the request body.
-const (
-	adminPathPolicy      = "/v1/policy"
-	adminPathPolicySet   = "/v1/policy/set"
-	adminPathPolicyCheck = "/v1/policy/check"
-	adminPathPolicyClear = "/v1/policy/clear"
-)
-
 func (s *Server) adminPolicyRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET "+adminPathPolicy, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+admin.PathPolicy, func(w http.ResponseWriter, r *http.Request) {
 		src, err := s.PolicySource(r.Context())
 		if err != nil {
 			writeError(w, http.StatusInternalServerError, err.Error())
@@ -53,15 +42,15 @@ func (s *Server) adminPolicyRoutes(mux *http.ServeMux) {
 			writeError(w, http.StatusInternalServerError, err.Error())
 		}
 	}
-	mux.HandleFunc("POST "+adminPathPolicySet, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+admin.PathPolicySet, func(w http.ResponseWriter, r *http.Request) {
 		if src, ok := body(w, r); ok {
 			answer(w, s.SetPolicy(r.Context(), src))
 		}
 	})
-	mux.HandleFunc("POST "+adminPathPolicyClear, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+admin.PathPolicyClear, func(w http.ResponseWriter, r *http.Request) {
 		answer(w, s.ClearPolicy(r.Context()))
 	})
-	mux.HandleFunc("POST "+adminPathPolicyCheck, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+admin.PathPolicyCheck, func(w http.ResponseWriter, r *http.Request) {
 		if src, ok := body(w, r); ok {
 			answer(w, s.CheckPolicy(src))
 		}
@@ -83,7 +72,7 @@ func (a *Admin) storeNodes(ctx context.Context) ([]policy.Node, error) {
 // CheckPolicy checks a policy file (syntax, selectors, tests).
 func (a *Admin) CheckPolicy(ctx context.Context, src []byte) error {
 	if a.store == nil {
-		_, err := a.raw(ctx, http.MethodPost, adminPathPolicyCheck, src)
+		_, err := a.raw(ctx, http.MethodPost, admin.PathPolicyCheck, src)
 		return err
 	}
 	nodes, err := a.storeNodes(ctx)
@@ -98,7 +87,7 @@ func (a *Admin) CheckPolicy(ctx context.Context, src []byte) error {
 // at once.
 func (a *Admin) SetPolicy(ctx context.Context, src []byte) error {
 	if a.store == nil {
-		_, err := a.raw(ctx, http.MethodPost, adminPathPolicySet, src)
+		_, err := a.raw(ctx, http.MethodPost, admin.PathPolicySet, src)
 		return err
 	}
 	nodes, err := a.storeNodes(ctx)
@@ -116,7 +105,7 @@ func (a *Admin) ClearPolicy(ctx context.Context) error {
 	if a.store != nil {
 		return a.store.ClearPolicy(ctx)
 	}
-	_, err := a.raw(ctx, http.MethodPost, adminPathPolicyClear, nil)
+	_, err := a.raw(ctx, http.MethodPost, admin.PathPolicyClear, nil)
 	return err
 }
 
@@ -125,7 +114,7 @@ func (a *Admin) Policy(ctx context.Context) ([]byte, error) {
 	if a.store != nil {
 		return a.store.Policy(ctx)
 	}
-	b, err := a.raw(ctx, http.MethodGet, adminPathPolicy, nil)
+	b, err := a.raw(ctx, http.MethodGet, admin.PathPolicy, nil)
 	if len(b) == 0 {
 		b = nil
 	}
@@ -133,25 +122,5 @@ func (a *Admin) Policy(ctx context.Context) ([]byte, error) {
 }
 
 func (a *Admin) raw(ctx context.Context, method, path string, body []byte) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, "http://coordinator"+path, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	resp, err := a.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("admin socket: %w", err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, policy.MaxSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("admin socket: %w", err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e control.Error
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			e.Error = resp.Status
-		}
-		return nil, errors.New(e.Error)
-	}
-	return data, nil
+	return a.sock.Raw(ctx, method, path, body, policy.MaxSize+1)
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/coordinator/admin"
 	"github.com/meshvpn/meshvpn/coordinator/stunserver"
 	"github.com/meshvpn/meshvpn/internal/logsafe"
 	"github.com/meshvpn/meshvpn/internal/metrics"
@@ -401,7 +402,7 @@ func (s *Server) Listen() error {
 		}
 		return fmt.Errorf("a public IPv6 address (%s) needs a STUN socket that takes IPv6: add [::]:3478 or [%s]:3478 to the STUN listen addresses", s.cfg.PublicIPv6, s.cfg.PublicIPv6)
 	}
-	adminLn, err := listenAdmin(s.cfg.StateDir)
+	adminLn, err := admin.Listen(s.cfg.StateDir)
 	if err != nil {
 		ln.Close()
 		if s.stun != nil {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meshvpn/meshvpn/coordinator/admin"
 	"github.com/meshvpn/meshvpn/internal/metrics"
 	"github.com/meshvpn/meshvpn/relay"
 )
@@ -110,10 +111,8 @@ func (h *hub) names() map[uint64]string {
 	return out
 }
 
-const adminPathUsage = "/v1/usage"
-
 func (s *Server) adminUsageRoute(mux *http.ServeMux) {
-	mux.HandleFunc("GET "+adminPathUsage, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+admin.PathUsage, func(w http.ResponseWriter, r *http.Request) {
 		var since time.Duration
 		if v := r.URL.Query().Get("since"); v != "" {
 			d, err := time.ParseDuration(v)
@@ -140,7 +139,7 @@ func (a *Admin) RelayUsage(ctx context.Context, since time.Duration) (UsageRepor
 	if a.store != nil {
 		return UsageReport{}, errUsageOffline
 	}
-	path := adminPathUsage
+	path := admin.PathUsage
 	if since > 0 {
 		path += "?since=" + since.String()
 	}

@@ -1,6 +1,3 @@
-// Package coordinator is the meshvpn control server: it admits nodes with
-// auth keys, hands out overlay addresses, streams the netmap to agents,
-// relays their ICE signalling and answers STUN.
 package coordinator
 
 import (

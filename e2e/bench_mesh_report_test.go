@@ -93,22 +93,30 @@ func meshBenchMeasure(b *testing.B, res *meshBenchResult, coord *meshlab.Coordin
 	for _, l := range streamCloseLines {
 		res.closes[l] = strings.Count(clog, l)
 	}
+	res.dropped = coordDropped(b, coord)
+}
+
+// coordDropped reads meshvpn_coordinator_streams_dropped_total (all
+// reasons) from the coordinator's /metrics on coordMetricsAddr; -1 when
+// unread.
+func coordDropped(b testing.TB, coord *meshlab.Coordinator) float64 {
 	out, err := coord.Host.Run(b.Context(), "curl", "-sS", "--max-time", "5", "http://"+coordMetricsAddr+metrics.Path)
 	if err != nil {
 		b.Logf("coordinator /metrics: %v", err)
-		return
+		return -1
 	}
 	m, err := metrics.Parse(strings.NewReader(out))
 	if err != nil {
 		b.Logf("coordinator /metrics: %v", err)
-		return
+		return -1
 	}
-	res.dropped = 0
+	dropped := 0.0
 	for k, v := range m {
 		if k == "meshvpn_coordinator_streams_dropped_total" || strings.HasPrefix(k, "meshvpn_coordinator_streams_dropped_total{") {
-			res.dropped += v
+			dropped += v
 		}
 	}
+	return dropped
 }
 
 // procRSSKiB is VmRSS from /proc/PID/status, in KiB.

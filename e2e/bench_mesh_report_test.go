@@ -30,7 +30,7 @@ const neighBenchMin = 30
 // and IPv6) that are below neighLimits when n needs it, and puts the old
 // values back when b ends (after the lab is gone: cleanups run last in,
 // first out). It returns a line for the report.
-func raiseNeighLimits(b *testing.B, n int) string {
+func raiseNeighLimits(b testing.TB, n int) string {
 	if n < neighBenchMin {
 		return fmt.Sprintf("neighbour-table limits left as they were (raised only from %d agents)", neighBenchMin)
 	}
@@ -66,7 +66,7 @@ func raiseNeighLimits(b *testing.B, n int) string {
 
 // meshBenchMeasure reads RSS, log lines, the coordinator's sockets and its
 // stream closes into res.
-func meshBenchMeasure(b *testing.B, res *meshBenchResult, coord *meshlab.Coordinator, agents []*meshlab.Agent) {
+func meshBenchMeasure(b testing.TB, res *meshBenchResult, coord *meshlab.Coordinator, agents []*meshlab.Agent) {
 	for _, a := range agents {
 		if a.Running() != nil {
 			b.Logf("agent %s is not running: %v", a.Name, a.Running())

@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,6 +45,7 @@ type procWindow struct {
 	cpuPct            float64 // of one core
 	lines             int     // log lines written in the window
 	perHour           float64
+	top               []string // most frequent lines in the window, with counts
 }
 
 // BenchmarkMeshSim (make bench-mesh-sim SIM=1000) measures one real agent
@@ -173,7 +177,7 @@ func runMeshSim(b *testing.B, res *meshSimResult) {
 // set, at its start) and counts the agent's log lines written meanwhile.
 func measureProc(b *testing.B, a *meshlab.Agent, pid int, window time.Duration, during func()) procWindow {
 	var w procWindow
-	lines0 := strings.Count(a.Proc.Log(), "\n")
+	lines0 := len(logLines(a.Proc.Log()))
 	t0, err := procCPUTicks(pid)
 	if err != nil {
 		b.Fatalf("agent CPU: %v", err)
@@ -195,7 +199,17 @@ func measureProc(b *testing.B, a *meshlab.Agent, pid int, window time.Duration, 
 	}
 	took := time.Since(start)
 	w.cpuPct = float64(t1-t0) / 100 / took.Seconds() * 100
-	w.lines = strings.Count(a.Proc.Log(), "\n") - lines0
+	lines := logLines(a.Proc.Log())[lines0:]
+	w.lines = len(lines)
+	counts := map[string]int{}
+	for _, l := range lines {
+		counts[lineKey(l)]++
+	}
+	keys := slices.Collect(maps.Keys(counts))
+	slices.SortFunc(keys, func(x, y string) int { return cmp.Compare(counts[y], counts[x]) })
+	for _, k := range keys[:min(len(keys), 5)] {
+		w.top = append(w.top, fmt.Sprintf("%d× %s", counts[k], k))
+	}
 	w.perHour = float64(w.lines) * float64(time.Hour) / float64(took)
 	return w
 }
@@ -265,6 +279,14 @@ func meshSimTable(r *meshSimResult) string {
 	fmt.Fprintf(&s, "| after waking %d (status --peer) | %v | %s | %s | %.2f %% | %d | %.0f |\n\n", r.wake, r.wakeW, mib(r.woken.rssKiB), mib(r.woken.rssMaxKiB), r.woken.cpuPct, r.woken.lines, r.woken.perHour)
 	fmt.Fprintf(&s, "- Peers not idle at the end: %d, with a path: %d (simulated peers never answer ICE, so woken sessions end without a path).\n", r.awakeAfter, r.wokeDirect)
 	fmt.Fprintf(&s, "- Simulated streams the coordinator ended: %d; meshvpn_coordinator_streams_dropped_total: %.0f.\n", r.lost, r.dropped)
+	for _, ph := range []struct {
+		name string
+		w    procWindow
+	}{{"idle", r.idle}, {"after the wakes", r.woken}} {
+		if len(ph.w.top) > 0 {
+			fmt.Fprintf(&s, "- Most frequent lines %s: %s\n", ph.name, strings.Join(ph.w.top, "; "))
+		}
+	}
 	if len(r.wakeLines) > 0 {
 		fmt.Fprintf(&s, "- %d wake requests failed, first: %s\n", len(r.wakeLines), r.wakeLines[0])
 	}

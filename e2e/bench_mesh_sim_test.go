@@ -68,9 +68,9 @@ func BenchmarkMeshSim(b *testing.B) {
 		b.Fatalf("BENCH_MESH_SIM_N=%q: want a count 1-5000", os.Getenv("BENCH_MESH_SIM_N"))
 	}
 	res.wake = min(res.n, benchEnvInt(b, "BENCH_MESH_SIM_WAKE", 50))
-	res.settle = benchEnvDuration(b, "BENCH_MESH_SIM_SETTLE", 45*time.Second)
-	res.window = benchEnvDuration(b, "BENCH_MESH_SIM_WINDOW", time.Minute)
-	res.wakeW = benchEnvDuration(b, "BENCH_MESH_SIM_WAKE_WINDOW", 30*time.Second)
+	res.settle = envDuration(b, "BENCH_MESH_SIM_SETTLE", 45*time.Second)
+	res.window = envDuration(b, "BENCH_MESH_SIM_WINDOW", time.Minute)
+	res.wakeW = envDuration(b, "BENCH_MESH_SIM_WAKE_WINDOW", 30*time.Second)
 	if err := natlab.Check(); err != nil {
 		b.Fatalf("natlab: %v (run as root: sudo make bench-mesh-sim)", err)
 	}
@@ -90,18 +90,8 @@ func runMeshSim(b *testing.B, res *meshSimResult) {
 	lab, coord := newLabWith(b, meshlab.StartCoordinatorArgs("--metrics-listen", coordMetricsAddr,
 		"--auth-fail-burst", "-1", "--join-burst", "-1", "--max-conns-per-ip", "-1"))
 	key := authKey(b, coord, true)
-	simHost, err := lab.AddPublicHost("sim", simBenchIP)
-	if err != nil {
-		b.Fatal(err)
-	}
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		DialContext: simHost.DialContext, MaxIdleConnsPerHost: 16}}
 	start := time.Now()
-	swarm, err := loadgen.JoinSwarm(b.Context(), loadgen.SwarmConfig{URL: coord.URL, AuthKey: key, N: res.n, HTTP: hc})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer swarm.Close()
+	swarm := joinSimPeers(b, lab, coord, key, res.n)
 	res.joinTook = time.Since(start)
 	b.Logf("%d simulated nodes online after %v", res.n, res.joinTook.Round(time.Millisecond))
 
@@ -171,6 +161,23 @@ func runMeshSim(b *testing.B, res *meshSimResult) {
 	res.lost = swarm.Lost.Load()
 	res.dropped = coordDropped(b, coord)
 	b.Logf("top lines of the agent:\n%s", tailLines(a.Proc.Log(), 15))
+}
+
+// joinSimPeers registers n simulated nodes (internal/loadgen) from the lab
+// host simBenchIP and holds their streams until the test ends.
+func joinSimPeers(t testing.TB, lab *natlab.Lab, coord *meshlab.Coordinator, key string, n int) *loadgen.Swarm {
+	simHost, err := lab.AddPublicHost("sim", simBenchIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: simHost.DialContext, MaxIdleConnsPerHost: 16}}
+	swarm, err := loadgen.JoinSwarm(t.Context(), loadgen.SwarmConfig{URL: coord.URL, AuthKey: key, N: n, HTTP: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(swarm.Close)
+	return swarm
 }
 
 // measureProc samples pid's CPU and RSS over window (running during, if
@@ -248,18 +255,6 @@ func benchEnvInt(b *testing.B, name string, def int) int {
 	v, err := strconv.Atoi(s)
 	if err != nil || v < 0 {
 		b.Fatalf("%s=%q: want a count", name, s)
-	}
-	return v
-}
-
-func benchEnvDuration(b *testing.B, name string, def time.Duration) time.Duration {
-	s := os.Getenv(name)
-	if s == "" {
-		return def
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil || v < 0 || v > time.Hour {
-		b.Fatalf("%s=%q: want a duration 0-1h", name, s)
 	}
 	return v
 }

@@ -2,12 +2,10 @@ package e2e
 
 import (
 	"fmt"
-	"net/http"
 	"os"
 	"testing"
 	"time"
 
-	"github.com/meshvpn/meshvpn/internal/loadgen"
 	"github.com/meshvpn/meshvpn/internal/meshlab"
 )
 
@@ -33,16 +31,7 @@ func TestLogVolumeSimPeers(t *testing.T) {
 	}
 	lab, coord := newLabWith(t, meshlab.StartCoordinatorArgs("--auth-fail-burst", "-1", "--join-burst", "-1"))
 	key := authKey(t, coord, true)
-	simHost, err := lab.AddPublicHost("sim", simBenchIP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: simHost.DialContext}}
-	swarm, err := loadgen.JoinSwarm(t.Context(), loadgen.SwarmConfig{URL: coord.URL, AuthKey: key, N: sims, HTTP: hc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer swarm.Close()
+	swarm := joinSimPeers(t, lab, coord, key, sims)
 	var agents []*meshlab.Agent
 	for i, name := range []string{"lsa", "lsb"} {
 		h, err := lab.AddPublicHost(name, fmt.Sprintf("203.0.113.%d", 60+i))

@@ -96,6 +96,7 @@ type Agent struct {
 	// relaySrv is this node's peer relay, nil without --relay-server.
 	relaySrv atomic.Pointer[peerRelay]
 	nat      natState
+	natInfo  natInfoQueue // natinfo.go
 	dns      *meshDNS
 
 	// filter enforces the access policy between TUN and WireGuard
@@ -439,6 +440,7 @@ func (a *Agent) tickLoop(ctx context.Context) {
 		case now := <-t.C:
 			a.relays.tick(now)
 			a.natTick(now)
+			a.natInfoTick(now)   // natinfo.go
 			a.sampleTraffic(now) // liveness.go
 			a.lazyTick(now)      // lazy.go
 			for _, p := range a.peerList() {

@@ -171,13 +171,7 @@ func (a *Agent) natTick(now time.Time) {
 			a.log.Info("local network", "nat", cmp.Or(label, "no symmetric NAT seen"), "filtering", cmp.Or(filt, "unknown"), "open_ttl", ttl, "servers", len(servers), "mapped", mapped)
 		}
 		if changed || first {
-			// Peers explain paths with it and decide who punches first
-			// (punchorder.go); offers carry it too, but the first ones
-			// usually leave before the probe is done.
-			for _, p := range a.peerList() {
-				a.sendSignal(control.Signal{To: p.id, Kind: control.SignalInfo, NAT: label, Filtering: filt, OpenTTL: ttl, Birthday: true})
-				p.natViewsChanged()
-			}
+			a.announceNAT()
 		}
 	}()
 }

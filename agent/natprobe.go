@@ -175,7 +175,7 @@ func (a *Agent) natTick(now time.Time) {
 			// (punchorder.go); offers carry it too, but the first ones
 			// usually leave before the probe is done.
 			for _, p := range a.peerList() {
-				a.sendSignal(control.Signal{To: p.id, Kind: control.SignalInfo, NAT: label, Filtering: filt, OpenTTL: ttl, Birthday: true})
+				a.sendSignal(control.Signal{To: p.id, Kind: control.SignalInfo, NAT: label, Filtering: filt, OpenTTL: ttl, Birthday: true, SyncOpen: syncOpenEnabled})
 				p.natViewsChanged()
 			}
 		}
@@ -198,7 +198,8 @@ func (a *Agent) selfNATView() natView {
 	_, mapped := a.portMapping()
 	a.nat.mu.Lock()
 	defer a.nat.mu.Unlock()
-	return natView{Filtering: a.nat.filtering, PortMapped: mapped, OpenTTL: a.nat.openTTL}
+	return natView{Filtering: a.nat.filtering, PortMapped: mapped, OpenTTL: a.nat.openTTL,
+		Symmetric: a.nat.label == natSymmetric, SyncOpen: syncOpenEnabled}
 }
 
 // natOpenTTL is what peers are told of this node's opening TTL.

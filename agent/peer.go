@@ -36,7 +36,8 @@ type peer struct {
 	// the punching itself (birthdaypunch.go).
 	punched lane
 	bd      birthdayState
-	active  *lane // the lane whose path WireGuard uses, nil before the first
+	sync    syncState // synchronized opens (syncopen.go)
+	active  *lane     // the lane whose path WireGuard uses, nil before the first
 
 	endpoint   netip.AddrPort // WireGuard's endpoint
 	wgAdded    bool           // WireGuard knows the peer (after the first path)
@@ -111,6 +112,7 @@ func (p *peer) update(n control.Node) {
 	p.node = n
 	if n.Online && !wasOnline {
 		p.onlineAt, p.directAfter, p.waitFrom = time.Now(), 0, time.Now()
+		p.sync.attempts = 0
 	}
 	p.mu.Unlock()
 	if n.Online && !wasOnline {
@@ -294,6 +296,11 @@ func (p *peer) reconsiderLocked(why string) func() {
 	if best == &p.punched && prev != best {
 		p.lastChange = p.bd.result
 	}
+	if best == &p.direct && prev != best {
+		if c := p.syncLastChangeLocked(); c != "" {
+			p.lastChange = c
+		}
+	}
 	overlay, _ := netip.ParseAddr(p.node.IP)
 	return func() { p.applyPath(best, overlay, ep, first) }
 }
@@ -388,10 +395,16 @@ func (p *peer) handleSignal(s *control.Signal) {
 		}
 		if l == &p.direct {
 			p.bd.capable = s.Birthday
+			p.sync.capable = s.SyncOpen
 		}
 	case control.SignalBirthdayAsk, control.SignalBirthdayReady:
 		if l == &p.direct {
 			p.birthdaySignalLocked(s)
+		}
+		return
+	case control.SignalSyncPing, control.SignalSyncPong, control.SignalSyncFire, control.SignalSyncDone:
+		if l == &p.direct {
+			l.syncSignalLocked(s)
 		}
 		return
 	case control.SignalInfo:
@@ -400,6 +413,7 @@ func (p *peer) handleSignal(s *control.Signal) {
 			p.peerFiltering, p.peerOpenTTL = s.Filtering, s.OpenTTL
 		}
 		p.bd.capable = s.Birthday
+		p.sync.capable = s.SyncOpen
 		p.natViewsChangedLocked()
 		p.birthdayTickLocked(time.Now())
 		return
@@ -450,7 +464,8 @@ func (p *peer) natViewsChangedLocked() {
 
 // peerNATViewLocked is the peer's side of the punch order.
 func (p *peer) peerNATViewLocked() natView {
-	return natView{Filtering: p.peerFiltering, PortMapped: p.peerNAT == natPortMapped, OpenTTL: p.peerOpenTTL}
+	return natView{Filtering: p.peerFiltering, PortMapped: p.peerNAT == natPortMapped, OpenTTL: p.peerOpenTTL,
+		Symmetric: p.peerNAT == natSymmetric, SyncOpen: p.sync.capable}
 }
 
 func newSessionID() string {

@@ -29,7 +29,7 @@ func TestSyncOpen(t *testing.T) {
 	t.Log(syncSkewTable(pairs))
 	for _, p := range pairs {
 		for _, st := range []struct {
-			from, to string
+			from, to   string
 			lastChange string
 			ms         int64
 		}{{p.a.Name, p.b.Name, p.ab.LastChange, p.ab.DirectAfterMs}, {p.b.Name, p.a.Name, p.ba.LastChange, p.ba.DirectAfterMs}} {

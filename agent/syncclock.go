@@ -56,12 +56,16 @@ const (
 
 // planFire picks the instant from now, with the best sample's round trip
 // and offset: when we send (our clock, monotonic) and what the peer is
-// told (its clock, unix ns). The lead grows with a slow signalling path,
-// up to syncMaxLead.
-func planFire(now time.Time, best clockSample) (self time.Time, peerAt int64) {
-	lead := min(max(syncLead, 4*best.rtt()), syncMaxLead-100*time.Millisecond)
+// told (its clock, unix ns). The lead grows with a slow signalling path;
+// ok is false when it would have to pass what a peer accepts
+// (syncMaxLead, with a margin): the fire message would come too late.
+func planFire(now time.Time, best clockSample) (self time.Time, peerAt int64, ok bool) {
+	lead := max(syncLead, 4*best.rtt())
+	if lead > syncMaxLead-100*time.Millisecond {
+		return time.Time{}, 0, false
+	}
 	self = now.Add(lead)
-	return self, now.UnixNano() + int64(lead) + int64(best.offset())
+	return self, now.UnixNano() + int64(lead) + int64(best.offset()), true
 }
 
 var (

@@ -210,8 +210,12 @@ func (l *lane) syncPlanLocked() {
 	if len(l.syncTargetsLocked()) == 0 {
 		return // addRemoteLocked plans again when it comes
 	}
+	self, peerAt, ok := planFire(time.Now(), best)
+	if !ok {
+		l.releaseLocked("signalling too slow for a synchronized open")
+		return
+	}
 	st.planned = true
-	self, peerAt := planFire(time.Now(), best)
 	l.signal(control.Signal{Kind: control.SignalSyncFire, Session: l.session, At: peerAt})
 	p.log.Info("synchronized open planned", "in", time.Until(self).Round(time.Millisecond).String(),
 		"signal_rtt", best.rtt().Round(10*time.Microsecond).String(), "clock_offset", best.offset().Round(10*time.Microsecond).String(),

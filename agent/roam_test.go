@@ -1,0 +1,37 @@
+package agent
+
+import (
+	"net/netip"
+	"testing"
+
+	"golang.zx2c4.com/wireguard/conn"
+)
+
+// TestRoamHold: while a direct path is active, a packet that still comes
+// through the relay reaches WireGuard as if from the direct endpoint, so
+// WireGuard does not roam back to the relay; with the relay active it
+// keeps its own endpoint.
+func TestRoamHold(t *testing.T) {
+	b := NewBind()
+	relayed := b.relays.add(netip.MustParseAddrPort("203.0.113.10:50000"), nil)
+	direct := netip.MustParseAddrPort("198.51.100.7:41000")
+	var r roamHold
+	if got := r.endpoint(relayed); got != relayed {
+		t.Fatalf("no path yet: %v, want the relay endpoint", got)
+	}
+	r.set(b, false, direct)
+	got, ok := r.endpoint(relayed).(*conn.StdNetEndpoint)
+	if !ok || got.AddrPort != direct {
+		t.Fatalf("direct path active: relayed packet attributed to %v, want %v", r.endpoint(relayed), direct)
+	}
+	r.set(b, true, relayed.addr)
+	if got := r.endpoint(relayed); got != relayed {
+		t.Fatalf("relay active again: %v, want the relay endpoint", got)
+	}
+	// A birthday path's endpoint is routed through its own socket.
+	punched := b.relays.add(netip.MustParseAddrPort("198.18.3.2:6000"), nil)
+	r.set(b, false, punched.addr)
+	if got := r.endpoint(relayed); got != punched {
+		t.Fatalf("punched path active: %v, want its endpoint", got)
+	}
+}

@@ -269,7 +269,7 @@ func (p *peer) reconsiderLocked(why string) func() {
 		return nil
 	}
 	ep := best.endpoint
-	p.roam.set(p.a.bind, best.relay(), ep) // roam.go
+	p.roam.set(best == &p.direct, ep) // roam.go
 	if best == p.active && ep == p.endpoint && p.wgAdded {
 		return nil
 	}

@@ -14,10 +14,10 @@ import (
 // to the relay; ours then go through the relay, the peer roams back too,
 // and both stay there under a direct status with nothing on the direct
 // flow (seen in the lab with WAN delay: e2e TestMeshAllNATPairs). So while
-// another lane's path is active, relayed packets reach WireGuard as if
+// the direct lane's path is active, relayed packets reach WireGuard as if
 // from that path's endpoint: they still count, and roam nowhere. A peer
-// that really fell back to the relay is followed once our own lanes see
-// the direct path die (ICE consent, seconds).
+// that really fell back to the relay is followed once our direct lane
+// sees the path die (ICE consent, seconds).
 
 // roamTarget is the endpoint relayed packets are attributed to.
 type roamTarget struct{ ep conn.Endpoint }
@@ -26,18 +26,17 @@ type roamTarget struct{ ep conn.Endpoint }
 // peer's lock.
 type roamHold struct{ p atomic.Pointer[roamTarget] }
 
-// set records the path now active: nil for the relay lane (relayed
-// packets keep their own endpoint), else ep's endpoint on the bind.
-func (r *roamHold) set(b *Bind, relay bool, ep netip.AddrPort) {
-	if relay {
+// set records the path now active: with the direct lane's (direct), ep
+// on the shared socket; otherwise none, and relayed packets keep their
+// own endpoint. A birthday path keeps WireGuard's roaming: only
+// WireGuard's own traffic tells whether it still works, and a peer that
+// dropped it must be followed back to the relay.
+func (r *roamHold) set(direct bool, ep netip.AddrPort) {
+	if !direct {
 		r.p.Store(nil)
 		return
 	}
-	var e conn.Endpoint = &conn.StdNetEndpoint{AddrPort: ep}
-	if re := b.relays.lookup(ep); re != nil {
-		e = re // a birthday path's own socket (birthdaypath.go)
-	}
-	r.p.Store(&roamTarget{ep: e})
+	r.p.Store(&roamTarget{ep: &conn.StdNetEndpoint{AddrPort: ep}})
 }
 
 // endpoint is what a relayed packet from ep is attributed to.

@@ -176,6 +176,13 @@ func (l *lane) syncSignalLocked(s *control.Signal) {
 		if p.controlling || st.planned {
 			return
 		}
+		if s.At == 0 { // the controlling side skips the open
+			st.planned = true
+			if l.holding {
+				l.releaseLocked("the peer skips the synchronized open")
+			}
+			return
+		}
 		deadline, err := fireDeadline(now, s.At)
 		if err == errFireFar {
 			p.log.Info("synchronized open: fire time refused", "err", err)
@@ -210,8 +217,17 @@ func (l *lane) syncPlanLocked() {
 	if len(l.syncTargetsLocked()) == 0 {
 		return // addRemoteLocked plans again when it comes
 	}
+	if natsTooClose(best) {
+		st.planned = true
+		l.signal(control.Signal{Kind: control.SignalSyncFire, Session: l.session})
+		p.log.Info("synchronized open skipped: the NATs are too close together", "signal_rtt", best.rtt().Round(10*time.Microsecond).String())
+		l.releaseLocked("NATs too close for a synchronized open")
+		return
+	}
 	self, peerAt, ok := planFire(time.Now(), best)
 	if !ok {
+		st.planned = true
+		l.signal(control.Signal{Kind: control.SignalSyncFire, Session: l.session})
 		l.releaseLocked("signalling too slow for a synchronized open")
 		return
 	}

@@ -249,7 +249,8 @@ const (
 	// side measures the clock offset with pings (At: its clock, unix ns),
 	// each answered by a pong (Echo: the ping's At, At: the answerer's
 	// clock); then it sends a fire (At: the instant, in the receiver's
-	// clock, when both send their opening packets). After the open each
+	// clock, when both send their opening packets; 0: no open this
+	// session, check at once). After the open each
 	// side sends a done (At: how long after its own first opening packet
 	// the peer's arrived, in ns; 0 when none came), from which both work
 	// out the skew between the two sends.

@@ -243,7 +243,7 @@ func (p *peer) readRelayed(l *lane, c *ice.Conn) {
 		if ep == nil || classify(buf[:n]) != kindWireGuard {
 			continue
 		}
-		p.a.bind.relays.deliver(buf[:n], p.roam.endpoint(ep))
+		p.a.bind.relays.deliver(buf[:n], p.roam.endpoint(ep, time.Now()))
 	}
 }
 
@@ -269,7 +269,7 @@ func (p *peer) reconsiderLocked(why string) func() {
 		return nil
 	}
 	ep := best.endpoint
-	p.roam.set(best == &p.direct, ep) // roam.go
+	p.roam.set(p.a.bind, best.relay(), ep, time.Now()) // roam.go
 	if best == p.active && ep == p.endpoint && p.wgAdded {
 		return nil
 	}

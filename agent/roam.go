@@ -3,6 +3,7 @@ package agent
 import (
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 )
@@ -13,35 +14,49 @@ import (
 // milliseconds later with real latency) and would roam our WireGuard back
 // to the relay; ours then go through the relay, the peer roams back too,
 // and both stay there under a direct status with nothing on the direct
-// flow (seen in the lab with WAN delay: e2e TestMeshAllNATPairs). So while
-// the direct lane's path is active, relayed packets reach WireGuard as if
-// from that path's endpoint: they still count, and roam nowhere. A peer
-// that really fell back to the relay is followed once our direct lane
-// sees the path die (ICE consent, seconds).
+// flow (seen in the lab with WAN delay, and under birthday paths: e2e
+// TestMeshAllNATPairs). So for roamGrace after a path moves off the
+// relay, relayed packets reach WireGuard as if from the new path's
+// endpoint: they still count, and roam nowhere. Later ones roam as
+// before: a peer that still sends through the relay then really uses it.
 
-// roamTarget is the endpoint relayed packets are attributed to.
-type roamTarget struct{ ep conn.Endpoint }
+// roamGrace: how long after a move off the relay relayed packets are
+// taken as the peer's last ones from before its own move. Both sides move
+// within a round trip of each other.
+const roamGrace = 5 * time.Second
+
+// roamTarget is the endpoint relayed packets are attributed to, until.
+type roamTarget struct {
+	addr  netip.AddrPort
+	ep    conn.Endpoint
+	until time.Time
+}
 
 // roamHold is a peer's roamTarget, read per relayed packet without the
 // peer's lock.
 type roamHold struct{ p atomic.Pointer[roamTarget] }
 
-// set records the path now active: with the direct lane's (direct), ep
-// on the shared socket; otherwise none, and relayed packets keep their
-// own endpoint. A birthday path keeps WireGuard's roaming: only
-// WireGuard's own traffic tells whether it still works, and a peer that
-// dropped it must be followed back to the relay.
-func (r *roamHold) set(direct bool, ep netip.AddrPort) {
-	if !direct {
+// set records the path now active: nothing for the relay, else ep's
+// endpoint on the bind (a birthday path's own socket, or the shared
+// one). The grace starts when the endpoint changes.
+func (r *roamHold) set(b *Bind, relay bool, ep netip.AddrPort, now time.Time) {
+	if relay {
 		r.p.Store(nil)
 		return
 	}
-	r.p.Store(&roamTarget{ep: &conn.StdNetEndpoint{AddrPort: ep}})
+	if t := r.p.Load(); t != nil && t.addr == ep {
+		return
+	}
+	var e conn.Endpoint = &conn.StdNetEndpoint{AddrPort: ep}
+	if re := b.relays.lookup(ep); re != nil {
+		e = re // birthdaypath.go
+	}
+	r.p.Store(&roamTarget{addr: ep, ep: e, until: now.Add(roamGrace)})
 }
 
-// endpoint is what a relayed packet from ep is attributed to.
-func (r *roamHold) endpoint(ep *relayEndpoint) conn.Endpoint {
-	if t := r.p.Load(); t != nil {
+// endpoint is what a relayed packet from ep is attributed to now.
+func (r *roamHold) endpoint(ep *relayEndpoint, now time.Time) conn.Endpoint {
+	if t := r.p.Load(); t != nil && now.Before(t.until) {
 		return t.ep
 	}
 	return ep

@@ -94,7 +94,10 @@ func (l *lane) syncBeginLocked() bool {
 	p := l.p
 	st := &p.sync
 	if st.attempts >= syncMaxAttempts {
-		p.log.Info("synchronized open: attempts used up; checking at once", "attempts", st.attempts)
+		if st.attempts == syncMaxAttempts { // said once per peer coming online
+			p.log.Info("synchronized open: attempts used up; checking at once", "attempts", st.attempts)
+			st.attempts++
+		}
 		return false
 	}
 	if p.samePublicLocked() {
@@ -233,7 +236,7 @@ func (l *lane) syncPlanLocked() {
 	}
 	st.planned = true
 	l.signal(control.Signal{Kind: control.SignalSyncFire, Session: l.session, At: peerAt})
-	p.log.Info("synchronized open planned", "in", time.Until(self).Round(time.Millisecond).String(),
+	p.log.Debug("synchronized open planned", "in", time.Until(self).Round(time.Millisecond).String(),
 		"signal_rtt", best.rtt().Round(10*time.Microsecond).String(), "clock_offset", best.offset().Round(10*time.Microsecond).String(),
 		"samples", len(st.samples))
 	l.syncFireLocked(self)
@@ -311,9 +314,7 @@ func (l *lane) syncFire(agent *ice.Agent, session string, deadline time.Time, ta
 		return
 	}
 	p.sync.fired = fired
-	// fired_us: the lab compares both sides' on one clock (e2e).
-	p.log.Info("synchronized open: opening packets sent", "to", len(targets), "late", fired.Sub(deadline).Round(time.Microsecond).String(),
-		"fired_us", fired.UnixMicro())
+	late := fired.Sub(deadline)
 	if l.holding {
 		l.releaseLocked("synchronized open")
 	}
@@ -331,12 +332,16 @@ func (l *lane) syncFire(agent *ice.Agent, session string, deadline time.Time, ta
 	if l.ice != agent {
 		return
 	}
+	// One line per open: fired_us lets the lab compare both sides' sends
+	// on its one clock (e2e syncSkewTable).
 	if !got {
-		p.log.Info("synchronized open: no opening packet from the peer arrived")
+		p.log.Info("synchronized open: no opening packet from the peer arrived", "to", len(targets),
+			"late", late.Round(time.Microsecond).String(), "fired_us", fired.UnixMicro())
 		return
 	}
 	p.sync.rSelf, p.sync.haveSelf = at.Sub(fired), true
-	p.log.Debug("synchronized open: the peer's opening packet arrived", "from", from.String(), "after", at.Sub(fired).String())
+	p.log.Info("synchronized open: the peer's opening packet arrived", "to", len(targets), "from", from.String(),
+		"after", at.Sub(fired).Round(time.Microsecond).String(), "late", late.Round(time.Microsecond).String(), "fired_us", fired.UnixMicro())
 	l.signal(control.Signal{Kind: control.SignalSyncDone, Session: session, At: int64(p.sync.rSelf)})
 	l.syncResultLocked()
 }
@@ -350,7 +355,7 @@ func (l *lane) syncResultLocked() {
 	}
 	st.skew, st.latency = openSkew(st.rSelf, st.rPeer)
 	st.measured = true
-	p.log.Info("synchronized open measured", "skew", st.skew.Round(time.Microsecond).String(), "nat_latency", st.latency.Round(time.Microsecond).String())
+	p.log.Debug("synchronized open measured", "skew", st.skew.Round(time.Microsecond).String(), "nat_latency", st.latency.Round(time.Microsecond).String())
 	if p.active == l && p.changedAt.After(st.fired) {
 		p.lastChange = st.describe(p.changedAt)
 	}

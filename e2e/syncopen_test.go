@@ -92,7 +92,7 @@ func syncSkewTable(pairs []*meshPair) string {
 func syncFired(log string) map[string]int64 {
 	out := map[string]int64{}
 	for _, l := range strings.Split(log, "\n") {
-		if !strings.Contains(l, `msg="synchronized open: opening packets sent"`) {
+		if !strings.Contains(l, `msg="synchronized open: `) || !strings.Contains(l, " fired_us=") {
 			continue
 		}
 		peer, us := logField(l, "peer"), logField(l, "fired_us")

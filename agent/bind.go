@@ -32,6 +32,7 @@ type Bind struct {
 	relays  *relayPaths
 	queries mapQueries
 	bday    bdayReplies
+	syncs   syncArrivals
 	// mapped is the last answer of queryMapping: where the shared
 	// socket's new flows leave from, as last seen (mappedAt when).
 	mappedMu sync.Mutex
@@ -101,6 +102,8 @@ func (b *Bind) filter(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				}
 			case kindBirthday:
 				b.bday.deliver(p, endpointAddr(eps[i]))
+			case kindSync:
+				b.syncs.deliver(p, endpointAddr(eps[i]))
 			}
 			sizes[i] = 0
 		}

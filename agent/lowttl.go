@@ -65,6 +65,12 @@ var openingPayload = []byte("mvop")
 // sendTTL sends one opening packet with the given TTL from the shared
 // socket to an IPv4 address.
 func (b *Bind) sendTTL(to netip.AddrPort, ttl int) error {
+	return b.sendOpening(to, ttl, openingPayload)
+}
+
+// sendOpening sends payload with the given TTL from the shared socket to
+// an IPv4 address.
+func (b *Bind) sendOpening(to netip.AddrPort, ttl int, payload []byte) error {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if !b.open || b.fd4 < 0 {
@@ -74,5 +80,5 @@ func (b *Bind) sendTTL(to netip.AddrPort, ttl int) error {
 		return errors.New("low-TTL opening is IPv4 only")
 	}
 	sa := &unix.SockaddrInet4{Port: int(to.Port()), Addr: to.Addr().Unmap().As4()}
-	return unix.Sendmsg(b.fd4, openingPayload, ttlControl(ttl), sa, 0)
+	return unix.Sendmsg(b.fd4, payload, ttlControl(ttl), sa, 0)
 }

@@ -85,6 +85,6 @@ func (a *Agent) natInfoTick(time.Time) {
 	label, filt, ttl := n.label, n.filtering, n.openTTL
 	n.mu.Unlock()
 	for _, p := range send {
-		a.sendSignal(control.Signal{To: p.id, Kind: control.SignalInfo, NAT: label, Filtering: filt, OpenTTL: ttl, Birthday: true})
+		a.sendSignal(control.Signal{To: p.id, Kind: control.SignalInfo, NAT: label, Filtering: filt, OpenTTL: ttl, Birthday: true, SyncOpen: syncOpenEnabled})
 	}
 }

@@ -192,7 +192,8 @@ func (a *Agent) selfNATView() natView {
 	_, mapped := a.portMapping()
 	a.nat.mu.Lock()
 	defer a.nat.mu.Unlock()
-	return natView{Filtering: a.nat.filtering, PortMapped: mapped, OpenTTL: a.nat.openTTL}
+	return natView{Filtering: a.nat.filtering, PortMapped: mapped, OpenTTL: a.nat.openTTL,
+		Symmetric: a.nat.label == natSymmetric, SyncOpen: syncOpenEnabled}
 }
 
 // natOpenTTL is what peers are told of this node's opening TTL.

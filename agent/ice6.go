@@ -1,0 +1,130 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/stun/v4"
+)
+
+// IPv6 underlay.
+//
+// The shared socket is wireguard-go's StdNetBind, which opens two sockets
+// on one port: an AF_INET one and an AF_INET6 one with IPV6_V6ONLY. We keep
+// the two rather than one dual-stack socket because the IPv4 socket then
+// stays a plain IPv4 socket: the low-TTL opening packets (IP_TTL on a
+// duplicate of it, lowttl.go), GSO/GRO and the birthday code work on IPv4
+// as before, and a host whose kernel has no IPv6 still opens its IPv4 side.
+// ICE's mux sees both through stunConn, whose wildcard address is the IPv6
+// one so that the host's IPv6 addresses become host candidates as well.
+//
+// Path preference. A direct path over IPv6 beats any relayed path (the
+// direct lane always beats the relay lane). Between IPv6 and IPv4 direct
+// we let ICE's pair priorities decide, and they prefer IPv6 in practice: a
+// global IPv6 address is a host candidate (type preference 126) while an
+// IPv4 path through a NAT is server- or peer-reflexive (100, 110), and a
+// valid host pair is nominated at once, the others after a wait. So IPv6
+// wins whenever the IPv4 side is NATed, and on a LAN where both families
+// are host pairs the first pair to answer (the lower round trip) wins. We
+// do not switch a working IPv6 path to IPv4 on a measured RTT difference:
+// the IPv6 path has no NAT on it, so no mapping to expire or be moved by a
+// conntrack clash and nothing for a NAT reboot to break, and a switch costs
+// a WireGuard roam for a gain of a millisecond at best between two routes
+// of one ISP. Tailscale makes the same call (IPv6 wins unless clearly
+// slower); RFC 8421 asks for IPv6 first as well.
+
+// iceSTUN are the STUN servers of direct sessions: the IPv4 ones and the
+// coordinator's IPv6 ones (Netmap.STUN6), which the NAT probes (IPv4) skip.
+func (a *Agent) iceSTUN() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append(slices.Clip(a.stun), a.stun6...)
+}
+
+// stunURIs parses host:port STUN servers into ICE's URLs; bad ones are
+// logged and skipped.
+func (a *Agent) stunURIs(servers []string) []*stun.URI {
+	var urls []*stun.URI
+	for _, s := range servers {
+		u, err := stun.ParseURI("stun:" + s)
+		if err != nil {
+			a.log.Warn("bad STUN server from coordinator", "server", s, "err", err)
+			continue
+		}
+		urls = append(urls, u)
+	}
+	return urls
+}
+
+// srflxMux is the mux ICE asks for server-reflexive candidates. ICE asks
+// every STUN server from every local address; an answer from a server of
+// the other family than the local address would make a candidate whose
+// related address is of the wrong family (an IPv4 srflx "from" an IPv6
+// host address), twice over on a dual-stack host. Refusing the connection
+// for such a pair leaves one srflx candidate per family and server.
+type srflxMux struct {
+	*ice.UniversalUDPMuxDefault
+}
+
+func (m srflxMux) GetConnForURL(ufrag, url string, addr net.Addr) (net.PacketConn, error) {
+	ua, ok := addr.(*net.UDPAddr)
+	u, err := stun.ParseURI(url)
+	if ok && err == nil {
+		if ip, err := netip.ParseAddr(u.Host); err == nil && ip.Unmap().Is4() != (ua.IP.To4() != nil) {
+			return nil, fmt.Errorf("STUN server %s and local address %v differ in family", u.Host, ua.IP)
+		}
+	}
+	return m.UniversalUDPMuxDefault.GetConnForURL(ufrag, url, addr)
+}
+
+// relayIPv6 tells whether the relay at server (host:port) is reached over
+// IPv6: an address literal says so itself; a name goes by its first
+// address, in the resolver's order (RFC 6724: a family the host has no
+// route for comes last).
+func relayIPv6(ctx context.Context, server string) (bool, error) {
+	host, _, err := net.SplitHostPort(server)
+	if err != nil {
+		return false, err
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return !ip.Unmap().Is4(), nil
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return false, fmt.Errorf("resolve %s: %w", host, err)
+	}
+	if len(ips) == 0 {
+		return false, fmt.Errorf("resolve %s: no address", host)
+	}
+	return !ips[0].Unmap().Is4(), nil
+}
+
+// turnTransports are the networks ICE reaches relay t over. The relayed
+// address is IPv4 either way (the relay lane's candidates are UDP4): an
+// IPv6-only host gets an IPv4 relay address over IPv6 (RFC 6156), which
+// IPv4-only peers can reach.
+func (t relayTarget) turnTransports() []ice.NetworkType {
+	if t.IPv6 {
+		return []ice.NetworkType{ice.NetworkTypeUDP6, ice.NetworkTypeTCP6}
+	}
+	return []ice.NetworkType{ice.NetworkTypeUDP4, ice.NetworkTypeTCP4}
+}
+
+// network is "udp4"/"tcp4" or "udp6"/"tcp6" for proto ("udp", "tcp") by
+// the relay's family.
+func (t relayTarget) network(proto string) string {
+	if t.IPv6 {
+		return proto + "6"
+	}
+	return proto + "4"
+}
+
+// ipv6Candidate tells whether c has an IPv6 address.
+func ipv6Candidate(c ice.Candidate) bool {
+	ip, err := netip.ParseAddr(c.Address())
+	return err == nil && !ip.Unmap().Is4()
+}

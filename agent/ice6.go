@@ -61,11 +61,14 @@ func (a *Agent) stunURIs(servers []string) []*stun.URI {
 }
 
 // srflxMux is the mux ICE asks for server-reflexive candidates. ICE asks
-// every STUN server from every local address; an answer from a server of
-// the other family than the local address would make a candidate whose
-// related address is of the wrong family (an IPv4 srflx "from" an IPv6
-// host address), twice over on a dual-stack host. Refusing the connection
-// for such a pair leaves one srflx candidate per family and server.
+// every STUN server from every local address and makes a candidate of each
+// answer. Two kinds are refused here, so that the peer gets one srflx per
+// family and server and no copies of host candidates:
+//   - a server of the other family than the local address (an IPv4 srflx
+//     "from" an IPv6 host address);
+//   - an answer that is the local address itself (IPv6 without NAT, the
+//     usual case): RFC 8445 5.1.3 drops such a redundant candidate, and
+//     the selected pair then reads host, not srflx, in status.
 type srflxMux struct {
 	*ice.UniversalUDPMuxDefault
 }
@@ -73,10 +76,21 @@ type srflxMux struct {
 func (m srflxMux) GetConnForURL(ufrag, url string, addr net.Addr) (net.PacketConn, error) {
 	ua, ok := addr.(*net.UDPAddr)
 	u, err := stun.ParseURI(url)
-	if ok && err == nil {
-		if ip, err := netip.ParseAddr(u.Host); err == nil && ip.Unmap().Is4() != (ua.IP.To4() != nil) {
-			return nil, fmt.Errorf("STUN server %s and local address %v differ in family", u.Host, ua.IP)
-		}
+	if !ok || err != nil {
+		return m.UniversalUDPMuxDefault.GetConnForURL(ufrag, url, addr)
+	}
+	ip, err := netip.ParseAddr(u.Host)
+	if err != nil {
+		return m.UniversalUDPMuxDefault.GetConnForURL(ufrag, url, addr)
+	}
+	ip = ip.Unmap()
+	if ip.Is4() != (ua.IP.To4() != nil) {
+		return nil, fmt.Errorf("STUN server %s and local address %v differ in family", u.Host, ua.IP)
+	}
+	// ICE has just asked this server: the answer comes from the mux's cache.
+	server := &net.UDPAddr{IP: ip.AsSlice(), Port: u.Port}
+	if mapped, err := m.GetXORMappedAddr(server, iceSTUNGatherTimeout); err == nil && mapped.IP.Equal(ua.IP) && mapped.Port == ua.Port {
+		return nil, fmt.Errorf("STUN server %s sees the local address %v: no srflx candidate needed", u.Host, ua)
 	}
 	return m.UniversalUDPMuxDefault.GetConnForURL(ufrag, url, addr)
 }

@@ -267,7 +267,10 @@ func (a *Agent) probeRelay(t *relayTarget) error {
 		return err
 	}
 	t.IPv6 = v6
-	cc := &turn.ClientConfig{Username: t.Username, Password: t.Password, LoggerFactory: a.pion}
+	// An IPv4 relay address whichever family reaches the server, as the
+	// relay lane asks (ice6.go).
+	cc := &turn.ClientConfig{Username: t.Username, Password: t.Password, LoggerFactory: a.pion,
+		RequestedAddressFamily: turn.RequestedAddressFamilyIPv4}
 	if t.Transport == "udp" {
 		server, err := net.ResolveUDPAddr(t.network("udp"), t.Server)
 		if err != nil {

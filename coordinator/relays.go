@@ -21,6 +21,7 @@ type relayList struct {
 	cfg    TURNConfig
 	ca     string // PEM advertised with turns: URLs
 	ttl    time.Duration
+	host6  string // Config.PublicIPv6: the embedded server over IPv6 too
 }
 
 func newRelayList(cfg TURNConfig, secret []byte) (*relayList, error) {
@@ -93,6 +94,15 @@ func (l *relayList) forNode(node uint64, host string, t *turnServer, now time.Ti
 		if t.tlsPort != 0 {
 			out = append(out, control.Relay{URL: "turns:" + net.JoinHostPort(host, strconv.Itoa(t.tlsPort)) + "?transport=tcp",
 				Username: user, Password: pass, Expires: exp, CA: l.ca})
+		}
+		// An IPv6-only host cannot reach host when it names IPv4: it gets
+		// the UDP server at the public IPv6 address, after the others so
+		// that dual-stack agents keep their first choice.
+		if l.host6 != "" && l.host6 != host {
+			if p := t.udp6Port(); p != 0 {
+				out = append(out, control.Relay{URL: "turn:" + net.JoinHostPort(l.host6, strconv.Itoa(p)) + "?transport=udp",
+					Username: user, Password: pass, Expires: exp})
+			}
 		}
 	}
 	for _, u := range l.cfg.URLs {

@@ -287,6 +287,7 @@ func New(cfg Config) (*Server, error) {
 		if s.relays, err = newRelayList(cfg.TURN, s.turnSecret); err != nil {
 			return fail(err)
 		}
+		s.relays.host6 = cfg.PublicIPv6
 	}
 	s.store, s.hub, s.lock = store, h, lock
 	if err := s.loadEphemeral(ctx); err != nil {

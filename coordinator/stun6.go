@@ -115,3 +115,21 @@ func (s *Server) stunServerList6() []control.STUNServer {
 	}
 	return out
 }
+
+// udp6Port is the port the embedded TURN server answers UDP on over IPv6:
+// its own socket's when that takes IPv6, else a shared extra STUN
+// socket's; 0 for none.
+func (t *turnServer) udp6Port() int {
+	if t.udp == nil {
+		return 0
+	}
+	if p := port6(t.udp); p != 0 {
+		return p
+	}
+	for _, pc := range t.extra {
+		if p := port6(pc); p != 0 {
+			return p
+		}
+	}
+	return 0
+}

@@ -17,7 +17,7 @@ import (
 // NAT IPv4 and pass IPv6 through a stateful firewall.
 
 // newIPv6Lab is a dual-stack lab with its coordinator.
-func newIPv6Lab(t *testing.T) (*natlab.Lab, *meshlab.Coordinator) {
+func newIPv6Lab(t testing.TB) (*natlab.Lab, *meshlab.Coordinator) {
 	return newLabWith(t, func(ctx context.Context, lab *natlab.Lab, bins meshlab.Bins) (*meshlab.Coordinator, error) {
 		return meshlab.StartCoordinatorWith(ctx, lab, bins, meshlab.CoordinatorOptions{IPv6: true})
 	})

@@ -39,8 +39,8 @@ func BenchmarkTunnelIPv6(b *testing.B) {
 		h     *natlab.Host
 		other netip.Addr
 	}{{hostA, hostB.IP}, {hostB, hostA.IP}} {
-		rules := fmt.Sprintf("table ip nov4 { chain out { type filter hook output priority 0; ip daddr %s meta l4proto udp drop; } }", w.other)
-		if out, err := w.h.Run(ctx, "nft", rules); err != nil {
+		rules := fmt.Sprintf("table ip nov4 {\n chain out {\n type filter hook output priority 0;\n ip daddr %s meta l4proto udp drop\n }\n}\n", w.other)
+		if out, err := w.h.Run(ctx, "sh", "-c", "nft -f - <<'EOF'\n"+rules+"EOF\n"); err != nil {
 			b.Fatalf("drop IPv4 UDP on %s: %v\n%s", w.h.Name, err, out)
 		}
 	}

@@ -66,9 +66,10 @@ func (a *Agent) stunURIs(servers []string) []*stun.URI {
 // family and server and no copies of host candidates:
 //   - a server of the other family than the local address (an IPv4 srflx
 //     "from" an IPv6 host address);
-//   - an answer that is the local address itself (IPv6 without NAT, the
+//   - over IPv6, an answer that is the local address itself (no NAT, the
 //     usual case): RFC 8445 5.1.3 drops such a redundant candidate, and
-//     the selected pair then reads host, not srflx, in status.
+//     the selected pair then reads host, not srflx, in status. (IPv4
+//     keeps it: a public IPv4 host's srflx tells peers its address.)
 type srflxMux struct {
 	*ice.UniversalUDPMuxDefault
 }
@@ -86,6 +87,9 @@ func (m srflxMux) GetConnForURL(ufrag, url string, addr net.Addr) (net.PacketCon
 	ip = ip.Unmap()
 	if ip.Is4() != (ua.IP.To4() != nil) {
 		return nil, fmt.Errorf("STUN server %s and local address %v differ in family", u.Host, ua.IP)
+	}
+	if ip.Is4() {
+		return m.UniversalUDPMuxDefault.GetConnForURL(ufrag, url, addr) // IPv4 as it always was
 	}
 	// ICE has just asked this server: the answer comes from the mux's cache.
 	server := &net.UDPAddr{IP: ip.AsSlice(), Port: u.Port}

@@ -84,32 +84,7 @@ func BenchmarkTunnelIPv6(b *testing.B) {
 	if err := server.WaitLog("Server listening", 10*time.Second); err != nil {
 		b.Fatal(err)
 	}
-	privA, pubA := wgKeys(b)
-	privB, pubB := wgKeys(b)
-	for _, w := range []struct {
-		h                   *natlab.Host
-		addr, priv, pub, ep string
-		allowed             string
-	}{
-		{hostA, "10.99.0.1/24", privA, pubB, netip.AddrPortFrom(hostB.IP6, 51820).String(), "10.99.0.2/32"},
-		{hostB, "10.99.0.2/24", privB, pubA, netip.AddrPortFrom(hostA.IP6, 51820).String(), "10.99.0.1/32"},
-	} {
-		p, err := w.h.Start(wgstock, "-tun", "wgstock0", "-addr", w.addr, "-port", "51820",
-			"-private", w.priv, "-peer-public", w.pub, "-peer-endpoint", w.ep, "-peer-allowed", w.allowed)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := p.WaitLog("wgstock0 up", 10*time.Second); err != nil {
-			b.Fatal(err)
-		}
-	}
-	err = natlab.Poll(ctx, 20*time.Second, 500*time.Millisecond, func() error {
-		_, err := hostA.Run(ctx, "ping", "-n", "-c", "1", "-W", "1", "10.99.0.2")
-		return err
-	})
-	if err != nil {
-		b.Fatalf("no ping over stock wireguard-go over IPv6: %v", err)
-	}
+	startStockPair(b, wgstock, hostA, hostB, netip.AddrPortFrom(hostA.IP6, 51820).String(), netip.AddrPortFrom(hostB.IP6, 51820).String())
 	const rounds, secs = 3, 5
 	var meshRuns, stockRuns []float64
 	for i := 0; i < rounds; i++ {

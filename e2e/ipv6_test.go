@@ -109,7 +109,7 @@ func TestIPv6OnlyToIPv4OnlyRelay(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s -> %s: %v", side.from.Name, side.to.Name, err)
 		}
-		t.Logf("%s -> %s: path=%s family=%s relay=%+v endpoint=%s", side.from.Name, side.to.Name, p.Path, p.Family, p.Relay, p.Endpoint)
+		t.Logf("%s -> %s: path=%s (%s) family=%s relay=%+v endpoint=%s", side.from.Name, side.to.Name, p.Path, p.Reason, p.Family, p.Relay, p.Endpoint)
 		if p.Relay == nil || endpointHost(p.Relay.Allocation) != meshlab.CoordinatorIP {
 			t.Errorf("%s -> %s: relay %+v, want an IPv4 allocation on %s", side.from.Name, side.to.Name, p.Relay, meshlab.CoordinatorIP)
 		}
@@ -120,6 +120,15 @@ func TestIPv6OnlyToIPv4OnlyRelay(t *testing.T) {
 	}
 	if p := views[b.Name]; p.Relay == nil || endpointHost(p.Relay.Server) != meshlab.CoordinatorIP || p.Family != "ipv4" {
 		t.Errorf("%s (IPv4 only): relay %+v family %q, want the relay at %s over ipv4", b.Name, p.Relay, p.Family, meshlab.CoordinatorIP)
+	}
+	// No IPv4 route is no blocked UDP: the IPv6-only host must not tell
+	// its peers so, nor they show it as the reason.
+	st, err := a.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Self.NAT == "udp-blocked" || strings.Contains(views[b.Name].Reason, "UDP blocked") {
+		t.Errorf("%s (IPv6 only): nat %q, %s's reason %q; want no 'UDP blocked'", a.Name, st.Self.NAT, b.Name, views[b.Name].Reason)
 	}
 	const echoes = 10
 	res, err := pingCount(ctx, a, ipB, echoes, "0.2")

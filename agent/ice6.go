@@ -3,9 +3,12 @@ package agent
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/stun/v4"
@@ -28,8 +31,8 @@ import (
 // global IPv6 address is a host candidate (type preference 126) while an
 // IPv4 path through a NAT is server- or peer-reflexive (100, 110), and a
 // valid host pair is nominated at once, the others after a wait. So IPv6
-// wins whenever the IPv4 side is NATed, and on a LAN where both families
-// are host pairs the first pair to answer (the lower round trip) wins. We
+// wins whenever the IPv4 side is NATed; where both families give pairs of
+// the same types (a LAN, public hosts), preferIPv6 breaks the tie. We
 // do not switch a working IPv6 path to IPv4 on a measured RTT difference:
 // the IPv6 path has no NAT on it, so no mapping to expire or be moved by a
 // conntrack clash and nothing for a NAT reboot to break, and a switch costs
@@ -43,6 +46,35 @@ func (a *Agent) iceSTUN() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append(slices.Clip(a.stun), a.stun6...)
+}
+
+// ipv6Boost is what preferIPv6 adds to an IPv6 remote candidate's
+// priority: half a candidate-type step (type preference is the top byte),
+// so the candidate ranks above every IPv4 one of its type and below the
+// next type.
+const ipv6Boost = 1 << 23
+
+// preferIPv6 returns remote candidate c with its priority raised by
+// ipv6Boost when it is IPv6, as both sides do with the other's. A pair's
+// priority is 2^32·min(G,D) + 2·max(G,D) + …: raising only the remote
+// side never lifts an IPv6 pair above a pair of better types, and breaks
+// the tie between two pairs of the same types (host/host over IPv6 and
+// over IPv4, on a LAN or between public hosts) for IPv6, where it
+// otherwise went to whichever pion listed first.
+func preferIPv6(c ice.Candidate) ice.Candidate {
+	if !ipv6Candidate(c) || c.Priority() > math.MaxUint32-ipv6Boost {
+		return c
+	}
+	f := strings.Fields(c.Marshal())
+	if len(f) < 4 {
+		return c
+	}
+	f[3] = strconv.FormatUint(uint64(c.Priority())+ipv6Boost, 10)
+	out, err := ice.UnmarshalCandidate(strings.Join(f, " "))
+	if err != nil {
+		return c
+	}
+	return out
 }
 
 // stunURIs parses host:port STUN servers into ICE's URLs; bad ones are

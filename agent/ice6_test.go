@@ -63,3 +63,35 @@ func TestIPv6Candidate(t *testing.T) {
 		t.Error("ipv6Candidate mixes up the families")
 	}
 }
+
+// TestPreferIPv6: an IPv6 remote candidate's priority goes up by half a
+// type step, so an IPv6 host/host pair outranks the IPv4 one and an IPv6
+// srflx still ranks below any host candidate; IPv4 candidates and the
+// rest of the candidate are untouched.
+func TestPreferIPv6(t *testing.T) {
+	host6, _ := ice.UnmarshalCandidate("1 1 udp 2130706431 2001:db8:2::11 53121 typ host ufrag abc generation 0")
+	host4, _ := ice.UnmarshalCandidate("2 1 udp 2130706431 10.2.0.11 53121 typ host ufrag abc generation 0")
+	srflx6, _ := ice.UnmarshalCandidate("3 1 udp 1694498815 2001:db8:2::11 53121 typ srflx raddr 2001:db8:2::11 rport 53121")
+	if got := preferIPv6(host4); got.Priority() != host4.Priority() {
+		t.Errorf("IPv4 host priority %d, want %d", got.Priority(), host4.Priority())
+	}
+	h6 := preferIPv6(host6)
+	if h6.Priority() != host6.Priority()+ipv6Boost || h6.Address() != host6.Address() || h6.Port() != host6.Port() || h6.Type() != ice.CandidateTypeHost {
+		t.Errorf("IPv6 host became %s", h6.Marshal())
+	}
+	if s6 := preferIPv6(srflx6); s6.Priority() <= srflx6.Priority() || s6.Priority() >= host4.Priority() {
+		t.Errorf("IPv6 srflx priority %d, want above %d and below any host (%d)", s6.Priority(), srflx6.Priority(), host4.Priority())
+	}
+	pair := func(g, d uint32) uint64 { // RFC 8445 5.1.2.3, g controlling
+		lo, hi := min(g, d), max(g, d)
+		p := uint64(lo)<<32 + 2*uint64(hi)
+		if g > d {
+			p++
+		}
+		return p
+	}
+	local := host4.Priority() // a local host candidate of either family
+	if pair(local, h6.Priority()) <= pair(local, host4.Priority()) {
+		t.Error("IPv6 host/host pair does not outrank the IPv4 one")
+	}
+}

@@ -69,12 +69,14 @@ bench-nat: deps build
 # streams the coordinator closed, as a markdown table also written to
 # bench-mesh.md. From 30 agents it raises the machine-wide neighbour-table
 # limits for the run (LAB-NOTES) and restores them. Never fails on numbers.
-# make bench-mesh [N=20] [NAT=public] [SETTLE=10s]  (N defaults to 20 here;
-# SETTLE: how long after all pinged pairs are direct RSS etc. are read)
+# make bench-mesh [N=20] [NAT=public] [SETTLE=10s] [LAZY=auto]  (N defaults to 20 here;
+# SETTLE: how long after all pinged pairs are direct RSS etc. are read;
+# LAZY=on|off|auto: the agents' --lazy-peers, default auto)
 NAT ?=
 SETTLE ?=
+LAZY ?=
 bench-mesh: deps build
-	BENCH_MESH_N=$(if $(filter command line,$(origin N)),$(N),20) BENCH_MESH_NAT=$(NAT) BENCH_MESH_SETTLE=$(SETTLE) \
+	BENCH_MESH_N=$(if $(filter command line,$(origin N)),$(N),20) BENCH_MESH_NAT=$(NAT) BENCH_MESH_SETTLE=$(SETTLE) BENCH_MESH_LAZY=$(LAZY) \
 		BENCH_MESH_OUT=$(CURDIR)/bench-mesh.md \
 		$(GO) test -count=1 -v -run '^$$' -bench '^BenchmarkMesh$$' -benchtime 1x -timeout 30m ./e2e/
 

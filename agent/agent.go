@@ -54,7 +54,15 @@ type Config struct {
 	// MetricsListen is the TCP address of the Prometheus endpoint (plain
 	// HTTP, /metrics); empty disables it.
 	MetricsListen string
-	Logger        *slog.Logger
+	// RelayServer, when its Listen is set, runs a peer relay on this node
+	// (relayserver.go).
+	RelayServer RelayServerConfig
+	// LazyPeers is LazyAuto (""), LazyOn or LazyOff: whether paths are
+	// set up on demand (lazy.go); LazyIdle tears an unused one down
+	// (0: DefaultLazyIdle).
+	LazyPeers string
+	LazyIdle  time.Duration
+	Logger    *slog.Logger
 }
 
 // Agent is a running node.
@@ -84,13 +92,21 @@ type Agent struct {
 	metrics *agentMetrics
 
 	relays *relayManager
-	nat    natState
-	dns    *meshDNS
+	// relaySrv is this node's peer relay, nil without --relay-server.
+	relaySrv atomic.Pointer[peerRelay]
+	nat      natState
+	dns      *meshDNS
 
 	// filter enforces the access policy between TUN and WireGuard
 	// (filtertun.go); policyFilter is the node's rules from the netmap.
 	filter       *filter.Filter
 	policyFilter *policy.Filter
+
+	// prefix6 is the mesh's IPv6 overlay prefix (invalid with an older
+	// coordinator), set once when joining; overlay6 says this node's IPv6
+	// address is on the TUN device (overlay6.go).
+	prefix6  netip.Prefix
+	overlay6 atomic.Bool
 
 	mu    sync.Mutex
 	self  control.Node
@@ -105,6 +121,17 @@ type Agent struct {
 	// stunUsed is when the shared socket last asked each STUN address for
 	// its mapping (freshSTUN).
 	stunUsed map[netip.AddrPort]time.Time
+
+	// Paths on demand (lazy.go, lazytun.go): whether the agent is lazy now,
+	// the data path's index of peers by overlay address, the packets
+	// queued for paths being set up, and the peers waiting for their
+	// first handshake. pace is the session budget (pace.go).
+	lazyActive atomic.Bool
+	lazy       *lazyTUN
+	ipIndex    atomic.Pointer[map[netip.Addr]*peer]
+	queued     atomic.Int64
+	ready      readyWatch
+	pace       pacer
 }
 
 // Run starts the agent and blocks until ctx ends, then removes the TUN
@@ -116,6 +143,14 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.StateDir == "" || cfg.Socket == "" || cfg.TUN == "" {
 		return errors.New("state dir, socket and TUN name must not be empty")
+	}
+	mode, err := ParseLazyMode(cfg.LazyPeers)
+	if err != nil {
+		return err
+	}
+	cfg.LazyPeers = mode
+	if cfg.LazyIdle < 0 {
+		return fmt.Errorf("--lazy-idle %v must not be negative", cfg.LazyIdle)
 	}
 	if cfg.Hostname == "" {
 		h, err := os.Hostname()
@@ -153,10 +188,13 @@ func Run(ctx context.Context, cfg Config) error {
 		peers:    make(map[uint64]*peer),
 	}
 	a.relays = &relayManager{a: a}
+	a.ready.a = a
+	a.updateLazy(0)
 	ctl.pubKey = a.pub.String()
 	ctl.priv = priv
 	ctl.onRefused = a.dropAllPeers
 	a.metrics = newAgentMetrics(a.Status)
+	a.registerLazyMetrics()
 	st, err := a.join(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -186,9 +224,17 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		defer ms.Close()
 	}
+	if cfg.RelayServer.Listen != "" {
+		rs, err := a.startRelayServer(ctx, st.Credential)
+		if err != nil {
+			return err
+		}
+		a.relaySrv.Store(rs)
+		defer rs.close()
+	}
 	go serveLocalAPI(lapi, a)
 
-	a.log.Info("meshvpn up", "name", st.Name, "ip", st.IP, "tun", a.tun.IfName(), "port", a.bind.Port())
+	a.log.Info("meshvpn up", "name", st.Name, "ip", st.IP, "ip6", st.IP6, "tun", a.tun.IfName(), "port", a.bind.Port())
 	go a.ctl.runStream(ctx, st.Credential, a.handleMessage)
 	a.tickLoop(ctx)
 	a.log.Info("shutting down")
@@ -246,11 +292,15 @@ func (a *Agent) saveJoin(resp *control.RegisterResponse) (*nodeState, error) {
 		Prefix:      prefix,
 		Credential:  resp.Credential,
 	}
+	if ip6, p6 := overlay6FromJoin(resp); ip6.IsValid() {
+		st.IP6, st.Prefix6 = ip6.String(), p6.String()
+		a.prefix6 = p6
+	}
 	if err := saveNodeState(a.cfg.StateDir, st); err != nil {
 		return nil, err
 	}
 	a.mu.Lock()
-	a.self = control.Node{ID: st.NodeID, Name: st.Name, IP: st.IP, PublicKey: a.pub.String(), Online: true}
+	a.self = control.Node{ID: st.NodeID, Name: st.Name, IP: st.IP, IP6: st.IP6, PublicKey: a.pub.String(), Online: true}
 	a.mu.Unlock()
 	return st, nil
 }
@@ -265,9 +315,13 @@ func (a *Agent) startDataPlane(st *nodeState) error {
 		return err
 	}
 	a.tun = td
+	a.startOverlay6(st)
 	a.bind = NewBind()
 	a.filter = filter.New()
-	dev := device.NewDevice(&filterTUN{Device: td, f: a.filter}, a.bind, newWGLogger(a.log.With("component", "wireguard")))
+	// The lazy wrapper outside the filter: what it queues has passed the
+	// policy already.
+	a.lazy = newLazyTUN(a, &filterTUN{Device: td, f: a.filter}, prefix)
+	dev := device.NewDevice(a.lazy, a.bind, newWGLogger(a.log.With("component", "wireguard")))
 	a.wg = &wgDevice{dev: dev}
 	if err := dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", a.priv.Hex(), a.cfg.Port)); err != nil {
 		dev.Close()
@@ -381,6 +435,7 @@ func (a *Agent) tickLoop(ctx context.Context) {
 			a.relays.tick(now)
 			a.natTick(now)
 			a.sampleTraffic(now) // liveness.go
+			a.lazyTick(now)      // lazy.go
 			for _, p := range a.peerList() {
 				p.tick(now)
 			}

@@ -154,7 +154,7 @@ func (a *Agent) refreshNames() {
 	peers := a.peerList()
 	recs := make([]meshdns.Record, 0, len(peers)+1)
 	if ip, err := netip.ParseAddr(self.IP); err == nil {
-		recs = append(recs, meshdns.Record{Name: self.Name, IP: ip})
+		recs = append(recs, meshdns.Record{Name: self.Name, IP: ip, IP6: a.dnsIP6(self)})
 	}
 	// By node ID, so that of two peers claiming one name the older wins.
 	slices.SortFunc(peers, func(x, y *peer) int { return cmp.Compare(x.id, y.id) })
@@ -163,7 +163,7 @@ func (a *Agent) refreshNames() {
 		n := p.node
 		p.mu.Unlock()
 		if ip, err := netip.ParseAddr(n.IP); err == nil {
-			recs = append(recs, meshdns.Record{Name: n.Name, IP: ip})
+			recs = append(recs, meshdns.Record{Name: n.Name, IP: ip, IP6: a.dnsIP6(n)})
 		}
 	}
 	a.dns.res.SetNames(a.dnsDomain(), recs)

@@ -66,12 +66,14 @@ func (a *Agent) refreshFilter() {
 		p.mu.Lock()
 		n := p.node
 		p.mu.Unlock()
-		peers = append(peers, filterPeer(n))
+		peers = append(peers, filterPeer(n, a.peerIP6(n)))
 	}
 	a.filter.Set(pf, peers)
 }
 
-func filterPeer(n control.Node) filter.Peer {
+// filterPeer is what the filter matches n by; ip6 is its IPv6 overlay
+// address (zero for none): the rules hold for both addresses.
+func filterPeer(n control.Node, ip6 netip.Addr) filter.Peer {
 	ip, _ := netip.ParseAddr(n.IP)
-	return filter.Peer{IP: ip, Name: n.Name, Tags: n.Tags}
+	return filter.Peer{IP: ip, IP6: ip6, Name: n.Name, Tags: n.Tags}
 }

@@ -55,7 +55,7 @@ func TestFilterTUN(t *testing.T) {
 	f.Set(&policy.Filter{
 		In:  []policy.Rule{{Peers: []string{"laptop"}, Proto: 6, Ports: []policy.PortRange{{First: 22, Last: 22}}}},
 		Out: []policy.Rule{},
-	}, []filter.Peer{filterPeer(control.Node{Name: "laptop", IP: "100.64.0.1"})})
+	}, []filter.Peer{filterPeer(control.Node{Name: "laptop", IP: "100.64.0.1"}, netip.Addr{})})
 	dev := &fakeTUN{reads: [][]byte{synTo("100.64.0.2", "100.64.0.1", 22)}}
 	ft := &filterTUN{Device: dev, f: f}
 

@@ -128,7 +128,7 @@ func (l *lane) enabled() bool {
 
 // kickLocked starts negotiating now if the lane is not already up.
 func (l *lane) kickLocked() {
-	if !l.enabled() || l.up() || l.quietLocked(time.Now()) {
+	if !l.enabled() || !l.wantedLocked(time.Now()) || l.up() || l.quietLocked(time.Now()) {
 		return
 	}
 	l.retry.reset()
@@ -145,7 +145,7 @@ func (l *lane) kickLocked() {
 
 // tickLocked repairs whatever is stuck; called every second.
 func (l *lane) tickLocked(now time.Time) {
-	if !l.enabled() || now.Before(l.nextTry) {
+	if !l.enabled() || !l.wantedLocked(now) || now.Before(l.nextTry) {
 		return
 	}
 	if l.p.controlling {
@@ -166,6 +166,13 @@ func (l *lane) tickLocked(now time.Time) {
 	if l.ice == nil || l.state == ice.ConnectionStateFailed {
 		l.requestRestartLocked()
 	}
+}
+
+// wantedLocked tells whether the lane should run on our initiative: an
+// on-demand peer's relay lane only when the direct one does not come up
+// (lazy.go).
+func (l *lane) wantedLocked(now time.Time) bool {
+	return !l.relay() || l.p.relayWantedLocked(now)
 }
 
 // orderReadyLocked tells whether a first session may start: the relay lane
@@ -192,8 +199,13 @@ func (l *lane) requestRestartLocked() {
 	l.signal(control.Signal{Kind: control.SignalRestart})
 }
 
-// startLocked replaces the session with a new one and offers it.
+// startLocked replaces the session with a new one and offers it, within
+// the agent's session budget (pace.go).
 func (l *lane) startLocked() {
+	if ok, retry := l.p.takeSessionLocked(time.Now()); !ok {
+		l.nextTry = retry
+		return
+	}
 	if l.ice != nil {
 		l.p.a.countICERestart()
 	}
@@ -311,6 +323,10 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 			return // a repeat of the offer we answered
 		}
 		if !l.allowPeerStartLocked(s.Kind) {
+			return
+		}
+		if ok, retry := l.p.takeSessionLocked(time.Now()); !ok {
+			l.nextTry = retry // then a restart request asks for a new offer
 			return
 		}
 		agent, err := l.newICELocked(s.Session)

@@ -63,7 +63,7 @@ func TestLiveness(t *testing.T) {
 // down: the last endpoint is "direct" only while the peer answers.
 func TestStatusTellsSilence(t *testing.T) {
 	a := &Agent{log: slog.New(slog.DiscardHandler)}
-	p := newPeer(a, control.Node{ID: 2, Name: "b", IP: "100.64.0.2", Online: true}, Key{1})
+	p := newPeer(a, control.Node{ID: 2, Name: "b", IP: "100.64.0.2", Online: true}, Key{1}, false)
 	p.active = &p.direct // selected once, ICE no longer up
 	now := time.Now()
 	p.live = liveness{lastRx: now.Add(-20 * time.Second), unanswered: now.Add(-12 * time.Second)}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -50,6 +51,9 @@ func listenLocalAPI(path string) (net.Listener, error) {
 func serveLocalAPI(l net.Listener, a *Agent) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+pathStatus, func(w http.ResponseWriter, r *http.Request) {
+		if target := r.URL.Query().Get("peer"); target != "" {
+			a.wakeFor(target) // lazy.go: status --peer and ping ask for a path
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(a.Status())
 	})
@@ -77,6 +81,7 @@ func (a *Agent) Status() Status {
 			ID:         self.ID,
 			Name:       self.Name,
 			IP:         self.IP,
+			IP6:        a.selfIP6(self),
 			PublicKey:  a.pub.String(),
 			Tags:       nonNil(self.Tags),
 			ListenPort: int(a.bind.Port()),
@@ -85,6 +90,9 @@ func (a *Agent) Status() Status {
 			Relays:     []RelayStatus{},
 			PortMap:    a.portmapStatus(),
 			DNS:        a.dnsStatus(),
+			LazyPeers:  a.cfg.LazyPeers,
+			Lazy:       a.lazyActive.Load(),
+			LazyIdleS:  int(a.lazyIdle() / time.Second),
 		},
 		Coordinator:    CoordinatorStatus{URL: a.ctl.coordinatorURL().String(), Connected: connected, LastError: lastErr},
 		Peers:          []PeerStatus{},
@@ -97,8 +105,10 @@ func (a *Agent) Status() Status {
 	env := a.pathEnv()
 	env.coordDown = !connected
 	st.Self.NAT = env.localNAT
+	chosen := a.relays.choice()
 	for _, c := range a.relays.snapshot() {
-		rs := RelayStatus{URL: c.URL, Server: c.Server, Transport: c.Transport, Available: c.OK, Error: c.Err}
+		rs := RelayStatus{URL: c.URL, Server: c.Server, Transport: c.Transport, Available: c.OK, Error: c.Err, Node: c.Node}
+		rs.Chosen = chosen != nil && chosen.URL == c.URL
 		if c.OK {
 			rs.RTTMs = float64(c.RTT.Microseconds()) / 1000
 		}
@@ -199,7 +209,17 @@ func (c *Client) httpClient() *http.Client {
 
 // Status fetches the agent's status.
 func (c *Client) Status(ctx context.Context) (*Status, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://meshvpn"+pathStatus, nil)
+	return c.StatusPeer(ctx, "")
+}
+
+// StatusPeer fetches the agent's status and, for a peer (name or overlay
+// address) whose path is set up on demand, asks the agent to set it up.
+func (c *Client) StatusPeer(ctx context.Context, peer string) (*Status, error) {
+	u := "http://meshvpn" + pathStatus
+	if peer != "" {
+		u += "?" + url.Values{"peer": {peer}}.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -41,9 +41,9 @@ func newAgentMetrics(status func() Status) *agentMetrics {
 			}
 			return []metrics.Sample{{Value: v}}
 		})
-	r.GaugeFunc("meshvpn_agent_peers", "Peers by the path their packets take: direct, relay or none.", []string{"path"},
+	r.GaugeFunc("meshvpn_agent_peers", "Peers by the path their packets take: direct, relay, none, or idle (set up on demand).", []string{"path"},
 		func() []metrics.Sample {
-			count := map[string]float64{PathDirect: 0, PathRelay: 0, PathNone: 0}
+			count := map[string]float64{PathDirect: 0, PathRelay: 0, PathNone: 0, PathIdle: 0}
 			for _, p := range m.snapshot().Peers {
 				count[p.Path]++
 			}

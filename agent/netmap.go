@@ -64,7 +64,9 @@ func (a *Agent) applyNetmap(nm *control.Netmap) {
 	a.mu.Lock()
 	keep := make(map[uint64]bool, len(nm.Peers))
 	for _, n := range nm.Peers {
-		keep[n.ID] = true
+		if n.ID != a.self.ID {
+			keep[n.ID] = true
+		}
 	}
 	var gone []uint64
 	for id := range a.peers {
@@ -73,12 +75,16 @@ func (a *Agent) applyNetmap(nm *control.Netmap) {
 		}
 	}
 	a.mu.Unlock()
+	// Decided before the peers are added, so that a big mesh's peers are
+	// born asleep rather than the first ones connected eagerly.
+	a.updateLazy(len(keep))
 	for _, id := range gone {
 		a.removePeer(id)
 	}
 	for _, n := range nm.Peers {
 		a.upsertPeer(n)
 	}
+	a.peersChanged()
 	a.refreshNames()
 	a.setPolicyFilter(nm.Filter)
 	a.refreshFilter()
@@ -95,9 +101,24 @@ func (a *Agent) applyDelta(d *control.Delta) {
 	}
 	for _, id := range d.Remove {
 		a.removePeer(id)
+		a.dropRelayClient(id)
+	}
+	if len(d.Upsert) > 0 {
+		a.mu.Lock()
+		n := len(a.peers)
+		for _, u := range d.Upsert {
+			if a.peers[u.ID] == nil && u.ID != a.self.ID {
+				n++
+			}
+		}
+		a.mu.Unlock()
+		a.updateLazy(n) // new peers are born asleep in a big mesh
 	}
 	for _, n := range d.Upsert {
 		a.upsertPeer(n)
+	}
+	if len(d.Upsert) > 0 || len(d.Remove) > 0 {
+		a.peersChanged()
 	}
 	a.refreshNames()
 	if d.Filter != nil {
@@ -144,10 +165,11 @@ func (a *Agent) upsertPeer(n control.Node) {
 	}
 	if p != nil && p.key == key {
 		p.mu.Lock()
-		ipChanged := p.node.IP != n.IP && p.wgAdded
+		ipChanged := (p.node.IP != n.IP || a.peerIP6(p.node) != a.peerIP6(n)) && p.wgAdded
 		p.mu.Unlock()
 		if ipChanged {
-			if err := p.wgChange(func() error { return a.wg.setOverlayIP(key, ip) }); err != nil {
+			overlay := a.overlayIPs(n)
+			if err := p.wgChange(func() error { return a.wg.setOverlayIP(key, overlay) }); err != nil {
 				a.log.Error("update WireGuard peer", "peer", n.Name, "err", err)
 			}
 		}
@@ -162,11 +184,18 @@ func (a *Agent) upsertPeer(n control.Node) {
 	// WireGuard learns of the peer only when ICE has found a path (see
 	// peer.onSelected): until then its packets are dropped instead of
 	// queued behind a handshake that has nowhere to go.
-	p = newPeer(a, n, key)
+	asleep := a.lazyActive.Load()
+	p = newPeer(a, n, key, asleep)
 	a.mu.Lock()
 	a.peers[n.ID] = p
 	a.mu.Unlock()
-	a.log.Info("peer added", "peer", n.Name, "ip", n.IP, "online", n.Online)
+	if asleep {
+		// One line per peer is too many in a mesh of thousands.
+		a.log.Debug("peer added, path on demand", "peer", n.Name, "ip", n.IP, "ip6", addrString(a.peerIP6(n)), "online", n.Online)
+	} else {
+		a.log.Info("peer added", "peer", n.Name, "ip", n.IP, "ip6", addrString(a.peerIP6(n)), "online", n.Online)
+	}
+	a.sendNATInfo(p)
 	p.kick()
 }
 
@@ -179,6 +208,7 @@ func (a *Agent) removePeer(id uint64) {
 		return
 	}
 	p.close()
+	p.queue.drop()
 	// After close, wgChange refuses; taking wgMu waits for one in flight.
 	p.wgMu.Lock()
 	err := a.wg.removePeer(p.key)
@@ -202,8 +232,30 @@ func (a *Agent) dropAllPeers(reason string) {
 	for _, id := range ids {
 		a.removePeer(id)
 	}
+	a.peersChanged()
 	a.refreshNames()
 	if len(ids) > 0 {
 		a.log.Warn("dropped every peer: the coordinator no longer admits this node", "reason", reason, "peers", len(ids))
 	}
+}
+
+// peersChanged runs once after a netmap or delta changed the peers: the
+// lazy mode follows the mesh's size, and the data path's overlay address
+// index is rebuilt (copy on write: the TUN reader never locks).
+func (a *Agent) peersChanged() {
+	ps := a.peerList()
+	a.updateLazy(len(ps))
+	idx := make(map[netip.Addr]*peer, len(ps))
+	for _, p := range ps {
+		p.mu.Lock()
+		n := p.node
+		p.mu.Unlock()
+		if ip, err := netip.ParseAddr(n.IP); err == nil {
+			idx[ip] = p
+		}
+		if ip6 := a.peerIP6(n); ip6.IsValid() {
+			idx[ip6] = p
+		}
+	}
+	a.ipIndex.Store(&idx)
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -60,6 +62,21 @@ type peer struct {
 	// wgMu serialises this peer's WireGuard changes with its removal, so a
 	// path selected just as the peer is removed cannot add it back.
 	wgMu sync.Mutex
+
+	// Paths on demand (lazy.go). asleep: no sessions, no WireGuard peer;
+	// sleeping mirrors it for the data path. ready: WireGuard has the
+	// peer's session, packets pass (lazytun.go); used: a packet went
+	// through since the last tick; waking: a wake is under way.
+	asleep        bool
+	sleeping      atomic.Bool
+	ready         atomic.Bool
+	used          atomic.Bool
+	waking        atomic.Bool
+	paid          bool // a waking signal paid for the session it starts
+	wokeAt        time.Time
+	lastUsed      time.Time // last tick that saw traffic, or the wake
+	directUpSince time.Time // lazyTick: the direct lane is up since
+	queue         pktQueue
 }
 
 // wgChange runs fn, a change to this peer's WireGuard configuration, unless
@@ -68,7 +85,7 @@ func (p *peer) wgChange(fn func() error) error {
 	p.wgMu.Lock()
 	defer p.wgMu.Unlock()
 	p.mu.Lock()
-	closed := p.closed
+	closed := p.closed || p.asleep
 	p.mu.Unlock()
 	if closed {
 		return nil
@@ -76,7 +93,7 @@ func (p *peer) wgChange(fn func() error) error {
 	return fn()
 }
 
-func newPeer(a *Agent, n control.Node, key Key) *peer {
+func newPeer(a *Agent, n control.Node, key Key, asleep bool) *peer {
 	p := &peer{
 		a:           a,
 		id:          n.ID,
@@ -92,6 +109,11 @@ func newPeer(a *Agent, n control.Node, key Key) *peer {
 		p.onlineAt = time.Now()
 	}
 	p.waitFrom = time.Now()
+	p.asleep, p.lastUsed = asleep, time.Now()
+	p.sleeping.Store(asleep)
+	if asleep {
+		p.lastChange = "not used yet"
+	}
 	return p
 }
 
@@ -123,7 +145,7 @@ func (p *peer) update(n control.Node) {
 func (p *peer) kick() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || !p.node.Online {
+	if p.closed || !p.node.Online || p.asleep {
 		return
 	}
 	p.direct.kickLocked()
@@ -134,7 +156,7 @@ func (p *peer) kick() {
 func (p *peer) tick(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || !p.node.Online {
+	if p.closed || !p.node.Online || p.asleep {
 		return
 	}
 	p.direct.tickLocked(now)
@@ -147,7 +169,7 @@ func (p *peer) tick(now time.Time) {
 func (p *peer) restartRelay() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || !p.node.Online || p.active == &p.relay {
+	if p.closed || !p.node.Online || p.asleep || p.active == &p.relay {
 		return
 	}
 	p.relay.closeICELocked()
@@ -249,7 +271,7 @@ func (p *peer) readRelayed(l *lane, c *ice.Conn) {
 func (p *peer) reconsiderLocked(why string) func() {
 	var best *lane
 	switch {
-	case p.closed:
+	case p.closed || p.asleep:
 		return nil
 	case p.direct.up():
 		best = &p.direct
@@ -259,7 +281,14 @@ func (p *peer) reconsiderLocked(why string) func() {
 		best = &p.relay
 	default:
 		if p.active != nil && p.lastChange != "no working path" {
-			p.log.Warn("no working path to peer; keeping the last endpoint", "why", why)
+			// An unused on-demand path that breaks is put to sleep
+			// (lazy.go), usually because the peer tore it down: not
+			// worth a warning.
+			level := slog.LevelWarn
+			if p.quietLocked(time.Now()) {
+				level = slog.LevelDebug
+			}
+			p.log.Log(context.Background(), level, "no working path to peer; keeping the last endpoint", "why", why)
 			p.lastChange = "no working path"
 			p.changedAt = time.Now()
 		}
@@ -294,7 +323,7 @@ func (p *peer) reconsiderLocked(why string) func() {
 	if best == &p.punched && prev != best {
 		p.lastChange = p.bd.result
 	}
-	overlay, _ := netip.ParseAddr(p.node.IP)
+	overlay := p.a.overlayIPs(p.node)
 	return func() { p.applyPath(best, overlay, ep, first) }
 }
 
@@ -308,7 +337,7 @@ func (p *peer) reconsiderLocked(why string) func() {
 // controlled side selects on the controlling side's nomination, half a round
 // trip before the controlling side does, so it knows the peer when the
 // handshake comes.
-func (p *peer) applyPath(l *lane, overlay netip.Addr, ep netip.AddrPort, first bool) {
+func (p *peer) applyPath(l *lane, overlay []netip.Prefix, ep netip.AddrPort, first bool) {
 	err := p.wgChange(func() error {
 		// Two lanes' callbacks decide under p.mu but apply after it, in
 		// either order: a late apply must not put back the endpoint a newer
@@ -327,6 +356,7 @@ func (p *peer) applyPath(l *lane, overlay netip.Addr, ep netip.AddrPort, first b
 		p.log.Error("set WireGuard endpoint", "err", err)
 		return
 	}
+	p.pathApplied() // readywatch.go
 	if p.controlling {
 		time.AfterFunc(handshakeGrace, func() { p.ensureHandshake(l, overlay, ep) })
 		return
@@ -358,7 +388,7 @@ func (p *peer) current(l *lane, ep netip.AddrPort) bool {
 	return p.active == l && p.endpoint == ep && !p.closed
 }
 
-func (p *peer) ensureHandshake(l *lane, overlay netip.Addr, ep netip.AddrPort) {
+func (p *peer) ensureHandshake(l *lane, overlay []netip.Prefix, ep netip.AddrPort) {
 	if !p.current(l, ep) || p.a.wg.handshaked(p.key) {
 		return
 	}
@@ -370,9 +400,14 @@ func (p *peer) ensureHandshake(l *lane, overlay netip.Addr, ep netip.AddrPort) {
 
 // handleSignal applies one message from the peer.
 func (p *peer) handleSignal(s *control.Signal) {
+	if s.Kind != control.SignalInfo && !p.wakeBySignal(s.Kind) { // lazy.go
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
+	// Asleep again since the wake check (idle teardown in between): only
+	// the NAT views are kept.
+	if p.closed || (p.asleep && s.Kind != control.SignalInfo) {
 		return
 	}
 	l := p.lane(s.Lane)
@@ -400,6 +435,9 @@ func (p *peer) handleSignal(s *control.Signal) {
 			p.peerFiltering, p.peerOpenTTL = s.Filtering, s.OpenTTL
 		}
 		p.bd.capable = s.Birthday
+		if p.asleep {
+			return
+		}
 		p.natViewsChangedLocked()
 		p.birthdayTickLocked(time.Now())
 		return
@@ -442,7 +480,7 @@ func (p *peer) natViewsChanged() {
 }
 
 func (p *peer) natViewsChangedLocked() {
-	if p.closed || !p.node.Online || !p.controlling || p.direct.ice != nil {
+	if p.closed || !p.node.Online || p.asleep || !p.controlling || p.direct.ice != nil {
 		return
 	}
 	p.direct.kickLocked()

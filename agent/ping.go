@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"golang.org/x/net/icmp"
-	"golang.org/x/net/ipv4"
 )
 
 // PingOptions configure Ping.
@@ -24,6 +22,9 @@ type PingOptions struct {
 	// UntilDirect stops at the first reply that came over a direct path;
 	// Count is then the limit.
 	UntilDirect bool
+	// IPv6 pings the peer's IPv6 overlay address (ICMPv6); a target that
+	// is an IPv6 address implies it.
+	IPv6 bool
 }
 
 // PingResult counts what Ping saw.
@@ -51,11 +52,14 @@ type PingReply struct {
 	Relay string `json:"relay,omitempty"`
 }
 
-// ResolvePeer finds a peer by name or overlay address in st.
+// ResolvePeer finds a peer by name or overlay address (IPv4 or IPv6, in
+// any spelling) in st.
 func ResolvePeer(st *Status, target string) (*PeerStatus, error) {
+	addr, _ := netip.ParseAddr(target)
 	for i := range st.Peers {
-		if st.Peers[i].Name == target || st.Peers[i].IP == target {
-			return &st.Peers[i], nil
+		p := &st.Peers[i]
+		if p.Name == target || p.IP == target || (addr.IsValid() && (sameAddr(p.IP, addr) || sameAddr(p.IP6, addr))) {
+			return p, nil
 		}
 	}
 	return nil, fmt.Errorf("no peer named or addressed %q (see `meshvpn status`)", target)
@@ -66,7 +70,9 @@ func ResolvePeer(st *Status, target string) (*PeerStatus, error) {
 // each reply the path the agent had for the peer at that moment.
 func Ping(ctx context.Context, c *Client, target string, opt PingOptions, out io.Writer) (PingResult, error) {
 	var res PingResult
-	st, err := c.Status(ctx)
+	// Naming the peer sets its path up now if it is set up on demand; the
+	// first echo is queued until then.
+	st, err := c.StatusPeer(ctx, target)
 	if err != nil {
 		return res, err
 	}
@@ -74,29 +80,33 @@ func Ping(ctx context.Context, c *Client, target string, opt PingOptions, out io
 	if err != nil {
 		return res, err
 	}
-	dst, err := netip.ParseAddr(p.IP)
+	if t, err := netip.ParseAddr(target); err == nil && t.Is6() && !t.Is4In6() {
+		opt.IPv6 = true
+	}
+	dst, from, err := pingAddrs(st, p, opt.IPv6)
 	if err != nil {
-		return res, fmt.Errorf("peer %s has no usable address %q", p.Name, p.IP)
+		return res, err
 	}
 	if p.PingBlocked {
 		if p.Policy == "blocked by policy" {
-			return res, fmt.Errorf("%s (%s): blocked by policy: this node may open no connection to it", p.Name, p.IP)
+			return res, fmt.Errorf("%s (%s): blocked by policy: this node may open no connection to it", p.Name, dst)
 		}
-		return res, fmt.Errorf("%s (%s): blocked by policy: ICMP is not allowed (this node may open: %s)", p.Name, p.IP, p.Policy)
+		return res, fmt.Errorf("%s (%s): blocked by policy: ICMP is not allowed (this node may open: %s)", p.Name, dst, p.Policy)
 	}
-	conn, network, err := listenICMP()
+	fam := icmpFamilyFor(opt.IPv6)
+	conn, network, err := fam.listen()
 	if err != nil {
 		return res, err
 	}
 	defer conn.Close()
-	res.Peer, res.IP = p.Name, p.IP
+	res.Peer, res.IP = p.Name, dst.String()
 	enc := json.NewEncoder(out)
 	if !opt.JSON {
-		fmt.Fprintf(out, "PING %s (%s) from %s\n", p.Name, p.IP, st.Self.IP)
+		fmt.Fprintf(out, "PING %s (%s) from %s\n", p.Name, dst, from)
 	}
 	id := os.Getpid() & 0xffff
 	var to net.Addr = &net.IPAddr{IP: dst.AsSlice()}
-	if network == "udp4" {
+	if network == "udp4" || network == "udp6" {
 		to = &net.UDPAddr{IP: dst.AsSlice()}
 	}
 	for seq := 1; seq <= opt.Count; seq++ {
@@ -107,13 +117,13 @@ func Ping(ctx context.Context, c *Client, target string, opt PingOptions, out io
 			case <-time.After(opt.Interval):
 			}
 		}
-		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("meshvpn-ping")}}
+		msg := icmp.Message{Type: fam.echo, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("meshvpn-ping")}}
 		b, _ := msg.Marshal(nil)
 		if _, err := conn.WriteTo(b, to); err != nil {
 			return res, fmt.Errorf("send ping: %w", err)
 		}
 		res.Sent++
-		rtt, ok := waitEcho(conn, dst, id, seq, network == "udp4", opt.Timeout)
+		rtt, ok := waitEcho(conn, fam, dst, id, seq, network != fam.raw, opt.Timeout)
 		r := PingReply{Seq: seq, Reply: ok, Path: PathNone}
 		if ok {
 			res.Received++
@@ -134,7 +144,7 @@ func Ping(ctx context.Context, c *Client, target string, opt PingOptions, out io
 		case opt.JSON:
 			_ = enc.Encode(r)
 		case ok:
-			fmt.Fprintf(out, "reply from %s (%s): seq=%d time=%.2f ms via %s\n", p.Name, p.IP, seq, r.RTTMs, describePath(&r))
+			fmt.Fprintf(out, "reply from %s (%s): seq=%d time=%.2f ms via %s\n", p.Name, dst, seq, r.RTTMs, describePath(&r))
 		default:
 			fmt.Fprintf(out, "seq=%d: no reply within %v (%s)\n", seq, opt.Timeout, describePath(&r))
 		}
@@ -172,23 +182,9 @@ func describePath(p *PingReply) string {
 	}
 }
 
-// listenICMP opens a raw ICMP socket (root) or, failing that, an unprivileged
-// ping socket (allowed by net.ipv4.ping_group_range).
-func listenICMP() (*icmp.PacketConn, string, error) {
-	c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
-	if err == nil {
-		return c, "ip4", nil
-	}
-	c, err2 := icmp.ListenPacket("udp4", "0.0.0.0")
-	if err2 == nil {
-		return c, "udp4", nil
-	}
-	return nil, "", fmt.Errorf("open ICMP socket: %w (needs root, CAP_NET_RAW or net.ipv4.ping_group_range)", errors.Join(err, err2))
-}
-
 // waitEcho reads until the matching echo reply arrives or the timeout passes.
 // An unprivileged ping socket rewrites the ID, so only seq is matched there.
-func waitEcho(c *icmp.PacketConn, from netip.Addr, id, seq int, dgram bool, timeout time.Duration) (time.Duration, bool) {
+func waitEcho(c *icmp.PacketConn, fam icmpFamily, from netip.Addr, id, seq int, dgram bool, timeout time.Duration) (time.Duration, bool) {
 	start := time.Now()
 	deadline := start.Add(timeout)
 	buf := make([]byte, 1500)
@@ -210,8 +206,8 @@ func waitEcho(c *icmp.PacketConn, from netip.Addr, id, seq int, dgram bool, time
 		if src.Unmap() != from {
 			continue
 		}
-		m, err := icmp.ParseMessage(1, buf[:n])
-		if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
+		m, err := icmp.ParseMessage(fam.proto, buf[:n])
+		if err != nil || m.Type != fam.reply {
 			continue
 		}
 		e, ok := m.Body.(*icmp.Echo)

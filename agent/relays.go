@@ -159,15 +159,21 @@ func (m *relayManager) probe(gen int, todo []relayCheck) {
 	}
 }
 
-// choiceLocked is the relay sessions allocate on: the first working relay
-// by transport preference.
+// choiceLocked is the relay sessions allocate on: of the working relays
+// over the most preferred transport (UDP, then TCP, then TLS), the one
+// with the shortest round trip measured by the last probe, so a peer relay
+// near this node beats a far server (and the reverse).
 func (m *relayManager) choiceLocked() *relayTarget {
 	for _, tr := range []string{"udp", "tcp", "tls"} {
+		best := -1
 		for i := range m.checks {
-			if m.checks[i].OK && m.checks[i].Transport == tr {
-				t := m.checks[i].relayTarget
-				return &t
+			if m.checks[i].OK && m.checks[i].Transport == tr && (best < 0 || m.checks[i].RTT < m.checks[best].RTT) {
+				best = i
 			}
+		}
+		if best >= 0 {
+			t := m.checks[best].relayTarget
+			return &t
 		}
 	}
 	return nil

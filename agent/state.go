@@ -26,6 +26,8 @@ type nodeState struct {
 	Name        string `json:"name"`
 	IP          string `json:"ip"`
 	Prefix      string `json:"prefix"`
+	IP6         string `json:"ip6,omitempty"`
+	Prefix6     string `json:"prefix6,omitempty"`
 	Credential  string `json:"credential"`
 }
 

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"sort"
@@ -15,6 +16,9 @@ const (
 	PathDirect = "direct"
 	PathRelay  = "relay"
 	PathNone   = "none"
+	// PathIdle: a path set up on demand that is not set up now (never
+	// used, or torn down after --lazy-idle without traffic).
+	PathIdle = "idle"
 )
 
 // Status is what `meshvpn status` shows; its JSON form is a stable interface.
@@ -29,9 +33,12 @@ type Status struct {
 
 // SelfStatus describes this node.
 type SelfStatus struct {
-	ID         uint64   `json:"id"`
-	Name       string   `json:"name"`
-	IP         string   `json:"ip"`
+	ID   uint64 `json:"id"`
+	Name string `json:"name"`
+	IP   string `json:"ip"`
+	// IP6 is the node's IPv6 overlay address; absent when the coordinator
+	// gave none or the host has IPv6 turned off.
+	IP6        string   `json:"ip6,omitempty"`
 	PublicKey  string   `json:"public_key"`
 	Tags       []string `json:"tags"`
 	ListenPort int      `json:"listen_port"`
@@ -49,6 +56,12 @@ type SelfStatus struct {
 	PortMap *PortMapStatus `json:"portmap,omitempty"`
 	// DNS is the mesh resolver and how the host uses it.
 	DNS *DNSStatus `json:"dns"`
+	// LazyPeers is the --lazy-peers mode; Lazy whether paths are set up
+	// on demand now, LazyIdleS after how many seconds without traffic
+	// they are torn down.
+	LazyPeers string `json:"lazy_peers"`
+	Lazy      bool   `json:"lazy"`
+	LazyIdleS int    `json:"lazy_idle_s"`
 }
 
 // DNSStatus describes names in the mesh on this node.
@@ -79,15 +92,18 @@ type CoordinatorStatus struct {
 
 // PeerStatus describes the path to one peer.
 type PeerStatus struct {
-	ID        uint64   `json:"id"`
-	Name      string   `json:"name"`
-	IP        string   `json:"ip"`
+	ID   uint64 `json:"id"`
+	Name string `json:"name"`
+	IP   string `json:"ip"`
+	// IP6 is the peer's IPv6 overlay address, absent when it has none.
+	IP6       string   `json:"ip6,omitempty"`
 	PublicKey string   `json:"public_key"`
 	Tags      []string `json:"tags"`
 	Online    bool     `json:"online"`
 	// DNSName is the name the mesh resolver answers for the peer.
 	DNSName string `json:"dns_name"`
-	// Path is "direct", "relay" or "none"; Reason says why when not direct,
+	// Path is "direct", "relay", "none" or "idle" (lazy.go); Reason says
+	// why when not direct,
 	// and "no answer for N s" when the path's lane is down and the peer has
 	// not answered what we sent for that long (after 15 s: path "none").
 	Path     string `json:"path"`
@@ -136,6 +152,10 @@ type PeerStatus struct {
 	// that the policy dropped.
 	PolicyDropsIn  uint64 `json:"policy_drops_in"`
 	PolicyDropsOut uint64 `json:"policy_drops_out"`
+	// Queued is how many packets wait for the path being set up;
+	// QueueDropped counts those dropped (queue full, or waited too long).
+	Queued       int    `json:"queued,omitempty"`
+	QueueDropped uint64 `json:"queue_dropped,omitempty"`
 }
 
 // RelayPathStatus is the relay a peer's packets go through.
@@ -145,6 +165,9 @@ type RelayPathStatus struct {
 	// udp, tcp or tls.
 	Server    string `json:"server"`
 	Transport string `json:"transport"`
+	// Node is the member running the relay (a peer relay); 0 for the
+	// coordinator's relay and external servers.
+	Node uint64 `json:"node,omitempty"`
 	// Allocation is our relayed address on the server.
 	Allocation string `json:"allocation,omitempty"`
 }
@@ -159,6 +182,11 @@ type RelayStatus struct {
 	Error     string  `json:"error,omitempty"`
 	RTTMs     float64 `json:"rtt_ms,omitempty"`
 	Checked   string  `json:"checked,omitempty"`
+	// Node is the member running the relay (a peer relay), as in
+	// RelayPathStatus; Chosen marks the relay new relay sessions use (the
+	// nearest working one, see relayManager.choiceLocked).
+	Node   uint64 `json:"node,omitempty"`
+	Chosen bool   `json:"chosen,omitempty"`
 }
 
 // status reports the peer; wg holds WireGuard's counters for its key.
@@ -168,6 +196,7 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 		ID:            p.id,
 		Name:          p.node.Name,
 		IP:            p.node.IP,
+		IP6:           addrString(p.a.peerIP6(p.node)),
 		PublicKey:     p.key.String(),
 		Tags:          nonNil(p.node.Tags),
 		Online:        p.node.Online,
@@ -201,13 +230,14 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 		}
 		st.Family = family(active.relay() && active.target.IPv6)
 		if active.relay() {
-			st.Relay = &RelayPathStatus{URL: active.target.URL, Server: active.target.Server, Transport: active.target.Transport}
+			st.Relay = &RelayPathStatus{URL: active.target.URL, Server: active.target.Server, Transport: active.target.Transport, Node: active.target.Node}
 			if active.local != nil {
 				st.Relay.Allocation = net.JoinHostPort(active.local.Address(), strconv.Itoa(active.local.Port()))
 			}
 		}
 	}
 	live := p.live
+	asleep, lastUsed := p.asleep, p.lastUsed
 	why := reasonInput{
 		online:      p.node.Online,
 		controlling: p.controlling,
@@ -217,6 +247,7 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 		pathEnv:     env,
 	}
 	p.mu.Unlock()
+	st.Queued, st.QueueDropped = p.queue.stats()
 
 	if haveWG {
 		st.RxBytes, st.TxBytes = wg.RxBytes, wg.TxBytes
@@ -243,6 +274,15 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 		verdict, quiet = live.judge(time.Now())
 	}
 	switch {
+	case asleep:
+		st.Path, st.Endpoint = PathIdle, ""
+		st.Reason = "set up on demand"
+		switch {
+		case !why.online:
+			st.Reason = "peer offline"
+		case st.LastChange != "not used yet":
+			st.Reason = fmt.Sprintf("no traffic for %s; set up again on demand", time.Since(lastUsed).Round(time.Second))
+		}
 	case active == nil || verdict == pathDead:
 		st.Path = PathNone
 		st.Endpoint = ""

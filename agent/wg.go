@@ -36,9 +36,19 @@ func newWGLogger(log *slog.Logger) *device.Logger {
 // most NATs forget a UDP flow after 30 s to a few minutes.
 const persistentKeepalive = 25
 
-// setOverlayIP makes the peer's overlay address the only one it may use.
-func (w *wgDevice) setOverlayIP(key Key, ip netip.Addr) error {
-	cfg := fmt.Sprintf("public_key=%s\nreplace_allowed_ips=true\nallowed_ip=%s/32\n", key.Hex(), ip)
+// allowedIPs is the UAPI lines that give a peer its overlay addresses.
+func allowedIPs(overlay []netip.Prefix) string {
+	var b strings.Builder
+	for _, p := range overlay {
+		fmt.Fprintf(&b, "allowed_ip=%s\n", p)
+	}
+	return b.String()
+}
+
+// setOverlayIP makes the peer's overlay addresses (IPv4 /32, IPv6 /128)
+// the only ones it may use.
+func (w *wgDevice) setOverlayIP(key Key, overlay []netip.Prefix) error {
+	cfg := fmt.Sprintf("public_key=%s\nreplace_allowed_ips=true\n%s", key.Hex(), allowedIPs(overlay))
 	if err := w.dev.IpcSet(cfg); err != nil {
 		return fmt.Errorf("set WireGuard peer address: %w", err)
 	}
@@ -69,9 +79,9 @@ func (w *wgDevice) setEndpoint(key Key, ep netip.AddrPort, keepalive bool) error
 // recreatePeer makes the peer afresh at ep, with keepalives on when asked
 // (which starts a handshake at once). A fresh peer is the way to force a
 // handshake: wireguard-go holds a new one back 5 s after any attempt.
-func (w *wgDevice) recreatePeer(key Key, ip netip.Addr, ep netip.AddrPort, keepalive bool) error {
-	cfg := fmt.Sprintf("public_key=%s\nremove=true\npublic_key=%s\nallowed_ip=%s/32\nendpoint=%s\n",
-		key.Hex(), key.Hex(), ip, ep)
+func (w *wgDevice) recreatePeer(key Key, overlay []netip.Prefix, ep netip.AddrPort, keepalive bool) error {
+	cfg := fmt.Sprintf("public_key=%s\nremove=true\npublic_key=%s\n%sendpoint=%s\n",
+		key.Hex(), key.Hex(), allowedIPs(overlay), ep)
 	if keepalive {
 		cfg += fmt.Sprintf("persistent_keepalive_interval=%d\n", persistentKeepalive)
 	}

@@ -132,6 +132,10 @@ type RegisterResponse struct {
 	IP string `json:"ip"`
 	// Prefix is the overlay prefix to route into the TUN device.
 	Prefix string `json:"prefix"`
+	// IP6 is the node's IPv6 overlay address in Prefix6, the mesh's ULA
+	// /48 (see OverlayAddr6); both absent from older coordinators.
+	IP6     string `json:"ip6,omitempty"`
+	Prefix6 string `json:"prefix6,omitempty"`
 	// Credential authenticates the node from now on; the agent stores it
 	// (mode 0600) and never logs it.
 	Credential string `json:"credential"`
@@ -144,9 +148,12 @@ type Error struct {
 
 // Node is one member of the mesh as its peers see it.
 type Node struct {
-	ID        uint64    `json:"id"`
-	Name      string    `json:"name"`
-	IP        string    `json:"ip"`
+	ID   uint64 `json:"id"`
+	Name string `json:"name"`
+	IP   string `json:"ip"`
+	// IP6 is the node's IPv6 overlay address in the mesh's ULA /48;
+	// absent from older coordinators. Older agents ignore it.
+	IP6       string    `json:"ip6,omitempty"`
 	PublicKey string    `json:"public_key"`
 	Online    bool      `json:"online"`
 	LastSeen  time.Time `json:"last_seen,omitzero"`
@@ -197,6 +204,9 @@ type Relay struct {
 	// CA is an optional PEM bundle that a turns: server's certificate chains
 	// to, for servers with a private CA.
 	CA string `json:"ca,omitempty"`
+	// Node is the member that runs this relay (a peer relay, see
+	// RelayOffer); 0 for the coordinator's and external servers.
+	Node uint64 `json:"node,omitempty"`
 }
 
 // Delta changes a Netmap: nodes added or changed, nodes gone.

@@ -26,6 +26,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc(control.PathStream, s.handleStream)
 	mux.HandleFunc(control.PathChallenge, s.bodyDeadline(s.handleChallenge))
 	mux.HandleFunc(control.PathNetcheckInfo, s.bodyDeadline(s.handleNetcheckInfo))
+	mux.HandleFunc(control.PathRelayOffer, s.bodyDeadline(s.handleRelayOffer))
 	mux.HandleFunc("/", s.bodyDeadline(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not found")
 	}))
@@ -108,6 +109,8 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		Name:       reg.Node.Name,
 		IP:         reg.Node.IP,
 		Prefix:     control.OverlayPrefix.String(),
+		IP6:        reg.Node.IP6,
+		Prefix6:    s.store.OverlayPrefix6().String(),
 		Credential: reg.Credential,
 	})
 }

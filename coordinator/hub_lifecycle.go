@@ -8,7 +8,7 @@ import (
 
 // sameNode tells whether a change would show peers nothing new.
 func sameNode(a, b control.Node) bool {
-	return a.ID == b.ID && a.Name == b.Name && a.IP == b.IP && a.PublicKey == b.PublicKey &&
+	return a.ID == b.ID && a.Name == b.Name && a.IP == b.IP && a.IP6 == b.IP6 && a.PublicKey == b.PublicKey &&
 		a.Online == b.Online && a.LastSeen.Equal(b.LastSeen) && slices.Equal(a.Tags, b.Tags) && a.SeenFrom == b.SeenFrom
 }
 

@@ -50,14 +50,14 @@ func (r NodeRecord) Expired() bool { return !r.ExpiredAt.IsZero() }
 
 const recordColumns = nodeColumns + `, ephemeral, created_at, expired_at, auth_key_id`
 
-func scanRecord(row rowScanner) (NodeRecord, error) {
+func (s *Store) scanRecord(row rowScanner) (NodeRecord, error) {
 	var (
 		r       NodeRecord
 		created int64
 		expired sql.NullInt64
 		keyID   sql.NullInt64
 	)
-	n, err := scanNode(row, &r.Ephemeral, &created, &expired, &keyID)
+	n, err := s.scanNode(row, &r.Ephemeral, &created, &expired, &keyID)
 	if err != nil {
 		return NodeRecord{}, err
 	}
@@ -77,7 +77,7 @@ func (s *Store) NodeRecords(ctx context.Context) ([]NodeRecord, error) {
 	defer rows.Close()
 	var out []NodeRecord
 	for rows.Next() {
-		r, err := scanRecord(rows)
+		r, err := s.scanRecord(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list nodes: %w", err)
 		}
@@ -92,19 +92,20 @@ func (s *Store) NodeRecords(ctx context.Context) ([]NodeRecord, error) {
 // FindNode looks a node up by ID, name or overlay IP, the ways an operator
 // names one on the command line.
 func (s *Store) FindNode(ctx context.Context, ref string) (NodeRecord, error) {
-	return findNode(ctx, s.db, ref)
+	return s.findNode(ctx, s.db, ref)
 }
 
-func findNode(ctx context.Context, q queryer, ref string) (NodeRecord, error) {
+func (s *Store) findNode(ctx context.Context, q queryer, ref string) (NodeRecord, error) {
 	var row *sql.Row
 	if id, err := strconv.ParseUint(ref, 10, 63); err == nil {
 		row = q.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM nodes WHERE id = ?`, id)
 	} else if ip, err := netip.ParseAddr(ref); err == nil {
+		ip = s.ip4Of(ip) // a node's IPv6 overlay address names it too
 		row = q.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM nodes WHERE ip = ?`, ip.String())
 	} else {
 		row = q.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM nodes WHERE name = ?`, ref)
 	}
-	r, err := scanRecord(row)
+	r, err := s.scanRecord(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return NodeRecord{}, fmt.Errorf("%w: %q", ErrNodeNotFound, ref)
 	}
@@ -121,7 +122,7 @@ func (s *Store) RemoveNode(ctx context.Context, ref, reason string) (NodeRecord,
 	var r NodeRecord
 	err := s.inTx(ctx, func(tx *dbTx) error {
 		var err error
-		if r, err = findNode(ctx, tx, ref); err != nil {
+		if r, err = s.findNode(ctx, tx, ref); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx,
@@ -150,7 +151,7 @@ func (s *Store) ExpireNode(ctx context.Context, ref string) (NodeRecord, error) 
 	var r NodeRecord
 	err := s.inTx(ctx, func(tx *dbTx) error {
 		var err error
-		if r, err = findNode(ctx, tx, ref); err != nil {
+		if r, err = s.findNode(ctx, tx, ref); err != nil {
 			return err
 		}
 		if r.Expired() {
@@ -179,7 +180,7 @@ func (s *Store) RenameNode(ctx context.Context, ref, name string) (NodeRecord, e
 	var r NodeRecord
 	err := s.inTx(ctx, func(tx *dbTx) error {
 		var err error
-		if r, err = findNode(ctx, tx, ref); err != nil {
+		if r, err = s.findNode(ctx, tx, ref); err != nil {
 			return err
 		}
 		if r.Name == name {

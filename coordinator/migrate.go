@@ -72,6 +72,10 @@ var migrations = []string{
 		seq    INTEGER NOT NULL,
 		digest TEXT    NOT NULL
 	);`,
+	// 7 (ipv6overlay): settings of the mesh as a whole, one row each; the
+	// first is its IPv6 overlay prefix (overlay6.go), written by Go right
+	// after this step since SQL cannot draw it.
+	meshSettingsTable,
 }
 
 // migrate brings the SQLite schema up to date. It runs in one immediate
@@ -82,9 +86,10 @@ func (sqliteEngine) migrate(ctx context.Context, s *Store) error {
 }
 
 // migrateWith applies the steps of steps the store lacks, in one write
-// transaction.
+// transaction, then reads (or, the first time, draws) the mesh's IPv6
+// overlay prefix.
 func migrateWith(ctx context.Context, s *Store, steps []string) error {
-	return s.inTx(ctx, func(tx *dbTx) error {
+	if err := s.inTx(ctx, func(tx *dbTx) error {
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
 			return fmt.Errorf("migrate: create version table: %w", err)
 		}
@@ -110,5 +115,8 @@ func migrateWith(ctx context.Context, s *Store, steps []string) error {
 			return fmt.Errorf("migrate: set version: %w", err)
 		}
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	return s.loadOverlayPrefix6(ctx)
 }

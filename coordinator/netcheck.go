@@ -61,7 +61,7 @@ func (s *Server) turnServerList(r *http.Request) []string {
 		return out
 	}
 	host := s.stunHost(r)
-	for _, rl := range s.relays.forNode(0, host, s.turn, time.Now()) {
+	for _, rl := range s.relays.forNode(0, host, s.embeddedPorts(), time.Now()) {
 		scheme, rest, _ := strings.Cut(rl.URL, ":")
 		hostport, query, _ := strings.Cut(rest, "?")
 		if scheme != "turn" || query == "transport=tcp" {

@@ -45,7 +45,7 @@ func (s *Store) ListNodes(ctx context.Context) ([]control.Node, error) {
 	defer rows.Close()
 	var nodes []control.Node
 	for rows.Next() {
-		n, err := scanNode(rows)
+		n, err := s.scanNode(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list nodes: %w", err)
 		}
@@ -83,7 +83,7 @@ func (s *Store) nodeByCredential(ctx context.Context, q queryer, cred string) (c
 		ephemeral bool
 		expired   sql.NullInt64
 	)
-	n, err := scanNode(q.QueryRowContext(ctx, `SELECT `+nodeColumns+`, credential_hash, ephemeral, expired_at FROM nodes WHERE id = ?`, id),
+	n, err := s.scanNode(q.QueryRowContext(ctx, `SELECT `+nodeColumns+`, credential_hash, ephemeral, expired_at FROM nodes WHERE id = ?`, id),
 		&hash, &ephemeral, &expired)
 	if errors.Is(err, sql.ErrNoRows) {
 		return control.Node{}, false, s.removedCredential(ctx, q, id, cred)

@@ -75,6 +75,7 @@ func (s *Server) SetPolicy(ctx context.Context, src []byte) error {
 	s.hub.mu.Lock()
 	s.hub.setPolicyLocked(c, src)
 	s.hub.mu.Unlock()
+	s.peers.touch()
 	s.log.Info("policy set", "rules", len(c.Policy().ACLs), "took", time.Since(start).Round(time.Microsecond))
 	return nil
 }
@@ -87,6 +88,7 @@ func (s *Server) ClearPolicy(ctx context.Context) error {
 	s.hub.mu.Lock()
 	s.hub.setPolicyLocked(nil, nil)
 	s.hub.mu.Unlock()
+	s.peers.touch()
 	s.log.Info("policy cleared")
 	return nil
 }

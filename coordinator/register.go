@@ -59,7 +59,7 @@ func (s *Store) registerWithAuthKey(ctx context.Context, req control.RegisterReq
 		if err != nil {
 			return err
 		}
-		node, err := scanNode(tx.QueryRowContext(ctx,
+		node, err := s.scanNode(tx.QueryRowContext(ctx,
 			`SELECT `+nodeColumns+` FROM nodes WHERE public_key = ?`, req.PublicKey))
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
@@ -116,7 +116,7 @@ func (s *Store) createNode(ctx context.Context, tx *dbTx, req control.RegisterRe
 	if err != nil {
 		return control.Node{}, fmt.Errorf("insert node: %w", err)
 	}
-	return control.Node{ID: uint64(id), Name: name, IP: ip.String(), PublicKey: req.PublicKey}, nil
+	return s.withIP6(control.Node{ID: uint64(id), Name: name, IP: ip.String(), PublicKey: req.PublicKey}), nil
 }
 
 // uniqueName picks base, base-2, base-3, … whichever is free first.

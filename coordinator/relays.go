@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/relay"
 )
 
 // relayList is what the coordinator tells one node about relays: the
@@ -80,27 +81,39 @@ func checkTURNURL(u string) error {
 	return nil
 }
 
+// embeddedPorts are where agents reach the embedded relay: its UDP (and
+// TCP) port and its TLS port, and its UDP port over IPv6 (stun6.go); 0
+// for none.
+type embeddedPorts struct{ udp, tls, udp6 int }
+
+func (s *Server) embeddedPorts() embeddedPorts {
+	if s.turn == nil {
+		return embeddedPorts{}
+	}
+	return embeddedPorts{s.turn.UDPPort(), s.turn.TLSPort(), s.turnUDP6Port()}
+}
+
 // forNode mints the relay list for node; host is where the node reaches
 // the embedded server.
-func (l *relayList) forNode(node uint64, host string, t *turnServer, now time.Time) []control.Relay {
+func (l *relayList) forNode(node uint64, host string, t embeddedPorts, now time.Time) []control.Relay {
 	exp := now.Add(l.ttl)
 	out := []control.Relay{}
-	if t != nil && host != "" {
-		user, pass := mintTURNCredential(l.secret, node, exp)
-		hp := net.JoinHostPort(host, strconv.Itoa(t.udpPort))
+	if t.udp != 0 && host != "" {
+		user, pass := relay.MintCredential(l.secret, node, exp)
+		hp := net.JoinHostPort(host, strconv.Itoa(t.udp))
 		out = append(out,
 			control.Relay{URL: "turn:" + hp + "?transport=udp", Username: user, Password: pass, Expires: exp},
 			control.Relay{URL: "turn:" + hp + "?transport=tcp", Username: user, Password: pass, Expires: exp})
-		if t.tlsPort != 0 {
-			out = append(out, control.Relay{URL: "turns:" + net.JoinHostPort(host, strconv.Itoa(t.tlsPort)) + "?transport=tcp",
+		if t.tls != 0 {
+			out = append(out, control.Relay{URL: "turns:" + net.JoinHostPort(host, strconv.Itoa(t.tls)) + "?transport=tcp",
 				Username: user, Password: pass, Expires: exp, CA: l.ca})
 		}
 		// An IPv6-only host cannot reach host when it names IPv4: it gets
 		// the UDP server at the public IPv6 address, after the others so
 		// that dual-stack agents keep their first choice.
 		if l.host6 != "" && l.host6 != host {
-			if p := t.udp6Port(); p != 0 {
-				out = append(out, control.Relay{URL: "turn:" + net.JoinHostPort(l.host6, strconv.Itoa(p)) + "?transport=udp",
+			if t.udp6 != 0 {
+				out = append(out, control.Relay{URL: "turn:" + net.JoinHostPort(l.host6, strconv.Itoa(t.udp6)) + "?transport=udp",
 					Username: user, Password: pass, Expires: exp})
 			}
 		}
@@ -108,7 +121,7 @@ func (l *relayList) forNode(node uint64, host string, t *turnServer, now time.Ti
 	for _, u := range l.cfg.URLs {
 		r := control.Relay{URL: u, CA: l.ca}
 		if l.cfg.Secret != "" {
-			r.Username, r.Password = mintTURNCredential([]byte(l.cfg.Secret), node, exp)
+			r.Username, r.Password = relay.MintCredential([]byte(l.cfg.Secret), node, exp)
 			r.Expires = exp
 		} else {
 			r.Username, r.Password = l.cfg.Username, l.cfg.Password
@@ -118,19 +131,33 @@ func (l *relayList) forNode(node uint64, host string, t *turnServer, now time.Ti
 	return out
 }
 
-// relayUpdate returns the relay message for node when one is due at now,
-// and when the next one is: the stream's writer sends the first right after
-// the netmap, then fresh credentials at half their lifetime. Each node gets
-// its own credentials, so this is not part of the shared deltas.
-func (s *Server) relayUpdate(node uint64, host string, due, now time.Time) (frame []byte, next time.Time) {
-	if s.relays == nil || now.Before(due) {
-		return nil, due
+// relayDue is a stream's schedule of relay messages: when the next is
+// due, and the generation of the peer relay set its node was last sent.
+type relayDue struct {
+	at  time.Time
+	gen uint64
+}
+
+// relayUpdate returns the relay message for node when one is due at now:
+// the stream's writer sends the first right after the netmap, then fresh
+// credentials at half their lifetime, and a new list when the peer relays
+// changed. Each node gets its own credentials, so this is not part of the
+// shared deltas.
+func (s *Server) relayUpdate(node uint64, host string, due *relayDue, now time.Time) (frame []byte) {
+	_, gen := s.peers.list(now)
+	if now.Before(due.at) && gen == due.gen {
+		return nil
 	}
-	list := s.relays.forNode(node, host, s.turn, now)
+	due.at, due.gen = now.Add(s.relays.ttl/2), gen
+	if gen == 0 && s.turn == nil && len(s.relays.cfg.URLs) == 0 {
+		return nil // no relay at all, ever
+	}
+	list := s.relays.forNode(node, host, s.embeddedPorts(), now)
+	list = append(list, s.peerRelayList(node, now, now.Add(s.relays.ttl))...)
 	frame, err := json.Marshal(control.Message{Type: control.MsgDelta, Delta: &control.Delta{Relays: &list}})
 	if err != nil {
 		s.log.Error("encode relays", "err", err)
-		return nil, now.Add(s.relays.ttl / 2)
+		return nil
 	}
-	return frame, now.Add(s.relays.ttl / 2)
+	return frame
 }

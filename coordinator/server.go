@@ -22,6 +22,7 @@ import (
 	"github.com/meshvpn/meshvpn/internal/metrics"
 	"github.com/meshvpn/meshvpn/internal/ratelimit"
 	"github.com/meshvpn/meshvpn/internal/statedir"
+	"github.com/meshvpn/meshvpn/relay"
 )
 
 // Config configures a Server.
@@ -122,13 +123,15 @@ type Server struct {
 	httpSrv *http.Server
 	httpLn  net.Listener
 	stun    *stunServer
-	turn    *turnServer
-	// relays mints each node's relay list; nil when no relay is configured.
+	turn    *relay.Server
+	// relays mints each node's relay list.
 	relays     *relayList
 	turnSecret []byte
+	// peers are the peer relays members offer (peerrelay.go).
+	peers *peerRelays
 	// usage counts what the embedded relay relays per node; nil without
 	// the embedded relay.
-	usage   *usageLedger
+	usage   *relay.Ledger
 	started time.Time
 	// identity and challenges verify that a registering node holds its
 	// WireGuard private key.
@@ -276,19 +279,22 @@ func New(cfg Config) (*Server, error) {
 	if s.challenges, err = newChallenges(time.Now); err != nil {
 		return fail(err)
 	}
+	// The TURN secret also derives each peer relay's secret, so it is
+	// loaded even without the embedded relay.
+	if s.turnSecret, err = loadServerTURNSecret(ctx, store, cfg.StateDir); err != nil {
+		return fail(err)
+	}
 	if cfg.TURN.Embedded {
-		if s.turnSecret, err = loadServerTURNSecret(ctx, store, cfg.StateDir); err != nil {
-			return fail(err)
-		}
-		s.usage = newUsageLedger(s.started)
+		s.usage = relay.NewLedger(s.started)
 		s.metrics.registerRelayUsage(s.usage, h.active)
 	}
-	if cfg.TURN.Embedded || len(cfg.TURN.URLs) > 0 {
-		if s.relays, err = newRelayList(cfg.TURN, s.turnSecret); err != nil {
-			return fail(err)
-		}
-		s.relays.host6 = cfg.PublicIPv6
+	if s.relays, err = newRelayList(cfg.TURN, s.turnSecret); err != nil {
+		return fail(err)
 	}
+	s.relays.host6 = cfg.PublicIPv6
+	s.peers = newPeerRelays(s.started)
+	s.onNodeGone(s.peers.forget)
+	s.metrics.registerPeerRelayUsage(s.peers, h.active)
 	s.store, s.hub, s.lock = store, h, lock
 	if err := s.loadEphemeral(ctx); err != nil {
 		return fail(err)
@@ -351,7 +357,7 @@ func (s *Server) Listen() error {
 			udp = s.stun.shareWithTURN()
 			extra = s.stun.shareExtrasWithTURN()
 		}
-		t, err := listenTURN(s.cfg.TURN, udp, extra, s.cfg.PublicHost, s.tls, s.turnSecret, s.hub, s.usage, s.log)
+		t, err := s.listenTURN(udp, extra)
 		if err != nil {
 			ln.Close()
 			if s.stun != nil {
@@ -360,7 +366,7 @@ func (s *Server) Listen() error {
 			return err
 		}
 		s.turn = t
-		s.onNodeGone(t.dropNode)
+		s.onNodeGone(t.DropNode)
 	}
 	if s.cfg.PublicIPv6 != "" && s.stunServers6() == nil {
 		ln.Close()
@@ -368,7 +374,7 @@ func (s *Server) Listen() error {
 			s.stun.close()
 		}
 		if s.turn != nil {
-			s.turn.close()
+			s.turn.Close()
 		}
 		return fmt.Errorf("a public IPv6 address (%s) needs a STUN socket that takes IPv6: add [::]:3478 or [%s]:3478 to the STUN listen addresses", s.cfg.PublicIPv6, s.cfg.PublicIPv6)
 	}
@@ -379,7 +385,7 @@ func (s *Server) Listen() error {
 			s.stun.close()
 		}
 		if s.turn != nil {
-			s.turn.close()
+			s.turn.Close()
 		}
 		return err
 	}
@@ -392,7 +398,7 @@ func (s *Server) Listen() error {
 				s.stun.close()
 			}
 			if s.turn != nil {
-				s.turn.close()
+				s.turn.Close()
 			}
 			return err
 		}
@@ -426,7 +432,7 @@ func (s *Server) TURNAddr() net.Addr {
 	if s.turn == nil {
 		return nil
 	}
-	return s.turn.udp.LocalAddr()
+	return s.turn.UDPConn().LocalAddr()
 }
 
 // HTTPAddr is the API's bound address, nil before Listen.
@@ -448,7 +454,7 @@ func (s *Server) MetricsAddr() net.Addr {
 // STUNAddr is the STUN server's bound address, nil if disabled.
 func (s *Server) STUNAddr() net.Addr {
 	if s.turnServesSTUN() {
-		return s.turn.udp.LocalAddr()
+		return s.turn.UDPConn().LocalAddr()
 	}
 	if s.stun == nil {
 		return nil
@@ -515,9 +521,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		attrs = append(attrs, "stun", "disabled")
 	}
 	if s.turn != nil {
-		attrs = append(attrs, "turn", s.turn.udp.LocalAddr().String()+" udp+tcp", "relay_ip", s.turn.relayIP.String())
-		if s.turn.tls != nil {
-			attrs = append(attrs, "turns", s.turn.tls.Addr().String())
+		attrs = append(attrs, "turn", s.turn.UDPConn().LocalAddr().String()+" udp+tcp", "relay_ip", s.turn.RelayIP().String())
+		if a := s.turn.TLSAddr(); a != nil {
+			attrs = append(attrs, "turns", a.String())
 		}
 	}
 	go func() {
@@ -595,7 +601,7 @@ func (s *Server) Close() error {
 			}
 		}
 		if s.turn != nil {
-			if err := s.turn.close(); err != nil {
+			if err := s.turn.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close turn: %w", err))
 			}
 		}
@@ -621,7 +627,7 @@ func (s *Server) stunServers(r *http.Request) []string {
 	port := 0
 	switch {
 	case s.turnServesSTUN():
-		port = s.turn.udpPort
+		port = s.turn.UDPPort()
 	case s.stun != nil:
 		port = s.stun.port()
 	default:

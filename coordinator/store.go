@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -27,6 +28,9 @@ type Store struct {
 	path string
 	// now is the clock; tests replace it to exercise expiry.
 	now func() time.Time
+	// prefix6 is the mesh's IPv6 overlay prefix (overlay6.go), read once
+	// when the store is opened.
+	prefix6 netip.Prefix
 	// ipHint is where the search for a free overlay address starts.
 	ipHint ipHint
 	// ipHoldback is how long a removed node's address stays unused

@@ -70,6 +70,8 @@ var pgMigrations = []string{
 		name  TEXT PRIMARY KEY,
 		value TEXT NOT NULL
 	);`,
+	// 2 (ipv6overlay): as SQLite's step 7.
+	meshSettingsTable,
 }
 
 // pgWriteLock is the advisory lock key that makes writers take turns

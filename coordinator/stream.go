@@ -189,10 +189,9 @@ func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *streamCon
 	}
 	// Relay credentials: right after the netmap, then renewed from here
 	// (no goroutine per stream for it).
-	var relaysDue time.Time
+	var relaysDue relayDue
 	writeRelays := func() bool {
-		var frame []byte
-		frame, relaysDue = s.relayUpdate(c.nodeID, host, relaysDue, time.Now())
+		frame := s.relayUpdate(c.nodeID, host, &relaysDue, time.Now())
 		if frame == nil {
 			return true
 		}

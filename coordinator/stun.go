@@ -9,10 +9,10 @@ import (
 
 	"github.com/pion/stun/v4"
 
-	"github.com/meshvpn/meshvpn/internal/sockbuf"
-
 	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/internal/metrics"
+	"github.com/meshvpn/meshvpn/internal/sockbuf"
+	"github.com/meshvpn/meshvpn/relay"
 )
 
 // stunServer answers STUN Binding requests, telling each client the address
@@ -36,7 +36,7 @@ type stunServer struct {
 	requests *metrics.Vec
 	// limit bounds the answers one source address gets: a Binding response
 	// is three times its request, a reflection at a spoofed source.
-	limit *sourceLimiter
+	limit *relay.SourceLimiter
 }
 
 // stunSocket is one bound address of the server; ip and port index the
@@ -48,14 +48,14 @@ type stunSocket struct {
 	ip, port int
 	// turn, when set, takes every datagram that is not a Binding request
 	// (the embedded TURN server shares the primary socket).
-	turn *sharedConn
+	turn *relay.SharedConn
 }
 
 // listenSTUN binds the primary address and, when alternate is not empty,
 // the alternate and the cross combinations (primary IP with alternate port
 // and the reverse).
 func listenSTUN(primary, alternate string, log *slog.Logger) (*stunServer, error) {
-	s := &stunServer{ips: 1, ports: 1, log: log, limit: newSourceLimiter(stunAnswerBurst, stunAnswerPerSec)}
+	s := &stunServer{ips: 1, ports: 1, log: log, limit: relay.NewSourceLimiter(relay.AnswerBurst, relay.AnswerPerSec)}
 	first, err := s.bind(primary, 0, 0)
 	if err != nil {
 		return nil, err
@@ -175,8 +175,8 @@ func (s *stunServer) alternateAddr() *net.UDPAddr {
 }
 
 // shareWithTURN hands the primary socket's non-STUN traffic to a TURN server.
-func (s *stunServer) shareWithTURN() *sharedConn {
-	c := newSharedConn(s.socks[0].conn)
+func (s *stunServer) shareWithTURN() *relay.SharedConn {
+	c := relay.NewSharedConn(s.socks[0].conn)
 	s.socks[0].turn = c
 	return c
 }
@@ -209,17 +209,17 @@ func (s *stunServer) serveSocket(k *stunSocket) error {
 			}
 			return fmt.Errorf("stun read: %w", err)
 		}
-		if k.turn != nil && k.turn.relay(pkt, from) {
+		if k.turn != nil && k.turn.Relay(pkt, from) {
 			continue
 		}
 		resp, via, ok := s.answer(pkt, from, k)
 		if !ok {
 			if k.turn != nil {
-				k.turn.deliver(pkt, from)
+				k.turn.Deliver(pkt, from)
 			}
 			continue
 		}
-		if !s.limit.allowAddr(from, time.Now()) {
+		if !s.limit.AllowAddr(from, time.Now()) {
 			continue
 		}
 		if s.requests != nil {
@@ -236,8 +236,8 @@ func (s *stunServer) serveSocket(k *stunSocket) error {
 // path's queue before each batch; one by one otherwise.
 func socketReader(k *stunSocket) func() ([]byte, net.Addr, error) {
 	if uc, ok := k.conn.(*net.UDPConn); ok && k.turn != nil {
-		rd := newBatchReader(uc)
-		return func() ([]byte, net.Addr, error) { return rd.read(k.turn.flush) }
+		rd := relay.NewBatchReader(uc)
+		return func() ([]byte, net.Addr, error) { return rd.Read(k.turn.Flush) }
 	}
 	buf := make([]byte, 1500)
 	return func() ([]byte, net.Addr, error) {

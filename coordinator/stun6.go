@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/relay"
 )
 
 // IPv6 STUN. The STUN socket bound to ":PORT" (the default) already takes
@@ -42,7 +43,7 @@ func (s *Server) stunServers6() []string {
 	port := 0
 	switch {
 	case s.turnServesSTUN():
-		port = port6(s.turn.udp)
+		port = port6(s.turn.UDPConn())
 	case s.stun != nil:
 		for _, k := range s.stun.socks {
 			if port = port6(k.conn); port != 0 {
@@ -88,7 +89,7 @@ func (s *stunServer) shareExtrasWithTURN() []net.PacketConn {
 	var out []net.PacketConn
 	for _, k := range s.socks {
 		if k.ip < 0 && k.conn.LocalAddr().(*net.UDPAddr).Port == s.port() {
-			k.turn = newSharedConn(k.conn)
+			k.turn = relay.NewSharedConn(k.conn)
 			out = append(out, k.turn)
 		}
 	}
@@ -116,19 +117,24 @@ func (s *Server) stunServerList6() []control.STUNServer {
 	return out
 }
 
-// udp6Port is the port the embedded TURN server answers UDP on over IPv6:
-// its own socket's when that takes IPv6, else a shared extra STUN
-// socket's; 0 for none.
-func (t *turnServer) udp6Port() int {
-	if t.udp == nil {
+// turnUDP6Port is the port the embedded relay answers UDP on over IPv6:
+// its own socket's when that takes IPv6, else that of an extra STUN
+// socket it shares; 0 for none.
+func (s *Server) turnUDP6Port() int {
+	if s.turn == nil {
 		return 0
 	}
-	if p := port6(t.udp); p != 0 {
+	if p := port6(s.turn.UDPConn()); p != 0 {
 		return p
 	}
-	for _, pc := range t.extra {
-		if p := port6(pc); p != 0 {
-			return p
+	if s.stun != nil {
+		for _, k := range s.stun.socks {
+			if k.turn == nil {
+				continue
+			}
+			if p := port6(k.conn); p != 0 {
+				return p
+			}
 		}
 	}
 	return 0

@@ -12,6 +12,7 @@ import (
 	"github.com/pion/turn/v5"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/relay"
 )
 
 // allocate6 registers a node on s and makes a UDP allocation from [::1]
@@ -19,13 +20,13 @@ import (
 func allocate6(t *testing.T, s *Server, server string) (net.Addr, error) {
 	t.Helper()
 	resp := mustRegister(t, s.Handler(), control.RegisterRequest{AuthKey: newKey(t, s.Store(), false, time.Hour), Hostname: "v6", PublicKey: newPublicKey(t)})
-	user, pass := mintTURNCredential(s.turnSecret, resp.NodeID, time.Now().Add(time.Hour))
+	user, pass := relay.MintCredential(s.turnSecret, resp.NodeID, time.Now().Add(time.Hour))
 	pc, err := net.ListenPacket("udp6", "[::1]:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: server, TURNServerAddr: server, Conn: pc, Username: user, Password: pass, Realm: turnRealm,
+	c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: server, TURNServerAddr: server, Conn: pc, Username: user, Password: pass, Realm: relay.Realm,
 		RequestedAddressFamily: turn.RequestedAddressFamilyIPv4})
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +116,7 @@ func TestRelayListIPv6(t *testing.T) {
 	t.Cleanup(func() { stop() })
 	urls := func(host string) []string {
 		var out []string
-		for _, r := range s.relays.forNode(7, host, s.turn, time.Now()) {
+		for _, r := range s.relays.forNode(7, host, s.embeddedPorts(), time.Now()) {
 			out = append(out, r.URL)
 		}
 		return out

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/internal/metrics"
+	"github.com/meshvpn/meshvpn/relay"
 )
 
 // UsageReport is relay usage per node and relay, as the usage command
@@ -37,6 +38,10 @@ type UsageRow struct {
 	PacketsIn  *uint64 `json:"packets_in"`
 	BytesOut   *uint64 `json:"bytes_out"`
 	PacketsOut *uint64 `json:"packets_out"`
+	// ReportedAt is when a peer relay last reported: its counts lag by up
+	// to the report interval (30 s). Absent for the embedded relay, which
+	// counts live.
+	ReportedAt *time.Time `json:"reported_at,omitempty"`
 }
 
 // EmbeddedRelay names the embedded relay in usage reports.
@@ -47,10 +52,10 @@ const EmbeddedRelay = "embedded"
 // node no longer in the mesh that relayed in the window.
 func (s *Server) RelayUsage(since time.Duration, now time.Time) (UsageReport, error) {
 	rep := UsageReport{From: now, To: now, Rows: []UsageRow{}}
-	var counts map[uint64]usageCounts
+	var counts map[uint64]relay.Counts
 	if s.usage != nil {
 		var err error
-		if counts, rep.From, err = s.usage.usage(since, now); err != nil {
+		if counts, rep.From, err = s.usage.Usage(since, now); err != nil {
 			return UsageReport{}, err
 		}
 	} else {
@@ -86,6 +91,11 @@ func (s *Server) RelayUsage(since time.Duration, now time.Time) (UsageReport, er
 			rep.Rows = append(rep.Rows, row)
 		}
 	}
+	peerRows, err := s.peerUsageRows(ids, names, since, now)
+	if err != nil {
+		return UsageReport{}, err
+	}
+	rep.Rows = append(rep.Rows, peerRows...)
 	return rep, nil
 }
 
@@ -148,33 +158,14 @@ func (a *Admin) RelayUsage(ctx context.Context, since time.Duration) (UsageRepor
 // registerRelayUsage exports the embedded relay's usage per member node
 // (label node: its ID; direction in or out, as in UsageRow). Nodes that
 // left the mesh are not exported, so the series are bounded by the mesh.
-func (m *serverMetrics) registerRelayUsage(l *usageLedger, member func(uint64) bool) {
+func (m *serverMetrics) registerRelayUsage(l *relay.Ledger, member func(uint64) bool) {
 	collect := func(bytes bool) func() []metrics.Sample {
 		return func() []metrics.Sample {
-			counts, _, err := l.usage(0, time.Now())
+			counts, _, err := l.Usage(0, time.Now())
 			if err != nil {
 				return nil
 			}
-			ids := make([]uint64, 0, len(counts))
-			for id := range counts {
-				ids = append(ids, id)
-			}
-			slices.Sort(ids)
-			var out []metrics.Sample
-			for _, id := range ids {
-				if !member(id) {
-					continue
-				}
-				c, node := counts[id], strconv.FormatUint(id, 10)
-				in, outv := c.PacketsIn, c.PacketsOut
-				if bytes {
-					in, outv = c.BytesIn, c.BytesOut
-				}
-				out = append(out,
-					metrics.Sample{Labels: []string{node, "in"}, Value: float64(in)},
-					metrics.Sample{Labels: []string{node, "out"}, Value: float64(outv)})
-			}
-			return out
+			return usageSamples(counts, member, bytes)
 		}
 	}
 	labels := []string{"node", "direction"}
@@ -182,4 +173,61 @@ func (m *serverMetrics) registerRelayUsage(l *usageLedger, member func(uint64) b
 		"Bytes the embedded relay passed for a member node: direction out from the node to its peers, in from its peers to the node (relayed UDP payloads, without TURN framing).", labels, collect(true))
 	m.reg.CounterFunc("meshvpn_coordinator_relay_packets_total",
 		"Packets the embedded relay passed for a member node, by direction as for meshvpn_coordinator_relay_bytes_total.", labels, collect(false))
+}
+
+// usageSamples are the samples of counts for member nodes, in order of
+// node ID, each labelled lead..., node ID, direction in or out; bytes picks
+// bytes over packets.
+func usageSamples(counts map[uint64]relay.Counts, member func(uint64) bool, bytes bool, lead ...string) []metrics.Sample {
+	ids := make([]uint64, 0, len(counts))
+	for id := range counts {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	var out []metrics.Sample
+	for _, id := range ids {
+		if !member(id) {
+			continue
+		}
+		c, node := counts[id], strconv.FormatUint(id, 10)
+		in, outv := c.PacketsIn, c.PacketsOut
+		if bytes {
+			in, outv = c.BytesIn, c.BytesOut
+		}
+		label := func(dir string) []string { return append(slices.Clone(lead), node, dir) }
+		out = append(out,
+			metrics.Sample{Labels: label("in"), Value: float64(in)},
+			metrics.Sample{Labels: label("out"), Value: float64(outv)})
+	}
+	return out
+}
+
+// registerPeerRelayUsage exports what each peer relay reported, per relay
+// (label relay: the relay node's ID) and member node, as
+// registerRelayUsage does for the embedded relay.
+func (m *serverMetrics) registerPeerRelayUsage(p *peerRelays, member func(uint64) bool) {
+	collect := func(bytes bool) func() []metrics.Sample {
+		return func() []metrics.Sample {
+			ledgers, _ := p.ledgers()
+			rids := make([]uint64, 0, len(ledgers))
+			for id := range ledgers {
+				rids = append(rids, id)
+			}
+			slices.Sort(rids)
+			var out []metrics.Sample
+			for _, rid := range rids {
+				counts, _, err := ledgers[rid].Usage(0, time.Now())
+				if err != nil {
+					continue
+				}
+				out = append(out, usageSamples(counts, member, bytes, strconv.FormatUint(rid, 10))...)
+			}
+			return out
+		}
+	}
+	labels := []string{"relay", "node", "direction"}
+	m.reg.CounterFunc("meshvpn_coordinator_peer_relay_bytes_total",
+		"Bytes a peer relay reported it passed for a member node, by direction as for meshvpn_coordinator_relay_bytes_total (reported every 30 s).", labels, collect(true))
+	m.reg.CounterFunc("meshvpn_coordinator_peer_relay_packets_total",
+		"Packets a peer relay reported it passed for a member node, by direction as for meshvpn_coordinator_relay_bytes_total.", labels, collect(false))
 }

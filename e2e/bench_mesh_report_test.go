@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -161,6 +162,7 @@ func meshBenchTable(r *meshBenchResult) string {
 	if r.allDirect > 0 {
 		all = fmt.Sprintf("%.1f s", r.allDirect.Seconds())
 	}
+	fmt.Fprintf(&sb, "| agents' --lazy-peers | %s |\n", cmp.Or(r.lazy, "default (auto)"))
 	fmt.Fprintf(&sb, "| every pinged pair direct after | %s |\n", all)
 	fmt.Fprintf(&sb, "| pinged pairs direct / answering ping | %d / %d of %d (to direct: median %.1f s, last %.1f s) |\n",
 		r.directOK, r.pingOK, r.pairs, r.directMed.Seconds(), r.lastDirect.Seconds())

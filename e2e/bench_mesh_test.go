@@ -66,6 +66,7 @@ type meshBenchResult struct {
 	measuredAt                time.Duration
 	settle                    time.Duration
 	neigh                     string
+	lazy                      string // --lazy-peers; "" for the agent's default (auto)
 }
 
 // BenchmarkMesh (make bench-mesh N=20) starts N real agents at once, each
@@ -101,7 +102,7 @@ func BenchmarkMesh(b *testing.B) {
 	if err := natlab.Check(); err != nil {
 		b.Fatalf("natlab: %v (run as root: sudo make bench-mesh)", err)
 	}
-	res := &meshBenchResult{n: n, nat: natName, closes: map[string]int{}, dropped: -1, settle: meshBenchSettle}
+	res := &meshBenchResult{n: n, nat: natName, closes: map[string]int{}, dropped: -1, settle: meshBenchSettle, lazy: os.Getenv("BENCH_MESH_LAZY")}
 	if v := os.Getenv("BENCH_MESH_SETTLE"); v != "" {
 		if res.settle, err = time.ParseDuration(v); err != nil || res.settle < 0 || res.settle > time.Hour {
 			b.Fatalf("BENCH_MESH_SETTLE=%q: want a duration 0-1h", v)
@@ -144,6 +145,9 @@ func runMeshBench(b *testing.B, res *meshBenchResult, kind natlab.Kind) {
 		}
 		if agents[i], err = meshlab.NewAgent(coord, h, name); err != nil {
 			b.Fatal(err)
+		}
+		if res.lazy != "" {
+			agents[i].ExtraArgs = append(agents[i].ExtraArgs, "--lazy-peers", res.lazy)
 		}
 	}
 	pairs, note := meshBenchSample(agents)

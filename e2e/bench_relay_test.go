@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +22,34 @@ import (
 // weighs on both alike.
 func BenchmarkRelay(b *testing.B) {
 	lab, coord := newLab(b)
+	benchRelayPath(b, lab, coord, "the embedded TURN server", coord.Proc)
+}
+
+// BenchmarkRelayPeer is BenchmarkRelay through a member's peer relay
+// (meshvpn up --relay-server on a public host), the mesh's only relay.
+func BenchmarkRelayPeer(b *testing.B) {
+	lab, coord, rel, _ := newPeerRelayLab(b)
+	benchRelayPath(b, lab, coord, "a peer relay (meshvpn up --relay-server)", rel.Proc)
+}
+
+// BenchmarkRelayCoturn is BenchmarkRelay through coturn (use-auth-secret),
+// the mesh's only relay.
+func BenchmarkRelayCoturn(b *testing.B) {
+	var turn *meshlab.Coturn
+	lab, coord := newLabWith(b, func(ctx context.Context, lab *natlab.Lab, bins meshlab.Bins) (*meshlab.Coordinator, error) {
+		var err error
+		if turn, err = meshlab.StartCoturn(ctx, lab); err != nil {
+			return nil, err
+		}
+		return meshlab.StartCoordinatorWith(ctx, lab, bins, meshlab.CoordinatorOptions{Args: turn.CoordinatorArgs()})
+	})
+	benchRelayPath(b, lab, coord, "coturn", turn.Proc)
+}
+
+// benchRelayPath measures a relayed pair against a direct pair in lab;
+// relayName names the relay the mesh has, relayProc is its process (for
+// the CPU it spends per Gbit/s relayed).
+func benchRelayPath(b *testing.B, lab *natlab.Lab, coord *meshlab.Coordinator, relayName string, relayProc *natlab.Proc) {
 	ctx := b.Context()
 	key := authKey(b, coord, true)
 	pairs := map[string][2]*meshlab.Agent{}
@@ -56,9 +86,17 @@ func BenchmarkRelay(b *testing.B) {
 	}
 	const rounds, secs = 3, 5
 	runs := map[string][]float64{}
+	var coresPerGbit []float64
 	for i := 0; i < rounds; i++ {
 		for _, name := range []string{"direct", "relay"} {
-			runs[name] = append(runs[name], iperf(b, pairs[name][0].Host, ips[name], secs))
+			cpu0 := procCPU(relayProc)
+			start := time.Now()
+			rate := iperf(b, pairs[name][0].Host, ips[name], secs)
+			runs[name] = append(runs[name], rate)
+			if name == "relay" && rate > 0 {
+				cores := (procCPU(relayProc) - cpu0).Seconds() / time.Since(start).Seconds()
+				coresPerGbit = append(coresPerGbit, cores/(rate/1e9))
+			}
 		}
 	}
 	rtt := map[string]float64{}
@@ -74,6 +112,7 @@ func BenchmarkRelay(b *testing.B) {
 	b.ReportMetric(direct/1e9, "direct-Gbit/s")
 	b.ReportMetric(relay/direct, "relay/direct")
 	b.ReportMetric(rtt["relay"]-rtt["direct"], "added-rtt-ms")
+	b.ReportMetric(median(coresPerGbit), "relay-cores-per-Gbit/s")
 	st, _ := pairs["relay"][0].Status(ctx)
 	via := "?"
 	if st != nil {
@@ -83,15 +122,16 @@ func BenchmarkRelay(b *testing.B) {
 	}
 	summary := fmt.Sprintf(`
 ================ meshvpn relay benchmark ================
-relayed pair: two symmetric-NAT sites, through the embedded TURN server (%s)
+relayed pair: two symmetric-NAT sites, through %s (%s)
 direct pair:  two full-cone sites
 iperf3 TCP relayed: %6.2f Gbit/s  (median of %d x %d s: %s)
 iperf3 TCP direct:  %6.2f Gbit/s  (median of %d x %d s: %s)
 ratio relayed/direct: %5.2f
+relay CPU: %.2f cores per Gbit/s relayed (median; the relay's process, user+system)
 overlay RTT relayed: %.3f ms, direct: %.3f ms, added by the relay: %.3f ms (ping, 50 x 20 ms)
 =========================================================
-`, via, relay/1e9, rounds, secs, gbits(runs["relay"]), direct/1e9, rounds, secs, gbits(runs["direct"]),
-		relay/direct, rtt["relay"], rtt["direct"], rtt["relay"]-rtt["direct"])
+`, relayName, via, relay/1e9, rounds, secs, gbits(runs["relay"]), direct/1e9, rounds, secs, gbits(runs["direct"]),
+		relay/direct, median(coresPerGbit), rtt["relay"], rtt["direct"], rtt["relay"]-rtt["direct"])
 	fmt.Print(summary)
 	os.WriteFile(filepath.Join(lab.Dir, "relay-summary.txt"), []byte(summary), 0o644)
 }
@@ -109,4 +149,29 @@ func avgRTT(b *testing.B, out string) float64 {
 		b.Fatal(err)
 	}
 	return v
+}
+
+// procCPU is the CPU time p has used (user and system), 0 when unknown.
+func procCPU(p *natlab.Proc) time.Duration {
+	if p == nil || p.Cmd == nil || p.Cmd.Process == nil {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces, in parens):
+	// utime and stime are the 14th and 15th of the line, in clock ticks
+	// of 1/100 s (USER_HZ).
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseUint(f[11], 10, 64)
+	st, _ := strconv.ParseUint(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }

@@ -55,9 +55,15 @@ func waitPeers(t *testing.T, a *meshlab.Agent, peer string, want bool, limit tim
 // connections until the test ends.
 func listenIn(t *testing.T, h *natlab.Host, port int) {
 	t.Helper()
+	listenOn(t, h, "tcp4", fmt.Sprintf("0.0.0.0:%d", port))
+}
+
+// listenOn is listenIn on any TCP network ("tcp4", "tcp6") and address.
+func listenOn(t *testing.T, h *natlab.Host, network, addr string) {
+	t.Helper()
 	var ln net.Listener
 	if err := h.Do(func() (err error) {
-		ln, err = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", port))
+		ln, err = net.Listen(network, addr)
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -76,8 +82,13 @@ func listenIn(t *testing.T, h *natlab.Host, port int) {
 
 // dialFrom opens a TCP connection from h's namespace.
 func dialFrom(h *natlab.Host, addr string, timeout time.Duration) error {
+	return dialNet(h, "tcp4", addr, timeout)
+}
+
+// dialNet is dialFrom on any TCP network ("tcp4", "tcp6").
+func dialNet(h *natlab.Host, network, addr string, timeout time.Duration) error {
 	return h.Do(func() error {
-		c, err := net.DialTimeout("tcp4", addr, timeout)
+		c, err := net.DialTimeout(network, addr, timeout)
 		if err == nil {
 			c.Close()
 		}

@@ -18,26 +18,9 @@ func TestRelayRefusesOwnHost(t *testing.T) {
 	const service = meshlab.CoordinatorIP + ":7777" // outside the lab's relay range 50000-50999
 	hits := udpEcho(t, coord.Host, service)
 
-	relayed, err := allocate(t, m.client(t))
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The control: another allocation on the same address, inside the
 	// range, is reachable (so a silence below means a refusal).
-	c2 := m.client(t)
-	relayed2, err := allocate(t, c2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c2.CreatePermission(relayed.LocalAddr()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := relayed.WriteTo([]byte("to the other allocation"), relayed2.LocalAddr()); err != nil {
-		t.Fatal(err)
-	}
-	if got := readWithin(relayed2, 5*time.Second); got != "to the other allocation" {
-		t.Fatalf("relaying between two allocations on %s: got %q", relayed2.LocalAddr(), got)
-	}
+	relayed, _ := relayBetweenOwn(t, m)
 
 	to, _ := net.ResolveUDPAddr("udp4", service)
 	// Several sends over two seconds: pion's client moves from Send

@@ -44,9 +44,17 @@ func TestSSHOverOverlay(t *testing.T) {
 	if out, err := pingUntil(ctx, client, serverIP, 30*time.Second); err != nil {
 		t.Fatalf("overlay ping before ssh: %v\n%s", err, out)
 	}
-	out, err := sshd.Run(ctx, client.Host, serverIP, `echo "$SSH_CONNECTION"; ip netns identify`)
+	sshCheck(t, sshd, client, server, clientIP, serverIP)
+}
+
+// sshCheck runs a command over ssh from client to serverIP and checks that
+// it ran on the server and that the connection went between the overlay
+// addresses clientIP and serverIP.
+func sshCheck(t *testing.T, sshd *meshlab.SSHD, client, server *meshlab.Agent, clientIP, serverIP string) {
+	t.Helper()
+	out, err := sshd.Run(t.Context(), client.Host, serverIP, `echo "$SSH_CONNECTION"; ip netns identify`)
 	if err != nil {
-		t.Fatalf("ssh over the overlay: %v\n%s", err, out)
+		t.Fatalf("ssh over the overlay to %s: %v\n%s", serverIP, err, out)
 	}
 	t.Logf("ssh root@%s output:\n%s", serverIP, out)
 	lines := strings.Split(strings.TrimSpace(out), "\n")

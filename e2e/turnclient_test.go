@@ -41,6 +41,25 @@ type relayMember struct {
 // host at ip, stops its agent and fetches its relay credential.
 func newRelayMember(t *testing.T, lab *natlab.Lab, coord *meshlab.Coordinator, name, ip, key string) *relayMember {
 	t.Helper()
+	a := registerStopped(t, lab, coord, name, ip, key)
+	h := a.Host
+	relays, err := streamRelays(t.Context(), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range relays {
+		if hp, ok := strings.CutPrefix(r.URL, "turn:"); ok && strings.HasSuffix(hp, "?transport=udp") {
+			return &relayMember{name: name, host: h, server: strings.TrimSuffix(hp, "?transport=udp"), relay: r}
+		}
+	}
+	t.Fatalf("%s: no embedded turn:...?transport=udp relay in %+v", name, relays)
+	return nil
+}
+
+// registerStopped registers a node called name with key from a new public
+// host at ip, and stops its agent.
+func registerStopped(t *testing.T, lab *natlab.Lab, coord *meshlab.Coordinator, name, ip, key string) *meshlab.Agent {
+	t.Helper()
 	h, err := lab.AddPublicHost(name, ip)
 	if err != nil {
 		t.Fatal(err)
@@ -55,17 +74,33 @@ func newRelayMember(t *testing.T, lab *natlab.Lab, coord *meshlab.Coordinator, n
 	if err := a.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	relays, err := streamRelays(t.Context(), a)
+	return a
+}
+
+// relayBetweenOwn allocates twice with m and checks that the relay passes
+// a datagram from one allocation to the other: the control that makes a
+// silence elsewhere mean a refusal. It returns both allocations.
+func relayBetweenOwn(t *testing.T, m *relayMember) (net.PacketConn, net.PacketConn) {
+	t.Helper()
+	relayed, err := allocate(t, m.client(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range relays {
-		if hp, ok := strings.CutPrefix(r.URL, "turn:"); ok && strings.HasSuffix(hp, "?transport=udp") {
-			return &relayMember{name: name, host: h, server: strings.TrimSuffix(hp, "?transport=udp"), relay: r}
-		}
+	c2 := m.client(t)
+	relayed2, err := allocate(t, c2)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("%s: no embedded turn:...?transport=udp relay in %+v", name, relays)
-	return nil
+	if err := c2.CreatePermission(relayed.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relayed.WriteTo([]byte("to the other allocation"), relayed2.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if got := readWithin(relayed2, 5*time.Second); got != "to the other allocation" {
+		t.Fatalf("relaying between two allocations on %s: got %q", relayed2.LocalAddr(), got)
+	}
+	return relayed, relayed2
 }
 
 // streamRelays opens the node's stream with the credential its agent

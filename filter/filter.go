@@ -14,7 +14,10 @@ import (
 
 // Peer is what the filter knows of a peer to match rules against it.
 type Peer struct {
-	IP   netip.Addr
+	IP netip.Addr
+	// IP6 is the peer's IPv6 overlay address (zero when it has none): its
+	// packets from either address meet the same rules.
+	IP6  netip.Addr
 	Name string
 	Tags []string
 }
@@ -76,7 +79,12 @@ func (f *Filter) Set(pf *policy.Filter, peers []Peer) {
 			d = &dropCount{}
 			f.drops[p.IP] = d
 		}
-		rs.peers[p.IP] = &peerRules{in: match(pf.In, p), out: match(pf.Out, p), drops: d}
+		pr := &peerRules{in: match(pf.In, p), out: match(pf.Out, p), drops: d}
+		rs.peers[p.IP] = pr
+		if p.IP6.IsValid() {
+			f.drops[p.IP6] = d
+			rs.peers[p.IP6] = pr
+		}
 	}
 	f.mu.Unlock()
 	f.rules.Store(rs)
@@ -85,7 +93,10 @@ func (f *Filter) Set(pf *policy.Filter, peers []Peer) {
 func match(rules []policy.Rule, p Peer) []portRule {
 	var out []portRule
 	for _, r := range rules {
-		if slices.ContainsFunc(r.Peers, func(a string) bool { return policy.MatchAtom(a, p.Name, p.IP, p.Tags) }) {
+		if slices.ContainsFunc(r.Peers, func(a string) bool {
+			// An address atom names the peer by either of its addresses.
+			return policy.MatchAtom(a, p.Name, p.IP, p.Tags) || (p.IP6.IsValid() && policy.MatchAtom(a, p.Name, p.IP6, p.Tags))
+		}) {
 			out = append(out, portRule{proto: r.Proto, ports: r.Ports})
 		}
 	}
@@ -94,7 +105,7 @@ func match(rules []policy.Rule, p Peer) []portRule {
 
 func allowed(rules []portRule, p *packet) bool {
 	for _, r := range rules {
-		if r.proto != 0 && r.proto != p.proto {
+		if r.proto != 0 && r.proto != p.proto && !(r.proto == protoICMPv6 && p.icmp6) {
 			continue
 		}
 		if p.fragment || policy.PortsMatch(r.ports, p.proto, p.dstPort) {

@@ -198,11 +198,14 @@ func FuzzParse(f *testing.F) {
 	f.Add(udp(laptopIP, serverIP, 1, 53))
 	f.Add(echo(laptopIP, serverIP, icmpEcho, 1))
 	f.Add(icmpErr(serverIP, laptopIP, tcp(laptopIP, serverIP, 1, 22, tcpSYN)))
-	flt := serverFilter()
+	f.Add(tcp6(laptop6, server6, 1, 22, tcpSYN))
+	f.Add(ipv6(nhDestOpts, laptop6, server6, optsHdr(protoTCP), tcpHdr(1, 22, tcpSYN)))
+	f.Add(echo6(laptop6, server6, icmp6Echo, 1))
+	flt := serverFilter6()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := parse(b)
-		if err == nil && (!p.src.Is4() || !p.dst.Is4()) {
-			t.Fatalf("parsed addresses %v %v", p.src, p.dst)
+		if err == nil && (p.src.Is4() != (b[0]>>4 == 4) || p.dst.Is4() != p.src.Is4()) {
+			t.Fatalf("parsed addresses %v %v from version %d", p.src, p.dst, b[0]>>4)
 		}
 		c := append([]byte(nil), b...)
 		in(flt, c)

@@ -43,6 +43,9 @@ type packet struct {
 	icmpType         uint8
 	// fragment is a non-first fragment: no transport header to read.
 	fragment bool
+	// icmp6 is an ICMPv6 packet, which proto calls ICMP (so that "icmp"
+	// rules cover both families); a rule for protocol 58 matches it too.
+	icmp6 bool
 	// inner is, for an ICMP error, the header of the packet it is about.
 	inner *packet
 }
@@ -59,6 +62,9 @@ func parse(b []byte) (packet, error) {
 	var p packet
 	if len(b) < 20 {
 		return p, errShort
+	}
+	if b[0]>>4 == 6 {
+		return parse6(b)
 	}
 	if b[0]>>4 != 4 {
 		return p, errVersion
@@ -80,17 +86,10 @@ func parse(b []byte) (packet, error) {
 	}
 	l4 := b[ihl:]
 	switch p.proto {
-	case protoTCP:
-		if len(l4) < 14 {
-			return p, errShort
+	case protoTCP, protoUDP:
+		if err := p.readPorts(l4); err != nil {
+			return p, err
 		}
-		p.srcPort, p.dstPort = binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
-		p.tcpFlags = l4[13]
-	case protoUDP:
-		if len(l4) < 8 {
-			return p, errShort
-		}
-		p.srcPort, p.dstPort = binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
 	case protoICMP:
 		if len(l4) < 8 {
 			return p, errShort
@@ -136,4 +135,20 @@ func parseQuoted(b []byte) (packet, error) {
 		}
 	}
 	return p, nil
+}
+
+// readPorts reads a TCP or UDP header's ports (and TCP's flags).
+func (p *packet) readPorts(l4 []byte) error {
+	need := 8
+	if p.proto == protoTCP {
+		need = 14
+	}
+	if len(l4) < need {
+		return errShort
+	}
+	p.srcPort, p.dstPort = binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
+	if p.proto == protoTCP {
+		p.tcpFlags = l4[13]
+	}
+	return nil
 }

@@ -7,8 +7,6 @@ import (
 	"strings"
 
 	"golang.org/x/net/dns/dnsmessage"
-
-	"github.com/meshvpn/meshvpn/control"
 )
 
 // ttl of every answer the resolver makes itself: none, so a rename or a
@@ -67,7 +65,7 @@ func parseQuery(msg []byte) (query, error) {
 // local is a locally made answer: nil when the question is not ours.
 type local struct {
 	rcode dnsmessage.RCode
-	a     netip.Addr // an A record
+	a     netip.Addr // an A or AAAA record
 	ptr   string     // a PTR target, fully qualified without the dot
 	soa   bool       // SOA of the mesh domain in the answer (a SOA query)
 	auth  bool       // SOA in the authority section (negative answers)
@@ -79,8 +77,8 @@ type local struct {
 // here: a node's name is one label, so no node can claim a name outside.
 func (t *table) lookup(q dnsmessage.Question) *local {
 	name := strings.ToLower(strings.TrimSuffix(q.Name.String(), "."))
-	if ip, ok := reverseIPv4(name); ok {
-		if !control.OverlayPrefix.Contains(ip) {
+	if ip, ok := reverseName(name); ok {
+		if !t.overlay(ip) {
 			return nil
 		}
 		target, found := t.byIP[ip]
@@ -103,14 +101,17 @@ func (t *table) lookup(q dnsmessage.Question) *local {
 	if !ok {
 		return nil
 	}
-	ip, found := t.byName[label] // a dotted label is never found
+	rec, found := t.byName[label] // a dotted label is never found
 	switch {
 	case !found:
 		return &local{rcode: dnsmessage.RCodeNameError, auth: true}
 	case q.Type == dnsmessage.TypeA || q.Type == dnsmessage.TypeALL:
-		return &local{a: ip}
+		return &local{a: rec.IP}
+	case q.Type == dnsmessage.TypeAAAA && rec.IP6.IsValid():
+		return &local{a: rec.IP6}
 	default:
-		// AAAA and the rest: the name exists, without such records.
+		// The rest (AAAA of a node without IPv6): the name exists,
+		// without such records.
 		return &local{auth: true}
 	}
 }
@@ -153,8 +154,12 @@ func (t *table) build(qr query, l *local) ([]byte, error) {
 	}
 	rh := dnsmessage.ResourceHeader{Name: qr.q.Name, Class: dnsmessage.ClassINET, TTL: ttl}
 	switch {
-	case l.a.IsValid():
+	case l.a.Is4():
 		if err := b.AResource(rh, dnsmessage.AResource{A: l.a.As4()}); err != nil {
+			return nil, err
+		}
+	case l.a.Is6():
+		if err := b.AAAAResource(rh, dnsmessage.AAAAResource{AAAA: l.a.As16()}); err != nil {
 			return nil, err
 		}
 	case l.ptr != "":

@@ -27,7 +27,7 @@ func FuzzHandle(f *testing.F) {
 	// Forwarding fails at once: no network in a fuzz run.
 	r.fwd = forwarder{upstreams: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:53")},
 		dial: func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("no network") }}
-	r.names.Store(newTable("mesh.internal", []Record{{Name: "server", IP: netip.MustParseAddr("100.64.0.2")}}))
+	r.names.Store(newTable("mesh.internal", []Record{{Name: "server", IP: netip.MustParseAddr("100.64.0.2"), IP6: netip.MustParseAddr("fd12:3456:789a::6440:2")}}))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		for _, network := range []string{"udp", "tcp"} {
 			resp := r.handle(network, msg)

@@ -13,7 +13,7 @@ import (
 	"github.com/meshvpn/meshvpn/coordinator"
 )
 
-const nodesAbout = `Lists the nodes of the mesh: name, overlay IP, whether its agent is connected
+const nodesAbout = `Lists the nodes of the mesh: name, overlay IPs (IPv4 and IPv6), whether its agent is connected
 to the running coordinator, when it was last seen, its tags, and whether it
 is ephemeral or expired.`
 
@@ -23,6 +23,7 @@ type nodeJSON struct {
 	ID        uint64     `json:"id"`
 	Name      string     `json:"name"`
 	IP        string     `json:"ip"`
+	IP6       string     `json:"ip6"`
 	PublicKey string     `json:"public_key"`
 	Online    bool       `json:"online"`
 	LastSeen  *time.Time `json:"last_seen"`
@@ -34,7 +35,7 @@ type nodeJSON struct {
 }
 
 func toNodeJSON(r coordinator.NodeRecord) nodeJSON {
-	j := nodeJSON{ID: r.ID, Name: r.Name, IP: r.IP, PublicKey: r.PublicKey, Online: r.Online,
+	j := nodeJSON{ID: r.ID, Name: r.Name, IP: r.IP, IP6: r.IP6, PublicKey: r.PublicKey, Online: r.Online,
 		Tags: r.Tags, Ephemeral: r.Ephemeral, Expired: r.Expired(), CreatedAt: r.CreatedAt}
 	if j.Tags == nil {
 		j.Tags = []string{}
@@ -77,7 +78,7 @@ func runNodesList(args []string, stdout, stderr io.Writer) error {
 		return printJSON(stdout, out)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tIP\tONLINE\tLAST SEEN\tTAGS\tFLAGS")
+	fmt.Fprintln(tw, "ID\tNAME\tIP\tIPV6\tONLINE\tLAST SEEN\tTAGS\tFLAGS")
 	for _, n := range nodes {
 		online := "no"
 		if n.Online {
@@ -94,7 +95,7 @@ func runNodesList(args []string, stdout, stderr io.Writer) error {
 		if n.Expired() {
 			flags = append(flags, "expired")
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.Name, n.IP, online, seen,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.Name, n.IP, dashEmpty(n.IP6), online, seen,
 			dashEmpty(strings.Join(n.Tags, ",")), dashEmpty(strings.Join(flags, ",")))
 	}
 	return tw.Flush()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/coordinator"
+	"github.com/meshvpn/meshvpn/relay"
 )
 
 const usageAbout = `Lists relay usage per node and relay: the bytes and packets a relay passed
@@ -29,8 +30,8 @@ func runUsage(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, usageAbout, args, stdout, stderr); err != nil {
 		return err
 	}
-	if *since < 0 || *since > coordinator.UsageHistory {
-		fmt.Fprintf(stderr, "meshvpn-coordinator usage: --since %s: want a duration from 1s to %s\n", *since, coordinator.UsageHistory)
+	if *since < 0 || *since > relay.UsageHistory {
+		fmt.Fprintf(stderr, "meshvpn-coordinator usage: --since %s: want a duration from 1s to %s\n", *since, relay.UsageHistory)
 		return errUsage
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

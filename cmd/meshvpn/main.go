@@ -31,7 +31,8 @@ const usage = `meshvpn: peer-to-peer mesh VPN agent
 Usage:
   meshvpn up --coordinator URL [--authkey KEY] [flags]   run the agent (foreground)
   meshvpn status [--json] [--socket PATH]                 show this node and the path to every peer
-  meshvpn ping PEER [-c N] [--json] [--socket PATH]       ping a peer over the overlay, showing the path
+  meshvpn ping PEER [-6] [-c N] [--json] [--socket PATH]  ping a peer (name, IPv4 or IPv6 overlay address),
+                                                          showing the path
   meshvpn down [--socket PATH]                            stop the running agent (as SIGTERM does)
   meshvpn netcheck [--json] [--coordinator URL]           what this network does to UDP: NAT type, public
                                                           address, latency (no running agent needed)
@@ -133,6 +134,11 @@ func cmdUp(args []string, stderr io.Writer) error {
 	noPortmap := fs.Bool("no-portmap", false, "do not ask the router (PCP, NAT-PMP or UPnP) to forward the UDP port")
 	acceptDNS := fs.Bool("accept-dns", true, "point this host's DNS at the mesh resolver 100.100.100.100 (systemd-resolved per link, else /etc/resolv.conf rewritten while the agent runs); --accept-dns=false leaves the host's DNS alone, the resolver still answers")
 	metricsListen := fs.String("metrics-listen", "", "TCP address of the Prometheus endpoint (plain HTTP, path /metrics), e.g. 127.0.0.1:9101; empty (the default) disables it")
+	relayServer := fs.Bool("relay-server", false, "offer this node as a relay (TURN) to the mesh; it needs an address the other nodes reach (a public IP, a full-cone NAT or a port mapping of the listen port and the relay ports)")
+	relayListen := fs.String("relay-listen", ":3478", "UDP and TCP `address` of the relay server (with --relay-server)")
+	relayPublic := fs.String("relay-public", "", "IPv4:port where other nodes reach the relay server (default: this host's first global IPv4 and the --relay-listen port)")
+	lazyPeers := fs.String("lazy-peers", agent.LazyAuto, fmt.Sprintf("set a peer's path up only when a packet is addressed to it, it signals, or ping / status --peer asks: on, off, or auto (on with more than %d peers)", agent.LazyAutoPeers))
+	lazyIdle := fs.Duration("lazy-idle", agent.DefaultLazyIdle, "with paths on demand, tear down a path that carried no packet for this long")
 	verbose := fs.Bool("verbose", false, "log debug details")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -140,6 +146,12 @@ func cmdUp(args []string, stderr io.Writer) error {
 	}
 	if len(pos) > 0 {
 		return fmt.Errorf("unexpected argument %q", pos[0])
+	}
+	if _, err := agent.ParseLazyMode(*lazyPeers); err != nil {
+		return err
+	}
+	if *lazyIdle < time.Second {
+		return fmt.Errorf("--lazy-idle %v: want at least 1s", *lazyIdle)
 	}
 	if len(coords) == 0 {
 		coords.Set(os.Getenv("MESHVPN_COORDINATOR"))
@@ -149,6 +161,12 @@ func cmdUp(args []string, stderr io.Writer) error {
 	}
 	if *mtu < 1280 || *mtu > 9000 {
 		return fmt.Errorf("--mtu %d out of range 1280-9000", *mtu)
+	}
+	var rs agent.RelayServerConfig
+	if *relayServer {
+		rs = agent.RelayServerConfig{Listen: *relayListen, Public: *relayPublic}
+	} else if *relayPublic != "" {
+		return errors.New("--relay-public needs --relay-server")
 	}
 	authSecret := secretflag.Secret{Flag: "authkey", FileFlag: "authkey-file", Env: "MESHVPN_AUTHKEY"}
 	key, err := authSecret.Value(fs, *authKey, *authKeyFile)
@@ -178,22 +196,33 @@ func cmdUp(args []string, stderr io.Writer) error {
 		NoPortmap:     *noPortmap,
 		AcceptDNS:     *acceptDNS,
 		MetricsListen: *metricsListen,
+		RelayServer:   rs,
+		LazyPeers:     *lazyPeers,
+		LazyIdle:      *lazyIdle,
 		Logger:        log,
 	})
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("status", "status [--json] [--socket PATH]", stderr)
+	fs := newFlags("status", "status [--json] [--peer PEER] [--socket PATH]", stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	socket := fs.String("socket", defaultSocket, "unix socket of the agent")
+	peer := fs.String("peer", "", "show only this peer (name or overlay IP), and set its path up if it is set up on demand")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := (&agent.Client{Socket: *socket}).Status(ctx)
+	st, err := (&agent.Client{Socket: *socket}).StatusPeer(ctx, *peer)
 	if err != nil {
 		return err
+	}
+	if *peer != "" {
+		p, err := agent.ResolvePeer(st, *peer)
+		if err != nil {
+			return err
+		}
+		st.Peers = []agent.PeerStatus{*p}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -205,7 +234,11 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 }
 
 func printStatus(w io.Writer, st *agent.Status) {
-	fmt.Fprintf(w, "self: %s %s  (UDP port %d, TUN %s)\n", st.Self.Name, st.Self.IP, st.Self.ListenPort, st.Self.TUN)
+	self := st.Self.IP
+	if st.Self.IP6 != "" {
+		self += " " + st.Self.IP6
+	}
+	fmt.Fprintf(w, "self: %s %s  (UDP port %d, TUN %s)\n", st.Self.Name, self, st.Self.ListenPort, st.Self.TUN)
 	if len(st.Self.Tags) > 0 {
 		fmt.Fprintf(w, "  tags %s\n", strings.Join(st.Self.Tags, ","))
 	}
@@ -221,7 +254,10 @@ func printStatus(w io.Writer, st *agent.Status) {
 		if !r.Available {
 			state = "UNAVAILABLE: " + r.Error
 		}
-		fmt.Fprintf(w, "  relay %-25s %-3s %s\n", r.Server, r.Transport, state)
+		if r.Chosen {
+			state += ", chosen"
+		}
+		fmt.Fprintf(w, "  relay %-25s %-3s %s%s\n", r.Server, r.Transport, state, relayOwner(st, r.Node))
 	}
 	if d := st.Self.DNS; d != nil {
 		fmt.Fprintf(w, "  dns: %s on %s, host DNS %s\n", d.Domain, dash(d.Resolver), dnsModeText(d.Mode))
@@ -239,11 +275,11 @@ func printStatus(w io.Writer, st *agent.Status) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tDNS NAME\tIP\tTAGS\tONLINE\tPATH\tENDPOINT\tCANDIDATES\tHANDSHAKE\tRX\tTX\tRTT\tPOLICY")
+	fmt.Fprintln(tw, "PEER\tDNS NAME\tIP\tIPV6\tTAGS\tONLINE\tPATH\tENDPOINT\tCANDIDATES\tHANDSHAKE\tRX\tTX\tRTT\tPOLICY")
 	for _, p := range st.Peers {
 		path := p.Path
 		if p.Relay != nil {
-			path += " via " + p.Relay.Server + " " + p.Relay.Transport
+			path += " via " + p.Relay.Server + " " + p.Relay.Transport + relayOwner(st, p.Relay.Node)
 		}
 		if p.Reason != "" {
 			path += " (" + p.Reason + ")"
@@ -270,7 +306,7 @@ func printStatus(w io.Writer, st *agent.Status) {
 		if p.PolicyDropsIn+p.PolicyDropsOut > 0 {
 			pol += fmt.Sprintf(" (dropped %d in, %d out)", p.PolicyDropsIn, p.PolicyDropsOut)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, dash(p.DNSName), p.IP, dash(strings.Join(p.Tags, ",")), p.Online, path, dash(p.Endpoint), cands, hs,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, dash(p.DNSName), p.IP, dash(p.IP6), dash(strings.Join(p.Tags, ",")), p.Online, path, dash(p.Endpoint), cands, hs,
 			bytesStr(p.RxBytes), bytesStr(p.TxBytes), rtt, pol)
 	}
 	tw.Flush()
@@ -308,7 +344,8 @@ func bytesStr(n uint64) string {
 }
 
 func cmdPing(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("ping", "ping PEER [-c N] [--until-direct] [--json] [--socket PATH]", stderr)
+	fs := newFlags("ping", "ping PEER [-6] [-c N] [--until-direct] [--json] [--socket PATH]", stderr)
+	v6 := fs.Bool("6", false, "ping the peer's IPv6 overlay address (implied when PEER is an IPv6 address)")
 	count := fs.Int("c", 0, "number of echo requests (default 4; with --until-direct, the most to send: default 30)")
 	untilDirect := fs.Bool("until-direct", false, "keep pinging until a reply comes over a direct path (exit 1 if none does within -c pings)")
 	interval := secondsFlag(fs, "i", time.Second, "interval between requests (seconds like ping's 0.2, or a duration like 200ms)")
@@ -337,7 +374,7 @@ func cmdPing(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	res, err := agent.Ping(ctx, &agent.Client{Socket: *socket}, pos[0], agent.PingOptions{Count: *count, Interval: *interval, Timeout: *timeout, JSON: *asJSON, UntilDirect: *untilDirect}, stdout)
+	res, err := agent.Ping(ctx, &agent.Client{Socket: *socket}, pos[0], agent.PingOptions{Count: *count, Interval: *interval, Timeout: *timeout, JSON: *asJSON, UntilDirect: *untilDirect, IPv6: *v6}, stdout)
 	if err != nil {
 		return err
 	}
@@ -384,4 +421,18 @@ func (s *seconds) Set(v string) error {
 	}
 	*s = seconds(d)
 	return nil
+}
+
+// relayOwner names the node running a peer relay, " (peer relay NAME)", or
+// "" for the coordinator's relay and external servers.
+func relayOwner(st *agent.Status, node uint64) string {
+	if node == 0 {
+		return ""
+	}
+	for _, p := range st.Peers {
+		if p.ID == node {
+			return " (peer relay " + p.Name + ")"
+		}
+	}
+	return fmt.Sprintf(" (peer relay node %d)", node)
 }

@@ -24,3 +24,19 @@ func TestPrintStatusDNS(t *testing.T) {
 		}
 	}
 }
+
+// The status table shows both overlay addresses.
+func TestPrintStatusIPv6(t *testing.T) {
+	st := &agent.Status{
+		Self:  agent.SelfStatus{Name: "laptop", IP: "100.64.0.1", IP6: "fd12:3456:789a::6440:1", TUN: "meshvpn0"},
+		Peers: []agent.PeerStatus{{Name: "server", IP: "100.64.0.2", IP6: "fd12:3456:789a::6440:2", Path: agent.PathNone}, {Name: "old", IP: "100.64.0.3", Path: agent.PathNone}},
+	}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	out := b.String()
+	for _, want := range []string{"self: laptop 100.64.0.1 fd12:3456:789a::6440:1", "IPV6", "fd12:3456:789a::6440:2"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 type Answer struct {
 	RCode dnsmessage.RCode
 	A     []netip.Addr
+	AAAA  []netip.Addr
 	PTR   []string
 	// NS counts authority records (the SOA of a negative answer).
 	NS  int
@@ -102,6 +103,12 @@ func Parse(raw []byte) (Answer, error) {
 				return a, err
 			}
 			a.A = append(a.A, netip.AddrFrom4(r.A))
+		case dnsmessage.TypeAAAA:
+			r, err := p.AAAAResource()
+			if err != nil {
+				return a, err
+			}
+			a.AAAA = append(a.AAAA, netip.AddrFrom16(r.AAAA))
 		case dnsmessage.TypePTR:
 			r, err := p.PTRResource()
 			if err != nil {

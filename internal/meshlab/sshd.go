@@ -24,6 +24,7 @@ type SSHD struct {
 // PAM is off because it is not needed for key logins in a namespace.
 const sshdConfig = `Port 22
 ListenAddress 0.0.0.0
+ListenAddress ::
 HostKey %[1]s/host_ed25519
 AuthorizedKeysFile %[1]s/authorized_keys
 PidFile none

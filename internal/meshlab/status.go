@@ -20,8 +20,10 @@ type Coordination struct {
 
 // SelfStatus describes the local node.
 type SelfStatus struct {
+	ID        uint64     `json:"id"`
 	Name      string     `json:"name"`
 	IP        string     `json:"ip"`
+	IP6       string     `json:"ip6"` // IPv6 overlay address; empty for none
 	PublicKey string     `json:"public_key"`
 	Tags      []string   `json:"tags"`
 	Endpoints []Endpoint `json:"endpoints"`
@@ -54,6 +56,11 @@ type Relay struct {
 	Transport string `json:"transport"`
 	Available bool   `json:"available"`
 	Error     string `json:"error"`
+	// Node is the member running a peer relay (0 otherwise); Chosen marks
+	// the relay new relay sessions use.
+	Node   uint64  `json:"node"`
+	Chosen bool    `json:"chosen"`
+	RTTms  float64 `json:"rtt_ms"`
 }
 
 // RelayPath is the relay a peer's path goes through.
@@ -63,6 +70,8 @@ type RelayPath struct {
 	Transport string `json:"transport"`
 	// Allocation is the agent's relayed address on the server.
 	Allocation string `json:"allocation"`
+	// Node is the member running the relay, for a peer relay.
+	Node uint64 `json:"node"`
 }
 
 // Endpoint is one address the node advertises. The agent prints objects
@@ -93,6 +102,7 @@ func (e Endpoint) String() string {
 type PeerStatus struct {
 	Name          string     `json:"name"`
 	IP            string     `json:"ip"`
+	IP6           string     `json:"ip6"` // IPv6 overlay address; empty for none
 	PublicKey     string     `json:"public_key"`
 	Tags          []string   `json:"tags"`
 	Online        bool       `json:"online"`

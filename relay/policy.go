@@ -1,4 +1,4 @@
-package coordinator
+package relay
 
 import (
 	"net"
@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 )
 
-// notRelayable are the ranges the embedded TURN server refuses to relay to
+// notRelayable are the ranges a relay refuses to relay to
 // unless the operator allows them: without this, anyone with a credential
 // could use the relay to reach the coordinator's own loopback services or
 // the private network it sits in (an "open proxy").
@@ -36,6 +36,8 @@ type peerPolicy struct {
 	// own is the relay address: relaying between two allocations of this
 	// server must work even when it sits in a private range.
 	own netip.Addr
+	// only, when set, must say yes too (Config.OnlyPeers).
+	only func(netip.Addr) bool
 }
 
 func (p peerPolicy) permit(peer net.IP) bool {
@@ -46,6 +48,9 @@ func (p peerPolicy) permit(peer net.IP) bool {
 	a = a.Unmap()
 	if a == p.own {
 		return true
+	}
+	if p.only != nil && !p.only(a) {
+		return false
 	}
 	for _, pr := range p.allow {
 		if pr.Contains(a) {
@@ -64,11 +69,14 @@ func (p peerPolicy) permit(peer net.IP) bool {
 // permission callback sees only the peer's IP, and the relay address must
 // stay reachable (two allocations of this server relay to each other), so
 // the port is checked where packets are relayed. On any address of this
-// host only the relay port range may be reached, and only packets from
-// there are passed on.
+// host only ports that hold an allocation of this relay may be reached,
+// and only packets from there are passed on. The whole relay range is not
+// enough: the kernel's ephemeral ports (32768-60999 on Linux) overlap it,
+// so other sockets of the host (a DNS client, a peer relay node's
+// WireGuard socket) sit there too.
 type hostGuard struct {
-	min, max uint16
-	own      *ownAddrs
+	allocs *relayAllocs
+	own    *ownAddrs
 }
 
 // mayReach tells whether the relay may exchange packets with addr.
@@ -77,14 +85,11 @@ func (g hostGuard) mayReach(addr net.Addr) bool {
 	if !ok {
 		return false
 	}
-	if u.Port >= int(g.min) && u.Port <= int(g.max) {
-		return true
-	}
 	a, ok := netip.AddrFromSlice(u.IP)
 	if !ok {
 		return false
 	}
-	return !g.own.has(a.Unmap())
+	return !g.own.has(a.Unmap()) || g.allocs.isLive(u.Port)
 }
 
 // ownAddrs are the addresses of this host: the relay and bind addresses,
@@ -127,4 +132,10 @@ func (o *ownAddrs) refresh() {
 		}
 	}
 	o.iface.Store(&m)
+}
+
+// Reachable tells whether a relay may reach a: it is not in a private or
+// reserved range, or allow lists it.
+func Reachable(a netip.Addr, allow []netip.Prefix) bool {
+	return peerPolicy{allow: allow}.permit(net.IP(a.AsSlice()))
 }

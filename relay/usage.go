@@ -1,4 +1,4 @@
-package coordinator
+package relay
 
 import (
 	"fmt"
@@ -19,22 +19,28 @@ import (
 // the relayed UDP payloads (the WireGuard packets) as the relay socket sent
 // or received them; the TURN framing between the agent and the relay (the
 // ChannelData header) is not counted.
-type usageCounts struct {
-	BytesIn, PacketsIn, BytesOut, PacketsOut uint64
+type Counts struct {
+	BytesIn    uint64 `json:"bytes_in"`
+	PacketsIn  uint64 `json:"packets_in"`
+	BytesOut   uint64 `json:"bytes_out"`
+	PacketsOut uint64 `json:"packets_out"`
 }
 
-func (c *usageCounts) add(d usageCounts) {
+// Add adds d to c.
+func (c *Counts) Add(d Counts) { c.add(d) }
+
+func (c *Counts) add(d Counts) {
 	c.BytesIn += d.BytesIn
 	c.PacketsIn += d.PacketsIn
 	c.BytesOut += d.BytesOut
 	c.PacketsOut += d.PacketsOut
 }
 
-func (c usageCounts) minus(d usageCounts) usageCounts {
-	return usageCounts{c.BytesIn - d.BytesIn, c.PacketsIn - d.PacketsIn, c.BytesOut - d.BytesOut, c.PacketsOut - d.PacketsOut}
+func (c Counts) minus(d Counts) Counts {
+	return Counts{c.BytesIn - d.BytesIn, c.PacketsIn - d.PacketsIn, c.BytesOut - d.BytesOut, c.PacketsOut - d.PacketsOut}
 }
 
-func (c usageCounts) zero() bool { return c == usageCounts{} }
+func (c Counts) zero() bool { return c == Counts{} }
 
 // allocMeter is one allocation's counters, written by its relay socket.
 type allocMeter struct {
@@ -51,8 +57,8 @@ func (m *allocMeter) out(n int) {
 	m.pktsOut.Add(1)
 }
 
-func (m *allocMeter) load() usageCounts {
-	return usageCounts{m.bytesIn.Load(), m.pktsIn.Load(), m.bytesOut.Load(), m.pktsOut.Load()}
+func (m *allocMeter) load() Counts {
+	return Counts{m.bytesIn.Load(), m.pktsIn.Load(), m.bytesOut.Load(), m.pktsOut.Load()}
 }
 
 // Bucket spans: a minute for the last hour, an hour for the day before;
@@ -69,33 +75,36 @@ const (
 type usageBucket struct {
 	start time.Time
 	span  time.Duration
-	nodes map[uint64]usageCounts
+	nodes map[uint64]Counts
 }
 
 func (b *usageBucket) end() time.Time { return b.start.Add(b.span) }
 
 type meterState struct {
 	node uint64
-	seen usageCounts // what the ledger already took from the meter
+	seen Counts // what the ledger already took from the meter
 }
 
-// usageLedger sums the meters per node.
-type usageLedger struct {
+// Ledger sums the meters per node.
+type Ledger struct {
 	started time.Time
 
 	mu      sync.Mutex
 	live    map[*allocMeter]*meterState
-	total   map[uint64]usageCounts
+	total   map[uint64]Counts
 	buckets []*usageBucket // oldest first
 	pruned  time.Time
+	// pending is what was counted since the last TakePending (a peer
+	// relay reports it to the coordinator); nil until someone asks.
+	pending map[uint64]Counts
 }
 
-func newUsageLedger(now time.Time) *usageLedger {
-	return &usageLedger{started: now, live: map[*allocMeter]*meterState{}, total: map[uint64]usageCounts{}}
+func NewLedger(now time.Time) *Ledger {
+	return &Ledger{started: now, live: map[*allocMeter]*meterState{}, total: map[uint64]Counts{}}
 }
 
 // meter registers a new allocation of node and returns its counters.
-func (l *usageLedger) meter(node uint64) *allocMeter {
+func (l *Ledger) meter(node uint64) *allocMeter {
 	m := &allocMeter{}
 	l.mu.Lock()
 	l.live[m] = &meterState{node: node}
@@ -104,7 +113,7 @@ func (l *usageLedger) meter(node uint64) *allocMeter {
 }
 
 // release takes a closed allocation's last counts and forgets its meter.
-func (l *usageLedger) release(m *allocMeter, now time.Time) {
+func (l *Ledger) release(m *allocMeter, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if st := l.live[m]; st != nil {
@@ -114,52 +123,87 @@ func (l *usageLedger) release(m *allocMeter, now time.Time) {
 }
 
 // roll takes what every live meter counted since the last read.
-func (l *usageLedger) roll(now time.Time) {
+func (l *Ledger) roll(now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.rollLocked(now)
 }
 
-func (l *usageLedger) rollLocked(now time.Time) {
+func (l *Ledger) rollLocked(now time.Time) {
 	for m, st := range l.live {
 		l.takeLocked(m, st, now)
 	}
 	l.compactLocked(now)
 }
 
-func (l *usageLedger) takeLocked(m *allocMeter, st *meterState, now time.Time) {
+func (l *Ledger) takeLocked(m *allocMeter, st *meterState, now time.Time) {
 	cur := m.load()
 	d := cur.minus(st.seen)
 	st.seen = cur
 	if d.zero() {
 		return
 	}
-	t := l.total[st.node]
+	l.addLocked(st.node, d, now)
+}
+
+func (l *Ledger) addLocked(node uint64, d Counts, now time.Time) {
+	t := l.total[node]
 	t.add(d)
-	l.total[st.node] = t
+	l.total[node] = t
 	b := l.bucketLocked(now)
-	c := b.nodes[st.node]
+	c := b.nodes[node]
 	c.add(d)
-	b.nodes[st.node] = c
+	b.nodes[node] = c
+	if l.pending != nil {
+		p := l.pending[node]
+		p.add(d)
+		l.pending[node] = p
+	}
+}
+
+// Add counts d for node at now: usage a peer relay reported.
+func (l *Ledger) Add(node uint64, d Counts, now time.Time) {
+	if d.zero() {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.addLocked(node, d, now)
+	l.compactLocked(now)
+}
+
+// TakePending returns what the ledger counted per node since the last
+// call (the first call starts the count and returns nothing).
+func (l *Ledger) TakePending(now time.Time) map[uint64]Counts {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pending == nil {
+		l.pending = map[uint64]Counts{}
+		return nil
+	}
+	l.rollLocked(now)
+	out := l.pending
+	l.pending = map[uint64]Counts{}
+	return out
 }
 
 // bucketLocked is the minute bucket for now (the newest one if the clock
 // went back).
-func (l *usageLedger) bucketLocked(now time.Time) *usageBucket {
+func (l *Ledger) bucketLocked(now time.Time) *usageBucket {
 	start := now.Truncate(usageFine)
 	if n := len(l.buckets); n > 0 {
 		if last := l.buckets[n-1]; !start.After(last.start) {
 			return last
 		}
 	}
-	b := &usageBucket{start: start, span: usageFine, nodes: map[uint64]usageCounts{}}
+	b := &usageBucket{start: start, span: usageFine, nodes: map[uint64]Counts{}}
 	l.buckets = append(l.buckets, b)
 	return b
 }
 
 // compactLocked merges minute buckets older than usageFineKeep into hour
 // buckets, and drops buckets older than UsageHistory.
-func (l *usageLedger) compactLocked(now time.Time) {
+func (l *Ledger) compactLocked(now time.Time) {
 	fineFrom, keepFrom := now.Add(-usageFineKeep), now.Add(-UsageHistory)
 	out := l.buckets[:0]
 	for _, b := range l.buckets {
@@ -187,7 +231,7 @@ func (l *usageLedger) compactLocked(now time.Time) {
 // prune forgets the totals of nodes that left the mesh (active says no),
 // hold no allocation and relayed nothing within the history, so the ledger
 // stays as large as the mesh. It runs at most once a minute.
-func (l *usageLedger) prune(now time.Time, active func(uint64) bool) {
+func (l *Ledger) prune(now time.Time, active func(uint64) bool) {
 	l.mu.Lock()
 	if now.Sub(l.pruned) < time.Minute {
 		l.mu.Unlock()
@@ -227,14 +271,14 @@ func (l *usageLedger) prune(now time.Time, active func(uint64) bool) {
 // usage returns the usage per node since now-since (since 0: since the
 // coordinator started) and the time it counts from: the start of the
 // oldest bucket it took, so a window rounds out to whole buckets.
-func (l *usageLedger) usage(since time.Duration, now time.Time) (map[uint64]usageCounts, time.Time, error) {
+func (l *Ledger) Usage(since time.Duration, now time.Time) (map[uint64]Counts, time.Time, error) {
 	if since < 0 || since > UsageHistory {
 		return nil, time.Time{}, fmt.Errorf("usage: --since %s: want at most %s (the history kept; omit --since for the totals since the coordinator started)", since, UsageHistory)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.rollLocked(now)
-	out := map[uint64]usageCounts{}
+	out := map[uint64]Counts{}
 	if since == 0 {
 		for id, c := range l.total {
 			out[id] = c

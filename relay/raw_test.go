@@ -1,4 +1,4 @@
-package coordinator
+package relay
 
 import (
 	"encoding/binary"
@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/meshvpn/meshvpn/relay/relaytest"
 )
 
 // rawTURN is a TURN client over UDP that sends what pion's client cannot
@@ -104,8 +106,8 @@ func TestEmbeddedTURNRefusesConnect(t *testing.T) {
 			c.Close()
 		}
 	}()
-	s, addr, node := startTURNWith(t, TURNConfig{AllowPeers: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}, testLogger(t))
-	user, pass := mintTURNCredential(s.turnSecret, node, time.Now().Add(time.Hour))
+	_, addr := startRelay(t, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	user, pass := testCredential(testNode)
 	r := dialRawTURN(t, addr, user, pass)
 	r.allocate(time.Minute)
 	target := ln.Addr().(*net.TCPAddr)
@@ -120,4 +122,27 @@ func TestEmbeddedTURNRefusesConnect(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 	t.Logf("Connect refused with %d", code.Code)
+}
+
+// An allocation that is not refreshed is closed after the relay's
+// lifetime, even when its client asked for (and pion granted) an hour;
+// one whose client refreshes lives on.
+func TestRelayCapsLifetime(t *testing.T) {
+	s, addr := startRelayWith(t, Config{AllocationLifetime: 2 * time.Second})
+	user, pass := testCredential(testNode)
+	if _, _, err := relaytest.Allocate(t, addr, user, pass); err != nil { // pion's client: refreshes every second
+		t.Fatal(err)
+	}
+	granted := dialRawTURN(t, addr, user, pass).allocate(50 * time.Minute)
+	t.Logf("pion granted %v to the raw client", granted)
+	if n := s.AllocationCount(); n != 2 {
+		t.Fatalf("%d allocations, want 2", n)
+	}
+	deadline := time.Now().Add(6 * time.Second)
+	for s.AllocationCount() > 1 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := s.AllocationCount(); n != 1 {
+		t.Fatalf("6 s after the allocations (lifetime 2 s): %d left, want only the refreshed one", n)
+	}
 }

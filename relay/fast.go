@@ -1,4 +1,4 @@
-package coordinator
+package relay
 
 import (
 	"encoding/binary"
@@ -122,7 +122,7 @@ func (s *clientSide) remove(ch *fastChan) {
 // relayFast is the relay's side of a fast path: the relay socket read and
 // written in batches, and the peers bound to a channel.
 type relayFast struct {
-	rd    *batchReader // only pion's relay loop reads (relayConn.ReadFrom)
+	rd    *BatchReader // only pion's relay loop reads (relayConn.ReadFrom)
 	wr    *batchWriter // to peers
 	mu    sync.RWMutex // guards peers
 	peers map[netip.AddrPort]*fastChan
@@ -138,7 +138,7 @@ type relayFast struct {
 }
 
 func newRelayFast(c *net.UDPConn) *relayFast {
-	f := &relayFast{rd: newBatchReader(c), wr: newBatchWriter(c), peers: map[netip.AddrPort]*fastChan{},
+	f := &relayFast{rd: NewBatchReader(c), wr: newBatchWriter(c), peers: map[netip.AddrPort]*fastChan{},
 		toPeers: make([]ipv4.Message, 0, relayBatchLen), toClient: make([]ipv4.Message, 0, relayBatchLen),
 		toClientBufs: make([][]byte, relayBatchLen)}
 	for i := range f.toClientBufs {
@@ -158,7 +158,7 @@ func (c *relayConn) queueToPeer(data []byte, peer *net.UDPAddr) bool {
 	if len(f.toPeers) == cap(f.toPeers) {
 		c.flushToPeers()
 	}
-	f.toPeers = append(f.toPeers, ipv4.Message{Buffers: [][]byte{data}, Addr: peer})
+	f.toPeers = append(f.toPeers, ipv4.Message{Buffers: [][]byte{data}, Addr: c.hairpin.out(peer)})
 	c.meter.out(len(data))
 	return len(f.toPeers) == 1
 }
@@ -209,13 +209,14 @@ func (c *relayConn) flushToClient() {
 func (c *relayConn) readFast(p []byte) (int, net.Addr, error) {
 	f := c.fast
 	for {
-		pkt, from, err := f.rd.read(c.flushToClient)
+		pkt, from, err := f.rd.Read(c.flushToClient)
 		if err != nil {
 			return 0, from, err
 		}
 		if !c.guard.mayReach(from) {
 			continue
 		}
+		from = c.hairpin.in(from)
 		c.meter.in(len(pkt))
 		if ap, ok := addrPort(from); ok {
 			f.mu.RLock()
@@ -296,15 +297,15 @@ type fastSides struct {
 func (f *fastSides) attach(pc net.PacketConn) {
 	switch c := pc.(type) {
 	case *watchConn:
-		if sc, ok := c.PacketConn.(*sharedConn); ok {
+		if sc, ok := c.PacketConn.(*SharedConn); ok {
 			f.attach(sc)
 			return
 		}
 		if uc, ok := c.PacketConn.(*net.UDPConn); ok {
-			c.side, c.rd = newClientSide(uc), newBatchReader(uc)
+			c.side, c.rd = newClientSide(uc), NewBatchReader(uc)
 			f.byAddr[uc.LocalAddr().String()] = c.side
 		}
-	case *sharedConn:
+	case *SharedConn:
 		if uc, ok := c.sock.(*net.UDPConn); ok {
 			c.side = newClientSide(uc)
 			f.byAddr[uc.LocalAddr().String()] = c.side

@@ -1,4 +1,4 @@
-package coordinator
+package relay
 
 import (
 	"errors"
@@ -6,12 +6,13 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshvpn/meshvpn/internal/logsafe"
 )
 
-// relayAllocs is the embedded relay's own table of its allocations, kept
+// relayAllocs is the relay's own table of its allocations, kept
 // beside pion/turn's (which has no API to list or close them). It enforces
 // the per-node quota, closes a node's allocations when it leaves the mesh,
 // and closes UDP allocations that go without a refresh for longer than
@@ -28,8 +29,13 @@ type relayAllocs struct {
 	// grant went out (see observeResponse).
 	byClient map[string]*relayAlloc
 	perNode  map[uint64]int
+	// live has a bit set for each relay port with an allocation, read
+	// without the lock on the data path (hostGuard).
+	live [65536 / 64]atomic.Uint64
+	// hairpin delivers between allocations of a relay behind a NAT.
+	hairpin *hairpin
 	// usage sums what each allocation relays (see turnusage.go).
-	usage *usageLedger
+	usage *Ledger
 }
 
 type relayAlloc struct {
@@ -53,7 +59,7 @@ var (
 func newRelayAllocs(lifetime time.Duration, quota func() int) *relayAllocs {
 	return &relayAllocs{lifetime: lifetime, quota: quota,
 		byPort: map[int]*relayAlloc{}, byClient: map[string]*relayAlloc{}, perNode: map[uint64]int{},
-		usage: newUsageLedger(time.Now())}
+		usage: NewLedger(time.Now())}
 }
 
 // Allocation quota. An agent holds one allocation per peer it relays to
@@ -107,7 +113,7 @@ func (t *relayAllocs) open(node uint64, udp bool, now time.Time, mk func() (net.
 		a.deadline = now.Add(t.lifetime)
 	}
 	meter := t.usage.meter(node)
-	a.conn = &relayConn{PacketConn: pc, guard: guard, meter: meter, onClose: func() {
+	a.conn = &relayConn{PacketConn: pc, guard: guard, meter: meter, hairpin: t.hairpin, onClose: func() {
 		t.forget(a)
 		t.usage.release(meter, time.Now())
 	}}
@@ -115,8 +121,24 @@ func (t *relayAllocs) open(node uint64, udp bool, now time.Time, mk func() (net.
 		a.conn.fast = newRelayFast(uc)
 	}
 	t.byPort[a.port] = a
+	t.setLive(a.port, true)
 	t.perNode[node]++
 	return a.conn, addr, nil
+}
+
+// setLive marks port as holding an allocation or not (under t.mu).
+func (t *relayAllocs) setLive(port int, on bool) {
+	w, bit := &t.live[port/64], uint64(1)<<(port%64)
+	if on {
+		w.Or(bit)
+	} else {
+		w.And(^bit)
+	}
+}
+
+// isLive tells whether port holds an allocation of this relay.
+func (t *relayAllocs) isLive(port int) bool {
+	return port >= 0 && port < 65536 && t.live[port/64].Load()&(uint64(1)<<(port%64)) != 0
 }
 
 // forget drops a closed allocation from the table.
@@ -127,6 +149,7 @@ func (t *relayAllocs) forget(a *relayAlloc) {
 		return
 	}
 	delete(t.byPort, a.port)
+	t.setLive(a.port, false)
 	if a.client != "" && t.byClient[a.client] == a {
 		delete(t.byClient, a.client)
 	}
@@ -205,11 +228,12 @@ func (t *relayAllocs) count(node uint64) int {
 }
 
 // relayConn is an allocation's relay socket. It never sends to, nor
-// passes on packets from, a port of this host outside the relay range (see
-// hostGuard), counts what it relays, and leaves the table when closed.
+// passes on packets from, a port of this host other than another
+// allocation's (see hostGuard), counts what it relays, and leaves the table when closed.
 type relayConn struct {
 	net.PacketConn
 	guard   hostGuard
+	hairpin *hairpin
 	meter   *allocMeter
 	once    sync.Once
 	onClose func()
@@ -218,13 +242,13 @@ type relayConn struct {
 	fast *relayFast
 }
 
-var errOwnHost = errors.New("turn: relaying to this host outside the relay port range is not allowed")
+var errOwnHost = errors.New("turn: relaying to this host other than to its allocations is not allowed")
 
 func (c *relayConn) WriteTo(p []byte, to net.Addr) (int, error) {
 	if !c.guard.mayReach(to) {
 		return 0, errOwnHost
 	}
-	n, err := c.PacketConn.WriteTo(p, to)
+	n, err := c.PacketConn.WriteTo(p, c.hairpin.out(to))
 	if err == nil {
 		c.meter.out(n)
 	}
@@ -242,7 +266,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		if c.guard.mayReach(from) {
 			c.meter.in(n)
-			return n, from, err
+			return n, c.hairpin.in(from), err
 		}
 	}
 }
@@ -301,12 +325,4 @@ func (g *relayGen) AllocateListener(allocateConf) (net.Listener, net.Addr, error
 
 func (g *relayGen) AllocateConn(allocateConnConf) (net.Conn, error) {
 	return nil, errTCPRelay
-}
-
-// memberCount is how many nodes are members of the mesh (the TURN quota
-// grows with it).
-func (h *hub) memberCount() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.nodes)
 }

@@ -1,4 +1,4 @@
-package coordinator
+package relay
 
 import (
 	"errors"
@@ -21,17 +21,17 @@ const (
 	relayBufLen = 1604
 )
 
-// batchReader hands out the datagrams of one socket one by one, reading
+// BatchReader hands out the datagrams of one socket one by one, reading
 // them relayBatchLen at a time. Only one goroutine may use it.
-type batchReader struct {
+type BatchReader struct {
 	pc   *ipv4.PacketConn
 	msgs []ipv4.Message
 	n    int // datagrams in msgs from the last read
 	next int // the next one to hand out
 }
 
-func newBatchReader(c *net.UDPConn) *batchReader {
-	r := &batchReader{pc: ipv4.NewPacketConn(c), msgs: make([]ipv4.Message, relayBatchLen)}
+func NewBatchReader(c *net.UDPConn) *BatchReader {
+	r := &BatchReader{pc: ipv4.NewPacketConn(c), msgs: make([]ipv4.Message, relayBatchLen)}
 	for i := range r.msgs {
 		r.msgs[i].Buffers = [][]byte{make([]byte, relayBufLen)}
 	}
@@ -42,7 +42,7 @@ func newBatchReader(c *net.UDPConn) *batchReader {
 // until the next call. Before it blocks in the system call it calls idle
 // (when not nil): the caller flushes what it queued from this batch, as its
 // buffers are about to be overwritten.
-func (r *batchReader) read(idle func()) ([]byte, net.Addr, error) {
+func (r *BatchReader) Read(idle func()) ([]byte, net.Addr, error) {
 	for {
 		for r.next >= r.n {
 			if idle != nil {

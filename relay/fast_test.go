@@ -1,4 +1,4 @@
-package coordinator
+package relay
 
 import (
 	"encoding/binary"
@@ -14,12 +14,12 @@ import (
 // TestRelayFastPathChannelData relays ChannelData both ways on a bound
 // channel with a raw client: the fast path mirrors pion's binding, frames
 // what peers send as pion does (4-byte header, padded to 4), keeps the
-// host guard (a port of this host outside the relay range is neither
+// host guard (a port of this host without an allocation is neither
 // reached nor heard), counts usage, and forgets the channel when the
 // allocation goes.
 func TestRelayFastPathChannelData(t *testing.T) {
-	s, server, node := startTURN(t, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
-	user, pass := mintTURNCredential(s.turnSecret, node, time.Now().Add(time.Hour))
+	s, server := startRelay(t, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	user, pass := testCredential(testNode)
 	r := dialRawTURN(t, server, user, pass)
 	resp := r.request(stun.MethodAllocate, stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}})
 	var relayed stun.XORMappedAddress
@@ -29,6 +29,9 @@ func TestRelayFastPathChannelData(t *testing.T) {
 	// The relay socket binds 127.0.0.1 (advertised as 127.0.0.2).
 	relayAt := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: relayed.Port}
 	peer := listenInRange(t, 40900, 40999)
+	// The peer stands in for another allocation of this relay: on its own
+	// host the guard lets only those through.
+	s.allocs.setLive(peer.LocalAddr().(*net.UDPAddr).Port, true)
 	outside := listenUDP4(t)
 	for p := outside.LocalAddr().(*net.UDPAddr).Port; p >= 40000 && p <= 40999; p = outside.LocalAddr().(*net.UDPAddr).Port {
 		outside = listenUDP4(t)
@@ -44,10 +47,10 @@ func TestRelayFastPathChannelData(t *testing.T) {
 	}
 	bind(0x4001, peer)
 	bind(0x4002, outside)
-	if n := s.turn.fast.channels(); n != 2 {
+	if n := s.fast.channels(); n != 2 {
 		t.Fatalf("fast path has %d channels after two bindings, want 2", n)
 	}
-	rc := s.turn.allocs.conn(relayed.Port)
+	rc := s.allocs.conn(relayed.Port)
 	if rc == nil {
 		t.Fatal("no relay socket at the relayed port")
 	}
@@ -97,11 +100,11 @@ func TestRelayFastPathChannelData(t *testing.T) {
 	outside.WriteTo([]byte("nope"), relayAt)
 	outside.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if n, _, err := outside.ReadFrom(buf); err == nil {
-		t.Errorf("a port of this host outside the relay range got %q", buf[:n])
+		t.Errorf("a port of this host without an allocation got %q", buf[:n])
 	}
 	r.conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if n, err := r.conn.Read(buf); err == nil {
-		t.Errorf("the client got %x from a port of this host outside the relay range", buf[:n])
+		t.Errorf("the client got %x from a port of this host without an allocation", buf[:n])
 	}
 	got := rc.meter.load()
 	if d := got.BytesOut - usage0.BytesOut; d != burst*11 {
@@ -113,10 +116,10 @@ func TestRelayFastPathChannelData(t *testing.T) {
 	// Deleting the allocation (a Refresh with lifetime 0) unbinds.
 	r.request(stun.MethodRefresh, stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 0, 0}})
 	deadline := time.Now().Add(2 * time.Second)
-	for s.turn.fast.channels() != 0 && time.Now().Before(deadline) {
+	for s.fast.channels() != 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n := s.turn.fast.channels(); n != 0 {
+	if n := s.fast.channels(); n != 0 {
 		t.Errorf("fast path still has %d channels after the allocation closed", n)
 	}
 }

@@ -1,4 +1,4 @@
-package coordinator
+package relay
 
 import (
 	"net"
@@ -6,12 +6,12 @@ import (
 	"time"
 )
 
-// sharedConn gives the embedded TURN server the STUN server's primary
+// SharedConn gives the embedded TURN server the STUN server's primary
 // socket, so STUN and TURN answer on one port as clients expect: the STUN
 // server answers Binding requests itself (with the RFC 5780 attributes
 // netcheck needs) and passes every other datagram - TURN requests,
 // indications, ChannelData - here.
-type sharedConn struct {
+type SharedConn struct {
 	sock net.PacketConn
 	in   chan sharedPacket
 	// side, when set (before the STUN server serves), relays ChannelData
@@ -31,31 +31,31 @@ type sharedPacket struct {
 // they are dropped, as a full socket buffer would.
 const sharedQueueLen = 1024
 
-func newSharedConn(sock net.PacketConn) *sharedConn {
-	return &sharedConn{sock: sock, in: make(chan sharedPacket, sharedQueueLen), done: make(chan struct{})}
+func NewSharedConn(sock net.PacketConn) *SharedConn {
+	return &SharedConn{sock: sock, in: make(chan sharedPacket, sharedQueueLen), done: make(chan struct{})}
 }
 
-// relay takes ChannelData for a bound channel onto the fast path.
-func (c *sharedConn) relay(p []byte, from net.Addr) bool {
+// Relay takes ChannelData for a bound channel onto the fast path.
+func (c *SharedConn) Relay(p []byte, from net.Addr) bool {
 	return c.side != nil && c.side.relay(p, from)
 }
 
-// flush sends what relay queued.
-func (c *sharedConn) flush() {
+// Flush sends what Relay queued.
+func (c *SharedConn) Flush() {
 	if c.side != nil {
 		c.side.flush()
 	}
 }
 
-// deliver queues a datagram that arrived on the shared socket.
-func (c *sharedConn) deliver(p []byte, from net.Addr) {
+// Deliver queues a datagram that arrived on the shared socket.
+func (c *SharedConn) Deliver(p []byte, from net.Addr) {
 	select {
 	case c.in <- sharedPacket{b: append([]byte(nil), p...), from: from}:
 	default:
 	}
 }
 
-func (c *sharedConn) ReadFrom(p []byte) (int, net.Addr, error) {
+func (c *SharedConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	select {
 	case pkt := <-c.in:
 		return copy(p, pkt.b), pkt.from, nil
@@ -64,15 +64,15 @@ func (c *sharedConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	}
 }
 
-func (c *sharedConn) WriteTo(p []byte, to net.Addr) (int, error) { return c.sock.WriteTo(p, to) }
+func (c *SharedConn) WriteTo(p []byte, to net.Addr) (int, error) { return c.sock.WriteTo(p, to) }
 
 // Close ends the TURN server's reads; the socket belongs to the STUN server.
-func (c *sharedConn) Close() error {
+func (c *SharedConn) Close() error {
 	c.closeOnce.Do(func() { close(c.done) })
 	return nil
 }
 
-func (c *sharedConn) LocalAddr() net.Addr                { return c.sock.LocalAddr() }
-func (c *sharedConn) SetDeadline(t time.Time) error      { return nil }
-func (c *sharedConn) SetReadDeadline(t time.Time) error  { return nil }
-func (c *sharedConn) SetWriteDeadline(t time.Time) error { return nil }
+func (c *SharedConn) LocalAddr() net.Addr                { return c.sock.LocalAddr() }
+func (c *SharedConn) SetDeadline(t time.Time) error      { return nil }
+func (c *SharedConn) SetReadDeadline(t time.Time) error  { return nil }
+func (c *SharedConn) SetWriteDeadline(t time.Time) error { return nil }

@@ -1,4 +1,4 @@
-package coordinator
+package relay
 
 import (
 	"net"
@@ -8,13 +8,13 @@ import (
 	"github.com/meshvpn/meshvpn/internal/ratelimit"
 )
 
-// sourceLimiter is a token bucket per source address for answers a
+// SourceLimiter is a token bucket per source address for answers a
 // stranger can ask for without credentials (STUN Binding responses, TURN
 // challenges). Such an answer is larger than the request, so with a spoofed
 // source it is a reflection: the limit bounds what one victim can be sent.
 // Sources are keyed as every per-address limit is (ratelimit.SourceKey:
 // IPv6 by /64), and memory is bounded by maxSources buckets.
-type sourceLimiter struct{ keyed *ratelimit.Keyed }
+type SourceLimiter struct{ keyed *ratelimit.Keyed }
 
 // Defaults for unauthenticated STUN/TURN answers. An agent sends one or two
 // Binding requests (plus retransmissions) per ICE gathering, that is per
@@ -23,18 +23,18 @@ type sourceLimiter struct{ keyed *ratelimit.Keyed }
 // answer within 10 s. A victim of reflection gets at most 200 answers of
 // about 64 bytes a second (100 kbit/s) from us, whoever asks.
 const (
-	stunAnswerBurst  = 1000
-	stunAnswerPerSec = 200
-	maxSources       = 65536
+	AnswerBurst  = 1000
+	AnswerPerSec = 200
+	maxSources   = 65536
 )
 
-func newSourceLimiter(burst int, perSecond float64) *sourceLimiter {
-	return &sourceLimiter{keyed: ratelimit.NewKeyed(ratelimit.Rate{Burst: float64(burst), PerSec: perSecond}, maxSources)}
+func NewSourceLimiter(burst int, perSecond float64) *SourceLimiter {
+	return &SourceLimiter{keyed: ratelimit.NewKeyed(ratelimit.Rate{Burst: float64(burst), PerSec: perSecond}, maxSources)}
 }
 
-// allowAddr takes a token for the source of a datagram; addresses that are
+// AllowAddr takes a token for the source of a datagram; addresses that are
 // not UDP/IP are refused.
-func (l *sourceLimiter) allowAddr(from net.Addr, now time.Time) bool {
+func (l *SourceLimiter) AllowAddr(from net.Addr, now time.Time) bool {
 	u, ok := from.(*net.UDPAddr)
 	if !ok {
 		return false
@@ -47,7 +47,7 @@ func (l *sourceLimiter) allowAddr(from net.Addr, now time.Time) bool {
 }
 
 // allow takes a token from a's bucket, and says whether there was one.
-func (l *sourceLimiter) allow(a netip.Addr, now time.Time) bool {
+func (l *SourceLimiter) allow(a netip.Addr, now time.Time) bool {
 	if l == nil {
 		return true
 	}

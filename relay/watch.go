@@ -1,4 +1,4 @@
-package coordinator
+package relay
 
 import (
 	"encoding/binary"
@@ -18,12 +18,12 @@ import (
 type watchConn struct {
 	net.PacketConn
 	allocs *relayAllocs
-	limit  *sourceLimiter
+	limit  *SourceLimiter
 	// side and rd, when set (a socket of its own, not shared with STUN),
 	// read in batches and relay ChannelData of bound channels there
 	// (relayfast.go).
 	side *clientSide
-	rd   *batchReader
+	rd   *BatchReader
 }
 
 // STUN message types (RFC 5389 section 6) the watch looks for.
@@ -69,7 +69,7 @@ func (c *watchConn) observe(p []byte, to net.Addr, now time.Time) {
 func (c *watchConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, from, err := c.read(p)
-		if err != nil || !unauthenticatedRequest(p[:n]) || c.limit.allowAddr(from, time.Now()) {
+		if err != nil || !unauthenticatedRequest(p[:n]) || c.limit.AllowAddr(from, time.Now()) {
 			return n, from, err
 		}
 	}
@@ -81,7 +81,7 @@ func (c *watchConn) read(p []byte) (int, net.Addr, error) {
 		return c.PacketConn.ReadFrom(p)
 	}
 	for {
-		pkt, from, err := c.rd.read(c.side.flush)
+		pkt, from, err := c.rd.Read(c.side.flush)
 		if err != nil {
 			return 0, from, err
 		}

@@ -1,4 +1,4 @@
-package coordinator
+package relay
 
 import (
 	"bytes"
@@ -36,11 +36,11 @@ func TestBatchReaderReadsInBatches(t *testing.T) {
 		}
 	}
 	time.Sleep(50 * time.Millisecond) // all queued in the socket
-	rd := newBatchReader(srv)
+	rd := NewBatchReader(srv)
 	idles := 0
 	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for i := range n {
-		pkt, from, err := rd.read(func() { idles++ })
+		pkt, from, err := rd.Read(func() { idles++ })
 		if err != nil {
 			t.Fatalf("read %d: %v", i, err)
 		}
@@ -56,7 +56,7 @@ func TestBatchReaderReadsInBatches(t *testing.T) {
 		t.Errorf("idle ran %d times for %d datagrams, want 2 (one per batch)", idles, n)
 	}
 	srv.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-	if pkt, _, err := rd.read(nil); err == nil {
+	if pkt, _, err := rd.Read(nil); err == nil {
 		t.Errorf("read %d bytes more, want a timeout (the long datagram dropped)", len(pkt))
 	}
 }
@@ -118,7 +118,7 @@ func TestBatchDualStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	ds.SetReadDeadline(time.Now().Add(2 * time.Second))
-	pkt, from, err := newBatchReader(ds).read(nil)
+	pkt, from, err := NewBatchReader(ds).Read(nil)
 	if err != nil || string(pkt) != "in" {
 		t.Fatalf("read %q, %v", pkt, err)
 	}

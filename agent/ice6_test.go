@@ -3,9 +3,12 @@ package agent
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/pion/ice/v4"
+	"github.com/pion/stun/v4"
 	"github.com/pion/transport/v5"
 )
 
@@ -93,5 +96,67 @@ func TestPreferIPv6(t *testing.T) {
 	local := host4.Priority() // a local host candidate of either family
 	if pair(local, h6.Priority()) <= pair(local, host4.Priority()) {
 		t.Error("IPv6 host/host pair does not outrank the IPv4 one")
+	}
+}
+
+// stunEcho answers Binding requests on pc with the source address, until
+// pc is closed.
+func stunEcho(pc net.PacketConn) {
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		var req stun.Message
+		req.Raw = append(req.Raw[:0], buf[:n]...)
+		if req.Decode() != nil {
+			continue
+		}
+		ua := from.(*net.UDPAddr)
+		resp := stun.MustBuild(&req, stun.BindingSuccess, &stun.XORMappedAddress{IP: ua.IP, Port: ua.Port}, stun.Fingerprint)
+		_, _ = pc.WriteTo(resp.Raw, from)
+	}
+}
+
+// TestSrflxMux: ICE gets no srflx connection for a STUN server of the
+// other family than the local address, nor over IPv6 when the server
+// sees the local address itself (a copy of the host candidate); it gets
+// one otherwise.
+func TestSrflxMux(t *testing.T) {
+	conn, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6unspecified}) // wildcard, as the bind's
+	if err != nil {
+		t.Skipf("no IPv6: %v", err)
+	}
+	srv, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go stunEcho(srv)
+	mux := ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{UDPConn: conn})
+	defer mux.Close()
+	m := srflxMux{mux}
+	local := &net.UDPAddr{IP: net.IPv6loopback, Port: conn.LocalAddr().(*net.UDPAddr).Port}
+	server := srv.LocalAddr().(*net.UDPAddr)
+	url := "stun:" + server.String()
+
+	if _, err := m.GetConnForURL("u", "stun:203.0.113.10:3478", local); err == nil {
+		t.Error("an IPv4 STUN server was paired with an IPv6 local address")
+	}
+	if _, err := m.GetConnForURL("u", url, &net.UDPAddr{IP: net.IPv4(10, 0, 0, 1), Port: local.Port}); err == nil {
+		t.Error("an IPv6 STUN server was paired with an IPv4 local address")
+	}
+	if _, err := mux.GetXORMappedAddr(server, time.Second); err != nil {
+		t.Fatalf("STUN over loopback: %v", err)
+	}
+	if _, err := m.GetConnForURL("u", url, local); err == nil || !strings.Contains(err.Error(), "no srflx candidate needed") {
+		t.Errorf("srflx equal to the local address: %v; want it refused", err)
+	}
+	other := &net.UDPAddr{IP: local.IP, Port: local.Port + 1} // as if a NAT66 moved the port
+	if c, err := m.GetConnForURL("u", url, other); err != nil {
+		t.Errorf("srflx differing from the local address refused: %v", err)
+	} else {
+		c.Close()
 	}
 }

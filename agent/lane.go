@@ -369,6 +369,9 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 			l.p.log.Debug("bad remote candidate", "err", err)
 			return
 		}
+		if !l.relay() {
+			c = preferIPv6(c) // ice6.go
+		}
 		if c.Type() == ice.CandidateTypeServerReflexive && !l.relay() {
 			if ip, err := netip.ParseAddr(c.Address()); err == nil {
 				l.p.notePublicLocked(netip.AddrPortFrom(ip, uint16(c.Port())))

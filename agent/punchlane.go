@@ -94,7 +94,8 @@ func (l *lane) setOrderLocked(agent *ice.Agent) {
 // hold back. The side that sends first tells the peer once its first
 // checks are out.
 func (l *lane) addRemoteLocked(c ice.Candidate) {
-	if l.holding {
+	// The order is about IPv4 NAT mappings; IPv6 has none to protect.
+	if l.holding && !ipv6Candidate(c) {
 		l.held = append(l.held, c)
 		if c.Type() == ice.CandidateTypeServerReflexive {
 			switch l.order {
@@ -115,7 +116,7 @@ func (l *lane) addRemoteLocked(c ice.Candidate) {
 	// The waiting side tells the opener once checks to its public
 	// address run.
 	public := c.Type() == ice.CandidateTypeServerReflexive || c.Type() == ice.CandidateTypePeerReflexive
-	if l.order == orderWait && public {
+	if l.order == orderWait && public && !ipv6Candidate(c) {
 		l.tellOpenedLocked()
 	}
 }

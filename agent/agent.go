@@ -17,7 +17,6 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/logging"
-	"github.com/pion/stun/v4"
 	"golang.zx2c4.com/wireguard/device"
 
 	"github.com/meshvpn/meshvpn/control"
@@ -96,6 +95,7 @@ type Agent struct {
 	// relaySrv is this node's peer relay, nil without --relay-server.
 	relaySrv atomic.Pointer[peerRelay]
 	nat      natState
+	natInfo  natInfoQueue // natinfo.go
 	dns      *meshDNS
 
 	// filter enforces the access policy between TUN and WireGuard
@@ -113,6 +113,7 @@ type Agent struct {
 	self  control.Node
 	peers map[uint64]*peer
 	stun  []string
+	stun6 []string // IPv6 STUN servers, for IPv6 srflx candidates (ice6.go)
 	// stunAlt are the STUN servers' alternate addresses, for telling a
 	// symmetric NAT (a new mapping per destination) from the others.
 	stunAlt []string
@@ -382,21 +383,16 @@ const (
 	iceSTUNGatherTimeout = 3 * time.Second
 )
 
+// newICEAgent makes the ICE agent of a direct session: host and
+// server-reflexive candidates of both families on the shared socket
+// (ice6.go says why and which family wins).
 func (a *Agent) newICEAgent() (*ice.Agent, error) {
-	var urls []*stun.URI
-	for _, s := range a.stunURLs() {
-		u, err := stun.ParseURI("stun:" + s)
-		if err != nil {
-			a.log.Warn("bad STUN server from coordinator", "server", s, "err", err)
-			continue
-		}
-		urls = append(urls, u)
-	}
+	urls := a.stunURIs(a.iceSTUN())
 	return ice.NewAgentWithOptions(append(a.iceOptions(),
-		ice.WithNetworkTypes([]ice.NetworkType{ice.NetworkTypeUDP4}),
+		ice.WithNetworkTypes([]ice.NetworkType{ice.NetworkTypeUDP4, ice.NetworkTypeUDP6}),
 		ice.WithCandidateTypes([]ice.CandidateType{ice.CandidateTypeHost, ice.CandidateTypeServerReflexive}),
 		ice.WithUDPMux(a.mux),
-		ice.WithUDPMuxSrflx(a.mux),
+		ice.WithUDPMuxSrflx(srflxMux{a.mux}),
 		ice.WithUrls(urls),
 		ice.WithSrflxAcceptanceMinWait(iceSrflxMinWait),
 		ice.WithPrflxAcceptanceMinWait(icePrflxMinWait),
@@ -439,6 +435,7 @@ func (a *Agent) tickLoop(ctx context.Context) {
 		case now := <-t.C:
 			a.relays.tick(now)
 			a.natTick(now)
+			a.natInfoTick(now)   // natinfo.go
 			a.sampleTraffic(now) // liveness.go
 			a.lazyTick(now)      // lazy.go
 			for _, p := range a.peerList() {

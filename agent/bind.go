@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,18 +21,23 @@ import (
 // of wireguard-go's own StdNetBind, which Bind wraps: the data path costs
 // what stock wireguard-go costs. Bind adds a filter on the receive path that
 // takes STUN messages out of WireGuard's batch and hands them to ICE.
+//
+// StdNetBind has two sockets on the port, IPv4 and IPv6 (ice6.go says
+// why we keep two); IPv6 is sent through send6 (bind6.go).
 type Bind struct {
 	inner conn.Bind
 
 	mu   sync.RWMutex
 	open bool
 	port uint16
-	fd4  int // a duplicate of the IPv4 socket for low-TTL sends, -1 without
+	fd4  int                   // a duplicate of the IPv4 socket for low-TTL sends, -1 without
+	s6   atomic.Pointer[send6] // IPv6 sends; nil without an IPv6 socket
 
 	stun    *stunConn
 	relays  *relayPaths
 	queries mapQueries
 	bday    bdayReplies
+	syncs   syncArrivals
 	// mapped is the last answer of queryMapping: where the shared
 	// socket's new flows leave from, as last seen (mappedAt when).
 	mappedMu sync.Mutex
@@ -63,6 +69,13 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		return nil, 0, err
 	}
 	fd4, ferr := findUDP4Socket(actual)
+	s6, err6 := newSend6(actual)
+	if err6 != nil {
+		slog.Debug("no IPv6 underlay", "err", err6)
+	}
+	if old := b.s6.Swap(s6); old != nil {
+		old.close()
+	}
 	b.mu.Lock()
 	b.open = true
 	b.port = actual
@@ -101,6 +114,8 @@ func (b *Bind) filter(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				}
 			case kindBirthday:
 				b.bday.deliver(p, endpointAddr(eps[i]))
+			case kindSync:
+				b.syncs.deliver(p, endpointAddr(eps[i]))
 			}
 			sizes[i] = 0
 		}
@@ -124,6 +139,9 @@ func (b *Bind) Close() error {
 		b.fd4 = -1
 	}
 	b.mu.Unlock()
+	if s6 := b.s6.Swap(nil); s6 != nil {
+		s6.close()
+	}
 	b.relays.close()
 	return b.inner.Close()
 }
@@ -135,6 +153,11 @@ func (b *Bind) SetMark(mark uint32) error { return b.inner.SetMark(mark) }
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if re, ok := ep.(*relayEndpoint); ok {
 		return re.send(bufs)
+	}
+	if dst := ep.DstIP(); dst.Is6() && !dst.Is4In6() {
+		if s6 := b.s6.Load(); s6 != nil {
+			return s6.send(bufs, netip.AddrPortFrom(dst, endpointAddr(ep).Port()))
+		}
 	}
 	return b.inner.Send(bufs, ep)
 }
@@ -163,5 +186,5 @@ func (b *Bind) sendTo(p []byte, to netip.AddrPort) error {
 		return errBindClosed
 	}
 	ep := &conn.StdNetEndpoint{AddrPort: netip.AddrPortFrom(to.Addr().Unmap(), to.Port())}
-	return b.inner.Send([][]byte{p}, ep)
+	return b.Send([][]byte{p}, ep)
 }

@@ -10,6 +10,7 @@ const (
 	kindWireGuard
 	kindSTUN
 	kindBirthday // a birthday punch's reply (birthdaypkt.go)
+	kindSync     // a synchronized open's opening packet (syncpkt.go)
 )
 
 const stunMagicCookie = 0x2112A442
@@ -35,6 +36,9 @@ func classify(b []byte) packetKind {
 	}
 	if len(b) == bdayPacketLen && b[0] == 'm' && b[1] == 'v' && b[2] == 'b' {
 		return kindBirthday
+	}
+	if len(b) == syncPacketLen && b[0] == 'm' && b[1] == 'v' && b[2] == 's' {
+		return kindSync
 	}
 	return kindOther
 }

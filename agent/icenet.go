@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/pion/transport/v5"
@@ -14,8 +15,10 @@ import (
 // iceNet is the network view given to ICE. With a wildcard socket ICE lists
 // every interface address as a host candidate; the overlay's own TUN device
 // must not be one (a check sent into the tunnel that the check is meant to
-// build loops), nor loopback. The list is re-read on each call because
-// interfaces come and go on laptops.
+// build loops), nor loopback, nor an IPv6 link-local address (it means
+// nothing without the interface's zone, which a candidate cannot carry to
+// the peer). The list is re-read on each call because interfaces come and
+// go on laptops.
 type iceNet struct {
 	*stdnet.Net
 	skip string // TUN device name
@@ -42,7 +45,7 @@ func (n *iceNet) Interfaces() ([]*transport.Interface, error) {
 		if !n.keep(ifc.Name, ifc.Flags) {
 			continue
 		}
-		out = append(out, ifc)
+		out = append(out, withoutLinkLocal(ifc))
 	}
 	return out, nil
 }
@@ -58,6 +61,27 @@ func (n *iceNet) keep(name string, flags net.Flags) bool {
 		}
 	}
 	return true
+}
+
+// withoutLinkLocal is ifc without its IPv6 link-local addresses (a copy:
+// stdnet's interfaces are shared), or ifc itself when it has none.
+func withoutLinkLocal(ifc *transport.Interface) *transport.Interface {
+	addrs, err := ifc.Addrs()
+	if err != nil || !slices.ContainsFunc(addrs, isLinkLocal6) {
+		return ifc
+	}
+	c := transport.NewInterface(ifc.Interface)
+	for _, a := range addrs {
+		if !isLinkLocal6(a) {
+			c.AddAddress(a)
+		}
+	}
+	return c
+}
+
+func isLinkLocal6(a net.Addr) bool {
+	ipn, ok := a.(*net.IPNet)
+	return ok && ipn.IP.To4() == nil && ipn.IP.IsLinkLocalUnicast()
 }
 
 // ListenPacket opens the sockets of TURN allocations over UDP (the shared

@@ -189,6 +189,7 @@ func (l *lane) signal(s control.Signal) {
 		s.Filtering = l.p.a.natFiltering()
 		s.OpenTTL = l.p.a.natOpenTTL()
 		s.Birthday = true
+		s.SyncOpen = syncOpenEnabled
 	}
 	l.p.a.sendSignal(s)
 }
@@ -355,6 +356,9 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 			l.p.log.Warn("start ICE checks", "lane", l.label(), "err", err)
 		}
 		l.conn = c
+		if l.order == orderSync {
+			l.syncPingsLocked() // syncopen.go
+		}
 	case control.SignalCandidate:
 		if s.Session != l.session || l.ice == nil || l.remoteCands >= maxRemoteCandidates {
 			return
@@ -364,6 +368,9 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 		if err != nil {
 			l.p.log.Debug("bad remote candidate", "err", err)
 			return
+		}
+		if !l.relay() {
+			c = preferIPv6(c) // ice6.go
 		}
 		if c.Type() == ice.CandidateTypeServerReflexive && !l.relay() {
 			if ip, err := netip.ParseAddr(c.Address()); err == nil {

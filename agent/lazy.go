@@ -303,10 +303,11 @@ func (a *Agent) sendNATInfo(p *peer) {
 	}
 	n := &a.nat
 	n.mu.Lock()
-	probed, label, filt, ttl := n.probed, n.label, n.filtering, n.openTTL
+	probed := n.probed
 	n.mu.Unlock()
 	if probed {
-		a.sendSignal(control.Signal{To: p.id, Kind: control.SignalInfo, NAT: label, Filtering: filt, OpenTTL: ttl, Birthday: true})
+		// Paced (natinfo.go): a netmap of thousands adds them all at once.
+		a.queueNATInfo(p)
 	}
 }
 

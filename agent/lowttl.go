@@ -3,10 +3,7 @@ package agent
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"net/netip"
-	"os"
-	"strconv"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -24,27 +21,7 @@ import (
 // findUDP4Socket returns a duplicate of this process's IPv4 UDP socket
 // bound to port.
 func findUDP4Socket(port uint16) (int, error) {
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return -1, fmt.Errorf("list descriptors: %w", err)
-	}
-	for _, e := range entries {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || typ != unix.SOCK_DGRAM {
-			continue
-		}
-		sa, err := unix.Getsockname(fd)
-		if err != nil {
-			continue
-		}
-		if in4, ok := sa.(*unix.SockaddrInet4); ok && in4.Port == int(port) {
-			return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-		}
-	}
-	return -1, errors.New("no IPv4 UDP socket on the bind's port")
+	return findUDPSocket(port, unix.AF_INET) // bind6.go
 }
 
 // ttlControl is the control message that sets one datagram's TTL.
@@ -65,6 +42,12 @@ var openingPayload = []byte("mvop")
 // sendTTL sends one opening packet with the given TTL from the shared
 // socket to an IPv4 address.
 func (b *Bind) sendTTL(to netip.AddrPort, ttl int) error {
+	return b.sendOpening(to, ttl, openingPayload)
+}
+
+// sendOpening sends payload with the given TTL from the shared socket to
+// an IPv4 address.
+func (b *Bind) sendOpening(to netip.AddrPort, ttl int, payload []byte) error {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if !b.open || b.fd4 < 0 {
@@ -74,5 +57,5 @@ func (b *Bind) sendTTL(to netip.AddrPort, ttl int) error {
 		return errors.New("low-TTL opening is IPv4 only")
 	}
 	sa := &unix.SockaddrInet4{Port: int(to.Port()), Addr: to.Addr().Unmap().As4()}
-	return unix.Sendmsg(b.fd4, openingPayload, ttlControl(ttl), sa, 0)
+	return unix.Sendmsg(b.fd4, payload, ttlControl(ttl), sa, 0)
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pion/stun/v4"
@@ -30,7 +31,8 @@ const natProbeTimeout = 2 * time.Second
 // probeNAT asks every STUN server for our mapped address from one fresh
 // socket: no answer at all means UDP is blocked; two different mapped
 // ports mean a symmetric NAT. One server (or one answer) cannot tell, and
-// gives "". It also returns the mapped addresses seen.
+// gives "", as does a host with no IPv4 route. It also returns the mapped
+// addresses seen.
 //
 // The socket must be fresh and only ever receive answers to its own
 // requests: on a router without an input firewall, an unsolicited packet
@@ -48,12 +50,21 @@ func probeNAT(servers []string) (string, []netip.AddrPort) {
 	}
 	defer pc.Close()
 	var mapped []netip.AddrPort
+	unreachable := 0
 	for _, s := range servers {
-		if m, err := stunMapped(pc, s); err == nil {
+		m, err := stunMapped(pc, s)
+		switch {
+		case err == nil:
 			mapped = append(mapped, m)
+		case errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH):
+			unreachable++
 		}
 	}
 	switch {
+	case len(mapped) == 0 && unreachable == len(servers):
+		// No IPv4 route (an IPv6-only host): no IPv4 NAT to describe,
+		// and UDP may well work over IPv6.
+		return "", nil
 	case len(mapped) == 0:
 		return natUDPBlocked, nil
 	case len(mapped) >= 2 && mapped[0] != mapped[1]:
@@ -171,13 +182,7 @@ func (a *Agent) natTick(now time.Time) {
 			a.log.Info("local network", "nat", cmp.Or(label, "no symmetric NAT seen"), "filtering", cmp.Or(filt, "unknown"), "open_ttl", ttl, "servers", len(servers), "mapped", mapped)
 		}
 		if changed || first {
-			// Peers explain paths with it and decide who punches first
-			// (punchorder.go); offers carry it too, but the first ones
-			// usually leave before the probe is done.
-			for _, p := range a.peerList() {
-				a.sendSignal(control.Signal{To: p.id, Kind: control.SignalInfo, NAT: label, Filtering: filt, OpenTTL: ttl, Birthday: true})
-				p.natViewsChanged()
-			}
+			a.announceNAT()
 		}
 	}()
 }
@@ -198,7 +203,8 @@ func (a *Agent) selfNATView() natView {
 	_, mapped := a.portMapping()
 	a.nat.mu.Lock()
 	defer a.nat.mu.Unlock()
-	return natView{Filtering: a.nat.filtering, PortMapped: mapped, OpenTTL: a.nat.openTTL}
+	return natView{Filtering: a.nat.filtering, PortMapped: mapped, OpenTTL: a.nat.openTTL,
+		Symmetric: a.nat.label == natSymmetric, SyncOpen: syncOpenEnabled}
 }
 
 // natOpenTTL is what peers are told of this node's opening TTL.

@@ -38,7 +38,9 @@ type peer struct {
 	// the punching itself (birthdaypunch.go).
 	punched lane
 	bd      birthdayState
-	active  *lane // the lane whose path WireGuard uses, nil before the first
+	sync    syncState // synchronized opens (syncopen.go)
+	roam    roamHold  // what relayed packets roam WireGuard to (roam.go)
+	active  *lane     // the lane whose path WireGuard uses, nil before the first
 
 	endpoint   netip.AddrPort // WireGuard's endpoint
 	wgAdded    bool           // WireGuard knows the peer (after the first path)
@@ -133,6 +135,7 @@ func (p *peer) update(n control.Node) {
 	p.node = n
 	if n.Online && !wasOnline {
 		p.onlineAt, p.directAfter, p.waitFrom = time.Now(), 0, time.Now()
+		p.sync.attempts = 0
 	}
 	p.mu.Unlock()
 	if n.Online && !wasOnline {
@@ -262,7 +265,7 @@ func (p *peer) readRelayed(l *lane, c *ice.Conn) {
 		if ep == nil || classify(buf[:n]) != kindWireGuard {
 			continue
 		}
-		p.a.bind.relays.deliver(buf[:n], ep)
+		p.a.bind.relays.deliver(buf[:n], p.roam.endpoint(ep, time.Now()))
 	}
 }
 
@@ -295,6 +298,7 @@ func (p *peer) reconsiderLocked(why string) func() {
 		return nil
 	}
 	ep := best.endpoint
+	p.roam.set(p.a.bind, best.relay(), ep, time.Now()) // roam.go
 	if best == p.active && ep == p.endpoint && p.wgAdded {
 		return nil
 	}
@@ -322,6 +326,11 @@ func (p *peer) reconsiderLocked(why string) func() {
 	}
 	if best == &p.punched && prev != best {
 		p.lastChange = p.bd.result
+	}
+	if best == &p.direct && prev != best {
+		if c := p.syncLastChangeLocked(); c != "" {
+			p.lastChange = c
+		}
 	}
 	overlay := p.a.overlayIPs(p.node)
 	return func() { p.applyPath(best, overlay, ep, first) }
@@ -423,10 +432,16 @@ func (p *peer) handleSignal(s *control.Signal) {
 		}
 		if l == &p.direct {
 			p.bd.capable = s.Birthday
+			p.sync.capable = s.SyncOpen
 		}
 	case control.SignalBirthdayAsk, control.SignalBirthdayReady:
 		if l == &p.direct {
 			p.birthdaySignalLocked(s)
+		}
+		return
+	case control.SignalSyncPing, control.SignalSyncPong, control.SignalSyncFire, control.SignalSyncDone:
+		if l == &p.direct {
+			l.syncSignalLocked(s)
 		}
 		return
 	case control.SignalInfo:
@@ -435,6 +450,7 @@ func (p *peer) handleSignal(s *control.Signal) {
 			p.peerFiltering, p.peerOpenTTL = s.Filtering, s.OpenTTL
 		}
 		p.bd.capable = s.Birthday
+		p.sync.capable = s.SyncOpen
 		if p.asleep {
 			return
 		}
@@ -488,7 +504,8 @@ func (p *peer) natViewsChangedLocked() {
 
 // peerNATViewLocked is the peer's side of the punch order.
 func (p *peer) peerNATViewLocked() natView {
-	return natView{Filtering: p.peerFiltering, PortMapped: p.peerNAT == natPortMapped, OpenTTL: p.peerOpenTTL}
+	return natView{Filtering: p.peerFiltering, PortMapped: p.peerNAT == natPortMapped, OpenTTL: p.peerOpenTTL,
+		Symmetric: p.peerNAT == natSymmetric, SyncOpen: p.sync.capable}
 }
 
 func newSessionID() string {

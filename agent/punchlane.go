@@ -53,6 +53,9 @@ func (l *lane) setOrderLocked(agent *ice.Agent) {
 	}
 	p := l.p
 	l.order = decideOrder(p.a.selfNATView(), p.peerNATViewLocked(), p.controlling)
+	if l.order == orderSync && !l.syncBeginLocked() {
+		l.order = orderTogether
+	}
 	if l.order != orderTogether {
 		p.log.Info("punch order", "order", l.order.String(), "self", p.a.natFiltering(), "peer", p.peerFiltering)
 	}
@@ -67,15 +70,23 @@ func (l *lane) setOrderLocked(agent *ice.Agent) {
 	// socket: Linux reuses a source's newest mapping).
 	l.holding = true
 	hold := punchHoldMax
-	if l.order != orderWait {
+	switch l.order {
+	case orderWait:
+	case orderSync:
+		hold = syncHoldMax
+	default:
 		hold = 2 * punchHoldMax
 	}
 	time.AfterFunc(hold, func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if l.ice == agent && l.holding {
-			l.releaseLocked("no word from the peer")
+		if l.ice != agent || !l.holding {
+			return
 		}
+		if l.order == orderSync && p.sync.planned {
+			return // the open releases them
+		}
+		l.releaseLocked("no word from the peer")
 	})
 }
 
@@ -83,7 +94,8 @@ func (l *lane) setOrderLocked(agent *ice.Agent) {
 // hold back. The side that sends first tells the peer once its first
 // checks are out.
 func (l *lane) addRemoteLocked(c ice.Candidate) {
-	if l.holding {
+	// The order is about IPv4 NAT mappings; IPv6 has none to protect.
+	if l.holding && !ipv6Candidate(c) {
 		l.held = append(l.held, c)
 		if c.Type() == ice.CandidateTypeServerReflexive {
 			switch l.order {
@@ -91,6 +103,8 @@ func (l *lane) addRemoteLocked(c ice.Candidate) {
 				l.openLowLocked(c)
 			case orderFirst:
 				l.openFilterLocked(c)
+			case orderSync:
+				l.syncPlanLocked()
 			}
 		}
 		return
@@ -102,7 +116,7 @@ func (l *lane) addRemoteLocked(c ice.Candidate) {
 	// The waiting side tells the opener once checks to its public
 	// address run.
 	public := c.Type() == ice.CandidateTypeServerReflexive || c.Type() == ice.CandidateTypePeerReflexive
-	if l.order == orderWait && public {
+	if l.order == orderWait && public && !ipv6Candidate(c) {
 		l.tellOpenedLocked()
 	}
 }

@@ -46,6 +46,10 @@ const (
 	// public candidates, then hold back our checks as with orderWait; the
 	// peer waits for our opening.
 	orderOpenLow
+	// orderSync: both sides hold their checks back until an instant they
+	// agreed on through signalling, send opening packets to each other's
+	// public address at that instant, and then check (syncopen.go).
+	orderSync
 )
 
 func (o punchOrder) String() string {
@@ -56,6 +60,8 @@ func (o punchOrder) String() string {
 		return "wait"
 	case orderOpenLow:
 		return "open with low TTL"
+	case orderSync:
+		return "synchronized open"
 	}
 	return "together"
 }
@@ -70,6 +76,11 @@ type natView struct {
 	PortMapped bool
 	// OpenTTL is the TTL of a low-TTL opening packet, 0 without one.
 	OpenTTL int
+	// Symmetric: the NAT maps each destination to a fresh port, so no
+	// peer can aim at our mapping (birthday punching is for that).
+	Symmetric bool
+	// SyncOpen: the side takes part in synchronized opens (Signal.SyncOpen).
+	SyncOpen bool
 }
 
 func (v natView) known() bool {
@@ -103,5 +114,23 @@ func decideOrder(self, peer natView, controlling bool) punchOrder {
 	case pl:
 		return orderWait
 	}
+	if syncPair(self, peer) {
+		return orderSync
+	}
 	return orderTogether
+}
+
+// syncPair tells whether two sides that both filter by address and port,
+// with no low-TTL opening on either, meet by a synchronized open: neither
+// may send first, since its first packet would reach the other's router
+// before that router's host has sent and leave a stale entry there (on a
+// router without an input firewall, which neither side can tell from
+// inside). Sent at one instant, each opening packet passes its own NAT
+// before the other's arrives whenever the skew between the two sends is
+// below the latency between the NATs (e2e TestSimultaneousOpenLatency).
+// A symmetric NAT has no mapping to aim at, and both sides must take part.
+func syncPair(self, peer natView) bool {
+	return self.SyncOpen && peer.SyncOpen && !self.Symmetric && !peer.Symmetric &&
+		!self.PortMapped && !peer.PortMapped &&
+		self.Filtering == netcheck.AddrPortDependent && peer.Filtering == netcheck.AddrPortDependent
 }

@@ -30,7 +30,7 @@ func (e *relayEndpoint) SrcIP() netip.Addr   { return netip.Addr{} }
 type relayedPacket struct {
 	buf *[]byte
 	n   int
-	ep  *relayEndpoint
+	ep  conn.Endpoint
 }
 
 // relayQueueLen bounds the relayed packets waiting for WireGuard; beyond it
@@ -76,8 +76,9 @@ func (r *relayPaths) lookup(addr netip.AddrPort) *relayEndpoint {
 	return r.routes[addr]
 }
 
-// deliver queues a WireGuard message that came through ep's relay.
-func (r *relayPaths) deliver(p []byte, ep *relayEndpoint) {
+// deliver queues a WireGuard message that came through a relay, from ep
+// as WireGuard sees it (roam.go).
+func (r *relayPaths) deliver(p []byte, ep conn.Endpoint) {
 	b := relayBufPool.Get().(*[]byte)
 	n := copy(*b, p)
 	select {

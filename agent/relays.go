@@ -27,6 +27,8 @@ type relayTarget struct {
 	Transport string
 	// Server is the server's host:port.
 	Server string
+	// IPv6: the server is reached over IPv6 (found by the probe; ice6.go).
+	IPv6 bool
 }
 
 // relayCheck is what the last probe of one relay found.
@@ -78,6 +80,7 @@ func (m *relayManager) set(list []control.Relay) {
 	}
 	if same {
 		for i := range targets {
+			targets[i].IPv6 = m.checks[i].IPv6
 			m.checks[i].relayTarget = targets[i]
 		}
 		m.mu.Unlock()
@@ -113,7 +116,7 @@ func (m *relayManager) probe(gen int, todo []relayCheck) {
 	for i := range todo {
 		wg.Go(func() {
 			start := time.Now()
-			err := m.a.probeRelay(todo[i].relayTarget)
+			err := m.a.probeRelay(&todo[i].relayTarget)
 			todo[i].Checked = time.Now()
 			todo[i].OK = err == nil
 			todo[i].Err = ""
@@ -221,7 +224,7 @@ func (a *Agent) relayChoice() []relayTarget {
 // the system roots plus the agent's --ca-file and the relay's advertised CA.
 func (a *Agent) dialRelay(ctx context.Context, t relayTarget) (net.Conn, error) {
 	d := net.Dialer{Timeout: relayProbeTimeout}
-	c, err := d.DialContext(ctx, "tcp4", t.Server)
+	c, err := d.DialContext(ctx, t.network("tcp"), t.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -260,22 +263,35 @@ func (a *Agent) relayTLS(t relayTarget) (*tls.Config, error) {
 	return &tls.Config{ServerName: host, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
-// probeRelay makes and drops one allocation on t.
-func (a *Agent) probeRelay(t relayTarget) error {
+// probeRelay makes and drops one allocation on t, over the family it
+// finds for t (t.IPv6).
+func (a *Agent) probeRelay(t *relayTarget) error {
 	ctx, cancel := context.WithTimeout(context.Background(), relayProbeTimeout)
 	defer cancel()
-	cc := &turn.ClientConfig{Username: t.Username, Password: t.Password, LoggerFactory: a.pion}
+	v6, err := relayIPv6(ctx, t.Server)
+	if err != nil {
+		return err
+	}
+	t.IPv6 = v6
+	// An IPv4 relay address whichever family reaches the server, as the
+	// relay lane asks (ice6.go).
+	cc := &turn.ClientConfig{Username: t.Username, Password: t.Password, LoggerFactory: a.pion,
+		RequestedAddressFamily: turn.RequestedAddressFamilyIPv4}
 	if t.Transport == "udp" {
-		pc, err := net.ListenPacket("udp4", ":0")
+		server, err := net.ResolveUDPAddr(t.network("udp"), t.Server)
+		if err != nil {
+			return fmt.Errorf("resolve: %w", err)
+		}
+		pc, err := net.ListenPacket(t.network("udp"), ":0")
 		if err != nil {
 			return fmt.Errorf("open UDP socket: %w", err)
 		}
 		defer pc.Close()
 		cc.Conn = pc
-		cc.TURNServerAddr = t.Server
-		cc.STUNServerAddr = t.Server
+		cc.TURNServerAddr = server.String()
+		cc.STUNServerAddr = server.String()
 	} else {
-		c, err := a.dialRelay(ctx, t)
+		c, err := a.dialRelay(ctx, *t)
 		if err != nil {
 			return fmt.Errorf("connect: %w", err)
 		}
@@ -338,7 +354,7 @@ func (a *Agent) newRelayICEAgent() (*ice.Agent, relayTarget, error) {
 	u.Username, u.Password = t.Username, t.Password
 	opts := append(a.iceOptions(),
 		ice.WithNetworkTypes([]ice.NetworkType{ice.NetworkTypeUDP4}),
-		ice.WithTURNTransportProtocols([]ice.NetworkType{ice.NetworkTypeUDP4, ice.NetworkTypeTCP4}),
+		ice.WithTURNTransportProtocols(t.turnTransports()),
 		ice.WithCandidateTypes([]ice.CandidateType{ice.CandidateTypeRelay}),
 		ice.WithUrls([]*stun.URI{u}),
 		ice.WithRelayAcceptanceMinWait(0),

@@ -76,6 +76,7 @@ func (c *controlClient) pingLoop(ctx context.Context, ws *websocket.Conn, stop f
 func (a *Agent) applyServerFields(nm *control.Netmap) {
 	a.mu.Lock()
 	a.stun = slices.Clone(nm.STUN)
+	a.stun6 = slices.Clone(nm.STUN6)
 	a.stunAlt = nil
 	a.stunServers = slices.Clone(nm.STUNServers)
 	for _, srv := range nm.STUNServers {

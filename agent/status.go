@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"sort"
 	"strconv"
 	"time"
@@ -111,6 +112,10 @@ type PeerStatus struct {
 	// LocalType and RemoteType are the candidate types of the pair in use.
 	LocalType  string `json:"local_type,omitempty"`
 	RemoteType string `json:"remote_type,omitempty"`
+	// Family is the address family the path's packets travel over, "ipv4"
+	// or "ipv6": the endpoint's on a direct path, the relay server's on a
+	// relayed one.
+	Family string `json:"family,omitempty"`
 	// Relay describes the relay the path goes through (path "relay").
 	Relay *RelayPathStatus `json:"relay,omitempty"`
 	// ICEState is the direct session's state, RelayICEState the relay
@@ -223,6 +228,7 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 			st.LocalType = active.local.Type().String()
 			st.RemoteType = candidateLabel(active.remote) // "portmap" for a port-mapped candidate
 		}
+		st.Family = family(active.relay() && active.target.IPv6)
 		if active.relay() {
 			st.Relay = &RelayPathStatus{URL: active.target.URL, Server: active.target.Server, Transport: active.target.Transport, Node: active.target.Node}
 			if active.local != nil {
@@ -299,7 +305,19 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 			st.Reason = noAnswer(quiet) + "; " + st.Reason
 		}
 	}
+	if st.Path == PathNone {
+		st.Family = ""
+	} else if ep, err := netip.ParseAddrPort(st.Endpoint); err == nil && st.Path == PathDirect {
+		st.Family = family(!ep.Addr().Unmap().Is4())
+	}
 	return st
+}
+
+func family(ipv6 bool) string {
+	if ipv6 {
+		return "ipv6"
+	}
+	return "ipv4"
 }
 
 // pathEnv is what the agent knows about its own network, for reasons.

@@ -69,10 +69,13 @@ func (c *stunConn) Close() error {
 	return nil
 }
 
-// LocalAddr is the wildcard address on the shared port: ICE then lists the
-// host's interface addresses as host candidates on that port.
+// LocalAddr is the IPv6 wildcard on the shared port: ICE's mux then lists
+// the host's IPv4 and IPv6 interface addresses as host candidates on that
+// port (the IPv4 wildcard would list only IPv4 ones). The bind has a
+// socket of each family on the port; a host without IPv6 has no IPv6
+// addresses to list.
 func (c *stunConn) LocalAddr() net.Addr {
-	return &net.UDPAddr{IP: net.IPv4zero, Port: int(c.bind.Port())}
+	return &net.UDPAddr{IP: net.IPv6unspecified, Port: int(c.bind.Port())}
 }
 
 // Deadlines are not needed: the mux closes the conn to stop its reader.

@@ -254,6 +254,20 @@ const (
 	// SignalBirthdayReady: the symmetric side's sockets have sent their
 	// opening packets; the easy side starts probing.
 	SignalBirthdayReady = "bday-ready"
+	// Synchronized simultaneous open (between two agents that both set
+	// Signal.SyncOpen; Session names the direct session). The controlling
+	// side measures the clock offset with pings (At: its clock, unix ns),
+	// each answered by a pong (Echo: the ping's At, At: the answerer's
+	// clock); then it sends a fire (At: the instant, in the receiver's
+	// clock, when both send their opening packets; 0: no open this
+	// session, check at once). After the open each
+	// side sends a done (At: how long after its own first opening packet
+	// the peer's arrived, in ns; 0 when none came), from which both work
+	// out the skew between the two sends.
+	SignalSyncPing = "sync-ping"
+	SignalSyncPong = "sync-pong"
+	SignalSyncFire = "sync-fire"
+	SignalSyncDone = "sync-done"
 )
 
 // Signal is ICE signalling between two agents, relayed by the coordinator.
@@ -287,6 +301,13 @@ type Signal struct {
 	// Birthday: the sender takes part in birthday punching (sent with
 	// NAT). Agents that do not set it are never asked.
 	Birthday bool `json:"birthday,omitempty"`
+	// SyncOpen: the sender takes part in synchronized opens (sent with
+	// NAT). Agents that do not set it are never sent a fire time.
+	SyncOpen bool `json:"sync_open,omitempty"`
+	// At and Echo carry the times of the synchronized open's signals
+	// (see SignalSyncPing).
+	At   int64 `json:"at,omitempty"`
+	Echo int64 `json:"echo,omitempty"`
 }
 
 // LaneRelay is Signal.Lane of the relay-only ICE session.

@@ -60,10 +60,16 @@ func (s *Server) turnServerList(r *http.Request) []string {
 	if s.relays == nil {
 		return out
 	}
-	for _, rl := range s.relays.forNode(0, s.stunHost(r), s.embeddedPorts(), time.Now()) {
+	host := s.stunHost(r)
+	for _, rl := range s.relays.forNode(0, host, s.embeddedPorts(), time.Now()) {
 		scheme, rest, _ := strings.Cut(rl.URL, ":")
 		hostport, query, _ := strings.Cut(rest, "?")
 		if scheme != "turn" || query == "transport=tcp" {
+			continue
+		}
+		// netcheck pings TURN from its IPv4 socket: not the IPv6 entry
+		// forNode adds for IPv6-only agents.
+		if h, _, err := net.SplitHostPort(hostport); err == nil && h == s.relays.host6 && h != host {
 			continue
 		}
 		if _, _, err := net.SplitHostPort(hostport); err != nil {

@@ -22,6 +22,7 @@ type relayList struct {
 	cfg    TURNConfig
 	ca     string // PEM advertised with turns: URLs
 	ttl    time.Duration
+	host6  string // Config.PublicIPv6: the embedded server over IPv6 too
 }
 
 func newRelayList(cfg TURNConfig, secret []byte) (*relayList, error) {
@@ -81,14 +82,15 @@ func checkTURNURL(u string) error {
 }
 
 // embeddedPorts are where agents reach the embedded relay: its UDP (and
-// TCP) port and its TLS port; 0 for none.
-type embeddedPorts struct{ udp, tls int }
+// TCP) port and its TLS port, and its UDP port over IPv6 (stun6.go); 0
+// for none.
+type embeddedPorts struct{ udp, tls, udp6 int }
 
 func (s *Server) embeddedPorts() embeddedPorts {
 	if s.turn == nil {
 		return embeddedPorts{}
 	}
-	return embeddedPorts{s.turn.UDPPort(), s.turn.TLSPort()}
+	return embeddedPorts{s.turn.UDPPort(), s.turn.TLSPort(), s.turnUDP6Port()}
 }
 
 // forNode mints the relay list for node; host is where the node reaches
@@ -105,6 +107,15 @@ func (l *relayList) forNode(node uint64, host string, t embeddedPorts, now time.
 		if t.tls != 0 {
 			out = append(out, control.Relay{URL: "turns:" + net.JoinHostPort(host, strconv.Itoa(t.tls)) + "?transport=tcp",
 				Username: user, Password: pass, Expires: exp, CA: l.ca})
+		}
+		// An IPv6-only host cannot reach host when it names IPv4: it gets
+		// the UDP server at the public IPv6 address, after the others so
+		// that dual-stack agents keep their first choice.
+		if l.host6 != "" && l.host6 != host {
+			if t.udp6 != 0 {
+				out = append(out, control.Relay{URL: "turn:" + net.JoinHostPort(l.host6, strconv.Itoa(t.udp6)) + "?transport=udp",
+					Username: user, Password: pass, Expires: exp})
+			}
 		}
 	}
 	for _, u := range l.cfg.URLs {

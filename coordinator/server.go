@@ -313,6 +313,7 @@ func New(cfg Config) (*Server, error) {
 	if s.relays, err = newRelayList(cfg.TURN, s.turnSecret); err != nil {
 		return fail(err)
 	}
+	s.relays.host6 = cfg.PublicIPv6
 	s.peers = newPeerRelays(s.started)
 	s.onNodeGone(s.peers.forget)
 	s.metrics.registerPeerRelayUsage(s.peers, h.active)

@@ -73,3 +73,26 @@ func (s *Server) stunServerList6() []control.STUNServer {
 	}
 	return out
 }
+
+// turnUDP6Port is the port the embedded relay answers UDP on over IPv6:
+// its own socket's when that takes IPv6, else that of an extra STUN
+// socket it shares; 0 for none.
+func (s *Server) turnUDP6Port() int {
+	if s.turn == nil {
+		return 0
+	}
+	if p := port6(s.turn.UDPConn()); p != 0 {
+		return p
+	}
+	if s.stun != nil {
+		for _, k := range s.stun.socks {
+			if k.turn == nil {
+				continue
+			}
+			if p := port6(k.conn); p != 0 {
+				return p
+			}
+		}
+	}
+	return 0
+}

@@ -3,6 +3,8 @@ package coordinator
 import (
 	"context"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"testing"
 	"time"
@@ -90,5 +92,45 @@ func TestEmbeddedTURNOnExtraSTUNSocket(t *testing.T) {
 	}
 	if got := relayed.(*net.UDPAddr); got.IP.To4() == nil {
 		t.Fatalf("relayed address %v, want IPv4", got)
+	}
+}
+
+// TestRelayListIPv6 checks the relay list of a dual-stack deployment: an
+// agent that reached the API over IPv4 (or a name) also gets the embedded
+// relay at the public IPv6 address, last, so that an IPv6-only host has a
+// relay while dual-stack agents keep their first choice; an agent that
+// came over IPv6 gets no duplicate; netcheck, which tests TURN from an
+// IPv4 socket, is not given the IPv6 entry.
+func TestRelayListIPv6(t *testing.T) {
+	probe, err := net.ListenPacket("udp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(probe.LocalAddr().(*net.UDPAddr).Port)
+	probe.Close()
+	s, stop := runServer(t, Config{
+		Listen: "127.0.0.1:0", StateDir: t.TempDir(), Logger: testLogger(t),
+		STUNListen: "127.0.0.1:" + port + ",[::1]:" + port, PublicIPv6: "::1",
+		TURN: TURNConfig{Embedded: true, Listen: "127.0.0.1:" + port, PublicIP: "127.0.0.2", MinPort: 43000, MaxPort: 43999},
+	})
+	t.Cleanup(func() { stop() })
+	urls := func(host string) []string {
+		var out []string
+		for _, r := range s.relays.forNode(7, host, s.embeddedPorts(), time.Now()) {
+			out = append(out, r.URL)
+		}
+		return out
+	}
+	want6 := "turn:[::1]:" + port + "?transport=udp"
+	got := urls("127.0.0.1")
+	if len(got) != 3 || got[2] != want6 {
+		t.Errorf("relays for an IPv4 client %q, want the IPv4 ones then %s", got, want6)
+	}
+	if got := urls("::1"); len(got) != 2 || got[0] != want6 {
+		t.Errorf("relays for an IPv6 client %q, want %s first and no duplicate", got, want6)
+	}
+	r := httptest.NewRequest(http.MethodGet, "http://127.0.0.1/", nil)
+	if list := s.turnServerList(r); len(list) != 1 || list[0] != "127.0.0.1:"+port {
+		t.Errorf("netcheck's TURN list %q, want only 127.0.0.1:%s", list, port)
 	}
 }

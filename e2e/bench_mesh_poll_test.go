@@ -141,7 +141,7 @@ func (m *meshPoller) stuckNames() []string {
 // Go runtime writes its goroutines to the agent's log, and keeps that log
 // next to $BENCH_MESH_OUT as bench-mesh-stuck-NAME.log (the lab dir goes
 // away with the lab).
-func dumpStuck(b *testing.B, m *meshPoller) {
+func dumpStuck(b testing.TB, m *meshPoller) {
 	out := os.Getenv("BENCH_MESH_OUT")
 	for _, a := range m.agents {
 		if !m.stuck(a) || a.Running() != nil {

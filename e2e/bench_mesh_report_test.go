@@ -30,7 +30,7 @@ const neighBenchMin = 30
 // and IPv6) that are below neighLimits when n needs it, and puts the old
 // values back when b ends (after the lab is gone: cleanups run last in,
 // first out). It returns a line for the report.
-func raiseNeighLimits(b *testing.B, n int) string {
+func raiseNeighLimits(b testing.TB, n int) string {
 	if n < neighBenchMin {
 		return fmt.Sprintf("neighbour-table limits left as they were (raised only from %d agents)", neighBenchMin)
 	}
@@ -66,7 +66,7 @@ func raiseNeighLimits(b *testing.B, n int) string {
 
 // meshBenchMeasure reads RSS, log lines, the coordinator's sockets and its
 // stream closes into res.
-func meshBenchMeasure(b *testing.B, res *meshBenchResult, coord *meshlab.Coordinator, agents []*meshlab.Agent) {
+func meshBenchMeasure(b testing.TB, res *meshBenchResult, coord *meshlab.Coordinator, agents []*meshlab.Agent) {
 	for _, a := range agents {
 		if a.Running() != nil {
 			b.Logf("agent %s is not running: %v", a.Name, a.Running())
@@ -93,22 +93,30 @@ func meshBenchMeasure(b *testing.B, res *meshBenchResult, coord *meshlab.Coordin
 	for _, l := range streamCloseLines {
 		res.closes[l] = strings.Count(clog, l)
 	}
+	res.dropped = coordDropped(b, coord)
+}
+
+// coordDropped reads meshvpn_coordinator_streams_dropped_total (all
+// reasons) from the coordinator's /metrics on coordMetricsAddr; -1 when
+// unread.
+func coordDropped(b testing.TB, coord *meshlab.Coordinator) float64 {
 	out, err := coord.Host.Run(b.Context(), "curl", "-sS", "--max-time", "5", "http://"+coordMetricsAddr+metrics.Path)
 	if err != nil {
 		b.Logf("coordinator /metrics: %v", err)
-		return
+		return -1
 	}
 	m, err := metrics.Parse(strings.NewReader(out))
 	if err != nil {
 		b.Logf("coordinator /metrics: %v", err)
-		return
+		return -1
 	}
-	res.dropped = 0
+	dropped := 0.0
 	for k, v := range m {
 		if k == "meshvpn_coordinator_streams_dropped_total" || strings.HasPrefix(k, "meshvpn_coordinator_streams_dropped_total{") {
-			res.dropped += v
+			dropped += v
 		}
 	}
+	return dropped
 }
 
 // procRSSKiB is VmRSS from /proc/PID/status, in KiB.

@@ -121,7 +121,7 @@ func BenchmarkMesh(b *testing.B) {
 }
 
 // runMeshBench builds the lab, starts the agents together and fills res.
-func runMeshBench(b *testing.B, res *meshBenchResult, kind natlab.Kind) {
+func runMeshBench(b testing.TB, res *meshBenchResult, kind natlab.Kind) {
 	// Room for one relay allocation per agent per peer (issue 16), and
 	// /metrics for the dropped-streams counter.
 	lab, coord := newLabWith(b, meshlab.StartCoordinatorArgs(

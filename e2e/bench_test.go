@@ -96,32 +96,7 @@ func BenchmarkTunnel(b *testing.B) {
 	// subnet). An idle tunnel costs next to nothing, so both stay up and
 	// the runs alternate: a machine whose load drifts during the benchmark
 	// then weighs on both sides alike.
-	privA, pubA := wgKeys(b)
-	privB, pubB := wgKeys(b)
-	for _, w := range []struct {
-		h                   *natlab.Host
-		addr, priv, pub, ep string
-		allowed             string
-	}{
-		{hostA, "10.99.0.1/24", privA, pubB, "203.0.113.22:51820", "10.99.0.2/32"},
-		{hostB, "10.99.0.2/24", privB, pubA, "203.0.113.21:51820", "10.99.0.1/32"},
-	} {
-		p, err := w.h.Start(wgstock, "-tun", "wgstock0", "-addr", w.addr, "-port", "51820",
-			"-private", w.priv, "-peer-public", w.pub, "-peer-endpoint", w.ep, "-peer-allowed", w.allowed)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := p.WaitLog("wgstock0 up", 10*time.Second); err != nil {
-			b.Fatal(err)
-		}
-	}
-	err = natlab.Poll(ctx, 20*time.Second, 500*time.Millisecond, func() error {
-		_, err := hostA.Run(ctx, "ping", "-n", "-c", "1", "-W", "1", "10.99.0.2")
-		return err
-	})
-	if err != nil {
-		b.Fatalf("no ping over stock wireguard-go: %v", err)
-	}
+	startStockPair(b, wgstock, hostA, hostB, "203.0.113.21:51820", "203.0.113.22:51820")
 	const rounds, secs = 3, 5
 	var meshRuns, stockRuns []float64
 	for i := 0; i < rounds; i++ {
@@ -211,6 +186,39 @@ func iperf(b *testing.B, h *natlab.Host, ip string, seconds int) float64 {
 		b.Fatalf("iperf3 to %s: %q", ip, res.Error)
 	}
 	return res.End.SumReceived.BitsPerSecond
+}
+
+// startStockPair runs stock wireguard-go on a (10.99.0.1) and b
+// (10.99.0.2), each with the other as its peer at the given endpoint, and
+// waits until a pings b through it.
+func startStockPair(b *testing.B, wgstock string, hostA, hostB *natlab.Host, epA, epB string) {
+	b.Helper()
+	privA, pubA := wgKeys(b)
+	privB, pubB := wgKeys(b)
+	for _, w := range []struct {
+		h                   *natlab.Host
+		addr, priv, pub, ep string
+		allowed             string
+	}{
+		{hostA, "10.99.0.1/24", privA, pubB, epB, "10.99.0.2/32"},
+		{hostB, "10.99.0.2/24", privB, pubA, epA, "10.99.0.1/32"},
+	} {
+		p, err := w.h.Start(wgstock, "-tun", "wgstock0", "-addr", w.addr, "-port", "51820",
+			"-private", w.priv, "-peer-public", w.pub, "-peer-endpoint", w.ep, "-peer-allowed", w.allowed)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := p.WaitLog("wgstock0 up", 10*time.Second); err != nil {
+			b.Fatal(err)
+		}
+	}
+	err := natlab.Poll(b.Context(), 20*time.Second, 500*time.Millisecond, func() error {
+		_, err := hostA.Run(b.Context(), "ping", "-n", "-c", "1", "-W", "1", "10.99.0.2")
+		return err
+	})
+	if err != nil {
+		b.Fatalf("no ping over stock wireguard-go (%s <-> %s): %v", epA, epB, err)
+	}
 }
 
 // wgKeys returns a WireGuard (X25519) key pair, hex-encoded as the UAPI wants.

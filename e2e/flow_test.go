@@ -51,25 +51,29 @@ func parsePing(out string) (pingResult, error) {
 type flowCounter struct {
 	router *natlab.Host
 	table  string
+	family string // nft family: ip, or ip6 for an IPv6 peer
 }
 
 // countFlow starts counting on router the WireGuard data to and from peer.
 // The counter goes away when the test ends.
 func countFlow(t *testing.T, router *natlab.Host, peer netip.Addr) *flowCounter {
 	t.Helper()
-	f := &flowCounter{router: router, table: "flow_" + strings.NewReplacer(".", "_", ":", "_").Replace(peer.String())}
-	script := fmt.Sprintf(`table ip %[1]s {
+	f := &flowCounter{router: router, table: "flow_" + strings.NewReplacer(".", "_", ":", "_").Replace(peer.String()), family: "ip"}
+	if peer.Is6() {
+		f.family = "ip6"
+	}
+	script := fmt.Sprintf(`table %[3]s %[1]s {
 	chain forward {
 		type filter hook forward priority 10; policy accept;
-		ip daddr %[2]s meta l4proto udp @th,64,32 0x04000000 counter
-		ip saddr %[2]s meta l4proto udp @th,64,32 0x04000000 counter
+		%[3]s daddr %[2]s meta l4proto udp @th,64,32 0x04000000 counter
+		%[3]s saddr %[2]s meta l4proto udp @th,64,32 0x04000000 counter
 	}
 }
-`, f.table, peer)
+`, f.table, peer, f.family)
 	if out, err := router.Run(t.Context(), "sh", "-c", "nft -f - <<'EOF'\n"+script+"EOF\n"); err != nil {
 		t.Fatalf("flow counter on %s: %v\n%s", router.Name, err, out)
 	}
-	t.Cleanup(func() { _, _ = router.Run(context.Background(), "nft", "delete", "table", "ip", f.table) })
+	t.Cleanup(func() { _, _ = router.Run(context.Background(), "nft", "delete", "table", f.family, f.table) })
 	return f
 }
 
@@ -77,7 +81,7 @@ var nftCounter = regexp.MustCompile(`counter packets (\d+) bytes (\d+)`)
 
 // read returns the messages counted so far toward the peer and from it.
 func (f *flowCounter) read(ctx context.Context) (out, in uint64, err error) {
-	text, err := f.router.Run(ctx, "nft", "list", "table", "ip", f.table)
+	text, err := f.router.Run(ctx, "nft", "list", "table", f.family, f.table)
 	if err != nil {
 		return 0, 0, fmt.Errorf("read flow counter on %s: %w", f.router.Name, err)
 	}

@@ -259,7 +259,7 @@ func envInt(t *testing.T, name string, def int) int {
 	return v
 }
 
-func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
+func envDuration(t testing.TB, name string, def time.Duration) time.Duration {
 	t.Helper()
 	s := os.Getenv(name)
 	if s == "" {

@@ -20,6 +20,24 @@ type meshSpot struct {
 	kind   natlab.Kind
 	behind string
 	ispHop bool
+	// wan is the site's WANDelay (0: right on the flat bridge).
+	wan time.Duration
+	// variant, when set, is the site's router variant instead of the
+	// run's.
+	variant *natlab.Variant
+}
+
+// withWAN returns spots with a WANDelay for every site of its own, from 5
+// to 10 ms by position, so two NATs sit 10 to 20 ms apart one way, as on
+// the internet.
+func withWAN(spots []meshSpot) []meshSpot {
+	out := slices.Clone(spots)
+	for i := range out {
+		if out[i].behind == "" {
+			out[i].wan = time.Duration(5+i%6) * time.Millisecond
+		}
+	}
+	return out
 }
 
 // meshPair is one pair of an all-pairs lab and what was seen of it.
@@ -66,7 +84,7 @@ const meshSettle = 30 * time.Second
 
 // runMeshPairs builds the spots on router variant v, starts every agent at
 // once and checks every pair (see TestMeshAllNATPairs).
-func runMeshPairs(t *testing.T, v natlab.Variant, spots []meshSpot, gaps map[string]string) {
+func runMeshPairs(t *testing.T, run string, v natlab.Variant, spots []meshSpot, gaps map[string]string) []*meshPair {
 	lab, coord := newLab(t)
 	key := authKey(t, coord, true)
 	sites := map[string]*natlab.Site{}
@@ -81,7 +99,11 @@ func runMeshPairs(t *testing.T, v natlab.Variant, spots []meshSpot, gaps map[str
 				t.Fatal(err)
 			}
 		} else {
-			s, err := lab.AddSiteSpec(sp.name, natlab.SiteSpec{Kind: sp.kind, Variant: v, ISPHop: sp.ispHop})
+			sv := v
+			if sp.variant != nil {
+				sv = *sp.variant
+			}
+			s, err := lab.AddSiteSpec(sp.name, natlab.SiteSpec{Kind: sp.kind, Variant: sv, ISPHop: sp.ispHop, WANDelay: sp.wan})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,11 +141,12 @@ func runMeshPairs(t *testing.T, v natlab.Variant, spots []meshSpot, gaps map[str
 	}
 	observePairs(t.Context(), agents, pairs, meshSettle)
 	pingPairs(t.Context(), pairs, ips)
-	logPairTable(t, v, pairs)
+	logPairTable(t, run, pairs)
 
 	for _, p := range pairs {
 		t.Run(p.name(), func(t *testing.T) { checkPair(t, p, ips) })
 	}
+	return pairs
 }
 
 // checkNodesList checks the coordinator's view: every node listed, online,
@@ -207,9 +230,9 @@ func pingPairs(ctx context.Context, pairs []*meshPair, ips map[*meshlab.Agent]st
 
 // logPairTable logs one line per pair: what was expected, what each side
 // shows, and the time to direct.
-func logPairTable(t *testing.T, v natlab.Variant, pairs []*meshPair) {
+func logPairTable(t *testing.T, run string, pairs []*meshPair) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "pairs on %s routers (time to direct from both online):\n", v)
+	fmt.Fprintf(&b, "pairs on %s (time to direct from both online):\n", run)
 	fmt.Fprintf(&b, "%-40s %-7s %-7s %-7s %8s  %s\n", "pair", "want", "a->b", "b->a", "direct", "reasons")
 	var direct []int64
 	for _, p := range pairs {
@@ -219,6 +242,9 @@ func logPairTable(t *testing.T, v natlab.Variant, pairs []*meshPair) {
 			ab = p.ab.Path
 			if p.ab.Reason != "" {
 				reasons = append(reasons, "a: "+p.ab.Reason)
+			}
+			if p.ab.Path == "direct" && strings.Contains(p.ab.LastChange, "after") {
+				reasons = append(reasons, p.ab.LastChange)
 			}
 		}
 		if p.ba != nil {

@@ -103,33 +103,20 @@ func TestNetcheckIPv6(t *testing.T) {
 	}
 }
 
-// TestDualStackLabAgentsIPv4 is the baseline for the agent's IPv6 work:
-// in a dual-stack lab, with the coordinator advertising an IPv6 STUN
-// server (stun6 in the netmap, which today's IPv4-only agents ignore), two
-// agents on dual-stack port-restricted sites still join and go direct
-// over IPv4, as in an IPv4 lab.
-func TestDualStackLabAgentsIPv4(t *testing.T) {
-	lab, coord := newLabWith(t, func(ctx context.Context, lab *natlab.Lab, bins meshlab.Bins) (*meshlab.Coordinator, error) {
-		return meshlab.StartCoordinatorWith(ctx, lab, bins, meshlab.CoordinatorOptions{IPv6: true})
-	})
+// TestDualStackPrefersIPv6 is the path preference of the IPv6 underlay
+// (agent/ice6.go): two agents on dual-stack port-restricted sites, which
+// could also go direct over IPv4, go direct over IPv6; and a dual-stack
+// agent still goes direct over IPv4 to an agent whose site has no IPv6.
+// (Before the agent spoke IPv6, this test's first pair went over IPv4.)
+func TestDualStackPrefersIPv6(t *testing.T) {
+	lab, coord := newIPv6Lab(t)
 	key := authKey(t, coord, true)
-	var agents []*meshlab.Agent
-	for _, name := range []string{"ds1", "ds2"} {
-		site, err := lab.AddSiteSpec(name, natlab.SiteSpec{Kind: natlab.PortRestricted, IPv6: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, err := meshlab.NewAgent(coord, site.Host, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := a.Up(t.Context(), key, 30*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		agents = append(agents, a)
-	}
-	if err := meshlab.WaitOnline(t.Context(), agents, 60*time.Second); err != nil {
+	ds1 := ipv6Agent(t, lab, coord, key, "ds1", natlab.SiteSpec{Kind: natlab.PortRestricted, IPv6: true})
+	ds2 := ipv6Agent(t, lab, coord, key, "ds2", natlab.SiteSpec{Kind: natlab.PortRestricted, IPv6: true})
+	v4 := ipv6Agent(t, lab, coord, key, "v4", natlab.SiteSpec{Kind: natlab.PortRestricted})
+	if err := meshlab.WaitOnline(t.Context(), []*meshlab.Agent{ds1, ds2, v4}, 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	checkDirectPair(t, agents[0], agents[1], overlayIP(t, agents[1]))
+	directPair6(t, ds1, ds2)
+	checkDirectPair(t, ds1, v4, overlayIP(t, v4))
 }

@@ -291,6 +291,9 @@ func printStatus(w io.Writer, st *agent.Status) {
 		if p.LocalType != "" {
 			cands = p.LocalType + "→" + p.RemoteType
 		}
+		if p.Family != "" {
+			cands += " " + p.Family
+		}
 		hs := "never"
 		if t, err := time.Parse(time.RFC3339, p.LastHandshake); err == nil {
 			hs = time.Since(t).Round(time.Second).String() + " ago"

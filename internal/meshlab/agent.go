@@ -23,6 +23,9 @@ type Agent struct {
 	StateDir string
 	Socket   string
 	Coord    *Coordinator
+	// URL, when set, is the coordinator URL instead of Coord.URL (e.g.
+	// CoordinatorURLIPv6 on an IPv6-only host).
+	URL string
 	// NoCA leaves out --ca-file even when the coordinator uses the lab CA.
 	NoCA bool
 	// ExtraArgs are appended to `meshvpn up` (e.g. --no-portmap).
@@ -49,8 +52,12 @@ func NewAgent(c *Coordinator, h *natlab.Host, name string) (*Agent, error) {
 // Start runs `meshvpn up` in the background. With an empty authKey the flag
 // is left out, as on a restart that rejoins with the stored credential.
 func (a *Agent) Start(authKey string) error {
+	url := a.Coord.URL
+	if a.URL != "" {
+		url = a.URL
+	}
 	args := []string{"up",
-		"--coordinator", a.Coord.URL,
+		"--coordinator", url,
 		"--hostname", a.Name,
 		"--state-dir", a.StateDir,
 		"--socket", a.Socket,

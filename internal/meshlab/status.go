@@ -111,6 +111,7 @@ type PeerStatus struct {
 	Endpoint      string     `json:"endpoint"`
 	LocalType     string     `json:"local_type"`  // host, srflx, prflx, relay, portmap
 	RemoteType    string     `json:"remote_type"` // host, srflx, prflx, relay, portmap
+	Family        string     `json:"family"`      // ipv4 or ipv6: the path's (the relay server's on a relay path)
 	Reason        string     `json:"reason"`
 	Relay         *RelayPath `json:"relay"`
 	LastChange    string     `json:"last_change"`

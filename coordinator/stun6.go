@@ -85,11 +85,8 @@ func (s *Server) turnUDP6Port() int {
 		return p
 	}
 	if s.stun != nil {
-		for _, k := range s.stun.socks {
-			if k.turn == nil {
-				continue
-			}
-			if p := port6(k.conn); p != 0 {
+		for _, c := range s.stun.SharedConns() {
+			if p := port6(c); p != 0 {
 				return p
 			}
 		}

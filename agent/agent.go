@@ -58,6 +58,8 @@ type Config struct {
 	// RelayServer, when its Listen is set, runs a peer relay on this node
 	// (relayserver.go).
 	RelayServer RelayServerConfig
+	// RelayClient is RelayClientPerPeer (default) or RelayClientShared.
+	RelayClient string
 	Logger      *slog.Logger
 }
 
@@ -88,6 +90,7 @@ type Agent struct {
 	metrics *agentMetrics
 
 	relays *relayManager
+	shared *sharedRelay // the one relay client with --relay-client=shared
 	// relaySrv is this node's peer relay, nil without --relay-server.
 	relaySrv atomic.Pointer[peerRelay]
 	nat      natState
@@ -164,6 +167,7 @@ func Run(ctx context.Context, cfg Config) error {
 		peers:    make(map[uint64]*peer),
 	}
 	a.relays = &relayManager{a: a}
+	a.shared = &sharedRelay{a: a}
 	ctl.pubKey = a.pub.String()
 	ctl.priv = priv
 	ctl.onRefused = a.dropAllPeers
@@ -332,6 +336,7 @@ func (a *Agent) stopDataPlane() {
 		a.mux.Close()
 	}
 	a.bind.STUNConn().Close()
+	a.shared.close()
 	// Closing the device closes the TUN; the kernel drops its address and
 	// routes with it.
 	a.wg.dev.Close()
@@ -408,6 +413,7 @@ func (a *Agent) tickLoop(ctx context.Context) {
 			return
 		case now := <-t.C:
 			a.relays.tick(now)
+			a.shared.tick() // relayshared.go
 			a.natTick(now)
 			a.sampleTraffic(now) // liveness.go
 			for _, p := range a.peerList() {

@@ -60,6 +60,10 @@ type peer struct {
 	// wgMu serialises this peer's WireGuard changes with its removal, so a
 	// path selected just as the peer is removed cannot add it back.
 	wgMu sync.Mutex
+
+	// shared is the relay lane's state on the shared relay client
+	// (relayshared.go), guarded by mu.
+	shared sharedPeer
 }
 
 // wgChange runs fn, a change to this peer's WireGuard configuration, unless
@@ -139,6 +143,7 @@ func (p *peer) tick(now time.Time) {
 	}
 	p.direct.tickLocked(now)
 	p.relay.tickLocked(now)
+	p.sharedTickLocked(now) // relayshared.go
 	p.birthdayTickLocked(now)
 }
 
@@ -389,6 +394,11 @@ func (p *peer) handleSignal(s *control.Signal) {
 		if l == &p.direct {
 			p.bd.capable = s.Birthday
 		}
+	case signalRelayAddr:
+		if l == &p.relay {
+			p.relayAddrSignalLocked(s) // relayshared.go
+		}
+		return
 	case control.SignalBirthdayAsk, control.SignalBirthdayReady:
 		if l == &p.direct {
 			p.birthdaySignalLocked(s)
@@ -414,6 +424,7 @@ func (p *peer) close() {
 	p.closed = true
 	p.direct.closeICELocked()
 	p.relay.closeICELocked()
+	p.dropSharedChanLocked(true)
 	p.dropPunchedLocked("")
 }
 

@@ -137,6 +137,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 	relayServer := fs.Bool("relay-server", false, "offer this node as a relay (TURN) to the mesh; it needs an address the other nodes reach (a public IP, a full-cone NAT or a port mapping of the listen port and the relay ports)")
 	relayListen := fs.String("relay-listen", ":3478", "UDP and TCP `address` of the relay server (with --relay-server)")
 	relayPublic := fs.String("relay-public", "", "IPv4:port where other nodes reach the relay server (default: this host's first global IPv4 and the --relay-listen port)")
+	relayClient := fs.String("relay-client", relayClientDefault(), "how relayed paths use the relay: per-peer (a TURN allocation and ICE session per peer) or shared (one allocation per agent, a channel per peer; UDP relays only); default from MESHVPN_RELAY_CLIENT")
 	verbose := fs.Bool("verbose", false, "log debug details")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -153,6 +154,9 @@ func cmdUp(args []string, stderr io.Writer) error {
 	}
 	if *mtu < 1280 || *mtu > 9000 {
 		return fmt.Errorf("--mtu %d out of range 1280-9000", *mtu)
+	}
+	if *relayClient != agent.RelayClientPerPeer && *relayClient != agent.RelayClientShared {
+		return errors.New("--relay-client: want per-peer or shared")
 	}
 	var rs agent.RelayServerConfig
 	if *relayServer {
@@ -189,6 +193,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 		AcceptDNS:     *acceptDNS,
 		MetricsListen: *metricsListen,
 		RelayServer:   rs,
+		RelayClient:   *relayClient,
 		Logger:        log,
 	})
 }

@@ -126,7 +126,7 @@ func (l *lane) up() bool {
 
 // enabled tells whether the lane can run now: the relay lane needs a relay.
 func (l *lane) enabled() bool {
-	if l.relay() && l.p.a.sharedRelayOn() {
+	if l.relay() && l.p.a.sharedRelayOn() && !l.p.shared.iceWanted {
 		return false // the shared relay client serves it (relayshared.go)
 	}
 	return !l.relay() || len(l.p.a.relayChoice()) > 0

@@ -385,6 +385,9 @@ func (p *peer) handleSignal(s *control.Signal) {
 		p.log.Debug("signal for unknown lane", "lane", s.Lane)
 		return
 	}
+	if l == &p.relay {
+		p.noteRelayICELocked(s.Kind) // relayshared.go
+	}
 	switch s.Kind {
 	case control.SignalOffer, control.SignalAnswer:
 		p.peerNAT = s.NAT

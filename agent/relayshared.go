@@ -118,6 +118,17 @@ type sharedPeer struct {
 	ch       *relayChan // bound channel to peerAddr
 	binding  bool
 	reasked  time.Time
+	// iceWanted: the peer runs a per-peer ICE relay session with us (its
+	// relay is TCP or TLS, or it runs per-peer): our relay lane answers it.
+	iceWanted bool
+}
+
+// noteRelayICELocked turns the relay lane's ICE session on for a peer
+// that asks for one.
+func (p *peer) noteRelayICELocked(kind string) {
+	if kind == control.SignalOffer || kind == control.SignalRestart {
+		p.shared.iceWanted = true
+	}
 }
 
 // sharedTickLocked announces our relayed address until the peer has it,

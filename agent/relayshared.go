@@ -21,8 +21,11 @@ const (
 const signalRelayAddr = "relay-addr"
 
 const (
-	// relayAddrResend: an announcement not acknowledged is sent again.
-	relayAddrResend = 2 * time.Second
+	// relayAddrResend: an announcement not acknowledged is sent again,
+	// doubling up to relayAddrResendMax (a peer that runs per-peer
+	// sessions never answers).
+	relayAddrResend    = 2 * time.Second
+	relayAddrResendMax = 32 * time.Second
 	// relayReaskAfter: a relayed path WireGuard finds silent this long is
 	// asked about again (the peer may have a new allocation).
 	relayReaskAfter = 5 * time.Second
@@ -114,6 +117,7 @@ type sharedPeer struct {
 	peerAddr netip.AddrPort // the peer's relayed address, from its signal
 	sent     netip.AddrPort // our relayed address last announced
 	acked    bool           // the peer has echoed our current address
+	unacked  int            // announcements since the last acknowledgement
 	nextSend time.Time
 	ch       *relayChan // bound channel to peerAddr
 	binding  bool
@@ -173,7 +177,8 @@ func (p *peer) sharedTickLocked(now time.Time) {
 func (p *peer) sendRelayAddrLocked(ours netip.AddrPort, now time.Time) {
 	sp := &p.shared
 	sp.sent = ours
-	sp.nextSend = now.Add(relayAddrResend)
+	sp.nextSend = now.Add(min(relayAddrResend<<min(sp.unacked, 4), relayAddrResendMax))
+	sp.unacked++
 	var theirs string
 	if sp.peerAddr.IsValid() {
 		theirs = sp.peerAddr.String()
@@ -253,6 +258,7 @@ func (p *peer) relayAddrSignalLocked(s *control.Signal) {
 		return
 	}
 	ours := c.relayedAddr()
+	sp.unacked = 0
 	if s.Session == ours.String() {
 		sp.acked = true
 	} else {

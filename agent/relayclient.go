@@ -71,6 +71,10 @@ const (
 	// minChannel/maxChannel: the TURN channel number range.
 	minChannel = 0x4000
 	maxChannel = 0x4fff
+	// channelReuseAfter: a dropped channel's number is given out again only
+	// once the relay has let its binding expire (10 minutes, RFC 8656
+	// §12: a number cannot be bound to another peer before).
+	channelReuseAfter = 11 * time.Minute
 )
 
 // TURN methods and attributes that pion/stun does not name.
@@ -99,12 +103,22 @@ type relayClient struct {
 	relayed  netip.AddrPort
 	lifetime time.Duration
 	next     uint16
+	freed    []freedChan
 	byPeer   map[netip.AddrPort]*relayChan
 	pending  map[[stun.TransactionIDSize]byte]chan *stun.Message
 
 	chans  atomic.Pointer[map[uint16]*relayChan] // copy-on-write, read per packet
 	closed chan struct{}
+	// check asks refreshLoop to refresh the allocation now (a relayed path
+	// went silent: is the allocation still there?).
+	check chan struct{}
 	dead   atomic.Bool // the allocation was lost; a new client is needed
+}
+
+// freedChan is a channel number no longer in use, and since when.
+type freedChan struct {
+	num uint16
+	at  time.Time
 }
 
 // relayChan is one peer's channel on the allocation.
@@ -137,6 +151,7 @@ func newRelayClient(ctx context.Context, log *slog.Logger, t relayTarget, delive
 		byPeer:  make(map[netip.AddrPort]*relayChan),
 		pending: make(map[[stun.TransactionIDSize]byte]chan *stun.Message),
 		closed:  make(chan struct{}),
+		check:   make(chan struct{}, 1),
 	}
 	empty := map[uint16]*relayChan{}
 	c.chans.Store(&empty)
@@ -283,38 +298,54 @@ func (c *relayClient) refreshLoop() {
 	defer tick.Stop()
 	lastAlloc := time.Now()
 	for {
+		var now time.Time
 		select {
 		case <-c.closed:
 			return
-		case now := <-tick.C:
-			c.mu.Lock()
-			life := c.lifetime
-			var due []*relayChan
-			for _, ch := range c.byPeer {
-				if now.Sub(ch.at) >= channelRefresh {
-					due = append(due, ch)
-				}
-			}
-			c.mu.Unlock()
-			if now.Sub(lastAlloc) >= life/2 {
-				ctx, cancel := context.WithTimeout(context.Background(), relayProbeTimeout)
-				lt := make([]byte, 4)
-				binary.BigEndian.PutUint32(lt, uint32(life/time.Second))
-				_, err := c.request(ctx, turnRefresh, stun.RawAttribute{Type: stun.AttrLifetime, Value: lt})
-				cancel()
-				if err != nil {
-					c.log.Warn("relay allocation lost", "relay", c.t.URL, "err", err)
-					c.dead.Store(true)
-					return
-				}
-				lastAlloc = now
-			}
-			for _, ch := range due {
-				if err := c.bindChan(ch); err != nil {
-					c.log.Info("relay channel refresh failed", "peer", ch.peer.String(), "err", err)
-				}
+		case <-c.check:
+			now, lastAlloc = time.Now(), time.Time{}
+		case now = <-tick.C:
+		}
+		c.mu.Lock()
+		life := c.lifetime
+		var due []*relayChan
+		for _, ch := range c.byPeer {
+			if now.Sub(ch.at) >= channelRefresh {
+				due = append(due, ch)
 			}
 		}
+		c.mu.Unlock()
+		if now.Sub(lastAlloc) >= life/2 {
+			if err := c.refresh(life); err != nil {
+				c.log.Warn("relay allocation lost", "relay", c.t.URL, "err", err)
+				c.dead.Store(true)
+				return
+			}
+			lastAlloc = now
+		}
+		for _, ch := range due {
+			if err := c.bindChan(ch); err != nil {
+				c.log.Info("relay channel refresh failed", "peer", ch.peer.String(), "err", err)
+			}
+		}
+	}
+}
+
+// refresh renews the allocation for life.
+func (c *relayClient) refresh(life time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), relayProbeTimeout)
+	defer cancel()
+	lt := make([]byte, 4)
+	binary.BigEndian.PutUint32(lt, uint32(life/time.Second))
+	_, err := c.request(ctx, turnRefresh, stun.RawAttribute{Type: stun.AttrLifetime, Value: lt})
+	return err
+}
+
+// checkSoon asks for a refresh of the allocation now.
+func (c *relayClient) checkSoon() {
+	select {
+	case c.check <- struct{}{}:
+	default:
 	}
 }
 
@@ -323,13 +354,20 @@ func (c *relayClient) channel(peer netip.AddrPort) (*relayChan, error) {
 	c.mu.Lock()
 	ch := c.byPeer[peer]
 	if ch == nil {
-		if c.next > maxChannel {
+		var num uint16
+		switch {
+		case c.next <= maxChannel:
+			num = c.next
+			c.next++
+		case len(c.freed) > 0 && time.Since(c.freed[0].at) > channelReuseAfter:
+			num = c.freed[0].num
+			c.freed = c.freed[1:]
+		default:
 			c.mu.Unlock()
 			return nil, errors.New("relay channels used up")
 		}
-		ch = &relayChan{c: c, num: c.next, peer: peer}
+		ch = &relayChan{c: c, num: num, peer: peer}
 		ch.ep = &relayEndpoint{addr: peer, w: ch}
-		c.next++
 		c.byPeer[peer] = ch
 		m := make(map[uint16]*relayChan, len(c.byPeer))
 		for _, x := range c.byPeer {
@@ -348,10 +386,12 @@ func (c *relayClient) channel(peer netip.AddrPort) (*relayChan, error) {
 func (c *relayClient) dropChannel(peer netip.AddrPort) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.byPeer[peer]; !ok {
+	ch, ok := c.byPeer[peer]
+	if !ok {
 		return
 	}
 	delete(c.byPeer, peer)
+	c.freed = append(c.freed, freedChan{num: ch.num, at: time.Now()})
 	m := make(map[uint16]*relayChan, len(c.byPeer))
 	for _, x := range c.byPeer {
 		m[x.num] = x

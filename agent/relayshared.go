@@ -2,11 +2,13 @@ package agent
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/ratelimit"
 )
 
 // Relay client modes (Config.RelayClient, --relay-client).
@@ -125,6 +127,10 @@ type sharedPeer struct {
 	// iceWanted: the peer runs a per-peer ICE relay session with us (its
 	// relay is TCP or TLS, or it runs per-peer): our relay lane answers it.
 	iceWanted bool
+	// silent: WireGuard gets no answer through the channel.
+	silent bool
+	// changes charges the peer's changes of relayed address.
+	changes ratelimit.Bucket
 }
 
 // noteRelayICELocked turns the relay lane's ICE session on for a peer
@@ -155,6 +161,7 @@ func (p *peer) sharedTickLocked(now time.Time) {
 		sp.acked = false
 		sp.nextSend = time.Time{}
 	}
+	p.sharedLivenessLocked(now)
 	// WireGuard finds the relayed path silent: ask the peer again, its
 	// allocation may be new.
 	if p.active == l && sp.ch != nil && now.Sub(sp.reasked) > relayReaskAfter {
@@ -172,6 +179,43 @@ func (p *peer) sharedTickLocked(now time.Time) {
 		peerAddr := sp.peerAddr
 		go p.bindShared(c, peerAddr)
 	}
+}
+
+// relaySilentAfter: WireGuard sending on the relayed path this long with
+// nothing back takes the relay lane down, as ICE's consent checks do for
+// the per-peer sessions (iceDisconnected).
+const relaySilentAfter = iceDisconnected
+
+// sharedLivenessLocked takes the shared relay lane down while WireGuard
+// gets no answer through it, and up again when answers come. Silence is
+// counted from when the relay became the path, not from a direct path's
+// last answer.
+func (p *peer) sharedLivenessLocked(now time.Time) {
+	l, sp := &p.relay, &p.shared
+	if !l.shared || sp.ch == nil {
+		return
+	}
+	switch {
+	case sp.silent && p.live.unanswered.IsZero():
+		sp.silent = false
+		l.selected = true
+		if apply := p.reconsiderLocked("relay answers again"); apply != nil {
+			go apply()
+		}
+	case !sp.silent && p.active == l && !p.live.unanswered.IsZero() &&
+		now.Sub(later(p.live.unanswered, p.changedAt)) >= relaySilentAfter:
+		sp.silent = true
+		l.selected = false
+		sp.ch.c.checkSoon()
+		p.reconsiderLocked("relay silent")
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func (p *peer) sendRelayAddrLocked(ours netip.AddrPort, now time.Time) {
@@ -195,14 +239,18 @@ func (p *peer) bindShared(c *relayClient, peerAddr netip.AddrPort) {
 	sp.binding = false
 	if p.closed || sp.peerAddr != peerAddr || p.a.shared.current() != c {
 		p.mu.Unlock()
+		if err == nil {
+			c.dropChannel(peerAddr) // the peer moved on meanwhile
+		}
 		return
 	}
 	if err != nil {
 		p.mu.Unlock()
-		p.log.Info("shared relay channel", "peer_relayed", peerAddr.String(), "err", err)
+		p.a.logLimit.Log(p.log, slog.LevelInfo, "shared relay channel", "peer_relayed", peerAddr.String(), "err", err)
 		return
 	}
 	sp.ch = ch
+	sp.silent = false
 	l := &p.relay
 	p.a.bind.relays.put(ch.ep)
 	l.relayEP = ch.ep
@@ -241,13 +289,19 @@ func (p *peer) relayAddrSignalLocked(s *control.Signal) {
 		return
 	}
 	addr, err := netip.ParseAddrPort(s.Candidate)
-	if err != nil || !addr.Addr().IsGlobalUnicast() && !addr.Addr().IsPrivate() && !addr.Addr().IsLoopback() || addr.Port() == 0 {
+	if err != nil || !addr.Addr().IsGlobalUnicast() || addr.Port() == 0 {
 		p.log.Debug("bad relayed address from peer")
 		return
 	}
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	sp := &p.shared
 	if addr != sp.peerAddr {
+		// Each new address costs a channel on our allocation: a peer
+		// cycling through addresses would use up the channel numbers.
+		if ok, _ := peerStartRate.Take(&sp.changes, time.Now()); !ok {
+			p.a.logLimit.Log(p.log, slog.LevelInfo, "peer changes its relayed address too often; ignoring")
+			return
+		}
 		p.dropSharedChanLocked(false)
 		sp.peerAddr = addr
 		sp.acked = false

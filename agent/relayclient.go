@@ -112,7 +112,7 @@ type relayClient struct {
 	// check asks refreshLoop to refresh the allocation now (a relayed path
 	// went silent: is the allocation still there?).
 	check chan struct{}
-	dead   atomic.Bool // the allocation was lost; a new client is needed
+	dead  atomic.Bool // the allocation was lost; a new client is needed
 }
 
 // freedChan is a channel number no longer in use, and since when.

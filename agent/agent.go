@@ -58,7 +58,8 @@ type Config struct {
 	// RelayServer, when its Listen is set, runs a peer relay on this node
 	// (relayserver.go).
 	RelayServer RelayServerConfig
-	// RelayClient is RelayClientPerPeer (default) or RelayClientShared.
+	// RelayClient is RelayClientShared or RelayClientPerPeer ("" is
+	// per-peer; the command line defaults to shared).
 	RelayClient string
 	Logger      *slog.Logger
 }

@@ -12,7 +12,7 @@ package agent
 // WireGuard when the direct lane is not up. An agent with N peers holds N
 // allocations.
 //
-// With --relay-client=shared (this file and relayshared.go):
+// With --relay-client=shared (the default; this file and relayshared.go):
 //   - relayClient is one TURN allocation (UDP) on the chosen relay, made by
 //     our own small TURN client: Allocate, Refresh, ChannelBind, with
 //     long-term credentials, over a socket only it reads. It is kept warm:

@@ -137,7 +137,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 	relayServer := fs.Bool("relay-server", false, "offer this node as a relay (TURN) to the mesh; it needs an address the other nodes reach (a public IP, a full-cone NAT or a port mapping of the listen port and the relay ports)")
 	relayListen := fs.String("relay-listen", ":3478", "UDP and TCP `address` of the relay server (with --relay-server)")
 	relayPublic := fs.String("relay-public", "", "IPv4:port where other nodes reach the relay server (default: this host's first global IPv4 and the --relay-listen port)")
-	relayClient := fs.String("relay-client", relayClientDefault(), "how relayed paths use the relay: per-peer (a TURN allocation and ICE session per peer) or shared (one allocation per agent, a channel per peer; UDP relays only); default from MESHVPN_RELAY_CLIENT")
+	relayClient := fs.String("relay-client", relayClientDefault(), "how relayed paths use the relay: shared (one allocation per agent, a channel per peer; UDP relays, TCP/TLS ones stay per-peer) or per-peer (a TURN allocation and ICE session per peer); the environment variable MESHVPN_RELAY_CLIENT sets the default")
 	verbose := fs.Bool("verbose", false, "log debug details")
 	pos, err := parse(fs, args)
 	if err != nil {

@@ -8,10 +8,10 @@ import (
 
 // relayClientDefault is --relay-client's default: MESHVPN_RELAY_CLIENT
 // when set (e2e runs every relay test in either mode with it), else
-// per-peer.
+// shared.
 func relayClientDefault() string {
 	if v := os.Getenv("MESHVPN_RELAY_CLIENT"); v != "" {
 		return v
 	}
-	return agent.RelayClientPerPeer
+	return agent.RelayClientShared
 }

@@ -69,6 +69,7 @@ func (s *sharedRelay) current() *relayClient {
 // credentials when the coordinator sends them.
 func (s *sharedRelay) tick() {
 	if !s.a.sharedRelayOn() {
+		s.close()
 		return
 	}
 	t := s.a.relays.choice()
@@ -145,6 +146,12 @@ func (p *peer) noteRelayICELocked(kind string) {
 // binds a channel to the peer's, and puts the relay lane up once bound.
 func (p *peer) sharedTickLocked(now time.Time) {
 	if !p.a.sharedRelayOn() {
+		// The relay is now reached over TCP or TLS: the per-peer ICE
+		// session takes the lane over.
+		if p.relay.shared {
+			p.dropSharedChanLocked(true)
+			p.relay.shared = false
+		}
 		return
 	}
 	sp := &p.shared

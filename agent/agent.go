@@ -62,7 +62,10 @@ type Config struct {
 	// (0: DefaultLazyIdle).
 	LazyPeers string
 	LazyIdle  time.Duration
-	Logger    *slog.Logger
+	// RelayClient is RelayClientShared or RelayClientPerPeer ("" is
+	// per-peer; the command line defaults to shared).
+	RelayClient string
+	Logger      *slog.Logger
 }
 
 // Agent is a running node.
@@ -92,6 +95,7 @@ type Agent struct {
 	metrics *agentMetrics
 
 	relays *relayManager
+	shared *sharedRelay // the one relay client with --relay-client=shared
 	// relaySrv is this node's peer relay, nil without --relay-server.
 	relaySrv atomic.Pointer[peerRelay]
 	nat      natState
@@ -191,6 +195,7 @@ func Run(ctx context.Context, cfg Config) error {
 	a.relays = &relayManager{a: a}
 	a.ready.a = a
 	a.updateLazy(0)
+	a.shared = &sharedRelay{a: a}
 	ctl.pubKey = a.pub.String()
 	ctl.priv = priv
 	ctl.onRefused = a.dropAllPeers
@@ -363,6 +368,7 @@ func (a *Agent) stopDataPlane() {
 		a.mux.Close()
 	}
 	a.bind.STUNConn().Close()
+	a.shared.close()
 	// Closing the device closes the TUN; the kernel drops its address and
 	// routes with it.
 	a.wg.dev.Close()
@@ -434,6 +440,7 @@ func (a *Agent) tickLoop(ctx context.Context) {
 			return
 		case now := <-t.C:
 			a.relays.tick(now)
+			a.shared.tick() // relayshared.go
 			a.natTick(now)
 			a.natInfoTick(now)   // natinfo.go
 			a.sampleTraffic(now) // liveness.go

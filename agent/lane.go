@@ -80,6 +80,9 @@ type lane struct {
 	remoteCands int
 	// sock is the punched lane's socket (birthdaypath.go).
 	sock *net.UDPConn
+	// shared: the relay lane's path is a channel on the agent's shared
+	// relay client (relayshared.go), up while the channel is bound.
+	shared bool
 }
 
 // peerStartRate bounds the sessions a peer can make a lane start: a few at
@@ -115,7 +118,7 @@ func (l *lane) label() string {
 
 // up tells whether the lane has a working selected pair.
 func (l *lane) up() bool {
-	if l.name == lanePunched {
+	if l.name == lanePunched || l.shared {
 		return l.selected
 	}
 	return l.ice != nil && l.selected && (l.state == ice.ConnectionStateConnected || l.state == ice.ConnectionStateCompleted)
@@ -123,6 +126,9 @@ func (l *lane) up() bool {
 
 // enabled tells whether the lane can run now: the relay lane needs a relay.
 func (l *lane) enabled() bool {
+	if l.relay() && l.p.a.sharedRelayOn() && !l.p.shared.iceWanted {
+		return false // the shared relay client serves it (relayshared.go)
+	}
 	return !l.relay() || len(l.p.a.relayChoice()) > 0
 }
 

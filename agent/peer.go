@@ -79,6 +79,9 @@ type peer struct {
 	lastUsed      time.Time // last tick that saw traffic, or the wake
 	directUpSince time.Time // lazyTick: the direct lane is up since
 	queue         pktQueue
+	// shared is the relay lane's state on the shared relay client
+	// (relayshared.go), guarded by mu.
+	shared sharedPeer
 }
 
 // wgChange runs fn, a change to this peer's WireGuard configuration, unless
@@ -164,6 +167,7 @@ func (p *peer) tick(now time.Time) {
 	}
 	p.direct.tickLocked(now)
 	p.relay.tickLocked(now)
+	p.sharedTickLocked(now) // relayshared.go
 	p.birthdayTickLocked(now)
 }
 
@@ -424,6 +428,9 @@ func (p *peer) handleSignal(s *control.Signal) {
 		p.log.Debug("signal for unknown lane", "lane", s.Lane)
 		return
 	}
+	if l == &p.relay {
+		p.noteRelayICELocked(s.Kind) // relayshared.go
+	}
 	switch s.Kind {
 	case control.SignalOffer, control.SignalAnswer:
 		p.peerNAT = s.NAT
@@ -434,6 +441,11 @@ func (p *peer) handleSignal(s *control.Signal) {
 			p.bd.capable = s.Birthday
 			p.sync.capable = s.SyncOpen
 		}
+	case signalRelayAddr:
+		if l == &p.relay {
+			p.relayAddrSignalLocked(s) // relayshared.go
+		}
+		return
 	case control.SignalBirthdayAsk, control.SignalBirthdayReady:
 		if l == &p.direct {
 			p.birthdaySignalLocked(s)
@@ -468,6 +480,7 @@ func (p *peer) close() {
 	p.closed = true
 	p.direct.closeICELocked()
 	p.relay.closeICELocked()
+	p.dropSharedChanLocked(true)
 	p.dropPunchedLocked("")
 }
 

@@ -136,6 +136,9 @@ func (r *relayPaths) receiveFunc() conn.ReceiveFunc {
 
 // send writes WireGuard messages through ep's relay.
 func (e *relayEndpoint) send(bufs [][]byte) error {
+	if ch, ok := e.w.(*relayChan); ok {
+		return ch.writeBatch(bufs)
+	}
 	for _, b := range bufs {
 		if _, err := e.w.Write(b); err != nil {
 			return err

@@ -217,6 +217,9 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 	if p.relay.ice != nil {
 		st.RelayICEState = p.relay.state.String()
 	}
+	if p.relay.shared && p.relay.selected {
+		st.RelayICEState = "shared channel" // relayshared.go
+	}
 	active := p.active
 	var activeUp bool
 	var agent *ice.Agent
@@ -233,6 +236,8 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 			st.Relay = &RelayPathStatus{URL: active.target.URL, Server: active.target.Server, Transport: active.target.Transport, Node: active.target.Node}
 			if active.local != nil {
 				st.Relay.Allocation = net.JoinHostPort(active.local.Address(), strconv.Itoa(active.local.Port()))
+			} else if c := p.shared.ch; active.shared && c != nil {
+				st.Relay.Allocation = c.c.relayedAddr().String()
 			}
 		}
 	}

@@ -1,0 +1,118 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/relay"
+)
+
+var testRelaySecret = []byte("0123456789abcdef0123456789abcdef")
+
+// startTestRelay runs the relay package's server on loopback for nodes
+// 1..100.
+func startTestRelay(t *testing.T) *relay.Server {
+	t.Helper()
+	s, err := relay.Listen(relay.Config{
+		Listen: "127.0.0.1:0", RelayIP: netip.MustParseAddr("127.0.0.1"), MinPort: 41000, MaxPort: 41999,
+		AllowPeers: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Secret:     func() []byte { return testRelaySecret },
+		Active:     func(id uint64) bool { return id >= 1 && id <= 100 },
+		Members:    func() int { return 100 },
+		Log:        slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func testTarget(s *relay.Server, node uint64) relayTarget {
+	user, pass := relay.MintCredential(testRelaySecret, node, time.Now().Add(time.Hour))
+	addr := s.UDPConn().LocalAddr().String()
+	return relayTarget{Relay: control.Relay{URL: "turn:" + addr + "?transport=udp", Username: user, Password: pass}, Transport: "udp", Server: addr}
+}
+
+// wgMessage looks like a WireGuard data message to classify.
+func wgMessage(tag byte) []byte {
+	p := make([]byte, 64)
+	p[0] = 4
+	p[63] = tag
+	return p
+}
+
+// TestSharedRelayClientDelivers: two agents' shared clients on one relay,
+// each with a channel to the other's relayed address, carry WireGuard
+// messages both ways as ChannelData.
+func TestSharedRelayClientDelivers(t *testing.T) {
+	s := startTestRelay(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := make(chan []byte, 16)
+	deliver := func(p []byte, _ conn.Endpoint) { got <- append([]byte(nil), p...) }
+	a, err := newRelayClient(ctx, slog.New(slog.DiscardHandler), testTarget(s, 1), deliver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	b, err := newRelayClient(ctx, slog.New(slog.DiscardHandler), testTarget(s, 2), deliver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	chA, err := a.channel(b.relayedAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	chB, err := b.channel(a.relayedAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ch := range []*relayChan{chA, chB} {
+		msg := wgMessage(byte(i + 1))
+		if err := ch.ep.send([][]byte{msg, msg}); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			select {
+			case p := <-got:
+				if !bytes.Equal(p, msg) {
+					t.Fatalf("got %x, want %x", p, msg)
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatalf("message %d not relayed", i+1)
+			}
+		}
+	}
+}
+
+// TestSharedRelayOneAllocation: one agent relaying to 50 peers holds one
+// allocation on the relay, as the relay's own counters say.
+func TestSharedRelayOneAllocation(t *testing.T) {
+	s := startTestRelay(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := newRelayClient(ctx, slog.New(slog.DiscardHandler), testTarget(s, 1), func([]byte, conn.Endpoint) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	for i := range 50 {
+		peer := netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", 42000+i))
+		if _, err := a.channel(peer); err != nil {
+			t.Fatalf("channel %d: %v", i, err)
+		}
+	}
+	if n := s.NodeAllocations(1); n != 1 {
+		t.Fatalf("relay counts %d allocations for the agent with 50 relayed peers, want 1", n)
+	}
+}

@@ -1,0 +1,341 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/ratelimit"
+)
+
+// Relay client modes (Config.RelayClient, --relay-client).
+const (
+	RelayClientPerPeer = "per-peer" // one pion/ice relay session and allocation per peer
+	RelayClientShared  = "shared"   // one allocation per agent (relayclient.go)
+)
+
+// signalRelayAddr tells a peer the sender's relayed address on its shared
+// allocation (Candidate) and the peer's as the sender knows it (Session),
+// which acknowledges the peer's own announcement.
+const signalRelayAddr = "relay-addr"
+
+const (
+	// relayAddrResend: an announcement not acknowledged is sent again,
+	// doubling up to relayAddrResendMax (a peer that runs per-peer
+	// sessions never answers).
+	relayAddrResend    = 2 * time.Second
+	relayAddrResendMax = 32 * time.Second
+	// relayReaskAfter: a relayed path WireGuard finds silent this long is
+	// asked about again (the peer may have a new allocation).
+	relayReaskAfter = 5 * time.Second
+)
+
+// sharedRelay is the agent's one relay client, replaced when it dies or
+// the chosen relay changes.
+type sharedRelay struct {
+	a  *Agent
+	mu sync.Mutex
+	c  *relayClient
+	// opening: an allocation is being made.
+	opening bool
+}
+
+// sharedRelayOn tells whether relayed paths use the shared client: the
+// mode asks for it and the chosen relay is reached over UDP (TCP and TLS
+// relays keep the per-peer ICE sessions).
+func (a *Agent) sharedRelayOn() bool {
+	if a.cfg.RelayClient != RelayClientShared {
+		return false
+	}
+	t := a.relays.choice()
+	return t != nil && t.Transport == "udp"
+}
+
+// current is the live client, nil when there is none yet.
+func (s *sharedRelay) current() *relayClient {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c == nil || s.c.dead.Load() {
+		return nil
+	}
+	return s.c
+}
+
+// tick keeps the allocation warm: opened as soon as a UDP relay works,
+// reopened when it dies or the chosen relay changes, given fresh
+// credentials when the coordinator sends them.
+func (s *sharedRelay) tick() {
+	if !s.a.sharedRelayOn() {
+		s.close()
+		return
+	}
+	t := s.a.relays.choice()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c != nil && !s.c.dead.Load() && s.c.t.URL == t.URL {
+		s.c.setCredentials(t.Username, t.Password)
+		return
+	}
+	if s.opening {
+		return
+	}
+	s.opening = true
+	old := s.c
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), relayProbeTimeout)
+		defer cancel()
+		c, err := newRelayClient(ctx, s.a.log, *t, s.a.bind.relays.deliver)
+		s.mu.Lock()
+		s.opening = false
+		if err == nil {
+			s.c = c
+		}
+		s.mu.Unlock()
+		if old != nil {
+			old.close()
+		}
+		if err != nil {
+			s.a.log.Warn("shared relay allocation failed", "relay", t.URL, "err", err)
+			return
+		}
+		s.a.log.Info("shared relay allocation", "relay", t.URL, "relayed", c.relayedAddr().String())
+	}()
+}
+
+func (s *sharedRelay) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c != nil {
+		s.c.close()
+		s.c = nil
+	}
+}
+
+// sharedPeer is a peer's state on the shared client, guarded by the
+// peer's mutex.
+type sharedPeer struct {
+	peerAddr netip.AddrPort // the peer's relayed address, from its signal
+	sent     netip.AddrPort // our relayed address last announced
+	acked    bool           // the peer has echoed our current address
+	unacked  int            // announcements since the last acknowledgement
+	nextSend time.Time
+	ch       *relayChan // bound channel to peerAddr
+	binding  bool
+	reasked  time.Time
+	// iceWanted: the peer runs a per-peer ICE relay session with us (its
+	// relay is TCP or TLS, or it runs per-peer): our relay lane answers it.
+	iceWanted bool
+	// silent: WireGuard gets no answer through the channel.
+	silent bool
+	// changes charges the peer's changes of relayed address.
+	changes ratelimit.Bucket
+}
+
+// noteRelayICELocked turns the relay lane's ICE session on for a peer
+// that asks for one.
+func (p *peer) noteRelayICELocked(kind string) {
+	if kind == control.SignalOffer || kind == control.SignalRestart {
+		p.shared.iceWanted = true
+	}
+}
+
+// sharedTickLocked announces our relayed address until the peer has it,
+// binds a channel to the peer's, and puts the relay lane up once bound.
+func (p *peer) sharedTickLocked(now time.Time) {
+	if !p.a.sharedRelayOn() {
+		// The relay is now reached over TCP or TLS: the per-peer ICE
+		// session takes the lane over.
+		if p.relay.shared {
+			p.dropSharedChanLocked(true)
+			p.relay.shared = false
+		}
+		return
+	}
+	sp := &p.shared
+	c := p.a.shared.current()
+	l := &p.relay
+	if c == nil || (sp.ch != nil && sp.ch.c != c) {
+		p.dropSharedChanLocked(c == nil)
+		if c == nil {
+			return
+		}
+	}
+	ours := c.relayedAddr()
+	if ours != sp.sent {
+		sp.acked = false
+		sp.nextSend = time.Time{}
+	}
+	p.sharedLivenessLocked(now)
+	// WireGuard finds the relayed path silent: ask the peer again, its
+	// allocation may be new.
+	if p.active == l && sp.ch != nil && now.Sub(sp.reasked) > relayReaskAfter {
+		if v, quiet := p.live.judge(now); v != pathAnswers && quiet > relayReaskAfter {
+			sp.reasked = now
+			sp.acked = false
+			sp.nextSend = time.Time{}
+		}
+	}
+	if !sp.acked && !now.Before(sp.nextSend) {
+		p.sendRelayAddrLocked(ours, now)
+	}
+	if sp.peerAddr.IsValid() && sp.ch == nil && !sp.binding {
+		sp.binding = true
+		peerAddr := sp.peerAddr
+		go p.bindShared(c, peerAddr)
+	}
+}
+
+// relaySilentAfter: WireGuard sending on the relayed path this long with
+// nothing back takes the relay lane down, as ICE's consent checks do for
+// the per-peer sessions (iceDisconnected).
+const relaySilentAfter = iceDisconnected
+
+// sharedLivenessLocked takes the shared relay lane down while WireGuard
+// gets no answer through it, and up again when answers come. Silence is
+// counted from when the relay became the path, not from a direct path's
+// last answer.
+func (p *peer) sharedLivenessLocked(now time.Time) {
+	l, sp := &p.relay, &p.shared
+	if !l.shared || sp.ch == nil {
+		return
+	}
+	switch {
+	case sp.silent && p.live.unanswered.IsZero():
+		sp.silent = false
+		l.selected = true
+		if apply := p.reconsiderLocked("relay answers again"); apply != nil {
+			go apply()
+		}
+	case !sp.silent && p.active == l && !p.live.unanswered.IsZero() &&
+		now.Sub(later(p.live.unanswered, p.changedAt)) >= relaySilentAfter:
+		sp.silent = true
+		l.selected = false
+		sp.ch.c.checkSoon()
+		p.reconsiderLocked("relay silent")
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func (p *peer) sendRelayAddrLocked(ours netip.AddrPort, now time.Time) {
+	sp := &p.shared
+	sp.sent = ours
+	sp.nextSend = now.Add(min(relayAddrResend<<min(sp.unacked, 4), relayAddrResendMax))
+	sp.unacked++
+	var theirs string
+	if sp.peerAddr.IsValid() {
+		theirs = sp.peerAddr.String()
+	}
+	p.a.sendSignal(control.Signal{To: p.id, Lane: control.LaneRelay, Kind: signalRelayAddr, Candidate: ours.String(), Session: theirs})
+}
+
+// bindShared binds a channel to the peer's relayed address, outside the
+// peer's lock (it waits for the relay's answer).
+func (p *peer) bindShared(c *relayClient, peerAddr netip.AddrPort) {
+	ch, err := c.channel(peerAddr)
+	p.mu.Lock()
+	sp := &p.shared
+	sp.binding = false
+	if p.closed || sp.peerAddr != peerAddr || p.a.shared.current() != c {
+		p.mu.Unlock()
+		if err == nil {
+			c.dropChannel(peerAddr) // the peer moved on meanwhile
+		}
+		return
+	}
+	if err != nil {
+		p.mu.Unlock()
+		p.a.logLimit.Log(p.log, slog.LevelInfo, "shared relay channel", "peer_relayed", peerAddr.String(), "err", err)
+		return
+	}
+	sp.ch = ch
+	ch.roam.Store(&p.roam)
+	sp.silent = false
+	l := &p.relay
+	p.a.bind.relays.put(ch.ep)
+	l.relayEP = ch.ep
+	l.target = c.t
+	l.endpoint = peerAddr
+	l.selected = true
+	l.shared = true
+	l.everUp = true
+	apply := p.reconsiderLocked("relay channel bound")
+	p.mu.Unlock()
+	if apply != nil {
+		apply()
+	}
+}
+
+// dropSharedChanLocked takes the relay lane down when its channel is gone.
+func (p *peer) dropSharedChanLocked(forgetPeer bool) {
+	sp := &p.shared
+	if sp.ch != nil {
+		p.a.bind.relays.remove(sp.ch.ep)
+		sp.ch.c.dropChannel(sp.ch.peer)
+		sp.ch = nil
+	}
+	if forgetPeer {
+		sp.sent = netip.AddrPort{}
+	}
+	if p.relay.shared {
+		p.relay.selected = false
+		p.relay.relayEP = nil
+	}
+}
+
+// relayAddrSignalLocked takes the peer's relayed address.
+func (p *peer) relayAddrSignalLocked(s *control.Signal) {
+	if !p.a.sharedRelayOn() {
+		return
+	}
+	addr, err := netip.ParseAddrPort(s.Candidate)
+	if err != nil || !addr.Addr().IsGlobalUnicast() || addr.Port() == 0 {
+		p.log.Debug("bad relayed address from peer")
+		return
+	}
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	sp := &p.shared
+	if addr != sp.peerAddr {
+		// Each new address costs a channel on our allocation: a peer
+		// cycling through addresses would use up the channel numbers.
+		if ok, _ := peerStartRate.Take(&sp.changes, time.Now()); !ok {
+			p.a.logLimit.Log(p.log, slog.LevelInfo, "peer changes its relayed address too often; ignoring")
+			return
+		}
+		p.dropSharedChanLocked(false)
+		sp.peerAddr = addr
+		sp.acked = false
+		sp.nextSend = time.Time{}
+	}
+	c := p.a.shared.current()
+	if c == nil {
+		return
+	}
+	ours := c.relayedAddr()
+	sp.unacked = 0
+	if s.Session == ours.String() {
+		sp.acked = true
+	} else {
+		sp.acked = false
+		p.sendRelayAddrLocked(ours, time.Now())
+	}
+	if sp.ch == nil && !sp.binding {
+		sp.binding = true
+		go p.bindShared(c, addr)
+	}
+}
+
+// put routes WireGuard packets for ep's address through ep.
+func (r *relayPaths) put(ep *relayEndpoint) {
+	r.mu.Lock()
+	r.routes[ep.addr] = ep
+	r.mu.Unlock()
+}

@@ -7,14 +7,16 @@ import (
 
 // A birthday path has no ICE consent, and WireGuard's counters cannot
 // tell it is alive: wireguard-go restarts its persistent-keepalive timer
-// on every packet it receives as well as sends, so on an idle tunnel only
-// the side whose timer fires first ever sends a keepalive, and the other
-// stays silent for good. Judged by WireGuard's counters, the sending side
-// then took a working path for dead after punchedSilence and fell back to
-// the relay, while the silent side kept calling its path direct; its
-// WireGuard then roamed to the relay with the peer's first relayed packet
-// (issue 10's flake: "direct" with the relay as endpoint, or a path down
-// after 60 s of an idle tunnel).
+// on every packet it receives as well as sends (TestWireGuardKeepalive-
+// RestartedOnReceipt), so on an idle tunnel each 25 s round is a race
+// between one side's timer and the other's keepalive, and a side can
+// stay silent for several rounds on a working path. Judged by WireGuard's
+// counters, its peer took the path for dead after punchedSilence and fell
+// back to the relay, while the silent side kept calling its path direct;
+// its WireGuard then roamed to the relay with the peer's first relayed
+// packet (issue 10's flake: "direct" with the relay as endpoint, seen in
+// TestMeshAllNATPairs as a symmetric side's "birthday path down: nothing
+// from the peer" two minutes in).
 //
 // So the path carries its own heartbeat: the easy side sends a probe with
 // the attempt's token to the peer's mapping every punchedHeartbeat; the

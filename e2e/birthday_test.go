@@ -96,6 +96,11 @@ func runBirthday(t *testing.T, v natlab.Variant, attempts int) {
 			// (issue 10's flake).
 			time.Sleep(birthdayIdle)
 			directPair(t, easy, sym, overlayIP(t, sym))
+			for _, a := range []*meshlab.Agent{sym, easy} {
+				if strings.Contains(a.Proc.Log(), "birthday path down") {
+					t.Errorf("%s took its idle birthday path down:\n%s", a.Name, strings.Join(slices.DeleteFunc(logLines(a.Proc.Log()), func(l string) bool { return !strings.Contains(l, "birthday path down") }), "\n"))
+				}
+			}
 		}
 		for _, a := range []*meshlab.Agent{sym, easy} {
 			if err := a.Stop(10 * time.Second); err != nil {
@@ -116,3 +121,4 @@ func runBirthday(t *testing.T, v natlab.Variant, attempts int) {
 		t.Error("the symmetric agent's log does not show its birthday sockets")
 	}
 }
+

@@ -121,4 +121,3 @@ func runBirthday(t *testing.T, v natlab.Variant, attempts int) {
 		t.Error("the symmetric agent's log does not show its birthday sockets")
 	}
 }
-

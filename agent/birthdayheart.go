@@ -55,10 +55,11 @@ func (p *peer) birthdayHeartbeat(tok bdayToken, to netip.AddrPort) {
 	pkt := bdayPacket(bdayProbeType, tok)
 	tick := time.NewTicker(punchedHeartbeat)
 	defer tick.Stop()
+	_ = p.a.bind.sendTo(pkt, to) // the first at once: the path is checked from its start
 	for {
 		select {
 		case from := <-replies:
-			if from == to {
+			if netip.AddrPortFrom(from.Addr().Unmap(), from.Port()) == to {
 				p.heardPunched()
 			}
 		case <-tick.C:

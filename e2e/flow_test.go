@@ -58,11 +58,7 @@ type flowCounter struct {
 func countFlow(t *testing.T, router *natlab.Host, peer netip.Addr) *flowCounter {
 	t.Helper()
 	f := &flowCounter{router: router, table: "flow_" + strings.NewReplacer(".", "_", ":", "_").Replace(peer.String())}
-	// Declared then deleted first: a second count toward the same peer
-	// starts from zero (nft -f applies the script as one transaction).
-	script := fmt.Sprintf(`table ip %[1]s
-delete table ip %[1]s
-table ip %[1]s {
+	script := fmt.Sprintf(`table ip %[1]s {
 	chain forward {
 		type filter hook forward priority 10; policy accept;
 		ip daddr %[2]s meta l4proto udp @th,64,32 0x04000000 counter

@@ -115,7 +115,7 @@ func TestBdayRepliesOnlyKnownTokens(t *testing.T) {
 	if got := <-ch; got != from {
 		t.Fatalf("reply from %s, want %s", got, from)
 	}
-	r.forget(tok)
+	r.forget(tok, ch)
 	r.deliver(bdayPacket(bdayReplyType, tok), from) // must not block or panic
 }
 

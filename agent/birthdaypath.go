@@ -203,6 +203,7 @@ func (p *peer) birthdayProbeWonLocked(to netip.AddrPort, probes int64) {
 	l.local = hostCandidate(netip.AddrPortFrom(netip.IPv4Unspecified(), p.a.bind.Port()))
 	l.remote = prflxCandidate(to)
 	l.endpoint, l.selected, l.started = to, true, time.Now()
+	go p.birthdayHeartbeat(bd.tok, to) // birthdayheart.go
 	p.applyLocked(p.reconsiderLocked("birthday punch"))
 }
 
@@ -214,7 +215,8 @@ func (p *peer) applyLocked(apply func()) {
 }
 
 // readPunched hands what the peer sends to the won socket to WireGuard,
-// and answers repeated probes, until the socket closes.
+// and answers repeated probes (the easy side's heartbeat), until the
+// socket closes.
 func (p *peer) readPunched(ep *relayEndpoint, c *net.UDPConn, peerAddr netip.AddrPort, tok bdayToken) {
 	buf := make([]byte, 65535)
 	for {
@@ -230,6 +232,7 @@ func (p *peer) readPunched(ep *relayEndpoint, c *net.UDPConn, peerAddr netip.Add
 		if netip.AddrPortFrom(from.Addr().Unmap(), from.Port()) != peerAddr {
 			continue
 		}
+		p.heardPunched() // birthdayheart.go
 		switch classify(buf[:n]) {
 		case kindWireGuard:
 			p.a.bind.relays.deliver(buf[:n], ep)

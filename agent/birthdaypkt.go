@@ -56,9 +56,14 @@ func (r *bdayReplies) expect(tok bdayToken) chan netip.AddrPort {
 	return ch
 }
 
-func (r *bdayReplies) forget(tok bdayToken) {
+// forget drops tok's registration if ch is still the one: a birthday
+// path's heartbeat (birthdayheart.go) takes over the token of the probe
+// that found it.
+func (r *bdayReplies) forget(tok bdayToken, ch chan netip.AddrPort) {
 	r.mu.Lock()
-	delete(r.waiting, tok)
+	if r.waiting[tok] == ch {
+		delete(r.waiting, tok)
+	}
 	r.mu.Unlock()
 }
 

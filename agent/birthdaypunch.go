@@ -44,6 +44,9 @@ type birthdayState struct {
 	// they are, within birthdayReadyWait of its arrival.
 	pending *pendingAsk
 	result  string // last_change of the path it found
+	// heard is when the birthday path last brought something from the
+	// peer (unix ns; birthdayheart.go), read and written off the lock.
+	heard atomic.Int64
 }
 
 type pendingAsk struct {
@@ -51,12 +54,6 @@ type pendingAsk struct {
 	cand string
 	at   time.Time
 }
-
-// punchedSilence: a birthday path that brought nothing from the peer for
-// this long is dropped. Both sides send WireGuard keepalives every 25 s on
-// it, so a working path is never this quiet; sent-but-unanswered is no
-// sign (a keepalive is not answered).
-const punchedSilence = 2*persistentKeepalive*time.Second + 10*time.Second
 
 // maxPeerPublic bounds the peer's public addresses kept.
 const maxPeerPublic = 4
@@ -142,10 +139,8 @@ func (p *peer) birthdayTickLocked(now time.Time) {
 			p.birthdayAskedLocked(pa.tok, pa.cand, pa.at)
 		}
 	}
-	if p.punched.up() && now.Sub(p.punched.started) > punchedSilence {
-		if last := p.live.lastRx; last.Before(p.punched.started) || now.Sub(last) > punchedSilence {
-			p.dropPunchedLocked("nothing from the peer on the birthday path")
-		}
+	if p.punched.up() && p.punchedSilentLocked(now) {
+		p.dropPunchedLocked("nothing from the peer on the birthday path")
 	}
 	if role != bdayProbe || bd.running || p.closed || !p.node.Online || p.direct.up() || p.punched.up() ||
 		now.Before(bd.next) || len(bd.public) == 0 {
@@ -314,7 +309,7 @@ func (p *peer) birthdayAskedLocked(tok bdayToken, cand string, at time.Time) {
 // most, until a reply names the attempt.
 func (p *peer) birthdayProbe(tok bdayToken, ip netip.Addr, probes *atomic.Int64) {
 	replies := p.a.bind.bday.expect(tok)
-	defer p.a.bind.bday.forget(tok)
+	defer p.a.bind.bday.forget(tok, replies)
 	const tickEvery = 5 * time.Millisecond
 	const perTick = birthdayProbeRate * int(tickEvery) / int(time.Second)
 	tick := time.NewTicker(tickEvery)

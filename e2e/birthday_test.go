@@ -22,6 +22,11 @@ func birthdayAttempts() int {
 	return 10
 }
 
+// birthdayIdle: longer than the agents' punchedSilence (65 s; 60 s
+// before), with several rounds of WireGuard keepalives (25 s) and past
+// the roaming grace (5 s): an idle birthday path must still be the path.
+const birthdayIdle = 75 * time.Second
+
 // TestBirthdayPunch joins a symmetric NAT behind an ISP hop and a
 // port-restricted NAT by birthday punching, on both router variants:
 // from a cold start (both agents started afresh) each attempt must show
@@ -84,7 +89,22 @@ func runBirthday(t *testing.T, v natlab.Variant, attempts int) {
 		}
 		lines = append(lines, fmt.Sprintf("attempt %2d: direct=%v after %5d ms  %s", i+1, ok, ms, change))
 		if i == 0 && ok {
-			directPair(t, easy, sym, overlayIP(t, sym))
+			// Subtests: each flow counter goes away with its own.
+			ip := overlayIP(t, sym)
+			t.Run("fresh", func(t *testing.T) { directPair(t, easy, sym, ip) })
+			// Idle: on an idle tunnel only one side's WireGuard may be
+			// sending keepalives; the path must not be taken for dead,
+			// nor WireGuard moved onto the relay under a direct status
+			// (issue 10's flake).
+			time.Sleep(birthdayIdle)
+			t.Run("idle", func(t *testing.T) {
+				directPair(t, easy, sym, ip)
+				for _, a := range []*meshlab.Agent{sym, easy} {
+					if strings.Contains(a.Proc.Log(), "birthday path down") {
+						t.Errorf("%s took its idle birthday path down:\n%s", a.Name, strings.Join(slices.DeleteFunc(logLines(a.Proc.Log()), func(l string) bool { return !strings.Contains(l, "birthday path down") }), "\n"))
+					}
+				}
+			})
 		}
 		for _, a := range []*meshlab.Agent{sym, easy} {
 			if err := a.Stop(10 * time.Second); err != nil {

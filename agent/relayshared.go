@@ -50,8 +50,21 @@ func (a *Agent) sharedRelayOn() bool {
 	if a.cfg.RelayClient != RelayClientShared {
 		return false
 	}
-	t := a.relays.choice()
-	return t != nil && t.Transport == "udp"
+	return sharedRelayFits(a.relays.choice())
+}
+
+// sharedRelayFits tells whether the shared client can use relay t: UDP,
+// and an IPv4 server (the client's socket is IPv4; an IPv6-only host
+// reaches its relay over IPv6 through the per-peer ICE sessions, which
+// ask for an IPv4 relayed address, RFC 6156).
+func sharedRelayFits(t *relayTarget) bool {
+	if t == nil || t.Transport != "udp" {
+		return false
+	}
+	if ap, err := netip.ParseAddrPort(t.Server); err == nil && !ap.Addr().Unmap().Is4() {
+		return false
+	}
+	return true
 }
 
 // current is the live client, nil when there is none yet.

@@ -42,7 +42,7 @@ test: deps build vet lint
 
 # Only the end-to-end tests.
 e2e: build
-	$(GO) test -count=1 -v -timeout 45m ./e2e/...
+	$(GO) test -count=1 -v -timeout 75m ./e2e/...
 
 # Throughput of meshvpn vs stock wireguard-go over the same lab link, and
 # the time for a new agent to become pingable. Reports, never fails on numbers.

@@ -23,7 +23,7 @@ $GO test -count=1 -v -timeout 10m "${unit[@]}" 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== end-to-end tests (NAT lab; needs root, bin/ from make build)"
-$GO test -count=1 -v -timeout 45m ./e2e/... 2>&1 | tee "$e2elog"
+$GO test -count=1 -v -timeout 75m ./e2e/... 2>&1 | tee "$e2elog"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 cat "$e2elog" >>"$log"
 # natlab.Require skips a test with "natlab: ...; run sudo make test" when

@@ -201,40 +201,10 @@ func directPair6(t *testing.T, a, b *meshlab.Agent) {
 		views[side.from.Name] = p.Endpoint
 	}
 
-	var flow *flowCounter
+	var router *natlab.Host
 	if r := a.Host.Site; r != nil && r.Router != nil {
-		flow = countFlow(t, r.Router, b.Host.IP6)
+		router = r.Router
 	}
-	aRx0, aTx0 := wgCounters(t, a, b.Name)
-	bRx0, bTx0 := wgCounters(t, b, a.Name)
-	const echoes = 10
-	res, err := pingCount(ctx, a, ipB, echoes, "0.2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Received != echoes {
-		t.Fatalf("overlay ping %s -> %s on the IPv6 path: %d of %d replies\n%s", a.Name, b.Name, res.Received, res.Sent, res.Out)
-	}
-	aRx1, aTx1 := wgCounters(t, a, b.Name)
-	bRx1, bTx1 := wgCounters(t, b, a.Name)
-	if aTx1-aTx0 < echoes*icmpBytes || aRx1-aRx0 < echoes*icmpBytes || bTx1-bTx0 < echoes*icmpBytes || bRx1-bRx0 < echoes*icmpBytes {
-		t.Errorf("WireGuard bytes during %d echoes: %s +%d out +%d in, %s +%d out +%d in; want at least %d each",
-			echoes, a.Name, aTx1-aTx0, aRx1-aRx0, b.Name, bTx1-bTx0, bRx1-bRx0, echoes*icmpBytes)
-	}
-	if flow != nil {
-		out, in, err := flow.read(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("%s's router: %d WireGuard data messages to %s, %d from it during %d echoes", a.Name, out, b.Host.IP6, in, echoes)
-		if out < echoes || in < echoes {
-			t.Errorf("IPv6 flow %s <-> %s carried %d packets out, %d in; want at least the %d echoes each way", a.Name, b.Host.IP6, out, in, echoes)
-		}
-	}
-	for _, side := range []struct{ from, to *meshlab.Agent }{{a, b}, {b, a}} {
-		p := peerStatus(t, side.from, side.to.Name)
-		if p.Path != "direct" || p.Endpoint != views[side.from.Name] {
-			t.Errorf("%s -> %s after the echoes: %s (%s) at %s, want direct at %s", side.from.Name, side.to.Name, p.Path, p.Reason, p.Endpoint, views[side.from.Name])
-		}
-	}
+	endpoints := map[*meshlab.Agent]string{a: views[a.Name], b: views[b.Name]}
+	proveByPackets(t, a, b, ipB, "IPv6", router, b.Host.IP6, endpoints)
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -167,9 +168,27 @@ func directPair(t *testing.T, a, b *meshlab.Agent, ipB string) (ab, ba *meshlab.
 	}
 
 	// Now by packets.
-	var flow *flowCounter
+	var router *natlab.Host
 	if r := a.Host.Site; r != nil && r.Router != nil && b.Host.Site != r {
-		flow = countFlow(t, r.Router, wanAddr(b.Host))
+		router = r.Router
+	}
+	endpoints := map[*meshlab.Agent]string{a: views[a].Endpoint, b: views[b].Endpoint}
+	proveByPackets(t, a, b, ipB, "direct", router, wanAddr(b.Host), endpoints)
+	t.Logf("ping %s -> %s ok after %v", a.Name, b.Name, pingTook.Round(time.Millisecond))
+	return views[a], views[b]
+}
+
+// proveByPackets pings b from a (10 echoes, no loss allowed) on the path
+// both already report as direct, and checks it by packets: both WireGuard
+// devices count the echoes' bytes, a's router (when router is not nil)
+// counts WireGuard data messages to and from peer, and afterwards both
+// sides are still direct on the endpoints they showed before.
+func proveByPackets(t *testing.T, a, b *meshlab.Agent, ipB, path string, router *natlab.Host, peer netip.Addr, endpoints map[*meshlab.Agent]string) {
+	t.Helper()
+	ctx := t.Context()
+	var flow *flowCounter
+	if router != nil {
+		flow = countFlow(t, router, peer)
 	}
 	aRx0, aTx0 := wgCounters(t, a, b.Name)
 	bRx0, bTx0 := wgCounters(t, b, a.Name)
@@ -179,7 +198,7 @@ func directPair(t *testing.T, a, b *meshlab.Agent, ipB string) (ab, ba *meshlab.
 		t.Fatal(err)
 	}
 	if res.Received != echoes {
-		t.Fatalf("overlay ping %s -> %s on the direct path: %d of %d replies (allowed loss 0)\n%s", a.Name, b.Name, res.Received, res.Sent, res.Out)
+		t.Fatalf("overlay ping %s -> %s on the %s path: %d of %d replies (allowed loss 0)\n%s", a.Name, b.Name, path, res.Received, res.Sent, res.Out)
 	}
 	aRx1, aTx1 := wgCounters(t, a, b.Name)
 	bRx1, bTx1 := wgCounters(t, b, a.Name)
@@ -192,20 +211,18 @@ func directPair(t *testing.T, a, b *meshlab.Agent, ipB string) (ab, ba *meshlab.
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("%s's router: %d WireGuard data messages to %s, %d from it during %d echoes", a.Name, out, wanAddr(b.Host), in, echoes)
+		t.Logf("%s's router: %d WireGuard data messages to %s, %d from it during %d echoes", a.Name, out, peer, in, echoes)
 		if out < echoes || in < echoes {
-			t.Errorf("direct flow %s <-> %s carried %d packets out, %d in; want at least the %d echoes each way", a.Name, wanAddr(b.Host), out, in, echoes)
+			t.Errorf("%s flow %s <-> %s carried %d packets out, %d in; want at least the %d echoes each way", path, a.Name, peer, out, in, echoes)
 		}
 	}
 	// Still direct, on the same endpoints, after the echoes.
 	for _, side := range []struct{ from, to *meshlab.Agent }{{a, b}, {b, a}} {
 		p := peerStatus(t, side.from, side.to.Name)
-		if p.Path != "direct" || p.Endpoint != views[side.from].Endpoint {
-			t.Errorf("%s -> %s after the echoes: %s (%s) at %s, want direct at %s", side.from.Name, side.to.Name, p.Path, p.Reason, p.Endpoint, views[side.from].Endpoint)
+		if p.Path != "direct" || p.Endpoint != endpoints[side.from] {
+			t.Errorf("%s -> %s after the echoes: %s (%s) at %s, want direct at %s", side.from.Name, side.to.Name, p.Path, p.Reason, p.Endpoint, endpoints[side.from])
 		}
 	}
-	t.Logf("ping %s -> %s ok after %v", a.Name, b.Name, pingTook.Round(time.Millisecond))
-	return views[a], views[b]
 }
 
 // sameSite tells whether a and b sit behind one router (so their direct

@@ -103,6 +103,35 @@ func (a *Agent) freshSTUN() (netip.AddrPort, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := time.Now()
+	for _, c := range a.freshCandidatesLocked() {
+		if now.Sub(a.stunUsed[c]) > staleExpiry {
+			if a.stunUsed == nil {
+				a.stunUsed = map[netip.AddrPort]time.Time{}
+			}
+			a.stunUsed[c] = now
+			return c, true
+		}
+	}
+	return netip.AddrPort{}, false
+}
+
+// stunFreeAt is when freshSTUN has an address again (now or earlier when
+// one is free); ok is false when no server has an alternate address, so
+// none ever will.
+func (a *Agent) stunFreeAt() (at time.Time, ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, c := range a.freshCandidatesLocked() {
+		if t := a.stunUsed[c].Add(staleExpiry); !ok || t.Before(at) {
+			at, ok = t, true
+		}
+	}
+	return at, ok
+}
+
+// freshCandidatesLocked lists the STUN addresses freshSTUN may pick.
+func (a *Agent) freshCandidatesLocked() []netip.AddrPort {
+	var out []netip.AddrPort
 	for _, srv := range a.stunServers {
 		if srv.Alternate == "" {
 			continue
@@ -113,19 +142,10 @@ func (a *Agent) freshSTUN() (netip.AddrPort, bool) {
 			continue
 		}
 		pa, qa := p.AddrPort(), q.AddrPort()
-		for _, c := range []netip.AddrPort{
+		out = append(out,
 			netip.AddrPortFrom(qa.Addr().Unmap(), qa.Port()),
 			netip.AddrPortFrom(qa.Addr().Unmap(), pa.Port()),
-			netip.AddrPortFrom(pa.Addr().Unmap(), qa.Port()),
-		} {
-			if now.Sub(a.stunUsed[c]) > staleExpiry {
-				if a.stunUsed == nil {
-					a.stunUsed = map[netip.AddrPort]time.Time{}
-				}
-				a.stunUsed[c] = now
-				return c, true
-			}
-		}
+			netip.AddrPortFrom(pa.Addr().Unmap(), qa.Port()))
 	}
-	return netip.AddrPort{}, false
+	return out
 }

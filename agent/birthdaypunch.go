@@ -186,18 +186,16 @@ func (p *peer) birthdayFailLocked(why string) {
 // STUN query from the shared socket; a peer's early packet may have moved
 // the mapping) and asks the peer to open its sockets toward there.
 func (p *peer) birthdayAsk(tok bdayToken) {
-	var mapped netip.AddrPort
-	fresh := false
-	if dest, ok := p.a.freshSTUN(); ok {
-		if m, err := p.a.bind.queryMapping(dest); err == nil {
-			mapped, fresh = m, true
-		}
-	}
+	mapped, seen, err := p.a.newFlowMapping()
 	last, at := p.a.bind.lastMapping()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.bd.currentLocked(tok) {
 		return
+	}
+	fresh := err == nil && seen.After(p.bd.missAt)
+	if !fresh {
+		mapped = netip.AddrPort{}
 	}
 	if !fresh {
 		if until, ok := p.staleAskLocked(last, at); ok {

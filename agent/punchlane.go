@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"net/netip"
 	"time"
 
@@ -273,23 +274,18 @@ func (l *lane) onOpenedLocked() {
 // reportMapping tells a low-TTL opener where our new flows leave from
 // now, asked from the shared socket (mapquery.go).
 func (l *lane) reportMapping(agent *ice.Agent, session string) {
-	a := l.p.a
-	dest, ok := a.freshSTUN()
-	if !ok {
-		l.p.mu.Lock()
-		defer l.p.mu.Unlock()
-		if l.ice == agent && l.holding {
-			l.releaseLocked("no STUN address to ask for the mapping")
-		}
-		return
-	}
-	m, err := a.bind.queryMapping(dest)
+	m, _, err := l.p.a.newFlowMapping() // mapquery.go
 	l.p.mu.Lock()
 	defer l.p.mu.Unlock()
 	if err != nil {
-		l.p.log.Debug("mapping query", "to", dest.String(), "err", err)
+		why := "no mapping to report"
+		if errors.Is(err, errNoFreshSTUN) {
+			why = "no STUN address to ask for the mapping"
+		} else {
+			l.p.log.Debug("mapping query", "err", err)
+		}
 		if l.ice == agent && l.holding {
-			l.releaseLocked("no mapping to report")
+			l.releaseLocked(why)
 		}
 		return
 	}

@@ -193,12 +193,11 @@ func (p *peer) birthdayAsk(tok bdayToken) {
 	if !p.bd.currentLocked(tok) {
 		return
 	}
-	fresh := err == nil && seen.After(p.bd.missAt)
-	if !fresh {
+	if fresh := err == nil && seen.After(p.bd.missAt); !fresh {
 		mapped = netip.AddrPort{}
-	}
-	if !fresh {
-		if until, ok := p.staleAskLocked(last, at); ok {
+		// A query that failed (a STUN server down) waits for nothing:
+		// the ask goes as before.
+		if until, ok := p.staleAskLocked(last, at); ok && (err == nil || errors.Is(err, errNoFreshSTUN)) {
 			// The last answer is from before the previous attempt missed:
 			// it names the port the peer's sockets opened toward, which is
 			// probably not where our probes left from.

@@ -91,30 +91,3 @@ func TestBirthdayAskNotTowardMissedMapping(t *testing.T) {
 	}
 }
 
-// TestNewFlowMappingShared: a query answered within mapShareAge stands
-// for a new one and leaves the fresh STUN addresses alone (three per
-// server, each fresh again only after staleExpiry); an older answer
-// takes a fresh address.
-func TestNewFlowMappingShared(t *testing.T) {
-	b := NewBind() // not open: a query fails at once
-	a := &Agent{bind: b, stunServers: []control.STUNServer{{Addr: "203.0.113.10:3478", Alternate: "203.0.113.11:3479"}}}
-	recent := netip.MustParseAddrPort("203.0.113.106:14414")
-	b.mapped, b.mappedAt = recent, time.Now().Add(-mapShareAge/4)
-	m, _, err := a.newFlowMapping()
-	if err != nil || m != recent {
-		t.Fatalf("got %s, %v; want the recent answer %s", m, err, recent)
-	}
-	if len(a.stunUsed) != 0 {
-		t.Fatalf("a recent answer used a fresh STUN address: %v", a.stunUsed)
-	}
-	b.mappedAt = time.Now().Add(-2 * mapShareAge)
-	if _, _, err := a.newFlowMapping(); err == nil {
-		t.Fatal("an old answer stood for a new query")
-	}
-	if len(a.stunUsed) != 1 {
-		t.Fatalf("fresh STUN addresses used: %d, want 1", len(a.stunUsed))
-	}
-	if at, ok := a.stunFreeAt(); !ok || at.After(time.Now()) {
-		t.Errorf("stunFreeAt %s %v: two addresses are still free", at, ok)
-	}
-}

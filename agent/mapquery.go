@@ -96,22 +96,11 @@ func (b *Bind) lastMapping() (netip.AddrPort, time.Time) {
 	return b.mapped, b.mappedAt
 }
 
-// mapShareAge: a query answered this recently stands for a new one, so
-// lanes and birthday asks starting together use one fresh STUN address,
-// not one each: there are three per server, each fresh again only after
-// staleExpiry, and 11 peers coming online at once used them all up in
-// 200 ms, leaving the next birthday asks only a stale answer (issue 10).
-const mapShareAge = time.Second
-
 var errNoFreshSTUN = errors.New("no STUN address free to ask")
 
 // newFlowMapping is where the shared socket's new flows leave from now,
-// and when that was seen: a recent query's answer, else a query to a
-// fresh STUN address.
+// and when that was seen: a query to a fresh STUN address.
 func (a *Agent) newFlowMapping() (netip.AddrPort, time.Time, error) {
-	if m, at := a.bind.lastMapping(); m.IsValid() && time.Since(at) < mapShareAge {
-		return m, at, nil
-	}
 	dest, ok := a.freshSTUN()
 	if !ok {
 		return netip.AddrPort{}, time.Time{}, errNoFreshSTUN

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"errors"
 	"net/netip"
 	"time"
 
@@ -274,18 +273,23 @@ func (l *lane) onOpenedLocked() {
 // reportMapping tells a low-TTL opener where our new flows leave from
 // now, asked from the shared socket (mapquery.go).
 func (l *lane) reportMapping(agent *ice.Agent, session string) {
-	m, _, err := l.p.a.newFlowMapping() // mapquery.go
+	a := l.p.a
+	dest, ok := a.freshSTUN()
+	if !ok {
+		l.p.mu.Lock()
+		defer l.p.mu.Unlock()
+		if l.ice == agent && l.holding {
+			l.releaseLocked("no STUN address to ask for the mapping")
+		}
+		return
+	}
+	m, err := a.bind.queryMapping(dest)
 	l.p.mu.Lock()
 	defer l.p.mu.Unlock()
 	if err != nil {
-		why := "no mapping to report"
-		if errors.Is(err, errNoFreshSTUN) {
-			why = "no STUN address to ask for the mapping"
-		} else {
-			l.p.log.Debug("mapping query", "err", err)
-		}
+		l.p.log.Debug("mapping query", "to", dest.String(), "err", err)
 		if l.ice == agent && l.holding {
-			l.releaseLocked(why)
+			l.releaseLocked("no mapping to report")
 		}
 		return
 	}

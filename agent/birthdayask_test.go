@@ -90,4 +90,3 @@ func TestBirthdayAskNotTowardMissedMapping(t *testing.T) {
 		t.Fatalf("no ask after a fresh query showed %s", moved)
 	}
 }
-

@@ -9,11 +9,13 @@ import (
 
 // syncStatusLocked is the direct lane's synchronized open under way, for
 // status (PeerStatus.Punch); "" when none runs: not this session's, the
-// open skipped or given up, the path up, or the session failed.
+// open skipped or given up, the session connected (even if it dropped
+// since: a peer gone) or failed, or the open is from before the peer last
+// came online (attempts were reset).
 func (l *lane) syncStatusLocked(now time.Time) string {
 	p, st := l.p, &l.p.sync
-	if l.relay() || l.order != orderSync || l.session == "" || st.session != l.session ||
-		l.up() || l.state == ice.ConnectionStateFailed {
+	if l.relay() || l.order != orderSync || l.session == "" || st.session != l.session || st.attempts == 0 ||
+		l.everUp || l.up() || l.state == ice.ConnectionStateFailed {
 		return ""
 	}
 	head := fmt.Sprintf("synchronized open %d: ", st.attempts)

@@ -96,6 +96,14 @@ func TestStatusShowsSyncOpen(t *testing.T) {
 	if got := punchOf(p); got != "" {
 		t.Errorf("direct path up: punch %q, want none", got)
 	}
+	// It connected and then went quiet (the peer stopped): the open is
+	// still over, not "sent 20 s ago, checks running".
+	p.mu.Lock()
+	l.selected, l.state, l.everUp = false, ice.ConnectionStateDisconnected, true
+	p.mu.Unlock()
+	if got := punchOf(p); got != "" {
+		t.Errorf("session connected once, now disconnected: punch %q, want none", got)
+	}
 }
 
 // TestStatusDropsSkippedSyncOpen: an open given up (no clock sample) or

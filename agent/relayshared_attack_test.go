@@ -47,7 +47,7 @@ func TestRelayAddrOnlyOnMeshRelays(t *testing.T) {
 		addr string
 		ok   bool
 	}{
-		{"203.0.113.77:9999", false},  // a stranger on the internet
+		{"203.0.113.77:9999", false},   // a stranger on the internet
 		{"198.51.100.21:50000", false}, // next to the hosted relay, not it
 		{"203.0.113.10:49200", true},   // the embedded relay
 		{"198.51.100.20:50000", true},  // the hosted relay's relayed IP

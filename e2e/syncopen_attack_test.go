@@ -1,0 +1,157 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/natlab"
+)
+
+// udpCounter counts what reaches a UDP port in a lab namespace, by kind:
+// synchronized-open opening packets ("mvso" + token), STUN, and others.
+type udpCounter struct {
+	mu                   sync.Mutex
+	opening, stun, other int
+	from                 map[netip.Addr]int
+}
+
+func countUDP(t *testing.T, h *natlab.Host, addr string) *udpCounter {
+	t.Helper()
+	var pc net.PacketConn
+	if err := h.Do(func() (err error) {
+		pc, err = net.ListenPacket("udp4", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	c := &udpCounter{from: map[netip.Addr]int{}}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			b := buf[:n]
+			c.mu.Lock()
+			switch {
+			case n == 12 && bytes.HasPrefix(b, []byte("mvso")):
+				c.opening++
+			case n >= 20 && binary.BigEndian.Uint32(b[4:8]) == 0x2112A442:
+				c.stun++
+			default:
+				c.other++
+			}
+			if ua, ok := from.(*net.UDPAddr); ok {
+				c.from[ua.AddrPort().Addr().Unmap()]++
+			}
+			c.mu.Unlock()
+		}
+	}()
+	return c
+}
+
+func (c *udpCounter) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fmt.Sprintf("%d opening, %d STUN, %d other, from %v", c.opening, c.stun, c.other, c.from)
+}
+
+func (c *udpCounter) openings() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.opening
+}
+
+// TestSyncOpenThirdPartyCandidate: a member (a raw client holding a valid
+// key, on public host 203.0.113.66) makes the victim, behind a
+// port-restricted NAT, the controlled side of a synchronized open, and
+// names two server-reflexive candidates: its own address and a stranger's
+// (203.0.113.77:9999, with a UDP listener), then names the instant. The
+// victim's opening packets must reach the member's own address (the open
+// ran) and never the stranger: a member must not aim another member's
+// packets at a third party.
+func TestSyncOpenThirdPartyCandidate(t *testing.T) {
+	lab, coord := newLab(t)
+	ctx := t.Context()
+	key := authKey(t, coord, true)
+	victim := addSiteAgent(t, lab, coord, "victim", natlab.PortRestricted)
+	startOnline(t, key, victim)
+	// The victim decides a synchronized open only once it knows its NAT
+	// filters by address and port.
+	waitLog(t, victim, "filtering=address-and-port-dependent", 60*time.Second)
+	st, err := victim.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	evil, err := lab.AddPublicHost("evil", "203.0.113.66")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := lab.AddPublicHost("stranger", "203.0.113.77")
+	if err != nil {
+		t.Fatal(err)
+	}
+	atStranger := countUDP(t, stranger, "0.0.0.0:9999")
+	atMember := countUDP(t, evil, "0.0.0.0:40000")
+
+	// The raw member's key sorts first: it controls the ICE session.
+	m := joinRaw(t, evil, key, smallerKey(t, st.Self.PublicKey))
+	if err := natlab.Poll(ctx, 30*time.Second, 250*time.Millisecond, func() error {
+		st, err := victim.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.OnlinePeers() != 1 {
+			return fmt.Errorf("victim sees %d online peers", st.OnlinePeers())
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	victimID := st.Self.ID
+
+	var tok [8]byte
+	rand.Read(tok[:])
+	session := hex.EncodeToString(tok[:])
+	send := func(s control.Signal) {
+		t.Helper()
+		s.To, s.Session = victimID, session
+		if err := m.signal(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(control.Signal{Kind: control.SignalOffer, Ufrag: "evilufragevilufr", Pwd: "evilpasswordevilpasswordevilpass",
+		Filtering: "address-and-port-dependent", SyncOpen: true})
+	send(control.Signal{Kind: control.SignalCandidate, Candidate: "candidate:1 1 udp 1694498815 203.0.113.66 40000 typ srflx raddr 203.0.113.66 rport 40000"})
+	send(control.Signal{Kind: control.SignalCandidate, Candidate: "candidate:2 1 udp 1694498815 203.0.113.77 9999 typ srflx raddr 203.0.113.66 rport 40000"})
+	send(control.Signal{Kind: control.SignalSyncFire, At: time.Now().Add(500 * time.Millisecond).UnixNano()})
+
+	// The open fires in 0.5 s, its burst takes 20 ms; the victim's ICE
+	// checks follow.
+	if err := natlab.Poll(ctx, 10*time.Second, 100*time.Millisecond, func() error {
+		if atMember.openings() < 1 {
+			return fmt.Errorf("no opening packet at the member's own address yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the victim made no synchronized open (%v); at the member: %v; at the stranger: %v", err, atMember, atStranger)
+	}
+	time.Sleep(2 * time.Second)
+	t.Logf("at the member's own candidate 203.0.113.66:40000: %v", atMember)
+	t.Logf("at the stranger's 203.0.113.77:9999: %v", atStranger)
+	if n := atStranger.openings(); n != 0 {
+		t.Errorf("the stranger got %d opening packets from the victim, want 0", n)
+	}
+}

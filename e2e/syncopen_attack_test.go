@@ -155,3 +155,84 @@ func TestSyncOpenThirdPartyCandidate(t *testing.T) {
 		t.Errorf("the stranger got %d opening packets from the victim, want 0", n)
 	}
 }
+
+// TestICEThirdPartyCandidatesBounded: a member names 32 ports of a
+// stranger (203.0.113.77:9000-9031, each with a UDP listener) as its
+// server-reflexive candidates, in 3 sessions 3 s apart. ICE checks every
+// candidate it is given, so without a bound the victim sends the stranger
+// STUN requests on all 32 ports (about 1,200 a second); a session takes at
+// most maxForeignCandidates (4) addresses nothing vouches for.
+func TestICEThirdPartyCandidatesBounded(t *testing.T) {
+	const ports, maxForeign = 32, 4
+	lab, coord := newLab(t)
+	ctx := t.Context()
+	key := authKey(t, coord, true)
+	victim := addSiteAgent(t, lab, coord, "victim", natlab.PortRestricted)
+	startOnline(t, key, victim)
+	st, err := victim.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil, err := lab.AddPublicHost("evil", "203.0.113.66")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := lab.AddPublicHost("stranger", "203.0.113.77")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var at []*udpCounter
+	for i := range ports {
+		at = append(at, countUDP(t, stranger, fmt.Sprintf("0.0.0.0:%d", 9000+i)))
+	}
+	m := joinRaw(t, evil, key, smallerKey(t, st.Self.PublicKey))
+	if err := natlab.Poll(ctx, 30*time.Second, 250*time.Millisecond, func() error {
+		st, err := victim.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.OnlinePeers() != 1 {
+			return fmt.Errorf("victim sees %d online peers", st.OnlinePeers())
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for range 3 {
+		var tok [8]byte
+		rand.Read(tok[:])
+		session := hex.EncodeToString(tok[:])
+		send := func(s control.Signal) {
+			t.Helper()
+			s.To, s.Session = st.Self.ID, session
+			if err := m.signal(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		send(control.Signal{Kind: control.SignalOffer, Ufrag: "evilufragevilufr", Pwd: "evilpasswordevilpasswordevilpass"})
+		for i := range ports {
+			send(control.Signal{Kind: control.SignalCandidate,
+				Candidate: fmt.Sprintf("candidate:%d 1 udp 1694498815 203.0.113.77 %d typ srflx raddr 203.0.113.66 rport 40000", i+1, 9000+i)})
+		}
+		time.Sleep(3 * time.Second)
+	}
+	took := time.Since(start)
+	hit, total := 0, 0
+	for _, c := range at {
+		c.mu.Lock()
+		if n := c.stun + c.opening + c.other; n > 0 {
+			hit++
+			total += n
+		}
+		c.mu.Unlock()
+	}
+	t.Logf("the stranger got %d packets on %d of %d ports in %v (%.0f a second)", total, hit, ports, took.Round(time.Millisecond), float64(total)/took.Seconds())
+	// Each session may pick other ports among the 32.
+	if hit > 3*maxForeign {
+		t.Errorf("the victim checked %d of the stranger's ports, want at most %d (%d per session)", hit, 3*maxForeign, maxForeign)
+	}
+	if hit == 0 {
+		t.Error("no check reached the stranger: the test shows nothing")
+	}
+}

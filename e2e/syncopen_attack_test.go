@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/internal/meshlab"
 	"github.com/meshvpn/meshvpn/internal/natlab"
 )
 
@@ -73,65 +74,84 @@ func (c *udpCounter) openings() int {
 	return c.opening
 }
 
-// TestSyncOpenThirdPartyCandidate: a member (a raw client holding a valid
-// key, on public host 203.0.113.66) makes the victim, behind a
-// port-restricted NAT, the controlled side of a synchronized open, and
-// names two server-reflexive candidates: its own address and a stranger's
-// (203.0.113.77:9999, with a UDP listener), then names the instant. The
-// victim's opening packets must reach the member's own address (the open
-// ran) and never the stranger: a member must not aim another member's
-// packets at a third party.
-func TestSyncOpenThirdPartyCandidate(t *testing.T) {
+// attackLab is a victim agent behind a port-restricted NAT that knows its
+// filtering, a raw member (a client holding a valid key, on public host
+// evil, 203.0.113.66) whose key sorts first, so it controls their ICE
+// sessions, and a public host stranger (203.0.113.77) for listeners.
+type attackLab struct {
+	victim         *meshlab.Agent
+	victimID       uint64
+	evil, stranger *natlab.Host
+	m              *rawMember
+}
+
+func newAttackLab(t *testing.T) *attackLab {
+	t.Helper()
 	lab, coord := newLab(t)
-	ctx := t.Context()
 	key := authKey(t, coord, true)
-	victim := addSiteAgent(t, lab, coord, "victim", natlab.PortRestricted)
-	startOnline(t, key, victim)
+	al := &attackLab{victim: addSiteAgent(t, lab, coord, "victim", natlab.PortRestricted)}
+	startOnline(t, key, al.victim)
 	// The victim decides a synchronized open only once it knows its NAT
 	// filters by address and port.
-	waitLog(t, victim, "filtering=address-and-port-dependent", 60*time.Second)
-	st, err := victim.Status(ctx)
-	if err != nil {
+	waitLog(t, al.victim, "filtering=address-and-port-dependent", 60*time.Second)
+	st := status(t, al.victim)
+	al.victimID = st.Self.ID
+	var err error
+	if al.evil, err = lab.AddPublicHost("evil", "203.0.113.66"); err != nil {
 		t.Fatal(err)
 	}
+	if al.stranger, err = lab.AddPublicHost("stranger", "203.0.113.77"); err != nil {
+		t.Fatal(err)
+	}
+	al.m = joinRaw(t, al.evil, key, smallerKey(t, st.Self.PublicKey))
+	waitOnlinePeers(t, al.victim, 1)
+	return al
+}
 
-	evil, err := lab.AddPublicHost("evil", "203.0.113.66")
-	if err != nil {
-		t.Fatal(err)
+// session returns a sender of the raw member's signals to the victim in a
+// new session.
+func (al *attackLab) session(t *testing.T) func(control.Signal) {
+	var tok [8]byte
+	rand.Read(tok[:])
+	session := hex.EncodeToString(tok[:])
+	return func(s control.Signal) {
+		t.Helper()
+		s.To, s.Session = al.victimID, session
+		if err := al.m.signal(t.Context(), s); err != nil {
+			t.Fatal(err)
+		}
 	}
-	stranger, err := lab.AddPublicHost("stranger", "203.0.113.77")
-	if err != nil {
-		t.Fatal(err)
-	}
-	atStranger := countUDP(t, stranger, "0.0.0.0:9999")
-	atMember := countUDP(t, evil, "0.0.0.0:40000")
+}
 
-	// The raw member's key sorts first: it controls the ICE session.
-	m := joinRaw(t, evil, key, smallerKey(t, st.Self.PublicKey))
+// waitOnlinePeers waits until a lists n peers online.
+func waitOnlinePeers(t *testing.T, a *meshlab.Agent, n int) {
+	t.Helper()
+	ctx := t.Context()
 	if err := natlab.Poll(ctx, 30*time.Second, 250*time.Millisecond, func() error {
-		st, err := victim.Status(ctx)
+		st, err := a.Status(ctx)
 		if err != nil {
 			return err
 		}
-		if st.OnlinePeers() != 1 {
-			return fmt.Errorf("victim sees %d online peers", st.OnlinePeers())
+		if st.OnlinePeers() != n {
+			return fmt.Errorf("%s sees %d online peers, want %d", a.Name, st.OnlinePeers(), n)
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	victimID := st.Self.ID
+}
 
-	var tok [8]byte
-	rand.Read(tok[:])
-	session := hex.EncodeToString(tok[:])
-	send := func(s control.Signal) {
-		t.Helper()
-		s.To, s.Session = victimID, session
-		if err := m.signal(ctx, s); err != nil {
-			t.Fatal(err)
-		}
-	}
+// TestSyncOpenThirdPartyCandidate: the raw member makes the victim the
+// controlled side of a synchronized open and names two server-reflexive
+// candidates: its own address and a stranger's (203.0.113.77:9999, with a
+// UDP listener), then names the instant. The victim's opening packets must
+// reach the member's own address (the open ran) and never the stranger: a
+// member must not aim another member's packets at a third party.
+func TestSyncOpenThirdPartyCandidate(t *testing.T) {
+	al := newAttackLab(t)
+	atStranger := countUDP(t, al.stranger, "0.0.0.0:9999")
+	atMember := countUDP(t, al.evil, "0.0.0.0:40000")
+	send := al.session(t)
 	send(control.Signal{Kind: control.SignalOffer, Ufrag: "evilufragevilufr", Pwd: "evilpasswordevilpasswordevilpass",
 		Filtering: "address-and-port-dependent", SyncOpen: true})
 	send(control.Signal{Kind: control.SignalCandidate, Candidate: "candidate:1 1 udp 1694498815 203.0.113.66 40000 typ srflx raddr 203.0.113.66 rport 40000"})
@@ -140,7 +160,7 @@ func TestSyncOpenThirdPartyCandidate(t *testing.T) {
 
 	// The open fires in 0.5 s, its burst takes 20 ms; the victim's ICE
 	// checks follow.
-	if err := natlab.Poll(ctx, 10*time.Second, 100*time.Millisecond, func() error {
+	if err := natlab.Poll(t.Context(), 10*time.Second, 100*time.Millisecond, func() error {
 		if atMember.openings() < 1 {
 			return fmt.Errorf("no opening packet at the member's own address yet")
 		}
@@ -156,60 +176,22 @@ func TestSyncOpenThirdPartyCandidate(t *testing.T) {
 	}
 }
 
-// TestICEThirdPartyCandidatesBounded: a member names 32 ports of a
-// stranger (203.0.113.77:9000-9031, each with a UDP listener) as its
+// TestICEThirdPartyCandidatesBounded: the raw member names 32 ports of
+// the stranger (203.0.113.77:9000-9031, each with a UDP listener) as its
 // server-reflexive candidates, in 3 sessions 3 s apart. ICE checks every
 // candidate it is given, so without a bound the victim sends the stranger
 // STUN requests on all 32 ports (about 1,200 a second); a session takes at
 // most maxForeignCandidates (4) addresses nothing vouches for.
 func TestICEThirdPartyCandidatesBounded(t *testing.T) {
 	const ports, maxForeign = 32, 4
-	lab, coord := newLab(t)
-	ctx := t.Context()
-	key := authKey(t, coord, true)
-	victim := addSiteAgent(t, lab, coord, "victim", natlab.PortRestricted)
-	startOnline(t, key, victim)
-	st, err := victim.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	evil, err := lab.AddPublicHost("evil", "203.0.113.66")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stranger, err := lab.AddPublicHost("stranger", "203.0.113.77")
-	if err != nil {
-		t.Fatal(err)
-	}
+	al := newAttackLab(t)
 	var at []*udpCounter
 	for i := range ports {
-		at = append(at, countUDP(t, stranger, fmt.Sprintf("0.0.0.0:%d", 9000+i)))
-	}
-	m := joinRaw(t, evil, key, smallerKey(t, st.Self.PublicKey))
-	if err := natlab.Poll(ctx, 30*time.Second, 250*time.Millisecond, func() error {
-		st, err := victim.Status(ctx)
-		if err != nil {
-			return err
-		}
-		if st.OnlinePeers() != 1 {
-			return fmt.Errorf("victim sees %d online peers", st.OnlinePeers())
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+		at = append(at, countUDP(t, al.stranger, fmt.Sprintf("0.0.0.0:%d", 9000+i)))
 	}
 	start := time.Now()
 	for range 3 {
-		var tok [8]byte
-		rand.Read(tok[:])
-		session := hex.EncodeToString(tok[:])
-		send := func(s control.Signal) {
-			t.Helper()
-			s.To, s.Session = st.Self.ID, session
-			if err := m.signal(ctx, s); err != nil {
-				t.Fatal(err)
-			}
-		}
+		send := al.session(t)
 		send(control.Signal{Kind: control.SignalOffer, Ufrag: "evilufragevilufr", Pwd: "evilpasswordevilpasswordevilpass"})
 		for i := range ports {
 			send(control.Signal{Kind: control.SignalCandidate,

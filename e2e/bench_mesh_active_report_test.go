@@ -25,7 +25,7 @@ func activeTable(r *activeResult) string {
 	for _, row := range []struct {
 		name string
 		w    procWindow
-	}{{fmt.Sprintf("hub (%d active peers)", r.n), r.hub}, {r.peerName + " (one peer, lazy, 1 active path)", r.peer}} {
+	}{{fmt.Sprintf("hub (%d active peers)", r.n), r.hub}, {r.peerName + " (one peer, default auto)", r.peer}} {
 		fmt.Fprintf(&s, "| %s | %s | %s | %s | %.2f %% | %d | %.0f |\n", row.name, mib(row.w.rssKiB), mib(row.w.rssMaxKiB), mib(row.w.hwmKiB), row.w.cpuPct, row.w.lines, row.w.perHour)
 	}
 	s.WriteString("\n")

@@ -133,6 +133,7 @@ func runActiveBench(b *testing.B, res *activeResult) {
 		b.Fatalf("hub never saw its peers: %v\n%s", err, tailLines(hub.Proc.Log(), 20))
 	}
 	res.hubUp = time.Since(start)
+	ips[hub] = overlayIP(b, hub)
 	b.Logf("hub sees %d online peers after %v", res.n, res.hubUp.Round(time.Millisecond))
 
 	ctx, cancel = context.WithTimeout(b.Context(), activeBenchWindow)
@@ -173,35 +174,23 @@ func runActiveBench(b *testing.B, res *activeResult) {
 // loopback.
 const hubMetricsAddr = "127.0.0.1:9101"
 
-// pingPeers pings every peer from a over the overlay (one echo at a
-// time, eight peers at once) until it answers once or ctx ends, and
-// returns how many answered.
+// pingPeers pings every peer from a over the overlay (pingSample: one
+// echo at a time, eight peers at once) until it answers once or ctx ends,
+// and returns how many answered. ips must hold a's address too.
 func pingPeers(ctx context.Context, a *meshlab.Agent, peers []*meshlab.Agent, ips map[*meshlab.Agent]string) int {
-	var ok atomic.Int64
-	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
-	for _, p := range peers {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			for ctx.Err() == nil {
-				if _, err := a.Host.Run(ctx, "ping", "-n", "-c", "1", "-W", "1", ips[p]); err == nil {
-					ok.Add(1)
-					return
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
-		}()
+	pairs := make([]*meshPair, len(peers))
+	for i, p := range peers {
+		pairs[i] = &meshPair{a: a, b: p}
 	}
-	wg.Wait()
-	return int(ok.Load())
+	ok := make([]bool, len(pairs))
+	pingSample(ctx, pairs, ips, ok)
+	n := 0
+	for _, v := range ok {
+		if v {
+			n++
+		}
+	}
+	return n
 }
 
 // waitHubDirect polls the hub's status until all n peers are direct or ctx

@@ -350,6 +350,7 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 			l.p.log.Warn("start ICE checks", "lane", l.label(), "err", err)
 		}
 		l.conn = c
+		l.p.prepareWGLocked() // lazyhandshake.go
 		if err := agent.GatherCandidates(); err != nil {
 			l.p.log.Warn("gather candidates", "lane", l.label(), "err", err)
 		}

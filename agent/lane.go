@@ -76,6 +76,12 @@ type lane struct {
 	// or its restart requests when we are controlling): each costs an ICE
 	// agent, sockets and, on the relay lane, a TURN allocation.
 	peerStarts ratelimit.Bucket
+	// selfNAT is what the current session's offer or answer told the
+	// peer of our NAT: the direct lane's punch order is decided from it
+	// and what the peer's offer or answer said (natepoch.go). heldOffer:
+	// a peer's offer kept until our NAT is measured (holdOfferLocked).
+	selfNAT   natSignal
+	heldOffer *control.Signal
 	// remoteCands counts the current session's remote candidates.
 	remoteCands int
 	// sock is the punched lane's socket (birthdaypath.go).
@@ -169,7 +175,7 @@ func (l *lane) tickLocked(now time.Time) {
 		l.deferred = false
 		return
 	}
-	if l.ice == nil || l.state == ice.ConnectionStateFailed {
+	if l.heldOffer == nil && (l.ice == nil || l.state == ice.ConnectionStateFailed) {
 		l.requestRestartLocked()
 	}
 }
@@ -191,11 +197,7 @@ func (l *lane) signal(s control.Signal) {
 	s.To = l.p.id
 	s.Lane = l.name
 	if s.Kind == control.SignalOffer || s.Kind == control.SignalAnswer {
-		s.NAT = l.p.a.natLabel()
-		s.Filtering = l.p.a.natFiltering()
-		s.OpenTTL = l.p.a.natOpenTTL()
-		s.Birthday = true
-		s.SyncOpen = syncOpenEnabled
+		l.selfNAT.fill(&s)
 	}
 	l.p.a.sendSignal(s)
 }
@@ -251,7 +253,13 @@ func (l *lane) newICELocked(session string) (*ice.Agent, error) {
 	l.started = time.Now()
 	l.state = ice.ConnectionStateNew
 	l.everUp = false
-	l.setOrderLocked(agent)
+	l.selfNAT = l.p.a.natSignalNow()
+	if l.p.controlling {
+		// Decided when the answer says what the peer knows of its NAT.
+		l.resetOrderLocked()
+	} else {
+		l.setOrderLocked(agent)
+	}
 
 	p := l.p
 	_ = agent.OnCandidate(func(c ice.Candidate) {
@@ -329,6 +337,9 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 		if l.ice != nil && s.Session == l.session {
 			return // a repeat of the offer we answered
 		}
+		if l.holdOfferLocked(s) { // natepoch.go
+			return
+		}
 		if !l.allowPeerStartLocked(s.Kind) {
 			return
 		}
@@ -357,6 +368,9 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 			return
 		}
 		l.answered = true
+		if !l.relay() {
+			l.setOrderLocked(l.ice) // from our offer's and this answer's views
+		}
 		c, err := l.ice.StartDial(s.Ufrag, s.Pwd)
 		if err != nil {
 			l.p.log.Warn("start ICE checks", "lane", l.label(), "err", err)

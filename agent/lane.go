@@ -82,6 +82,9 @@ type lane struct {
 	// a peer's offer kept until our NAT is measured (holdOfferLocked).
 	selfNAT   natSignal
 	heldOffer *control.Signal
+	// heldCands: the held offer's candidates, trickled before our answer
+	// (the peer sends each once).
+	heldCands []*control.Signal
 	// remoteCands counts the current session's remote candidates.
 	remoteCands int
 	// sock is the punched lane's socket (birthdaypath.go).
@@ -380,6 +383,9 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 			l.syncPingsLocked() // syncopen.go
 		}
 	case control.SignalCandidate:
+		if l.holdCandidateLocked(s) { // natepoch.go
+			return
+		}
 		if s.Session != l.session || l.ice == nil || l.remoteCands >= maxRemoteCandidates {
 			return
 		}

@@ -67,7 +67,7 @@ func (a *Agent) natProbed() bool {
 func (p *peer) forgetPeerNATLocked() {
 	p.peerNAT, p.peerFiltering, p.peerOpenTTL = "", "", 0
 	p.sync.capable, p.bd.capable = false, false
-	p.direct.heldOffer = nil // an offer of the run that went away
+	p.direct.heldOffer, p.direct.heldCands = nil, nil // of the run that went away
 }
 
 // selfReadyLocked tells whether our side of the punch order is known, or
@@ -85,11 +85,25 @@ func (l *lane) holdOfferLocked(s *control.Signal) bool {
 	if l.relay() || l.p.selfReadyLocked(time.Now()) {
 		return false
 	}
-	if l.heldOffer == nil {
+	if l.heldOffer == nil || l.heldOffer.Session != s.Session {
 		l.p.log.Debug("punch: offer held until our NAT is measured", "session", s.Session)
+		l.heldCands = nil
 	}
 	c := *s
 	l.heldOffer = &c
+	return true
+}
+
+// holdCandidateLocked keeps a candidate of the held offer's session, to
+// be applied after our answer; it reports whether it kept s.
+func (l *lane) holdCandidateLocked(s *control.Signal) bool {
+	if l.heldOffer == nil || s.Session != l.heldOffer.Session {
+		return false
+	}
+	if len(l.heldCands) < maxRemoteCandidates {
+		c := *s
+		l.heldCands = append(l.heldCands, &c)
+	}
 	return true
 }
 
@@ -99,7 +113,10 @@ func (l *lane) releaseOfferLocked(now time.Time) {
 	if l.heldOffer == nil || !l.p.selfReadyLocked(now) {
 		return
 	}
-	s := l.heldOffer
-	l.heldOffer = nil
+	s, cands := l.heldOffer, l.heldCands
+	l.heldOffer, l.heldCands = nil, nil
 	l.handleSignalLocked(s)
+	for _, c := range cands {
+		l.handleSignalLocked(c)
+	}
 }

@@ -76,6 +76,13 @@ func TestOfferHeldUntilMeasured(t *testing.T) {
 	if !p.direct.holdOfferLocked(offer) || p.direct.heldOffer == nil || p.direct.heldOffer.Session != "s1" {
 		t.Fatal("direct offer answered before our NAT was measured")
 	}
+	cand := &control.Signal{Kind: control.SignalCandidate, Session: "s1", Candidate: "c"}
+	if !p.direct.holdCandidateLocked(cand) || len(p.direct.heldCands) != 1 {
+		t.Fatal("a candidate of the held offer was not kept: the peer trickles each once")
+	}
+	if p.direct.holdCandidateLocked(&control.Signal{Kind: control.SignalCandidate, Session: "s0"}) {
+		t.Error("a candidate of another session kept")
+	}
 	if p.relay.holdOfferLocked(offer) {
 		t.Error("relay offer held")
 	}

@@ -51,9 +51,8 @@ func TestSyncOpen(t *testing.T) {
 }
 
 // syncOpenSeenInStatus restarts every agent of the pairs at once (a
-// clean start: new ports, no peer state; restarting only one leaves its
-// peers with its old NAT view, which can make the two sides disagree on
-// the punch order) while each agent's `status --json` is read in a loop:
+// clean start: new ports, no peer state; restarting only one is
+// TestRestartOnePunch) while each agent's `status --json` is read in a loop:
 // some side must show an open under way in `punch` (it runs for about
 // half a second per side: clock pings, 300 ms to the instant, the
 // checks), every side must then name it in last_change, and once direct

@@ -21,23 +21,11 @@ import (
 // restarted agent must go direct by a synchronized open within 3 s of
 // each side seeing the other online, as at a cold start of both.
 func TestRestartOnePunch(t *testing.T) {
-	acc, drop := natlab.InputAccept, natlab.InputDrop
-	spots := []struct {
-		name    string
-		kind    natlab.Kind
-		variant natlab.Variant
-		wan     time.Duration
-	}{
-		{"pr-accept", natlab.PortRestricted, acc, 5 * time.Millisecond},
-		{"dn-accept", natlab.DoubleNAT, acc, 7 * time.Millisecond},
-		{"pr-drop", natlab.PortRestricted, drop, 6 * time.Millisecond},
-		{"dn-drop", natlab.DoubleNAT, drop, 5 * time.Millisecond},
-	}
 	lab, coord := newLab(t)
 	key := authKey(t, coord, true)
 	var agents []*meshlab.Agent
-	for _, sp := range spots {
-		s, err := lab.AddSiteSpec(sp.name, natlab.SiteSpec{Kind: sp.kind, Variant: sp.variant, WANDelay: sp.wan})
+	for _, sp := range syncOpenSpots() {
+		s, err := lab.AddSiteSpec(sp.name, natlab.SiteSpec{Kind: sp.kind, Variant: *sp.variant, WANDelay: sp.wan})
 		if err != nil {
 			t.Fatal(err)
 		}

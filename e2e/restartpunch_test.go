@@ -39,7 +39,7 @@ func TestRestartOnePunch(t *testing.T) {
 	for i, a := range agents {
 		for _, b := range agents[i+1:] {
 			for _, s := range [][2]*meshlab.Agent{{a, b}, {b, a}} {
-				if _, err := waitSyncDirect(t, s[0], s[1].Name, 30*time.Second, time.Time{}); err != nil {
+				if _, err := waitDirectSince(t, s[0], s[1].Name, 30*time.Second, time.Time{}, syncChange); err != nil {
 					t.Fatalf("cold start: %s -> %s: %v", s[0].Name, s[1].Name, err)
 				}
 			}
@@ -70,7 +70,7 @@ func TestRestartOnePunch(t *testing.T) {
 				}
 				for _, s := range [][2]*meshlab.Agent{{r, o}, {o, r}} {
 					from, to := s[0], s[1].Name
-					last, err := waitSyncDirect(t, from, to, 60*time.Second, restart)
+					last, err := waitDirectSince(t, from, to, 60*time.Second, restart, syncChange)
 					if err != nil {
 						t.Errorf("%s -> %s after %s restarted: %v", from.Name, to, name, err)
 						continue
@@ -88,12 +88,15 @@ func TestRestartOnePunch(t *testing.T) {
 	}
 }
 
-// waitSyncDirect waits until from shows to direct by a synchronized open,
-// with the path changed at or after since (a whole second: status rounds
-// changed_at down to one).
-func waitSyncDirect(t *testing.T, from *meshlab.Agent, to string, timeout time.Duration, since time.Time) (*meshlab.PeerStatus, error) {
+// syncChange is how last_change names a path a synchronized open found.
+const syncChange = "direct after synchronized open"
+
+// waitDirectSince waits until from shows to direct, with last_change
+// naming change and the path changed at or after since (a whole second:
+// status rounds changed_at down to one).
+func waitDirectSince(t *testing.T, from *meshlab.Agent, to string, timeout time.Duration, since time.Time, change string) (*meshlab.PeerStatus, error) {
 	return meshlab.WaitPeer(t.Context(), from, to, timeout, func(p *meshlab.PeerStatus) error {
-		if p.Path != "direct" || p.DirectAfterMs == 0 || !strings.Contains(p.LastChange, "direct after synchronized open") {
+		if p.Path != "direct" || p.DirectAfterMs == 0 || !strings.Contains(p.LastChange, change) {
 			return fmt.Errorf("path %s, direct after %d ms, last_change %q", p.Path, p.DirectAfterMs, p.LastChange)
 		}
 		if !since.IsZero() {
@@ -104,4 +107,55 @@ func waitSyncDirect(t *testing.T, from *meshlab.Agent, to string, timeout time.D
 		}
 		return nil
 	})
+}
+
+// TestRestartOnePunchLowTTL restarts each side of TestPunchLowTTL's pair
+// (port-restricted sites on routers that accept input, one behind an ISP
+// hop, which opens with low-TTL packets) in turn: the pair must go direct
+// within 3 s of each side seeing the other online again.
+func TestRestartOnePunchLowTTL(t *testing.T) {
+	lab, coord := newLab(t)
+	key := authKey(t, coord, true)
+	var agents []*meshlab.Agent
+	for _, hop := range []bool{false, true} {
+		name := map[bool]string{false: "flat", true: "hopped"}[hop]
+		s, err := lab.AddSiteSpec(name, natlab.SiteSpec{Kind: natlab.PortRestricted, Variant: natlab.InputAccept, ISPHop: hop})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := meshlab.NewAgent(coord, s.Host, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		agents = append(agents, a)
+	}
+	startOnline(t, key, agents...)
+	for _, s := range [][2]*meshlab.Agent{{agents[0], agents[1]}, {agents[1], agents[0]}} {
+		if _, err := waitDirectSince(t, s[0], s[1].Name, 30*time.Second, time.Time{}, ""); err != nil {
+			t.Fatalf("cold start: %s -> %s: %v", s[0].Name, s[1].Name, err)
+		}
+	}
+	for _, r := range []*meshlab.Agent{agents[1], agents[0]} {
+		if err := r.Stop(15 * time.Second); err != nil {
+			t.Fatalf("stop %s: %v", r.Name, err)
+		}
+		time.Sleep(2 * time.Second) // the peer sees it offline
+		restart := time.Now()
+		if err := r.Start(""); err != nil {
+			t.Fatalf("restart %s: %v", r.Name, err)
+		}
+		for _, s := range [][2]*meshlab.Agent{{agents[0], agents[1]}, {agents[1], agents[0]}} {
+			last, err := waitDirectSince(t, s[0], s[1].Name, 60*time.Second, restart, "")
+			if err != nil {
+				t.Errorf("%s -> %s after %s restarted: %v", s[0].Name, s[1].Name, r.Name, err)
+				continue
+			}
+			t.Logf("%s restarted: %s -> %s: direct after %d ms (%v after the restart): %s", r.Name, s[0].Name, s[1].Name,
+				last.DirectAfterMs, time.Since(restart).Round(100*time.Millisecond), last.LastChange)
+			if last.DirectAfterMs > 3000 {
+				t.Errorf("%s -> %s after %s restarted: direct after %d ms, want within 3 s of the peer being online",
+					s[0].Name, s[1].Name, r.Name, last.DirectAfterMs)
+			}
+		}
+	}
 }

@@ -72,10 +72,6 @@ type lane struct {
 	// no new direct session before then (see quietAfterFailureLocked).
 	everUp     bool
 	quietUntil time.Time
-	// peerStarts charges the sessions the peer makes us start (its offers,
-	// or its restart requests when we are controlling): each costs an ICE
-	// agent, sockets and, on the relay lane, a TURN allocation.
-	peerStarts ratelimit.Bucket
 	// selfNAT is what the current session's offer or answer told the
 	// peer of our NAT: the direct lane's punch order is decided from it
 	// and what the peer's offer or answer said (natepoch.go). heldOffer:
@@ -85,6 +81,10 @@ type lane struct {
 	// heldCands: the held offer's candidates, trickled before our answer
 	// (the peer sends each once).
 	heldCands []*control.Signal
+	// peerStarts charges the sessions the peer makes us start (its offers,
+	// or its restart requests when we are controlling): each costs an ICE
+	// agent, sockets and, on the relay lane, a TURN allocation.
+	peerStarts ratelimit.Bucket
 	// remoteCands counts the current session's remote candidates.
 	remoteCands int
 	// sock is the punched lane's socket (birthdaypath.go).

@@ -1,4 +1,4 @@
-package agent
+package datapath
 
 import (
 	"io"
@@ -9,22 +9,26 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 )
 
-// relayEndpoint is a WireGuard endpoint reached through a TURN allocation:
-// the peer's relayed address, and the relay session's connection to write
-// to. WireGuard treats it like any endpoint (and roams to it when packets
-// arrive through the relay); Bind.Send recognises it and writes through
-// the allocation instead of the shared socket.
-type relayEndpoint struct {
+// Endpoint is a WireGuard endpoint reached through a writer of its own
+// instead of the shared socket: a TURN allocation (the peer's relayed
+// address, and the relay session's connection or channel to write to),
+// or the socket a birthday punch won. WireGuard treats it like any
+// endpoint (and roams to it when packets arrive through it); Bind.Send
+// recognises it and writes through its writer.
+type Endpoint struct {
 	addr netip.AddrPort
 	w    io.Writer
 }
 
-func (e *relayEndpoint) ClearSrc()           {}
-func (e *relayEndpoint) SrcToString() string { return "" }
-func (e *relayEndpoint) DstToString() string { return e.addr.String() }
-func (e *relayEndpoint) DstToBytes() []byte  { b, _ := e.addr.MarshalBinary(); return b }
-func (e *relayEndpoint) DstIP() netip.Addr   { return e.addr.Addr() }
-func (e *relayEndpoint) SrcIP() netip.Addr   { return netip.Addr{} }
+func (e *Endpoint) ClearSrc()           {}
+func (e *Endpoint) SrcToString() string { return "" }
+func (e *Endpoint) DstToString() string { return e.addr.String() }
+func (e *Endpoint) DstToBytes() []byte  { b, _ := e.addr.MarshalBinary(); return b }
+func (e *Endpoint) DstIP() netip.Addr   { return e.addr.Addr() }
+func (e *Endpoint) SrcIP() netip.Addr   { return netip.Addr{} }
+
+// Addr is the peer's address the endpoint stands for.
+func (e *Endpoint) Addr() netip.AddrPort { return e.addr }
 
 // relayedPacket is a WireGuard message that arrived through a relay.
 type relayedPacket struct {
@@ -39,22 +43,40 @@ const relayQueueLen = 1024
 
 var relayBufPool = sync.Pool{New: func() any { b := make([]byte, 65535); return &b }}
 
+// Route routes WireGuard packets for addr through w; the returned
+// endpoint is what ParseEndpoint gives for addr from now on.
+func (b *Bind) Route(addr netip.AddrPort, w io.Writer) *Endpoint { return b.relays.add(addr, w) }
+
+// Reroute makes ep the route for its address again.
+func (b *Bind) Reroute(ep *Endpoint) { b.relays.put(ep) }
+
+// Unroute drops ep's route if it is still the one for its address.
+func (b *Bind) Unroute(ep *Endpoint) { b.relays.remove(ep) }
+
+// RouteFor is the route for addr, nil when it has none.
+func (b *Bind) RouteFor(addr netip.AddrPort) *Endpoint { return b.relays.lookup(addr) }
+
+// Deliver hands WireGuard a message that came through a route of ours
+// (a relay or a birthday socket), from ep as WireGuard should see it
+// (roam.go). It copies p; when WireGuard falls behind it drops it.
+func (b *Bind) Deliver(p []byte, ep conn.Endpoint) { b.relays.deliver(p, ep) }
+
 // relayPaths is the part of Bind that routes by endpoint.
 type relayPaths struct {
 	mu     sync.RWMutex
-	routes map[netip.AddrPort]*relayEndpoint
+	routes map[netip.AddrPort]*Endpoint
 	in     chan relayedPacket
 	done   chan struct{} // closed by Close; Open makes a new one
 }
 
 func newRelayPaths() *relayPaths {
-	return &relayPaths{routes: make(map[netip.AddrPort]*relayEndpoint), in: make(chan relayedPacket, relayQueueLen)}
+	return &relayPaths{routes: make(map[netip.AddrPort]*Endpoint), in: make(chan relayedPacket, relayQueueLen)}
 }
 
 // add routes WireGuard packets for addr through w; the returned endpoint is
 // what ParseEndpoint gives for addr from now on.
-func (r *relayPaths) add(addr netip.AddrPort, w io.Writer) *relayEndpoint {
-	ep := &relayEndpoint{addr: addr, w: w}
+func (r *relayPaths) add(addr netip.AddrPort, w io.Writer) *Endpoint {
+	ep := &Endpoint{addr: addr, w: w}
 	r.mu.Lock()
 	r.routes[addr] = ep
 	r.mu.Unlock()
@@ -62,7 +84,7 @@ func (r *relayPaths) add(addr netip.AddrPort, w io.Writer) *relayEndpoint {
 }
 
 // remove drops ep's route if it is still the one for its address.
-func (r *relayPaths) remove(ep *relayEndpoint) {
+func (r *relayPaths) remove(ep *Endpoint) {
 	r.mu.Lock()
 	if r.routes[ep.addr] == ep {
 		delete(r.routes, ep.addr)
@@ -70,7 +92,14 @@ func (r *relayPaths) remove(ep *relayEndpoint) {
 	r.mu.Unlock()
 }
 
-func (r *relayPaths) lookup(addr netip.AddrPort) *relayEndpoint {
+// put routes WireGuard packets for ep's address through ep.
+func (r *relayPaths) put(ep *Endpoint) {
+	r.mu.Lock()
+	r.routes[ep.addr] = ep
+	r.mu.Unlock()
+}
+
+func (r *relayPaths) lookup(addr netip.AddrPort) *Endpoint {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.routes[addr]
@@ -135,8 +164,8 @@ func (r *relayPaths) receiveFunc() conn.ReceiveFunc {
 }
 
 // send writes WireGuard messages through ep's relay.
-func (e *relayEndpoint) send(bufs [][]byte) error {
-	if ch, ok := e.w.(*relayChan); ok {
+func (e *Endpoint) send(bufs [][]byte) error {
+	if ch, ok := e.w.(*RelayChan); ok {
 		return ch.writeBatch(bufs)
 	}
 	for _, b := range bufs {

@@ -1,4 +1,4 @@
-package agent
+package datapath
 
 import (
 	"encoding/binary"

@@ -112,7 +112,7 @@ func (s *sharedRelay) tick() {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), relayProbeTimeout)
 		defer cancel()
-		dc, err := datapath.NewRelayClient(ctx, s.a.log, t.server(), s.a.bind.Deliver)
+		dc, err := datapath.NewRelayClient(ctx, s.a.log, t.server(), s.a.bind.Bind)
 		var c *relayClient
 		s.mu.Lock()
 		s.opening = false

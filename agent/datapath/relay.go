@@ -2,9 +2,9 @@ package datapath
 
 import (
 	"io"
-	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"golang.zx2c4.com/wireguard/conn"
 )
@@ -30,19 +30,6 @@ func (e *Endpoint) SrcIP() netip.Addr   { return netip.Addr{} }
 // Addr is the peer's address the endpoint stands for.
 func (e *Endpoint) Addr() netip.AddrPort { return e.addr }
 
-// relayedPacket is a WireGuard message that arrived through a relay.
-type relayedPacket struct {
-	buf *[]byte
-	n   int
-	ep  conn.Endpoint
-}
-
-// relayQueueLen bounds the relayed packets waiting for WireGuard; beyond it
-// packets are dropped, as a full socket buffer would.
-const relayQueueLen = 1024
-
-var relayBufPool = sync.Pool{New: func() any { b := make([]byte, 65535); return &b }}
-
 // Route routes WireGuard packets for addr through w; the returned
 // endpoint is what ParseEndpoint gives for addr from now on.
 func (b *Bind) Route(addr netip.AddrPort, w io.Writer) *Endpoint { return b.relays.add(addr, w) }
@@ -65,12 +52,13 @@ func (b *Bind) Deliver(p []byte, ep conn.Endpoint) { b.relays.deliver(p, ep) }
 type relayPaths struct {
 	mu     sync.RWMutex
 	routes map[netip.AddrPort]*Endpoint
-	in     chan relayedPacket
+	in     chan *inBatch // relayin.go
+	queued atomic.Int64  // packets in the batches of in
 	done   chan struct{} // closed by Close; Open makes a new one
 }
 
 func newRelayPaths() *relayPaths {
-	return &relayPaths{routes: make(map[netip.AddrPort]*Endpoint), in: make(chan relayedPacket, relayQueueLen)}
+	return &relayPaths{routes: make(map[netip.AddrPort]*Endpoint), in: make(chan *inBatch, relayQueueLen)}
 }
 
 // add routes WireGuard packets for addr through w; the returned endpoint is
@@ -105,18 +93,6 @@ func (r *relayPaths) lookup(addr netip.AddrPort) *Endpoint {
 	return r.routes[addr]
 }
 
-// deliver queues a WireGuard message that came through a relay, from ep
-// as WireGuard sees it (roam.go).
-func (r *relayPaths) deliver(p []byte, ep conn.Endpoint) {
-	b := relayBufPool.Get().(*[]byte)
-	n := copy(*b, p)
-	select {
-	case r.in <- relayedPacket{buf: b, n: n, ep: ep}:
-	default:
-		relayBufPool.Put(b)
-	}
-}
-
 func (r *relayPaths) open() {
 	r.mu.Lock()
 	r.done = make(chan struct{})
@@ -130,37 +106,6 @@ func (r *relayPaths) close() {
 		r.done = nil
 	}
 	r.mu.Unlock()
-}
-
-// receiveFunc is the extra conn.ReceiveFunc WireGuard polls for relayed
-// packets: it blocks for one, then takes whatever else is queued.
-func (r *relayPaths) receiveFunc() conn.ReceiveFunc {
-	r.mu.RLock()
-	done := r.done
-	r.mu.RUnlock()
-	return func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
-		var pkt relayedPacket
-		select {
-		case pkt = <-r.in:
-		case <-done:
-			return 0, net.ErrClosed
-		}
-		n := 0
-		for {
-			sizes[n] = copy(packets[n], (*pkt.buf)[:pkt.n])
-			eps[n] = pkt.ep
-			relayBufPool.Put(pkt.buf)
-			n++
-			if n == len(packets) {
-				return n, nil
-			}
-			select {
-			case pkt = <-r.in:
-			default:
-				return n, nil
-			}
-		}
-	}
 }
 
 // send writes WireGuard messages through ep's relay.

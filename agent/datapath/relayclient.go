@@ -75,8 +75,9 @@ const (
 	// turnTries times in all (about 3 s).
 	turnRTO   = 200 * time.Millisecond
 	turnTries = 4
-	// relayReadBatch packets are read per recvmmsg.
-	relayReadBatch = 32
+	// relayReadBatch packets are read per recvmmsg (WireGuard takes 128
+	// per receive).
+	relayReadBatch = 64
 	relayReadSize  = 8192
 	// minChannel/maxChannel: the TURN channel number range.
 	minChannel = 0x4000
@@ -113,8 +114,11 @@ type RelayClient struct {
 	server *net.UDPAddr
 	pc     *net.UDPConn
 	bpc    *ipv4.PacketConn
-	// deliver hands a WireGuard message that came on a channel to the bind.
-	deliver func(p []byte, ep conn.Endpoint)
+	// in takes the WireGuard messages that come on the channels: the
+	// bind's routes; free and made are the reader's batches (readLoop).
+	in   *relayPaths
+	free chan *inBatch
+	made int
 
 	mu       sync.Mutex
 	user     string
@@ -134,6 +138,7 @@ type RelayClient struct {
 	// went silent: is the allocation still there?).
 	check chan struct{}
 	dead  atomic.Bool // the allocation was lost; a new client is needed
+	gso   atomic.Bool // the socket sends with UDP GSO (relayout.go)
 }
 
 // freedChan is a channel number no longer in use, and since when.
@@ -155,9 +160,9 @@ type RelayChan struct {
 	at    time.Time // last successful bind
 }
 
-// NewRelayClient opens the socket and allocates on t (UDP only). deliver
-// gets the WireGuard messages that arrive on its channels (Bind.Deliver).
-func NewRelayClient(ctx context.Context, log *slog.Logger, t RelayServer, deliver func([]byte, conn.Endpoint)) (*RelayClient, error) {
+// NewRelayClient opens the socket and allocates on t (UDP only). The
+// WireGuard messages that arrive on its channels go to b.
+func NewRelayClient(ctx context.Context, log *slog.Logger, t RelayServer, b *Bind) (*RelayClient, error) {
 	if t.Transport != "udp" {
 		return nil, fmt.Errorf("shared relay client: transport %s not supported", t.Transport)
 	}
@@ -171,13 +176,15 @@ func NewRelayClient(ctx context.Context, log *slog.Logger, t RelayServer, delive
 	}
 	sockbuf.Grow(pc)
 	c := &RelayClient{
-		log: log, t: t, server: server, pc: pc, bpc: ipv4.NewPacketConn(pc), deliver: deliver,
+		log: log, t: t, server: server, pc: pc, bpc: ipv4.NewPacketConn(pc),
+		in: b.relays, free: make(chan *inBatch, relayReadBatches),
 		user: t.Username, pass: t.Password, next: minChannel,
 		byPeer:  make(map[netip.AddrPort]*RelayChan),
 		pending: make(map[[stun.TransactionIDSize]byte]chan *stun.Message),
 		closed:  make(chan struct{}),
 		check:   make(chan struct{}, 1),
 	}
+	c.gso.Store(supportsGSO(pc))
 	empty := map[uint16]*RelayChan{}
 	c.chans.Store(&empty)
 	go c.readLoop()
@@ -465,43 +472,28 @@ func (ch *RelayChan) Endpoint() *Endpoint { return ch.ep }
 // SetRoam gives the channel the peer's roam hold (roam.go).
 func (ch *RelayChan) SetRoam(r *RoamHold) { ch.roam.Store(r) }
 
-// Write sends one WireGuard message to the channel's peer as ChannelData.
-func (ch *RelayChan) Write(p []byte) (int, error) {
-	return len(p), ch.writeBatch([][]byte{p})
-}
-
-// writeBatch sends WireGuard messages as ChannelData in one sendmmsg:
-// the 4-byte header and the message go out as two iovecs, no copy. Over
-// UDP the padding to 4 bytes may be left out (RFC 8656 §12.5).
-func (ch *RelayChan) writeBatch(bufs [][]byte) error {
-	msgs := make([]ipv4.Message, len(bufs))
-	hdrs := make([]byte, 4*len(bufs))
-	for i, b := range bufs {
-		h := hdrs[4*i : 4*i+4]
-		binary.BigEndian.PutUint16(h, ch.num)
-		binary.BigEndian.PutUint16(h[2:], uint16(len(b)))
-		msgs[i] = ipv4.Message{Buffers: [][]byte{h, b}, Addr: ch.c.server}
-	}
-	for len(msgs) > 0 {
-		n, err := ch.c.bpc.WriteBatch(msgs, 0)
-		if err != nil {
-			return fmt.Errorf("write to relay: %w", err)
-		}
-		msgs = msgs[n:]
-	}
-	return nil
-}
-
 // readLoop reads the socket in batches: ChannelData goes to WireGuard by
-// channel number, STUN answers to the request waiting for them.
+// channel number, read straight into a batch that is queued whole
+// (relayin.go); STUN answers go to the request waiting for them.
 func (c *RelayClient) readLoop() {
 	msgs := make([]ipv4.Message, relayReadBatch)
 	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, relayReadSize)}
+		msgs[i].Buffers = make([][]byte, 1)
 	}
+	// spare is read into while WireGuard holds all the batches: its
+	// WireGuard messages are dropped, as a full socket buffer would.
+	spare := newInBatch(nil)
 	for {
+		b := c.batch()
+		if b == nil {
+			b = spare
+		}
+		for i := range msgs {
+			msgs[i].Buffers[0] = b.bufs[i]
+		}
 		n, err := c.bpc.ReadBatch(msgs, 0)
 		if err != nil {
+			c.unused(b, spare)
 			select {
 			case <-c.closed:
 				return
@@ -513,6 +505,7 @@ func (c *RelayClient) readLoop() {
 			continue
 		}
 		chans := *c.chans.Load()
+		var now time.Time
 		for i := 0; i < n; i++ {
 			p := msgs[i].Buffers[0][:msgs[i].N]
 			if ua, ok := msgs[i].Addr.(*net.UDPAddr); !ok || !ua.IP.Equal(c.server.IP) || ua.Port != c.server.Port {
@@ -522,19 +515,59 @@ func (c *RelayClient) readLoop() {
 				num := binary.BigEndian.Uint16(p)
 				size := int(binary.BigEndian.Uint16(p[2:]))
 				ch := chans[num]
-				if ch == nil || size > len(p)-4 || !IsWireGuard(p[4:4+size]) {
+				if ch == nil || size > len(p)-4 || !IsWireGuard(p[4:4+size]) || b == spare {
 					continue
 				}
 				var ep conn.Endpoint = ch.ep
 				if r := ch.roam.Load(); r != nil {
-					ep = r.Endpoint(ch.ep, time.Now())
+					if now.IsZero() {
+						now = time.Now()
+					}
+					ep = r.Endpoint(ch.ep, now)
 				}
-				c.deliver(p[4:4+size], ep)
+				b.msgs = append(b.msgs, inMsg{p: p[4 : 4+size], ep: ep})
 				continue
 			}
 			c.handleSTUN(p)
 		}
+		if len(b.msgs) == 0 {
+			c.unused(b, spare)
+			continue
+		}
+		c.in.push(b)
 	}
+}
+
+// relayReadBatches bounds the batches a client has in WireGuard's hands.
+const relayReadBatches = 8
+
+// batch is a free batch to read into, nil when WireGuard holds them all.
+func (c *RelayClient) batch() *inBatch {
+	select {
+	case b := <-c.free:
+		return b
+	default:
+	}
+	if c.made < relayReadBatches {
+		c.made++
+		return newInBatch(c.free)
+	}
+	return nil
+}
+
+// unused takes back a batch that carried nothing.
+func (c *RelayClient) unused(b, spare *inBatch) {
+	if b != spare {
+		b.release()
+	}
+}
+
+func newInBatch(free chan *inBatch) *inBatch {
+	b := &inBatch{bufs: make([][]byte, relayReadBatch), msgs: make([]inMsg, 0, relayReadBatch), free: free}
+	for i := range b.bufs {
+		b.bufs[i] = make([]byte, relayReadSize)
+	}
+	return b
 }
 
 func (c *RelayClient) handleSTUN(p []byte) {

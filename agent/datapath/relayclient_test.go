@@ -49,6 +49,33 @@ func wgMessage(tag byte) []byte {
 	return p
 }
 
+// receiveAll runs the routes' receive function of b as WireGuard would
+// (without opening its sockets) and passes on copies of what it returns.
+func receiveAll(t *testing.T, b *Bind) <-chan []byte {
+	b.relays.open()
+	t.Cleanup(b.relays.close)
+	recv := b.relays.receiveFunc()
+	got := make(chan []byte, 1024)
+	go func() {
+		bufs := make([][]byte, 128)
+		for i := range bufs {
+			bufs[i] = make([]byte, 2048)
+		}
+		sizes := make([]int, len(bufs))
+		eps := make([]conn.Endpoint, len(bufs))
+		for {
+			n, err := recv(bufs, sizes, eps)
+			if err != nil {
+				return
+			}
+			for i := range n {
+				got <- append([]byte(nil), bufs[i][:sizes[i]]...)
+			}
+		}
+	}()
+	return got
+}
+
 // TestSharedRelayClientDelivers: two agents' shared clients on one relay,
 // each with a channel to the other's relayed address, carry WireGuard
 // messages both ways as ChannelData.
@@ -56,14 +83,14 @@ func TestSharedRelayClientDelivers(t *testing.T) {
 	s := startTestRelay(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	got := make(chan []byte, 16)
-	deliver := func(p []byte, _ conn.Endpoint) { got <- append([]byte(nil), p...) }
-	a, err := NewRelayClient(ctx, slog.New(slog.DiscardHandler), testTarget(s, 1), deliver)
+	bind := NewBind(nil)
+	got := receiveAll(t, bind)
+	a, err := NewRelayClient(ctx, slog.New(slog.DiscardHandler), testTarget(s, 1), bind)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	b, err := NewRelayClient(ctx, slog.New(slog.DiscardHandler), testTarget(s, 2), deliver)
+	b, err := NewRelayClient(ctx, slog.New(slog.DiscardHandler), testTarget(s, 2), bind)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +127,7 @@ func TestSharedRelayOneAllocation(t *testing.T) {
 	s := startTestRelay(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	a, err := NewRelayClient(ctx, slog.New(slog.DiscardHandler), testTarget(s, 1), func([]byte, conn.Endpoint) {})
+	a, err := NewRelayClient(ctx, slog.New(slog.DiscardHandler), testTarget(s, 1), NewBind(nil))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,6 +65,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/meshvpn/meshvpn/internal/sockbuf"
+	"github.com/meshvpn/meshvpn/internal/udpgso"
 )
 
 const (
@@ -184,7 +185,7 @@ func NewRelayClient(ctx context.Context, log *slog.Logger, t RelayServer, b *Bin
 		closed:  make(chan struct{}),
 		check:   make(chan struct{}, 1),
 	}
-	c.gso.Store(supportsGSO(pc))
+	c.gso.Store(udpgso.Supported(pc))
 	empty := map[uint16]*RelayChan{}
 	c.chans.Store(&empty)
 	go c.readLoop()

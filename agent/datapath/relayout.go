@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"golang.org/x/net/ipv4"
+
+	"github.com/meshvpn/meshvpn/internal/udpgso"
 )
 
 // The relay client's send path. WireGuard's batch for one relayed peer
@@ -40,7 +42,7 @@ func (ch *RelayChan) writeBatch(bufs [][]byte) error {
 	defer outPool.Put(b)
 	gso := c.gso.Load()
 	err := c.write(b.fill(ch.num, bufs, c.server, gso))
-	if err != nil && gso && gsoUnsupported(err) {
+	if err != nil && gso && udpgso.Unsupported(err) {
 		// A device without UDP segmentation offload says so with EIO.
 		c.gso.Store(false)
 		err = c.write(b.fill(ch.num, bufs, c.server, false))
@@ -72,7 +74,7 @@ func (b *outBatch) fill(num uint16, bufs [][]byte, addr *net.UDPAddr, gso bool) 
 	for i := 0; i < len(bufs); {
 		size := len(bufs[i])
 		j, total := i+1, 4+size
-		for gso && j < len(bufs) && j-i < gsoMaxSegments && len(bufs[j]) <= size && total+4+len(bufs[j]) <= gsoMaxBytes {
+		for gso && j < len(bufs) && j-i < udpgso.MaxSegments && len(bufs[j]) <= size && total+4+len(bufs[j]) <= udpgso.MaxBytes {
 			total += 4 + len(bufs[j])
 			j++
 			if len(bufs[j-1]) < size {
@@ -95,7 +97,7 @@ func (b *outBatch) fill(num uint16, bufs [][]byte, addr *net.UDPAddr, gso bool) 
 			continue
 		}
 		if used == len(b.bufs) {
-			b.bufs = append(b.bufs, make([]byte, 0, gsoMaxBytes))
+			b.bufs = append(b.bufs, make([]byte, 0, udpgso.MaxBytes))
 		}
 		buf := b.bufs[used][:0]
 		for _, p := range bufs[i:j] {
@@ -107,7 +109,7 @@ func (b *outBatch) fill(num uint16, bufs [][]byte, addr *net.UDPAddr, gso bool) 
 		used++
 		m.Buffers = m.Buffers[:1]
 		m.Buffers[0] = buf
-		m.OOB = gsoControl(m.OOB, 4+size)
+		m.OOB = udpgso.Control(m.OOB, 4+size)
 		i = j
 	}
 	return b.msgs[:n]

@@ -1,0 +1,60 @@
+// Package udpgso is UDP generic segmentation offload (UDP_SEGMENT, Linux
+// 4.18+): one send of a buffer the kernel cuts into equal-sized datagrams
+// (the last may be shorter), which crosses the network stack, and the
+// routers of a lab, as one packet until it is cut. The agent's data path
+// and the relay send with it.
+package udpgso
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// MaxSegments and MaxBytes bound one GSO send: the kernel takes at most 64
+// segments (UDP_MAX_SEGMENTS) and a UDP payload below 64 KiB.
+const (
+	MaxSegments = 64
+	MaxBytes    = 65000
+)
+
+// Control writes into oob's space the control message that has the kernel
+// cut a datagram into size-byte segments.
+func Control(oob []byte, size int) []byte {
+	n := unix.CmsgSpace(2)
+	if cap(oob) < n {
+		oob = make([]byte, n)
+	}
+	oob = oob[:n]
+	clear(oob)
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	h.Level = unix.SOL_UDP
+	h.Type = unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(oob[unix.CmsgLen(0):], uint16(size))
+	return oob
+}
+
+// Supported tells whether the kernel knows UDP_SEGMENT on c.
+func Supported(c *net.UDPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok := false
+	_ = rc.Control(func(fd uintptr) {
+		_, err := unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)
+		ok = err == nil
+	})
+	return ok
+}
+
+// Unsupported tells whether a send failed for want of segmentation
+// offload on the way (a device without it says so with EIO): the caller
+// sends without GSO from then on.
+func Unsupported(err error) bool {
+	return errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)
+}

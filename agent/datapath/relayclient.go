@@ -62,7 +62,6 @@ import (
 
 	"github.com/pion/stun/v4"
 	"golang.org/x/net/ipv4"
-	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/meshvpn/meshvpn/internal/sockbuf"
 	"github.com/meshvpn/meshvpn/internal/udpgso"
@@ -76,10 +75,6 @@ const (
 	// turnTries times in all (about 3 s).
 	turnRTO   = 200 * time.Millisecond
 	turnTries = 4
-	// relayReadBatch packets are read per recvmmsg (WireGuard takes 128
-	// per receive).
-	relayReadBatch = 64
-	relayReadSize  = 8192
 	// minChannel/maxChannel: the TURN channel number range.
 	minChannel = 0x4000
 	maxChannel = 0x4fff
@@ -120,6 +115,7 @@ type RelayClient struct {
 	in   *relayPaths
 	free chan *inBatch
 	made int
+	gro  bool // the socket coalesces datagrams (UDP_GRO; relayread.go)
 
 	mu       sync.Mutex
 	user     string
@@ -186,6 +182,7 @@ func NewRelayClient(ctx context.Context, log *slog.Logger, t RelayServer, b *Bin
 		check:   make(chan struct{}, 1),
 	}
 	c.gso.Store(udpgso.Supported(pc))
+	c.gro = udpgso.EnableGRO(pc)
 	empty := map[uint16]*RelayChan{}
 	c.chans.Store(&empty)
 	go c.readLoop()
@@ -472,104 +469,6 @@ func (ch *RelayChan) Endpoint() *Endpoint { return ch.ep }
 
 // SetRoam gives the channel the peer's roam hold (roam.go).
 func (ch *RelayChan) SetRoam(r *RoamHold) { ch.roam.Store(r) }
-
-// readLoop reads the socket in batches: ChannelData goes to WireGuard by
-// channel number, read straight into a batch that is queued whole
-// (relayin.go); STUN answers go to the request waiting for them.
-func (c *RelayClient) readLoop() {
-	msgs := make([]ipv4.Message, relayReadBatch)
-	for i := range msgs {
-		msgs[i].Buffers = make([][]byte, 1)
-	}
-	// spare is read into while WireGuard holds all the batches: its
-	// WireGuard messages are dropped, as a full socket buffer would.
-	spare := newInBatch(nil)
-	for {
-		b := c.batch()
-		if b == nil {
-			b = spare
-		}
-		for i := range msgs {
-			msgs[i].Buffers[0] = b.bufs[i]
-		}
-		n, err := c.bpc.ReadBatch(msgs, 0)
-		if err != nil {
-			c.unused(b, spare)
-			select {
-			case <-c.closed:
-				return
-			default:
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		chans := *c.chans.Load()
-		var now time.Time
-		for i := 0; i < n; i++ {
-			p := msgs[i].Buffers[0][:msgs[i].N]
-			if ua, ok := msgs[i].Addr.(*net.UDPAddr); !ok || !ua.IP.Equal(c.server.IP) || ua.Port != c.server.Port {
-				continue // only the relay talks to this socket
-			}
-			if len(p) >= 4 && p[0]&0xc0 == 0x40 {
-				num := binary.BigEndian.Uint16(p)
-				size := int(binary.BigEndian.Uint16(p[2:]))
-				ch := chans[num]
-				if ch == nil || size > len(p)-4 || !IsWireGuard(p[4:4+size]) || b == spare {
-					continue
-				}
-				var ep conn.Endpoint = ch.ep
-				if r := ch.roam.Load(); r != nil {
-					if now.IsZero() {
-						now = time.Now()
-					}
-					ep = r.Endpoint(ch.ep, now)
-				}
-				b.msgs = append(b.msgs, inMsg{p: p[4 : 4+size], ep: ep})
-				continue
-			}
-			c.handleSTUN(p)
-		}
-		if len(b.msgs) == 0 {
-			c.unused(b, spare)
-			continue
-		}
-		c.in.push(b)
-	}
-}
-
-// relayReadBatches bounds the batches a client has in WireGuard's hands.
-const relayReadBatches = 8
-
-// batch is a free batch to read into, nil when WireGuard holds them all.
-func (c *RelayClient) batch() *inBatch {
-	select {
-	case b := <-c.free:
-		return b
-	default:
-	}
-	if c.made < relayReadBatches {
-		c.made++
-		return newInBatch(c.free)
-	}
-	return nil
-}
-
-// unused takes back a batch that carried nothing.
-func (c *RelayClient) unused(b, spare *inBatch) {
-	if b != spare {
-		b.release()
-	}
-}
-
-func newInBatch(free chan *inBatch) *inBatch {
-	b := &inBatch{bufs: make([][]byte, relayReadBatch), msgs: make([]inMsg, 0, relayReadBatch), free: free}
-	for i := range b.bufs {
-		b.bufs[i] = make([]byte, relayReadSize)
-	}
-	return b
-}
 
 func (c *RelayClient) handleSTUN(p []byte) {
 	if !stun.IsMessage(p) {

@@ -104,18 +104,26 @@ func TestSharedRelayClientDelivers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, ch := range []*RelayChan{chA, chB} {
-		msg := wgMessage(byte(i + 1))
-		if err := ch.ep.send([][]byte{msg, msg}); err != nil {
+		// A batch of equal-sized messages: sent with GSO, relayed with
+		// GSO, read with GRO where the kernel has them; they must come
+		// out whole and in order all the same.
+		var batch [][]byte
+		for k := range 20 {
+			m := wgMessage(byte(i + 1))
+			m[62] = byte(k)
+			batch = append(batch, m)
+		}
+		if err := ch.ep.send(batch); err != nil {
 			t.Fatal(err)
 		}
-		for range 2 {
+		for _, msg := range batch {
 			select {
 			case p := <-got:
 				if !bytes.Equal(p, msg) {
 					t.Fatalf("got %x, want %x", p, msg)
 				}
 			case <-time.After(3 * time.Second):
-				t.Fatalf("message %d not relayed", i+1)
+				t.Fatalf("message %d/%d not relayed", i+1, msg[62])
 			}
 		}
 	}

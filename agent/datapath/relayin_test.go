@@ -18,7 +18,7 @@ func TestReceiveBatches(t *testing.T) {
 	defer r.close()
 	ep := r.add(netip.MustParseAddrPort("203.0.113.10:50123"), nil)
 	free := make(chan *inBatch, 1)
-	b := newInBatch(free)
+	b := (&RelayClient{}).newInBatch(free)
 	for i := range 40 {
 		p := append(b.bufs[i][:0], fmt.Sprintf("p%02d", i)...)
 		b.msgs = append(b.msgs, inMsg{p: p, ep: ep})

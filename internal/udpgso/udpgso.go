@@ -58,3 +58,41 @@ func Supported(c *net.UDPConn) bool {
 func Unsupported(err error) bool {
 	return errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)
 }
+
+// EnableGRO asks the kernel to hand c's datagrams over coalesced, as many
+// of one flow as arrived together in one buffer (UDP_GRO, Linux 5.0+), and
+// tells whether it agreed. A read then carries a control message with the
+// segment size (GROSize); oob needs GROSpace bytes for it.
+func EnableGRO(c *net.UDPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok := false
+	_ = rc.Control(func(fd uintptr) {
+		ok = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) == nil
+	})
+	return ok
+}
+
+// GROSpace is the control buffer a read needs for the segment size.
+var GROSpace = unix.CmsgSpace(4)
+
+// GROSize is the segment size a coalesced read's control messages give, 0
+// when the datagram was not coalesced.
+func GROSize(oob []byte) int {
+	for len(oob) > unix.SizeofCmsghdr {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return 0
+		}
+		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && len(data) >= 2 {
+			if len(data) >= 4 {
+				return int(binary.NativeEndian.Uint32(data))
+			}
+			return int(binary.NativeEndian.Uint16(data))
+		}
+		oob = rest
+	}
+	return 0
+}

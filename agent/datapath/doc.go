@@ -21,9 +21,10 @@
 //     destination mix-up in the StdNetBind we pin;
 //   - an *Endpoint (relay.go) goes through a writer of its own, routed by
 //     the peer's address with Bind.Route: a channel on the shared TURN
-//     allocation (relayclient.go: ChannelData, the whole batch in one
-//     sendmmsg), a per-peer pion/ice relay session's connection, or the
-//     socket a birthday punch won. The agent puts such an address into
+//     allocation (relayout.go: ChannelData, the whole batch in one
+//     sendmmsg, runs of equal-sized messages as one UDP GSO buffer), a
+//     per-peer pion/ice relay session's connection, or the socket a
+//     birthday punch won. The agent puts such an address into
 //     WireGuard over UAPI, and Bind.ParseEndpoint turns it into its route,
 //     so wireguard-go never knows.
 //
@@ -41,10 +42,12 @@
 //     queries, birthday replies, synchronized-open packets); STUN the hook
 //     leaves goes to ICE through STUNConn (stunconn.go), the net.PacketConn
 //     pion's UDP mux reads; anything else is dropped;
-//   - what arrives through a route (a relay channel, read by recvmmsg on
-//     the relay client's own socket and demultiplexed by channel number; a
-//     relay session; a birthday socket) is handed over with Bind.Deliver
-//     and comes out of the routes' ReceiveFunc, up to a batch at a time.
+//   - what arrives through a route comes out of the routes' ReceiveFunc
+//     (relayin.go), up to WireGuard's batch per call: a relay channel's
+//     messages are read by recvmmsg (with UDP GRO, many to a buffer) on
+//     the relay client's own socket straight into a batch, demultiplexed
+//     by channel number and queued whole (relayread.go); a relay session
+//     and a birthday socket hand single messages over with Bind.Deliver.
 //
 // A peer that has just left the relay for a direct path still has packets
 // in flight through the relay; RoamHold (roam.go) attributes them to the

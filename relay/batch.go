@@ -152,17 +152,17 @@ func (w *batchWriter) coalesce(msgs []ipv4.Message) []ipv4.Message {
 	used := 0
 	for i := 0; i < len(msgs); {
 		size := len(msgs[i].Buffers[0])
-		j, total := i+1, size
-		for j < len(msgs) && j-i < udpgso.MaxSegments && sameAddr(msgs[j].Addr, msgs[i].Addr) &&
-			len(msgs[j].Buffers[0]) <= size && total+len(msgs[j].Buffers[0]) <= udpgso.MaxBytes {
-			total += len(msgs[j].Buffers[0])
-			j++
-			if len(msgs[j-1].Buffers[0]) < size {
-				break
+		j := udpgso.RunEnd(len(msgs), i, func(k int) int {
+			if !sameAddr(msgs[k].Addr, msgs[i].Addr) {
+				return size + 1 // another destination ends the run
 			}
+			return len(msgs[k].Buffers[0])
+		}, 0)
+		if size == 0 {
+			j = i + 1 // nothing to cut
 		}
 		w.spans = append(w.spans, j-i)
-		if j-i == 1 || size == 0 {
+		if j-i == 1 {
 			w.out = append(w.out, msgs[i:j]...)
 			i = j
 			continue

@@ -106,13 +106,8 @@ func (b *batch6) fill(bufs [][]byte, addr *net.UDPAddr, gso bool) []ipv6.Message
 	for i := 0; i < len(bufs); {
 		size := len(bufs[i])
 		j := i + 1
-		total := size
-		for gso && j < len(bufs) && j-i < udpgso.MaxSegments && len(bufs[j]) <= size && total+len(bufs[j]) <= udpgso.MaxBytes {
-			total += len(bufs[j])
-			j++
-			if len(bufs[j-1]) < size {
-				break // a shorter datagram ends the run
-			}
+		if gso {
+			j = udpgso.RunEnd(len(bufs), i, func(k int) int { return len(bufs[k]) }, 0)
 		}
 		if n == len(b.msgs) {
 			b.msgs = append(b.msgs, ipv6.Message{Buffers: make([][]byte, 1)})

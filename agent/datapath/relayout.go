@@ -73,13 +73,9 @@ func (b *outBatch) fill(num uint16, bufs [][]byte, addr *net.UDPAddr, gso bool) 
 	n, used := 0, 0
 	for i := 0; i < len(bufs); {
 		size := len(bufs[i])
-		j, total := i+1, 4+size
-		for gso && j < len(bufs) && j-i < udpgso.MaxSegments && len(bufs[j]) <= size && total+4+len(bufs[j]) <= udpgso.MaxBytes {
-			total += 4 + len(bufs[j])
-			j++
-			if len(bufs[j-1]) < size {
-				break // a shorter message ends the run
-			}
+		j := i + 1
+		if gso {
+			j = udpgso.RunEnd(len(bufs), i, func(k int) int { return len(bufs[k]) }, 4)
 		}
 		if n == len(b.msgs) {
 			b.msgs = append(b.msgs, ipv4.Message{Buffers: make([][]byte, 2)})

@@ -96,3 +96,25 @@ func GROSize(oob []byte) int {
 	}
 	return 0
 }
+
+// RunEnd is where the GSO run that starts at datagram i of n ends
+// (exclusive): datagrams of size(i) bytes, the last of a run maybe
+// shorter, at most MaxSegments of them and MaxBytes in all, each with
+// overhead bytes the caller puts in front. size may return a value above
+// size(i) for a datagram that cannot join (another destination).
+func RunEnd(n, i int, size func(int) int, overhead int) int {
+	first := size(i)
+	j, total := i+1, overhead+first
+	for j < n && j-i < MaxSegments {
+		s := size(j)
+		if s > first || total+overhead+s > MaxBytes {
+			break
+		}
+		total += overhead + s
+		j++
+		if s < first {
+			break // a shorter datagram ends the run
+		}
+	}
+	return j
+}

@@ -1,40 +1,25 @@
 package agent
 
 import (
-	"errors"
-	"log/slog"
-	"net"
+	"io"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/meshvpn/meshvpn/agent/datapath"
 )
 
-// Bind is the wireguard-go conn.Bind of the agent. It owns the one UDP socket
-// that WireGuard and ICE share, so that the NAT mapping ICE's checks open is
-// the very one WireGuard then uses.
-//
-// The socket and its batched I/O (recvmmsg/sendmmsg, UDP GSO/GRO) are those
-// of wireguard-go's own StdNetBind, which Bind wraps: the data path costs
-// what stock wireguard-go costs. Bind adds a filter on the receive path that
-// takes STUN messages out of WireGuard's batch and hands them to ICE.
-//
-// StdNetBind has two sockets on the port, IPv4 and IPv6 (ice6.go says
-// why we keep two); IPv6 is sent through send6 (bind6.go).
+// Bind is WireGuard's conn.Bind, the data path (package datapath), with
+// the agent's own packets on the shared socket taken off it: answers to
+// mapping queries (mapquery.go), birthday replies (birthdaypkt.go) and
+// synchronized-open arrivals (syncpkt.go).
 type Bind struct {
-	inner conn.Bind
-
-	mu   sync.RWMutex
-	open bool
-	port uint16
-	fd4  int                   // a duplicate of the IPv4 socket for low-TTL sends, -1 without
-	s6   atomic.Pointer[send6] // IPv6 sends; nil without an IPv6 socket
-
-	stun    *stunConn
-	relays  *relayPaths
+	*datapath.Bind
+	// relays is the bind's routing by endpoint (relay allocations and
+	// birthday sockets), under the names the agent's files use.
+	relays  routes
 	queries mapQueries
 	bday    bdayReplies
 	syncs   syncArrivals
@@ -47,144 +32,40 @@ type Bind struct {
 
 // NewBind returns a Bind; its STUN side is Bind.STUNConn.
 func NewBind() *Bind {
-	b := &Bind{inner: conn.NewStdNetBind(), relays: newRelayPaths(), fd4: -1}
-	b.stun = newSTUNConn(b)
+	b := &Bind{}
+	b.Bind = datapath.NewBind(b.divert)
+	b.relays = routes{b.Bind}
 	return b
 }
 
-// STUNConn is the packet conn to give ICE's UDP mux: it reads the STUN
-// messages that arrive on the shared socket and writes through it.
-func (b *Bind) STUNConn() net.PacketConn { return b.stun }
-
-// Port is the bound UDP port, 0 before the first Open.
-func (b *Bind) Port() uint16 {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	return b.port
+// divert takes the agent's packets off WireGuard's receive path; the STUN
+// it leaves goes to ICE.
+func (b *Bind) divert(p []byte, from netip.AddrPort) bool {
+	switch classify(p) {
+	case kindSTUN:
+		return b.queries.answer(p)
+	case kindBirthday:
+		b.bday.deliver(p, from)
+	case kindSync:
+		b.syncs.deliver(p, from)
+	}
+	return true
 }
-
-func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
-	fns, actual, err := b.inner.Open(port)
-	if err != nil {
-		return nil, 0, err
-	}
-	fd4, ferr := findUDP4Socket(actual)
-	s6, err6 := newSend6(actual)
-	if err6 != nil {
-		slog.Debug("no IPv6 underlay", "err", err6)
-	}
-	if old := b.s6.Swap(s6); old != nil {
-		old.close()
-	}
-	b.mu.Lock()
-	b.open = true
-	b.port = actual
-	if b.fd4 >= 0 {
-		unix.Close(b.fd4)
-	}
-	b.fd4 = fd4
-	b.mu.Unlock()
-	if ferr != nil {
-		slog.Warn("no low-TTL opening packets", "err", ferr)
-	}
-	wrapped := make([]conn.ReceiveFunc, len(fns), len(fns)+1)
-	for i, fn := range fns {
-		wrapped[i] = b.filter(fn)
-	}
-	// Packets that come through TURN relays reach WireGuard here.
-	b.relays.open()
-	wrapped = append(wrapped, b.relays.receiveFunc())
-	return wrapped, actual, nil
-}
-
-// filter passes WireGuard messages through untouched and diverts STUN to
-// ICE. wireguard-go skips any message shorter than its minimum size, so a
-// diverted or unknown packet is dropped from the batch by zeroing its size.
-func (b *Bind) filter(fn conn.ReceiveFunc) conn.ReceiveFunc {
-	return func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
-		n, err := fn(packets, sizes, eps)
-		for i := 0; i < n; i++ {
-			p := packets[i][:sizes[i]]
-			switch classify(p) {
-			case kindWireGuard:
-				continue
-			case kindSTUN:
-				if !b.queries.answer(p) {
-					b.stun.deliver(p, endpointAddr(eps[i]))
-				}
-			case kindBirthday:
-				b.bday.deliver(p, endpointAddr(eps[i]))
-			case kindSync:
-				b.syncs.deliver(p, endpointAddr(eps[i]))
-			}
-			sizes[i] = 0
-		}
-		return n, err
-	}
-}
-
-func endpointAddr(ep conn.Endpoint) netip.AddrPort {
-	if e, ok := ep.(*conn.StdNetEndpoint); ok {
-		return e.AddrPort
-	}
-	a, _ := netip.ParseAddrPort(ep.DstToString())
-	return a
-}
-
-func (b *Bind) Close() error {
-	b.mu.Lock()
-	b.open = false
-	if b.fd4 >= 0 {
-		unix.Close(b.fd4)
-		b.fd4 = -1
-	}
-	b.mu.Unlock()
-	if s6 := b.s6.Swap(nil); s6 != nil {
-		s6.close()
-	}
-	b.relays.close()
-	return b.inner.Close()
-}
-
-func (b *Bind) SetMark(mark uint32) error { return b.inner.SetMark(mark) }
-
-// Send writes through the shared socket, or through a TURN allocation for
-// a peer whose path is relayed.
-func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
-	if re, ok := ep.(*relayEndpoint); ok {
-		return re.send(bufs)
-	}
-	if dst := ep.DstIP(); dst.Is6() && !dst.Is4In6() {
-		if s6 := b.s6.Load(); s6 != nil {
-			return s6.send(bufs, netip.AddrPortFrom(dst, endpointAddr(ep).Port()))
-		}
-	}
-	return b.inner.Send(bufs, ep)
-}
-
-// ParseEndpoint maps a relayed peer's address to its relay route, so that
-// setting that endpoint over UAPI selects the relay.
-func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		if re := b.relays.lookup(ap); re != nil {
-			return re, nil
-		}
-	}
-	return b.inner.ParseEndpoint(s)
-}
-
-func (b *Bind) BatchSize() int { return b.inner.BatchSize() }
-
-var errBindClosed = errors.New("bind closed")
 
 // sendTo writes one datagram from the shared socket.
-func (b *Bind) sendTo(p []byte, to netip.AddrPort) error {
-	b.mu.RLock()
-	open := b.open
-	b.mu.RUnlock()
-	if !open {
-		return errBindClosed
-	}
-	ep := &conn.StdNetEndpoint{AddrPort: netip.AddrPortFrom(to.Addr().Unmap(), to.Port())}
-	return b.Send([][]byte{p}, ep)
-}
+func (b *Bind) sendTo(p []byte, to netip.AddrPort) error { return b.SendTo(p, to) }
+
+// relayEndpoint is a WireGuard endpoint routed through a writer of ours.
+type relayEndpoint = datapath.Endpoint
+
+// roamHold: what relayed packets roam WireGuard to (datapath/roam.go).
+type roamHold = datapath.RoamHold
+
+// routes is the bind's routing by endpoint.
+type routes struct{ b *datapath.Bind }
+
+func (r routes) add(addr netip.AddrPort, w io.Writer) *relayEndpoint { return r.b.Route(addr, w) }
+func (r routes) put(ep *relayEndpoint)                               { r.b.Reroute(ep) }
+func (r routes) remove(ep *relayEndpoint)                            { r.b.Unroute(ep) }
+func (r routes) lookup(addr netip.AddrPort) *relayEndpoint           { return r.b.RouteFor(addr) }
+func (r routes) deliver(p []byte, ep conn.Endpoint)                  { r.b.Deliver(p, ep) }

@@ -22,7 +22,6 @@ import (
 // for one; a query after the miss is used at once.
 func TestBirthdayAskNotTowardMissedMapping(t *testing.T) {
 	b := NewBind()
-	b.open = true
 	a := &Agent{bind: b, ctl: &controlClient{log: slog.New(slog.DiscardHandler), out: make(chan control.Message, 16), connected: true}}
 	a.stunServers = []control.STUNServer{{Addr: "203.0.113.10:3478", Alternate: "203.0.113.11:3479"}}
 	p := &peer{a: a, id: 7, log: slog.New(slog.DiscardHandler)}
@@ -97,7 +96,6 @@ func TestBirthdayAskNotTowardMissedMapping(t *testing.T) {
 // fresh STUN address (30 s on input-accept routers in the lab).
 func TestBirthdayAskAfterMoveUsesTheMove(t *testing.T) {
 	b := NewBind()
-	b.open = true
 	a := &Agent{bind: b, ctl: &controlClient{log: slog.New(slog.DiscardHandler), out: make(chan control.Message, 16), connected: true}}
 	a.stunServers = []control.STUNServer{{Addr: "203.0.113.10:3478", Alternate: "203.0.113.11:3479"}}
 	p := &peer{a: a, id: 7, log: slog.New(slog.DiscardHandler)}

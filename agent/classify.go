@@ -1,6 +1,6 @@
 package agent
 
-import "encoding/binary"
+import "github.com/meshvpn/meshvpn/agent/datapath"
 
 // packetKind tells what arrived on the shared UDP socket.
 type packetKind uint8
@@ -13,31 +13,18 @@ const (
 	kindSync     // a synchronized open's opening packet (syncpkt.go)
 )
 
-const stunMagicCookie = 0x2112A442
-
-// classify tells WireGuard, STUN and anything else apart. WireGuard is tested
-// first because it is the hot path: every WireGuard message is at least 32
-// bytes and starts with a type byte 1..4 followed by three reserved zero
-// bytes. A STUN message starts with two zero bits, carries the magic cookie at
-// offset 4 and has a length that is a multiple of 4 matching the datagram.
-// The two cannot collide: a STUN message whose first four bytes look like
-// WireGuard's has a length field of zero, so it is 20 bytes long, and
-// WireGuard needs 32.
+// classify tells WireGuard and STUN apart as the data path does
+// (datapath/classify.go), and the agent's own packets by their fixed
+// size and prefix.
 func classify(b []byte) packetKind {
-	if len(b) >= 32 && b[0] >= 1 && b[0] <= 4 && b[1] == 0 && b[2] == 0 && b[3] == 0 {
+	switch {
+	case datapath.IsWireGuard(b):
 		return kindWireGuard
-	}
-	if len(b) >= 20 && b[0]&0xc0 == 0 &&
-		binary.BigEndian.Uint32(b[4:8]) == stunMagicCookie {
-		n := int(binary.BigEndian.Uint16(b[2:4]))
-		if n%4 == 0 && n+20 == len(b) {
-			return kindSTUN
-		}
-	}
-	if len(b) == bdayPacketLen && b[0] == 'm' && b[1] == 'v' && b[2] == 'b' {
+	case datapath.IsSTUN(b):
+		return kindSTUN
+	case len(b) == bdayPacketLen && b[0] == 'm' && b[1] == 'v' && b[2] == 'b':
 		return kindBirthday
-	}
-	if len(b) == syncPacketLen && b[0] == 'm' && b[1] == 'v' && b[2] == 's' {
+	case len(b) == syncPacketLen && b[0] == 'm' && b[1] == 'v' && b[2] == 's':
 		return kindSync
 	}
 	return kindOther

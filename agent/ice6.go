@@ -20,7 +20,7 @@ import (
 // on one port: an AF_INET one and an AF_INET6 one with IPV6_V6ONLY. We keep
 // the two rather than one dual-stack socket because the IPv4 socket then
 // stays a plain IPv4 socket: the low-TTL opening packets (IP_TTL on a
-// duplicate of it, lowttl.go), GSO/GRO and the birthday code work on IPv4
+// duplicate of it, datapath/lowttl.go), GSO/GRO and the birthday code work on IPv4
 // as before, and a host whose kernel has no IPv6 still opens its IPv4 side.
 // ICE's mux sees both through stunConn, whose wildcard address is the IPv6
 // one so that the host's IPv6 addresses become host candidates as well.

@@ -23,14 +23,22 @@ type liveness struct {
 	unanswered time.Time
 }
 
+// keepaliveBytes is what a WireGuard keepalive adds to the send counter:
+// a transport message with no payload (16-byte header, 16-byte tag).
+const keepaliveBytes = 32
+
 // observe takes one sample. WireGuard resets the counters when the peer is
-// recreated, so any change (not only growth) counts as traffic.
+// recreated, so any change (not only growth) counts as traffic; except a
+// lone keepalive, which asks for nothing: the peer's WireGuard answers no
+// keepalive, so an idle path with persistent keepalives would otherwise
+// look silent a few seconds after each one.
 func (l *liveness) observe(st wgPeerStats, now time.Time) {
 	switch {
 	case st.RxBytes != l.rx && st.RxBytes != 0:
 		l.lastRx = now
 		l.unanswered = time.Time{}
-	case st.TxBytes != l.tx && st.TxBytes != 0 && l.unanswered.IsZero():
+	case st.TxBytes != l.tx && st.TxBytes != 0 && l.unanswered.IsZero() &&
+		st.TxBytes != l.tx+keepaliveBytes:
 		l.unanswered = now
 	}
 	l.rx, l.tx = st.RxBytes, st.TxBytes

@@ -82,3 +82,31 @@ func TestStatusTellsSilence(t *testing.T) {
 		t.Errorf("answering: path %q reason %q, want direct", st.Path, st.Reason)
 	}
 }
+
+// TestLivenessKeepaliveAsksNothing: a WireGuard keepalive (32 bytes) asks
+// for no answer (the peer's WireGuard sends none back), so one sent alone
+// does not start the silence count; the shared relay's liveness check took
+// every relayed path down ("relay silent") 3 s after the controlled side
+// turned its keepalives on, and again whenever the two sides' 25 s
+// keepalives fell more than 3 s apart. Anything larger still does.
+func TestLivenessKeepaliveAsksNothing(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	var l liveness
+	l.observe(wgPeerStats{RxBytes: 148 + 32, TxBytes: 92}, at(1)) // handshake, the peer's keepalive
+	l.observe(wgPeerStats{RxBytes: 180, TxBytes: 92 + 32}, at(2)) // our first keepalive
+	if !l.unanswered.IsZero() {
+		t.Fatalf("a lone keepalive counted as unanswered since %v", l.unanswered)
+	}
+	if v, _ := l.judge(at(6)); v != pathAnswers {
+		t.Errorf("4 s after our keepalive: verdict %v, want answers", v)
+	}
+	l.observe(wgPeerStats{RxBytes: 180, TxBytes: 124 + 32}, at(27)) // the next one, 25 s on
+	if !l.unanswered.IsZero() {
+		t.Fatalf("a periodic keepalive counted as unanswered since %v", l.unanswered)
+	}
+	l.observe(wgPeerStats{RxBytes: 180, TxBytes: 156 + 148}, at(30)) // a handshake initiation asks
+	if l.unanswered != at(30) {
+		t.Fatalf("an initiation left unanswered at %v, want %v", l.unanswered, at(30))
+	}
+}

@@ -39,7 +39,7 @@ type peer struct {
 	punched lane
 	bd      birthdayState
 	sync    syncState // synchronized opens (syncopen.go)
-	roam    roamHold  // what relayed packets roam WireGuard to (roam.go)
+	roam    roamHold  // what relayed packets roam WireGuard to (datapath/roam.go)
 	active  *lane     // the lane whose path WireGuard uses, nil before the first
 
 	endpoint   netip.AddrPort // WireGuard's endpoint
@@ -279,7 +279,7 @@ func (p *peer) readRelayed(l *lane, c *ice.Conn) {
 		if ep == nil || classify(buf[:n]) != kindWireGuard {
 			continue
 		}
-		p.a.bind.relays.deliver(buf[:n], p.roam.endpoint(ep, time.Now()))
+		p.a.bind.relays.deliver(buf[:n], p.roam.Endpoint(ep, time.Now()))
 	}
 }
 
@@ -312,7 +312,7 @@ func (p *peer) reconsiderLocked(why string) func() {
 		return nil
 	}
 	ep := best.endpoint
-	p.roam.set(p.a.bind, best.relay(), ep, time.Now()) // roam.go
+	p.roam.Set(p.a.bind.Bind, best.relay(), ep, time.Now()) // datapath/roam.go
 	if best == p.active && ep == p.endpoint && p.wgAdded {
 		return nil
 	}

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 
+	"github.com/meshvpn/meshvpn/agent/datapath"
 	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/internal/cabundle"
 )
@@ -313,25 +313,13 @@ func (a *Agent) probeRelay(t *relayTarget) error {
 	}
 	relayed, err := client.AllocateWithContext(ctx)
 	if err != nil {
-		return explainTURNError(err, ctx)
+		return datapath.ExplainTURNError(err, ctx)
 	}
 	if ua, ok := relayed.LocalAddr().(*net.UDPAddr); ok {
 		t.RelayedIP = ua.AddrPort().Addr().Unmap()
 	}
 	relayed.Close()
 	return nil
-}
-
-// explainTURNError turns pion's errors into what a user can act on.
-func explainTURNError(err error, ctx context.Context) error {
-	s := err.Error()
-	switch {
-	case strings.Contains(s, "401") || strings.Contains(s, "Unauthorized"):
-		return errors.New("credentials refused (401)")
-	case ctx.Err() != nil || strings.Contains(s, "timeout") || strings.Contains(s, "deadline"):
-		return errors.New("no answer (server down, or this transport blocked on the way)")
-	}
-	return err
 }
 
 // relayDialer lets pion's relay gathering reach TCP and TLS relays through

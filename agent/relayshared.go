@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshvpn/meshvpn/agent/datapath"
 	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/internal/ratelimit"
 )
@@ -14,7 +15,7 @@ import (
 // Relay client modes (Config.RelayClient, --relay-client).
 const (
 	RelayClientPerPeer = "per-peer" // one pion/ice relay session and allocation per peer
-	RelayClientShared  = "shared"   // one allocation per agent (relayclient.go)
+	RelayClientShared  = "shared"   // one allocation per agent (datapath/relayclient.go)
 )
 
 // signalRelayAddr tells a peer the sender's relayed address on its shared
@@ -32,6 +33,12 @@ const (
 	// asked about again (the peer may have a new allocation).
 	relayReaskAfter = 5 * time.Second
 )
+
+// relayClient is the shared client's allocation, on relay t.
+type relayClient struct {
+	*datapath.RelayClient
+	t relayTarget
+}
 
 // sharedRelay is the agent's one relay client, replaced when it dies or
 // the chosen relay changes.
@@ -53,6 +60,11 @@ func (a *Agent) sharedRelayOn() bool {
 	return sharedRelayFits(a.relays.choice())
 }
 
+// server is what the shared client needs of t.
+func (t *relayTarget) server() datapath.RelayServer {
+	return datapath.RelayServer{URL: t.URL, Server: t.Server, Transport: t.Transport, Username: t.Username, Password: t.Password}
+}
+
 // sharedRelayFits tells whether the shared client can use relay t: UDP,
 // and an IPv4 server (the client's socket is IPv4; an IPv6-only host
 // reaches its relay over IPv6 through the per-peer ICE sessions, which
@@ -71,7 +83,7 @@ func sharedRelayFits(t *relayTarget) bool {
 func (s *sharedRelay) current() *relayClient {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.c == nil || s.c.dead.Load() {
+	if s.c == nil || s.c.Dead() {
 		return nil
 	}
 	return s.c
@@ -88,8 +100,8 @@ func (s *sharedRelay) tick() {
 	t := s.a.relays.choice()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.c != nil && !s.c.dead.Load() && s.c.t.URL == t.URL {
-		s.c.setCredentials(t.Username, t.Password)
+	if s.c != nil && !s.c.Dead() && s.c.t.URL == t.URL {
+		s.c.SetCredentials(t.Username, t.Password)
 		return
 	}
 	if s.opening {
@@ -100,21 +112,23 @@ func (s *sharedRelay) tick() {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), relayProbeTimeout)
 		defer cancel()
-		c, err := newRelayClient(ctx, s.a.log, *t, s.a.bind.relays.deliver)
+		dc, err := datapath.NewRelayClient(ctx, s.a.log, t.server(), s.a.bind.Bind)
+		var c *relayClient
 		s.mu.Lock()
 		s.opening = false
 		if err == nil {
+			c = &relayClient{RelayClient: dc, t: *t}
 			s.c = c
 		}
 		s.mu.Unlock()
 		if old != nil {
-			old.close()
+			old.Close()
 		}
 		if err != nil {
 			s.a.log.Warn("shared relay allocation failed", "relay", t.URL, "err", err)
 			return
 		}
-		s.a.log.Info("shared relay allocation", "relay", t.URL, "relayed", c.relayedAddr().String())
+		s.a.log.Info("shared relay allocation", "relay", t.URL, "relayed", c.RelayedAddr().String())
 	}()
 }
 
@@ -122,7 +136,7 @@ func (s *sharedRelay) close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.c != nil {
-		s.c.close()
+		s.c.Close()
 		s.c = nil
 	}
 }
@@ -135,7 +149,7 @@ type sharedPeer struct {
 	acked    bool           // the peer has echoed our current address
 	unacked  int            // announcements since the last acknowledgement
 	nextSend time.Time
-	ch       *relayChan // bound channel to peerAddr
+	ch       *datapath.RelayChan // bound channel to peerAddr
 	binding  bool
 	reasked  time.Time
 	// iceWanted: the peer runs a per-peer ICE relay session with us (its
@@ -170,13 +184,13 @@ func (p *peer) sharedTickLocked(now time.Time) {
 	sp := &p.shared
 	c := p.a.shared.current()
 	l := &p.relay
-	if c == nil || (sp.ch != nil && sp.ch.c != c) {
+	if c == nil || (sp.ch != nil && sp.ch.Client() != c.RelayClient) {
 		p.dropSharedChanLocked(c == nil)
 		if c == nil {
 			return
 		}
 	}
-	ours := c.relayedAddr()
+	ours := c.RelayedAddr()
 	if ours != sp.sent {
 		sp.acked = false
 		sp.nextSend = time.Time{}
@@ -226,7 +240,7 @@ func (p *peer) sharedLivenessLocked(now time.Time) {
 		now.Sub(later(p.live.unanswered, p.changedAt)) >= relaySilentAfter:
 		sp.silent = true
 		l.selected = false
-		sp.ch.c.checkSoon()
+		sp.ch.Client().CheckSoon()
 		p.reconsiderLocked("relay silent")
 	}
 }
@@ -253,14 +267,14 @@ func (p *peer) sendRelayAddrLocked(ours netip.AddrPort, now time.Time) {
 // bindShared binds a channel to the peer's relayed address, outside the
 // peer's lock (it waits for the relay's answer).
 func (p *peer) bindShared(c *relayClient, peerAddr netip.AddrPort) {
-	ch, err := c.channel(peerAddr)
+	ch, err := c.Channel(peerAddr)
 	p.mu.Lock()
 	sp := &p.shared
 	sp.binding = false
 	if p.closed || sp.peerAddr != peerAddr || p.a.shared.current() != c {
 		p.mu.Unlock()
 		if err == nil {
-			c.dropChannel(peerAddr) // the peer moved on meanwhile
+			c.DropChannel(peerAddr) // the peer moved on meanwhile
 		}
 		return
 	}
@@ -270,11 +284,11 @@ func (p *peer) bindShared(c *relayClient, peerAddr netip.AddrPort) {
 		return
 	}
 	sp.ch = ch
-	ch.roam.Store(&p.roam)
+	ch.SetRoam(&p.roam)
 	sp.silent = false
 	l := &p.relay
-	p.a.bind.relays.put(ch.ep)
-	l.relayEP = ch.ep
+	p.a.bind.relays.put(ch.Endpoint())
+	l.relayEP = ch.Endpoint()
 	l.target = c.t
 	l.endpoint = peerAddr
 	l.selected = true
@@ -291,8 +305,8 @@ func (p *peer) bindShared(c *relayClient, peerAddr netip.AddrPort) {
 func (p *peer) dropSharedChanLocked(forgetPeer bool) {
 	sp := &p.shared
 	if sp.ch != nil {
-		p.a.bind.relays.remove(sp.ch.ep)
-		sp.ch.c.dropChannel(sp.ch.peer)
+		p.a.bind.relays.remove(sp.ch.Endpoint())
+		sp.ch.Client().DropChannel(sp.ch.Peer())
 		sp.ch = nil
 	}
 	if forgetPeer {
@@ -336,7 +350,7 @@ func (p *peer) relayAddrSignalLocked(s *control.Signal) {
 	if c == nil {
 		return
 	}
-	ours := c.relayedAddr()
+	ours := c.RelayedAddr()
 	sp.unacked = 0
 	if s.Session == ours.String() {
 		sp.acked = true
@@ -348,13 +362,6 @@ func (p *peer) relayAddrSignalLocked(s *control.Signal) {
 		sp.binding = true
 		go p.bindShared(c, addr)
 	}
-}
-
-// put routes WireGuard packets for ep's address through ep.
-func (r *relayPaths) put(ep *relayEndpoint) {
-	r.mu.Lock()
-	r.routes[ep.addr] = ep
-	r.mu.Unlock()
 }
 
 // relayAddrAllowed tells whether a peer's relayed address may be on IP ip.
@@ -374,7 +381,7 @@ func (a *Agent) relayAddrAllowed(ip netip.Addr) bool {
 			return true
 		}
 	}
-	if c := a.shared.current(); c != nil && c.relayedAddr().Addr().Unmap() == ip {
+	if c := a.shared.current(); c != nil && c.RelayedAddr().Addr().Unmap() == ip {
 		return true
 	}
 	if pr := a.relaySrv.Load(); pr != nil {

@@ -240,7 +240,7 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 			if active.local != nil {
 				st.Relay.Allocation = net.JoinHostPort(active.local.Address(), strconv.Itoa(active.local.Port()))
 			} else if c := p.shared.ch; active.shared && c != nil {
-				st.Relay.Allocation = c.c.relayedAddr().String()
+				st.Relay.Allocation = c.Client().RelayedAddr().String()
 			}
 		}
 	}

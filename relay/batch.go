@@ -8,6 +8,8 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
+
+	"github.com/meshvpn/meshvpn/internal/udpgso"
 )
 
 // Batched UDP I/O for the relay's data path: one recvmmsg or sendmmsg
@@ -63,14 +65,25 @@ func (r *BatchReader) Read(idle func()) ([]byte, net.Addr, error) {
 	}
 }
 
-// batchWriter sends queued datagrams with as few system calls as it can.
-// It is safe for concurrent use.
+// batchWriter sends queued datagrams with as few system calls as it can,
+// and with UDP GSO where the kernel has it: a run of equal-sized datagrams
+// to one address (the last may be shorter) goes as one buffer the kernel
+// cuts, so it crosses the stack, and the routers on the way, once. It is
+// safe for concurrent use.
 type batchWriter struct {
-	mu sync.Mutex
-	pc *ipv4.PacketConn
+	mu  sync.Mutex
+	pc  *ipv4.PacketConn
+	gso bool
+	// out, spans and bufs are the coalesced messages of one write, the
+	// datagrams each carries, and the buffers GSO runs are copied into.
+	out   []ipv4.Message
+	spans []int
+	bufs  [][]byte
 }
 
-func newBatchWriter(c *net.UDPConn) *batchWriter { return &batchWriter{pc: ipv4.NewPacketConn(c)} }
+func newBatchWriter(c *net.UDPConn) *batchWriter {
+	return &batchWriter{pc: ipv4.NewPacketConn(c), gso: udpgso.Supported(c)}
+}
 
 // errBatchStalled is returned when the kernel takes no datagram of a batch
 // several times in a row.
@@ -78,10 +91,34 @@ var errBatchStalled = errors.New("relay: socket takes no datagrams")
 
 // write sends msgs in order. A datagram the kernel refuses (an unreachable
 // peer, a full buffer) is dropped as a lost packet would be, and the rest
-// still go; the first such error is returned.
+// still go (with GSO, the run it was sent in); the first such error is
+// returned.
 func (w *batchWriter) write(msgs []ipv4.Message) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if !w.gso {
+		return w.send(msgs)
+	}
+	out := w.coalesce(msgs)
+	err := w.send(out)
+	if err != nil && udpgso.Unsupported(err) {
+		// A device without UDP segmentation offload says so with EIO:
+		// the runs go again, one datagram each, and from now on all do.
+		w.gso = false
+		var again []ipv4.Message
+		k := 0
+		for i, m := range out {
+			if len(m.OOB) > 0 {
+				again = append(again, msgs[k:k+w.spans[i]]...)
+			}
+			k += w.spans[i]
+		}
+		return w.send(again)
+	}
+	return err
+}
+
+func (w *batchWriter) send(msgs []ipv4.Message) error {
 	var first error
 	stalls := 0
 	for len(msgs) > 0 {
@@ -105,4 +142,55 @@ func (w *batchWriter) write(msgs []ipv4.Message) error {
 		msgs = msgs[1:] // the head failed: skip it
 	}
 	return first
+}
+
+// coalesce lays msgs (one buffer each) out as GSO messages: runs of
+// datagrams of one size to one address become one buffer cut at that
+// size; a shorter datagram ends a run.
+func (w *batchWriter) coalesce(msgs []ipv4.Message) []ipv4.Message {
+	w.out, w.spans = w.out[:0], w.spans[:0]
+	used := 0
+	for i := 0; i < len(msgs); {
+		size := len(msgs[i].Buffers[0])
+		j := udpgso.RunEnd(len(msgs), i, func(k int) int {
+			if !sameAddr(msgs[k].Addr, msgs[i].Addr) {
+				return size + 1 // another destination ends the run
+			}
+			return len(msgs[k].Buffers[0])
+		}, 0)
+		if size == 0 {
+			j = i + 1 // nothing to cut
+		}
+		w.spans = append(w.spans, j-i)
+		if j-i == 1 {
+			w.out = append(w.out, msgs[i:j]...)
+			i = j
+			continue
+		}
+		if used == len(w.bufs) {
+			w.bufs = append(w.bufs, make([]byte, 0, udpgso.MaxBytes))
+		}
+		buf := w.bufs[used][:0]
+		for _, m := range msgs[i:j] {
+			buf = append(buf, m.Buffers[0]...)
+		}
+		w.bufs[used] = buf
+		used++
+		var oob []byte
+		if n := len(w.out); n < cap(w.out) {
+			oob = w.out[:n+1][n].OOB // reuse the space a former write left
+		}
+		w.out = append(w.out, ipv4.Message{Buffers: [][]byte{buf}, OOB: udpgso.Control(oob, size), Addr: msgs[i].Addr})
+		i = j
+	}
+	return w.out
+}
+
+func sameAddr(a, b net.Addr) bool {
+	if a == b {
+		return true
+	}
+	ua, ok1 := a.(*net.UDPAddr)
+	ub, ok2 := b.(*net.UDPAddr)
+	return ok1 && ok2 && ua.Port == ub.Port && ua.IP.Equal(ub.IP) && ua.Zone == ub.Zone
 }

@@ -135,3 +135,51 @@ func TestBatchDualStack(t *testing.T) {
 		t.Fatalf("IPv4 socket read %q, %v", buf[:n], err)
 	}
 }
+
+// TestBatchWriterGSO: runs of equal-sized datagrams to one address go out
+// as GSO messages (fewer messages than datagrams) and arrive cut back into
+// the same datagrams, in order; a shorter datagram or another address
+// ends a run.
+func TestBatchWriterGSO(t *testing.T) {
+	src, a, b := listenUDP4(t), listenUDP4(t), listenUDP4(t)
+	w := newBatchWriter(src)
+	if !w.gso {
+		t.Skip("no UDP GSO in this kernel")
+	}
+	type sent struct {
+		to  *net.UDPConn
+		msg []byte
+	}
+	var want []sent
+	var msgs []ipv4.Message
+	add := func(to *net.UDPConn, size int) {
+		p := bytes.Repeat([]byte{byte(len(want))}, size)
+		want = append(want, sent{to, p})
+		msgs = append(msgs, ipv4.Message{Buffers: [][]byte{p}, Addr: to.LocalAddr()})
+	}
+	for range 70 {
+		add(a, 1200)
+	}
+	add(a, 300)
+	add(a, 1200)
+	add(b, 1200)
+	add(b, 1200)
+	out := w.coalesce(msgs)
+	if len(out) != 4 {
+		t.Errorf("%d datagrams in %d messages, want 4 (64, 6+1 short, 1, 2)", len(msgs), len(out))
+	}
+	if err := w.write(msgs); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2000)
+	for i, s := range want {
+		s.to.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _, err := s.to.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		if !bytes.Equal(buf[:n], s.msg) {
+			t.Fatalf("datagram %d: got %d bytes of %d, want %d of %d", i, n, buf[0], len(s.msg), s.msg[0])
+		}
+	}
+}

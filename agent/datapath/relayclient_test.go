@@ -1,4 +1,4 @@
-package agent
+package datapath
 
 import (
 	"bytes"
@@ -11,7 +11,6 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
-	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/relay"
 )
 
@@ -36,10 +35,10 @@ func startTestRelay(t *testing.T) *relay.Server {
 	return s
 }
 
-func testTarget(s *relay.Server, node uint64) relayTarget {
+func testTarget(s *relay.Server, node uint64) RelayServer {
 	user, pass := relay.MintCredential(testRelaySecret, node, time.Now().Add(time.Hour))
 	addr := s.UDPConn().LocalAddr().String()
-	return relayTarget{Relay: control.Relay{URL: "turn:" + addr + "?transport=udp", Username: user, Password: pass}, Transport: "udp", Server: addr}
+	return RelayServer{URL: "turn:" + addr + "?transport=udp", Username: user, Password: pass, Transport: "udp", Server: addr}
 }
 
 // wgMessage looks like a WireGuard data message to classify.
@@ -50,6 +49,33 @@ func wgMessage(tag byte) []byte {
 	return p
 }
 
+// receiveAll runs the routes' receive function of b as WireGuard would
+// (without opening its sockets) and passes on copies of what it returns.
+func receiveAll(t *testing.T, b *Bind) <-chan []byte {
+	b.relays.open()
+	t.Cleanup(b.relays.close)
+	recv := b.relays.receiveFunc()
+	got := make(chan []byte, 1024)
+	go func() {
+		bufs := make([][]byte, 128)
+		for i := range bufs {
+			bufs[i] = make([]byte, 2048)
+		}
+		sizes := make([]int, len(bufs))
+		eps := make([]conn.Endpoint, len(bufs))
+		for {
+			n, err := recv(bufs, sizes, eps)
+			if err != nil {
+				return
+			}
+			for i := range n {
+				got <- append([]byte(nil), bufs[i][:sizes[i]]...)
+			}
+		}
+	}()
+	return got
+}
+
 // TestSharedRelayClientDelivers: two agents' shared clients on one relay,
 // each with a channel to the other's relayed address, carry WireGuard
 // messages both ways as ChannelData.
@@ -57,39 +83,47 @@ func TestSharedRelayClientDelivers(t *testing.T) {
 	s := startTestRelay(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	got := make(chan []byte, 16)
-	deliver := func(p []byte, _ conn.Endpoint) { got <- append([]byte(nil), p...) }
-	a, err := newRelayClient(ctx, slog.New(slog.DiscardHandler), testTarget(s, 1), deliver)
+	bind := NewBind(nil)
+	got := receiveAll(t, bind)
+	a, err := NewRelayClient(ctx, slog.New(slog.DiscardHandler), testTarget(s, 1), bind)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.close()
-	b, err := newRelayClient(ctx, slog.New(slog.DiscardHandler), testTarget(s, 2), deliver)
+	defer a.Close()
+	b, err := NewRelayClient(ctx, slog.New(slog.DiscardHandler), testTarget(s, 2), bind)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.close()
-	chA, err := a.channel(b.relayedAddr())
+	defer b.Close()
+	chA, err := a.Channel(b.RelayedAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	chB, err := b.channel(a.relayedAddr())
+	chB, err := b.Channel(a.RelayedAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, ch := range []*relayChan{chA, chB} {
-		msg := wgMessage(byte(i + 1))
-		if err := ch.ep.send([][]byte{msg, msg}); err != nil {
+	for i, ch := range []*RelayChan{chA, chB} {
+		// A batch of equal-sized messages: sent with GSO, relayed with
+		// GSO, read with GRO where the kernel has them; they must come
+		// out whole and in order all the same.
+		var batch [][]byte
+		for k := range 20 {
+			m := wgMessage(byte(i + 1))
+			m[62] = byte(k)
+			batch = append(batch, m)
+		}
+		if err := ch.ep.send(batch); err != nil {
 			t.Fatal(err)
 		}
-		for range 2 {
+		for _, msg := range batch {
 			select {
 			case p := <-got:
 				if !bytes.Equal(p, msg) {
 					t.Fatalf("got %x, want %x", p, msg)
 				}
 			case <-time.After(3 * time.Second):
-				t.Fatalf("message %d not relayed", i+1)
+				t.Fatalf("message %d/%d not relayed", i+1, msg[62])
 			}
 		}
 	}
@@ -101,40 +135,18 @@ func TestSharedRelayOneAllocation(t *testing.T) {
 	s := startTestRelay(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	a, err := newRelayClient(ctx, slog.New(slog.DiscardHandler), testTarget(s, 1), func([]byte, conn.Endpoint) {})
+	a, err := NewRelayClient(ctx, slog.New(slog.DiscardHandler), testTarget(s, 1), NewBind(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.close()
+	defer a.Close()
 	for i := range 50 {
 		peer := netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", 42000+i))
-		if _, err := a.channel(peer); err != nil {
+		if _, err := a.Channel(peer); err != nil {
 			t.Fatalf("channel %d: %v", i, err)
 		}
 	}
 	if n := s.NodeAllocations(1); n != 1 {
 		t.Fatalf("relay counts %d allocations for the agent with 50 relayed peers, want 1", n)
-	}
-}
-
-// An IPv6-only host's relay is an IPv6 server; the shared client's socket
-// is IPv4, so such a relay must stay with the per-peer sessions (seen in
-// TestIPv6OnlyToIPv4OnlyRelay: "resolve relay [2001:db8::…]:3478: no
-// suitable address found" every second, and no relayed path).
-func TestSharedRelayFits(t *testing.T) {
-	for _, c := range []struct {
-		t    *relayTarget
-		want bool
-	}{
-		{nil, false},
-		{&relayTarget{Server: "203.0.113.10:3478", Transport: "udp"}, true},
-		{&relayTarget{Server: "203.0.113.10:3478", Transport: "tcp"}, false},
-		{&relayTarget{Server: "[2001:db8::10]:3478", Transport: "udp"}, false},
-		{&relayTarget{Server: "[::ffff:203.0.113.10]:3478", Transport: "udp"}, true},
-		{&relayTarget{Server: "relay.example:3478", Transport: "udp"}, true},
-	} {
-		if got := sharedRelayFits(c.t); got != c.want {
-			t.Errorf("sharedRelayFits(%+v) = %v, want %v", c.t, got, c.want)
-		}
 	}
 }

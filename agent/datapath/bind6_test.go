@@ -1,4 +1,4 @@
-package agent
+package datapath
 
 import (
 	"bytes"
@@ -99,7 +99,7 @@ func TestBindSendsIPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer peer4.Close()
-	b := NewBind()
+	b := NewBind(nil)
 	_, port, err := b.Open(0)
 	if err != nil {
 		t.Fatalf("open: %v", err)

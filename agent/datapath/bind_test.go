@@ -1,4 +1,4 @@
-package agent
+package datapath
 
 import (
 	"net"
@@ -14,7 +14,7 @@ import (
 // sees only the first and ICE's conn only the second, and that ICE's writes
 // leave from the shared port.
 func TestBindSplitsSTUNFromWireGuard(t *testing.T) {
-	b := NewBind()
+	b := NewBind(nil)
 	fns, port, err := b.Open(0)
 	if err != nil {
 		t.Fatalf("open: %v", err)

@@ -1,4 +1,4 @@
-package agent
+package datapath
 
 import (
 	"net"
@@ -58,7 +58,7 @@ func (c *stunConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		}
 		to = ap
 	}
-	if err := c.bind.sendTo(p, to); err != nil {
+	if err := c.bind.SendTo(p, to); err != nil {
 		return 0, err
 	}
 	return len(p), nil

@@ -1,10 +1,29 @@
-package agent
+package datapath
 
 import (
 	"testing"
 
 	"github.com/pion/stun/v4"
 )
+
+// packetKind is what the shared socket's receive path makes of a packet.
+type packetKind string
+
+const (
+	kindOther     packetKind = "other"
+	kindWireGuard packetKind = "wireguard"
+	kindSTUN      packetKind = "stun"
+)
+
+func classify(b []byte) packetKind {
+	switch {
+	case IsWireGuard(b):
+		return kindWireGuard
+	case IsSTUN(b):
+		return kindSTUN
+	}
+	return kindOther
+}
 
 func TestClassify(t *testing.T) {
 	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)

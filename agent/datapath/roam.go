@@ -1,4 +1,4 @@
-package agent
+package datapath
 
 import (
 	"net/netip"
@@ -15,15 +15,15 @@ import (
 // to the relay; ours then go through the relay, the peer roams back too,
 // and both stay there under a direct status with nothing on the direct
 // flow (seen in the lab with WAN delay, and under birthday paths: e2e
-// TestMeshAllNATPairs). So for roamGrace after a path moves off the
+// TestMeshAllNATPairs). So for RoamGrace after a path moves off the
 // relay, relayed packets reach WireGuard as if from the new path's
 // endpoint: they still count, and roam nowhere. Later ones roam as
 // before: a peer that still sends through the relay then really uses it.
 
-// roamGrace: how long after a move off the relay relayed packets are
+// RoamGrace: how long after a move off the relay relayed packets are
 // taken as the peer's last ones from before its own move. Both sides move
 // within a round trip of each other.
-const roamGrace = 5 * time.Second
+const RoamGrace = 5 * time.Second
 
 // roamTarget is the endpoint relayed packets are attributed to, until.
 type roamTarget struct {
@@ -32,14 +32,14 @@ type roamTarget struct {
 	until time.Time
 }
 
-// roamHold is a peer's roamTarget, read per relayed packet without the
-// peer's lock.
-type roamHold struct{ p atomic.Pointer[roamTarget] }
+// RoamHold is a peer's roamTarget, read per relayed packet without the
+// peer's lock. The zero value holds nothing.
+type RoamHold struct{ p atomic.Pointer[roamTarget] }
 
-// set records the path now active: nothing for the relay, else ep's
+// Set records the path now active: nothing for the relay, else ep's
 // endpoint on the bind (a birthday path's own socket, or the shared
 // one). The grace starts when the endpoint changes.
-func (r *roamHold) set(b *Bind, relay bool, ep netip.AddrPort, now time.Time) {
+func (r *RoamHold) Set(b *Bind, relay bool, ep netip.AddrPort, now time.Time) {
 	if relay {
 		r.p.Store(nil)
 		return
@@ -49,13 +49,13 @@ func (r *roamHold) set(b *Bind, relay bool, ep netip.AddrPort, now time.Time) {
 	}
 	var e conn.Endpoint = &conn.StdNetEndpoint{AddrPort: ep}
 	if re := b.relays.lookup(ep); re != nil {
-		e = re // birthdaypath.go
+		e = re // a birthday path's socket
 	}
-	r.p.Store(&roamTarget{addr: ep, ep: e, until: now.Add(roamGrace)})
+	r.p.Store(&roamTarget{addr: ep, ep: e, until: now.Add(RoamGrace)})
 }
 
-// endpoint is what a relayed packet from ep is attributed to now.
-func (r *roamHold) endpoint(ep *relayEndpoint, now time.Time) conn.Endpoint {
+// Endpoint is what a relayed packet from ep is attributed to now.
+func (r *RoamHold) Endpoint(ep *Endpoint, now time.Time) conn.Endpoint {
 	if t := r.p.Load(); t != nil && now.Before(t.until) {
 		return t.ep
 	}

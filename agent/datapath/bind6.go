@@ -1,7 +1,6 @@
-package agent
+package datapath
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -10,10 +9,11 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
+
+	"github.com/meshvpn/meshvpn/internal/udpgso"
 )
 
 // The IPv6 send path. wireguard-go's StdNetBind.Send (the module we pin)
@@ -42,13 +42,6 @@ type batch6 struct {
 	bufs [][]byte
 }
 
-// gsoMaxSegments and gsoMaxBytes bound one GSO message: the kernel takes
-// at most 64 segments (UDP_MAX_SEGMENTS) and a UDP payload below 64 KiB.
-const (
-	gsoMaxSegments = 64
-	gsoMaxBytes    = 65000
-)
-
 // newSend6 opens the send path on a duplicate of the IPv6 socket bound to
 // port, or returns an error when there is none (no IPv6 on this host).
 func newSend6(port uint16) (*send6, error) {
@@ -68,7 +61,7 @@ func newSend6(port uint16) (*send6, error) {
 		return nil, errors.New("IPv6 socket is not UDP")
 	}
 	s := &send6{conn: uc, pc: ipv6.NewPacketConn(uc)}
-	s.gso.Store(supportsGSO(uc))
+	s.gso.Store(udpgso.Supported(uc))
 	return s, nil
 }
 
@@ -86,7 +79,7 @@ func (s *send6) send(bufs [][]byte, to netip.AddrPort) error {
 	gso := s.gso.Load()
 	msgs := b.fill(bufs, addr, gso)
 	err := s.write(msgs)
-	if err != nil && gso && gsoUnsupported(err) {
+	if err != nil && gso && udpgso.Unsupported(err) {
 		// A device without UDP segmentation offload says so with EIO.
 		s.gso.Store(false)
 		err = s.write(b.fill(bufs, addr, false))
@@ -113,13 +106,8 @@ func (b *batch6) fill(bufs [][]byte, addr *net.UDPAddr, gso bool) []ipv6.Message
 	for i := 0; i < len(bufs); {
 		size := len(bufs[i])
 		j := i + 1
-		total := size
-		for gso && j < len(bufs) && j-i < gsoMaxSegments && len(bufs[j]) <= size && total+len(bufs[j]) <= gsoMaxBytes {
-			total += len(bufs[j])
-			j++
-			if len(bufs[j-1]) < size {
-				break // a shorter datagram ends the run
-			}
+		if gso {
+			j = udpgso.RunEnd(len(bufs), i, func(k int) int { return len(bufs[k]) }, 0)
 		}
 		if n == len(b.msgs) {
 			b.msgs = append(b.msgs, ipv6.Message{Buffers: make([][]byte, 1)})
@@ -133,7 +121,7 @@ func (b *batch6) fill(bufs [][]byte, addr *net.UDPAddr, gso bool) []ipv6.Message
 			continue
 		}
 		if used == len(b.bufs) {
-			b.bufs = append(b.bufs, make([]byte, 0, gsoMaxBytes))
+			b.bufs = append(b.bufs, make([]byte, 0, udpgso.MaxBytes))
 		}
 		buf := b.bufs[used][:0]
 		for _, p := range bufs[i:j] {
@@ -142,45 +130,10 @@ func (b *batch6) fill(bufs [][]byte, addr *net.UDPAddr, gso bool) []ipv6.Message
 		b.bufs[used] = buf
 		used++
 		m.Buffers[0] = buf
-		m.OOB = gsoControl(m.OOB, size)
+		m.OOB = udpgso.Control(m.OOB, size)
 		i = j
 	}
 	return b.msgs[:n]
-}
-
-// gsoControl writes into oob's space the control message that has the
-// kernel cut a datagram into size-byte segments.
-func gsoControl(oob []byte, size int) []byte {
-	n := unix.CmsgSpace(2)
-	if cap(oob) < n {
-		oob = make([]byte, n)
-	}
-	oob = oob[:n]
-	clear(oob)
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-	h.Level = unix.SOL_UDP
-	h.Type = unix.UDP_SEGMENT
-	h.SetLen(unix.CmsgLen(2))
-	binary.NativeEndian.PutUint16(oob[unix.CmsgLen(0):], uint16(size))
-	return oob
-}
-
-// supportsGSO tells whether the kernel knows UDP_SEGMENT on c.
-func supportsGSO(c *net.UDPConn) bool {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return false
-	}
-	ok := false
-	_ = rc.Control(func(fd uintptr) {
-		_, err := unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)
-		ok = err == nil
-	})
-	return ok
-}
-
-func gsoUnsupported(err error) bool {
-	return errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)
 }
 
 // findUDPSocket returns a duplicate of this process's UDP socket of family

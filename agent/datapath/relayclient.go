@@ -1,10 +1,11 @@
-package agent
+package datapath
 
 // One relay client per agent (issue 13, item 1).
 //
 // How a relayed path works with --relay-client=per-peer (the old path):
-// every peer has a relay lane (lane.go), a pion/ice session with only TURN
-// relay candidates on the relay relays.go chose by RTT. Each session makes
+// every peer has a relay lane (the agent's lane.go), a pion/ice session
+// with only TURN relay candidates on the relay the agent's relays.go chose
+// by RTT. Each session makes
 // its own TURN allocation (pion/turn's client, a goroutine hand-off per
 // packet), the controlling side offers, both exchange relay candidates
 // over signalling, ICE's checks and consent freshness decide when the lane
@@ -12,8 +13,9 @@ package agent
 // WireGuard when the direct lane is not up. An agent with N peers holds N
 // allocations.
 //
-// With --relay-client=shared (the default; this file and relayshared.go):
-//   - relayClient is one TURN allocation (UDP) on the chosen relay, made by
+// With --relay-client=shared (the default; this file, and the agent's
+// relayshared.go for the peer side):
+//   - RelayClient is one TURN allocation (UDP) on the chosen relay, made by
 //     our own small TURN client: Allocate, Refresh, ChannelBind, with
 //     long-term credentials, over a socket only it reads. It is kept warm:
 //     allocated as soon as the relay probe says the relay works, so the
@@ -38,7 +40,7 @@ package agent
 //     sender knows for the receiver as an acknowledgement.
 //   - Liveness: the allocation's refreshes (lost → reallocate and
 //     re-announce) plus WireGuard's handshakes and keepalives, which the
-//     agent samples once a second (liveness.go); the relay lane counts as
+//     agent samples once a second (the agent's liveness.go); the relay lane counts as
 //     up while the channel is bound.
 //   - Direct → relay fallback and relay → direct upgrade are decided as
 //     before by reconsiderLocked; only the relay lane's "up" comes from
@@ -60,9 +62,9 @@ import (
 
 	"github.com/pion/stun/v4"
 	"golang.org/x/net/ipv4"
-	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/meshvpn/meshvpn/internal/sockbuf"
+	"github.com/meshvpn/meshvpn/internal/udpgso"
 )
 
 const (
@@ -73,9 +75,6 @@ const (
 	// turnTries times in all (about 3 s).
 	turnRTO   = 200 * time.Millisecond
 	turnTries = 4
-	// relayReadBatch packets are read per recvmmsg.
-	relayReadBatch = 32
-	relayReadSize  = 8192
 	// minChannel/maxChannel: the TURN channel number range.
 	minChannel = 0x4000
 	maxChannel = 0x4fff
@@ -83,6 +82,8 @@ const (
 	// once the relay has let its binding expire (10 minutes, RFC 8656
 	// §12: a number cannot be bound to another peer before).
 	channelReuseAfter = 11 * time.Minute
+	// requestTimeout bounds one request with its resends.
+	requestTimeout = 5 * time.Second
 )
 
 // TURN methods and attributes that pion/stun does not name.
@@ -93,15 +94,28 @@ var (
 	errTURNNoReply = errors.New("no answer from relay")
 )
 
-// relayClient is this agent's one allocation on one relay server.
-type relayClient struct {
+// RelayServer is the relay a RelayClient allocates on.
+type RelayServer struct {
+	URL       string // as the coordinator lists it, for logs
+	Server    string // host:port
+	Transport string // only "udp"
+	Username  string
+	Password  string
+}
+
+// RelayClient is this agent's one allocation on one relay server.
+type RelayClient struct {
 	log    *slog.Logger
-	t      relayTarget
+	t      RelayServer
 	server *net.UDPAddr
 	pc     *net.UDPConn
 	bpc    *ipv4.PacketConn
-	// deliver hands a WireGuard message that came on a channel to the bind.
-	deliver func(p []byte, ep conn.Endpoint)
+	// in takes the WireGuard messages that come on the channels: the
+	// bind's routes; free and made are the reader's batches (readLoop).
+	in   *relayPaths
+	free chan *inBatch
+	made int
+	gro  bool // the socket coalesces datagrams (UDP_GRO; relayread.go)
 
 	mu       sync.Mutex
 	user     string
@@ -112,15 +126,16 @@ type relayClient struct {
 	lifetime time.Duration
 	next     uint16
 	freed    []freedChan
-	byPeer   map[netip.AddrPort]*relayChan
+	byPeer   map[netip.AddrPort]*RelayChan
 	pending  map[[stun.TransactionIDSize]byte]chan *stun.Message
 
-	chans  atomic.Pointer[map[uint16]*relayChan] // copy-on-write, read per packet
+	chans  atomic.Pointer[map[uint16]*RelayChan] // copy-on-write, read per packet
 	closed chan struct{}
 	// check asks refreshLoop to refresh the allocation now (a relayed path
 	// went silent: is the allocation still there?).
 	check chan struct{}
 	dead  atomic.Bool // the allocation was lost; a new client is needed
+	gso   atomic.Bool // the socket sends with UDP GSO (relayout.go)
 }
 
 // freedChan is a channel number no longer in use, and since when.
@@ -129,21 +144,22 @@ type freedChan struct {
 	at  time.Time
 }
 
-// relayChan is one peer's channel on the allocation.
-type relayChan struct {
-	c    *relayClient
+// RelayChan is one peer's channel on the allocation.
+type RelayChan struct {
+	c    *RelayClient
 	num  uint16
 	peer netip.AddrPort
-	ep   *relayEndpoint
+	ep   *Endpoint
 	// roam is the peer's hold after it left the relay (roam.go); nil
 	// until the peer binds the channel.
-	roam  atomic.Pointer[roamHold]
+	roam  atomic.Pointer[RoamHold]
 	bound atomic.Bool
 	at    time.Time // last successful bind
 }
 
-// newRelayClient opens the socket and allocates on t (UDP only).
-func newRelayClient(ctx context.Context, log *slog.Logger, t relayTarget, deliver func([]byte, conn.Endpoint)) (*relayClient, error) {
+// NewRelayClient opens the socket and allocates on t (UDP only). The
+// WireGuard messages that arrive on its channels go to b.
+func NewRelayClient(ctx context.Context, log *slog.Logger, t RelayServer, b *Bind) (*RelayClient, error) {
 	if t.Transport != "udp" {
 		return nil, fmt.Errorf("shared relay client: transport %s not supported", t.Transport)
 	}
@@ -156,26 +172,30 @@ func newRelayClient(ctx context.Context, log *slog.Logger, t relayTarget, delive
 		return nil, fmt.Errorf("open relay socket: %w", err)
 	}
 	sockbuf.Grow(pc)
-	c := &relayClient{
-		log: log, t: t, server: server, pc: pc, bpc: ipv4.NewPacketConn(pc), deliver: deliver,
+	c := &RelayClient{
+		log: log, t: t, server: server, pc: pc, bpc: ipv4.NewPacketConn(pc),
+		in: b.relays, free: make(chan *inBatch, relayReadBatches),
 		user: t.Username, pass: t.Password, next: minChannel,
-		byPeer:  make(map[netip.AddrPort]*relayChan),
+		byPeer:  make(map[netip.AddrPort]*RelayChan),
 		pending: make(map[[stun.TransactionIDSize]byte]chan *stun.Message),
 		closed:  make(chan struct{}),
 		check:   make(chan struct{}, 1),
 	}
-	empty := map[uint16]*relayChan{}
+	c.gso.Store(udpgso.Supported(pc))
+	c.gro = udpgso.EnableGRO(pc)
+	empty := map[uint16]*RelayChan{}
 	c.chans.Store(&empty)
 	go c.readLoop()
 	if err := c.allocate(ctx); err != nil {
-		c.close()
+		c.Close()
 		return nil, err
 	}
 	go c.refreshLoop()
 	return c, nil
 }
 
-func (c *relayClient) close() {
+// Close ends the allocation's use (the relay lets it expire).
+func (c *RelayClient) Close() {
 	select {
 	case <-c.closed:
 		return
@@ -185,15 +205,15 @@ func (c *relayClient) close() {
 	c.pc.Close()
 }
 
-// relayedAddr is the allocation's address on the relay.
-func (c *relayClient) relayedAddr() netip.AddrPort {
+// RelayedAddr is the allocation's address on the relay.
+func (c *RelayClient) RelayedAddr() netip.AddrPort {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.relayed
 }
 
-// setCredentials takes fresh credentials for the next requests.
-func (c *relayClient) setCredentials(user, pass string) {
+// SetCredentials takes fresh credentials for the next requests.
+func (c *RelayClient) SetCredentials(user, pass string) {
 	c.mu.Lock()
 	c.user, c.pass = user, pass
 	c.mu.Unlock()
@@ -202,7 +222,7 @@ func (c *relayClient) setCredentials(user, pass string) {
 // request sends a TURN request with long-term credentials (once the realm
 // is known) and waits for its answer, resending on silence. A stale nonce
 // is taken and the request sent once more.
-func (c *relayClient) request(ctx context.Context, typ stun.MessageType, attrs ...stun.Setter) (*stun.Message, error) {
+func (c *RelayClient) request(ctx context.Context, typ stun.MessageType, attrs ...stun.Setter) (*stun.Message, error) {
 	for attempt := 0; attempt < 2; attempt++ {
 		c.mu.Lock()
 		setters := []stun.Setter{stun.TransactionID, typ}
@@ -242,7 +262,7 @@ func (c *relayClient) request(ctx context.Context, typ stun.MessageType, attrs .
 }
 
 // roundTrip sends m and waits for the response with its transaction ID.
-func (c *relayClient) roundTrip(ctx context.Context, m *stun.Message) (*stun.Message, error) {
+func (c *RelayClient) roundTrip(ctx context.Context, m *stun.Message) (*stun.Message, error) {
 	ch := make(chan *stun.Message, 1)
 	c.mu.Lock()
 	c.pending[m.TransactionID] = ch
@@ -275,11 +295,11 @@ func (c *relayClient) roundTrip(ctx context.Context, m *stun.Message) (*stun.Mes
 	return nil, errTURNNoReply
 }
 
-func (c *relayClient) allocate(ctx context.Context) error {
+func (c *RelayClient) allocate(ctx context.Context) error {
 	transport := stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}
 	res, err := c.request(ctx, turnAllocate, transport)
 	if err != nil {
-		return fmt.Errorf("allocate on %s: %w", c.t.Server, explainTURNError(err, ctx))
+		return fmt.Errorf("allocate on %s: %w", c.t.Server, ExplainTURNError(err, ctx))
 	}
 	var relayed stun.XORMappedAddress
 	if err := relayed.GetFromAs(res, stun.AttrXORRelayedAddress); err != nil {
@@ -304,7 +324,7 @@ func lifetimeOf(m *stun.Message) time.Duration {
 // refreshLoop keeps the allocation and the channels alive. A refresh that
 // fails marks the client dead: the agent makes a new allocation and the
 // peers learn its address.
-func (c *relayClient) refreshLoop() {
+func (c *RelayClient) refreshLoop() {
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	lastAlloc := time.Now()
@@ -319,7 +339,7 @@ func (c *relayClient) refreshLoop() {
 		}
 		c.mu.Lock()
 		life := c.lifetime
-		var due []*relayChan
+		var due []*RelayChan
 		for _, ch := range c.byPeer {
 			if now.Sub(ch.at) >= channelRefresh {
 				due = append(due, ch)
@@ -343,8 +363,8 @@ func (c *relayClient) refreshLoop() {
 }
 
 // refresh renews the allocation for life.
-func (c *relayClient) refresh(life time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), relayProbeTimeout)
+func (c *RelayClient) refresh(life time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	lt := make([]byte, 4)
 	binary.BigEndian.PutUint32(lt, uint32(life/time.Second))
@@ -352,16 +372,16 @@ func (c *relayClient) refresh(life time.Duration) error {
 	return err
 }
 
-// checkSoon asks for a refresh of the allocation now.
-func (c *relayClient) checkSoon() {
+// CheckSoon asks for a refresh of the allocation now.
+func (c *RelayClient) CheckSoon() {
 	select {
 	case c.check <- struct{}{}:
 	default:
 	}
 }
 
-// channel returns the channel to peer, binding it on the relay if new.
-func (c *relayClient) channel(peer netip.AddrPort) (*relayChan, error) {
+// Channel returns the channel to peer, binding it on the relay if new.
+func (c *RelayClient) Channel(peer netip.AddrPort) (*RelayChan, error) {
 	c.mu.Lock()
 	ch := c.byPeer[peer]
 	if ch == nil {
@@ -377,10 +397,10 @@ func (c *relayClient) channel(peer netip.AddrPort) (*relayChan, error) {
 			c.mu.Unlock()
 			return nil, errors.New("relay channels used up")
 		}
-		ch = &relayChan{c: c, num: num, peer: peer}
-		ch.ep = &relayEndpoint{addr: peer, w: ch}
+		ch = &RelayChan{c: c, num: num, peer: peer}
+		ch.ep = &Endpoint{addr: peer, w: ch}
 		c.byPeer[peer] = ch
-		m := make(map[uint16]*relayChan, len(c.byPeer))
+		m := make(map[uint16]*RelayChan, len(c.byPeer))
 		for _, x := range c.byPeer {
 			m[x.num] = x
 		}
@@ -393,8 +413,8 @@ func (c *relayClient) channel(peer netip.AddrPort) (*relayChan, error) {
 	return ch, c.bindChan(ch)
 }
 
-// dropChannel forgets peer's channel (the relay lets it expire).
-func (c *relayClient) dropChannel(peer netip.AddrPort) {
+// DropChannel forgets peer's channel (the relay lets it expire).
+func (c *RelayClient) DropChannel(peer netip.AddrPort) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ch, ok := c.byPeer[peer]
@@ -403,15 +423,15 @@ func (c *relayClient) dropChannel(peer netip.AddrPort) {
 	}
 	delete(c.byPeer, peer)
 	c.freed = append(c.freed, freedChan{num: ch.num, at: time.Now()})
-	m := make(map[uint16]*relayChan, len(c.byPeer))
+	m := make(map[uint16]*RelayChan, len(c.byPeer))
 	for _, x := range c.byPeer {
 		m[x.num] = x
 	}
 	c.chans.Store(&m)
 }
 
-func (c *relayClient) bindChan(ch *relayChan) error {
-	ctx, cancel := context.WithTimeout(context.Background(), relayProbeTimeout)
+func (c *RelayClient) bindChan(ch *RelayChan) error {
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	num := make([]byte, 4)
 	binary.BigEndian.PutUint16(num, ch.num)
@@ -432,79 +452,25 @@ type setterFunc func(*stun.Message) error
 
 func (f setterFunc) AddTo(m *stun.Message) error { return f(m) }
 
-// Write sends one WireGuard message to the channel's peer as ChannelData.
-func (ch *relayChan) Write(p []byte) (int, error) {
-	return len(p), ch.writeBatch([][]byte{p})
-}
+// Dead tells whether the allocation was lost: a new client is needed.
+func (c *RelayClient) Dead() bool { return c.dead.Load() }
 
-// writeBatch sends WireGuard messages as ChannelData in one sendmmsg:
-// the 4-byte header and the message go out as two iovecs, no copy. Over
-// UDP the padding to 4 bytes may be left out (RFC 8656 §12.5).
-func (ch *relayChan) writeBatch(bufs [][]byte) error {
-	msgs := make([]ipv4.Message, len(bufs))
-	hdrs := make([]byte, 4*len(bufs))
-	for i, b := range bufs {
-		h := hdrs[4*i : 4*i+4]
-		binary.BigEndian.PutUint16(h, ch.num)
-		binary.BigEndian.PutUint16(h[2:], uint16(len(b)))
-		msgs[i] = ipv4.Message{Buffers: [][]byte{h, b}, Addr: ch.c.server}
-	}
-	for len(msgs) > 0 {
-		n, err := ch.c.bpc.WriteBatch(msgs, 0)
-		if err != nil {
-			return fmt.Errorf("write to relay: %w", err)
-		}
-		msgs = msgs[n:]
-	}
-	return nil
-}
+// URL is the relay's URL.
+func (c *RelayClient) URL() string { return c.t.URL }
 
-// readLoop reads the socket in batches: ChannelData goes to WireGuard by
-// channel number, STUN answers to the request waiting for them.
-func (c *relayClient) readLoop() {
-	msgs := make([]ipv4.Message, relayReadBatch)
-	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, relayReadSize)}
-	}
-	for {
-		n, err := c.bpc.ReadBatch(msgs, 0)
-		if err != nil {
-			select {
-			case <-c.closed:
-				return
-			default:
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		chans := *c.chans.Load()
-		for i := 0; i < n; i++ {
-			p := msgs[i].Buffers[0][:msgs[i].N]
-			if ua, ok := msgs[i].Addr.(*net.UDPAddr); !ok || !ua.IP.Equal(c.server.IP) || ua.Port != c.server.Port {
-				continue // only the relay talks to this socket
-			}
-			if len(p) >= 4 && p[0]&0xc0 == 0x40 {
-				num := binary.BigEndian.Uint16(p)
-				size := int(binary.BigEndian.Uint16(p[2:]))
-				ch := chans[num]
-				if ch == nil || size > len(p)-4 || classify(p[4:4+size]) != kindWireGuard {
-					continue
-				}
-				var ep conn.Endpoint = ch.ep
-				if r := ch.roam.Load(); r != nil {
-					ep = r.endpoint(ch.ep, time.Now())
-				}
-				c.deliver(p[4:4+size], ep)
-				continue
-			}
-			c.handleSTUN(p)
-		}
-	}
-}
+// Client is the allocation the channel is on.
+func (ch *RelayChan) Client() *RelayClient { return ch.c }
 
-func (c *relayClient) handleSTUN(p []byte) {
+// Peer is the peer's relayed address the channel is bound to.
+func (ch *RelayChan) Peer() netip.AddrPort { return ch.peer }
+
+// Endpoint is WireGuard's route through the channel (Bind.Reroute).
+func (ch *RelayChan) Endpoint() *Endpoint { return ch.ep }
+
+// SetRoam gives the channel the peer's roam hold (roam.go).
+func (ch *RelayChan) SetRoam(r *RoamHold) { ch.roam.Store(r) }
+
+func (c *RelayClient) handleSTUN(p []byte) {
 	if !stun.IsMessage(p) {
 		return
 	}

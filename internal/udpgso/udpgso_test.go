@@ -1,0 +1,34 @@
+package udpgso
+
+import "testing"
+
+// TestRunEnd: a run holds datagrams of its first one's size, ends after
+// a shorter one or before a longer one, and stays within MaxSegments and
+// MaxBytes (counting the per-datagram overhead).
+func TestRunEnd(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		sizes    []int
+		overhead int
+		want     int
+	}{
+		{"alone", []int{100}, 0, 1},
+		{"short tail", []int{100, 100, 40, 100}, 0, 3},
+		{"longer ends", []int{100, 200}, 0, 1},
+		{"segments", make100(70), 0, MaxSegments},
+		{"bytes with overhead", []int{30000, 30000, 30000}, 4, 2},
+	} {
+		got := RunEnd(len(tc.sizes), 0, func(k int) int { return tc.sizes[k] }, tc.overhead)
+		if got != tc.want {
+			t.Errorf("%s: run ends at %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+func make100(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = 100
+	}
+	return s
+}

@@ -72,7 +72,7 @@ type replicaLink struct {
 
 // replicaIDFile holds a replica's name among those on its store, in its
 // state directory: a restarted replica is the same one, and finds its
-// netmap version (netmapversion.go) and its nodes.
+// netmap version (hub/netmapversion.go) and its nodes.
 const replicaIDFile = "replica-id"
 
 // loadReplicaID reads (or makes, on first start) the replica's ID.

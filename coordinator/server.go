@@ -281,7 +281,7 @@ func New(cfg Config) (*Server, error) {
 	// Nodes the store says are online stay so for a grace period, as the
 	// agents were last told: those that reconnect at once cause no delta to
 	// everyone, the others are marked offline after it (see
-	// netmapversion.go).
+	// hub/netmapversion.go).
 	hcfg := hub.Config{Store: hubStore{store}, Log: s.log, Metrics: s.metrics.hub,
 		BatchWindow: cfg.batchWindow, RestartGrace: cfg.restartGrace}
 	if store.fansOut() {

@@ -112,7 +112,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 // servers carries the netmap's server fields for this stream (STUN, ...);
 // host is where the agent reaches us, for its relay URLs.
 // since is the netmap version the agent holds, if it said (see
-// netmapversion.go).
+// hub/netmapversion.go).
 func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int, since string, servers control.Netmap, host string) {
 	log := s.log.With("node", node.ID, "name", node.Name)
 	servers.STUN6 = s.stunServers6() // the same for every stream

@@ -294,7 +294,7 @@ func TestStreamDeadConnectionGoesOffline(t *testing.T) {
 
 // TestStreamShutdownKeepsOnline: a clean shutdown leaves online flags as
 // the agents last saw them (so the next start can resume its agents, see
-// netmapversion.go); the next start marks offline, after restartGrace, the
+// hub/netmapversion.go); the next start marks offline, after restartGrace, the
 // nodes that do not come back.
 func TestStreamShutdownKeepsOnline(t *testing.T) {
 	dir := t.TempDir()

@@ -17,8 +17,8 @@ import (
 // the row.
 
 // Reload brings the nodes ids to their state in the store: changed ones
-// go to the next delta, deleted or expired ones leave the mesh. Only with
-// replicas.
+// go to the next delta, deleted or expired ones leave the mesh. This and
+// the other calls here are for replicas (Config.Replicas set).
 func (h *Hub) Reload(ctx context.Context, ids []uint64) error {
 	rows, err := h.replicas.NodesByID(ctx, ids)
 	if err != nil {

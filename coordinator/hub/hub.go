@@ -63,7 +63,8 @@ type Config struct {
 	// replica to the replicas' channel (false if it could not be queued);
 	// Gone takes a node out of the mesh when the store says another
 	// replica removed or expired it (Remove if nil); Seen hears of node
-	// changes taken from the store. The hub calls them without its lock.
+	// changes taken from the store. Gone and Seen are called without the
+	// hub's lock; Forward with it, so it must only queue.
 	Forward func(from, to uint64, frame []byte) bool
 	Gone    func(id uint64, reason string)
 	Seen    func(RemoteSeen)

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -95,6 +96,22 @@ func (b *Bind) lastMapping() (netip.AddrPort, time.Time) {
 	return b.mapped, b.mappedAt
 }
 
+var errNoFreshSTUN = errors.New("no STUN address free to ask")
+
+// newFlowMapping is where the shared socket's new flows leave from now,
+// and when that was seen: a query to a fresh STUN address.
+func (a *Agent) newFlowMapping() (netip.AddrPort, time.Time, error) {
+	dest, ok := a.freshSTUN()
+	if !ok {
+		return netip.AddrPort{}, time.Time{}, errNoFreshSTUN
+	}
+	m, err := a.bind.queryMapping(dest)
+	if err != nil {
+		return netip.AddrPort{}, time.Time{}, fmt.Errorf("mapping query to %s: %w", dest, err)
+	}
+	return m, time.Now(), nil
+}
+
 // freshSTUN picks a STUN address the shared socket has not sent to for
 // longer than a conntrack entry lives (staleExpiry): the other
 // address/port combinations of an RFC 5780 server (ICE gathers from the
@@ -103,6 +120,35 @@ func (a *Agent) freshSTUN() (netip.AddrPort, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := time.Now()
+	for _, c := range a.freshCandidatesLocked() {
+		if now.Sub(a.stunUsed[c]) > staleExpiry {
+			if a.stunUsed == nil {
+				a.stunUsed = map[netip.AddrPort]time.Time{}
+			}
+			a.stunUsed[c] = now
+			return c, true
+		}
+	}
+	return netip.AddrPort{}, false
+}
+
+// stunFreeAt is when freshSTUN has an address again (now or earlier when
+// one is free); ok is false when no server has an alternate address, so
+// none ever will.
+func (a *Agent) stunFreeAt() (at time.Time, ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, c := range a.freshCandidatesLocked() {
+		if t := a.stunUsed[c].Add(staleExpiry); !ok || t.Before(at) {
+			at, ok = t, true
+		}
+	}
+	return at, ok
+}
+
+// freshCandidatesLocked lists the STUN addresses freshSTUN may pick.
+func (a *Agent) freshCandidatesLocked() []netip.AddrPort {
+	var out []netip.AddrPort
 	for _, srv := range a.stunServers {
 		if srv.Alternate == "" {
 			continue
@@ -113,19 +159,10 @@ func (a *Agent) freshSTUN() (netip.AddrPort, bool) {
 			continue
 		}
 		pa, qa := p.AddrPort(), q.AddrPort()
-		for _, c := range []netip.AddrPort{
+		out = append(out,
 			netip.AddrPortFrom(qa.Addr().Unmap(), qa.Port()),
 			netip.AddrPortFrom(qa.Addr().Unmap(), pa.Port()),
-			netip.AddrPortFrom(pa.Addr().Unmap(), qa.Port()),
-		} {
-			if now.Sub(a.stunUsed[c]) > staleExpiry {
-				if a.stunUsed == nil {
-					a.stunUsed = map[netip.AddrPort]time.Time{}
-				}
-				a.stunUsed[c] = now
-				return c, true
-			}
-		}
+			netip.AddrPortFrom(pa.Addr().Unmap(), qa.Port()))
 	}
-	return netip.AddrPort{}, false
+	return out
 }

@@ -331,7 +331,7 @@ func (p *peer) reconsiderLocked(why string) func() {
 	if best == &p.punched && prev != best {
 		p.lastChange = p.bd.result
 	}
-	if best == &p.direct && prev != best {
+	if best == &p.direct { // prev too after a peer's restart (syncopen.go)
 		if c := p.syncLastChangeLocked(); c != "" {
 			p.lastChange = c
 		}

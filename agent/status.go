@@ -128,9 +128,12 @@ type PeerStatus struct {
 	// DirectAfterMs is how long the first direct path took from when this
 	// agent saw the peer come online; absent before one.
 	DirectAfterMs int64 `json:"direct_after_ms,omitempty"`
-	// Punch is the birthday punch under way (birthday.go), absent when none
-	// runs: "birthday punch 2: probing ports of 198.18.3.2, 0.4 s, 812
-	// probes".
+	// Punch is the punching under way, absent when none runs: a birthday
+	// punch (birthday.go), "birthday punch 2: probing ports of 198.18.3.2,
+	// 0.4 s, 812 probes"; a synchronized open (syncopenstatus.go),
+	// "synchronized open 1: sending at +120 ms (clock offset 3.1 ms ± 0.4
+	// ms)"; checks held back for the punch order, or the quiet wait after
+	// a failed first session (punchstatus.go).
 	Punch string `json:"punch,omitempty"`
 	// ICEFailures counts sessions (both lanes) that failed.
 	ICEFailures int `json:"ice_failures"`
@@ -205,7 +208,7 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 		LastChange:    p.lastChange,
 		ICEFailures:   p.direct.failures + p.relay.failures,
 		DirectAfterMs: p.directAfter.Milliseconds(),
-		Punch:         p.bd.punchStatus(time.Now()),
+		Punch:         joinPunch(p.bd.punchStatus(time.Now()), p.punchStatusLocked(time.Now())),
 	}
 	bdayNote := p.bd.note
 	if !p.changedAt.IsZero() {
@@ -316,6 +319,14 @@ func (p *peer) status(wg wgPeerStats, haveWG bool, env pathEnv) PeerStatus {
 		st.Family = family(!ep.Addr().Unmap().Is4())
 	}
 	return st
+}
+
+// joinPunch puts the punches under way in one line.
+func joinPunch(a, b string) string {
+	if a == "" || b == "" {
+		return a + b
+	}
+	return a + "; " + b
 }
 
 func family(ipv6 bool) string {

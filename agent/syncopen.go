@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -86,6 +87,16 @@ type syncState struct {
 	// we did, latency the one-way time between the NATs.
 	measured      bool
 	skew, latency time.Duration
+
+	// For status (syncopenstatus.go): deadline is when we send, zero when
+	// the open was skipped; offset the peer's clock minus ours, off by at
+	// most offsetErr (half the best sample's round trip), controlling
+	// side only; targets the public candidates the packets went to.
+	deadline          time.Time
+	offset, offsetErr time.Duration
+	haveOffset        bool
+	targets           int
+	told              bool // last_change named the open (syncLastChangeLocked)
 }
 
 // syncBeginLocked starts the bookkeeping of a new direct session's open,
@@ -235,6 +246,7 @@ func (l *lane) syncPlanLocked() {
 		return
 	}
 	st.planned = true
+	st.offset, st.offsetErr, st.haveOffset = best.offset(), best.rtt()/2, true
 	l.signal(control.Signal{Kind: control.SignalSyncFire, Session: l.session, At: peerAt})
 	p.log.Debug("synchronized open planned", "in", time.Until(self).Round(time.Millisecond).String(),
 		"signal_rtt", best.rtt().Round(10*time.Microsecond).String(), "clock_offset", best.offset().Round(10*time.Microsecond).String(),
@@ -275,6 +287,7 @@ func syncToken(session string) (tok bdayToken, ok bool) {
 // syncFireLocked starts the goroutine that opens at deadline, aiming at
 // the peer's public candidates held now.
 func (l *lane) syncFireLocked(deadline time.Time) {
+	l.p.sync.deadline = deadline
 	go l.syncFire(l.ice, l.session, deadline, l.syncTargetsLocked())
 }
 
@@ -313,7 +326,7 @@ func (l *lane) syncFire(agent *ice.Agent, session string, deadline time.Time, ta
 		p.mu.Unlock()
 		return
 	}
-	p.sync.fired = fired
+	p.sync.fired, p.sync.targets = fired, len(targets)
 	late := fired.Sub(deadline)
 	if l.holding {
 		l.releaseLocked("synchronized open")
@@ -356,7 +369,7 @@ func (l *lane) syncResultLocked() {
 	st.skew, st.latency = openSkew(st.rSelf, st.rPeer)
 	st.measured = true
 	p.log.Debug("synchronized open measured", "skew", st.skew.Round(time.Microsecond).String(), "nat_latency", st.latency.Round(time.Microsecond).String())
-	if p.active == l && p.changedAt.After(st.fired) {
+	if p.active == l && st.told && strings.HasPrefix(p.lastChange, syncChangePrefix) {
 		p.lastChange = st.describe(p.changedAt)
 	}
 }
@@ -364,7 +377,7 @@ func (l *lane) syncResultLocked() {
 // describe is last_change of a direct path that came up at up after the
 // open: how long after the opening packets, and the skew once measured.
 func (st *syncState) describe(up time.Time) string {
-	s := fmt.Sprintf("direct after synchronized open: %.1f s", up.Sub(st.fired).Seconds())
+	s := fmt.Sprintf(syncChangePrefix+"%.1f s", up.Sub(st.fired).Seconds())
 	if st.measured {
 		s += fmt.Sprintf(", skew %.2f ms, %.1f ms between the NATs",
 			float64(st.skew.Abs())/float64(time.Millisecond), float64(st.latency)/float64(time.Millisecond))
@@ -372,13 +385,19 @@ func (st *syncState) describe(up time.Time) string {
 	return s
 }
 
+const syncChangePrefix = "direct after synchronized open: "
+
 // syncLastChangeLocked is last_change for the direct path coming up now,
-// "" unless the current session's open led to it.
+// "" unless the current session's open led to it. Only the session's
+// first path change is the open's: a later one (the endpoint moved) is
+// not, and a survivor whose peer restarted keeps the direct lane active
+// through the new session, so the change cannot be told by the lane.
 func (p *peer) syncLastChangeLocked() string {
 	st := &p.sync
-	if st.fired.IsZero() || st.session != p.direct.session || p.changedAt.Before(st.fired) {
+	if st.told || st.fired.IsZero() || st.session != p.direct.session || p.changedAt.Before(st.fired) {
 		return ""
 	}
+	st.told = true
 	return st.describe(p.changedAt)
 }
 

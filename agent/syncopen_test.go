@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -230,5 +231,22 @@ func TestNATsTooClose(t *testing.T) {
 		if natsTooClose(s) != tc.skip {
 			t.Errorf("signalling rtt %v: skip %v, want %v", tc.rtt, !tc.skip, tc.skip)
 		}
+	}
+}
+
+// TestSyncLastChangeOnce: the open names only the first path change of
+// its session (the direct path coming up), also when the direct lane was
+// already the active one (the peer restarted); a later move in the same
+// session is not the open's.
+func TestSyncLastChangeOnce(t *testing.T) {
+	p := &peer{}
+	p.direct.session = "0123456789abcdef"
+	p.sync = syncState{session: p.direct.session, fired: time.Now().Add(-300 * time.Millisecond)}
+	p.changedAt = time.Now()
+	if got := p.syncLastChangeLocked(); !strings.HasPrefix(got, "direct after synchronized open: 0.3 s") {
+		t.Fatalf("first change after the open: %q", got)
+	}
+	if got := p.syncLastChangeLocked(); got != "" {
+		t.Errorf("second change in the session: %q, want none", got)
 	}
 }

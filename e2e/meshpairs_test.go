@@ -82,26 +82,6 @@ func (p *meshPair) directMs() int64 {
 // reach their final path.
 const meshSettle = 30 * time.Second
 
-// birthdayLateWindow is the extra time a late birthday pair gets on
-// input-accept routers (lateBirthdayPairs): two 32 s quiet periods and
-// the attempt after them.
-const birthdayLateWindow = 90 * time.Second
-
-// lateBirthdayPairs lists the pairs that should be direct by a birthday
-// punch (one side symmetric) and have not settled, on input-accept routers.
-func lateBirthdayPairs(v natlab.Variant, pairs []*meshPair) []*meshPair {
-	if v != natlab.InputAccept {
-		return nil
-	}
-	var late []*meshPair
-	for _, p := range pairs {
-		if p.want == "direct" && (p.ka == natlab.Symmetric || p.kb == natlab.Symmetric) && !p.settled() {
-			late = append(late, p)
-		}
-	}
-	return late
-}
-
 // runMeshPairs builds the spots on router variant v, starts every agent at
 // once and checks every pair (see TestMeshAllNATPairs).
 func runMeshPairs(t *testing.T, run string, v natlab.Variant, spots []meshSpot, gaps map[string]string) []*meshPair {
@@ -160,24 +140,6 @@ func runMeshPairs(t *testing.T, run string, v natlab.Variant, spots []meshSpot, 
 		}
 	}
 	observePairs(t.Context(), agents, pairs, meshSettle)
-	if late := lateBirthdayPairs(v, pairs); len(late) > 0 {
-		// Seen in full runs since the synchronized open landed: on
-		// input-accept routers a birthday pair's first attempts can all
-		// miss ("no hit in 4,000 probes") until something stale on a
-		// router expires, and a later attempt joins 40-70 s in. Likely
-		// cause: one clash on the easy side's router moves all its later
-		// new flows (masquerade reuses the newest flow's mapping) while it
-		// asks toward a stale mapping; a fix awaits a clean run (issue 10
-		// note, branch h/bdaymiss). Such a pair gets one
-		// more window and its lateness is logged; it still fails if it
-		// never goes direct.
-		var names []string
-		for _, p := range late {
-			names = append(names, p.name())
-		}
-		t.Logf("LATE: birthday pairs not direct within %v on %s: %s; waiting up to %v more", meshSettle, run, strings.Join(names, ", "), birthdayLateWindow)
-		observePairs(t.Context(), agents, late, birthdayLateWindow)
-	}
 	pingPairs(t.Context(), pairs, ips)
 	logPairTable(t, run, pairs)
 

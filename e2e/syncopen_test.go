@@ -3,8 +3,10 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,6 +46,97 @@ func TestSyncOpen(t *testing.T) {
 				t.Errorf("%s -> %s: direct after %d ms, want within 3 s of the peer being online", st.from, st.to, st.ms)
 			}
 		}
+	}
+	syncOpenSeenInStatus(t, pairs)
+}
+
+// syncOpenSeenInStatus restarts every agent of the pairs at once (a
+// clean start: new ports, no peer state; restarting only one leaves its
+// peers with its old NAT view, which can make the two sides disagree on
+// the punch order) while each agent's `status --json` is read in a loop:
+// some side must show an open under way in `punch` (it runs for about
+// half a second per side: clock pings, 300 ms to the instant, the
+// checks), every side must then name it in last_change, and once direct
+// no open may show.
+func syncOpenSeenInStatus(t *testing.T, pairs []*meshPair) {
+	var agents []*meshlab.Agent
+	for _, p := range pairs {
+		for _, a := range []*meshlab.Agent{p.a, p.b} {
+			if !slices.Contains(agents, a) {
+				agents = append(agents, a)
+			}
+		}
+	}
+	ctx := t.Context()
+	for _, a := range agents {
+		if err := a.Stop(15 * time.Second); err != nil {
+			t.Fatalf("stop %s: %v", a.Name, err)
+		}
+	}
+
+	pollCtx, stop := context.WithCancel(ctx)
+	var mu sync.Mutex
+	seen := map[string][]string{} // "a -> b": the opens under way read
+	reads := 0
+	var wg sync.WaitGroup
+	for _, a := range agents {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for pollCtx.Err() == nil {
+				st, err := a.Status(pollCtx)
+				mu.Lock()
+				if err == nil {
+					reads++
+					for _, p := range st.Peers {
+						if strings.Contains(p.Punch, "synchronized open") {
+							side := a.Name + " -> " + p.Name
+							seen[side] = append(seen[side], p.Punch)
+						}
+					}
+				}
+				mu.Unlock()
+				time.Sleep(100 * time.Millisecond)
+			}
+		}()
+	}
+	start := time.Now()
+	for _, a := range agents {
+		if err := a.Start(""); err != nil {
+			stop()
+			wg.Wait()
+			t.Fatalf("restart %s: %v", a.Name, err)
+		}
+	}
+	for _, p := range pairs {
+		for _, s := range [][2]*meshlab.Agent{{p.a, p.b}, {p.b, p.a}} {
+			from, to := s[0], s[1].Name
+			last, err := meshlab.WaitPeer(ctx, from, to, 30*time.Second, func(p *meshlab.PeerStatus) error {
+				if p.Path != "direct" || !strings.Contains(p.LastChange, "direct after synchronized open") || !strings.Contains(p.LastChange, "skew") {
+					return fmt.Errorf("path %s, last_change %q", p.Path, p.LastChange)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Errorf("after the restart: %s -> %s: %v; want direct, last_change naming the synchronized open with its skew", from.Name, to, err)
+				continue
+			}
+			if last.Punch != "" {
+				t.Errorf("after the restart: %s -> %s: direct, but punch still %q", from.Name, to, last.Punch)
+			}
+		}
+	}
+	stop()
+	wg.Wait()
+	var b strings.Builder
+	for _, side := range slices.Sorted(maps.Keys(seen)) {
+		texts := seen[side]
+		fmt.Fprintf(&b, "\n  %s: %d reads, first %q, last %q", side, len(texts), texts[0], texts[len(texts)-1])
+	}
+	t.Logf("all %d agents restarted, %d status reads in %v; synchronized opens seen under way on %d sides:%s",
+		len(agents), reads, time.Since(start).Round(time.Millisecond), len(seen), b.String())
+	if len(seen) == 0 {
+		t.Errorf("no status read showed a synchronized open under way (punch) while %d pairs opened", len(pairs))
 	}
 }
 

@@ -14,7 +14,7 @@ NAT1    ?= symmetric
 NAT2    ?= restrictedcone
 NAT3    ?= symmetric
 
-.PHONY: all build deps vet lint test e2e bench bench-nat bench-mesh bench-mesh-sim bench-coordinator demo install clean
+.PHONY: all build deps vet lint test e2e bench bench-nat bench-mesh bench-mesh-sim bench-mesh-active bench-coordinator demo install clean
 
 all: build
 
@@ -79,6 +79,18 @@ bench-mesh: deps build
 	BENCH_MESH_N=$(if $(filter command line,$(origin N)),$(N),20) BENCH_MESH_NAT=$(NAT) BENCH_MESH_SETTLE=$(SETTLE) BENCH_MESH_LAZY=$(LAZY) \
 		BENCH_MESH_OUT=$(CURDIR)/bench-mesh.md \
 		$(GO) test -count=1 -v -run '^$$' -bench '^BenchmarkMesh$$' -benchtime 1x -timeout 30m ./e2e/
+
+# One real agent, the hub, with N working tunnels: N real peer agents on
+# public lab hosts (default --lazy-peers auto), the hub with --lazy-peers
+# off; it pings every peer, checks every path is direct, lets the tunnels
+# idle SETTLE (30s) and reads its RSS, VmHWM, CPU and log lines over
+# WINDOW (1m), one peer's alongside. Writes bench-mesh-active.md; never
+# fails on numbers. make bench-mesh-active [N=100] [SETTLE=30s] [WINDOW=1m]
+WINDOW ?=
+bench-mesh-active: deps build
+	BENCH_MESH_ACTIVE_N=$(if $(filter command line,$(origin N)),$(N),100) BENCH_MESH_ACTIVE_SETTLE=$(SETTLE) BENCH_MESH_ACTIVE_WINDOW=$(WINDOW) \
+		BENCH_MESH_ACTIVE_OUT=$(CURDIR)/bench-mesh-active.md \
+		$(GO) test -count=1 -v -run '^$$' -bench '^BenchmarkMeshActive$$' -benchtime 1x -timeout 30m ./e2e/
 
 # One real agent among SIM simulated nodes (internal/loadgen; they hold
 # streams but never answer ICE): its RSS, CPU and log lines idle, then

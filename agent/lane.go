@@ -76,8 +76,10 @@ type lane struct {
 	// or its restart requests when we are controlling): each costs an ICE
 	// agent, sockets and, on the relay lane, a TURN allocation.
 	peerStarts ratelimit.Bucket
-	// remoteCands counts the current session's remote candidates.
+	// remoteCands counts the current session's remote candidates;
+	// foreign holds those nothing vouches for (candguard.go).
 	remoteCands int
+	foreign     []netip.AddrPort
 	// sock is the punched lane's socket (birthdaypath.go).
 	sock *net.UDPConn
 	// shared: the relay lane's path is a channel on the agent's shared
@@ -247,7 +249,7 @@ func (l *lane) newICELocked(session string) (*ice.Agent, error) {
 	}
 	l.ice = agent
 	l.session = session
-	l.remoteCands = 0
+	l.remoteCands, l.foreign = 0, nil
 	l.started = time.Now()
 	l.state = ice.ConnectionStateNew
 	l.everUp = false
@@ -348,6 +350,7 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 			l.p.log.Warn("start ICE checks", "lane", l.label(), "err", err)
 		}
 		l.conn = c
+		l.p.prepareWGLocked() // lazyhandshake.go
 		if err := agent.GatherCandidates(); err != nil {
 			l.p.log.Warn("gather candidates", "lane", l.label(), "err", err)
 		}
@@ -373,6 +376,9 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 		c, err := ice.UnmarshalCandidate(s.Candidate)
 		if err != nil {
 			l.p.log.Debug("bad remote candidate", "err", err)
+			return
+		}
+		if !l.admitCandidateLocked(c) {
 			return
 		}
 		if !l.relay() {

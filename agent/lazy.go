@@ -175,6 +175,7 @@ func (p *peer) sleep(why string) {
 	// asleep and do nothing.
 	p.wgMu.Lock()
 	err := p.a.wg.removePeer(p.key)
+	p.wgEarly = false
 	p.wgMu.Unlock()
 	if err != nil {
 		p.log.Error("remove WireGuard peer of an idle path", "err", err)

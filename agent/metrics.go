@@ -29,6 +29,7 @@ const statusTTL = 500 * time.Millisecond
 func newAgentMetrics(status func() Status) *agentMetrics {
 	r := metrics.NewRegistry()
 	m := &agentMetrics{reg: r, status: status}
+	metrics.RegisterGoRuntime(r)
 	m.iceFailures = r.Counter("meshvpn_agent_ice_failures_total",
 		"ICE sessions that ended in the failed state.")
 	m.iceRestarts = r.Counter("meshvpn_agent_ice_restarts_total",

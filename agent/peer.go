@@ -64,6 +64,9 @@ type peer struct {
 	// wgMu serialises this peer's WireGuard changes with its removal, so a
 	// path selected just as the peer is removed cannot add it back.
 	wgMu sync.Mutex
+	// wgEarly (under wgMu): WireGuard has the peer, created before its
+	// first path (lazyhandshake.go); that path must not recreate it.
+	wgEarly bool
 
 	// Paths on demand (lazy.go). asleep: no sessions, no WireGuard peer;
 	// sleeping mirrors it for the data path. ready: WireGuard has the
@@ -359,6 +362,10 @@ func (p *peer) applyPath(l *lane, overlay []netip.Prefix, ep netip.AddrPort, fir
 		// now, under wgMu.
 		if cur, ok := p.currentEndpoint(); ok {
 			ep = cur
+		}
+		if first && p.wgEarly {
+			p.wgEarly = false
+			return p.a.wg.placePeer(p.key, overlay, ep, p.controlling)
 		}
 		if first {
 			return p.a.wg.recreatePeer(p.key, overlay, ep, p.controlling)

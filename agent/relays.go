@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -29,6 +30,10 @@ type relayTarget struct {
 	Server string
 	// IPv6: the server is reached over IPv6 (found by the probe; ice6.go).
 	IPv6 bool
+	// RelayedIP is the IP of the probe's allocation: where the relay
+	// relays from, which a hosted TURN service may put on other IPs than
+	// the server's (relayAddrAllowed).
+	RelayedIP netip.Addr
 }
 
 // relayCheck is what the last probe of one relay found.
@@ -80,7 +85,7 @@ func (m *relayManager) set(list []control.Relay) {
 	}
 	if same {
 		for i := range targets {
-			targets[i].IPv6 = m.checks[i].IPv6
+			targets[i].IPv6, targets[i].RelayedIP = m.checks[i].IPv6, m.checks[i].RelayedIP
 			m.checks[i].relayTarget = targets[i]
 		}
 		m.mu.Unlock()
@@ -309,6 +314,9 @@ func (a *Agent) probeRelay(t *relayTarget) error {
 	relayed, err := client.AllocateWithContext(ctx)
 	if err != nil {
 		return explainTURNError(err, ctx)
+	}
+	if ua, ok := relayed.LocalAddr().(*net.UDPAddr); ok {
+		t.RelayedIP = ua.AddrPort().Addr().Unmap()
 	}
 	relayed.Close()
 	return nil

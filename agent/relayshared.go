@@ -315,6 +315,10 @@ func (p *peer) relayAddrSignalLocked(s *control.Signal) {
 		return
 	}
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	if !p.a.relayAddrAllowed(addr.Addr()) {
+		p.a.logLimit.Log(p.log, slog.LevelInfo, "peer's relayed address is on no relay of the mesh; ignoring", "peer_relayed", addr.String())
+		return
+	}
 	sp := &p.shared
 	if addr != sp.peerAddr {
 		// Each new address costs a channel on our allocation: a peer
@@ -351,4 +355,32 @@ func (r *relayPaths) put(ep *relayEndpoint) {
 	r.mu.Lock()
 	r.routes[ep.addr] = ep
 	r.mu.Unlock()
+}
+
+// relayAddrAllowed tells whether a peer's relayed address may be on IP ip.
+// A member names its own relayed address: taken as is, a stranger's
+// address would get a channel on our allocation and WireGuard's handshake
+// initiations through the relay. So it must be where a relay of the mesh
+// relays from: a relay server's IP in our list, where our probe
+// allocation on one came from (a hosted TURN service may relay from other
+// IPs than its server's), our own allocation's, or our peer relay's.
+func (a *Agent) relayAddrAllowed(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if a.relayPeerOK(ip) {
+		return true
+	}
+	for _, c := range a.relays.snapshot() {
+		if c.RelayedIP == ip {
+			return true
+		}
+	}
+	if c := a.shared.current(); c != nil && c.relayedAddr().Addr().Unmap() == ip {
+		return true
+	}
+	if pr := a.relaySrv.Load(); pr != nil {
+		if ap, err := netip.ParseAddrPort(pr.public); err == nil && ap.Addr().Unmap() == ip {
+			return true
+		}
+	}
+	return false
 }

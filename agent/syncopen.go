@@ -254,7 +254,10 @@ func (l *lane) syncPlanLocked() {
 	l.syncFireLocked(self)
 }
 
-// syncTargetsLocked are the peer's public IPv4 candidates held back.
+// syncTargetsLocked are the peer's public IPv4 candidates held back, on
+// the IP the coordinator sees the peer come from: a member chooses its own
+// candidates, and one naming a stranger's address must not aim our opening
+// packets at it (as birthday probes, seenFromLocked).
 func (l *lane) syncTargetsLocked() []netip.AddrPort {
 	var out []netip.AddrPort
 	for _, c := range l.held {
@@ -262,7 +265,7 @@ func (l *lane) syncTargetsLocked() []netip.AddrPort {
 			continue
 		}
 		ip, err := netip.ParseAddr(c.Address())
-		if err != nil || !ip.Unmap().Is4() {
+		if err != nil || !ip.Unmap().Is4() || !l.p.seenFromLocked(ip) {
 			continue
 		}
 		ap := netip.AddrPortFrom(ip.Unmap(), uint16(c.Port()))

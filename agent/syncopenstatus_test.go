@@ -19,7 +19,9 @@ import (
 func syncTestPeer(t *testing.T) (*peer, *lane) {
 	t.Helper()
 	a := &Agent{log: slog.New(slog.DiscardHandler), ctl: &controlClient{}, bind: NewBind()}
-	p := newPeer(a, control.Node{ID: 2, Name: "b", IP: "100.64.0.2", Online: true}, Key{1}, false)
+	// The coordinator sees the peer where its srflx candidate below is:
+	// opening packets go only there (syncopen_attack_test.go).
+	p := newPeer(a, control.Node{ID: 2, Name: "b", IP: "100.64.0.2", Online: true, SeenFrom: "203.0.113.7"}, Key{1}, false)
 	p.controlling = true
 	ag, err := ice.NewAgentWithOptions(ice.WithNetworkTypes([]ice.NetworkType{ice.NetworkTypeUDP4}),
 		ice.WithMulticastDNSMode(ice.MulticastDNSModeDisabled))
@@ -131,7 +133,9 @@ func TestStatusDropsSkippedSyncOpen(t *testing.T) {
 // says so, and where it opened; the waiting side too.
 func TestStatusShowsPunchHold(t *testing.T) {
 	a := &Agent{log: slog.New(slog.DiscardHandler)}
-	p := newPeer(a, control.Node{ID: 2, Name: "b", IP: "100.64.0.2", Online: true}, Key{1}, false)
+	// The coordinator sees the peer where its srflx candidate below is:
+	// opening packets go only there (syncopen_attack_test.go).
+	p := newPeer(a, control.Node{ID: 2, Name: "b", IP: "100.64.0.2", Online: true, SeenFrom: "203.0.113.7"}, Key{1}, false)
 	l := &p.direct
 	l.session, l.started, l.order, l.holding = "0123456789abcdef", time.Now().Add(-400*time.Millisecond), orderOpenLow, true
 	l.openedTo = []netip.AddrPort{netip.MustParseAddrPort("198.18.3.2:4000")}

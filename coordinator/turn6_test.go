@@ -74,12 +74,7 @@ func TestEmbeddedTURNIPv6Client(t *testing.T) {
 // primary: TURN answers on that address too (sharing its socket), so an
 // IPv6 client gets an IPv4 relay address there.
 func TestEmbeddedTURNOnExtraSTUNSocket(t *testing.T) {
-	probe, err := net.ListenPacket("udp", ":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(probe.LocalAddr().(*net.UDPAddr).Port)
-	probe.Close()
+	port := udpTCPPort(t)
 	s, stop := runServer(t, Config{
 		Listen: "127.0.0.1:0", StateDir: t.TempDir(), Logger: testLogger(t),
 		STUNListen: "127.0.0.1:" + port + ",[::1]:" + port,
@@ -102,12 +97,7 @@ func TestEmbeddedTURNOnExtraSTUNSocket(t *testing.T) {
 // came over IPv6 gets no duplicate; netcheck, which tests TURN from an
 // IPv4 socket, is not given the IPv6 entry.
 func TestRelayListIPv6(t *testing.T) {
-	probe, err := net.ListenPacket("udp", ":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(probe.LocalAddr().(*net.UDPAddr).Port)
-	probe.Close()
+	port := udpTCPPort(t)
 	s, stop := runServer(t, Config{
 		Listen: "127.0.0.1:0", StateDir: t.TempDir(), Logger: testLogger(t),
 		STUNListen: "127.0.0.1:" + port + ",[::1]:" + port, PublicIPv6: "::1",
@@ -133,4 +123,27 @@ func TestRelayListIPv6(t *testing.T) {
 	if list := s.turnServerList(r); len(list) != 1 || list[0] != "127.0.0.1:"+port {
 		t.Errorf("netcheck's TURN list %q, want only 127.0.0.1:%s", list, port)
 	}
+}
+
+// udpTCPPort picks a port free for both UDP and TCP on every address: the
+// embedded relay listens on both at one port. A port picked for UDP alone
+// was taken for TCP when the machine was short of ephemeral ports (a load
+// test holding thousands of connections), failing the test for nothing.
+func udpTCPPort(t *testing.T) string {
+	t.Helper()
+	for range 50 {
+		u, err := net.ListenPacket("udp", ":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp", ":"+strconv.Itoa(port))
+		u.Close()
+		if err == nil {
+			l.Close()
+			return strconv.Itoa(port)
+		}
+	}
+	t.Fatal("no port free for both UDP and TCP in 50 tries")
+	return ""
 }

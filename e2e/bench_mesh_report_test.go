@@ -121,16 +121,21 @@ func coordDropped(b testing.TB, coord *meshlab.Coordinator) float64 {
 
 // procRSSKiB is VmRSS from /proc/PID/status, in KiB.
 func procRSSKiB(pid int) (int64, error) {
+	return procStatusKiB(pid, "VmRSS")
+}
+
+// procStatusKiB reads a KiB field (VmRSS, VmHWM) of /proc/PID/status.
+func procStatusKiB(pid int, field string) (int64, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
 // procSockets counts the process's open file descriptors that are sockets.

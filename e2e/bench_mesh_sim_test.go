@@ -42,6 +42,7 @@ type meshSimResult struct {
 // procWindow is one process measured over a window.
 type procWindow struct {
 	rssKiB, rssMaxKiB int64
+	hwmKiB            int64   // VmHWM at the end: the peak over the process's life
 	cpuPct            float64 // of one core
 	lines             int     // log lines written in the window
 	perHour           float64
@@ -121,12 +122,11 @@ func runMeshSim(b *testing.B, res *meshSimResult) {
 	res.peersTook = time.Since(start)
 	b.Logf("agent sees %d online peers after %v; settling %v", res.n, res.peersTook.Round(time.Millisecond), res.settle)
 	time.Sleep(res.settle)
-	pid := a.Proc.Cmd.Process.Pid
-	res.idle = measureProc(b, a, pid, res.window, nil)
+	res.idle = measureProc(b, a, res.window, nil)
 
 	// Wake res.wake peers the way `status --peer` does, a few at once.
 	var mu sync.Mutex
-	res.woken = measureProc(b, a, pid, res.wakeW, func() {
+	res.woken = measureProc(b, a, res.wakeW, func() {
 		sem := make(chan struct{}, 8)
 		var wg sync.WaitGroup
 		for i := range res.wake {
@@ -180,14 +180,23 @@ func joinSimPeers(t testing.TB, lab *natlab.Lab, coord *meshlab.Coordinator, key
 	return swarm
 }
 
-// measureProc samples pid's CPU and RSS over window (running during, if
+// measureProc samples the agent's CPU and RSS over window (running during, if
 // set, at its start) and counts the agent's log lines written meanwhile.
-func measureProc(b *testing.B, a *meshlab.Agent, pid int, window time.Duration, during func()) procWindow {
-	var w procWindow
-	lines0 := len(logLines(a.Proc.Log()))
-	t0, err := procCPUTicks(pid)
-	if err != nil {
-		b.Fatalf("agent CPU: %v", err)
+func measureProc(b *testing.B, a *meshlab.Agent, window time.Duration, during func()) procWindow {
+	return measureProcs(b, []*meshlab.Agent{a}, window, during)[0]
+}
+
+// measureProcs is measureProc for several agents over the same window.
+func measureProcs(b *testing.B, as []*meshlab.Agent, window time.Duration, during func()) []procWindow {
+	ws := make([]procWindow, len(as))
+	lines0 := make([]int, len(as))
+	t0 := make([]int64, len(as))
+	for i, a := range as {
+		lines0[i] = len(logLines(a.Proc.Log()))
+		var err error
+		if t0[i], err = procCPUTicks(a.Proc.Cmd.Process.Pid); err != nil {
+			b.Fatalf("agent %s CPU: %v", a.Name, err)
+		}
 	}
 	start := time.Now()
 	if during != nil {
@@ -195,30 +204,36 @@ func measureProc(b *testing.B, a *meshlab.Agent, pid int, window time.Duration, 
 	}
 	for time.Since(start) < window {
 		time.Sleep(time.Second)
-		if kib, err := procRSSKiB(pid); err == nil {
-			w.rssMaxKiB = max(w.rssMaxKiB, kib)
-			w.rssKiB = kib
+		for i, a := range as {
+			if kib, err := procRSSKiB(a.Proc.Cmd.Process.Pid); err == nil {
+				ws[i].rssMaxKiB = max(ws[i].rssMaxKiB, kib)
+				ws[i].rssKiB = kib
+			}
 		}
 	}
-	t1, err := procCPUTicks(pid)
-	if err != nil {
-		b.Fatalf("agent CPU: %v", err)
-	}
 	took := time.Since(start)
-	w.cpuPct = float64(t1-t0) / 100 / took.Seconds() * 100
-	lines := logLines(a.Proc.Log())[lines0:]
-	w.lines = len(lines)
-	counts := map[string]int{}
-	for _, l := range lines {
-		counts[lineKey(l)]++
+	for i, a := range as {
+		w := &ws[i]
+		t1, err := procCPUTicks(a.Proc.Cmd.Process.Pid)
+		if err != nil {
+			b.Fatalf("agent %s CPU: %v", a.Name, err)
+		}
+		w.cpuPct = float64(t1-t0[i]) / 100 / took.Seconds() * 100
+		w.hwmKiB, _ = procStatusKiB(a.Proc.Cmd.Process.Pid, "VmHWM")
+		lines := logLines(a.Proc.Log())[lines0[i]:]
+		w.lines = len(lines)
+		counts := map[string]int{}
+		for _, l := range lines {
+			counts[lineKey(l)]++
+		}
+		keys := slices.Collect(maps.Keys(counts))
+		slices.SortFunc(keys, func(x, y string) int { return cmp.Compare(counts[y], counts[x]) })
+		for _, k := range keys[:min(len(keys), 5)] {
+			w.top = append(w.top, fmt.Sprintf("%d× %s", counts[k], k))
+		}
+		w.perHour = float64(w.lines) * float64(time.Hour) / float64(took)
 	}
-	keys := slices.Collect(maps.Keys(counts))
-	slices.SortFunc(keys, func(x, y string) int { return cmp.Compare(counts[y], counts[x]) })
-	for _, k := range keys[:min(len(keys), 5)] {
-		w.top = append(w.top, fmt.Sprintf("%d× %s", counts[k], k))
-	}
-	w.perHour = float64(w.lines) * float64(time.Hour) / float64(took)
-	return w
+	return ws
 }
 
 // procCPUTicks is utime + stime from /proc/PID/stat, in USER_HZ (100/s).

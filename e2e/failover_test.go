@@ -54,41 +54,62 @@ func TestCoordinatorFailover(t *testing.T) {
 		t.Fatalf("ping before the fail-over: %v\n%s", err, out)
 	}
 
-	// Pings run through the whole move: 60 echoes, one every 0.25 s.
-	const echoes = 60
-	pings := startPings(ctx, alpha, ipBeta, echoes)
-	time.Sleep(2 * time.Second)
-	killCoordinator(t, coord)
-	for _, a := range agents {
-		if err := waitCoordinator(ctx, a, false, 10*time.Second); err != nil {
+	// Pings run through the whole move.
+	pingThrough(t, alpha, ipBeta, "the fail-over", func() {
+		killCoordinator(t, coord)
+		for _, a := range agents {
+			if err := waitCoordinator(ctx, a, false, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := coord.RestartAt(ctx, standbyIP); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := coord.RestartAt(ctx, standbyIP); err != nil {
-		t.Fatal(err)
-	}
-	up := time.Now()
-	for _, a := range agents {
-		if err := waitCoordinatorURL(ctx, a, standby, 5*time.Second-time.Since(up)); err != nil {
-			t.Fatalf("%v (5 s after the standby came up)", err)
+		up := time.Now()
+		for _, a := range agents {
+			if err := waitCoordinatorURL(ctx, a, standby, 5*time.Second-time.Since(up)); err != nil {
+				t.Fatalf("%v (5 s after the standby came up)", err)
+			}
 		}
-	}
-	t.Logf("both agents on the standby %.1f s after it came up", time.Since(up).Seconds())
-
-	res := <-pings
-	t.Logf("during the fail-over: %s", lastLine(res.Out, "packets transmitted"))
-	if res.Sent != echoes || res.Received < echoes {
-		t.Fatalf("overlay ping during the fail-over: %d of %d replies, allowed loss 0\n%s", res.Received, res.Sent, res.Out)
-	}
+		t.Logf("both agents on the standby %.1f s after it came up", time.Since(up).Seconds())
+	})
 	// The standby signals new sessions: a node joining through it reaches
 	// the old ones.
-	gamma := addSiteAgent(t, lab, coord, "gamma", natlab.FullCone)
-	if err := gamma.Up(ctx, key, 30*time.Second); err != nil {
-		t.Fatalf("new node on the standby: %v", err)
+	joinReaches(t, lab, coord, "gamma", natlab.FullCone, key, nil, ipBeta)
+}
+
+// pingThrough pings ip from a over the overlay, 60 echoes one every 0.25 s,
+// while event runs (from 2 s after the first echo), and fails the test
+// unless every echo came back.
+func pingThrough(t *testing.T, a *meshlab.Agent, ip, during string, event func()) {
+	t.Helper()
+	const echoes = 60
+	pings := startPings(t.Context(), a, ip, echoes)
+	time.Sleep(2 * time.Second)
+	event()
+	res := <-pings
+	t.Logf("during %s: %s", during, lastLine(res.Out, "packets transmitted"))
+	if res.Sent != echoes || res.Received < echoes {
+		t.Fatalf("overlay ping during %s: %d of %d replies, allowed loss 0\n%s", during, res.Received, res.Sent, res.Out)
 	}
-	if out, err := pingUntil(ctx, gamma, ipBeta, 30*time.Second); err != nil {
-		t.Fatalf("gamma -> beta through the standby: %v\n%s", err, out)
+}
+
+// joinReaches starts a new agent name at a site of kind with key (and
+// extra flags) through coord, pings each of ips from it, and returns it.
+func joinReaches(t *testing.T, lab *natlab.Lab, coord *meshlab.Coordinator, name string, kind natlab.Kind, key string, extra []string, ips ...string) *meshlab.Agent {
+	t.Helper()
+	ctx := t.Context()
+	a := addSiteAgent(t, lab, coord, name, kind)
+	a.ExtraArgs = extra
+	if err := a.Up(ctx, key, 30*time.Second); err != nil {
+		t.Fatalf("new node %s: %v", name, err)
 	}
+	for _, ip := range ips {
+		if out, err := pingUntil(ctx, a, ip, 30*time.Second); err != nil {
+			t.Fatalf("%s -> %s: %v\n%s", name, ip, err, out)
+		}
+	}
+	return a
 }
 
 // waitCoordinatorURL waits until a's status says it is connected to url.

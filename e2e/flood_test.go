@@ -153,18 +153,7 @@ func TestSignalFlood(t *testing.T) {
 			victimID = n.ID
 		}
 	}
-	if err := natlab.Poll(ctx, 30*time.Second, 250*time.Millisecond, func() error {
-		st, err := victim.Status(ctx)
-		if err != nil {
-			return err
-		}
-		if st.OnlinePeers() != 1 {
-			return fmt.Errorf("victim sees %d online peers", st.OnlinePeers())
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitOnlinePeers(t, victim, 1)
 	// Let the victim's sessions towards the raw member settle.
 	time.Sleep(3 * time.Second)
 	pid := victim.Proc.Cmd.Process.Pid

@@ -28,7 +28,8 @@ func lazyPair(t *testing.T, idle string) (a, b *meshlab.Agent, bIP string) {
 	a = addSiteAgent(t, lab, coord, "lza", natlab.PortRestricted)
 	b = addSiteAgent(t, lab, coord, "lzb", natlab.PortRestricted)
 	for _, x := range []*meshlab.Agent{a, b} {
-		x.ExtraArgs = append(x.ExtraArgs, "--lazy-peers", "on", "--lazy-idle", idle)
+		// --verbose: TestLazyFirstPacket reads a debug line.
+		x.ExtraArgs = append(x.ExtraArgs, "--lazy-peers", "on", "--lazy-idle", idle, "--verbose")
 		hostIPv6On(t, x.Host) // for the IPv6 overlay
 	}
 	startOnline(t, key, a, b)
@@ -74,6 +75,10 @@ func waitLog(t *testing.T, a *meshlab.Agent, s string, timeout time.Duration) {
 	}
 }
 
+// handshakeRetryLine is the agent's debug line for a new path that had
+// no WireGuard handshake after handshakeGrace (agent/peer.go).
+const handshakeRetryLine = "no handshake on the new path yet, recreating the WireGuard peer"
+
 var pingTime = regexp.MustCompile(`time=([0-9.]+) ms`)
 
 // pingOnce sends one echo (the system's ping, as an application would)
@@ -110,6 +115,13 @@ func TestLazyFirstPacket(t *testing.T) {
 	t.Logf("first echo to idle %s answered after %v", b.Name, rtt)
 	if rtt >= time.Second {
 		t.Errorf("first packet to a lazy peer took %v, want < 1 s", rtt)
+	}
+	// The first handshake must get through: a lost one costs the first
+	// packet handshakeGrace (400 ms) and a recreated WireGuard peer.
+	for _, x := range []*meshlab.Agent{a, b} {
+		if strings.Contains(x.Proc.Log(), handshakeRetryLine) {
+			t.Errorf("%s: the first WireGuard handshake was lost and the peer recreated (%q in its log); first echo after %v", x.Name, handshakeRetryLine, rtt)
+		}
 	}
 	p, err := meshlab.WaitPath(t.Context(), a, b.Name, "direct", 5*time.Second)
 	if err != nil {

@@ -166,22 +166,15 @@ func TestOverlayIPv6(t *testing.T) {
 // families); the server's port 80 and any connection from the server to
 // the laptop are denied over IPv4, and must be over IPv6 too.
 func TestPolicyOverIPv6(t *testing.T) {
-	lab, coord := newLab(t)
+	pl := newPolicyLab(t)
+	lab, laptop, server := pl.lab, pl.laptop, pl.server
 	ctx := t.Context()
-	setPolicy(t, lab, coord, policyOneWay)
-	plain := authKey(t, coord, true)
-	serverKey, err := coord.AuthKey(ctx, true, "--tag", "server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	laptop := addSiteAgent(t, lab, coord, "laptop", sshClientNAT)
-	server := addSiteAgent(t, lab, coord, "server", sshServerNAT)
 	hostIPv6On(t, laptop.Host)
 	hostIPv6On(t, server.Host)
-	if err := laptop.Up(ctx, plain, 30*time.Second); err != nil {
+	if err := laptop.Up(ctx, pl.plain, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := server.Up(ctx, serverKey, 30*time.Second); err != nil {
+	if err := server.Up(ctx, pl.serverKey, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if err := meshlab.WaitOnline(ctx, []*meshlab.Agent{laptop, server}, 60*time.Second); err != nil {
@@ -203,37 +196,22 @@ func TestPolicyOverIPv6(t *testing.T) {
 	}
 
 	// Denied: the server's port 80, to the laptop, over both families.
-	listenIn(t, server.Host, 80)
+	checkOneWay(t, laptop, server, laptopIP, serverIP)
 	listenIn6(t, server.Host, 80)
 	if err := dial6From(server.Host, server6, 80, time.Second); err != nil {
 		t.Fatalf("port 80 does not answer on the server's own IPv6 address: %v", err)
-	}
-	if err := dialFrom(laptop.Host, serverIP+":80", 2*time.Second); err == nil {
-		t.Fatal("laptop reached the server's port 80 over IPv4")
 	}
 	if err := dial6From(laptop.Host, server6, 80, 2*time.Second); err == nil {
 		t.Fatal("laptop reached the server's port 80 over IPv6: the policy does not hold for IPv6")
 	} else {
 		t.Logf("laptop → [%v]:80: %v (as the policy says)", server6, err)
 	}
-	listenIn(t, laptop.Host, 8022)
 	listenIn6(t, laptop.Host, 8022)
-	if err := dialFrom(server.Host, laptopIP+":8022", 2*time.Second); err == nil {
-		t.Fatal("server opened a connection to the laptop over IPv4")
-	}
 	if err := dial6From(server.Host, laptop6, 8022, 2*time.Second); err == nil {
 		t.Fatal("server opened a connection to the laptop over IPv6: the policy does not hold for IPv6")
 	}
 	if out, err := server.Host.Run(ctx, server.Coord.Bins.Agent, "ping", "-6", "laptop", "-c", "1", "--socket", server.Socket); err == nil || !strings.Contains(out+err.Error(), "blocked by policy") {
 		t.Fatalf("meshvpn ping -6 laptop from the server: %v\n%s", err, out)
 	}
-	st, err := server.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := st.Peer("laptop")
-	if p == nil || p.Policy != "blocked by policy" || p.PolicyDropsOut == 0 {
-		t.Fatalf("server's status of the laptop: %+v", p)
-	}
-	t.Logf("server status: laptop policy %q, dropped %d in, %d out", p.Policy, p.PolicyDropsIn, p.PolicyDropsOut)
+	checkLaptopBlocked(t, server)
 }

@@ -126,27 +126,73 @@ func waitDial(t *testing.T, h *natlab.Host, addr string, want bool, limit time.D
 	}
 }
 
+// policyLab is a lab under policyOneWay with the laptop and the server
+// (tagged "server") prepared, not started, and the keys they join with.
+type policyLab struct {
+	lab              *natlab.Lab
+	coord            *meshlab.Coordinator
+	laptop, server   *meshlab.Agent
+	plain, serverKey string
+}
+
+func newPolicyLab(t *testing.T) policyLab {
+	t.Helper()
+	lab, coord := newLab(t)
+	setPolicy(t, lab, coord, policyOneWay)
+	pl := policyLab{lab: lab, coord: coord, plain: authKey(t, coord, true)}
+	var err error
+	if pl.serverKey, err = coord.AuthKey(t.Context(), true, "--tag", "server"); err != nil {
+		t.Fatal(err)
+	}
+	pl.laptop = addSiteAgent(t, lab, coord, "laptop", sshClientNAT)
+	pl.server = addSiteAgent(t, lab, coord, "server", sshServerNAT)
+	return pl
+}
+
+// checkOneWay: over IPv4, the server's port 80 is open but closed to the
+// laptop, and the server cannot open a connection to the laptop (8022).
+func checkOneWay(t *testing.T, laptop, server *meshlab.Agent, laptopIP, serverIP string) {
+	t.Helper()
+	listenIn(t, server.Host, 80)
+	if err := dialFrom(server.Host, serverIP+":80", time.Second); err != nil {
+		t.Fatalf("port 80 does not answer on the server itself: %v", err)
+	}
+	if err := dialFrom(laptop.Host, serverIP+":80", 2*time.Second); err == nil {
+		t.Fatal("laptop reached the server's port 80 over IPv4")
+	} else {
+		t.Logf("laptop → server:80: %v (as the policy says)", err)
+	}
+	listenIn(t, laptop.Host, 8022)
+	if err := dialFrom(server.Host, laptopIP+":8022", 2*time.Second); err == nil {
+		t.Fatal("server opened a connection to the laptop over IPv4")
+	}
+}
+
+// checkLaptopBlocked: the server's status says the policy blocks the
+// laptop and counts the server's packets it dropped.
+func checkLaptopBlocked(t *testing.T, server *meshlab.Agent) {
+	t.Helper()
+	st := status(t, server)
+	p := st.Peer("laptop")
+	if p == nil || p.Policy != "blocked by policy" || p.PolicyDropsOut == 0 {
+		t.Fatalf("server's status of the laptop: %+v", p)
+	}
+	t.Logf("server status: laptop policy %q, dropped %d in, %d out", p.Policy, p.PolicyDropsIn, p.PolicyDropsOut)
+}
+
 // TestPolicyEnforced runs a real policy on real agents: the laptop may ssh
 // to the server but not reach its port 80; the server answers the ssh but
 // cannot open a connection to the laptop; a node in no rule sees no peers;
 // a policy change flips access within a second with nothing restarted.
 func TestPolicyEnforced(t *testing.T) {
-	lab, coord := newLab(t)
+	pl := newPolicyLab(t)
+	lab, coord, laptop, server := pl.lab, pl.coord, pl.laptop, pl.server
 	ctx := t.Context()
-	setPolicy(t, lab, coord, policyOneWay)
-
-	plain := authKey(t, coord, true)
-	serverKey, err := coord.AuthKey(ctx, true, "--tag", "server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	laptop := addSiteAgent(t, lab, coord, "laptop", sshClientNAT)
-	server := addSiteAgent(t, lab, coord, "server", sshServerNAT)
 	printer := addSiteAgent(t, lab, coord, "printer", natlab.PortRestricted)
 	for _, s := range []struct {
 		a   *meshlab.Agent
 		key string
-	}{{laptop, plain}, {server, serverKey}, {printer, plain}} {
+	}{{laptop, pl.plain}, {server, pl.serverKey}, {printer, pl.plain}} {
 		if err := s.a.Up(ctx, s.key, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -167,35 +213,13 @@ func TestPolicyEnforced(t *testing.T) {
 	if out, err := sshd.Run(ctx, laptop.Host, serverIP, "echo ok"); err != nil || strings.TrimSpace(out) != "ok" {
 		t.Fatalf("ssh laptop → server (allowed): %v\n%s", err, out)
 	}
-	// The server's port 80 is open, but closed to the laptop.
-	listenIn(t, server.Host, 80)
-	if err := dialFrom(server.Host, serverIP+":80", time.Second); err != nil {
-		t.Fatalf("port 80 does not answer on the server itself: %v", err)
-	}
-	if err := dialFrom(laptop.Host, serverIP+":80", 2*time.Second); err == nil {
-		t.Fatal("laptop reached the server's port 80")
-	} else {
-		t.Logf("laptop → server:80: %v (as the policy says)", err)
-	}
-	// The server cannot open a connection to the laptop.
-	listenIn(t, laptop.Host, 8022)
-	if err := dialFrom(server.Host, laptopIP+":8022", 2*time.Second); err == nil {
-		t.Fatal("server opened a connection to the laptop")
-	}
-	st, err := server.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := st.Peer("laptop")
-	if p == nil || p.Policy != "blocked by policy" || p.PolicyDropsOut == 0 {
-		t.Fatalf("server's status of the laptop: %+v", p)
-	}
-	t.Logf("server status: laptop policy %q, dropped %d in, %d out", p.Policy, p.PolicyDropsIn, p.PolicyDropsOut)
+	checkOneWay(t, laptop, server, laptopIP, serverIP)
+	checkLaptopBlocked(t, server)
 	if out, err := server.Ping(ctx, "laptop", 1); err == nil || !strings.Contains(err.Error(), "blocked by policy") {
 		t.Fatalf("meshvpn ping laptop from the server: %v\n%s", err, out)
 	}
 	// The laptop's status: what it may open, and its port-80 drop.
-	st, err = laptop.Status(ctx)
+	st, err := laptop.Status(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

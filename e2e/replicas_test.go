@@ -79,33 +79,18 @@ func TestReplicas(t *testing.T) {
 		t.Fatalf("beta (on B) -> alpha (on A): %v\n%s", err, out)
 	}
 
-	// Pings run through the kill: 60 echoes, one every 0.25 s.
-	const echoes = 60
-	pings := startPings(ctx, alpha, ipBeta, echoes)
-	time.Sleep(2 * time.Second)
-	killCoordinator(t, coordB)
-	killed := time.Now()
-	if err := waitCoordinatorURL(ctx, beta, coordA.URL, 5*time.Second); err != nil {
-		t.Fatalf("%v (5 s after B was killed)", err)
-	}
-	t.Logf("beta on replica A %.1f s after B was killed", time.Since(killed).Seconds())
-	res := <-pings
-	t.Logf("during the kill: %s", lastLine(res.Out, "packets transmitted"))
-	if res.Sent != echoes || res.Received < echoes {
-		t.Fatalf("overlay ping while B died: %d of %d replies, allowed loss 0\n%s", res.Received, res.Sent, res.Out)
-	}
+	// Pings run through the kill.
+	pingThrough(t, alpha, ipBeta, "the kill of B", func() {
+		killCoordinator(t, coordB)
+		killed := time.Now()
+		if err := waitCoordinatorURL(ctx, beta, coordA.URL, 5*time.Second); err != nil {
+			t.Fatalf("%v (5 s after B was killed)", err)
+		}
+		t.Logf("beta on replica A %.1f s after B was killed", time.Since(killed).Seconds())
+	})
 
 	// A new node joins through the survivor and reaches the old ones.
-	gamma := addSiteAgent(t, lab, coordA, "gamma", natlab.RestrictedCone)
-	gamma.ExtraArgs = []string{"--coordinator", coordB.URL}
-	if err := gamma.Up(ctx, key, 30*time.Second); err != nil {
-		t.Fatalf("new node through A: %v", err)
-	}
-	for _, ip := range []string{ipAlpha, ipBeta} {
-		if out, err := pingUntil(ctx, gamma, ip, 30*time.Second); err != nil {
-			t.Fatalf("gamma -> %s: %v\n%s", ip, err, out)
-		}
-	}
+	gamma := joinReaches(t, lab, coordA, "gamma", natlab.RestrictedCone, key, []string{"--coordinator", coordB.URL}, ipAlpha, ipBeta)
 
 	// B comes back; an admin command on B reaches the agents on A.
 	if err := coordB.Restart(ctx); err != nil {

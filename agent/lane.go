@@ -72,6 +72,15 @@ type lane struct {
 	// no new direct session before then (see quietAfterFailureLocked).
 	everUp     bool
 	quietUntil time.Time
+	// selfNAT is what the current session's offer or answer told the
+	// peer of our NAT: the direct lane's punch order is decided from it
+	// and what the peer's offer or answer said (natepoch.go). heldOffer:
+	// a peer's offer kept until our NAT is measured (holdOfferLocked).
+	selfNAT   natSignal
+	heldOffer *control.Signal
+	// heldCands: the held offer's candidates, trickled before our answer
+	// (the peer sends each once).
+	heldCands []*control.Signal
 	// peerStarts charges the sessions the peer makes us start (its offers,
 	// or its restart requests when we are controlling): each costs an ICE
 	// agent, sockets and, on the relay lane, a TURN allocation.
@@ -171,7 +180,7 @@ func (l *lane) tickLocked(now time.Time) {
 		l.deferred = false
 		return
 	}
-	if l.ice == nil || l.state == ice.ConnectionStateFailed {
+	if l.heldOffer == nil && (l.ice == nil || l.state == ice.ConnectionStateFailed) {
 		l.requestRestartLocked()
 	}
 }
@@ -193,11 +202,7 @@ func (l *lane) signal(s control.Signal) {
 	s.To = l.p.id
 	s.Lane = l.name
 	if s.Kind == control.SignalOffer || s.Kind == control.SignalAnswer {
-		s.NAT = l.p.a.natLabel()
-		s.Filtering = l.p.a.natFiltering()
-		s.OpenTTL = l.p.a.natOpenTTL()
-		s.Birthday = true
-		s.SyncOpen = syncOpenEnabled
+		l.selfNAT.fill(&s)
 	}
 	l.p.a.sendSignal(s)
 }
@@ -253,7 +258,13 @@ func (l *lane) newICELocked(session string) (*ice.Agent, error) {
 	l.started = time.Now()
 	l.state = ice.ConnectionStateNew
 	l.everUp = false
-	l.setOrderLocked(agent)
+	l.selfNAT = l.p.a.natSignalNow()
+	if l.p.controlling {
+		// Decided when the answer says what the peer knows of its NAT.
+		l.resetOrderLocked()
+	} else {
+		l.setOrderLocked(agent)
+	}
 
 	p := l.p
 	_ = agent.OnCandidate(func(c ice.Candidate) {
@@ -331,6 +342,9 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 		if l.ice != nil && s.Session == l.session {
 			return // a repeat of the offer we answered
 		}
+		if l.holdOfferLocked(s) { // natepoch.go
+			return
+		}
 		if !l.allowPeerStartLocked(s.Kind) {
 			return
 		}
@@ -360,6 +374,9 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 			return
 		}
 		l.answered = true
+		if !l.relay() {
+			l.setOrderLocked(l.ice) // from our offer's and this answer's views
+		}
 		c, err := l.ice.StartDial(s.Ufrag, s.Pwd)
 		if err != nil {
 			l.p.log.Warn("start ICE checks", "lane", l.label(), "err", err)
@@ -369,6 +386,9 @@ func (l *lane) handleSignalLocked(s *control.Signal) {
 			l.syncPingsLocked() // syncopen.go
 		}
 	case control.SignalCandidate:
+		if l.holdCandidateLocked(s) { // natepoch.go
+			return
+		}
 		if s.Session != l.session || l.ice == nil || l.remoteCands >= maxRemoteCandidates {
 			return
 		}

@@ -20,6 +20,9 @@ const natInfoPerTick = 32
 type natInfoQueue struct {
 	mu      sync.Mutex
 	pending map[uint64]struct{}
+	// ask: peers whose views we forgot (they came online again), asked
+	// for them with ours (Signal.Ask, natepoch.go).
+	ask map[uint64]struct{}
 }
 
 // announceNAT tells every peer what the NAT probe found. Peers explain
@@ -43,6 +46,25 @@ func (a *Agent) queueNATInfo(ps ...*peer) {
 		q.pending = map[uint64]struct{}{}
 	}
 	for _, p := range ps {
+		q.pending[p.id] = struct{}{}
+	}
+}
+
+// askNATInfo marks a peer whose views we forgot: our next info to it
+// (now if our probe is done, else with its result) asks for its own.
+func (a *Agent) askNATInfo(p *peer) {
+	probed := a.natProbed()
+	q := &a.natInfo
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.ask == nil {
+		q.ask = map[uint64]struct{}{}
+	}
+	q.ask[p.id] = struct{}{}
+	if probed {
+		if q.pending == nil {
+			q.pending = map[uint64]struct{}{}
+		}
 		q.pending[p.id] = struct{}{}
 	}
 }
@@ -80,11 +102,17 @@ func (a *Agent) natInfoTick(time.Time) {
 		q.pending[p.id] = struct{}{}
 	}
 	q.mu.Unlock()
-	n := &a.nat
-	n.mu.Lock()
-	label, filt, ttl := n.label, n.filtering, n.openTTL
-	n.mu.Unlock()
-	for _, p := range send {
-		a.sendSignal(control.Signal{To: p.id, Kind: control.SignalInfo, NAT: label, Filtering: filt, OpenTTL: ttl, Birthday: true, SyncOpen: syncOpenEnabled})
+	self := a.natSignalNow()
+	q.mu.Lock()
+	asks := make([]bool, len(send))
+	for i, p := range send {
+		_, asks[i] = q.ask[p.id]
+		delete(q.ask, p.id)
+	}
+	q.mu.Unlock()
+	for i, p := range send {
+		s := control.Signal{To: p.id, Kind: control.SignalInfo, Ask: asks[i]}
+		self.fill(&s)
+		a.sendSignal(s)
 	}
 }

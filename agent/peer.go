@@ -139,12 +139,16 @@ func (p *peer) update(n control.Node) {
 	p.mu.Lock()
 	wasOnline := p.node.Online
 	p.node = n
+	if n.Online != wasOnline {
+		p.forgetPeerNATLocked() // natepoch.go
+	}
 	if n.Online && !wasOnline {
 		p.onlineAt, p.directAfter, p.waitFrom = time.Now(), 0, time.Now()
 		p.sync.attempts = 0
 	}
 	p.mu.Unlock()
 	if n.Online && !wasOnline {
+		p.a.askNATInfo(p) // it may be a new run that knows nothing (natepoch.go)
 		p.kick()
 	}
 }
@@ -167,6 +171,9 @@ func (p *peer) tick(now time.Time) {
 	defer p.mu.Unlock()
 	if p.closed || !p.node.Online || p.asleep {
 		return
+	}
+	if !p.controlling && p.direct.heldOffer != nil {
+		p.direct.releaseOfferLocked(now) // natepoch.go
 	}
 	p.direct.tickLocked(now)
 	p.relay.tickLocked(now)
@@ -423,6 +430,9 @@ func (p *peer) handleSignal(s *control.Signal) {
 	if s.Kind != control.SignalInfo && !p.wakeBySignal(s.Kind) { // lazy.go
 		return
 	}
+	if s.Kind == control.SignalInfo && s.Ask && p.a.natProbed() {
+		defer p.a.queueNATInfo(p) // after p.mu is released (natepoch.go)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	// Asleep again since the wake check (idle teardown in between): only
@@ -440,10 +450,9 @@ func (p *peer) handleSignal(s *control.Signal) {
 	}
 	switch s.Kind {
 	case control.SignalOffer, control.SignalAnswer:
-		p.peerNAT = s.NAT
-		if s.Filtering != "" {
-			p.peerFiltering, p.peerOpenTTL = s.Filtering, s.OpenTTL
-		}
+		// What the sender knows now, "not measured" included: the
+		// session's order is decided from it (natepoch.go).
+		p.peerNAT, p.peerFiltering, p.peerOpenTTL = s.NAT, s.Filtering, s.OpenTTL
 		if l == &p.direct {
 			p.bd.capable = s.Birthday
 			p.sync.capable = s.SyncOpen
@@ -516,7 +525,14 @@ func (p *peer) natViewsChanged() {
 }
 
 func (p *peer) natViewsChangedLocked() {
-	if p.closed || !p.node.Online || p.asleep || !p.controlling || p.direct.ice != nil {
+	if p.closed || !p.node.Online || p.asleep {
+		return
+	}
+	if !p.controlling {
+		p.direct.releaseOfferLocked(time.Now()) // natepoch.go
+		return
+	}
+	if p.direct.ice != nil {
 		return
 	}
 	p.direct.kickLocked()

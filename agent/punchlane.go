@@ -46,13 +46,14 @@ func (l *lane) quietLocked(now time.Time) bool {
 // setOrderLocked decides the punch order of the direct lane's new session
 // (agent is its ICE agent) and, when we hold back, arms the release.
 func (l *lane) setOrderLocked(agent *ice.Agent) {
-	l.order, l.holding, l.held, l.openedSent = orderTogether, false, nil, false
-	l.openedTo, l.mappingAsked = nil, false
+	l.resetOrderLocked()
 	if l.relay() {
 		return
 	}
 	p := l.p
-	l.order = decideOrder(p.a.selfNATView(), p.peerNATViewLocked(), p.controlling)
+	// Our view as our offer or answer told it, the peer's as its own
+	// did: both sides decide from the same two (natepoch.go).
+	l.order = decideOrder(l.selfNAT.view(syncOpenEnabled), p.peerNATViewLocked(), p.controlling)
 	if l.order == orderSync && !l.syncBeginLocked() {
 		l.order = orderTogether
 	}
@@ -88,6 +89,12 @@ func (l *lane) setOrderLocked(agent *ice.Agent) {
 		}
 		l.releaseLocked("no word from the peer")
 	})
+}
+
+// resetOrderLocked clears the punch order state for a new session.
+func (l *lane) resetOrderLocked() {
+	l.order, l.holding, l.held, l.openedSent = orderTogether, false, nil, false
+	l.openedTo, l.mappingAsked = nil, false
 }
 
 // addRemoteLocked hands a remote candidate to ICE, or keeps it while we

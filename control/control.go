@@ -304,6 +304,10 @@ type Signal struct {
 	// SyncOpen: the sender takes part in synchronized opens (sent with
 	// NAT). Agents that do not set it are never sent a fire time.
 	SyncOpen bool `json:"sync_open,omitempty"`
+	// Ask (with SignalInfo): the sender forgot our NAT views (we came
+	// online again, perhaps as a new run) and asks for them. Agents that
+	// do not know it ignore it.
+	Ask bool `json:"ask,omitempty"`
 	// At and Echo carry the times of the synchronized open's signals
 	// (see SignalSyncPing).
 	At   int64 `json:"at,omitempty"`

@@ -21,14 +21,7 @@ import (
 // open (agent/syncopen.go) within 3 s of both agents being online, and
 // say so in last_change with the skew measured.
 func TestSyncOpen(t *testing.T) {
-	acc, drop := natlab.InputAccept, natlab.InputDrop
-	spots := []meshSpot{
-		{name: "pr-accept", kind: natlab.PortRestricted, variant: &acc, wan: 5 * time.Millisecond},
-		{name: "dn-accept", kind: natlab.DoubleNAT, variant: &acc, wan: 7 * time.Millisecond},
-		{name: "pr-drop", kind: natlab.PortRestricted, variant: &drop, wan: 6 * time.Millisecond},
-		{name: "dn-drop", kind: natlab.DoubleNAT, variant: &drop, wan: 5 * time.Millisecond},
-	}
-	pairs := runMeshPairs(t, "mixed routers, 5-8 ms from the bridge", acc, spots, nil)
+	pairs := runMeshPairs(t, "mixed routers, 5-8 ms from the bridge", natlab.InputAccept, syncOpenSpots(), nil)
 	t.Log(syncSkewTable(pairs))
 	for _, p := range pairs {
 		// Read again: the skew comes half a second after the path, and the
@@ -50,10 +43,22 @@ func TestSyncOpen(t *testing.T) {
 	syncOpenSeenInStatus(t, pairs)
 }
 
+// syncOpenSpots are port-restricted and double-NAT sites whose routers
+// accept input or drop it, 5-7 ms from the bridge: every pair needs a
+// synchronized open.
+func syncOpenSpots() []meshSpot {
+	acc, drop := natlab.InputAccept, natlab.InputDrop
+	return []meshSpot{
+		{name: "pr-accept", kind: natlab.PortRestricted, variant: &acc, wan: 5 * time.Millisecond},
+		{name: "dn-accept", kind: natlab.DoubleNAT, variant: &acc, wan: 7 * time.Millisecond},
+		{name: "pr-drop", kind: natlab.PortRestricted, variant: &drop, wan: 6 * time.Millisecond},
+		{name: "dn-drop", kind: natlab.DoubleNAT, variant: &drop, wan: 5 * time.Millisecond},
+	}
+}
+
 // syncOpenSeenInStatus restarts every agent of the pairs at once (a
-// clean start: new ports, no peer state; restarting only one leaves its
-// peers with its old NAT view, which can make the two sides disagree on
-// the punch order) while each agent's `status --json` is read in a loop:
+// clean start: new ports, no peer state; restarting only one is
+// TestRestartOnePunch) while each agent's `status --json` is read in a loop:
 // some side must show an open under way in `punch` (it runs for about
 // half a second per side: clock pings, 300 ms to the instant, the
 // checks), every side must then name it in last_change, and once direct

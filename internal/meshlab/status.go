@@ -115,6 +115,7 @@ type PeerStatus struct {
 	Reason        string     `json:"reason"`
 	Relay         *RelayPath `json:"relay"`
 	LastChange    string     `json:"last_change"`
+	ChangedAt     string     `json:"changed_at"` // RFC 3339, whole seconds
 	DirectAfterMs int64      `json:"direct_after_ms"`
 	Punch         string     `json:"punch"` // a birthday punch under way
 	LastHandshake string     `json:"last_handshake"`

@@ -85,8 +85,8 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if reg.Created || reg.Credential != req.Credential { // admitted by auth key
-		s.hub.upsert(reg.Node)
-	} else if !s.hub.updateMember(reg.Node) {
+		s.hub.Upsert(reg.Node)
+	} else if !s.hub.UpdateMember(reg.Node) {
 		// Removed or expired between the store's answer and now.
 		s.log.Info("register refused: node left the mesh meanwhile", "node", reg.Node.ID, "remote", r.RemoteAddr)
 		s.metrics.registrations.With("refused").Inc()

@@ -3,6 +3,12 @@
 // relays their ICE signalling and answers STUN.
 //
 // Layout. The parts that stand alone are packages of their own:
+//   - hub/: the live mesh: connected agents' streams, netmaps and deltas
+//     (batched, versioned for resumes, cut by the access policy), and
+//     signal routing with each sender's budget. The server drives it
+//     through its API (Attach, Detach, Upsert, Remove, Signal, SetPolicy,
+//     Reload...) and it reaches the database through the small hub.Store
+//     interface (hubstore.go adapts Store); hub/hubtest has its fakes;
 //   - store/: the database layer, one engine interface over SQLite (the
 //     default) and PostgreSQL (replicas), each with versioned migrations;
 //   - stunserver/: the STUN server, with the RFC 5780 addresses netcheck
@@ -17,25 +23,21 @@
 //   - API: api.go, api_identity.go, challenge.go, register.go,
 //     credential.go, authkey.go, hostname.go, tags.go, ipalloc.go,
 //     overlay6.go, ratelimit.go, joinlimit.go, connlimit.go;
+//   - agent streams: stream.go (the WebSocket side of a hub.Stream);
 //   - store operations on top of store/: store.go, store_db.go, nodes.go,
 //     store_seen.go, store_version.go, policy_store.go, authkey_admin.go,
-//     lifecycle_store.go;
-//   - hub (the live mesh): hub*.go, stream.go, frame.go, signallimit.go,
-//     netmap.go, netmapversion.go, policy.go, lifecycle.go, ephemeral.go;
-//   - replicas: replica.go, replica_resume.go, store_fanout.go,
-//     hub_remote.go;
+//     lifecycle_store.go, hubstore.go;
+//   - membership: policy.go (checking and setting the access policy),
+//     lifecycle.go, ephemeral.go;
+//   - replicas: replica.go, store_fanout.go;
 //   - relays and STUN as agents see them: turn.go, relays.go, peerrelay*.go,
 //     usage.go, netcheck.go, stun6.go;
 //   - admin: admin.go (the socket's handlers), admin_client.go (Admin: the
 //     admin commands, through the socket or, with no server, the store),
 //     policy_admin.go.
 //
-// Why the hub is not a package of its own: it is the server's in-memory
-// mesh, and most of the server works on it under its lock (registration,
-// removal, policy, peer relays, replicas' reloads, usage names). Its state
-// is loaded from and saved to the store's node rows, its netmap is cut by
-// the policy and carries the relay lists, and the replicas' fan-out writes
-// into it. A package boundary there would export most of the hub and an
-// interface over most of Store for one caller, without a second user to
-// justify it; the file names (hub*.go, netmap*.go, stream.go) mark it.
+// The hub's lock is its own: the server calls its methods without holding
+// anything of the hub's, and the hub calls back into the server (a node
+// another replica removed, a signal for another replica) only through the
+// functions in hub.Config.
 package coordinator

@@ -113,7 +113,7 @@ const maxSuspectLog = 20
 // refuse: a non-canonical spelling (perhaps an alias of another node's key,
 // registered before keys had to be canonical) or a low-order point. They
 // stay; the operator decides (`nodes remove`).
-func warnSuspectKeys(nodes map[uint64]control.Node, log *slog.Logger) {
+func warnSuspectKeys(nodes []control.Node, log *slog.Logger) {
 	n := 0
 	for _, r := range nodes {
 		// A table lookup, not a key agreement per node: a large store

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/coordinator/hub"
 )
 
 // Removal reasons kept in the store's tombstones.
@@ -62,9 +63,9 @@ func (s *Server) RenameNode(ctx context.Context, ref, name string) (NodeRecord, 
 	if err != nil {
 		return NodeRecord{}, err
 	}
-	if n, ok := s.hub.node(r.ID); ok && n.Name != r.Name {
+	if n, ok := s.hub.Node(r.ID); ok && n.Name != r.Name {
 		n.Name = r.Name
-		s.hub.upsert(n)
+		s.hub.Upsert(n)
 	}
 	s.log.Info("node renamed", "node", r.ID, "name", r.Name)
 	return r, nil
@@ -73,7 +74,7 @@ func (s *Server) RenameNode(ctx context.Context, ref, name string) (NodeRecord, 
 // nodeGone takes a node that left the store out of the live mesh and tells
 // whoever listens (the TURN server drops its allocations, say).
 func (s *Server) nodeGone(id uint64, reason string) {
-	s.hub.remove(id, reason)
+	s.hub.Remove(id, reason)
 	s.life.ephemeral.forget(id)
 	s.life.mu.Lock()
 	fns := s.life.gone
@@ -86,7 +87,7 @@ func (s *Server) nodeGone(id uint64, reason string) {
 // nodeActive tells whether id is a member of the mesh right now: registered
 // and neither removed nor expired. It is a map lookup, cheap enough to call
 // for every use of a credential (e.g. a TURN allocation).
-func (s *Server) nodeActive(id uint64) bool { return s.hub.active(id) }
+func (s *Server) nodeActive(id uint64) bool { return s.hub.Active(id) }
 
 // onNodeGone registers fn to be called (without locks held) with the ID of
 // every node that is removed or expired, after its peers were told.
@@ -140,19 +141,19 @@ func (s *Server) sweepLoop(ctx context.Context) {
 // remoteSeen keeps the ephemeral deadlines of a node another replica
 // changed: its stream may be there, so going online or offline there
 // starts or stops the clock here as it would for a local stream.
-func (s *Server) remoteSeen(n remoteSeen) {
+func (s *Server) remoteSeen(n hub.RemoteSeen) {
 	now := time.Now()
 	switch {
-	case !n.ephemeral:
-		s.life.ephemeral.registered(n.id, false, now)
+	case !n.Ephemeral:
+		s.life.ephemeral.registered(n.ID, false, now)
 		return
-	case !n.known:
-		s.life.ephemeral.registered(n.id, true, now)
+	case !n.Known:
+		s.life.ephemeral.registered(n.ID, true, now)
 	}
 	switch {
-	case n.online:
-		s.life.ephemeral.connected(n.id)
-	case n.wasOnline:
-		s.life.ephemeral.disconnected(n.id, now)
+	case n.Online:
+		s.life.ephemeral.connected(n.ID)
+	case n.WasOnline:
+		s.life.ephemeral.disconnected(n.ID, now)
 	}
 }

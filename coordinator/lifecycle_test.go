@@ -374,9 +374,9 @@ func TestSignalsOnlyBetweenMembers(t *testing.T) {
 	ca := dialStream(t, base, a.Credential)
 	readMsg(t, ca)
 	// From a node that is not a member (removed a moment ago, say): dropped.
-	s.hub.relay(4242, control.Signal{To: a.NodeID, Kind: control.SignalOffer, Session: "x"})
+	s.hub.Signal(4242, control.Signal{To: a.NodeID, Kind: control.SignalOffer, Session: "x"})
 	b := registerHTTP(t, base, control.RegisterRequest{AuthKey: key, Hostname: "b", PublicKey: newPublicKey(t)})
-	s.hub.relay(b.NodeID, control.Signal{To: a.NodeID, Kind: control.SignalOffer, Session: "y"})
+	s.hub.Signal(b.NodeID, control.Signal{To: a.NodeID, Kind: control.SignalOffer, Session: "y"})
 	m := readUntil(t, ca, 5*time.Second, func(m control.Message) bool { return m.Type == control.MsgSignal })
 	if m.Signal.From != b.NodeID || m.Signal.Session != "y" {
 		t.Fatalf("got signal %+v, want only the member's", m.Signal)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/coordinator/hub/hubtest"
 )
 
 // lastVersion returns the netmap version of the last frame that had one.
@@ -24,20 +25,19 @@ func lastVersion(t *testing.T, frames []control.Message) string {
 
 // reconnect attaches a new stream of id that says it holds since and
 // returns its first frame.
-func reconnect(t *testing.T, s *Server, id uint64, since string) (*fakeConn, control.Message) {
+func reconnect(t *testing.T, s *Server, id uint64, since string) (*hubtest.Conn, control.Message) {
 	t.Helper()
 	return reconnectFrom(t, s, id, since, "")
 }
 
 // reconnectFrom is reconnect for a stream from address from.
-func reconnectFrom(t *testing.T, s *Server, id uint64, since, from string) (*fakeConn, control.Message) {
+func reconnectFrom(t *testing.T, s *Server, id uint64, since, from string) (*hubtest.Conn, control.Message) {
 	t.Helper()
-	c := newFakeConn(id)
-	c.since, c.from = since, from
-	if err := s.hub.connect(c.streamConn, 2, control.Netmap{STUN: []string{"203.0.113.10:3478"}}); err != nil {
+	c := hubtest.NewConnFrom(id, from, 4096)
+	if err := s.hub.Attach(t.Context(), c.Stream, 2, since, control.Netmap{STUN: []string{"203.0.113.10:3478"}}); err != nil {
 		t.Fatal(err)
 	}
-	got := c.drain(t)
+	got := c.Drain(t)
 	if len(got) == 0 {
 		t.Fatal("no first frame")
 	}
@@ -64,19 +64,17 @@ func TestResumeSendsOnlyChanges(t *testing.T) {
 		addNode(t, s, key, "old"+strings.Repeat("x", i%3)+string(rune('a'+i)))
 	}
 	obsID := addNode(t, s, key, "observer")
-	obs := newFakeConn(obsID)
-	if err := s.hub.connect(obs.streamConn, 2, control.Netmap{}); err != nil {
-		t.Fatal(err)
-	}
-	s.hub.flushNow()
-	held := lastVersion(t, obs.drain(t))
+	obs := hubtest.NewConn(obsID)
+	attachConn(t, s, obs, 2)
+	s.hub.Flush()
+	held := lastVersion(t, obs.Drain(t))
 
-	s.hub.disconnect(obs.streamConn)
+	s.hub.Detach(obs.Stream)
 	var added []uint64
 	for i := range 3 {
 		added = append(added, addNode(t, s, key, "new"+string(rune('a'+i))))
 	}
-	s.hub.flushNow()
+	s.hub.Flush()
 
 	_, m := reconnect(t, s, obsID, held)
 	if m.Type != control.MsgResume {
@@ -88,18 +86,14 @@ func TestResumeSendsOnlyChanges(t *testing.T) {
 	if m.Netmap == nil || m.Netmap.Self.ID != obsID || len(m.Netmap.Peers) != 0 || !slices.Equal(m.Netmap.STUN, []string{"203.0.113.10:3478"}) {
 		t.Fatalf("resume netmap part: %+v", m.Netmap)
 	}
-	s.hub.mu.Lock()
-	now := s.hub.versionLocked()
-	s.hub.mu.Unlock()
+	now := s.hub.NetmapVersion()
 	if m.NetmapVersion != now {
 		t.Fatalf("resume brings the agent to %q, want %q", m.NetmapVersion, now)
 	}
 
 	// An agent that is current gets a resume with nothing in it.
-	s.hub.flushNow()
-	s.hub.mu.Lock()
-	now = s.hub.versionLocked()
-	s.hub.mu.Unlock()
+	s.hub.Flush()
+	now = s.hub.NetmapVersion()
 	if _, m := reconnect(t, s, obsID, now); m.Type != control.MsgResume || len(upsertIDs(m.Delta)) != 0 || len(m.Delta.Remove) != 0 {
 		t.Fatalf("current agent: %s with %d upserts, want an empty resume", m.Type, len(upsertIDs(m.Delta)))
 	}
@@ -110,12 +104,12 @@ func TestResumeSendsOnlyChanges(t *testing.T) {
 		}
 	}
 
-	// Past the ring: the batches after held are forgotten.
-	for i := range ringBatches + 1 {
-		n, _ := s.hub.node(added[0])
+	// Past the ring (256 batches): the batches after held are forgotten.
+	for i := range 300 {
+		n, _ := s.hub.Node(added[0])
 		n.Name = "renamed" + strconv.Itoa(i)
-		s.hub.upsert(n)
-		s.hub.flushNow()
+		s.hub.Upsert(n)
+		s.hub.Flush()
 	}
 	if _, m := reconnect(t, s, obsID, held); m.Type != control.MsgNetmap {
 		t.Fatalf("version older than the ring: %s, want the full netmap", m.Type)
@@ -129,11 +123,10 @@ func TestResumeSendsOnlyChanges(t *testing.T) {
 func TestResumeAfterRestart(t *testing.T) {
 	dir := t.TempDir()
 	start := func() *Server {
-		s, err := New(Config{Listen: "127.0.0.1:0", StateDir: dir, Logger: testLogger(t)})
+		s, err := New(Config{Listen: "127.0.0.1:0", StateDir: dir, Logger: testLogger(t), batchWindow: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.hub.window = time.Hour
 		return s
 	}
 	s := start()
@@ -143,17 +136,12 @@ func TestResumeAfterRestart(t *testing.T) {
 	}
 	obsID := addNode(t, s, key, "observer")
 	peerID := addNode(t, s, key, "peer")
-	obs := newFakeConn(obsID)
-	if err := s.hub.connect(obs.streamConn, 2, control.Netmap{}); err != nil {
-		t.Fatal(err)
-	}
-	peer := newFakeConn(peerID)
-	peer.from = "192.0.2.7"
-	if err := s.hub.connect(peer.streamConn, 2, control.Netmap{}); err != nil {
-		t.Fatal(err)
-	}
-	s.hub.flushNow()
-	held := lastVersion(t, obs.drain(t))
+	obs := hubtest.NewConn(obsID)
+	attachConn(t, s, obs, 2)
+	peer := hubtest.NewConnFrom(peerID, "192.0.2.7", 4096)
+	attachConn(t, s, peer, 2)
+	s.hub.Flush()
+	held := lastVersion(t, obs.Drain(t))
 	s.Close() // a crash: no clean shutdown
 
 	s = start()
@@ -164,11 +152,9 @@ func TestResumeAfterRestart(t *testing.T) {
 	// The peer comes back from where it was: it was online before, so the
 	// observer is told nothing.
 	reconnectFrom(t, s, peerID, held, "192.0.2.7")
-	s.hub.mu.Lock()
-	pending := len(s.hub.pending)
-	s.hub.mu.Unlock()
-	s.hub.flushNow()
-	if got := obs.drain(t); pending != 0 || len(got) != 0 {
+	pending := s.hub.Counts().Pending
+	s.hub.Flush()
+	if got := obs.Drain(t); pending != 0 || len(got) != 0 {
 		t.Fatalf("%d changes pending and %d frames to the observer after a node that was online came back from the same address", pending, len(got))
 	}
 
@@ -194,13 +180,11 @@ func TestNoResumeAcrossPolicy(t *testing.T) {
 		addNode(t, s, key, n)
 	}
 	obsID := addNode(t, s, key, "observer")
-	obs := newFakeConn(obsID)
-	if err := s.hub.connect(obs.streamConn, 2, control.Netmap{}); err != nil {
-		t.Fatal(err)
-	}
-	s.hub.flushNow()
-	held := lastVersion(t, obs.drain(t))
-	s.hub.disconnect(obs.streamConn)
+	obs := hubtest.NewConn(obsID)
+	attachConn(t, s, obs, 2)
+	s.hub.Flush()
+	held := lastVersion(t, obs.Drain(t))
+	s.hub.Detach(obs.Stream)
 
 	src := []byte(`{"acls": [{"action": "accept", "src": ["observer"], "dst": ["server:22"]}]}`)
 	if err := s.SetPolicy(t.Context(), src); err != nil {
@@ -212,9 +196,7 @@ func TestNoResumeAcrossPolicy(t *testing.T) {
 			held, m.Type, m.Netmap != nil && m.Netmap.Filter != nil, len(m.Netmap.Peers))
 	}
 
-	s.hub.mu.Lock()
-	under := s.hub.versionLocked()
-	s.hub.mu.Unlock()
+	under := s.hub.NetmapVersion()
 	if err := s.ClearPolicy(t.Context()); err != nil {
 		t.Fatal(err)
 	}

@@ -145,7 +145,7 @@ func (p *peerRelays) forget(node uint64) {
 // remoteOffer records a peer relay offered (or withdrawn, addr not
 // valid) through another replica, for this replica's agents.
 func (s *Server) remoteOffer(node uint64, addr netip.AddrPort) {
-	if !s.hub.active(node) {
+	if !s.hub.Active(node) {
 		return
 	}
 	if !addr.IsValid() {

@@ -55,7 +55,7 @@ func (s *Server) handleRelayOffer(w http.ResponseWriter, r *http.Request) {
 		// The agents of the other replicas use it too.
 		s.replicas.announceOffer(node.ID, addr)
 	}
-	s.peers.report(node.ID, req.Usage, s.hub.active, now)
+	s.peers.report(node.ID, req.Usage, s.hub.Active, now)
 	writeJSON(w, http.StatusOK, resp)
 }
 
@@ -91,7 +91,7 @@ func (s *Server) authBearer(w http.ResponseWriter, r *http.Request) (control.Nod
 		return control.Node{}, false
 	}
 	node, err := s.store.AuthenticateNode(r.Context(), cred)
-	if err == nil && !s.hub.active(node.ID) {
+	if err == nil && !s.hub.Active(node.ID) {
 		err = ErrNodeRemoved
 	}
 	if isCredentialRefusal(err) {
@@ -115,7 +115,7 @@ func (s *Server) peerRelayList(node uint64, now time.Time, exp time.Time) []cont
 	offers, _ := s.peers.list(now)
 	out := make([]control.Relay, 0, 2*len(offers))
 	for _, o := range offers {
-		if o.node == node || !s.hub.policyPeers(node, o.node) {
+		if o.node == node || !s.hub.PolicyPeers(node, o.node) {
 			continue
 		}
 		user, pass := relay.MintCredential(relay.PeerSecret(s.turnSecret, o.node), node, exp)
@@ -175,10 +175,3 @@ func (s *Server) peerUsageRows(ids []uint64, names map[uint64]string, since time
 // PeerRelayPrefix starts the name of a peer relay in usage reports: "peer:"
 // and the name of the node running it.
 const PeerRelayPrefix = "peer:"
-
-// policyPeers tells whether the access policy lets a and b know each other.
-func (h *hub) policyPeers(a, b uint64) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.policyPeersLocked(a, b)
-}

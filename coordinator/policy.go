@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/meshvpn/meshvpn/coordinator/hub"
 	"github.com/meshvpn/meshvpn/policy"
 )
 
@@ -27,37 +28,19 @@ func compilePolicy(src []byte, nodes []policy.Node) (*policy.Compiled, error) {
 	return c, nil
 }
 
-// loadPolicy installs the stored policy when the hub starts. A stored
-// policy passed its checks when it was set; its tests are not run again
-// here, since nodes may have changed since and a server must still start.
-func (h *hub) loadPolicy(ctx context.Context) error {
-	src, err := h.store.Policy(ctx)
-	if err != nil || src == nil {
-		return err
-	}
-	pol, err := policy.Parse(src)
-	if err != nil {
-		return fmt.Errorf("stored policy: %w", err)
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.setPolicyLocked(policy.Compile(pol), src)
-	return nil
-}
-
-func (h *hub) policyNodes() []policy.Node {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := make([]policy.Node, 0, len(h.ids))
-	for _, id := range h.ids {
-		out = append(out, toPolicyNode(h.nodes[id]))
+// policyNodes are the members as the policy's tests see them.
+func (s *Server) policyNodes() []policy.Node {
+	nodes := s.hub.Nodes()
+	out := make([]policy.Node, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, hub.PolicyNode(n))
 	}
 	return out
 }
 
 // CheckPolicy checks a policy file without storing it.
 func (s *Server) CheckPolicy(src []byte) error {
-	_, err := compilePolicy(src, s.hub.policyNodes())
+	_, err := compilePolicy(src, s.policyNodes())
 	return err
 }
 
@@ -65,16 +48,14 @@ func (s *Server) CheckPolicy(src []byte) error {
 // agent gets its new view in one delta. A refused file changes nothing.
 func (s *Server) SetPolicy(ctx context.Context, src []byte) error {
 	start := time.Now()
-	c, err := compilePolicy(src, s.hub.policyNodes())
+	c, err := compilePolicy(src, s.policyNodes())
 	if err != nil {
 		return err
 	}
 	if err := s.store.SetPolicy(ctx, src); err != nil {
 		return err
 	}
-	s.hub.mu.Lock()
-	s.hub.setPolicyLocked(c, src)
-	s.hub.mu.Unlock()
+	s.hub.SetPolicy(c, src)
 	s.peers.touch()
 	s.log.Info("policy set", "rules", len(c.Policy().ACLs), "took", time.Since(start).Round(time.Microsecond))
 	return nil
@@ -85,9 +66,7 @@ func (s *Server) ClearPolicy(ctx context.Context) error {
 	if err := s.store.ClearPolicy(ctx); err != nil {
 		return err
 	}
-	s.hub.mu.Lock()
-	s.hub.setPolicyLocked(nil, nil)
-	s.hub.mu.Unlock()
+	s.hub.SetPolicy(nil, nil)
 	s.peers.touch()
 	s.log.Info("policy cleared")
 	return nil

@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"github.com/meshvpn/meshvpn/coordinator/admin"
+	"github.com/meshvpn/meshvpn/coordinator/hub"
 	"github.com/meshvpn/meshvpn/policy"
 )
 
@@ -64,7 +65,7 @@ func (a *Admin) storeNodes(ctx context.Context) ([]policy.Node, error) {
 	}
 	out := make([]policy.Node, 0, len(nodes))
 	for _, n := range nodes {
-		out = append(out, toPolicyNode(n))
+		out = append(out, hub.PolicyNode(n))
 	}
 	return out, nil
 }

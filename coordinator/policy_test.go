@@ -7,20 +7,21 @@ import (
 	"testing"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/coordinator/hub/hubtest"
 	"github.com/meshvpn/meshvpn/policy"
 )
 
 // policyView is an agent's picture under a policy: its peers' names and
 // its filter.
 type policyView struct {
-	view
+	hubtest.View
 	filter *policy.Filter
 }
 
-func (v *policyView) take(t *testing.T, f *fakeConn) {
+func (v *policyView) take(t *testing.T, f *hubtest.Conn) {
 	t.Helper()
-	for _, m := range f.drain(t) {
-		v.apply(t, m)
+	for _, m := range f.Drain(t) {
+		v.Apply(t, m)
 		switch {
 		case m.Type == control.MsgNetmap:
 			v.filter = m.Netmap.Filter
@@ -32,7 +33,7 @@ func (v *policyView) take(t *testing.T, f *fakeConn) {
 
 func (v *policyView) names() []string {
 	var out []string
-	for _, n := range v.peers {
+	for _, n := range v.Peers {
 		out = append(out, n.Name)
 	}
 	slices.Sort(out)
@@ -56,17 +57,15 @@ func TestPolicyTrimsNetmapsAndFlips(t *testing.T) {
 		"tests": [{"src": "laptop", "accept": ["server:22"], "deny": ["server:80"]}]}`)); err != nil {
 		t.Fatal(err)
 	}
-	conns := map[uint64]*fakeConn{}
+	conns := map[uint64]*hubtest.Conn{}
 	views := map[uint64]*policyView{}
 	for _, id := range []uint64{laptop, server, lonely} {
-		conns[id] = newFakeConn(id)
+		conns[id] = hubtest.NewConn(id)
 		views[id] = &policyView{}
-		if err := s.hub.connect(conns[id].streamConn, 2, control.Netmap{}); err != nil {
-			t.Fatal(err)
-		}
+		attachConn(t, s, conns[id], 2)
 	}
 	sync := func() {
-		s.hub.flushNow()
+		s.hub.Flush()
 		for id, c := range conns {
 			views[id].take(t, c)
 		}
@@ -85,7 +84,7 @@ func TestPolicyTrimsNetmapsAndFlips(t *testing.T) {
 		t.Fatalf("server filter %+v", f)
 	}
 	// Signals between nodes that may not talk are dropped.
-	if s.hub.peersLocked(lonely, laptop) {
+	if s.hub.PolicyPeers(lonely, laptop) {
 		t.Fatal("lonely may signal laptop")
 	}
 
@@ -114,9 +113,9 @@ func TestPolicyTrimsNetmapsAndFlips(t *testing.T) {
 	// A node joining is sent only to the nodes it may talk to: the
 	// laptop and the server get no frame at all.
 	extra := addNode(t, s, key, "extra")
-	s.hub.flushNow()
+	s.hub.Flush()
 	for _, id := range []uint64{laptop, server} {
-		if got := conns[id].drain(t); len(got) != 0 {
+		if got := conns[id].Drain(t); len(got) != 0 {
 			t.Fatalf("node %d got %d frames for a join it may not see: %+v", id, len(got), got[0].Delta)
 		}
 	}
@@ -137,9 +136,7 @@ func TestPolicyTrimsNetmapsAndFlips(t *testing.T) {
 	_ = extra
 
 	// Lifting the policy brings everyone back.
-	s.hub.mu.Lock()
-	s.hub.setPolicyLocked(nil, nil)
-	s.hub.mu.Unlock()
+	s.hub.SetPolicy(nil, nil)
 	sync()
 	want(laptop, "lonely2", "other", "server")
 	if f := views[laptop].filter; f == nil || !f.AllowAll {

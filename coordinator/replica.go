@@ -2,6 +2,8 @@ package coordinator
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/meshvpn/meshvpn/coordinator/hub"
 	"github.com/meshvpn/meshvpn/internal/logsafe"
 )
 
@@ -56,7 +59,7 @@ const forwardBatch = 32
 // replicaLink is this coordinator's tie to the other replicas.
 type replicaLink struct {
 	store *Store
-	hub   *hub
+	hub   *hub.Hub
 	log   *slog.Logger
 	// offered records another replica's peer relay offer (withdrawn:
 	// addr not valid).
@@ -69,12 +72,12 @@ type replicaLink struct {
 
 // replicaIDFile holds a replica's name among those on its store, in its
 // state directory: a restarted replica is the same one, and finds its
-// netmap version (netmapversion.go) and its nodes.
+// netmap version (hub/netmapversion.go) and its nodes.
 const replicaIDFile = "replica-id"
 
 // loadReplicaID reads (or makes, on first start) the replica's ID.
 func loadReplicaID(stateDir string) (string, error) {
-	id, err := loadOrCreateSecret(filepath.Join(stateDir, replicaIDFile), func() (string, error) { return newEpoch(), nil })
+	id, err := loadOrCreateSecret(filepath.Join(stateDir, replicaIDFile), newReplicaName)
 	if err != nil {
 		return "", fmt.Errorf("replica id: %w", err)
 	}
@@ -84,15 +87,21 @@ func loadReplicaID(stateDir string) (string, error) {
 	return id, nil
 }
 
+// newReplicaName makes a replica's ID: 16 random hex digits.
+func newReplicaName() (string, error) {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:]), nil
+}
+
 // newReplicaLink ties the server to the other replicas; st.replica is
 // already set (loadReplicaID).
-func newReplicaLink(ctx context.Context, st *Store, h *hub, log *slog.Logger) (*replicaLink, error) {
+func newReplicaLink(ctx context.Context, st *Store, h *hub.Hub, log *slog.Logger) (*replicaLink, error) {
 	l := &replicaLink{store: st, hub: h, log: log.With("replica", st.replica),
 		logLimit: logsafe.NewLimiter(logBurst, logInterval), out: make(chan string, forwardQueueLen)}
 	if err := st.heartbeat(ctx); err != nil {
 		return nil, err
 	}
-	h.forward = l.forward
 	return l, nil
 }
 
@@ -194,7 +203,7 @@ func (l *replicaLink) beat(ctx context.Context) {
 			var ids []uint64
 			if ids, err = l.store.sweepDeadReplicas(wctx, replicaDead); err == nil && len(ids) > 0 {
 				l.log.Info("nodes of a replica that stopped marked offline", "nodes", len(ids))
-				err = l.hub.reload(wctx, ids)
+				err = l.hub.Reload(wctx, ids)
 			}
 		case <-prune.C:
 			err = l.store.pruneChallenges(wctx)
@@ -245,7 +254,7 @@ func (l *replicaLink) listenOnce(ctx context.Context) error {
 	}
 	defer conn.Close(context.Background())
 	rctx, cancel := context.WithTimeout(ctx, dbTimeout)
-	err = errors.Join(l.hub.reloadAll(rctx), l.hub.reloadPolicy(rctx))
+	err = errors.Join(l.hub.ReloadAll(rctx), l.hub.ReloadPolicy(rctx))
 	cancel()
 	if err != nil {
 		return err
@@ -278,11 +287,11 @@ func (l *replicaLink) handle(ctx context.Context, payload string) {
 				ids = append(ids, id)
 			}
 		}
-		err = l.hub.reload(wctx, ids)
+		err = l.hub.Reload(wctx, ids)
 	case noteAll:
-		err = l.hub.reloadAll(wctx)
+		err = l.hub.ReloadAll(wctx)
 	case notePolicy:
-		err = l.hub.reloadPolicy(wctx)
+		err = l.hub.ReloadPolicy(wctx)
 	case noteOffer:
 		sNode, sAddr, _ := strings.Cut(rest, " ")
 		id, perr := strconv.ParseUint(sNode, 10, 64)
@@ -296,7 +305,7 @@ func (l *replicaLink) handle(ctx context.Context, payload string) {
 		a, err1 := strconv.ParseUint(sFrom, 10, 64)
 		b, err2 := strconv.ParseUint(sTo, 10, 64)
 		if err1 == nil && err2 == nil {
-			l.hub.deliverSignal(a, b, []byte(frame))
+			l.hub.Deliver(a, b, []byte(frame))
 		}
 	}
 	if err != nil && ctx.Err() == nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket/wsjson"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/coordinator/hub"
 	"github.com/meshvpn/meshvpn/internal/pgtest"
 )
 
@@ -138,7 +139,7 @@ func TestReplicasFanOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	awaitFrame(t, ca, fanOutWithin, "gamma's removal on B at A", isRemoveOf(gamma.NodeID))
-	if a.hub.active(gamma.NodeID) {
+	if a.hub.Active(gamma.NodeID) {
 		t.Fatal("A still has gamma as a member")
 	}
 
@@ -175,11 +176,11 @@ func TestReplicasChallenge(t *testing.T) {
 }
 
 // waitHubOnline waits until h sees node id online (or offline).
-func waitHubOnline(t *testing.T, h *hub, id uint64, want bool) {
+func waitHubOnline(t *testing.T, h *hub.Hub, id uint64, want bool) {
 	t.Helper()
 	deadline := time.Now().Add(fanOutWithin)
 	for {
-		n, ok := h.node(id)
+		n, ok := h.Node(id)
 		if ok && n.Online == want {
 			return
 		}
@@ -233,18 +234,13 @@ func TestReplicasOwnEpoch(t *testing.T) {
 	registerHTTP(t, baseA, control.RegisterRequest{AuthKey: key, Hostname: "beta", PublicKey: newPublicKey(t)})
 	ca := dialStream(t, baseA, alpha.Credential)
 	readMsg(t, ca)
-	a.hub.flushNow()
-	a.hub.mu.Lock()
-	held := a.hub.versionLocked()
-	a.hub.mu.Unlock()
+	a.hub.Flush()
+	held := a.hub.NetmapVersion()
 
 	b, _ := startReplica(t, url)
-	b.hub.mu.Lock()
-	ids, resumable := b.hub.sinceLocked(held)
-	mine := b.hub.versionLocked()
-	b.hub.mu.Unlock()
-	if resumable {
-		t.Fatalf("replica B (version %s) would resume an agent holding A's version %s with %d nodes", mine, held, len(ids))
+	mine := b.hub.NetmapVersion()
+	if epoch, _, _ := strings.Cut(held, "."); strings.HasPrefix(mine, epoch+".") {
+		t.Fatalf("replica B (version %s) would resume an agent holding A's version %s from its own batches", mine, held)
 	}
 }
 
@@ -264,13 +260,13 @@ func TestReplicasEphemeral(t *testing.T) {
 	readMsg(t, c)
 	time.Sleep(5 * timeout)
 	for i, s := range srv {
-		if !s.hub.active(e.NodeID) {
+		if !s.hub.Active(e.NodeID) {
 			t.Fatalf("replica %d removed the ephemeral node while its stream is on B", i)
 		}
 	}
 	c.Close(websocket.StatusNormalClosure, "")
 	deadline := time.Now().Add(10 * timeout)
-	for a.hub.active(e.NodeID) || b.hub.active(e.NodeID) {
+	for a.hub.Active(e.NodeID) || b.hub.Active(e.NodeID) {
 		if time.Now().After(deadline) {
 			t.Fatalf("ephemeral node still a member %v after it went offline", 10*timeout)
 		}
@@ -367,10 +363,10 @@ func TestReplicaRestartResumes(t *testing.T) {
 }
 
 // waitHubMember waits until h knows node id.
-func waitHubMember(t *testing.T, h *hub, id uint64) {
+func waitHubMember(t *testing.T, h *hub.Hub, id uint64) {
 	t.Helper()
 	deadline := time.Now().Add(fanOutWithin)
-	for !h.active(id) {
+	for !h.Active(id) {
 		if time.Now().After(deadline) {
 			t.Fatalf("node %d not a member within %v", id, fanOutWithin)
 		}
@@ -391,13 +387,9 @@ func dialStreamSince(t *testing.T, base, cred, since string) (*websocket.Conn, *
 
 // latestVersion waits until h's version is steady, then reads c's frames
 // until one names it (reads are not cancelled: that would drop the stream).
-func latestVersion(t *testing.T, h *hub, c *websocket.Conn, held string) string {
+func latestVersion(t *testing.T, h *hub.Hub, c *websocket.Conn, held string) string {
 	t.Helper()
-	version := func() string {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return h.versionLocked()
-	}
+	version := h.NetmapVersion
 	want := version()
 	for steady := time.Now(); time.Since(steady) < 300*time.Millisecond; time.Sleep(20 * time.Millisecond) {
 		if v := version(); v != want {

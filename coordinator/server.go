@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/coordinator/admin"
+	"github.com/meshvpn/meshvpn/coordinator/hub"
 	"github.com/meshvpn/meshvpn/coordinator/stunserver"
 	"github.com/meshvpn/meshvpn/internal/logsafe"
 	"github.com/meshvpn/meshvpn/internal/metrics"
@@ -93,6 +94,10 @@ type Config struct {
 	// MaxNodes caps the nodes of the mesh (default and upper bound
 	// control.MaxNodes), so the netmap stays within what agents read.
 	MaxNodes int
+
+	// For tests: the hub's batch window and restart grace (0: the hub's
+	// defaults).
+	batchWindow, restartGrace time.Duration
 }
 
 // Defaults of the auth failure limit.
@@ -116,7 +121,7 @@ type Server struct {
 	cfg   Config
 	log   *slog.Logger
 	store *Store
-	hub   *hub
+	hub   *hub.Hub
 	tls   *tls.Config
 
 	httpSrv *http.Server
@@ -276,15 +281,24 @@ func New(cfg Config) (*Server, error) {
 	// Nodes the store says are online stay so for a grace period, as the
 	// agents were last told: those that reconnect at once cause no delta to
 	// everyone, the others are marked offline after it (see
-	// netmapversion.go).
-	h, err := newHub(ctx, store, s.log, s.metrics)
+	// hub/netmapversion.go).
+	hcfg := hub.Config{Store: hubStore{store}, Log: s.log, Metrics: s.metrics.hub,
+		BatchWindow: cfg.batchWindow, RestartGrace: cfg.restartGrace}
+	if store.fansOut() {
+		// s.replicas is set below, before any stream or store change can
+		// reach the hub.
+		hcfg.Replicas = hubStore{store}
+		hcfg.Forward = func(from, to uint64, frame []byte) bool { return s.replicas.forward(from, to, frame) }
+		hcfg.Gone = s.nodeGone
+		hcfg.Seen = s.remoteSeen
+	}
+	h, err := hub.New(ctx, hcfg)
 	if err != nil {
 		return fail(err)
 	}
 	s.metrics.registerHubGauges(h)
 	s.store, s.hub = store, h
-	// Only now, with no stream yet, may the hub's map be read unlocked.
-	warnSuspectKeys(h.nodes, s.log)
+	warnSuspectKeys(h.Nodes(), s.log)
 	if s.identity, err = loadServerIdentity(ctx, store, cfg.StateDir); err != nil {
 		return fail(err)
 	}
@@ -295,8 +309,6 @@ func New(cfg Config) (*Server, error) {
 		if s.replicas, err = newReplicaLink(ctx, store, h, s.log); err != nil {
 			return fail(err)
 		}
-		h.gone = s.nodeGone
-		h.seen = s.remoteSeen
 		s.replicas.offered = s.remoteOffer
 	} else if s.challenges, err = newChallenges(time.Now); err != nil {
 		return fail(err)
@@ -308,7 +320,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.TURN.Embedded {
 		s.usage = relay.NewLedger(s.started)
-		s.metrics.registerRelayUsage(s.usage, h.active)
+		s.metrics.registerRelayUsage(s.usage, h.Active)
 	}
 	if s.relays, err = newRelayList(cfg.TURN, s.turnSecret); err != nil {
 		return fail(err)
@@ -316,7 +328,7 @@ func New(cfg Config) (*Server, error) {
 	s.relays.host6 = cfg.PublicIPv6
 	s.peers = newPeerRelays(s.started)
 	s.onNodeGone(s.peers.forget)
-	s.metrics.registerPeerRelayUsage(s.peers, h.active)
+	s.metrics.registerPeerRelayUsage(s.peers, h.Active)
 	s.store, s.hub, s.lock = store, h, lock
 	if err := s.loadEphemeral(ctx); err != nil {
 		return fail(err)
@@ -591,7 +603,7 @@ func (s *Server) shutdown() error {
 	if err := s.adminSrv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("shutdown admin socket: %w", err))
 	}
-	s.hub.closeAll("coordinator shutting down")
+	s.hub.CloseAll("coordinator shutting down")
 	done := make(chan struct{})
 	go func() {
 		s.streams.Wait()
@@ -606,7 +618,7 @@ func (s *Server) shutdown() error {
 	// the agents last saw them (streams ending now do not flip them), so a
 	// coordinator started again resumes its agents instead of sending
 	// each a full netmap; it marks offline those that do not come back.
-	s.hub.shutdown()
+	s.hub.Shutdown()
 	if err := s.Close(); err != nil {
 		errs = append(errs, err)
 	}
@@ -639,7 +651,7 @@ func (s *Server) Close() error {
 		if s.metSrv != nil {
 			s.metSrv.Close()
 		}
-		s.hub.shutdown()
+		s.hub.Shutdown()
 		if err := s.store.Close(); err != nil {
 			errs = append(errs, err)
 		}

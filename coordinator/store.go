@@ -19,6 +19,10 @@ import (
 // DBFile is the name of the SQLite database inside the state directory.
 const DBFile = "coordinator.db"
 
+// dbTimeout bounds one store operation the server makes on its own (not
+// for a request, whose context bounds it).
+const dbTimeout = 10 * time.Second
+
 // Store is the coordinator's persistent state: auth keys and nodes. Several
 // processes may open the same store at once (the server and the admin
 // commands), which is why it runs in WAL mode with a busy timeout.

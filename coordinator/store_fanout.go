@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/coordinator/hub"
 )
 
 // Replicas: several coordinators on one PostgreSQL database tell each other
@@ -157,15 +157,9 @@ func (s *Store) announcePolicy(ctx context.Context, q execer) error {
 	return s.notify(ctx, q, notePolicy+" "+s.replicaTag())
 }
 
-// storedNode is a node row as another replica left it.
-type storedNode struct {
-	control.Node
-	expired, ephemeral bool
-}
-
 // nodesByID reads the nodes ids (expired ones too); IDs not returned were
 // deleted.
-func (s *Store) nodesByID(ctx context.Context, ids []uint64) ([]storedNode, error) {
+func (s *Store) nodesByID(ctx context.Context, ids []uint64) ([]hub.StoredNode, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -180,21 +174,21 @@ func (s *Store) nodesByID(ctx context.Context, ids []uint64) ([]storedNode, erro
 }
 
 // allStored reads every node (expired ones too).
-func (s *Store) allStored(ctx context.Context) ([]storedNode, error) {
+func (s *Store) allStored(ctx context.Context) ([]hub.StoredNode, error) {
 	return s.queryStored(ctx, `SELECT `+nodeColumns+`, expired_at IS NOT NULL, ephemeral, COALESCE(seen_from, '') FROM nodes ORDER BY id`)
 }
 
-func (s *Store) queryStored(ctx context.Context, q string) ([]storedNode, error) {
+func (s *Store) queryStored(ctx context.Context, q string) ([]hub.StoredNode, error) {
 	rows, err := s.db.QueryContext(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("load nodes: %w", err)
 	}
 	defer rows.Close()
-	var out []storedNode
+	var out []hub.StoredNode
 	for rows.Next() {
-		var sn storedNode
+		var sn hub.StoredNode
 		var from string
-		if sn.Node, err = s.scanNode(rows, &sn.expired, &sn.ephemeral, &from); err != nil {
+		if sn.Node, err = s.scanNode(rows, &sn.Expired, &sn.Ephemeral, &from); err != nil {
 			return nil, fmt.Errorf("load nodes: %w", err)
 		}
 		sn.SeenFrom = from

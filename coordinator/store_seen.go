@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+
+	"github.com/meshvpn/meshvpn/coordinator/hub"
 )
 
 // saveSeen writes a batch of online flags and last-seen times in one
@@ -19,7 +21,7 @@ import (
 // held may end after the agent moved. Those nodes come back as stale, for
 // the caller to reload. The online changes are announced to the others in
 // the same transaction.
-func (s *Store) saveSeen(ctx context.Context, seen map[uint64]nodeSeen, version *netmapVersion) (stale []uint64, err error) {
+func (s *Store) saveSeen(ctx context.Context, seen map[uint64]hub.Seen, version *netmapVersion) (stale []uint64, err error) {
 	err = s.inTx(ctx, func(tx *dbTx) error {
 		stale = stale[:0]
 		if version != nil {
@@ -51,17 +53,17 @@ func (s *Store) saveSeen(ctx context.Context, seen map[uint64]nodeSeen, version 
 		for _, id := range slices.Sorted(maps.Keys(seen)) {
 			v := seen[id]
 			switch {
-			case v.touch:
-				_, err = touch.ExecContext(ctx, toMillis(v.lastSeen), id)
-			case !s.fansOut() && v.online:
-				_, err = setUp.ExecContext(ctx, v.online, toMillis(v.lastSeen), id)
-			case v.online:
-				_, err = setUp.ExecContext(ctx, v.online, toMillis(v.lastSeen), s.replica, v.from, id)
+			case v.Touch:
+				_, err = touch.ExecContext(ctx, toMillis(v.LastSeen), id)
+			case !s.fansOut() && v.Online:
+				_, err = setUp.ExecContext(ctx, v.Online, toMillis(v.LastSeen), id)
+			case v.Online:
+				_, err = setUp.ExecContext(ctx, v.Online, toMillis(v.LastSeen), s.replica, v.From, id)
 			case !s.fansOut():
-				_, err = setDown.ExecContext(ctx, v.online, toMillis(v.lastSeen), id)
+				_, err = setDown.ExecContext(ctx, v.Online, toMillis(v.LastSeen), id)
 			default:
 				var n int64
-				res, e := setDown.ExecContext(ctx, v.online, toMillis(v.lastSeen), id, s.replica)
+				res, e := setDown.ExecContext(ctx, v.Online, toMillis(v.LastSeen), id, s.replica)
 				if err = e; err == nil {
 					if n, err = res.RowsAffected(); err == nil && n == 0 {
 						stale = append(stale, id)
@@ -72,7 +74,7 @@ func (s *Store) saveSeen(ctx context.Context, seen map[uint64]nodeSeen, version 
 			if err != nil {
 				return fmt.Errorf("save online state of node %d: %w", id, err)
 			}
-			if !v.touch {
+			if !v.Touch {
 				changed = append(changed, id)
 			}
 		}

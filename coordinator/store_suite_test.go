@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/coordinator/hub"
 	"github.com/meshvpn/meshvpn/internal/pgtest"
 )
 
@@ -244,7 +245,7 @@ var storeBehaviours = []struct {
 		a := suiteRegister(t, st, key, "a")
 		seenAt := time.UnixMilli(time.Now().UnixMilli()).UTC()
 		v := netmapVersion{epoch: "e1", seq: 42, digest: 0xfeedface12345678}
-		if _, err := st.saveSeen(ctx, map[uint64]nodeSeen{a.Node.ID: {online: true, lastSeen: seenAt}}, &v); err != nil {
+		if _, err := st.saveSeen(ctx, map[uint64]hub.Seen{a.Node.ID: {Online: true, LastSeen: seenAt}}, &v); err != nil {
 			t.Fatal(err)
 		}
 		v.seq++

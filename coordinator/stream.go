@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/coordinator/hub"
 	"github.com/meshvpn/meshvpn/internal/logsafe"
 )
 
@@ -23,8 +24,6 @@ const (
 	// bytes, and those over control.MaxSignalFrame are dropped. A larger
 	// frame is no honest agent's: it ends the sender's stream (1009).
 	streamReadLimit = 16 << 10
-	// sendQueueLen bounds the frames waiting for one agent.
-	sendQueueLen = 128
 	// pingInterval is how often a stream is probed; a NAT or a dead peer is
 	// noticed within pingInterval+pingTimeout.
 	pingInterval = 15 * time.Second
@@ -61,12 +60,12 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	node, err := s.store.AuthenticateNode(r.Context(), cred)
-	if err == nil && !s.hub.active(node.ID) && s.replicas != nil {
+	if err == nil && !s.hub.Active(node.ID) && s.replicas != nil {
 		// Registered through another replica a moment ago (or by one that
 		// died before it told us): the store has the last word.
-		err = s.hub.reload(r.Context(), []uint64{node.ID})
+		err = s.hub.Reload(r.Context(), []uint64{node.ID})
 	}
-	if err == nil && !s.hub.active(node.ID) {
+	if err == nil && !s.hub.Active(node.ID) {
 		err = ErrNodeRemoved // removed while we read the store
 	}
 	// An agent says which public key it holds; a credential presented with
@@ -113,7 +112,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 // servers carries the netmap's server fields for this stream (STUN, ...);
 // host is where the agent reaches us, for its relay URLs.
 // since is the netmap version the agent holds, if it said (see
-// netmapversion.go).
+// hub/netmapversion.go).
 func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int, since string, servers control.Netmap, host string) {
 	log := s.log.With("node", node.ID, "name", node.Name)
 	servers.STUN6 = s.stunServers6() // the same for every stream
@@ -124,12 +123,8 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 	defer cancel()
 	var closeOnce sync.Once
 	closed := make(chan struct{})
-	c := &streamConn{
-		nodeID: node.ID,
-		since:  logsafe.Clip(since),
-		from:   node.SeenFrom,
-		send:   make(chan []byte, sendQueueLen),
-		close: func(reason string, graceful bool) {
+	c := hub.NewStream(node.ID, node.SeenFrom, hub.QueueLen,
+		func(reason string, graceful bool) {
 			closeOnce.Do(func() {
 				// The hub calls this under its lock, so never wait here:
 				// Close waits for the agent's close frame, and even CloseNow
@@ -148,17 +143,14 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 					}
 				}()
 			})
-		},
-	}
+		})
 
-	if s.replicas != nil && since != "" {
-		// Perhaps an agent that moved from another replica
-		// (replica_resume.go).
-		fctx, fcancel := context.WithTimeout(ctx, dbTimeout)
-		c.foreign = s.hub.foreignResume(fctx, since)
-		fcancel()
-	}
-	if err := s.hub.connect(c, version, servers); err != nil {
+	// The store is read (with replicas) for an agent holding another
+	// replica's version.
+	actx, acancel := context.WithTimeout(ctx, dbTimeout)
+	err := s.hub.Attach(actx, c, version, logsafe.Clip(since), servers)
+	acancel()
+	if err != nil {
 		log.Warn("stream refused", "err", err)
 		ws.Close(websocket.StatusTryAgainLater, err.Error())
 		return
@@ -169,7 +161,7 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 	s.logLimit.LogFor(who, log, slog.LevelInfo, "node online")
 	s.life.ephemeral.connected(node.ID)
 	defer func() {
-		if s.hub.disconnect(c) {
+		if s.hub.Detach(c) {
 			s.logLimit.LogFor(who, log, slog.LevelInfo, "node offline")
 			s.life.ephemeral.disconnected(node.ID, time.Now())
 		}
@@ -179,23 +171,21 @@ func (s *Server) serveStream(ws *websocket.Conn, node control.Node, version int,
 	wg.Go(func() { s.writeLoop(ctx, ws, c, host, log, &wg) })
 	s.readLoop(ws, node.ID, log)
 
-	c.close("stream ended", false)
+	c.Close("stream ended", false)
 	<-closed
 	wg.Wait()
 }
 
 // writeLoop sends the netmap, then queued frames in order, and starts a
 // ping every ping interval (at most one in flight), counted in wg.
-func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *streamConn, host string, log *slog.Logger, wg *sync.WaitGroup) {
+func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *hub.Stream, host string, log *slog.Logger, wg *sync.WaitGroup) {
 	t := time.NewTicker(s.pingInterval)
 	defer t.Stop()
 	var pinging atomic.Bool
-	if c.netmap != nil {
-		err := writeNetmap(ctx, ws, c.netmap)
-		c.netmap = nil
-		if err != nil {
+	if f := c.Netmap(); f != nil {
+		if err := writeNetmap(ctx, ws, f); err != nil {
 			log.Debug("stream write failed", "err", err)
-			c.close("write failed", false)
+			c.Close("write failed", false)
 			return
 		}
 	}
@@ -203,7 +193,7 @@ func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *streamCon
 	// (no goroutine per stream for it).
 	var relaysDue relayDue
 	writeRelays := func() bool {
-		frame := s.relayUpdate(c.nodeID, host, &relaysDue, time.Now())
+		frame := s.relayUpdate(c.Node(), host, &relaysDue, time.Now())
 		if frame == nil {
 			return true
 		}
@@ -212,7 +202,7 @@ func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *streamCon
 		cancel()
 		if err != nil {
 			log.Debug("stream write failed", "err", err)
-			c.close("write failed", false)
+			c.Close("write failed", false)
 			return false
 		}
 		return true
@@ -234,14 +224,14 @@ func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *streamCon
 					s.pingOnce(ctx, ws, c, log)
 				})
 			}
-		case frame := <-c.send:
-			s.hub.written()
+		case frame := <-c.Queue():
+			s.hub.Written()
 			wctx, cancel := context.WithTimeout(ctx, writeTimeout)
 			err := ws.Write(wctx, websocket.MessageText, frame)
 			cancel()
 			if err != nil {
 				log.Debug("stream write failed", "err", err)
-				c.close("write failed", false)
+				c.Close("write failed", false)
 				return
 			}
 		}
@@ -249,7 +239,7 @@ func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *streamCon
 }
 
 // writeNetmap sends a netmap as one message from its parts.
-func writeNetmap(ctx context.Context, ws *websocket.Conn, f *netmapFrame) error {
+func writeNetmap(ctx context.Context, ws *websocket.Conn, f *hub.NetmapFrame) error {
 	// A netmap of 10,000 nodes is 1.7 MB: allow for a slow reader.
 	wctx, cancel := context.WithTimeout(ctx, 3*writeTimeout)
 	defer cancel()
@@ -257,7 +247,7 @@ func writeNetmap(ctx context.Context, ws *websocket.Conn, f *netmapFrame) error 
 	if err != nil {
 		return err
 	}
-	for _, p := range f.parts {
+	for _, p := range f.Parts() {
 		if _, err := w.Write(p); err != nil {
 			w.Close()
 			return err
@@ -270,7 +260,7 @@ func writeNetmap(ctx context.Context, ws *websocket.Conn, f *netmapFrame) error 
 // marks its node offline. The writer starts one per ping interval in a
 // short-lived goroutine, rather than each stream keeping a pinger goroutine
 // (and its stack) alive: at 10,000 streams that was 80 MB.
-func (s *Server) pingOnce(ctx context.Context, ws *websocket.Conn, c *streamConn, log *slog.Logger) {
+func (s *Server) pingOnce(ctx context.Context, ws *websocket.Conn, c *hub.Stream, log *slog.Logger) {
 	pctx, cancel := context.WithTimeout(ctx, s.pingTimeout)
 	err := ws.Ping(pctx)
 	cancel()
@@ -278,10 +268,10 @@ func (s *Server) pingOnce(ctx context.Context, ws *websocket.Conn, c *streamConn
 		if ctx.Err() == nil {
 			log.Info("stream not answering pings, closing", "err", err)
 		}
-		c.close("ping timeout", false)
+		c.Close("ping timeout", false)
 		return
 	}
-	s.hub.touch(c.nodeID)
+	s.hub.Touch(c.Node())
 }
 
 // readLoop handles frames from the agent until the stream fails or closes.
@@ -290,7 +280,7 @@ func (s *Server) pingOnce(ctx context.Context, ws *websocket.Conn, c *streamConn
 // counted and dropped: the sender's stream stays up, and so does the
 // receiver's.
 func (s *Server) readLoop(ws *websocket.Conn, from uint64, log *slog.Logger) {
-	budget := newSignalBudget()
+	budget := hub.NewSignalBudget()
 	for {
 		typ, data, err := ws.Read(context.Background())
 		if err != nil {
@@ -308,22 +298,22 @@ func (s *Server) readLoop(ws *websocket.Conn, from uint64, log *slog.Logger) {
 			log.Debug("ignoring binary frame")
 			continue
 		}
-		sig, err := decodeAgentFrame(data)
-		if errors.Is(err, errFrameNotSig) {
+		sig, err := hub.DecodeSignal(data)
+		if errors.Is(err, hub.ErrNotSignal) {
 			log.Debug("ignoring frame that is not a signal", "len", len(data))
 			continue
 		}
 		if err != nil {
-			s.metrics.signals.With(frameDropLabel(err)).Inc()
+			s.metrics.hub.Signals.With(hub.DropLabel(err)).Inc()
 			s.logLimit.Log(log, slog.LevelInfo, "dropping frame", "err", err.Error(), "len", len(data))
 			continue
 		}
-		if !budget.allow(sig.To, time.Now()) {
-			s.metrics.signals.With("rate_limited").Inc()
+		if !budget.Allow(sig.To, time.Now()) {
+			s.metrics.hub.Signals.With("rate_limited").Inc()
 			s.logLimit.Log(log, slog.LevelInfo, "dropping signals over the sender's rate", "to", sig.To)
 			continue
 		}
-		s.hub.relay(from, *sig)
+		s.hub.Signal(from, *sig)
 	}
 }
 

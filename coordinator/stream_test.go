@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket/wsjson"
 
 	"github.com/meshvpn/meshvpn/control"
+	"github.com/meshvpn/meshvpn/coordinator/hub/hubtest"
 )
 
 // registerHTTP registers over the real API.
@@ -293,7 +294,7 @@ func TestStreamDeadConnectionGoesOffline(t *testing.T) {
 
 // TestStreamShutdownKeepsOnline: a clean shutdown leaves online flags as
 // the agents last saw them (so the next start can resume its agents, see
-// netmapversion.go); the next start marks offline, after restartGrace, the
+// hub/netmapversion.go); the next start marks offline, after restartGrace, the
 // nodes that do not come back.
 func TestStreamShutdownKeepsOnline(t *testing.T) {
 	dir := t.TempDir()
@@ -332,17 +333,15 @@ func TestStreamShutdownKeepsOnline(t *testing.T) {
 	}
 	st.Close()
 
-	defer func(g time.Duration) { restartGrace = g }(restartGrace)
-	restartGrace = 300 * time.Millisecond
-	s2, stop2 := runServer(t, Config{Listen: "127.0.0.1:0", StateDir: dir, Logger: testLogger(t)})
+	s2, stop2 := runServer(t, Config{Listen: "127.0.0.1:0", StateDir: dir, Logger: testLogger(t), restartGrace: 300 * time.Millisecond})
 	defer stop2()
-	if n, _ := s2.hub.node(a.NodeID); !n.Online {
+	if n, _ := s2.hub.Node(a.NodeID); !n.Online {
 		t.Fatal("restarted coordinator forgot that a was online")
 	}
 	// a never comes back: offline once the grace is over, in the hub and
 	// the store.
 	waitOnline(t, s2.store, a.NodeID, false)
-	if n, _ := s2.hub.node(a.NodeID); n.Online {
+	if n, _ := s2.hub.Node(a.NodeID); n.Online {
 		t.Fatal("a still online in the hub after the grace")
 	}
 }
@@ -351,20 +350,17 @@ func TestHubDropsSlowStream(t *testing.T) {
 	s := newTestServer(t)
 	key := newKey(t, s.store, true, 0)
 	a := mustRegister(t, s.Handler(), control.RegisterRequest{AuthKey: key, Hostname: "a", PublicKey: newPublicKey(t)})
-	closed := 0
-	c := &streamConn{nodeID: a.NodeID, send: make(chan []byte, 4), close: func(string, bool) { closed++ }}
-	if err := s.hub.connect(c, 1, control.Netmap{}); err != nil {
-		t.Fatal(err)
-	}
+	c := hubtest.NewConnFrom(a.NodeID, "", 4)
+	attachConn(t, s, c, 1)
 	for range 10 {
 		mustRegister(t, s.Handler(), control.RegisterRequest{AuthKey: key, Hostname: "x", PublicKey: newPublicKey(t)})
-		s.hub.flushNow() // one delta per registration
+		s.hub.Flush() // one delta per registration
 	}
-	if closed != 1 {
-		t.Fatalf("slow stream closed %d times, want 1", closed)
+	if c.Closed != 1 {
+		t.Fatalf("slow stream closed %d times, want 1", c.Closed)
 	}
-	if len(c.send) != cap(c.send) {
-		t.Fatalf("queue holds %d frames", len(c.send))
+	if q := c.Queue(); len(q) != cap(q) {
+		t.Fatalf("queue holds %d frames", len(q))
 	}
-	s.hub.disconnect(c)
+	s.hub.Detach(c.Stream)
 }

@@ -63,17 +63,9 @@ func (s *Server) listenTURN(udp net.PacketConn, extra []net.PacketConn) (*relay.
 		AllowPeers:         cfg.AllowPeers,
 		AllocationLifetime: cfg.AllocationLifetime,
 		Secret:             func() []byte { return secret },
-		Active:             s.hub.active,
-		Members:            s.hub.memberCount,
+		Active:             s.hub.Active,
+		Members:            func() int { return s.hub.Counts().Nodes },
 		Usage:              s.usage,
 		Log:                s.log,
 	})
-}
-
-// memberCount is how many nodes are members of the mesh (the TURN quota
-// grows with it).
-func (h *hub) memberCount() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.nodes)
 }

@@ -70,7 +70,10 @@ func (s *Server) RelayUsage(since time.Duration, now time.Time) (UsageReport, er
 		relays = append(relays, EmbeddedRelay)
 	}
 	relays = append(relays, s.cfg.TURN.URLs...)
-	names := s.hub.names()
+	names := map[uint64]string{}
+	for _, n := range s.hub.Nodes() {
+		names[n.ID] = n.Name
+	}
 	ids := make([]uint64, 0, len(names)+len(counts))
 	for id := range names {
 		ids = append(ids, id)
@@ -98,17 +101,6 @@ func (s *Server) RelayUsage(since time.Duration, now time.Time) (UsageReport, er
 	}
 	rep.Rows = append(rep.Rows, peerRows...)
 	return rep, nil
-}
-
-// names maps each member's ID to its name.
-func (h *hub) names() map[uint64]string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := make(map[uint64]string, len(h.nodes))
-	for id, n := range h.nodes {
-		out[id] = n.Name
-	}
-	return out
 }
 
 func (s *Server) adminUsageRoute(mux *http.ServeMux) {

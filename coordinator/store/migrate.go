@@ -66,7 +66,7 @@ var SQLiteMigrations = []string{
 		updated_at INTEGER NOT NULL
 	);`,
 	// 6: the netmap version agents were last sent, so that a restarted
-	// coordinator can resume them (see netmapversion.go).
+	// coordinator can resume them (see coordinator/hub/netmapversion.go).
 	`CREATE TABLE netmap_version (
 		epoch  TEXT    NOT NULL,
 		seq    INTEGER NOT NULL,

@@ -1,4 +1,4 @@
-package coordinator
+package hub
 
 import (
 	"time"
@@ -22,19 +22,19 @@ var (
 // named by the sender, so it could make up any number.
 const maxSignalPairs = 4096
 
-// signalBudget is one stream's signal allowance. Only the stream's reader
+// SignalBudget is one stream's signal allowance. Only the stream's reader
 // uses it, so it needs no lock.
-type signalBudget struct {
+type SignalBudget struct {
 	all   ratelimit.Bucket
 	pairs map[uint64]*ratelimit.Bucket
 }
 
-func newSignalBudget() *signalBudget {
-	return &signalBudget{pairs: map[uint64]*ratelimit.Bucket{}}
+func NewSignalBudget() *SignalBudget {
+	return &SignalBudget{pairs: map[uint64]*ratelimit.Bucket{}}
 }
 
 // allow charges one signal to the receiver to and tells whether it may go.
-func (b *signalBudget) allow(to uint64, now time.Time) bool {
+func (b *SignalBudget) Allow(to uint64, now time.Time) bool {
 	p := b.pairs[to]
 	if p == nil {
 		if len(b.pairs) >= maxSignalPairs {

@@ -1,4 +1,4 @@
-package coordinator
+package hub
 
 import (
 	"context"
@@ -37,10 +37,10 @@ type foreignVersion struct {
 // foreignResume looks up since when it is another replica's version and
 // that replica's last stored one; nil otherwise (a full netmap follows).
 // It reads the store, so it runs before the hub's lock is taken.
-func (h *hub) foreignResume(ctx context.Context, since string) *foreignVersion {
+func (h *Hub) foreignResume(ctx context.Context, since string) *foreignVersion {
 	epoch, s, ok := strings.Cut(since, ".")
 	seq, err := strconv.ParseUint(s, 10, 64)
-	if !ok || err != nil || !h.store.fansOut() {
+	if !ok || err != nil || h.replicas == nil {
 		return nil
 	}
 	h.mu.Lock()
@@ -49,21 +49,21 @@ func (h *hub) foreignResume(ctx context.Context, since string) *foreignVersion {
 	if own {
 		return nil
 	}
-	v, ok, err := h.store.versionByEpoch(ctx, epoch)
-	if err != nil || !ok || v.seq != seq {
+	v, ok, err := h.replicas.VersionByEpoch(ctx, epoch)
+	if err != nil || !ok || v.Seq != seq {
 		return nil
 	}
-	changed, err := h.store.changedSince(ctx, v.savedAt-changedMargin.Milliseconds())
+	changed, err := h.replicas.ChangedSince(ctx, v.SavedAt-changedMargin.Milliseconds())
 	if err != nil {
 		return nil
 	}
-	return &foreignVersion{digest: v.digest, changed: changed, mark: mark}
+	return &foreignVersion{digest: v.Digest, changed: changed, mark: mark}
 }
 
 // foreignSinceLocked is sinceLocked for a foreign version: the nodes to
 // send, if the membership is still the one stored with it and the ring
 // still covers what this hub sent since f was read.
-func (h *hub) foreignSinceLocked(f *foreignVersion) ([]uint64, bool) {
+func (h *Hub) foreignSinceLocked(f *foreignVersion) ([]uint64, bool) {
 	if f.digest != h.digest {
 		return nil, false
 	}

@@ -1,6 +1,7 @@
-package coordinator
+package hub
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -12,9 +13,12 @@ import (
 
 // benchHubPolicy builds a hub of n connected nodes (fake streams) named
 // sim-i with tags t0..t9, as the loadgen's -policy run does.
-func benchHubPolicy(b testing.TB, n int) *hub {
-	s := newTestServer(b)
-	h := s.hub
+func benchHubPolicy(b testing.TB, n int) *Hub {
+	h, err := New(b.Context(), Config{Store: emptyStore{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(h.Shutdown)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for i := range n {
@@ -24,7 +28,9 @@ func benchHubPolicy(b testing.TB, n int) *hub {
 		if err := h.setLocked(nd); err != nil {
 			b.Fatal(err)
 		}
-		h.conns[id] = &streamConn{nodeID: id, version: 2, send: make(chan []byte, 4), close: func(string, bool) {}}
+		c := NewStream(id, "", 4, func(string, bool) {})
+		c.version = 2
+		h.conns[id] = c
 	}
 	return h
 }
@@ -80,4 +86,14 @@ func BenchmarkPolicyChange10k(b *testing.B) {
 	b.ReportMetric(float64(c0(h)), "profiles")
 }
 
-func c0(h *hub) int { return h.pol.Profiles() }
+func c0(h *Hub) int { return h.pol.Profiles() }
+
+// emptyStore is a Store with nothing in it that forgets what it is told.
+type emptyStore struct{}
+
+func (emptyStore) ListNodes(context.Context) ([]control.Node, error) { return nil, nil }
+func (emptyStore) Policy(context.Context) ([]byte, error)            { return nil, nil }
+func (emptyStore) SaveSeen(context.Context, map[uint64]Seen, *Version) ([]uint64, error) {
+	return nil, nil
+}
+func (emptyStore) NetmapVersion(context.Context) (Version, bool, error) { return Version{}, false, nil }

@@ -1,4 +1,4 @@
-package coordinator
+package hub
 
 import (
 	"context"
@@ -9,16 +9,18 @@ import (
 	"github.com/meshvpn/meshvpn/policy"
 )
 
-// The hub's side of replicas (replica.go): other coordinators change the
-// store, and this hub takes the store's word for the nodes they name. A
+// The hub's side of replicas (the coordinator's replica.go): other
+// coordinators change the store, and this hub takes the store's word for
+// the nodes they name (ReplicaStore). A
 // node whose stream this replica holds stays online as seen here, and so
 // does one whose online change is still to be written: both are newer than
 // the row.
 
-// reload brings the nodes ids to their state in the store: changed ones
-// go to the next delta, deleted or expired ones leave the mesh.
-func (h *hub) reload(ctx context.Context, ids []uint64) error {
-	rows, err := h.store.nodesByID(ctx, ids)
+// Reload brings the nodes ids to their state in the store: changed ones
+// go to the next delta, deleted or expired ones leave the mesh. This and
+// the other calls here are for replicas (Config.Replicas set).
+func (h *Hub) Reload(ctx context.Context, ids []uint64) error {
+	rows, err := h.replicas.NodesByID(ctx, ids)
 	if err != nil {
 		return err
 	}
@@ -26,10 +28,10 @@ func (h *hub) reload(ctx context.Context, ids []uint64) error {
 	return nil
 }
 
-// reloadAll brings every node to its state in the store, for a replica
+// ReloadAll brings every node to its state in the store, for a replica
 // that may have missed notifications (its listener reconnected).
-func (h *hub) reloadAll(ctx context.Context) error {
-	rows, err := h.store.allStored(ctx)
+func (h *Hub) ReloadAll(ctx context.Context) error {
+	rows, err := h.replicas.AllNodes(ctx)
 	if err != nil {
 		return err
 	}
@@ -46,15 +48,15 @@ func (h *hub) reloadAll(ctx context.Context) error {
 
 // applyStored applies rows, the store's state of the nodes asked (sorted);
 // an asked node without a row was removed.
-func (h *hub) applyStored(rows []storedNode, asked []uint64) {
+func (h *Hub) applyStored(rows []StoredNode, asked []uint64) {
 	type leaving struct {
 		id     uint64
 		reason string
 	}
 	var gone []leaving
-	var seen []remoteSeen
+	var seen []RemoteSeen
 	h.mu.Lock()
-	byID := make(map[uint64]storedNode, len(rows))
+	byID := make(map[uint64]StoredNode, len(rows))
 	for _, r := range rows {
 		byID[r.ID] = r
 	}
@@ -67,14 +69,14 @@ func (h *hub) applyStored(rows []storedNode, asked []uint64) {
 			continue
 		case !ok:
 			continue
-		case r.expired && known:
+		case r.Expired && known:
 			gone = append(gone, leaving{id, control.ReasonNodeExpired})
 			continue
-		case r.expired:
+		case r.Expired:
 			continue
 		}
 		n := r.Node
-		if d, pending := h.dirty[id]; known && (h.conns[id] != nil || (pending && !d.touch)) {
+		if d, pending := h.dirty[id]; known && (h.conns[id] != nil || (pending && !d.Touch)) {
 			n.Online, n.LastSeen, n.SeenFrom = old.Online, old.LastSeen, old.SeenFrom
 		}
 		if !n.Online {
@@ -89,7 +91,7 @@ func (h *hub) applyStored(rows []storedNode, asked []uint64) {
 			continue
 		}
 		h.changedLocked(n)
-		seen = append(seen, remoteSeen{id: id, ephemeral: r.ephemeral, known: known, online: n.Online, wasOnline: old.Online})
+		seen = append(seen, RemoteSeen{ID: id, Ephemeral: r.Ephemeral, Known: known, Online: n.Online, WasOnline: old.Online})
 	}
 	h.mu.Unlock()
 	for _, g := range gone {
@@ -102,16 +104,8 @@ func (h *hub) applyStored(rows []storedNode, asked []uint64) {
 	}
 }
 
-// remoteSeen is a node change taken from the store, for the server's
-// ephemeral deadlines: every replica times every ephemeral node, online on
-// whichever replica.
-type remoteSeen struct {
-	id                                  uint64
-	ephemeral, known, online, wasOnline bool
-}
-
-// reloadPolicy installs the stored policy if another replica changed it.
-func (h *hub) reloadPolicy(ctx context.Context) error {
+// ReloadPolicy installs the stored policy if another replica changed it.
+func (h *Hub) ReloadPolicy(ctx context.Context) error {
 	src, err := h.store.Policy(ctx)
 	if err != nil {
 		return err
@@ -133,10 +127,10 @@ func (h *hub) reloadPolicy(ctx context.Context) error {
 	return nil
 }
 
-// deliverSignal queues a signal frame another replica forwarded to node
-// to, if this replica holds its stream. The sending replica checked the
+// Deliver queues a signal frame another replica forwarded to node to, if
+// this replica holds its stream. The sending replica checked the
 // sender; the pair is checked again against this replica's view.
-func (h *hub) deliverSignal(from, to uint64, frame []byte) bool {
+func (h *Hub) Deliver(from, to uint64, frame []byte) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	c := h.conns[to]
@@ -144,13 +138,13 @@ func (h *hub) deliverSignal(from, to uint64, frame []byte) bool {
 		return false
 	}
 	if !h.peersLocked(from, to) {
-		h.metrics.signals.With("dropped").Inc()
+		h.metrics.Signals.With("dropped").Inc()
 		return false
 	}
 	if !h.enqueueSignalLocked(c, frame) {
-		h.metrics.signals.With("queue_full").Inc()
+		h.metrics.Signals.With("queue_full").Inc()
 		return false
 	}
-	h.metrics.signals.With("forwarded").Inc()
+	h.metrics.Signals.With("forwarded").Inc()
 	return true
 }

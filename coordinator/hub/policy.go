@@ -1,10 +1,12 @@
-package coordinator
+package hub
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"strconv"
 
@@ -48,17 +50,18 @@ func policyHash(src []byte) uint64 {
 	return binary.BigEndian.Uint64(sum[:8])
 }
 
-func toPolicyNode(n control.Node) policy.Node {
+// PolicyNode is n as the access policy sees it.
+func PolicyNode(n control.Node) policy.Node {
 	ip, _ := netip.ParseAddr(n.IP)
 	return policy.Node{ID: n.ID, Name: n.Name, IP: ip, Tags: n.Tags}
 }
 
 // placeLocked (re)computes n's profile after a change.
-func (h *hub) placeLocked(n control.Node) {
+func (h *Hub) placeLocked(n control.Node) {
 	if h.pol == nil {
 		return
 	}
-	p := h.pol.Profile(toPolicyNode(n))
+	p := h.pol.Profile(PolicyNode(n))
 	old, had := h.prof[n.ID]
 	h.prof[n.ID] = p
 	if !had || old == p {
@@ -73,7 +76,7 @@ func (h *hub) placeLocked(n control.Node) {
 }
 
 // unplaceLocked forgets a removed node's profile.
-func (h *hub) unplaceLocked(id uint64) {
+func (h *Hub) unplaceLocked(id uint64) {
 	if h.pol == nil {
 		return
 	}
@@ -85,8 +88,42 @@ func (h *hub) unplaceLocked(id uint64) {
 	}
 }
 
+// PolicyPeers tells whether the access policy lets a and b know each
+// other (both are members then, unless there is no policy).
+func (h *Hub) PolicyPeers(a, b uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.policyPeersLocked(a, b)
+}
+
+// SetPolicy installs a compiled policy (nil: none) made from src, which
+// the caller has stored; see setPolicyLocked.
+func (h *Hub) SetPolicy(c *policy.Compiled, src []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.setPolicyLocked(c, src)
+}
+
+// loadPolicy installs the stored policy when the hub starts. A stored
+// policy passed its checks when it was set; its tests are not run again
+// here, since nodes may have changed since and a server must still start.
+func (h *Hub) loadPolicy(ctx context.Context) error {
+	src, err := h.store.Policy(ctx)
+	if err != nil || src == nil {
+		return err
+	}
+	pol, err := policy.Parse(src)
+	if err != nil {
+		return fmt.Errorf("stored policy: %w", err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.setPolicyLocked(policy.Compile(pol), src)
+	return nil
+}
+
 // policyPeersLocked tells whether a and b may know each other.
-func (h *hub) policyPeersLocked(a, b uint64) bool {
+func (h *Hub) policyPeersLocked(a, b uint64) bool {
 	if h.pol == nil {
 		return true
 	}
@@ -94,7 +131,7 @@ func (h *hub) policyPeersLocked(a, b uint64) bool {
 	return pa != nil && pb != nil && policy.Peers(pa, pb)
 }
 
-func (h *hub) filterJSONLocked(p *policy.Profile) []byte {
+func (h *Hub) filterJSONLocked(p *policy.Profile) []byte {
 	if b, ok := h.filterJSON[p]; ok {
 		return b
 	}
@@ -111,7 +148,7 @@ func (h *hub) filterJSONLocked(p *policy.Profile) []byte {
 // and sends every stream the difference: nodes it now sees or no longer
 // sees, and its new filter. A change while running starts a new netmap
 // epoch, so no agent that missed it is resumed from an older version.
-func (h *hub) setPolicyLocked(c *policy.Compiled, src []byte) {
+func (h *Hub) setPolicyLocked(c *policy.Compiled, src []byte) {
 	oldPol, oldProf := h.pol, h.prof
 	h.pol = c
 	newHash := policyHash(src)
@@ -126,7 +163,7 @@ func (h *hub) setPolicyLocked(c *policy.Compiled, src []byte) {
 	h.filterJSON = map[*policy.Profile][]byte{}
 	if c != nil {
 		for _, id := range h.ids {
-			h.prof[id] = c.Profile(toPolicyNode(h.nodes[id]))
+			h.prof[id] = c.Profile(PolicyNode(h.nodes[id]))
 		}
 	}
 	if len(h.conns) == 0 {
@@ -194,7 +231,7 @@ func (h *hub) setPolicyLocked(c *policy.Compiled, src []byte) {
 // policySendLocked is sendLocked under a policy: each stream gets the
 // changed nodes it may see as upserts, and those it could see before and
 // no longer may as removals. Streams with the same outcome share a frame.
-func (h *hub) policySendLocked(ids []uint64) {
+func (h *Hub) policySendLocked(ids []uint64) {
 	prev, reprof := h.prev, h.reprofiled
 	h.prev, h.reprofiled = map[uint64]*policy.Profile{}, map[uint64]*policy.Profile{}
 	frames := map[string][]byte{}
@@ -241,14 +278,14 @@ func (h *hub) policySendLocked(ids []uint64) {
 			frame = deltaFrame(up, rm, nil)
 			frames[string(mask)] = frame
 		}
-		h.metrics.deltaFrames.Inc()
+		h.metrics.DeltaFrames.Inc()
 		h.enqueueLocked(c, frame)
 	}
 }
 
 // wasPeerLocked tells whether a stream with profile self may have been
 // sent node x before x's last change.
-func (h *hub) wasPeerLocked(self *policy.Profile, x uint64, prev map[uint64]*policy.Profile) bool {
+func (h *Hub) wasPeerLocked(self *policy.Profile, x uint64, prev map[uint64]*policy.Profile) bool {
 	p, ok := prev[x]
 	if !ok {
 		return false // x did not change profile: it was not a peer either
@@ -258,11 +295,11 @@ func (h *hub) wasPeerLocked(self *policy.Profile, x uint64, prev map[uint64]*pol
 
 // resyncLocked sends a stream whose own profile changed (a rename, say)
 // the nodes it gains and loses, and its new filter.
-func (h *hub) resyncLocked(c *streamConn, old, cur *policy.Profile, prev map[uint64]*policy.Profile) {
+func (h *Hub) resyncLocked(c *Stream, old, cur *policy.Profile, prev map[uint64]*policy.Profile) {
 	var up [][]byte
 	var rm []uint64
 	for _, x := range h.ids {
-		if x == c.nodeID {
+		if x == c.node {
 			continue
 		}
 		px := h.prof[x]
@@ -318,10 +355,10 @@ func deltaFrame(up [][]byte, rm []uint64, filter []byte) []byte {
 
 // policyNetmapFrameLocked builds self's netmap under a policy: only its
 // peers, and its filter.
-func (h *hub) policyNetmapFrameLocked(self control.Node, version int, servers control.Netmap) (*netmapFrame, error) {
+func (h *Hub) policyNetmapFrameLocked(self control.Node, version int, servers control.Netmap) (*NetmapFrame, error) {
 	p := h.prof[self.ID]
 	if p == nil {
-		p = h.pol.Profile(toPolicyNode(self))
+		p = h.pol.Profile(PolicyNode(self))
 	}
 	servers.Filter = nil
 	if servers.STUN == nil {
@@ -354,7 +391,7 @@ func (h *hub) policyNetmapFrameLocked(self control.Node, version int, servers co
 	b.WriteString(`],"filter":`)
 	b.Write(h.filterJSONLocked(p))
 	b.WriteString(rest + `}}`)
-	f := &netmapFrame{}
+	f := &NetmapFrame{}
 	f.add(b.Bytes())
 	return f, nil
 }

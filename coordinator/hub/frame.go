@@ -1,4 +1,4 @@
-package coordinator
+package hub
 
 import (
 	"encoding/json"
@@ -12,16 +12,16 @@ import (
 var (
 	errFrameTooBig   = errors.New("oversize")
 	errFrameBad      = errors.New("malformed")
-	errFrameNotSig   = errors.New("not a signal")
+	ErrNotSignal     = errors.New("not a signal")
 	errSignalInvalid = errors.New("invalid")
 )
 
-// decodeAgentFrame parses one text frame from an agent. Agents send only
+// DecodeSignal parses one text frame from an agent. Agents send only
 // signals; a signal larger than control.MaxSignalFrame or with a field
 // beyond its limit is refused before anything else looks at it. The error
 // wraps one of the errFrame values and says nothing the sender chose beyond
 // lengths.
-func decodeAgentFrame(data []byte) (*control.Signal, error) {
+func DecodeSignal(data []byte) (*control.Signal, error) {
 	if len(data) > control.MaxSignalFrame {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", errFrameTooBig, len(data), control.MaxSignalFrame)
 	}
@@ -30,7 +30,7 @@ func decodeAgentFrame(data []byte) (*control.Signal, error) {
 		return nil, fmt.Errorf("%w: %d bytes of bad JSON", errFrameBad, len(data))
 	}
 	if m.Type != control.MsgSignal {
-		return nil, errFrameNotSig
+		return nil, ErrNotSignal
 	}
 	if m.Signal == nil {
 		return nil, fmt.Errorf("%w: signal frame without signal", errFrameBad)
@@ -41,8 +41,8 @@ func decodeAgentFrame(data []byte) (*control.Signal, error) {
 	return m.Signal, nil
 }
 
-// frameDropLabel is the signals metric's result label for a refused frame.
-func frameDropLabel(err error) string {
+// DropLabel is the signals metric's result label for a refused frame.
+func DropLabel(err error) string {
 	for _, e := range []error{errFrameTooBig, errFrameBad, errSignalInvalid} {
 		if errors.Is(err, e) {
 			return e.Error()

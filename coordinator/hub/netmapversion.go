@@ -1,4 +1,4 @@
-package coordinator
+package hub
 
 import (
 	"context"
@@ -44,15 +44,6 @@ type deltaBatch struct {
 	ids []uint64
 }
 
-// netmapVersion is what the store keeps of the hub's version.
-type netmapVersion struct {
-	epoch  string
-	seq    uint64
-	digest uint64
-	// savedAt is when a replica saved it (database clock, Unix ms).
-	savedAt int64
-}
-
 func newEpoch() string {
 	var b [8]byte
 	rand.Read(b[:])
@@ -69,12 +60,12 @@ func memberHash(n control.Node) uint64 {
 }
 
 // versionLocked is the current version as sent to agents.
-func (h *hub) versionLocked() string {
+func (h *Hub) versionLocked() string {
 	return h.epoch + "." + strconv.FormatUint(h.seq, 10)
 }
 
 // recordBatchLocked starts the next SEQ for a batch naming ids.
-func (h *hub) recordBatchLocked(ids []uint64) {
+func (h *Hub) recordBatchLocked(ids []uint64) {
 	h.seq++
 	h.ring = append(h.ring, deltaBatch{seq: h.seq, ids: ids})
 	h.ringIDs += len(ids)
@@ -88,7 +79,7 @@ func (h *hub) recordBatchLocked(ids []uint64) {
 // sinceLocked returns the nodes changed after version since, sorted, and
 // whether the hub can tell: since is of this epoch and the ring still holds
 // every batch after it.
-func (h *hub) sinceLocked(since string) ([]uint64, bool) {
+func (h *Hub) sinceLocked(since string) ([]uint64, bool) {
 	epoch, s, ok := strings.Cut(since, ".")
 	if !ok || epoch != h.epoch {
 		return nil, false
@@ -125,16 +116,16 @@ func (h *hub) sinceLocked(since string) ([]uint64, bool) {
 // the membership they were stored with, else starts a new epoch. Nodes the
 // store says are online stay so for restartGrace, so agents that come back
 // at once cause no online delta to everyone (see sweepRestored).
-func (h *hub) restoreVersion(ctx context.Context) error {
-	if h.store.fansOut() {
+func (h *Hub) restoreVersion(ctx context.Context) error {
+	if h.replicas != nil {
 		return h.restoreReplicaVersion(ctx)
 	}
-	v, ok, err := h.store.loadNetmapVersion(ctx)
+	v, ok, err := h.store.NetmapVersion(ctx)
 	if err != nil {
 		return err
 	}
-	if ok && v.digest == h.digest && v.epoch != "" {
-		h.epoch, h.seq = v.epoch, v.seq
+	if ok && v.Digest == h.digest && v.Epoch != "" {
+		h.epoch, h.seq = v.Epoch, v.Seq
 	} else {
 		h.epoch, h.seq = newEpoch(), 0
 	}
@@ -145,19 +136,14 @@ func (h *hub) restoreVersion(ctx context.Context) error {
 		}
 	}
 	if len(restored) > 0 {
-		time.AfterFunc(restartGrace, func() { h.sweepRestored(restored) })
+		time.AfterFunc(h.restartGrace, func() { h.sweepRestored(restored) })
 	}
 	return nil
 }
 
-// restartGrace is how long nodes that were online when the coordinator
-// stopped are left online without a stream: longer than an agent's
-// reconnect backoff (30 s at most). A variable for tests.
-var restartGrace = 45 * time.Second
-
 // sweepRestored marks offline the nodes restored as online that did not
 // come back.
-func (h *hub) sweepRestored(ids []uint64) {
+func (h *Hub) sweepRestored(ids []uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -170,7 +156,7 @@ func (h *hub) sweepRestored(ids []uint64) {
 		}
 		n.Online = false
 		h.changedLocked(n)
-		h.dirty[id] = nodeSeen{online: false, lastSeen: n.LastSeen}
+		h.dirty[id] = Seen{Online: false, LastSeen: n.LastSeen}
 	}
 }
 
@@ -181,7 +167,7 @@ func (h *hub) sweepRestored(ids []uint64) {
 // sees its own part of the mesh and has its own filter, which the ring of
 // mesh-wide changes cannot tell: such agents always get a full (trimmed)
 // netmap.
-func (h *hub) resumeFrameLocked(self control.Node, version int, servers control.Netmap, since string, foreign *foreignVersion) (*netmapFrame, error) {
+func (h *Hub) resumeFrameLocked(self control.Node, version int, servers control.Netmap, since string, foreign *foreignVersion) (*NetmapFrame, error) {
 	if since == "" || version < 2 || h.pol != nil {
 		return nil, nil
 	}
@@ -206,8 +192,8 @@ func (h *hub) resumeFrameLocked(self control.Node, version int, servers control.
 	b := h.deltaBodyLocked(`{"type":"resume","v":`+strconv.Itoa(version)+`,"nv":"`+h.versionLocked()+
 		`","netmap":{"self":`+string(selfJSON)+`,"peers":[]`+rest+`},"delta":`, ids, self.ID)
 	b.WriteString(`}`)
-	h.metrics.resumes.Inc()
-	f := &netmapFrame{}
+	h.metrics.Resumes.Inc()
+	f := &NetmapFrame{}
 	f.add(b.Bytes())
 	return f, nil
 }
@@ -223,14 +209,14 @@ func (h *hub) resumeFrameLocked(self control.Node, version int, servers control.
 // The nodes online through this replica's streams when it stopped stay
 // online for restartGrace, as with one coordinator; the others belong to
 // live replicas (or are swept when theirs stops, replica.go).
-func (h *hub) restoreReplicaVersion(ctx context.Context) error {
-	v, ok, err := h.store.loadNetmapVersion(ctx)
+func (h *Hub) restoreReplicaVersion(ctx context.Context) error {
+	v, ok, err := h.store.NetmapVersion(ctx)
 	if err != nil {
 		return err
 	}
 	// Where online nodes' streams come from, as peers were told: an agent
 	// reconnecting from the same address then changes nothing they see.
-	from, err := h.store.seenFrom(ctx)
+	from, err := h.replicas.SeenFrom(ctx)
 	if err != nil {
 		return err
 	}
@@ -243,24 +229,24 @@ func (h *hub) restoreReplicaVersion(ctx context.Context) error {
 		}
 	}
 	h.epoch, h.seq = newEpoch(), 0
-	if ok && v.digest == h.digest && v.epoch != "" {
-		ids, err := h.store.changedSince(ctx, v.savedAt-changedMargin.Milliseconds())
+	if ok && v.Digest == h.digest && v.Epoch != "" {
+		ids, err := h.replicas.ChangedSince(ctx, v.SavedAt-changedMargin.Milliseconds())
 		if err != nil {
 			return err
 		}
 		if len(ids) <= ringNodes {
-			h.epoch, h.seq = v.epoch, v.seq
+			h.epoch, h.seq = v.Epoch, v.Seq
 			if len(ids) > 0 {
 				h.recordBatchLocked(ids)
 			}
 		}
 	}
-	held, err := h.store.heldBy(ctx, h.store.replica)
+	held, err := h.replicas.Held(ctx)
 	if err != nil {
 		return err
 	}
 	if len(held) > 0 {
-		time.AfterFunc(restartGrace, func() { h.sweepRestored(held) })
+		time.AfterFunc(h.restartGrace, func() { h.sweepRestored(held) })
 	}
 	return nil
 }

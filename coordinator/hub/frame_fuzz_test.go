@@ -1,4 +1,4 @@
-package coordinator
+package hub
 
 import (
 	"encoding/json"
@@ -23,7 +23,7 @@ func FuzzDecodeAgentFrame(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		sig, err := decodeAgentFrame(data)
+		sig, err := DecodeSignal(data)
 		if err != nil {
 			if len(err.Error()) > 200 {
 				t.Fatalf("error of %d bytes: a sender could grow our logs", len(err.Error()))

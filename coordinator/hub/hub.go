@@ -1,6 +1,7 @@
-package coordinator
+package hub
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,21 +17,67 @@ import (
 	"github.com/meshvpn/meshvpn/internal/logsafe"
 )
 
-// errHubClosed refuses streams once shutdown has begun.
-var errHubClosed = errors.New("coordinator shutting down")
+// ErrClosed refuses streams once shutdown has begun.
+var ErrClosed = errors.New("coordinator shutting down")
 
-// defaultMaxHold bounds the extra wait for slow writers (see hub.backlog),
+// defaultMaxHold bounds the extra wait for slow writers (see Hub.backlog),
 // so one stuck agent cannot slow everyone else by more than this.
 const defaultMaxHold = 500 * time.Millisecond
 
-// defaultBatchWindow is how long the hub gathers changes before it sends
+// DefaultBatchWindow is how long the hub gathers changes before it sends
 // them as one delta. Under churn (a thousand agents reconnecting after a
 // coordinator restart) every agent gets a few deltas a second instead of one
 // per change; a lone change waits at most this long.
-const defaultBatchWindow = 50 * time.Millisecond
+const DefaultBatchWindow = 50 * time.Millisecond
 
-// hub is the live view of the mesh: every node, and the stream of each
+// DefaultRestartGrace is how long nodes that were online when the
+// coordinator stopped are left online without a stream: longer than an
+// agent's reconnect backoff (30 s at most).
+const DefaultRestartGrace = 45 * time.Second
+
+// Repeated log lines members can trigger: at most logBurst of each message
+// per logInterval (as the server's own limiter).
+const (
+	logBurst    = 20
+	logInterval = time.Minute
+)
+
+// Config is what a hub is made from. Store is required; the rest may be
+// left zero.
+type Config struct {
+	// Store is where the hub loads its nodes and policy from and writes
+	// online states and netmap versions to.
+	Store Store
+	// Replicas, when other coordinators share the store, is the store's
+	// view of them; nil for a coordinator of its own.
+	Replicas ReplicaStore
+	Log      *slog.Logger
+	// Metrics are counted into when not nil.
+	Metrics *Metrics
+	// BatchWindow is DefaultBatchWindow if zero.
+	BatchWindow time.Duration
+	// RestartGrace is DefaultRestartGrace if zero.
+	RestartGrace time.Duration
+
+	// With replicas: Forward hands a signal for a node online on another
+	// replica to the replicas' channel (false if it could not be queued);
+	// Gone takes a node out of the mesh when the store says another
+	// replica removed or expired it (Remove if nil); Seen hears of node
+	// changes taken from the store. Gone and Seen are called without the
+	// hub's lock; Forward with it, so it must only queue.
+	Forward func(from, to uint64, frame []byte) bool
+	Gone    func(id uint64, reason string)
+	Seen    func(RemoteSeen)
+}
+
+// Hub is the live view of the mesh: every node, and the stream of each
 // connected one.
+//
+// Locking: mu guards everything below it. Every exported method takes it
+// itself and returns without it, so callers never hold the hub's lock. The
+// store and Config's Gone and Seen are called without mu; Config.Forward
+// and a Stream's close function are called with mu held, so they must
+// only queue, never wait.
 //
 // Costs, with N nodes: a change records the node's ID and re-encodes that
 // one node (O(1)); once per batch window the changed nodes are encoded into
@@ -48,16 +95,18 @@ const defaultBatchWindow = 50 * time.Millisecond
 //
 // The server process is the only writer of nodes while it runs, so the
 // in-memory map stays equal to the store's members: admin commands that
-// change nodes go through the server's admin socket (see admin.go).
-type hub struct {
+// change nodes go through the server's admin socket.
+type Hub struct {
 	log *slog.Logger
 	// logLimit thins out lines members can make us repeat.
 	logLimit *logsafe.Limiter
-	store    *Store
-	metrics  *serverMetrics
+	store    Store
+	replicas ReplicaStore
+	metrics  *Metrics
 	window   time.Duration
 	// maxHold bounds how long a batch may be held back for slow writers.
-	maxHold time.Duration
+	maxHold      time.Duration
+	restartGrace time.Duration
 
 	// backlog counts frames queued to streams and not yet written. The
 	// flusher holds the next batch while most streams have not taken the
@@ -69,11 +118,11 @@ type hub struct {
 	enc    map[uint64][]byte // JSON of each node in nodes, kept current
 	ids    []uint64          // keys of nodes, sorted: the netmap's order
 	online int               // nodes with Online set
-	conns  map[uint64]*streamConn
+	conns  map[uint64]*Stream
 	closed bool
 	// peers caches the encoded peer list netmaps are cut from.
 	peers peerBlob
-	// hubPolicy holds the access policy, if one is set (hub_policy.go).
+	// hubPolicy holds the access policy, if one is set (policy.go).
 	hubPolicy
 
 	// Netmap versions (see netmapversion.go): the epoch and the SEQ of the
@@ -88,83 +137,51 @@ type hub struct {
 	// pending holds the nodes changed (or removed) since the last flush;
 	// dirty the online state and last-seen times to write to the store.
 	pending map[uint64]struct{}
-	dirty   map[uint64]nodeSeen
+	dirty   map[uint64]Seen
 	// kick wakes the flusher; stop ends it, done says it ended.
 	kick     chan struct{}
 	stop     chan struct{}
 	done     chan struct{}
 	stopOnce sync.Once
 
-	// gone takes a node out of the mesh when the store says another
-	// replica removed or expired it (the server's nodeGone).
-	gone func(id uint64, reason string)
-	// forward, with replicas, hands a signal for a node online on another
-	// replica to the replicas' channel; false if it could not be queued.
+	// gone, forward and seen are Config's (see there).
+	gone    func(id uint64, reason string)
 	forward func(from, to uint64, frame []byte) bool
-	// seen, with replicas, hears of node changes taken from the store.
-	seen func(remoteSeen)
+	seen    func(RemoteSeen)
 }
 
-// nodeSeen is the hub-owned part of a node the store is told about lazily.
-type nodeSeen struct {
-	online   bool
-	lastSeen time.Time
-	// touch only moves last_seen; the online flag is left as stored.
-	touch bool
-	// from is the stream's source address (Node.SeenFrom), kept in the
-	// store for other replicas.
-	from string
-}
-
-// streamConn is the hub's side of one agent stream: a bounded queue of
-// encoded frames and a way to end the stream.
-type streamConn struct {
-	nodeID uint64
-	// version is the negotiated stream protocol version.
-	version int
-	send    chan []byte
-	// close ends the stream (once). Graceful closes send the reason to the
-	// agent and wait for its answer; others just drop the connection, for
-	// agents that are dead or too slow to take part in a handshake.
-	close func(reason string, graceful bool)
-	// dropped is set, under hub.mu, once the hub gave up on this stream, so
-	// nothing more is queued to it.
-	dropped bool
-	// netmap is the first frame, set by connect before the stream's writer
-	// starts; the writer sends it before anything queued.
-	netmap *netmapFrame
-	// since is the netmap version the agent says it holds ("" for none).
-	since string
-	// foreign, with replicas, is what the store says about since when it
-	// is another replica's version (see foreignResume).
-	foreign *foreignVersion
-	// from is the address the stream comes from (Node.SeenFrom).
-	from string
-}
-
-func newHub(ctx context.Context, store *Store, log *slog.Logger, m *serverMetrics) (*hub, error) {
-	nodes, err := store.ListNodes(ctx)
+// New loads the nodes and the policy from the store, restores the netmap
+// version agents may hold, and starts the flusher. Shutdown stops it.
+func New(ctx context.Context, cfg Config) (*Hub, error) {
+	nodes, err := cfg.Store.ListNodes(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load nodes: %w", err)
 	}
-	h := &hub{
-		log:      log,
-		logLimit: logsafe.NewLimiter(logBurst, logInterval),
-		store:    store,
-		metrics:  m,
-		window:   defaultBatchWindow,
-		maxHold:  defaultMaxHold,
-		nodes:    make(map[uint64]control.Node, len(nodes)),
-		enc:      make(map[uint64][]byte, len(nodes)),
-		ids:      make([]uint64, 0, len(nodes)),
-		conns:    map[uint64]*streamConn{},
-		pending:  map[uint64]struct{}{},
-		dirty:    map[uint64]nodeSeen{},
-		kick:     make(chan struct{}, 1),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+	h := &Hub{
+		log:          cmp.Or(cfg.Log, slog.New(slog.DiscardHandler)),
+		logLimit:     logsafe.NewLimiter(logBurst, logInterval),
+		store:        cfg.Store,
+		replicas:     cfg.Replicas,
+		metrics:      cmp.Or(cfg.Metrics, NewMetrics(nil)),
+		window:       cmp.Or(cfg.BatchWindow, DefaultBatchWindow),
+		maxHold:      defaultMaxHold,
+		restartGrace: cmp.Or(cfg.RestartGrace, DefaultRestartGrace),
+		nodes:        make(map[uint64]control.Node, len(nodes)),
+		enc:          make(map[uint64][]byte, len(nodes)),
+		ids:          make([]uint64, 0, len(nodes)),
+		conns:        map[uint64]*Stream{},
+		pending:      map[uint64]struct{}{},
+		dirty:        map[uint64]Seen{},
+		kick:         make(chan struct{}, 1),
+		stop:         make(chan struct{}),
+		done:         make(chan struct{}),
+		gone:         cfg.Gone,
+		forward:      cfg.Forward,
+		seen:         cfg.Seen,
 	}
-	h.gone = func(id uint64, reason string) { h.remove(id, reason) }
+	if h.gone == nil {
+		h.gone = func(id uint64, reason string) { h.Remove(id, reason) }
+	}
 	for _, n := range nodes {
 		if err := h.setLocked(n); err != nil {
 			return nil, err
@@ -182,7 +199,7 @@ func newHub(ctx context.Context, store *Store, log *slog.Logger, m *serverMetric
 }
 
 // setLocked stores n and its encoding. It does not schedule a delta.
-func (h *hub) setLocked(n control.Node) error {
+func (h *Hub) setLocked(n control.Node) error {
 	b, err := json.Marshal(n)
 	if err != nil {
 		return fmt.Errorf("encode node %d: %w", n.ID, err)
@@ -210,7 +227,7 @@ func (h *hub) setLocked(n control.Node) error {
 }
 
 // changedLocked stores n and schedules it for the next delta.
-func (h *hub) changedLocked(n control.Node) {
+func (h *Hub) changedLocked(n control.Node) {
 	if err := h.setLocked(n); err != nil {
 		h.log.Warn("node change not sent", "err", err)
 		return
@@ -219,17 +236,17 @@ func (h *hub) changedLocked(n control.Node) {
 	h.wakeLocked()
 }
 
-func (h *hub) wakeLocked() {
+func (h *Hub) wakeLocked() {
 	select {
 	case h.kick <- struct{}{}:
 	default:
 	}
 }
 
-// upsert records a node that registered or changed and tells the others.
+// Upsert records a node that registered or changed and tells the others.
 // Online and LastSeen belong to the hub (they follow streams), so they are
 // kept from the hub's copy.
-func (h *hub) upsert(n control.Node) {
+func (h *Hub) Upsert(n control.Node) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if old, ok := h.nodes[n.ID]; ok {
@@ -241,10 +258,10 @@ func (h *hub) upsert(n control.Node) {
 	h.changedLocked(n)
 }
 
-// remove forgets a node that was deleted from the store: its stream, if
+// Remove forgets a node that was deleted from the store: its stream, if
 // any, is closed with reason, and every peer is told to drop it in the next
 // delta. It reports whether the node was known.
-func (h *hub) remove(id uint64, reason string) bool {
+func (h *Hub) Remove(id uint64, reason string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n, ok := h.nodes[id]
@@ -273,24 +290,33 @@ func (h *hub) remove(id uint64, reason string) bool {
 	return true
 }
 
-// connect attaches a stream: the node goes online, the stream gets the full
-// netmap as its first frame, and the others learn of it in the next delta.
-// A previous stream of the same node is closed, since an agent holds one
-// stream at a time. servers carries the netmap's server fields (STUN, ...);
-// connect fills in Self and Peers.
-func (h *hub) connect(c *streamConn, version int, servers control.Netmap) error {
+// Attach connects a stream: the node goes online, the stream gets the full
+// netmap as its first frame (Stream.Netmap), and the others learn of it in
+// the next delta. A previous stream of the same node is closed, since an
+// agent holds one stream at a time. version is the negotiated protocol
+// version; since the netmap version the agent holds ("" for none), to
+// which it is brought up to date with a resume when the hub can tell what
+// changed; servers carries the netmap's server fields (STUN, ...), Attach
+// fills in Self and Peers. With replicas, ctx bounds the store read for an
+// agent that holds another replica's version (replica_resume.go).
+func (h *Hub) Attach(ctx context.Context, c *Stream, version int, since string, servers control.Netmap) error {
+	var foreign *foreignVersion
+	if h.replicas != nil && since != "" {
+		// Perhaps an agent that moved from another replica.
+		foreign = h.foreignResume(ctx, since)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return errHubClosed
+		return ErrClosed
 	}
-	self, ok := h.nodes[c.nodeID]
+	self, ok := h.nodes[c.node]
 	if !ok {
-		return fmt.Errorf("node %d not known", c.nodeID)
+		return fmt.Errorf("node %d not known", c.node)
 	}
 	c.version = version
-	if old := h.conns[c.nodeID]; old != nil {
-		h.logLimit.LogFor(strconv.FormatUint(c.nodeID, 10), h.log, slog.LevelInfo, "replacing stream", "node", c.nodeID)
+	if old := h.conns[c.node]; old != nil {
+		h.logLimit.LogFor(strconv.FormatUint(c.node, 10), h.log, slog.LevelInfo, "replacing stream", "node", c.node)
 		old.dropped = true
 		old.close("replaced by a newer stream", true)
 	}
@@ -311,9 +337,9 @@ func (h *hub) connect(c *streamConn, version int, servers control.Netmap) error 
 	} else {
 		h.changedLocked(self)
 	}
-	h.dirty[self.ID] = nodeSeen{online: true, lastSeen: self.LastSeen, from: self.SeenFrom}
+	h.dirty[self.ID] = Seen{Online: true, LastSeen: self.LastSeen, From: self.SeenFrom}
 
-	frame, err := h.resumeFrameLocked(self, version, servers, c.since, c.foreign)
+	frame, err := h.resumeFrameLocked(self, version, servers, since, foreign)
 	if err != nil {
 		return err
 	}
@@ -322,45 +348,45 @@ func (h *hub) connect(c *streamConn, version int, servers control.Netmap) error 
 		if err != nil {
 			return err
 		}
-		h.metrics.netmaps.Inc()
-		h.metrics.netmapBytes.Set(float64(frame.size))
+		h.metrics.Netmaps.Inc()
+		h.metrics.NetmapBytes.Set(float64(frame.size))
 	}
-	h.conns[c.nodeID] = c
-	// The netmap goes ahead of the queue (see streamConn.netmap), so a
+	h.conns[c.node] = c
+	// The netmap goes ahead of the queue (see Stream.netmap), so a
 	// 10,000-node netmap does not count against the queue bound.
 	c.netmap = frame
 	return nil
 }
 
-// disconnect detaches a stream that ended and reports whether the node went
+// Detach takes off a stream that ended and reports whether the node went
 // offline. If a newer stream of the node already replaced it, the node stays
 // online.
-func (h *hub) disconnect(c *streamConn) bool {
+func (h *Hub) Detach(c *Stream) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	// The stream's writer has stopped: what it left queued is not backlog.
 	c.dropped = true
 	h.backlog.Add(-int64(len(c.send)))
-	if h.conns[c.nodeID] != c {
+	if h.conns[c.node] != c {
 		return false
 	}
-	delete(h.conns, c.nodeID)
-	n, ok := h.nodes[c.nodeID]
+	delete(h.conns, c.node)
+	n, ok := h.nodes[c.node]
 	if !ok || h.closed {
 		// Shutting down: the node stays online as its peers last saw it
-		// (see Server.shutdown).
+		// (see CloseAll).
 		return false
 	}
 	n.Online, n.LastSeen = false, time.Now().UTC()
 	h.changedLocked(n)
-	h.dirty[n.ID] = nodeSeen{online: false, lastSeen: n.LastSeen}
+	h.dirty[n.ID] = Seen{Online: false, LastSeen: n.LastSeen}
 	return true
 }
 
-// touch records that a node's stream is alive. Peers are not told: a
+// Touch records that a node's stream is alive. Peers are not told: a
 // last-seen tick is not worth a delta to every agent. The store learns of it
 // with the next batch or within touchFlushInterval, in one transaction.
-func (h *hub) touch(id uint64) {
+func (h *Hub) Touch(id uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.dirty[id]; ok {
@@ -368,17 +394,18 @@ func (h *hub) touch(id uint64) {
 	}
 	// No wake-up: the flusher writes touches with the next batch or on its
 	// touch tick, so 10,000 pinged streams do not mean 20 writes a second.
-	h.dirty[id] = nodeSeen{lastSeen: time.Now().UTC(), touch: true}
+	h.dirty[id] = Seen{LastSeen: time.Now().UTC(), Touch: true}
 }
 
-// relay forwards a signal to its target's stream. From is always the
-// sender, whatever the sender claimed. Signals are not batched: ICE needs
+// Signal forwards a signal from a member to its target's stream (or the
+// replica holding it). From is always the sender, whatever the sender
+// claimed; the pair must be peers. Signals are not batched: ICE needs
 // them now, and only one agent receives each.
-func (h *hub) relay(from uint64, sig control.Signal) {
+func (h *Hub) Signal(from uint64, sig control.Signal) {
 	sig.From = from
 	if sig.To == 0 || sig.To == from {
 		h.log.Debug("dropping signal with bad target", "from", from, "to", sig.To)
-		h.metrics.signals.With("dropped").Inc()
+		h.metrics.Signals.With("dropped").Inc()
 		return
 	}
 	frame, err := json.Marshal(control.Message{Type: control.MsgSignal, Signal: &sig})
@@ -390,41 +417,41 @@ func (h *hub) relay(from uint64, sig control.Signal) {
 	defer h.mu.Unlock()
 	if !h.peersLocked(from, sig.To) {
 		h.logLimit.Log(h.log, slog.LevelInfo, "dropping signal between nodes that are not peers", "from", from, "to", sig.To, "kind", logsafe.Clip(sig.Kind))
-		h.metrics.signals.With("dropped").Inc()
+		h.metrics.Signals.With("dropped").Inc()
 		return
 	}
 	c := h.conns[sig.To]
 	if c == nil && h.forward != nil && h.nodes[sig.To].Online {
 		// Online on another replica.
 		if h.forward(from, sig.To, frame) {
-			h.metrics.signals.With("forwarded_replica").Inc()
+			h.metrics.Signals.With("forwarded_replica").Inc()
 		} else {
-			h.metrics.signals.With("queue_full").Inc()
+			h.metrics.Signals.With("queue_full").Inc()
 		}
 		return
 	}
 	if c == nil {
 		h.log.Debug("dropping signal for offline node", "from", from, "to", sig.To, "kind", logsafe.Clip(sig.Kind))
-		h.metrics.signals.With("dropped").Inc()
+		h.metrics.Signals.With("dropped").Inc()
 		return
 	}
 	if !h.enqueueSignalLocked(c, frame) {
-		h.metrics.signals.With("queue_full").Inc()
+		h.metrics.Signals.With("queue_full").Inc()
 		h.logLimit.Log(h.log, slog.LevelInfo, "dropping signal: receiver's queue is busy", "from", from, "to", sig.To)
 		return
 	}
-	h.metrics.signals.With("forwarded").Inc()
+	h.metrics.Signals.With("forwarded").Inc()
 }
 
 // signalQueueShare is how much of a stream's send queue signals may fill.
 // The rest is kept for netmap deltas, whose loss would close the stream:
 // signals flooding a receiver are dropped instead (ICE retries), never the
 // receiver's stream.
-const signalQueueShare = sendQueueLen / 2
+const signalQueueShare = QueueLen / 2
 
 // enqueueSignalLocked queues a signal frame unless the receiver's queue is
 // over its signal share; it reports whether it did.
-func (h *hub) enqueueSignalLocked(c *streamConn, frame []byte) bool {
+func (h *Hub) enqueueSignalLocked(c *Stream, frame []byte) bool {
 	if c.dropped || len(c.send) >= signalQueueShare {
 		return false
 	}
@@ -432,8 +459,10 @@ func (h *hub) enqueueSignalLocked(c *streamConn, frame []byte) bool {
 	return true
 }
 
-// closeAll ends every stream and refuses new ones.
-func (h *hub) closeAll(reason string) {
+// CloseAll ends every stream and refuses new ones. Streams that end from
+// then on leave their nodes online as their peers last saw them, so a
+// coordinator started again on the store resumes its agents.
+func (h *Hub) CloseAll(reason string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = true
@@ -442,9 +471,9 @@ func (h *hub) closeAll(reason string) {
 	}
 }
 
-// shutdown stops the flusher after a last flush, so every state change that
+// Shutdown stops the flusher after a last flush, so every state change that
 // happened reaches the store before it is closed. Safe to call twice.
-func (h *hub) shutdown() {
+func (h *Hub) Shutdown() {
 	h.stopOnce.Do(func() { close(h.stop) })
 	<-h.done
 }
@@ -452,7 +481,7 @@ func (h *hub) shutdown() {
 // enqueueLocked queues a frame without blocking. An agent too slow to drain
 // its queue is disconnected rather than allowed to stall the hub; it
 // reconnects and starts over from a full netmap.
-func (h *hub) enqueueLocked(c *streamConn, frame []byte) {
+func (h *Hub) enqueueLocked(c *Stream, frame []byte) {
 	if c.dropped {
 		return
 	}
@@ -460,16 +489,31 @@ func (h *hub) enqueueLocked(c *streamConn, frame []byte) {
 	case c.send <- frame:
 		h.backlog.Add(1)
 	default:
-		h.log.Warn("stream send queue full, closing", "node", c.nodeID)
-		h.metrics.streamsDropped.Inc()
+		h.log.Warn("stream send queue full, closing", "node", c.node)
+		h.metrics.StreamsDropped.Inc()
 		c.dropped = true
 		c.close("send queue overflow", false)
 	}
 }
 
-// counts reports nodes, online nodes and streams for the metrics.
-func (h *hub) counts() (nodes, online, streams int) {
+// Counts is a snapshot of the hub's size, for metrics.
+type Counts struct {
+	Nodes, Online, Streams int
+	// Pending is how many node changes wait for the next batch.
+	Pending int
+}
+
+// Counts reports the hub's size.
+func (h *Hub) Counts() Counts {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.nodes), h.online, len(h.conns)
+	return Counts{Nodes: len(h.nodes), Online: h.online, Streams: len(h.conns), Pending: len(h.pending)}
+}
+
+// NetmapVersion is the netmap version of the last batch sent, as agents
+// are told it (see netmapversion.go).
+func (h *Hub) NetmapVersion() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.versionLocked()
 }

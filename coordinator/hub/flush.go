@@ -1,4 +1,4 @@
-package coordinator
+package hub
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ const dbTimeout = 10 * time.Second
 // flusher sends the changes gathered during each batch window as one delta
 // per agent. The first change after a quiet spell starts a window; changes
 // during it ride along. One goroutine, so store writes keep their order.
-func (h *hub) flusher() {
+func (h *Hub) flusher() {
 	defer close(h.done)
 	touches := time.NewTicker(touchFlushInterval)
 	defer touches.Stop()
@@ -51,11 +51,11 @@ func (h *hub) flusher() {
 // (a single stuck agent must not hold everyone up). Writing a batch to
 // 10,000 streams takes a while on a small machine; sending the next one
 // before that is done only grows every queue.
-func (h *hub) holdForWriters() {
+func (h *Hub) holdForWriters() {
 	deadline := time.Now().Add(h.maxHold)
 	for time.Now().Before(deadline) {
 		h.mu.Lock()
-		limit := int64(len(h.conns)/2 + sendQueueLen)
+		limit := int64(len(h.conns)/2 + QueueLen)
 		h.mu.Unlock()
 		if h.backlog.Load() <= limit {
 			return
@@ -68,32 +68,33 @@ func (h *hub) holdForWriters() {
 	}
 }
 
-// written is called by a stream's writer for each frame it took.
-func (h *hub) written() { h.backlog.Add(-1) }
+// Written is called by a stream's writer for each frame it took from its
+// queue.
+func (h *Hub) Written() { h.backlog.Add(-1) }
 
 // flush writes online state and last-seen times to the store, then sends
 // the node changes pending when it started. The store goes first so that an
 // agent told "peer offline" finds the same in the store.
-func (h *hub) flush() {
+func (h *Hub) flush() {
 	h.mu.Lock()
-	var dirty map[uint64]nodeSeen
+	var dirty map[uint64]Seen
 	if len(h.dirty) > 0 {
-		dirty, h.dirty = h.dirty, map[uint64]nodeSeen{}
+		dirty, h.dirty = h.dirty, map[uint64]Seen{}
 	}
 	ids := slices.Sorted(maps.Keys(h.pending))
 	clear(h.pending)
 	// The batch's version is stored with its online flags, so a restarted
 	// coordinator knows what the agents hold (see netmapversion.go).
-	var version *netmapVersion
+	var version *Version
 	if len(ids) > 0 {
-		version = &netmapVersion{epoch: h.epoch, seq: h.seq + 1, digest: h.digest}
+		version = &Version{Epoch: h.epoch, Seq: h.seq + 1, Digest: h.digest}
 	}
 	h.mu.Unlock()
 	var stale []uint64
 	if len(dirty) > 0 || version != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
 		var err error
-		if stale, err = h.store.saveSeen(ctx, dirty, version); err != nil {
+		if stale, err = h.store.SaveSeen(ctx, dirty, version); err != nil {
 			h.log.Warn("persist online state", "nodes", len(dirty), "err", err)
 		}
 		cancel()
@@ -107,7 +108,7 @@ func (h *hub) flush() {
 		// Nodes another replica took while our stream of them ended: take
 		// the store's word (online there) in the next batch.
 		ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
-		if err := h.reload(ctx, stale); err != nil {
+		if err := h.Reload(ctx, stale); err != nil {
 			h.log.Warn("reload nodes held by another replica", "nodes", len(stale), "err", err)
 		}
 		cancel()
@@ -124,9 +125,9 @@ func (h *hub) flush() {
 // self view. Version 1 agents were never sent their own node, so they get a
 // copy of the frame without it; that costs one extra encoding per version 1
 // agent whose own node is in the batch.
-func (h *hub) sendLocked(ids []uint64) {
-	h.metrics.deltaBatches.Inc()
-	h.metrics.deltaNodes.Add(float64(len(ids)))
+func (h *Hub) sendLocked(ids []uint64) {
+	h.metrics.DeltaBatches.Inc()
+	h.metrics.DeltaNodes.Add(float64(len(ids)))
 	h.recordBatchLocked(ids)
 	if len(h.conns) == 0 {
 		return
@@ -146,14 +147,14 @@ func (h *hub) sendLocked(ids []uint64) {
 				frame = h.deltaFrameLocked(ids, id)
 			}
 		}
-		h.metrics.deltaFrames.Inc()
+		h.metrics.DeltaFrames.Inc()
 		h.enqueueLocked(c, frame)
 	}
 }
 
 // deltaFrameLocked encodes a delta with the current state of ids: known
 // nodes as upserts, the others as removals. skip, if not 0, is left out.
-func (h *hub) deltaFrameLocked(ids []uint64, skip uint64) []byte {
+func (h *Hub) deltaFrameLocked(ids []uint64, skip uint64) []byte {
 	b := h.deltaBodyLocked(`{"type":"delta","nv":"`+h.versionLocked()+`","delta":`, ids, skip)
 	b.WriteString(`}`)
 	return b.Bytes()
@@ -161,7 +162,7 @@ func (h *hub) deltaFrameLocked(ids []uint64, skip uint64) []byte {
 
 // deltaBodyLocked writes prefix and the delta object of ids (see
 // deltaFrameLocked) to a new buffer.
-func (h *hub) deltaBodyLocked(prefix string, ids []uint64, skip uint64) *bytes.Buffer {
+func (h *Hub) deltaBodyLocked(prefix string, ids []uint64, skip uint64) *bytes.Buffer {
 	size := 64 + len(prefix)
 	for _, id := range ids {
 		size += len(h.enc[id]) + 21
@@ -209,6 +210,6 @@ func (h *hub) deltaBodyLocked(prefix string, ids []uint64, skip uint64) *bytes.B
 	return b
 }
 
-// flushNow sends whatever is pending without waiting for the window; tests
-// use it to make batching deterministic.
-func (h *hub) flushNow() { h.flush() }
+// Flush writes and sends whatever is pending without waiting for the batch
+// window; tests use it to make batching deterministic.
+func (h *Hub) Flush() { h.flush() }

@@ -16,6 +16,7 @@ type serverMetrics struct {
 	deltaFrames    *metrics.Vec
 	netmaps        *metrics.Vec
 	resumes        *metrics.Vec
+	resumeMisses   *metrics.Vec
 	netmapBytes    *metrics.Vec
 	streamsDropped *metrics.Vec
 	stunRequests   *metrics.Vec
@@ -41,6 +42,8 @@ func newServerMetrics() *serverMetrics {
 			"Full netmaps sent to newly connected streams."),
 		resumes: r.Counter("meshvpn_coordinator_resumes_total",
 			"Reconnecting streams sent only the changes since the netmap version they held."),
+		resumeMisses: r.Counter("meshvpn_coordinator_resume_misses_total",
+			"Reconnecting streams that named a netmap version and got a full netmap, by reason: epoch (not this coordinator's series), foreign (another replica's version the store cannot bring up to date), ahead (newer than the coordinator's), ring (older than the batches it keeps), too_many (more nodes changed than half the mesh).", "reason"),
 		netmapBytes: r.Gauge("meshvpn_coordinator_netmap_bytes",
 			"Size of the last full netmap frame sent."),
 		streamsDropped: r.Counter("meshvpn_coordinator_streams_dropped_total",

@@ -121,6 +121,25 @@ func (h *hub) sinceLocked(since string) ([]uint64, bool) {
 	return ids, true
 }
 
+// missReasonLocked says why sinceLocked could not bring since up to date,
+// for the resume-misses metric: a foreign version (another replica's or
+// none the store knows), one of this epoch ahead of the hub, or one older
+// than the ring holds.
+func (h *hub) missReasonLocked(since string, foreign *foreignVersion) string {
+	epoch, s, _ := strings.Cut(since, ".")
+	seq, err := strconv.ParseUint(s, 10, 64)
+	switch {
+	case foreign != nil:
+		return "foreign"
+	case epoch != h.epoch || err != nil:
+		return "epoch"
+	case seq > h.seq:
+		return "ahead"
+	default:
+		return "ring"
+	}
+}
+
 // restoreVersion takes the stored epoch and SEQ when the loaded nodes are
 // the membership they were stored with, else starts a new epoch. Nodes the
 // store says are online stay so for restartGrace, so agents that come back
@@ -189,7 +208,12 @@ func (h *hub) resumeFrameLocked(self control.Node, version int, servers control.
 	if !ok && foreign != nil {
 		ids, ok = h.foreignSinceLocked(foreign)
 	}
-	if !ok || len(ids) > len(h.ids)/2 {
+	if !ok {
+		h.metrics.resumeMisses.With(h.missReasonLocked(since, foreign)).Inc()
+		return nil, nil
+	}
+	if len(ids) > len(h.ids)/2 {
+		h.metrics.resumeMisses.With("too_many").Inc()
 		return nil, nil
 	}
 	selfJSON, err := json.Marshal(self)

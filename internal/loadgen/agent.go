@@ -42,6 +42,9 @@ type simAgent struct {
 	// inStorm marks the agents that reconnect in a storm (with replicas,
 	// those of the replica that stopped).
 	inStorm atomic.Bool
+	// gen counts the streams the load generator itself closed, so a read
+	// loop tells their end from the coordinator ending its stream.
+	gen atomic.Int64
 }
 
 func newPublicKey() string {
@@ -106,8 +109,9 @@ func (a *simAgent) dialSince(ctx context.Context, hc *http.Client, wsBase, since
 // 1.5 MB netmap each would measure the load generator, not the coordinator.
 func (a *simAgent) readLoop(g *run) {
 	var buf bytes.Buffer
+	ws, gen := a.ws, a.gen.Load()
 	for {
-		_, r, err := a.ws.Reader(context.Background())
+		_, r, err := ws.Reader(context.Background())
 		if err == nil {
 			buf.Reset()
 			_, err = buf.ReadFrom(r)
@@ -115,6 +119,11 @@ func (a *simAgent) readLoop(g *run) {
 		if err != nil {
 			if a.index < g.cfg.N && g.measuring.Load() {
 				g.lost.Add(1)
+			}
+			if a.gen.Load() == gen && g.storming.Load() && a.inStorm.Load() {
+				// The coordinator ended the stream while the storm ran:
+				// an agent would dial again (see storm.go).
+				go g.stormRedial(a)
 			}
 			return
 		}

@@ -84,6 +84,11 @@ type run struct {
 	// agents that had their first frame in it (see storm.go).
 	storming   atomic.Bool
 	stormFirst atomic.Int64
+	// stormLost counts streams the coordinator ended during a storm; those
+	// agents dial stormTarget again (naming their version if stormResume).
+	stormLost   atomic.Int64
+	stormResume atomic.Bool
+	stormTarget atomic.Value
 }
 
 // Run measures one coordinator with cfg.N agents and stops it again.

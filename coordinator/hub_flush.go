@@ -86,7 +86,7 @@ func (h *hub) flush() {
 	// coordinator knows what the agents hold (see netmapversion.go).
 	var version *netmapVersion
 	if len(ids) > 0 {
-		version = &netmapVersion{epoch: h.epoch, seq: h.seq + 1, digest: h.digest}
+		version = h.batchVersionLocked(ids)
 	}
 	h.mu.Unlock()
 	var stale []uint64

@@ -45,6 +45,10 @@ type Config struct {
 	// more than one needs Store "postgres". Agent i uses replica i mod
 	// Replicas; changes are made on replica 0.
 	Replicas int
+	// First, with replicas, puts agents [0, First) on replica 0 (the one
+	// restarted in the storms) and the others on the other replicas; 0
+	// spreads all evenly.
+	First int
 	// Store is "" (SQLite in the state directory) or "postgres": a
 	// throwaway PostgreSQL cluster on loopback (see internal/pgtest).
 	Store string
@@ -112,6 +116,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	switch {
 	case cfg.Store != "" && cfg.Store != "postgres":
 		return nil, fmt.Errorf("loadgen: store %q: want postgres or nothing (SQLite)", cfg.Store)
+	case cfg.First < 0 || cfg.First > cfg.N:
+		return nil, fmt.Errorf("loadgen: first %d: want 0..N (%d)", cfg.First, cfg.N)
 	case cfg.Replicas > 1 && cfg.Store == "":
 		return nil, fmt.Errorf("loadgen: %d replicas need the postgres store", cfg.Replicas)
 	}
@@ -163,8 +169,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	return res, nil
 }
 
-// repOf is the replica agent i uses.
-func (g *run) repOf(i int) *replica { return g.reps[i%len(g.reps)] }
+// repOf is the replica agent i uses: i mod replicas, or with First the
+// first First agents on replica 0 and the rest spread over the others.
+func (g *run) repOf(i int) *replica {
+	if f := g.cfg.First; f > 0 && len(g.reps) > 1 {
+		if i < f {
+			return g.reps[0]
+		}
+		return g.reps[1+(i-f)%(len(g.reps)-1)]
+	}
+	return g.reps[i%len(g.reps)]
+}
 
 // storeArgs name the store for serve and the admin commands.
 func (g *run) storeArgs() []string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -204,10 +205,8 @@ func missesOf(m map[string]float64) map[string]float64 {
 }
 
 // stormDial opens a's stream naming since. A dial the coordinator drops is
-// tried again after a backoff, as an agent would (agent/controlclient.go:
-// 0.5 s doubling), and counted in retries, so the figures say so.
+// tried again after an agent's backoff, and counted in retries, so the figures say so.
 func (g *run) stormDial(ctx context.Context, a *simAgent, target *replica, since string, retries *atomic.Int64, firstErr *atomic.Value) error {
-	wait := 500 * time.Millisecond
 	for try := 1; ; try++ {
 		err := a.dialSince(ctx, g.hc, target.wsBase, since)
 		if err == nil {
@@ -221,20 +220,26 @@ func (g *run) stormDial(ctx context.Context, a *simAgent, target *replica, since
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(wait):
+		case <-time.After(agentBackoff(try - 1)):
 		}
-		wait *= 2
 	}
 }
 
+// agentBackoff is an agent's wait before its nth retry in a row
+// (agent/controlclient.go): 0.5 s doubling up to 30 s, ±25 % jitter.
+func agentBackoff(n int) time.Duration {
+	d := min(500*time.Millisecond<<min(n, 6), 30*time.Second)
+	return d*3/4 + rand.N(d/2)
+}
+
 // stormRedial dials again for an agent whose stream the coordinator ended
-// during a storm, after the agent's first backoff, naming the version it
+// during a storm, after the agent's backoff, naming the version it
 // holds when the storm is one of resumes. Left uncounted and unreconnected,
 // such agents came to the next storm holding an old version, and their
 // full netmaps were charged to the restart.
 func (g *run) stormRedial(a *simAgent) {
 	g.stormLost.Add(1)
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(agentBackoff(int(a.losses.Add(1) - 1)))
 	target, _ := g.stormTarget.Load().(*replica)
 	if target == nil || !g.storming.Load() {
 		return

@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/meshvpn/meshvpn/control"
 )
@@ -128,14 +127,7 @@ func TestResumeSendsOnlyChanges(t *testing.T) {
 // when the store's membership is not what the agents were sent.
 func TestResumeAfterRestart(t *testing.T) {
 	dir := t.TempDir()
-	start := func() *Server {
-		s, err := New(Config{Listen: "127.0.0.1:0", StateDir: dir, Logger: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.hub.window = time.Hour
-		return s
-	}
+	start := func() *Server { return restartable(t, dir) }
 	s := start()
 	key := newKey(t, s.store, true, 0)
 	for i := range 10 {

@@ -19,15 +19,7 @@ import (
 func TestRestartStormResumesLaggards(t *testing.T) {
 	const agents, dropsPerBatch, batches = 200, 15, 2
 	dir := t.TempDir()
-	start := func() *Server {
-		// One key admits every agent at once.
-		s, err := New(Config{Listen: "127.0.0.1:0", StateDir: dir, Logger: testLogger(t), JoinBurst: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.hub.window = time.Hour
-		return s
-	}
+	start := func() *Server { return restartable(t, dir) }
 	s := start()
 	key := newKey(t, s.store, true, 0)
 	ids := make([]uint64, agents)
@@ -85,4 +77,17 @@ func TestRestartStormResumesLaggards(t *testing.T) {
 		t.Fatalf("restart storm: %d of %d agents got a full netmap instead of a resume (agents %v..., %d batches behind)",
 			len(full), agents, full[:min(len(full), 5)], batches)
 	}
+}
+
+// restartable starts a coordinator on the state in dir, to be closed and
+// started again on it; batches wait for flushNow, and one key admits any
+// number of agents at once.
+func restartable(t *testing.T, dir string) *Server {
+	t.Helper()
+	s, err := New(Config{Listen: "127.0.0.1:0", StateDir: dir, Logger: testLogger(t), JoinBurst: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.hub.window = time.Hour
+	return s
 }

@@ -212,15 +212,21 @@ func (h *hub) restoreRing(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	first := len(batches)
-	for want := h.seq; first > 0 && batches[first-1].seq == want; want-- {
-		first--
-	}
 	h.ring, h.ringIDs = nil, 0
-	for _, b := range batches[first:] {
+	for _, b := range unbroken(batches, h.seq) {
 		h.appendRingLocked(b)
 	}
 	return nil
+}
+
+// unbroken is the run of batches (sorted by SEQ) whose SEQs follow each
+// other up to upTo.
+func unbroken(batches []deltaBatch, upTo uint64) []deltaBatch {
+	first := len(batches)
+	for want := upTo; first > 0 && batches[first-1].seq == want; want-- {
+		first--
+	}
+	return batches[first:]
 }
 
 // restartGrace is how long nodes that were online when the coordinator

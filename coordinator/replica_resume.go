@@ -15,7 +15,9 @@ import (
 // stored version and the membership is still the one stored with it, the
 // only changes it can have missed are online states changed since then,
 // plus what this replica sent after it looked: a resume, not a full netmap
-// each for thousands of agents failing over at once.
+// each for thousands of agents failing over at once. An agent a few
+// batches behind that version also gets the nodes of the batches it
+// missed, from the dead replica's stored ones (netmap_batches).
 
 // changedMargin widens "changed since the version was saved": a replica's
 // view of others' changes lags the store by the notification's trip, and
@@ -50,12 +52,29 @@ func (h *hub) foreignResume(ctx context.Context, since string) *foreignVersion {
 		return nil
 	}
 	v, ok, err := h.store.versionByEpoch(ctx, epoch)
-	if err != nil || !ok || v.seq != seq {
+	if err != nil || !ok || seq > v.seq {
 		return nil
 	}
 	changed, err := h.store.changedSince(ctx, v.savedAt-changedMargin.Milliseconds())
 	if err != nil {
 		return nil
+	}
+	if seq < v.seq {
+		// Behind the dead replica's last version: the nodes of the
+		// batches it sent after seq, if its stored ones still reach back.
+		batches, err := h.store.loadBatches(ctx, epoch, v.seq)
+		if err != nil {
+			return nil
+		}
+		batches = unbroken(batches, v.seq)
+		if len(batches) == 0 || batches[0].seq > seq+1 {
+			return nil
+		}
+		for _, b := range batches {
+			if b.seq > seq {
+				changed = append(changed, b.ids...)
+			}
+		}
 	}
 	return &foreignVersion{digest: v.digest, changed: changed, mark: mark}
 }

@@ -97,10 +97,11 @@ func (s *Store) saveBatch(ctx context.Context, tx *dbTx, v netmapVersion) error 
 }
 
 // loadBatches reads the stored batches of epoch up to SEQ upTo, oldest
-// first.
+// first. An epoch is one coordinator's (replica's) series: a replica reads
+// a dead one's batches by its epoch (replica_resume.go).
 func (s *Store) loadBatches(ctx context.Context, epoch string, upTo uint64) ([]deltaBatch, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, ids FROM netmap_batches WHERE replica = ? AND epoch = ? AND seq <= ? ORDER BY seq`,
-		s.replica, epoch, int64(upTo))
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, ids FROM netmap_batches WHERE epoch = ? AND seq <= ? ORDER BY seq`,
+		epoch, int64(upTo))
 	if err != nil {
 		return nil, fmt.Errorf("load netmap batches: %w", err)
 	}

@@ -107,16 +107,18 @@ bench-mesh-sim: deps build
 # Coordinator scale: N simulated agents (register, hold streams; no TUN, no
 # WireGuard) against the real coordinator on 127.0.0.1. Reports RSS, CPU,
 # propagation p50/p99 and netmap size; never fails on numbers.
-# make bench-coordinator N=10000 [POLICY=1] [REPLICAS=2 STORE=postgres]
+# make bench-coordinator N=10000 [POLICY=1] [REPLICAS=2 STORE=postgres [FIRST=10000]]
 # (POLICY=1: under an access policy of 50 groups and 500 rules, and time a
 # policy change; REPLICAS: coordinators on one PostgreSQL store, agents
-# spread over them)
+# spread over them; FIRST: that many agents on replica 0, the one the
+# storms restart, the rest on the others)
 N ?= 1000
 POLICY ?=
 REPLICAS ?= 1
 STORE ?=
+FIRST ?=
 bench-coordinator: build
-	$(GO) run ./internal/loadgen/cmd -coordinator bin/meshvpn-coordinator -n $(N) $(if $(POLICY),-policy) -replicas $(REPLICAS) $(if $(STORE),-store $(STORE))
+	$(GO) run ./internal/loadgen/cmd -coordinator bin/meshvpn-coordinator -n $(N) $(if $(POLICY),-policy) -replicas $(REPLICAS) $(if $(STORE),-store $(STORE)) $(if $(FIRST),-first $(FIRST))
 
 demo: deps build
 	$(GO) run ./internal/demo -nat1 $(NAT1) -nat2 $(NAT2) -nat3 $(NAT3)

@@ -23,6 +23,10 @@ type netmapVersion struct {
 	digest uint64
 	// savedAt is when a replica saved it (database clock, Unix ms).
 	savedAt int64
+	// batch is the nodes of the batch being saved; keepFrom the oldest
+	// SEQ the ring keeps with it (the store deletes older batches).
+	batch    []uint64
+	keepFrom uint64
 }
 
 func (v netmapVersion) hub() hub.Version {
@@ -32,7 +36,7 @@ func (v netmapVersion) hub() hub.Version {
 func (s hubStore) SaveSeen(ctx context.Context, seen map[uint64]hub.Seen, v *hub.Version) ([]uint64, error) {
 	var nv *netmapVersion
 	if v != nil {
-		nv = &netmapVersion{epoch: v.Epoch, seq: v.Seq, digest: v.Digest, savedAt: v.SavedAt}
+		nv = &netmapVersion{epoch: v.Epoch, seq: v.Seq, digest: v.Digest, savedAt: v.SavedAt, batch: v.Batch, keepFrom: v.KeepFrom}
 	}
 	return s.saveSeen(ctx, seen, nv)
 }
@@ -40,6 +44,10 @@ func (s hubStore) SaveSeen(ctx context.Context, seen map[uint64]hub.Seen, v *hub
 func (s hubStore) NetmapVersion(ctx context.Context) (hub.Version, bool, error) {
 	v, ok, err := s.loadNetmapVersion(ctx)
 	return v.hub(), ok, err
+}
+
+func (s hubStore) LoadBatches(ctx context.Context, epoch string, upTo uint64) ([]hub.Batch, error) {
+	return s.loadBatches(ctx, epoch, upTo)
 }
 
 func (s hubStore) VersionByEpoch(ctx context.Context, epoch string) (hub.Version, bool, error) {

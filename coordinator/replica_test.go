@@ -411,9 +411,14 @@ func TestReplicaFailOverResumes(t *testing.T) {
 	cluster := pgtest.Start(t, "127.0.0.1", nil, nil)
 	url := cluster.NewDB(t)
 	a, baseA := startReplica(t, url)
+	key := newKey(t, a.store, true, 0)
+	// Nodes B finds at its start: what changes after is less than half
+	// the mesh, so even B's first version can be resumed.
+	for i := range 20 {
+		registerHTTP(t, baseA, control.RegisterRequest{AuthKey: key, Hostname: "old" + strconv.Itoa(i), PublicKey: newPublicKey(t)})
+	}
 	b, stopB := runServer(t, Config{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Store: url, Logger: testLogger(t)})
 	baseB := "http://" + b.HTTPAddr().String()
-	key := newKey(t, a.store, true, 0)
 	alpha := registerHTTP(t, baseB, control.RegisterRequest{AuthKey: key, Hostname: "alpha", PublicKey: newPublicKey(t)})
 	gamma := registerHTTP(t, baseA, control.RegisterRequest{AuthKey: key, Hostname: "gamma", PublicKey: newPublicKey(t)})
 	for i := range 4 {
@@ -422,7 +427,7 @@ func TestReplicaFailOverResumes(t *testing.T) {
 	waitHubMember(t, b.hub, gamma.NodeID+4)
 	cb := dialStream(t, baseB, alpha.Credential)
 	m := readMsg(t, cb)
-	if m.Type != control.MsgNetmap || len(m.Netmap.Peers) != 5 {
+	if m.Type != control.MsgNetmap || len(m.Netmap.Peers) != 25 {
 		t.Fatalf("alpha's netmap from B: %+v", m)
 	}
 	held := latestVersion(t, b.hub, cb, m.NetmapVersion)
@@ -442,28 +447,34 @@ func TestReplicaFailOverResumes(t *testing.T) {
 	readMsg(t, cg)
 	time.Sleep(100 * time.Millisecond) // A's batch with gamma online is written
 
-	// An older version of B's is not what B stored last: a netmap.
-	epoch, _, _ := strings.Cut(held, ".")
-	c, _, err := dialStreamSince(t, baseA, alpha.Credential, epoch+".0")
+	// A version of B's newer than any B stored (B's shutdown may store
+	// one more batch than alpha read): a netmap.
+	epoch, seqText, _ := strings.Cut(held, ".")
+	seq, _ := strconv.ParseUint(seqText, 10, 64)
+	c, _, err := dialStreamSince(t, baseA, alpha.Credential, epoch+"."+strconv.FormatUint(seq+1000, 10))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m := readMsg(t, c); m.Type != control.MsgNetmap {
-		t.Fatalf("alpha holding %s.0 (B stored %s) got %q, want a netmap", epoch, held, m.Type)
+		t.Fatalf("alpha holding %s.%d (B's %s and later) got %q, want a netmap", epoch, seq+1000, held, m.Type)
 	}
 	c.CloseNow()
 
-	c, _, err = dialStreamSince(t, baseA, alpha.Credential, held)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	m = readMsg(t, c)
-	if m.Type != control.MsgResume {
-		t.Fatalf("A answered alpha holding B's %s with %q (nv %s), want a resume", held, m.Type, m.NetmapVersion)
-	}
-	if m.Delta == nil || !slices.ContainsFunc(m.Delta.Upsert, func(n control.Node) bool { return n.ID == gamma.NodeID && n.Online }) {
-		t.Fatalf("resume does not bring gamma online (changed on A after B's last version): %+v", m.Delta)
+	// B's last version, and an older one its stored batches reach back
+	// to (B's first netmap, before any batch): resumes.
+	for _, since := range []string{held, epoch + ".0"} {
+		c, _, err = dialStreamSince(t, baseA, alpha.Credential, since)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m = readMsg(t, c)
+		c.CloseNow()
+		if m.Type != control.MsgResume {
+			t.Fatalf("A answered alpha holding B's %s (B stored %s) with %q (nv %s), want a resume", since, held, m.Type, m.NetmapVersion)
+		}
+		if m.Delta == nil || !slices.ContainsFunc(m.Delta.Upsert, func(n control.Node) bool { return n.ID == gamma.NodeID && n.Online }) {
+			t.Fatalf("resume from %s does not bring gamma online (changed on A after B's last version): %+v", since, m.Delta)
+		}
 	}
 }
 

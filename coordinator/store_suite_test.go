@@ -244,18 +244,30 @@ var storeBehaviours = []struct {
 		key := newKey(t, st, true, 0)
 		a := suiteRegister(t, st, key, "a")
 		seenAt := time.UnixMilli(time.Now().UnixMilli()).UTC()
-		v := netmapVersion{epoch: "e1", seq: 42, digest: 0xfeedface12345678}
+		v := netmapVersion{epoch: "e1", seq: 42, digest: 0xfeedface12345678, batch: []uint64{a.Node.ID}, keepFrom: 42}
 		if _, err := st.saveSeen(ctx, map[uint64]hub.Seen{a.Node.ID: {Online: true, LastSeen: seenAt}}, &v); err != nil {
 			t.Fatal(err)
 		}
-		v.seq++
+		v.seq, v.batch = v.seq+1, []uint64{7, 8}
 		if _, err := st.saveSeen(ctx, nil, &v); err != nil {
 			t.Fatal(err)
 		}
 		got, ok, err := reopen(t).loadNetmapVersion(ctx)
-		got.savedAt = 0 // PostgreSQL's clock, for replicas (netmapversion.go)
-		if err != nil || !ok || got != v {
+		if err != nil || !ok || got.epoch != v.epoch || got.seq != v.seq || got.digest != v.digest {
 			t.Fatalf("netmap version: %+v %v %v, want %+v", got, ok, err, v)
+		}
+		// The batches the ring holds come back, oldest first; those it
+		// dropped (before keepFrom) are gone.
+		batches, err := reopen(t).loadBatches(ctx, "e1", v.seq)
+		if err != nil || fmt.Sprint(batches) != fmt.Sprintf("[{42 [%d]} {43 [7 8]}]", a.Node.ID) {
+			t.Fatalf("netmap batches: %v %v", batches, err)
+		}
+		v.seq, v.batch, v.keepFrom = v.seq+1, []uint64{9}, 44
+		if _, err := st.saveSeen(ctx, nil, &v); err != nil {
+			t.Fatal(err)
+		}
+		if batches, err := st.loadBatches(ctx, "e1", v.seq); err != nil || fmt.Sprint(batches) != "[{44 [9]}]" {
+			t.Fatalf("netmap batches after the ring moved on: %v %v", batches, err)
 		}
 		nodes, err := st.ListNodes(ctx)
 		if err != nil || len(nodes) != 1 || !nodes[0].Online || !nodes[0].LastSeen.Equal(seenAt) {

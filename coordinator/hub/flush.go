@@ -87,7 +87,7 @@ func (h *Hub) flush() {
 	// coordinator knows what the agents hold (see netmapversion.go).
 	var version *Version
 	if len(ids) > 0 {
-		version = &Version{Epoch: h.epoch, Seq: h.seq + 1, Digest: h.digest}
+		version = h.batchVersionLocked(ids)
 	}
 	h.mu.Unlock()
 	var stale []uint64

@@ -130,7 +130,7 @@ type Hub struct {
 	// (XOR of memberHash over nodes).
 	epoch   string
 	seq     uint64
-	ring    []deltaBatch
+	ring    []Batch
 	ringIDs int
 	digest  uint64
 

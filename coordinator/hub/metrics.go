@@ -12,6 +12,7 @@ type Metrics struct {
 	DeltaFrames    *metrics.Vec
 	Netmaps        *metrics.Vec
 	Resumes        *metrics.Vec
+	ResumeMisses   *metrics.Vec
 	NetmapBytes    *metrics.Vec
 	StreamsDropped *metrics.Vec
 }
@@ -35,6 +36,8 @@ func NewMetrics(r *metrics.Registry) *Metrics {
 			"Full netmaps sent to newly connected streams."),
 		Resumes: r.Counter("meshvpn_coordinator_resumes_total",
 			"Reconnecting streams sent only the changes since the netmap version they held."),
+		ResumeMisses: r.Counter("meshvpn_coordinator_resume_misses_total",
+			"Reconnecting streams that named a netmap version and got a full netmap, by reason: epoch (not this coordinator's series), foreign (another replica's version the store cannot bring up to date), ahead (newer than the coordinator's), ring (older than the batches it keeps), too_many (more nodes changed than half the mesh).", "reason"),
 		NetmapBytes: r.Gauge("meshvpn_coordinator_netmap_bytes",
 			"Size of the last full netmap frame sent."),
 		StreamsDropped: r.Counter("meshvpn_coordinator_streams_dropped_total",

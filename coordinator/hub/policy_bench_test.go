@@ -96,4 +96,5 @@ func (emptyStore) Policy(context.Context) ([]byte, error)            { return ni
 func (emptyStore) SaveSeen(context.Context, map[uint64]Seen, *Version) ([]uint64, error) {
 	return nil, nil
 }
-func (emptyStore) NetmapVersion(context.Context) (Version, bool, error) { return Version{}, false, nil }
+func (emptyStore) NetmapVersion(context.Context) (Version, bool, error)         { return Version{}, false, nil }
+func (emptyStore) LoadBatches(context.Context, string, uint64) ([]Batch, error) { return nil, nil }

@@ -15,7 +15,9 @@ import (
 // stored version and the membership is still the one stored with it, the
 // only changes it can have missed are online states changed since then,
 // plus what this replica sent after it looked: a resume, not a full netmap
-// each for thousands of agents failing over at once.
+// each for thousands of agents failing over at once. An agent a few
+// batches behind that version also gets the nodes of the batches it
+// missed, from the dead replica's stored ones (netmap_batches).
 
 // changedMargin widens "changed since the version was saved": a replica's
 // view of others' changes lags the store by the notification's trip, and
@@ -50,12 +52,29 @@ func (h *Hub) foreignResume(ctx context.Context, since string) *foreignVersion {
 		return nil
 	}
 	v, ok, err := h.replicas.VersionByEpoch(ctx, epoch)
-	if err != nil || !ok || v.Seq != seq {
+	if err != nil || !ok || seq > v.Seq {
 		return nil
 	}
 	changed, err := h.replicas.ChangedSince(ctx, v.SavedAt-changedMargin.Milliseconds())
 	if err != nil {
 		return nil
+	}
+	if seq < v.Seq {
+		// Behind the dead replica's last version: the nodes of the
+		// batches it sent after seq, if its stored ones still reach back.
+		batches, err := h.store.LoadBatches(ctx, epoch, v.Seq)
+		if err != nil {
+			return nil
+		}
+		batches = unbroken(batches, v.Seq)
+		if len(batches) == 0 || batches[0].Seq > seq+1 {
+			return nil
+		}
+		for _, b := range batches {
+			if b.Seq > seq {
+				changed = append(changed, b.IDs...)
+			}
+		}
 	}
 	return &foreignVersion{digest: v.Digest, changed: changed, mark: mark}
 }

@@ -24,6 +24,10 @@ type Store interface {
 	// NetmapVersion reads the version stored with the last batch (this
 	// replica's, with replicas); ok is false when there is none.
 	NetmapVersion(ctx context.Context) (v Version, ok bool, err error)
+	// LoadBatches reads the stored batches of epoch up to SEQ upTo, oldest
+	// first. An epoch is one coordinator's (replica's) series: a replica
+	// reads a dead one's batches by its epoch (replica_resume.go).
+	LoadBatches(ctx context.Context, epoch string, upTo uint64) ([]Batch, error)
 }
 
 // ReplicaStore is what the hub needs of a store shared by replicas, on
@@ -64,6 +68,18 @@ type Version struct {
 	Digest uint64
 	// SavedAt is when a replica saved it (database clock, Unix ms).
 	SavedAt int64
+	// Batch is the nodes of the batch being saved; KeepFrom the oldest
+	// SEQ the ring keeps with it (the store deletes older batches).
+	Batch    []uint64
+	KeepFrom uint64
+}
+
+// Batch is one sent delta batch: its SEQ and the nodes it named. The hub
+// keeps its last ones in a ring for resumes, and the store keeps them too
+// (netmapversion.go).
+type Batch struct {
+	Seq uint64
+	IDs []uint64
 }
 
 // StoredNode is a node row as another replica left it.

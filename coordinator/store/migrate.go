@@ -76,6 +76,10 @@ var SQLiteMigrations = []string{
 	// first is its IPv6 overlay prefix (overlay6.go), written by Go right
 	// after this step since SQL cannot draw it.
 	meshSettingsTable,
+	// 8 (storm): the batches of the last netmap versions, so a restarted
+	// coordinator can still bring an agent a few batches behind up to date
+	// (netmapversion.go).
+	netmapBatchesTable,
 }
 
 // Migrate brings the SQLite schema up to date. It runs in one immediate
@@ -123,4 +127,16 @@ func migrateWith(ctx context.Context, db *DB, steps []string) error {
 const meshSettingsTable = `CREATE TABLE mesh_settings (
 		name  TEXT PRIMARY KEY,
 		value TEXT NOT NULL
+	);`
+
+// netmapBatchesTable keeps the node IDs of each coordinator's (replica's)
+// last delta batches: seq is the batch's netmap version in epoch, ids its
+// nodes, comma-separated. Rows older than the hub's ring are deleted as
+// new ones come.
+const netmapBatchesTable = `CREATE TABLE netmap_batches (
+		replica TEXT   NOT NULL DEFAULT '',
+		epoch   TEXT   NOT NULL,
+		seq     BIGINT NOT NULL,
+		ids     TEXT   NOT NULL,
+		PRIMARY KEY (replica, seq)
 	);`

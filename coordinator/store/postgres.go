@@ -93,6 +93,8 @@ var PostgresMigrations = []string{
 		expires_at BIGINT NOT NULL
 	);
 	CREATE INDEX used_challenges_expiry ON used_challenges (expires_at);`,
+	// 4 (storm): as SQLite's step 8.
+	netmapBatchesTable,
 }
 
 // pgWriteLock is the advisory lock key that makes writers take turns

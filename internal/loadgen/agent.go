@@ -42,6 +42,12 @@ type simAgent struct {
 	// inStorm marks the agents that reconnect in a storm (with replicas,
 	// those of the replica that stopped).
 	inStorm atomic.Bool
+	// gen counts the streams the load generator itself closed, so a read
+	// loop tells their end from the coordinator ending its stream.
+	gen atomic.Int64
+	// losses counts streams the coordinator ended in a row, each shorter
+	// than 30 s: the agent's backoff (see stormRedial).
+	losses atomic.Int64
 }
 
 func newPublicKey() string {
@@ -106,15 +112,25 @@ func (a *simAgent) dialSince(ctx context.Context, hc *http.Client, wsBase, since
 // 1.5 MB netmap each would measure the load generator, not the coordinator.
 func (a *simAgent) readLoop(g *run) {
 	var buf bytes.Buffer
+	ws, gen, began := a.ws, a.gen.Load(), time.Now()
 	for {
-		_, r, err := a.ws.Reader(context.Background())
+		_, r, err := ws.Reader(context.Background())
 		if err == nil {
 			buf.Reset()
 			_, err = buf.ReadFrom(r)
 		}
 		if err != nil {
+			ws.CloseNow() // its socket, whoever ended the stream
 			if a.index < g.cfg.N && g.measuring.Load() {
 				g.lost.Add(1)
+			}
+			if a.gen.Load() == gen && g.storming.Load() && a.inStorm.Load() {
+				// The coordinator ended the stream while the storm ran:
+				// an agent would dial again (see storm.go).
+				if time.Since(began) > 30*time.Second {
+					a.losses.Store(0)
+				}
+				go g.stormRedial(a)
 			}
 			return
 		}

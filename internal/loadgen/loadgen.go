@@ -45,6 +45,10 @@ type Config struct {
 	// more than one needs Store "postgres". Agent i uses replica i mod
 	// Replicas; changes are made on replica 0.
 	Replicas int
+	// First, with replicas, puts agents [0, First) on replica 0 (the one
+	// restarted in the storms) and the others on the other replicas; 0
+	// spreads all evenly.
+	First int
 	// Store is "" (SQLite in the state directory) or "postgres": a
 	// throwaway PostgreSQL cluster on loopback (see internal/pgtest).
 	Store string
@@ -84,6 +88,11 @@ type run struct {
 	// agents that had their first frame in it (see storm.go).
 	storming   atomic.Bool
 	stormFirst atomic.Int64
+	// stormLost counts streams the coordinator ended during a storm; those
+	// agents dial stormTarget again (naming their version if stormResume).
+	stormLost   atomic.Int64
+	stormResume atomic.Bool
+	stormTarget atomic.Value
 }
 
 // Run measures one coordinator with cfg.N agents and stops it again.
@@ -107,6 +116,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	switch {
 	case cfg.Store != "" && cfg.Store != "postgres":
 		return nil, fmt.Errorf("loadgen: store %q: want postgres or nothing (SQLite)", cfg.Store)
+	case cfg.First < 0 || cfg.First > cfg.N:
+		return nil, fmt.Errorf("loadgen: first %d: want 0..N (%d)", cfg.First, cfg.N)
 	case cfg.Replicas > 1 && cfg.Store == "":
 		return nil, fmt.Errorf("loadgen: %d replicas need the postgres store", cfg.Replicas)
 	}
@@ -158,8 +169,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	return res, nil
 }
 
-// repOf is the replica agent i uses.
-func (g *run) repOf(i int) *replica { return g.reps[i%len(g.reps)] }
+// repOf is the replica agent i uses: i mod replicas, or with First the
+// first First agents on replica 0 and the rest spread over the others.
+func (g *run) repOf(i int) *replica {
+	if f := g.cfg.First; f > 0 && len(g.reps) > 1 {
+		if i < f {
+			return g.reps[0]
+		}
+		return g.reps[1+(i-f)%(len(g.reps)-1)]
+	}
+	return g.reps[i%len(g.reps)]
+}
 
 // storeArgs name the store for serve and the admin commands.
 func (g *run) storeArgs() []string {

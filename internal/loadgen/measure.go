@@ -233,7 +233,7 @@ func (g *run) measure(ctx context.Context) (*Result, error) {
 
 // onOtherReplica tells whether agent i uses another replica than the one
 // changes are made on (always false without replicas).
-func (g *run) onOtherReplica(i int) bool { return len(g.reps) > 1 && i%len(g.reps) != 0 }
+func (g *run) onOtherReplica(i int) bool { return g.repOf(i) != g.reps[0] }
 
 // readProcs samples every replica's process.
 func (g *run) readProcs() ([]procSample, error) {

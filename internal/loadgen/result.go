@@ -154,6 +154,20 @@ func (r *Result) Print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  %-9s storm, %-12s %d agents all current %6.2f s, settled %6.2f s, %.0f bytes/agent, %d resumes\n",
 			kind, how+":", s.Agents, s.CurrentSeconds, s.SettleSeconds, s.BytesPerAgent, s.Resumes)
+		if s.Lost > 0 {
+			again := "dialled again"
+			if !s.Resume {
+				again = "dialled again if still without a first frame"
+			}
+			fmt.Fprintf(w, "  %-21s %d streams ended by the coordinator during the storm (%s)\n", "", s.Lost, again)
+		}
+		if s.DialRetries > 0 {
+			fmt.Fprintf(w, "  %-21s %d stream dials retried after a backoff (first: %s)\n", "", s.DialRetries, s.DialError)
+		}
+		if s.StaleCommon+s.StaleOther > 0 || len(s.Misses) > 0 {
+			fmt.Fprintf(w, "  %-21s full netmaps despite a version: %d holding the common one, %d another; coordinator's reasons %v\n",
+				"", s.StaleCommon, s.StaleOther, s.Misses)
+		}
 		if s.Note != "" {
 			fmt.Fprintf(w, "  NOTE: storm: %s\n", s.Note)
 		}

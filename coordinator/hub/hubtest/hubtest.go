@@ -146,6 +146,12 @@ func (s *Store) NetmapVersion(context.Context) (hub.Version, bool, error) {
 	return *s.version, true, nil
 }
 
+// LoadBatches returns none: this store keeps no batches, so a hub
+// restarted on it rebuilds no ring.
+func (s *Store) LoadBatches(context.Context, string, uint64) ([]hub.Batch, error) {
+	return nil, nil
+}
+
 // Online tells whether the store holds node id as online.
 func (s *Store) Online(id uint64) bool {
 	s.mu.Lock()

@@ -26,6 +26,7 @@ func main() {
 	flag.DurationVar(&cfg.SetupTimeout, "setup-timeout", 10*time.Minute, "bound on registering and connecting all agents")
 	flag.BoolVar(&cfg.Policy, "policy", false, "install an access policy of 50 groups and 500 rules first, and time a policy change")
 	flag.IntVar(&cfg.Replicas, "replicas", 1, "`number` of coordinator replicas on one store (more than 1 needs -store postgres); agents are spread over them")
+	flag.IntVar(&cfg.First, "first", 0, "with replicas, `number` of agents on replica 0 (the one the storms restart), the rest spread over the others; 0: all evenly")
 	flag.StringVar(&cfg.Store, "store", "", "`store`: empty for SQLite, or postgres (a throwaway cluster on loopback, Debian package postgresql)")
 	asJSON := flag.Bool("json", false, "print the result as JSON instead of a table")
 	flag.Usage = func() {

@@ -67,5 +67,4 @@ type routes struct{ b *datapath.Bind }
 func (r routes) add(addr netip.AddrPort, w io.Writer) *relayEndpoint { return r.b.Route(addr, w) }
 func (r routes) put(ep *relayEndpoint)                               { r.b.Reroute(ep) }
 func (r routes) remove(ep *relayEndpoint)                            { r.b.Unroute(ep) }
-func (r routes) lookup(addr netip.AddrPort) *relayEndpoint           { return r.b.RouteFor(addr) }
 func (r routes) deliver(p []byte, ep conn.Endpoint)                  { r.b.Deliver(p, ep) }

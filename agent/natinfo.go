@@ -69,6 +69,16 @@ func (a *Agent) askNATInfo(p *peer) {
 	}
 }
 
+// forgetNATInfo drops a peer that left the netmap from both sets: its
+// ask mark would otherwise stay for good, as no info goes to it again.
+func (a *Agent) forgetNATInfo(id uint64) {
+	q := &a.natInfo
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	delete(q.pending, id)
+	delete(q.ask, id)
+}
+
 // natInfoTick sends the NAT views to up to natInfoPerTick queued peers,
 // awake ones first (their sessions use them now), with what the latest
 // probe found.

@@ -209,6 +209,7 @@ func (a *Agent) removePeer(id uint64) {
 	}
 	p.close()
 	p.queue.drop()
+	a.forgetNATInfo(id)
 	// After close, wgChange refuses; taking wgMu waits for one in flight.
 	p.wgMu.Lock()
 	err := a.wg.removePeer(p.key)

@@ -21,19 +21,10 @@ import (
 // direct 40 s later). With no fresh STUN address to ask, the attempt waits
 // for one; a query after the miss is used at once.
 func TestBirthdayAskNotTowardMissedMapping(t *testing.T) {
-	b := NewBind()
-	a := &Agent{bind: b, ctl: &controlClient{log: slog.New(slog.DiscardHandler), out: make(chan control.Message, 16), connected: true}}
-	a.stunServers = []control.STUNServer{{Addr: "203.0.113.10:3478", Alternate: "203.0.113.11:3479"}}
-	p := &peer{a: a, id: 7, log: slog.New(slog.DiscardHandler)}
 	now := time.Now()
 	// Every fresh STUN address was asked a moment ago (ICE sessions
 	// starting at once use them up too).
-	for _, c := range []string{"203.0.113.11:3479", "203.0.113.11:3478", "203.0.113.10:3479"} {
-		if a.stunUsed == nil {
-			a.stunUsed = map[netip.AddrPort]time.Time{}
-		}
-		a.stunUsed[netip.MustParseAddrPort(c)] = now.Add(-2 * time.Second)
-	}
+	a, b, p := bdayAskPeer(now.Add(-2 * time.Second))
 	old := netip.MustParseAddrPort("203.0.113.106:37020")
 	b.mapped, b.mappedAt = old, now.Add(-2*time.Second)
 
@@ -95,17 +86,8 @@ func TestBirthdayAskNotTowardMissedMapping(t *testing.T) {
 // The next ask names the moved mapping at once; before, it waited for a
 // fresh STUN address (30 s on input-accept routers in the lab).
 func TestBirthdayAskAfterMoveUsesTheMove(t *testing.T) {
-	b := NewBind()
-	a := &Agent{bind: b, ctl: &controlClient{log: slog.New(slog.DiscardHandler), out: make(chan control.Message, 16), connected: true}}
-	a.stunServers = []control.STUNServer{{Addr: "203.0.113.10:3478", Alternate: "203.0.113.11:3479"}}
-	p := &peer{a: a, id: 7, log: slog.New(slog.DiscardHandler)}
 	now := time.Now()
-	for _, c := range []string{"203.0.113.11:3479", "203.0.113.11:3478", "203.0.113.10:3479"} {
-		if a.stunUsed == nil {
-			a.stunUsed = map[netip.AddrPort]time.Time{}
-		}
-		a.stunUsed[netip.MustParseAddrPort(c)] = now.Add(-time.Second)
-	}
+	a, b, p := bdayAskPeer(now.Add(-time.Second))
 	old := netip.MustParseAddrPort("203.0.113.105:51745")
 	p.bd = birthdayState{running: true, role: bdayProbe, tok: bdayToken{1}, phase: "probing", started: now.Add(-time.Second),
 		askedFrom: old, askedAt: now.Add(-time.Second), probes: new(atomic.Int64), attempts: 1}
@@ -139,4 +121,18 @@ func TestBirthdayAskAfterMoveUsesTheMove(t *testing.T) {
 		p.mu.Unlock()
 		t.Fatalf("no ask after the move was seen; the next attempt waits until %s", next.Format(time.StampMilli))
 	}
+}
+
+// bdayAskPeer is a probe-side peer whose agent knows one RFC 5780 STUN
+// server and used its three fresh addresses at usedAt; signals go to
+// a.ctl.out.
+func bdayAskPeer(usedAt time.Time) (*Agent, *Bind, *peer) {
+	b := NewBind()
+	a := &Agent{bind: b, ctl: &controlClient{log: slog.New(slog.DiscardHandler), out: make(chan control.Message, 16), connected: true}}
+	a.stunServers = []control.STUNServer{{Addr: "203.0.113.10:3478", Alternate: "203.0.113.11:3479"}}
+	a.stunUsed = map[netip.AddrPort]time.Time{}
+	for _, c := range []string{"203.0.113.11:3479", "203.0.113.11:3478", "203.0.113.10:3479"} {
+		a.stunUsed[netip.MustParseAddrPort(c)] = usedAt
+	}
+	return a, b, &peer{a: a, id: 7, log: slog.New(slog.DiscardHandler)}
 }

@@ -12,33 +12,17 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/meshvpn/meshvpn/relay"
+	"github.com/meshvpn/meshvpn/relay/relaytest/loopback"
 )
-
-var testRelaySecret = []byte("0123456789abcdef0123456789abcdef")
 
 // startTestRelay runs the relay package's server on loopback for nodes
 // 1..100.
-func startTestRelay(t *testing.T) *relay.Server {
-	t.Helper()
-	s, err := relay.Listen(relay.Config{
-		Listen: "127.0.0.1:0", RelayIP: netip.MustParseAddr("127.0.0.1"), MinPort: 41000, MaxPort: 41999,
-		AllowPeers: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-		Secret:     func() []byte { return testRelaySecret },
-		Active:     func(id uint64) bool { return id >= 1 && id <= 100 },
-		Members:    func() int { return 100 },
-		Log:        slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
+func startTestRelay(t *testing.T) *relay.Server { return loopback.Start(t) }
 
+// testTarget is node's relay server entry for s.
 func testTarget(s *relay.Server, node uint64) RelayServer {
-	user, pass := relay.MintCredential(testRelaySecret, node, time.Now().Add(time.Hour))
-	addr := s.UDPConn().LocalAddr().String()
-	return RelayServer{URL: "turn:" + addr + "?transport=udp", Username: user, Password: pass, Transport: "udp", Server: addr}
+	url, user, pass, addr := loopback.Credential(s, node)
+	return RelayServer{URL: url, Username: user, Password: pass, Transport: "udp", Server: addr}
 }
 
 // wgMessage looks like a WireGuard data message to classify.

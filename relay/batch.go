@@ -78,7 +78,7 @@ type batchWriter struct {
 	// datagrams each carries, and the buffers GSO runs are copied into.
 	out   []ipv4.Message
 	spans []int
-	bufs  [][]byte
+	bufs  udpgso.Bufs
 }
 
 func newBatchWriter(c *net.UDPConn) *batchWriter {
@@ -149,7 +149,7 @@ func (w *batchWriter) send(msgs []ipv4.Message) error {
 // size; a shorter datagram ends a run.
 func (w *batchWriter) coalesce(msgs []ipv4.Message) []ipv4.Message {
 	w.out, w.spans = w.out[:0], w.spans[:0]
-	used := 0
+	w.bufs.Reset()
 	for i := 0; i < len(msgs); {
 		size := len(msgs[i].Buffers[0])
 		j := udpgso.RunEnd(len(msgs), i, func(k int) int {
@@ -167,15 +167,10 @@ func (w *batchWriter) coalesce(msgs []ipv4.Message) []ipv4.Message {
 			i = j
 			continue
 		}
-		if used == len(w.bufs) {
-			w.bufs = append(w.bufs, make([]byte, 0, udpgso.MaxBytes))
-		}
-		buf := w.bufs[used][:0]
+		buf := w.bufs.Next()
 		for _, m := range msgs[i:j] {
 			buf = append(buf, m.Buffers[0]...)
 		}
-		w.bufs[used] = buf
-		used++
 		var oob []byte
 		if n := len(w.out); n < cap(w.out) {
 			oob = w.out[:n+1][n].OOB // reuse the space a former write left

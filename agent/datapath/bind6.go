@@ -39,7 +39,7 @@ type send6 struct {
 // batch6 is one Send's messages and the buffers GSO coalesces into.
 type batch6 struct {
 	msgs []ipv6.Message
-	bufs [][]byte
+	bufs udpgso.Bufs
 }
 
 // newSend6 opens the send path on a duplicate of the IPv6 socket bound to
@@ -102,7 +102,8 @@ func (s *send6) write(msgs []ipv6.Message) error {
 // the batch's messages, buffers and control messages: Send is the data
 // path.
 func (b *batch6) fill(bufs [][]byte, addr *net.UDPAddr, gso bool) []ipv6.Message {
-	n, used := 0, 0
+	n := 0
+	b.bufs.Reset()
 	for i := 0; i < len(bufs); {
 		size := len(bufs[i])
 		j := i + 1
@@ -120,15 +121,10 @@ func (b *batch6) fill(bufs [][]byte, addr *net.UDPAddr, gso bool) []ipv6.Message
 			i = j
 			continue
 		}
-		if used == len(b.bufs) {
-			b.bufs = append(b.bufs, make([]byte, 0, udpgso.MaxBytes))
-		}
-		buf := b.bufs[used][:0]
+		buf := b.bufs.Next()
 		for _, p := range bufs[i:j] {
 			buf = append(buf, p...)
 		}
-		b.bufs[used] = buf
-		used++
 		m.Buffers[0] = buf
 		m.OOB = udpgso.Control(m.OOB, size)
 		i = j

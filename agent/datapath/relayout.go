@@ -25,7 +25,7 @@ import (
 type outBatch struct {
 	msgs []ipv4.Message
 	hdrs []byte
-	bufs [][]byte
+	bufs udpgso.Bufs
 }
 
 var outPool = sync.Pool{New: func() any { return &outBatch{} }}
@@ -70,7 +70,8 @@ func (b *outBatch) fill(num uint16, bufs [][]byte, addr *net.UDPAddr, gso bool) 
 	if cap(b.hdrs) < 4*len(bufs) {
 		b.hdrs = make([]byte, 4*len(bufs))
 	}
-	n, used := 0, 0
+	n := 0
+	b.bufs.Reset()
 	for i := 0; i < len(bufs); {
 		size := len(bufs[i])
 		j := i + 1
@@ -92,17 +93,12 @@ func (b *outBatch) fill(num uint16, bufs [][]byte, addr *net.UDPAddr, gso bool) 
 			i = j
 			continue
 		}
-		if used == len(b.bufs) {
-			b.bufs = append(b.bufs, make([]byte, 0, udpgso.MaxBytes))
-		}
-		buf := b.bufs[used][:0]
+		buf := b.bufs.Next()
 		for _, p := range bufs[i:j] {
 			buf = binary.BigEndian.AppendUint16(buf, num)
 			buf = binary.BigEndian.AppendUint16(buf, uint16(len(p)))
 			buf = append(buf, p...)
 		}
-		b.bufs[used] = buf
-		used++
 		m.Buffers = m.Buffers[:1]
 		m.Buffers[0] = buf
 		m.OOB = udpgso.Control(m.OOB, 4+size)

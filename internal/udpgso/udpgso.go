@@ -118,3 +118,24 @@ func RunEnd(n, i int, size func(int) int, overhead int) int {
 	}
 	return j
 }
+
+// Bufs lends the buffers a batch copies its GSO runs into, MaxBytes each,
+// kept from one batch to the next so that a send allocates none. A run
+// fits one buffer (RunEnd bounds it by MaxBytes), so appending to a lent
+// buffer never moves it.
+type Bufs struct {
+	bufs [][]byte
+	used int
+}
+
+// Reset takes every lent buffer back, for the next batch.
+func (b *Bufs) Reset() { b.used = 0 }
+
+// Next lends an empty buffer for one run.
+func (b *Bufs) Next() []byte {
+	if b.used == len(b.bufs) {
+		b.bufs = append(b.bufs, make([]byte, 0, MaxBytes))
+	}
+	b.used++
+	return b.bufs[b.used-1][:0]
+}

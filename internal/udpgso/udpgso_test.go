@@ -32,3 +32,24 @@ func make100(n int) []int {
 	}
 	return s
 }
+
+// TestBufsReused: buffers lent in one batch are distinct, hold MaxBytes,
+// and are lent again after Reset instead of new ones.
+func TestBufsReused(t *testing.T) {
+	var b Bufs
+	x, y := b.Next(), b.Next()
+	if cap(x) != MaxBytes || cap(y) != MaxBytes {
+		t.Fatalf("capacities %d and %d, want %d", cap(x), cap(y), MaxBytes)
+	}
+	x = append(x, 1)
+	if y = append(y, 2); x[0] != 1 {
+		t.Fatal("two buffers of one batch share memory")
+	}
+	b.Reset()
+	if z := b.Next(); &z[:1][0] != &x[0] {
+		t.Fatal("Reset did not lend the first buffer again")
+	}
+	if allocs := testing.AllocsPerRun(100, func() { b.Reset(); b.Next(); b.Next() }); allocs != 0 {
+		t.Fatalf("a batch of two runs allocated %v times, want 0", allocs)
+	}
+}

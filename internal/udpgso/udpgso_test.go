@@ -41,8 +41,8 @@ func TestBufsReused(t *testing.T) {
 	if cap(x) != MaxBytes || cap(y) != MaxBytes {
 		t.Fatalf("capacities %d and %d, want %d", cap(x), cap(y), MaxBytes)
 	}
-	x = append(x, 1)
-	if y = append(y, 2); x[0] != 1 {
+	x, y = append(x, 1), append(y, 2)
+	if x[0] != 1 || y[0] != 2 {
 		t.Fatal("two buffers of one batch share memory")
 	}
 	b.Reset()

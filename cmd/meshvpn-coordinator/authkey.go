@@ -65,7 +65,7 @@ func runAuthKeyCreate(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&tags, "tag", "`tag` given to every node the key admits (repeatable; lowercase letters, digits, - _ : .)")
 	expiry := fs.Duration("expiry", time.Hour, "lifetime of the key as a Go `duration` (e.g. 30m, 24h); 0 means it never expires")
 	stateDir := fs.String("state", defaultStateDir, "state `directory`")
-	openStore := storeOpener(fs, stateDir)
+	openStore := storeOpener(fs, stateDir, false)
 	asJSON := fs.Bool("json", false, "print a JSON object instead of the bare key")
 	if err := parseFlags(fs, authKeyAbout, args, stdout, stderr); err != nil {
 		return err
@@ -148,7 +148,7 @@ on its host). The keys themselves are not stored and cannot be shown again.`
 func runAuthKeyList(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("authkey list", flag.ContinueOnError)
 	stateDir := fs.String("state", defaultStateDir, "state `directory`")
-	openStore := storeOpener(fs, stateDir)
+	openStore := storeOpener(fs, stateDir, true)
 	asJSON := fs.Bool("json", false, "print a JSON array instead of a table")
 	if err := parseFlags(fs, authKeyListAbout, args, stdout, stderr); err != nil {
 		return err
@@ -212,7 +212,7 @@ no node ("auth key revoked"). Nodes it already admitted stay; remove them with
 func runAuthKeyRevoke(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("authkey revoke", flag.ContinueOnError)
 	stateDir := fs.String("state", defaultStateDir, "state `directory`")
-	openStore := storeOpener(fs, stateDir)
+	openStore := storeOpener(fs, stateDir, true)
 	asJSON := fs.Bool("json", false, "print a JSON object")
 	pos, err := parseFlagsArgs(fs, "ID", authKeyRevokeAbout, 1, args, stdout, stderr)
 	if err != nil {

@@ -136,6 +136,9 @@ func TestLifecycleUsageErrors(t *testing.T) {
 		}
 	}
 	// Unknown nodes and keys are failures (exit 1) that say so.
+	if code, _, errOut := runCLI(t, "authkey", "create", "--state", dir); code != 0 {
+		t.Fatalf("authkey create: exit %d: %q", code, errOut)
+	}
 	for _, args := range [][]string{
 		{"nodes", "remove", "ghost", "--state", dir},
 		{"nodes", "expire", "100.64.9.9", "--state", dir},

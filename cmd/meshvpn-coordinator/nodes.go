@@ -52,7 +52,7 @@ func toNodeJSON(r coordinator.NodeRecord) nodeJSON {
 func runNodesList(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("nodes list", flag.ContinueOnError)
 	stateDir := fs.String("state", defaultStateDir, "state `directory`")
-	openStore := storeOpener(fs, stateDir)
+	openStore := storeOpener(fs, stateDir, true)
 	asJSON := fs.Bool("json", false, "print a JSON array instead of a table")
 	if err := parseFlags(fs, nodesAbout, args, stdout, stderr); err != nil {
 		return err
@@ -159,6 +159,9 @@ func runNodeChange(name, argsUsage, about string, nargs int, args []string, stdo
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if err := coordinator.RequireState(*stateDir, store); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
 	admin, err := coordinator.OpenAdminStore(ctx, *stateDir, store)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)

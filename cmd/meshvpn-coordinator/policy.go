@@ -47,7 +47,7 @@ func runPolicyFile(name, about string, args []string, stdout, stderr io.Writer,
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	return withAdmin(name, *stateDir, storeName, func(ctx context.Context, a *coordinator.Admin) error {
+	return withAdmin(name, *stateDir, storeName, false, func(ctx context.Context, a *coordinator.Admin) error {
 		msg, err := op(ctx, a, src)
 		if err != nil {
 			return fmt.Errorf("%s: %w", pos[0], err)
@@ -58,11 +58,17 @@ func runPolicyFile(name, about string, args []string, stdout, stderr io.Writer,
 }
 
 // withAdmin runs fn with the way to change stateDir (see OpenAdmin),
-// errors prefixed with the command's name.
-func withAdmin(name, stateDir string, storeName func() (string, error), fn func(context.Context, *coordinator.Admin) error) error {
+// errors prefixed with the command's name. With mustExist, a state
+// directory without a store is an error rather than created.
+func withAdmin(name, stateDir string, storeName func() (string, error), mustExist bool, fn func(context.Context, *coordinator.Admin) error) error {
 	store, err := storeName()
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
+	}
+	if mustExist {
+		if err := coordinator.RequireState(stateDir, store); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -102,7 +108,7 @@ func runPolicyClear(args []string, stdout, stderr io.Writer) error {
 	if _, err := parseFlagsArgs(fs, "", policyClearAbout, 0, args, stdout, stderr); err != nil {
 		return err
 	}
-	return withAdmin("policy clear", *stateDir, storeName, func(ctx context.Context, a *coordinator.Admin) error {
+	return withAdmin("policy clear", *stateDir, storeName, false, func(ctx context.Context, a *coordinator.Admin) error {
 		if err := a.ClearPolicy(ctx); err != nil {
 			return err
 		}
@@ -118,7 +124,7 @@ func runPolicyGet(args []string, stdout, stderr io.Writer) error {
 	if _, err := parseFlagsArgs(fs, "", policyGetAbout, 0, args, stdout, stderr); err != nil {
 		return err
 	}
-	return withAdmin("policy get", *stateDir, storeName, func(ctx context.Context, a *coordinator.Admin) error {
+	return withAdmin("policy get", *stateDir, storeName, true, func(ctx context.Context, a *coordinator.Admin) error {
 		src, err := a.Policy(ctx)
 		if err != nil {
 			return err

@@ -64,7 +64,13 @@ func testPolicyCommands(t *testing.T, dir string) {
 }
 
 func TestPolicyCommandsOffline(t *testing.T) {
-	testPolicyCommands(t, t.TempDir())
+	dir := t.TempDir()
+	// "policy set" may make the state (a policy before the first serve);
+	// "policy get" may not, so the state is made first.
+	if code, _, errOut := runCLI(t, "policy", "clear", "--state", dir); code != 0 {
+		t.Fatalf("policy clear on a new state: exit %d: %q", code, errOut)
+	}
+	testPolicyCommands(t, dir)
 }
 
 func TestPolicyCommandsWhileServing(t *testing.T) {

@@ -22,13 +22,19 @@ func storeFlags(fs *flag.FlagSet) func() (string, error) {
 }
 
 // storeOpener adds the store flags to fs and returns what opens the store
-// once fs is parsed.
-func storeOpener(fs *flag.FlagSet, stateDir *string) func() (*coordinator.Store, error) {
+// once fs is parsed. With mustExist, a missing SQLite store is an error
+// rather than created (see coordinator.RequireState).
+func storeOpener(fs *flag.FlagSet, stateDir *string, mustExist bool) func() (*coordinator.Store, error) {
 	name := storeFlags(fs)
 	return func() (*coordinator.Store, error) {
 		n, err := name()
 		if err != nil {
 			return nil, err
+		}
+		if mustExist {
+			if err := coordinator.RequireState(*stateDir, n); err != nil {
+				return nil, err
+			}
 		}
 		return coordinator.OpenStoreAt(*stateDir, n)
 	}

@@ -36,6 +36,9 @@ func runUsage(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if err := coordinator.RequireState(*stateDir, ""); err != nil {
+		return fmt.Errorf("usage: %w", err)
+	}
 	admin, err := coordinator.OpenAdmin(ctx, *stateDir)
 	if err != nil {
 		return fmt.Errorf("usage: %w", err)

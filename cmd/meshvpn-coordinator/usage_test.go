@@ -24,6 +24,9 @@ func TestUsageCommandErrors(t *testing.T) {
 		}
 	}
 	// Usage lives in the server's memory: without one there is none.
+	if code, _, errOut := runCLI(t, "authkey", "create", "--state", dir); code != 0 {
+		t.Fatalf("authkey create: exit %d: %q", code, errOut)
+	}
 	code, _, errOut := runCLI(t, "usage", "--state", dir)
 	if code != 1 || !strings.Contains(errOut, "no coordinator is running") {
 		t.Errorf("usage with no server: exit %d, stderr %q", code, errOut)

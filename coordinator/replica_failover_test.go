@@ -3,10 +3,12 @@ package coordinator
 import (
 	"context"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
 
 	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/internal/pgtest"
@@ -69,5 +71,70 @@ func TestReplicaFailOverAllResume(t *testing.T) {
 			t.Fatalf("agent %d of %d moving to B with A's %s got %q, want a resume", i+1, agents, held[i], m.Type)
 		}
 		b.hub.Flush() // its online write reaches the store before the next one moves
+	}
+}
+
+// TestReplicaMoveLoopNoFlap: a member moving between two replicas in a
+// loop (a stream on one, then on the other, then the old one closed, from
+// one address) is online throughout as peers see it: the replica it left
+// must not tell its agents it went offline (its offline write loses to
+// the new replica's claim), and each move costs each replica at most one
+// batch naming it, whose state peers already had.
+func TestReplicaMoveLoopNoFlap(t *testing.T) {
+	const moves = 6
+	srv, base := startReplicas(t, 2)
+	key := newKey(t, srv[0].store, true, 0)
+	member := registerHTTP(t, base[0], control.RegisterRequest{AuthKey: key, Hostname: "member", PublicKey: newPublicKey(t)})
+	var obs []control.RegisterResponse
+	for i := range srv {
+		obs = append(obs, registerHTTP(t, base[i], control.RegisterRequest{AuthKey: key, Hostname: "obs" + strconv.Itoa(i), PublicKey: newPublicKey(t)}))
+	}
+	old := dialStream(t, base[0], member.Credential)
+	readMsg(t, old)
+	for _, s := range srv {
+		waitHubOnline(t, s.hub, member.NodeID, true)
+	}
+	type seen struct{ offline, named atomic.Int64 }
+	var at [2]seen
+	for i := range srv {
+		c := dialStream(t, base[i], obs[i].Credential)
+		readMsg(t, c)
+		go func() {
+			for {
+				var m control.Message
+				if err := wsjson.Read(context.Background(), c, &m); err != nil {
+					return
+				}
+				if deltaUpsert(member.NodeID, func(control.Node) bool { return true })(m) {
+					at[i].named.Add(1)
+				}
+				if deltaUpsert(member.NodeID, func(n control.Node) bool { return !n.Online })(m) {
+					at[i].offline.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond) // the observers' own online batches are out
+	for i := range at {
+		at[i].named.Store(0)
+	}
+	for i := range moves {
+		to := (i + 1) % 2
+		c := dialStream(t, base[to], member.Credential)
+		if m := readMsg(t, c); m.Type != control.MsgNetmap {
+			t.Fatalf("move %d: first frame %q", i, m.Type)
+		}
+		time.Sleep(200 * time.Millisecond) // the new replica's claim is written
+		old.CloseNow()
+		old = c
+		time.Sleep(200 * time.Millisecond)
+	}
+	for i := range at {
+		if n := at[i].offline.Load(); n > 0 {
+			t.Errorf("replica %d told its agent %d times that the member went offline during %d moves", i, n, moves)
+		}
+		if n := at[i].named.Load(); n > moves {
+			t.Errorf("replica %d sent %d batches naming the member for %d moves", i, n, moves)
+		}
 	}
 }

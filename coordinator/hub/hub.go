@@ -325,6 +325,13 @@ func (h *Hub) Attach(ctx context.Context, c *Stream, version int, since string, 
 		old.close("replaced by a newer stream", true)
 	} else if wasOnline {
 		h.lastReturn = time.Now() // see sweepRestored
+		if h.replicas != nil {
+			// Perhaps a move from another replica: write our claim on
+			// the node within a batch window, not at the next touch
+			// tick, so that the replica it left, writing it offline as
+			// its old stream ends, finds it taken (flush's stale).
+			h.wakeLocked()
+		}
 	}
 	self.Online, self.LastSeen, self.SeenFrom = true, time.Now().UTC(), c.from
 	if wasOnline && (wasFrom == self.SeenFrom || wasFrom == "") {

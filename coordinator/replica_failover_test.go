@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -118,6 +119,7 @@ func TestReplicaMoveLoopNoFlap(t *testing.T) {
 	for i := range at {
 		at[i].named.Store(0)
 	}
+	mark := time.Now().UnixMilli() // the database's clock is the host's
 	for i := range moves {
 		to := (i + 1) % 2
 		c := dialStream(t, base[to], member.Credential)
@@ -128,6 +130,10 @@ func TestReplicaMoveLoopNoFlap(t *testing.T) {
 		old.CloseNow()
 		old = c
 		time.Sleep(200 * time.Millisecond)
+	}
+	// Nor is it dated as changed: a fail-over then resumes everyone.
+	if ids, err := srv[0].store.changedSince(context.Background(), mark); err != nil || slices.Contains(ids, member.NodeID) {
+		t.Errorf("member dated as changed by its moves (nodes changed since: %v, %v)", ids, err)
 	}
 	for i := range at {
 		if n := at[i].offline.Load(); n > 0 {

@@ -80,7 +80,8 @@ func TestReplicaFailOverAllResume(t *testing.T) {
 // one address) is online throughout as peers see it: the replica it left
 // must not tell its agents it went offline (its offline write loses to
 // the new replica's claim), and each move costs each replica at most one
-// batch naming it, whose state peers already had.
+// batch naming it, whose state peers already had. Nor is it dated as
+// changed (changed_at), so a fail-over still resumes everyone.
 func TestReplicaMoveLoopNoFlap(t *testing.T) {
 	const moves = 6
 	srv, base := startReplicas(t, 2)

@@ -164,6 +164,7 @@ type Server struct {
 	// Stream liveness timing; fields so tests can shorten them.
 	pingInterval time.Duration
 	pingTimeout  time.Duration
+	pingReadRate int64
 	// bodyTimeout bounds reading a request (see bodyDeadline); a field so
 	// tests can shorten it.
 	bodyTimeout time.Duration
@@ -220,7 +221,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxConnsPerSource == 0 {
 		cfg.MaxConnsPerSource = defaultMaxConnsPerSource
 	}
-	s := &Server{cfg: cfg, started: time.Now(), log: cfg.Logger, pingInterval: pingInterval, pingTimeout: pingTimeout, bodyTimeout: bodyTimeout,
+	s := &Server{cfg: cfg, started: time.Now(), log: cfg.Logger, pingInterval: pingInterval, pingTimeout: pingTimeout, pingReadRate: pingReadRate, bodyTimeout: bodyTimeout,
 		limiter:  newAuthLimiter(cfg.AuthFailBurst, cfg.AuthFailPerMinute),
 		logLimit: logsafe.NewLimiter(logBurst, logInterval),
 		joins:    newJoinLimiter(cfg.JoinBurst, cfg.JoinPerMinute),

@@ -31,8 +31,15 @@ func (s *Store) saveSeen(ctx context.Context, seen map[uint64]hub.Seen, version 
 		}
 		up, down := `UPDATE nodes SET online = ?, last_seen = ? WHERE id = ?`, `UPDATE nodes SET online = ?, last_seen = ? WHERE id = ?`
 		if s.fansOut() {
-			up = `UPDATE nodes SET online = ?, last_seen = ?, replica = ?, seen_from = ?, changed_at = ` + pgNowMillis + ` WHERE id = ?`
-			down = `UPDATE nodes SET online = ?, last_seen = ?, changed_at = ` + pgNowMillis + ` WHERE id = ? AND (replica IS NULL OR replica = ?)`
+			// changed_at dates what peers see (the online flag and the
+			// address), for resumes (hub/replica_resume.go): an agent
+			// moving to this replica from the address it had is no
+			// change. Dating every move made a fail-over of more than
+			// half the mesh send everyone after that half a full netmap.
+			up = `UPDATE nodes SET online = ?, last_seen = ?, replica = ?, seen_from = ?,
+				changed_at = CASE WHEN online AND seen_from IS NOT DISTINCT FROM ? THEN changed_at ELSE ` + pgNowMillis + ` END WHERE id = ?`
+			down = `UPDATE nodes SET online = ?, last_seen = ?, changed_at = CASE WHEN online THEN ` + pgNowMillis + ` ELSE changed_at END
+				WHERE id = ? AND (replica IS NULL OR replica = ?)`
 		}
 		setUp, err := tx.PrepareContext(ctx, up)
 		if err != nil {
@@ -58,7 +65,7 @@ func (s *Store) saveSeen(ctx context.Context, seen map[uint64]hub.Seen, version 
 			case !s.fansOut() && v.Online:
 				_, err = setUp.ExecContext(ctx, v.Online, toMillis(v.LastSeen), id)
 			case v.Online:
-				_, err = setUp.ExecContext(ctx, v.Online, toMillis(v.LastSeen), s.replica, v.From, id)
+				_, err = setUp.ExecContext(ctx, v.Online, toMillis(v.LastSeen), s.replica, v.From, v.From, id)
 			case !s.fansOut():
 				_, err = setDown.ExecContext(ctx, v.Online, toMillis(v.LastSeen), id)
 			default:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -272,6 +273,49 @@ var storeBehaviours = []struct {
 		nodes, err := st.ListNodes(ctx)
 		if err != nil || len(nodes) != 1 || !nodes[0].Online || !nodes[0].LastSeen.Equal(seenAt) {
 			t.Fatalf("seen state: %+v, %v", nodes, err)
+		}
+	}},
+	{"ChangedAtOnlyWhenPeersSeeIt", func(t *testing.T, _ storeEngine, st *Store, _ func(*testing.T) *Store) {
+		// An online write dates the node (changed_at, what a replica's
+		// resume sends) only when peers see a change: online flag or
+		// address. An agent moving to another replica from the same
+		// address is no change; else a fail-over of more than half the
+		// mesh sends everyone after that half a full netmap.
+		if !st.fansOut() {
+			t.Skip("only a store shared by replicas dates online changes")
+		}
+		ctx := context.Background()
+		id := suiteRegister(t, st, newKey(t, st, true, 0), "a").Node.ID
+		steps := []struct {
+			what    string
+			replica string
+			seen    hub.Seen
+			changed bool
+		}{
+			{"online", "r1", hub.Seen{Online: true, From: "198.51.100.1"}, true},
+			{"moved to r2 from the same address", "r2", hub.Seen{Online: true, From: "198.51.100.1"}, false},
+			{"same replica, same address again", "r2", hub.Seen{Online: true, From: "198.51.100.1"}, false},
+			{"new address", "r2", hub.Seen{Online: true, From: "198.51.100.2"}, true},
+			{"offline", "r2", hub.Seen{}, true},
+			{"offline again", "r2", hub.Seen{}, false},
+			{"online again", "r1", hub.Seen{Online: true, From: "198.51.100.2"}, true},
+		}
+		for _, s := range steps {
+			time.Sleep(5 * time.Millisecond)
+			mark := time.Now().UnixMilli() // the test's and the database's clock are the host's
+			time.Sleep(5 * time.Millisecond)
+			st.replica = s.replica
+			s.seen.LastSeen = time.Now().UTC()
+			if _, err := st.saveSeen(ctx, map[uint64]hub.Seen{id: s.seen}, nil); err != nil {
+				t.Fatalf("%s: %v", s.what, err)
+			}
+			ids, err := st.changedSince(ctx, mark)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := slices.Contains(ids, id); got != s.changed {
+				t.Fatalf("%s: node dated as changed: %v, want %v", s.what, got, s.changed)
+			}
 		}
 	}},
 	{"NodeCap", func(t *testing.T, _ storeEngine, st *Store, _ func(*testing.T) *Store) {

@@ -29,6 +29,12 @@ const (
 	pingInterval = 15 * time.Second
 	pingTimeout  = 10 * time.Second
 	writeTimeout = 10 * time.Second
+	// pingReadRate is the slowest read (bytes a second) an agent is
+	// allowed: a ping waits behind what was written before it, so its
+	// timeout grows by that many bytes at this rate (a 2 MB netmap: 32 s).
+	pingReadRate = 64 << 10
+	// maxPingWait bounds that wait, so a dead agent is still noticed.
+	maxPingWait = time.Minute
 )
 
 // handleStream serves GET /api/v1/stream: the long-lived WebSocket that
@@ -182,12 +188,20 @@ func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *hub.Strea
 	t := time.NewTicker(s.pingInterval)
 	defer t.Stop()
 	var pinging atomic.Bool
+	// sent counts the bytes written; acked those written before the last
+	// answered ping, which the agent has read (see pingWait).
+	var sent, acked atomic.Int64
 	if f := c.Netmap(); f != nil {
-		if err := writeNetmap(ctx, ws, f); err != nil {
+		n, err := writeNetmap(ctx, ws, f)
+		if err != nil {
 			log.Debug("stream write failed", "err", err)
 			c.Close("write failed", false)
 			return
 		}
+		sent.Add(n)
+		// The first ping is an interval after the netmap is out, not
+		// after the stream began.
+		t.Reset(s.pingInterval)
 	}
 	// Relay credentials: right after the netmap, then renewed from here
 	// (no goroutine per stream for it).
@@ -205,6 +219,7 @@ func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *hub.Strea
 			c.Close("write failed", false)
 			return false
 		}
+		sent.Add(int64(len(frame)))
 		return true
 	}
 	if !writeRelays() {
@@ -219,9 +234,13 @@ func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *hub.Strea
 				return
 			}
 			if pinging.CompareAndSwap(false, true) {
+				mark := sent.Load()
+				wait := s.pingWait(mark - acked.Load())
 				wg.Go(func() {
 					defer pinging.Store(false)
-					s.pingOnce(ctx, ws, c, log)
+					if s.pingOnce(ctx, ws, c, log, wait) {
+						acked.Store(mark)
+					}
 				})
 			}
 		case frame := <-c.Queue():
@@ -234,34 +253,49 @@ func (s *Server) writeLoop(ctx context.Context, ws *websocket.Conn, c *hub.Strea
 				c.Close("write failed", false)
 				return
 			}
+			sent.Add(int64(len(frame)))
 		}
 	}
 }
 
-// writeNetmap sends a netmap as one message from its parts.
-func writeNetmap(ctx context.Context, ws *websocket.Conn, f *hub.NetmapFrame) error {
+// writeNetmap sends a netmap as one message from its parts and returns
+// its size.
+func writeNetmap(ctx context.Context, ws *websocket.Conn, f *hub.NetmapFrame) (int64, error) {
 	// A netmap of 10,000 nodes is 1.7 MB: allow for a slow reader.
 	wctx, cancel := context.WithTimeout(ctx, 3*writeTimeout)
 	defer cancel()
 	w, err := ws.Writer(wctx, websocket.MessageText)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	var n int64
 	for _, p := range f.Parts() {
 		if _, err := w.Write(p); err != nil {
 			w.Close()
-			return err
+			return n, err
 		}
+		n += int64(len(p))
 	}
-	return w.Close()
+	return n, w.Close()
+}
+
+// pingWait is how long a ping may wait for its answer when backlog bytes
+// were written since the last answered one. A write returns once the
+// kernel has the bytes, so a netmap of megabytes may still be on its way
+// to a slow agent, and the ping's answer comes only after the agent read
+// it: pingTimeout plus backlog at pingReadRate, at most maxPingWait.
+func (s *Server) pingWait(backlog int64) time.Duration {
+	extra := time.Duration(float64(backlog) / float64(s.pingReadRate) * float64(time.Second))
+	return max(s.pingTimeout, min(s.pingTimeout+extra, maxPingWait))
 }
 
 // pingOnce probes the stream: one that does not answer is closed, which
 // marks its node offline. The writer starts one per ping interval in a
 // short-lived goroutine, rather than each stream keeping a pinger goroutine
 // (and its stack) alive: at 10,000 streams that was 80 MB.
-func (s *Server) pingOnce(ctx context.Context, ws *websocket.Conn, c *hub.Stream, log *slog.Logger) {
-	pctx, cancel := context.WithTimeout(ctx, s.pingTimeout)
+// It reports whether the agent answered within wait (see pingWait).
+func (s *Server) pingOnce(ctx context.Context, ws *websocket.Conn, c *hub.Stream, log *slog.Logger, wait time.Duration) bool {
+	pctx, cancel := context.WithTimeout(ctx, wait)
 	err := ws.Ping(pctx)
 	cancel()
 	if err != nil {
@@ -269,9 +303,10 @@ func (s *Server) pingOnce(ctx context.Context, ws *websocket.Conn, c *hub.Stream
 			log.Info("stream not answering pings, closing", "err", err)
 		}
 		c.Close("ping timeout", false)
-		return
+		return false
 	}
 	s.hub.Touch(c.Node())
+	return true
 }
 
 // readLoop handles frames from the agent until the stream fails or closes.

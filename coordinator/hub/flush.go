@@ -99,19 +99,26 @@ func (h *Hub) flush() {
 		}
 		cancel()
 	}
-	if len(ids) > 0 {
-		h.mu.Lock()
-		h.sendLocked(ids)
-		h.mu.Unlock()
-	}
 	if len(stale) > 0 {
 		// Nodes another replica took while our stream of them ended: take
-		// the store's word (online there) in the next batch.
+		// the store's word (online there) before the batch goes out, so
+		// peers are not told they went offline (and online again in the
+		// next batch) each time an agent moves.
 		ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
 		if err := h.Reload(ctx, stale); err != nil {
 			h.log.Warn("reload nodes held by another replica", "nodes", len(stale), "err", err)
 		}
 		cancel()
+	}
+	if len(ids) > 0 {
+		h.mu.Lock()
+		for _, id := range stale {
+			if _, ok := slices.BinarySearch(ids, id); ok {
+				delete(h.pending, id) // this batch carries the reloaded state
+			}
+		}
+		h.sendLocked(ids)
+		h.mu.Unlock()
 	}
 }
 

@@ -133,6 +133,9 @@ type Hub struct {
 	ring    []Batch
 	ringIDs int
 	digest  uint64
+	// lastReturn is when a node online without a stream (restored after
+	// a restart, or held by another replica) last attached.
+	lastReturn time.Time
 
 	// pending holds the nodes changed (or removed) since the last flush;
 	// dirty the online state and last-seen times to write to the store.
@@ -315,12 +318,21 @@ func (h *Hub) Attach(ctx context.Context, c *Stream, version int, since string, 
 		return fmt.Errorf("node %d not known", c.node)
 	}
 	c.version = version
+	wasOnline, wasFrom := self.Online, self.SeenFrom
 	if old := h.conns[c.node]; old != nil {
 		h.logLimit.LogFor(strconv.FormatUint(c.node, 10), h.log, slog.LevelInfo, "replacing stream", "node", c.node)
 		old.dropped = true
 		old.close("replaced by a newer stream", true)
+	} else if wasOnline {
+		h.lastReturn = time.Now() // see sweepRestored
+		if h.replicas != nil {
+			// Perhaps a move from another replica: write our claim on
+			// the node within a batch window, not at the next touch
+			// tick, so that the replica it left, writing it offline as
+			// its old stream ends, finds it taken (flush's stale).
+			h.wakeLocked()
+		}
 	}
-	wasOnline, wasFrom := self.Online, self.SeenFrom
 	self.Online, self.LastSeen, self.SeenFrom = true, time.Now().UTC(), c.from
 	if wasOnline && (wasFrom == self.SeenFrom || wasFrom == "") {
 		// Already online as peers see it (a replaced stream, or a node

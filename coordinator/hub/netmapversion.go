@@ -36,6 +36,11 @@ import (
 // not the agents, a store from elsewhere) starts a new epoch, and every
 // agent gets a full netmap.
 
+// restartWaitMax bounds, in restart graces, how long the nodes restored
+// online wait for their agents while others are still coming back (see
+// sweepRestored).
+const restartWaitMax = 6
+
 const (
 	// ringBatches bounds the batches remembered for resumes.
 	ringBatches = 256
@@ -179,7 +184,7 @@ func (h *Hub) restoreVersion(ctx context.Context) error {
 		}
 	}
 	if len(restored) > 0 {
-		time.AfterFunc(h.restartGrace, func() { h.sweepRestored(restored) })
+		h.sweepRestoredAfter(restored)
 	}
 	return nil
 }
@@ -210,12 +215,32 @@ func unbroken(batches []Batch, upTo uint64) []Batch {
 	return batches[first:]
 }
 
+// sweepRestoredAfter schedules sweepRestored of ids after the restart
+// grace.
+func (h *Hub) sweepRestoredAfter(ids []uint64) {
+	start := time.Now()
+	time.AfterFunc(h.restartGrace, func() { h.sweepRestored(ids, start) })
+}
+
 // sweepRestored marks offline the nodes restored as online that did not
-// come back.
-func (h *Hub) sweepRestored(ids []uint64) {
+// come back. While they are still coming back (one did within a third of
+// the grace) it waits, up to restartWaitMax graces from start: a storm of
+// full netmaps outlasts the grace (10,000 agents: 51-107 s), and marking
+// the agents still on their way offline, then online again as they
+// arrive, sent everyone two batches of thousands of nodes and filled the
+// ring, so the next storm's resumes missed. Only returns count (a node
+// online without a stream that attaches), so one member reconnecting in a
+// loop puts nothing off; the bound is for replicas, where agents moving
+// from another replica count too.
+func (h *Hub) sweepRestored(ids []uint64, start time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
+		return
+	}
+	quiet := h.restartGrace / 3
+	if since := time.Since(h.lastReturn); since < quiet && time.Since(start) < restartWaitMax*h.restartGrace {
+		time.AfterFunc(quiet-since, func() { h.sweepRestored(ids, start) })
 		return
 	}
 	for _, id := range ids {
@@ -323,7 +348,7 @@ func (h *Hub) restoreReplicaVersion(ctx context.Context) error {
 		return err
 	}
 	if len(held) > 0 {
-		time.AfterFunc(h.restartGrace, func() { h.sweepRestored(held) })
+		h.sweepRestoredAfter(held)
 	}
 	return nil
 }

@@ -58,7 +58,7 @@ func TestRelayUsageCountsBothDirections(t *testing.T) {
 			}
 		}
 	}
-	base, err := s.RelayUsage(0, time.Now())
+	base, err := s.RelayUsage(t.Context(), 0, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestRelayUsageCountsBothDirections(t *testing.T) {
 			t.Fatalf("client read %d: %d bytes, %v", i, n, err)
 		}
 	}
-	rep, err := s.RelayUsage(0, time.Now())
+	rep, err := s.RelayUsage(t.Context(), 0, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestRelayUsageCountsBothDirections(t *testing.T) {
 	// A closed allocation's counts stay in the totals.
 	relayed.Close()
 	time.Sleep(100 * time.Millisecond)
-	rep2, _ := s.RelayUsage(0, time.Now())
+	rep2, _ := s.RelayUsage(t.Context(), 0, time.Now())
 	if after, _ := rows(rep2, node); *after.BytesOut-*baseA.BytesOut != outN*outSize {
 		t.Errorf("after the allocation closed: out %d, want %d", *after.BytesOut-*baseA.BytesOut, outN*outSize)
 	}

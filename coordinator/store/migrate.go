@@ -147,7 +147,7 @@ const netmapBatchesTable = `CREATE TABLE netmap_batches (
 
 // relayUsageTable (usageha) keeps each coordinator process's relay usage
 // ledgers (coordinator/usage_store.go): writer is the process (a random
-// name per run), replica the replica it runs as (” with SQLite),
+// name per run), replica the replica it runs as (empty with SQLite),
 // relay_node the peer relay that reported (0: the writer's embedded
 // relay), bucket_start and span the history bucket (Unix milliseconds; a
 // minute or an hour), the counts what was relayed for node in it, and

@@ -27,7 +27,9 @@ func suiteRelayUsage(t *testing.T, _ storeEngine, st *Store, reopen func(*testin
 	ctx := context.Background()
 	other := reopen(t) // another replica, or this coordinator's next run
 	t0 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
-	c := func(n uint64) relay.Counts { return relay.Counts{BytesIn: n, PacketsIn: 1, BytesOut: 2 * n, PacketsOut: 2} }
+	c := func(n uint64) relay.Counts {
+		return relay.Counts{BytesIn: n, PacketsIn: 1, BytesOut: 2 * n, PacketsOut: 2}
+	}
 	plus := func(cs ...relay.Counts) (sum relay.Counts) {
 		for _, x := range cs {
 			sum.Add(x)

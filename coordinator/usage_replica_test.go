@@ -15,10 +15,12 @@ import (
 	"github.com/meshvpn/meshvpn/relay/relaytest"
 )
 
-// relayPackets relays out packets of outSize bytes from nodes[0] to
-// nodes[1] through s's embedded relay, and in of inSize back, as two agents
-// behind symmetric NATs would.
-func relayPackets(t *testing.T, s *Server, nodes [2]uint64, out, outSize, in, inSize int) {
+// relayPair allocates a relay address on s's embedded relay for each of
+// nodes, as two agents behind symmetric NATs would (the relay refuses other
+// ports of its own host), and makes their permissions for each other with
+// a 1-byte packet each way (drained). It returns the relayed sockets and
+// where each is reached.
+func relayPair(t *testing.T, s *Server, nodes [2]uint64) ([2]net.PacketConn, [2]*net.UDPAddr) {
 	t.Helper()
 	var conns [2]net.PacketConn
 	var at [2]*net.UDPAddr
@@ -29,11 +31,11 @@ func relayPackets(t *testing.T, s *Server, nodes [2]uint64, out, outSize, in, in
 			t.Fatal(err)
 		}
 		conns[i] = relayed
-		// The relay socket binds the TURN listen address, 127.0.0.1.
+		// The relay socket binds the TURN listen address, 127.0.0.1 (it
+		// is advertised as the configured public IP).
 		at[i] = &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: relayed.LocalAddr().(*net.UDPAddr).Port}
 	}
-	// Permissions first: a 1-byte packet each way, drained (the relay
-	// counts what it passes of them).
+	// Permissions first (the first packets would be dropped without them).
 	for i := range 2 {
 		conns[i].WriteTo([]byte("x"), at[1-i])
 	}
@@ -46,6 +48,15 @@ func relayPackets(t *testing.T, s *Server, nodes [2]uint64, out, outSize, in, in
 			}
 		}
 	}
+	return conns, at
+}
+
+// relayPackets relays out packets of outSize bytes from nodes[0] to
+// nodes[1] through s's embedded relay, and in of inSize back (after the
+// permission packets of relayPair).
+func relayPackets(t *testing.T, s *Server, nodes [2]uint64, out, outSize, in, inSize int) {
+	t.Helper()
+	conns, at := relayPair(t, s, nodes)
 	buf := make([]byte, 2000)
 	send := func(from, to, n, size int) {
 		for range n {

@@ -116,9 +116,11 @@ func (s *Server) RelayUsage(ctx context.Context, since time.Duration, now time.T
 	for id := range names {
 		ids = append(ids, id)
 	}
+	left := map[uint64]bool{}
 	for _, counts := range embedded {
 		for id := range counts {
-			if _, ok := names[id]; !ok && !slices.Contains(ids, id) {
+			if _, ok := names[id]; !ok && !left[id] {
+				left[id] = true
 				ids = append(ids, id)
 			}
 		}
@@ -163,11 +165,16 @@ func (s *Server) adminUsageRoute(mux *http.ServeMux) {
 				writeError(w, http.StatusBadRequest, "since: want a positive duration such as 30m or 2h")
 				return
 			}
+			if d > relay.UsageHistory {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("since: want at most %s (the history kept)", relay.UsageHistory))
+				return
+			}
 			since = d
 		}
 		rep, err := s.RelayUsage(r.Context(), since, time.Now())
 		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
+			// The window was checked: what fails is reading the store.
+			writeError(w, http.StatusInternalServerError, err.Error())
 			return
 		}
 		writeJSON(w, http.StatusOK, rep)

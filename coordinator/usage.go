@@ -181,7 +181,7 @@ func (s *Server) adminUsageRoute(mux *http.ServeMux) {
 	})
 }
 
-var errUsageOffline = errors.New("relay usage is kept in the running coordinator's memory, and no coordinator is running on this state directory")
+var errUsageOffline = errors.New("relay usage is asked from the running coordinator (it counts its relays live), and no coordinator is running on this state directory")
 
 // RelayUsage asks the running server for relay usage over the last since
 // (0: since it started).

@@ -16,13 +16,13 @@ import (
 	"github.com/meshvpn/meshvpn/internal/pgtest"
 )
 
-// TestReplicasUsage runs two replicas on one PostgreSQL database (issue
+// TestRelayUsageOnAnyReplica runs two replicas on one PostgreSQL database (issue
 // 11: the admin commands work against any replica). Two symmetric-NAT
 // agents on replica B relay through B's embedded relay; `usage --json`
 // asked on replica A shows B's relay with the measured transfer within 5 %
 // (B's own answer is exact; A's comes from what B copies to the store
 // every 15 s), next to A's own embedded relay.
-func TestReplicasUsage(t *testing.T) {
+func TestRelayUsageOnAnyReplica(t *testing.T) {
 	var bins meshlab.Bins
 	lab, coordA := newLabWith(t, func(ctx context.Context, lab *natlab.Lab, b meshlab.Bins) (*meshlab.Coordinator, error) {
 		bins = b

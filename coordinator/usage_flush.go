@@ -32,8 +32,12 @@ type usageFlusher struct {
 	mu sync.Mutex // one flush at a time
 	// gens is the generation each ledger had at the last flush that
 	// succeeded, by relay node (0: the embedded relay).
-	gens   map[uint64]ledgerGen
-	pruned time.Time
+	gens map[uint64]ledgerGen
+	// reported is when each peer relay had last reported as of the last
+	// flush: a report that counted nothing new changes no bucket, but its
+	// time must still reach the store.
+	reported map[uint64]time.Time
+	pruned   time.Time
 }
 
 type ledgerGen struct {
@@ -46,7 +50,7 @@ func newUsageFlusher() (*usageFlusher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &usageFlusher{writer: w, every: usageFlushEvery, gens: map[uint64]ledgerGen{}}, nil
+	return &usageFlusher{writer: w, every: usageFlushEvery, gens: map[uint64]ledgerGen{}, reported: map[uint64]time.Time{}}, nil
 }
 
 // flushUsage writes the buckets of this process's ledgers that changed
@@ -60,6 +64,7 @@ func (s *Server) flushUsage(ctx context.Context, now time.Time) error {
 		ledgers[0] = s.usage
 	}
 	var rows []usageRow
+	var touched []uint64 // peer relays that reported but changed no bucket
 	next := make(map[uint64]ledgerGen, len(ledgers))
 	for id, l := range ledgers {
 		var after uint64
@@ -68,6 +73,9 @@ func (s *Server) flushUsage(ctx context.Context, now time.Time) error {
 		}
 		buckets, gen := l.Changed(after, now)
 		next[id] = ledgerGen{l, gen}
+		if len(buckets) == 0 && id != 0 && reported[id].After(f.reported[id]) {
+			touched = append(touched, id)
+		}
 		for _, b := range buckets {
 			for node, c := range b.Nodes {
 				rows = append(rows, usageRow{replica: s.store.replica, relay: id, node: node,
@@ -80,7 +88,12 @@ func (s *Server) flushUsage(ctx context.Context, now time.Time) error {
 	if err := s.store.writeUsage(ctx, f.writer, rows); err != nil {
 		return err
 	}
-	f.gens = next
+	for _, id := range touched {
+		if err := s.store.touchUsage(ctx, f.writer, id, reported[id]); err != nil {
+			return err
+		}
+	}
+	f.gens, f.reported = next, reported
 	if now.Sub(f.pruned) >= usagePruneEvery {
 		if err := s.store.pruneUsage(ctx, now.Add(-relay.UsageHistory)); err != nil {
 			return err

@@ -195,8 +195,31 @@ func TestReplicasUsage(t *testing.T) {
 		}
 		time.Sleep(flushEvery)
 	}
+	// A report that counts nothing new still dates the relay's last
+	// report on A.
+	rep, err := a.RelayUsage(ctx, 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := usageRowOf(rep, nodes[0], PeerRelayPrefix+"rel", "")
+	time.Sleep(10 * time.Millisecond)
+	if code, _ := offerRelay(t, b, rel.Credential, "192.0.2.1:1000", control.RelayOffer{Addr: "192.0.2.1:3478"}); code != 200 {
+		t.Fatalf("relay offer: %d", code)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(flushEvery) {
+		rep, err := a.RelayUsage(ctx, 0, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, _ := usageRowOf(rep, nodes[0], PeerRelayPrefix+"rel", ""); r.ReportedAt != nil && r.ReportedAt.After(*first.ReportedAt) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("peer:rel's empty report to B at A: reported_at stays %v", first.ReportedAt)
+		}
+	}
 	// --since counts B's buckets too.
-	rep, err := a.RelayUsage(ctx, 5*time.Minute, time.Now())
+	rep, err = a.RelayUsage(ctx, 5*time.Minute, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

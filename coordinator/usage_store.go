@@ -108,6 +108,19 @@ func insertUsage(ctx context.Context, tx *dbTx, writer string, rows []usageRow) 
 	return nil
 }
 
+// touchUsage records that peer relay rel last reported to writer at at, on
+// writer's newest rows of it (readers take the latest report time of a
+// relay's rows): a report that counted nothing new writes no bucket.
+func (s *Store) touchUsage(ctx context.Context, writer string, rel uint64, at time.Time) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE relay_usage SET reported_at = ? WHERE writer = ? AND relay_node = ?
+		AND bucket_start = (SELECT MAX(bucket_start) FROM relay_usage WHERE writer = ? AND relay_node = ?)`,
+		toMillis(at), writer, int64(rel), writer, int64(rel))
+	if err != nil {
+		return fmt.Errorf("write relay usage: %w", err)
+	}
+	return nil
+}
+
 // usageKey names what stored usage sums up by: the embedded relay of a
 // replica (relay 0; replica "" with SQLite) or a peer relay (replica "",
 // whichever replicas it reported to), and a node.

@@ -21,8 +21,9 @@ func init() {
 // suiteRelayUsage: two writers' rows sum up per relay and node, a writer's
 // own rows are left out when it asks, a rewrite replaces a bucket (a retried
 // flush counts nothing twice), an hour row replaces its writer's minute rows,
-// counts past BIGINT (a peer relay's garbage) are stored capped and summed
-// without overflow, and buckets older than the history are pruned.
+// a report that counted nothing new still dates the relay, counts past
+// BIGINT (a peer relay's garbage) are stored capped and summed without
+// overflow, and buckets older than the history are pruned.
 func suiteRelayUsage(t *testing.T, _ storeEngine, st *Store, reopen func(*testing.T) *Store) {
 	ctx := context.Background()
 	other := reopen(t) // another replica, or this coordinator's next run
@@ -103,6 +104,16 @@ func suiteRelayUsage(t *testing.T, _ storeEngine, st *Store, reopen func(*testin
 		t.Fatal(err)
 	}
 	check("after a's hour row", read(st, "nobody", t0), want)
+
+	// Peer relay 5 reports to a again, counting nothing new: the time
+	// reaches a's newest row of it.
+	at := t0.Add(10 * time.Minute)
+	if err := st.touchUsage(ctx, "a", 5, at); err != nil {
+		t.Fatal(err)
+	}
+	if g := read(other, "b", t0)[usageKey{"", 5, 7}]; !g.reportedAt.Equal(at) || g.counts != c(1000) {
+		t.Errorf("after a's touch: peer relay 5 %+v, want reported at %v, counts unchanged", g, at)
+	}
 
 	// Garbage: a peer relay said it passed 2^64-1 bytes, twice (two
 	// writers). Stored capped, summed saturating; nothing fails.

@@ -127,21 +127,32 @@ func (s *Server) peerRelayList(node uint64, now time.Time, exp time.Time) []cont
 	return out
 }
 
+// storedPeerUsage is what other coordinators stored of the peer relays'
+// reports (usage_store.go): counts by relay node and node, and each
+// relay's latest report among those.
+type storedPeerUsage struct {
+	counts   map[uint64]map[uint64]relay.Counts
+	reported map[uint64]time.Time
+}
+
 // peerUsageRows are the usage rows of the peer relays for the nodes ids:
-// one per node and relay that is listed or reported in the window.
-func (s *Server) peerUsageRows(ids []uint64, names map[uint64]string, since time.Duration, now time.Time) ([]UsageRow, error) {
+// one per node and relay that is listed or reported in the window, here
+// or (stored) to another coordinator.
+func (s *Server) peerUsageRows(ids []uint64, names map[uint64]string, since time.Duration, now time.Time, stored storedPeerUsage) ([]UsageRow, error) {
 	ledgers, reported := s.peers.ledgers()
 	offers, _ := s.peers.list(now)
-	relays := make([]uint64, 0, len(ledgers)+len(offers))
+	relays := make([]uint64, 0, len(ledgers)+len(offers)+len(stored.counts))
 	for id := range ledgers {
 		relays = append(relays, id)
 	}
 	for _, o := range offers {
-		if ledgers[o.node] == nil {
-			relays = append(relays, o.node)
-		}
+		relays = append(relays, o.node)
+	}
+	for id := range stored.counts {
+		relays = append(relays, id)
 	}
 	slices.Sort(relays)
+	relays = slices.Compact(relays)
 	var rows []UsageRow
 	for _, rid := range relays {
 		counts := map[uint64]relay.Counts{}
@@ -151,6 +162,15 @@ func (s *Server) peerUsageRows(ids []uint64, names map[uint64]string, since time
 				return nil, err
 			}
 			counts = c
+		}
+		for id, c := range stored.counts[rid] {
+			sum := counts[id]
+			sum.Add(c)
+			counts[id] = sum
+		}
+		at, ok := reported[rid]
+		if t := stored.reported[rid]; t.After(at) {
+			at, ok = t, true
 		}
 		name := PeerRelayPrefix + names[rid]
 		if names[rid] == "" {
@@ -163,7 +183,7 @@ func (s *Server) peerUsageRows(ids []uint64, names map[uint64]string, since time
 			c := counts[id]
 			row := UsageRow{NodeID: id, Node: names[id], Relay: name, Reported: true,
 				BytesIn: &c.BytesIn, PacketsIn: &c.PacketsIn, BytesOut: &c.BytesOut, PacketsOut: &c.PacketsOut}
-			if at, ok := reported[rid]; ok {
+			if ok {
 				row.ReportedAt = &at
 			}
 			rows = append(rows, row)

@@ -149,7 +149,7 @@ func TestPeerRelayUsage(t *testing.T) {
 			t.Fatal(code)
 		}
 	}
-	rep, err := s.RelayUsage(0, time.Now())
+	rep, err := s.RelayUsage(t.Context(), 0, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

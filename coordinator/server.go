@@ -137,6 +137,9 @@ type Server struct {
 	// the embedded relay.
 	usage   *relay.Ledger
 	started time.Time
+	// usageOut copies the usage ledgers into the store, for `usage` on
+	// any replica (usage_flush.go).
+	usageOut *usageFlusher
 	// identity and challenges verify that a registering node holds its
 	// WireGuard private key.
 	identity   *identity
@@ -328,6 +331,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.relays.host6 = cfg.PublicIPv6
 	s.peers = newPeerRelays(s.started)
+	if s.usageOut, err = newUsageFlusher(); err != nil {
+		return fail(err)
+	}
 	s.onNodeGone(s.peers.forget)
 	s.metrics.registerPeerRelayUsage(s.peers, h.Active)
 	s.store, s.hub, s.lock = store, h, lock
@@ -566,6 +572,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	}()
 	sweepCtx, stopSweep := context.WithCancel(context.Background())
 	go s.sweepLoop(sweepCtx)
+	usageDone := make(chan struct{})
+	go func() {
+		s.usageLoop(sweepCtx)
+		close(usageDone)
+	}()
 	if s.replicas != nil {
 		s.replicas.start(sweepCtx)
 		attrs = append(attrs, "replica", s.store.replica)
@@ -584,6 +595,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.log.Error("shutting down after failure", "err", err)
 	}
 	stopSweep()
+	<-usageDone
 	if s.replicas != nil {
 		s.replicas.wait()
 	}

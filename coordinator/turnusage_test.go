@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -10,8 +9,6 @@ import (
 	"time"
 
 	"github.com/meshvpn/meshvpn/control"
-	"github.com/meshvpn/meshvpn/relay"
-	"github.com/meshvpn/meshvpn/relay/relaytest"
 )
 
 // TestRelayUsageCountsBothDirections relays real packets through the
@@ -29,36 +26,13 @@ func TestRelayUsageCountsBothDirections(t *testing.T) {
 	// Two nodes relay to each other, as two agents behind symmetric NATs
 	// do: the relay refuses other ports of its own host.
 	var nodes [2]uint64
-	var conns [2]net.PacketConn
-	var at [2]*net.UDPAddr
 	for i, name := range []string{"n1", "n2"} {
 		nodes[i] = mustRegister(t, s.Handler(), control.RegisterRequest{AuthKey: newKey(t, s.Store(), false, time.Hour), Hostname: name, PublicKey: newPublicKey(t)}).NodeID
-		user, pass := relay.MintCredential(s.turnSecret, nodes[i], time.Now().Add(time.Hour))
-		_, relayed, err := relaytest.Allocate(t, s.TURNAddr().String(), user, pass)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns[i] = relayed
-		// The relay socket binds the TURN listen address, 127.0.0.1, and
-		// is advertised as 127.0.0.2.
-		at[i] = &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: relayed.LocalAddr().(*net.UDPAddr).Port}
 	}
+	conns, at := relayPair(t, s, nodes)
 	node := nodes[0]
 	relayed, peer := conns[0], conns[1]
-	// Permissions first (the first packets would be dropped without them).
-	for i := range 2 {
-		conns[i].WriteTo([]byte("x"), at[1-i])
-	}
-	time.Sleep(200 * time.Millisecond)
-	for i := range 2 {
-		for {
-			conns[i].SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			if _, _, err := conns[i].ReadFrom(make([]byte, 100)); err != nil {
-				break
-			}
-		}
-	}
-	base, err := s.RelayUsage(0, time.Now())
+	base, err := s.RelayUsage(t.Context(), 0, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +57,7 @@ func TestRelayUsageCountsBothDirections(t *testing.T) {
 			t.Fatalf("client read %d: %d bytes, %v", i, n, err)
 		}
 	}
-	rep, err := s.RelayUsage(0, time.Now())
+	rep, err := s.RelayUsage(t.Context(), 0, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +113,7 @@ func TestRelayUsageCountsBothDirections(t *testing.T) {
 	// A closed allocation's counts stay in the totals.
 	relayed.Close()
 	time.Sleep(100 * time.Millisecond)
-	rep2, _ := s.RelayUsage(0, time.Now())
+	rep2, _ := s.RelayUsage(t.Context(), 0, time.Now())
 	if after, _ := rows(rep2, node); *after.BytesOut-*baseA.BytesOut != outN*outSize {
 		t.Errorf("after the allocation closed: out %d, want %d", *after.BytesOut-*baseA.BytesOut, outN*outSize)
 	}

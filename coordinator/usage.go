@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -31,9 +32,12 @@ type UsageReport struct {
 // what it passed from the node to its peers; bytes are relayed UDP
 // payloads, without the TURN framing.
 type UsageRow struct {
-	NodeID     uint64  `json:"node_id"`
-	Node       string  `json:"node"` // name; empty for a node no longer in the mesh
-	Relay      string  `json:"relay"`
+	NodeID uint64 `json:"node_id"`
+	Node   string `json:"node"` // name; empty for a node no longer in the mesh
+	Relay  string `json:"relay"`
+	// Replica is the replica whose embedded relay the row counts, with
+	// replicas on a PostgreSQL store (each runs its own); empty otherwise.
+	Replica    string  `json:"replica,omitempty"`
 	Reported   bool    `json:"reported"`
 	BytesIn    *uint64 `json:"bytes_in"`
 	PacketsIn  *uint64 `json:"packets_in"`
@@ -51,56 +55,105 @@ const EmbeddedRelay = "embedded"
 // RelayUsage reports relay usage per node over the last since (0: since
 // the coordinator started): a row per member and relay, and one for each
 // node no longer in the mesh that relayed in the window.
-func (s *Server) RelayUsage(since time.Duration, now time.Time) (UsageReport, error) {
-	rep := UsageReport{From: now, To: now, Rows: []UsageRow{}}
-	var counts map[uint64]relay.Counts
+//
+// The relays are this coordinator's (its embedded relay, and the peer
+// relays' reports it received), counted in its memory up to now, and
+// those of every other coordinator process on the store, from what they
+// wrote to it (usage_store.go: at most usageFlushEvery late, and only
+// within the history kept, relay.UsageHistory): other replicas, and this
+// coordinator's earlier runs. Each replica's embedded relay is a relay of
+// its own; a peer relay's reports count together whichever replica they
+// went to.
+func (s *Server) RelayUsage(ctx context.Context, since time.Duration, now time.Time) (UsageReport, error) {
+	if since < 0 || since > relay.UsageHistory {
+		return UsageReport{}, fmt.Errorf("usage: --since %s: want at most %s (the history kept; omit --since for the totals since the coordinator started)", since, relay.UsageHistory)
+	}
+	rep := UsageReport{From: s.started, To: now, Rows: []UsageRow{}}
+	cutoff := s.started
+	if since > 0 {
+		cutoff = now.Add(-since)
+		rep.From = cutoff
+	}
+	// embedded is the counts of each replica's embedded relay, by node.
+	embedded := map[string]map[uint64]relay.Counts{}
 	if s.usage != nil {
-		var err error
-		if counts, rep.From, err = s.usage.Usage(since, now); err != nil {
+		counts, from, err := s.usage.Usage(since, now)
+		if err != nil {
 			return UsageReport{}, err
 		}
-	} else {
-		rep.From = s.started
-		if since > 0 {
-			rep.From = now.Add(-since)
+		rep.From = from
+		embedded[s.store.replica] = counts
+	}
+	stored, err := s.store.readUsage(ctx, s.usageOut.writer, cutoff)
+	if err != nil {
+		return UsageReport{}, err
+	}
+	peers := storedPeerUsage{counts: map[uint64]map[uint64]relay.Counts{}, reported: map[uint64]time.Time{}}
+	for k, sum := range stored {
+		if sum.from.Before(rep.From) {
+			rep.From = sum.from
 		}
+		if k.relay != 0 {
+			// A peer relay that left the mesh is forgotten, as its own
+			// ledger is (peerRelays.forget).
+			if !s.hub.Active(k.relay) {
+				continue
+			}
+			if sum.reportedAt.After(peers.reported[k.relay]) {
+				peers.reported[k.relay] = sum.reportedAt
+			}
+			addCounts(peers.counts, k.relay, k.node, sum.counts)
+			continue
+		}
+		addCounts(embedded, k.replica, k.node, sum.counts)
 	}
-	var relays []string
-	if s.usage != nil {
-		relays = append(relays, EmbeddedRelay)
-	}
-	relays = append(relays, s.cfg.TURN.URLs...)
+	replicas := slices.Sorted(maps.Keys(embedded))
 	names := map[uint64]string{}
 	for _, n := range s.hub.Nodes() {
 		names[n.ID] = n.Name
 	}
-	ids := make([]uint64, 0, len(names)+len(counts))
+	ids := make([]uint64, 0, len(names))
 	for id := range names {
 		ids = append(ids, id)
 	}
-	for id := range counts {
-		if _, ok := names[id]; !ok {
-			ids = append(ids, id)
+	left := map[uint64]bool{}
+	for _, counts := range embedded {
+		for id := range counts {
+			if _, ok := names[id]; !ok && !left[id] {
+				left[id] = true
+				ids = append(ids, id)
+			}
 		}
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
-		for _, r := range relays {
-			row := UsageRow{NodeID: id, Node: names[id], Relay: r}
-			if r == EmbeddedRelay {
-				c := counts[id]
-				row.Reported = true
-				row.BytesIn, row.PacketsIn, row.BytesOut, row.PacketsOut = &c.BytesIn, &c.PacketsIn, &c.BytesOut, &c.PacketsOut
-			}
-			rep.Rows = append(rep.Rows, row)
+		for _, r := range replicas {
+			c := embedded[r][id]
+			rep.Rows = append(rep.Rows, UsageRow{NodeID: id, Node: names[id], Relay: EmbeddedRelay, Replica: r, Reported: true,
+				BytesIn: &c.BytesIn, PacketsIn: &c.PacketsIn, BytesOut: &c.BytesOut, PacketsOut: &c.PacketsOut})
+		}
+		for _, u := range s.cfg.TURN.URLs {
+			rep.Rows = append(rep.Rows, UsageRow{NodeID: id, Node: names[id], Relay: u})
 		}
 	}
-	peerRows, err := s.peerUsageRows(ids, names, since, now)
+	peerRows, err := s.peerUsageRows(ids, names, since, now, peers)
 	if err != nil {
 		return UsageReport{}, err
 	}
 	rep.Rows = append(rep.Rows, peerRows...)
 	return rep, nil
+}
+
+// addCounts adds c to m[k][node].
+func addCounts[K comparable](m map[K]map[uint64]relay.Counts, k K, node uint64, c relay.Counts) {
+	byNode := m[k]
+	if byNode == nil {
+		byNode = map[uint64]relay.Counts{}
+		m[k] = byNode
+	}
+	sum := byNode[node]
+	sum.Add(c)
+	byNode[node] = sum
 }
 
 func (s *Server) adminUsageRoute(mux *http.ServeMux) {
@@ -112,18 +165,23 @@ func (s *Server) adminUsageRoute(mux *http.ServeMux) {
 				writeError(w, http.StatusBadRequest, "since: want a positive duration such as 30m or 2h")
 				return
 			}
+			if d > relay.UsageHistory {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("since: want at most %s (the history kept)", relay.UsageHistory))
+				return
+			}
 			since = d
 		}
-		rep, err := s.RelayUsage(since, time.Now())
+		rep, err := s.RelayUsage(r.Context(), since, time.Now())
 		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
+			// The window was checked: what fails is reading the store.
+			writeError(w, http.StatusInternalServerError, err.Error())
 			return
 		}
 		writeJSON(w, http.StatusOK, rep)
 	})
 }
 
-var errUsageOffline = errors.New("relay usage is kept in the running coordinator's memory, and no coordinator is running on this state directory")
+var errUsageOffline = errors.New("relay usage is asked from the running coordinator (it counts its relays live), and no coordinator is running on this state directory")
 
 // RelayUsage asks the running server for relay usage over the last since
 // (0: since it started).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -128,6 +129,20 @@ func (u usageVec) minus(v usageVec) usageVec {
 // and the node ID of each of the named nodes.
 func relayUsage(t *testing.T, coord *meshlab.Coordinator, names []string) (map[string]usageVec, map[string]uint64) {
 	t.Helper()
+	got, ids := embeddedUsage(t, coord, names, "")
+	for _, name := range names {
+		if _, ok := got[name]; !ok {
+			t.Fatalf("usage has no embedded-relay row for %s", name)
+		}
+	}
+	return got, ids
+}
+
+// embeddedUsage reads `usage --json` on coord and returns the counts of
+// replica's embedded relay (replica: its ID; empty with SQLite) and the
+// node IDs, for those of the named nodes that have a row.
+func embeddedUsage(t *testing.T, coord *meshlab.Coordinator, names []string, replica string) (map[string]usageVec, map[string]uint64) {
+	t.Helper()
 	out, err := coord.Admin(t.Context(), "usage", "--json")
 	if err != nil {
 		t.Fatalf("usage: %v\n%s", err, out)
@@ -137,22 +152,15 @@ func relayUsage(t *testing.T, coord *meshlab.Coordinator, names []string) (map[s
 		t.Fatalf("usage --json: %v\n%s", err, out)
 	}
 	got, ids := map[string]usageVec{}, map[string]uint64{}
-	for _, name := range names {
-		found := false
-		for _, r := range rep.Rows {
-			if r.Node != name || r.Relay != coordinator.EmbeddedRelay {
-				continue
-			}
-			if !r.Reported || r.BytesIn == nil || r.BytesOut == nil || r.PacketsIn == nil || r.PacketsOut == nil {
-				t.Fatalf("usage row %+v: embedded relay without counts", r)
-			}
-			got[name] = usageVec{*r.BytesIn, *r.PacketsIn, *r.BytesOut, *r.PacketsOut}
-			ids[name] = r.NodeID
-			found = true
+	for _, r := range rep.Rows {
+		if !slices.Contains(names, r.Node) || r.Relay != coordinator.EmbeddedRelay || r.Replica != replica {
+			continue
 		}
-		if !found {
-			t.Fatalf("usage has no embedded-relay row for %s:\n%s", name, out)
+		if !r.Reported || r.BytesIn == nil || r.BytesOut == nil || r.PacketsIn == nil || r.PacketsOut == nil {
+			t.Fatalf("usage row %+v: embedded relay without counts", r)
 		}
+		got[r.Node] = usageVec{*r.BytesIn, *r.PacketsIn, *r.BytesOut, *r.PacketsOut}
+		ids[r.Node] = r.NodeID
 	}
 	return got, ids
 }

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,11 +30,20 @@ type Counts struct {
 // Add adds d to c.
 func (c *Counts) Add(d Counts) { c.add(d) }
 
+// add saturates rather than wrap: a peer relay's reports are a member's
+// word, and a huge count must not wrap around to a small one.
 func (c *Counts) add(d Counts) {
-	c.BytesIn += d.BytesIn
-	c.PacketsIn += d.PacketsIn
-	c.BytesOut += d.BytesOut
-	c.PacketsOut += d.PacketsOut
+	c.BytesIn = satAdd(c.BytesIn, d.BytesIn)
+	c.PacketsIn = satAdd(c.PacketsIn, d.PacketsIn)
+	c.BytesOut = satAdd(c.BytesOut, d.BytesOut)
+	c.PacketsOut = satAdd(c.PacketsOut, d.PacketsOut)
+}
+
+func satAdd(a, b uint64) uint64 {
+	if s := a + b; s >= a {
+		return s
+	}
+	return math.MaxUint64
 }
 
 func (c Counts) minus(d Counts) Counts {
@@ -76,6 +86,8 @@ type usageBucket struct {
 	start time.Time
 	span  time.Duration
 	nodes map[uint64]Counts
+	// gen is the ledger's gen when the bucket last changed (Changed).
+	gen uint64
 }
 
 func (b *usageBucket) end() time.Time { return b.start.Add(b.span) }
@@ -97,6 +109,9 @@ type Ledger struct {
 	// pending is what was counted since the last TakePending (a peer
 	// relay reports it to the coordinator); nil until someone asks.
 	pending map[uint64]Counts
+	// gen counts the changes to the buckets, so Changed can tell which
+	// changed since a caller last looked.
+	gen uint64
 }
 
 func NewLedger(now time.Time) *Ledger {
@@ -154,6 +169,8 @@ func (l *Ledger) addLocked(node uint64, d Counts, now time.Time) {
 	c := b.nodes[node]
 	c.add(d)
 	b.nodes[node] = c
+	l.gen++
+	b.gen = l.gen
 	if l.pending != nil {
 		p := l.pending[node]
 		p.add(d)
@@ -218,9 +235,13 @@ func (l *Ledger) compactLocked(now time.Time) {
 					sum.add(c)
 					out[n-1].nodes[id] = sum
 				}
+				l.gen++
+				out[n-1].gen = l.gen
 				continue
 			}
 			b.start, b.span = start, usageCoarse
+			l.gen++
+			b.gen = l.gen
 		}
 		out = append(out, b)
 	}

@@ -106,3 +106,37 @@ func TestUsageLedgerConcurrent(t *testing.T) {
 		t.Errorf("%d meters still live after release", len(l.live))
 	}
 }
+
+// TestUsageLedgerChanged: Changed returns only the buckets that changed
+// since the generation it last returned, and an hour bucket once minute
+// buckets merge into it.
+func TestUsageLedgerChanged(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
+	l := NewLedger(t0)
+	m := l.meter(7)
+	m.out(10)
+	got, gen := l.Changed(0, t0.Add(10*time.Second))
+	if len(got) != 1 || got[0].Span != time.Minute || got[0].Nodes[7].BytesOut != 10 {
+		t.Fatalf("first look: %+v", got)
+	}
+	if again, g := l.Changed(gen, t0.Add(20*time.Second)); len(again) != 0 || g != gen {
+		t.Errorf("nothing relayed, yet changed: %+v (gen %d, was %d)", again, g, gen)
+	}
+	m.out(5)
+	got, gen = l.Changed(gen, t0.Add(70*time.Second))
+	if len(got) != 1 || !got[0].Start.Equal(t0.Add(time.Minute)) || got[0].Nodes[7].BytesOut != 5 {
+		t.Fatalf("second minute: %+v", got)
+	}
+	// An hour and more later both minutes are in the 10:00 hour bucket.
+	m.out(1)
+	got, _ = l.Changed(gen, t0.Add(2*time.Hour))
+	var hour *Bucket
+	for i := range got {
+		if got[i].Span == time.Hour && got[i].Start.Equal(t0) {
+			hour = &got[i]
+		}
+	}
+	if hour == nil || hour.Nodes[7].BytesOut != 15 {
+		t.Fatalf("after compaction: %+v, want the 10:00 hour bucket with 15 bytes", got)
+	}
+}

@@ -16,11 +16,15 @@ const usageAbout = `Lists relay usage per node and relay: the bytes and packets 
 to the node from its peers (IN) and from the node to its peers (OUT). Bytes
 are the relayed UDP payloads (WireGuard packets), without TURN framing.
 
-Only the embedded relay counts; an external TURN server (--turn-url)
-reports nothing and shows n/a. Usage is kept in the memory of the running
-"serve" (asked through its admin socket): totals since it started, or with
---since the last DUR, rounded out to whole minutes within the last hour and
-whole hours before (at most 24h back).`
+The embedded relay and the peer relays count; an external TURN server
+(--turn-url) reports nothing and shows n/a. The running "serve" (asked
+through its admin socket) counts its own relays live in memory, and every
+coordinator copies its counts to the store every 15 s: the answer also has
+the relays of the other replicas on a PostgreSQL store (each replica's
+embedded relay shows as embedded@REPLICA) and of this coordinator's earlier
+runs, as far as the store keeps them (24h). Totals since the asked "serve"
+started, or with --since the last DUR, rounded out to whole minutes within
+the last hour and whole hours before (at most 24h back).`
 
 func runUsage(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("usage", flag.ContinueOnError)
@@ -59,7 +63,11 @@ func runUsage(args []string, stdout, stderr io.Writer) error {
 		if node == "" {
 			node = fmt.Sprintf("(left) %d", r.NodeID)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", node, r.Relay, count(r.BytesIn), count(r.PacketsIn), count(r.BytesOut), count(r.PacketsOut))
+		name := r.Relay
+		if r.Replica != "" {
+			name += "@" + r.Replica
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", node, name, count(r.BytesIn), count(r.PacketsIn), count(r.BytesOut), count(r.PacketsOut))
 	}
 	return tw.Flush()
 }

@@ -107,6 +107,26 @@ func (d *DB) InTx(ctx context.Context, fn func(tx *Tx) error) error {
 	return nil
 }
 
+// InOwnTx runs fn in one transaction that does not take turns with the
+// writers (no write lock on PostgreSQL; SQLite's one connection still
+// makes it wait its turn): for rows only this process writes, which no
+// other writer's checks read (relay usage).
+func (d *DB) InOwnTx(ctx context.Context, fn func(tx *Tx) error) error {
+	stx, err := d.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	tx := &Tx{Tx: stx, eng: d.Eng}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
 // beginAttempts bounds how often begin tries a fresh connection: after a
 // PostgreSQL restart every pooled connection is broken, which the first
 // statement on each finds out.

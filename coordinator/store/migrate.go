@@ -80,6 +80,10 @@ var SQLiteMigrations = []string{
 	// coordinator can still bring an agent a few batches behind up to date
 	// (netmapversion.go).
 	netmapBatchesTable,
+	// 9 (usageha): relay usage per relay, node and history bucket, as
+	// each coordinator counted it, so that usage asked on any replica
+	// lists every relay of the mesh.
+	relayUsageTable,
 }
 
 // Migrate brings the SQLite schema up to date. It runs in one immediate
@@ -140,3 +144,28 @@ const netmapBatchesTable = `CREATE TABLE netmap_batches (
 		ids     TEXT   NOT NULL,
 		PRIMARY KEY (replica, seq)
 	);`
+
+// relayUsageTable (usageha) keeps each coordinator process's relay usage
+// ledgers (coordinator/usage_store.go): writer is the process (a random
+// name per run), replica the replica it runs as (empty with SQLite),
+// relay_node the peer relay that reported (0: the writer's embedded
+// relay), bucket_start and span the history bucket (Unix milliseconds; a
+// minute or an hour), the counts what was relayed for node in it, and
+// reported_at when the peer relay last reported to the writer. A writer
+// rewrites its own rows only; rows older than the history (24 h) are
+// deleted by any.
+const relayUsageTable = `CREATE TABLE relay_usage (
+		writer       TEXT   NOT NULL,
+		replica      TEXT   NOT NULL,
+		relay_node   BIGINT NOT NULL,
+		node         BIGINT NOT NULL,
+		bucket_start BIGINT NOT NULL,
+		span         BIGINT NOT NULL,
+		bytes_in     BIGINT NOT NULL,
+		packets_in   BIGINT NOT NULL,
+		bytes_out    BIGINT NOT NULL,
+		packets_out  BIGINT NOT NULL,
+		reported_at  BIGINT,
+		PRIMARY KEY (writer, relay_node, node, bucket_start)
+	);
+	CREATE INDEX relay_usage_start ON relay_usage (bucket_start);`

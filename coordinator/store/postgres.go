@@ -95,6 +95,8 @@ var PostgresMigrations = []string{
 	CREATE INDEX used_challenges_expiry ON used_challenges (expires_at);`,
 	// 4 (storm): as SQLite's step 8.
 	netmapBatchesTable,
+	// 5 (usageha): as SQLite's step 9.
+	relayUsageTable,
 }
 
 // pgWriteLock is the advisory lock key that makes writers take turns

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -51,8 +52,7 @@ type sharedRelay struct {
 }
 
 // sharedRelayOn tells whether relayed paths use the shared client: the
-// mode asks for it and the chosen relay is reached over UDP (TCP and TLS
-// relays keep the per-peer ICE sessions).
+// mode asks for it and the chosen relay fits (sharedRelayFits).
 func (a *Agent) sharedRelayOn() bool {
 	if a.cfg.RelayClient != RelayClientShared {
 		return false
@@ -65,12 +65,30 @@ func (t *relayTarget) server() datapath.RelayServer {
 	return datapath.RelayServer{URL: t.URL, Server: t.Server, Transport: t.Transport, Username: t.Username, Password: t.Password}
 }
 
-// sharedRelayFits tells whether the shared client can use relay t: UDP,
-// and an IPv4 server (the client's socket is IPv4; an IPv6-only host
-// reaches its relay over IPv6 through the per-peer ICE sessions, which
-// ask for an IPv4 relayed address, RFC 6156).
+// relayServer is what the shared client needs of t, with the agent's
+// dialer for a TCP or TLS relay: it dials t.Server, from the coordinator's
+// relay list, and nothing a peer names (a peer's relayed address only ever
+// gets a channel on this stream).
+func (a *Agent) relayServer(t relayTarget) datapath.RelayServer {
+	s := t.server()
+	if t.Transport != "udp" {
+		s.Dial = func(ctx context.Context) (net.Conn, error) { return a.dialRelay(ctx, t) }
+	}
+	return s
+}
+
+// sharedRelayFits tells whether the shared client can use relay t: over
+// UDP, TCP or TLS, on an IPv4 server (the client's socket is IPv4, and it
+// asks for the relay's default family; an IPv6-only host reaches its relay
+// over IPv6 through the per-peer ICE sessions, which ask for an IPv4
+// relayed address, RFC 6156).
 func sharedRelayFits(t *relayTarget) bool {
-	if t == nil || t.Transport != "udp" {
+	if t == nil {
+		return false
+	}
+	switch t.Transport {
+	case "udp", "tcp", "tls":
+	default:
 		return false
 	}
 	if ap, err := netip.ParseAddrPort(t.Server); err == nil && !ap.Addr().Unmap().Is4() {
@@ -89,7 +107,7 @@ func (s *sharedRelay) current() *relayClient {
 	return s.c
 }
 
-// tick keeps the allocation warm: opened as soon as a UDP relay works,
+// tick keeps the allocation warm: opened as soon as a relay works,
 // reopened when it dies or the chosen relay changes, given fresh
 // credentials when the coordinator sends them.
 func (s *sharedRelay) tick() {
@@ -112,7 +130,7 @@ func (s *sharedRelay) tick() {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), relayProbeTimeout)
 		defer cancel()
-		dc, err := datapath.NewRelayClient(ctx, s.a.log, t.server(), s.a.bind.Bind)
+		dc, err := datapath.NewRelayClient(ctx, s.a.log, s.a.relayServer(*t), s.a.bind.Bind)
 		var c *relayClient
 		s.mu.Lock()
 		s.opening = false
@@ -173,8 +191,8 @@ func (p *peer) noteRelayICELocked(kind string) {
 // binds a channel to the peer's, and puts the relay lane up once bound.
 func (p *peer) sharedTickLocked(now time.Time) {
 	if !p.a.sharedRelayOn() {
-		// The relay is now reached over TCP or TLS: the per-peer ICE
-		// session takes the lane over.
+		// The relay no longer fits the shared client (an IPv6 server, or
+		// per-peer mode): the per-peer ICE session takes the lane over.
 		if p.relay.shared {
 			p.dropSharedChanLocked(true)
 			p.relay.shared = false

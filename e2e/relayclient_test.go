@@ -151,8 +151,11 @@ func TestSharedRelayOverStream(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if p.Relay == nil || p.Relay.Allocation == "" || p.RelayICEState != "shared channel" {
-					t.Fatalf("ub -> %s: relayed path not on the shared client: %+v (relay %+v)", b.Name, p, p.Relay)
+				if p.Relay == nil || p.Relay.Allocation == "" {
+					t.Fatalf("ub -> %s: relayed path without an allocation: %+v", b.Name, p)
+				}
+				if p.RelayICEState != "shared channel" {
+					t.Errorf("ub -> %s: relayed path not on the shared client (relay lane %q)", b.Name, p.RelayICEState)
 				}
 				seen[p.Relay.Allocation] = true
 			}

@@ -113,10 +113,13 @@ func TestSharedRelayOverStream(t *testing.T) {
 		name, transport string
 		start           func(context.Context, *natlab.Lab, meshlab.Bins) (*meshlab.Coordinator, error)
 		relayIP, port   string
+		perPeer         bool // the UDP-blocked agent runs --relay-client=per-peer
 	}{
-		{"tcp-embedded", "tcp", meshlab.StartCoordinator, meshlab.CoordinatorIP, "3478"},
-		{"tls-embedded", "tls", meshlab.StartCoordinatorTLS, meshlab.CoordinatorIP, "443"},
-		{"tcp-coturn", "tcp", withCoturn, meshlab.CoturnIP, "3478"},
+		{"tcp-embedded", "tcp", meshlab.StartCoordinator, meshlab.CoordinatorIP, "3478", false},
+		{"tls-embedded", "tls", meshlab.StartCoordinatorTLS, meshlab.CoordinatorIP, "443", false},
+		{"tcp-coturn", "tcp", withCoturn, meshlab.CoturnIP, "3478", false},
+		// per-peer mode still works, beside peers on the shared client.
+		{"tcp-embedded-per-peer", "tcp", meshlab.StartCoordinator, meshlab.CoordinatorIP, "3478", true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			lab, coord := newLabWith(t, c.start)
@@ -134,6 +137,9 @@ func TestSharedRelayOverStream(t *testing.T) {
 			ub, err := meshlab.NewAgent(coord, site.Host, "ub")
 			if err != nil {
 				t.Fatal(err)
+			}
+			if c.perPeer {
+				ub.ExtraArgs = append(ub.ExtraArgs, "--relay-client=per-peer")
 			}
 			peers := []*meshlab.Agent{
 				addSiteAgent(t, lab, coord, "sym1", natlab.Symmetric),
@@ -154,10 +160,19 @@ func TestSharedRelayOverStream(t *testing.T) {
 				if p.Relay == nil || p.Relay.Allocation == "" {
 					t.Fatalf("ub -> %s: relayed path without an allocation: %+v", b.Name, p)
 				}
+				if c.perPeer {
+					if p.LocalType != "relay" {
+						t.Errorf("ub -> %s: per-peer mode, but the path is not on a relay session (local %q, relay lane %q)", b.Name, p.LocalType, p.RelayICEState)
+					}
+					continue
+				}
 				if p.RelayICEState != "shared channel" {
 					t.Errorf("ub -> %s: relayed path not on the shared client (relay lane %q)", b.Name, p.RelayICEState)
 				}
 				seen[p.Relay.Allocation] = true
+			}
+			if c.perPeer {
+				return
 			}
 			if len(seen) != 1 {
 				t.Errorf("ub relays to its %d peers through allocations %v, want one", len(peers), seen)

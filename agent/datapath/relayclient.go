@@ -94,10 +94,11 @@ const (
 
 // TURN methods and attributes that pion/stun does not name.
 var (
-	turnAllocate   = stun.NewType(stun.MethodAllocate, stun.ClassRequest)
-	turnRefresh    = stun.NewType(stun.MethodRefresh, stun.ClassRequest)
-	turnChanBind   = stun.NewType(stun.MethodChannelBind, stun.ClassRequest)
-	errTURNNoReply = errors.New("no answer from relay")
+	turnAllocate    = stun.NewType(stun.MethodAllocate, stun.ClassRequest)
+	turnRefresh     = stun.NewType(stun.MethodRefresh, stun.ClassRequest)
+	turnChanBind    = stun.NewType(stun.MethodChannelBind, stun.ClassRequest)
+	errTURNNoReply  = errors.New("no answer from relay")
+	errStreamBroken = errors.New("relay stream broken")
 )
 
 // RelayServer is the relay a RelayClient allocates on.
@@ -311,7 +312,9 @@ func (c *RelayClient) roundTrip(ctx context.Context, m *stun.Message) (*stun.Mes
 		c.mu.Unlock()
 	}()
 	rto, tries := turnRTO, turnTries
+	var broken chan struct{} // nil over UDP: never ready
 	if c.stream != nil {
+		broken = c.stream.broken
 		// A stream delivers or breaks: no resends (RFC 8489 §6.2.2), one
 		// wait as long as the resends' over UDP.
 		rto, tries = turnRTO*(1<<turnTries-1), 1
@@ -331,6 +334,9 @@ func (c *RelayClient) roundTrip(ctx context.Context, m *stun.Message) (*stun.Mes
 		case <-c.closed:
 			timer.Stop()
 			return nil, net.ErrClosed
+		case <-broken:
+			timer.Stop()
+			return nil, errStreamBroken
 		case <-timer.C:
 		}
 		rto *= 2

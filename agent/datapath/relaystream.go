@@ -41,13 +41,16 @@ const (
 type relayStream struct {
 	conn   net.Conn
 	failed atomic.Bool
+	broken chan struct{} // closed when failed: requests stop waiting
 	// mu keeps each write's frames together on the stream; wbuf is the
 	// write buffer, reused under it.
 	mu   sync.Mutex
 	wbuf []byte
 }
 
-func newRelayStream(conn net.Conn) *relayStream { return &relayStream{conn: conn} }
+func newRelayStream(conn net.Conn) *relayStream {
+	return &relayStream{conn: conn, broken: make(chan struct{})}
+}
 
 // write sends one STUN message.
 func (s *relayStream) write(c *RelayClient, p []byte) error {
@@ -132,6 +135,7 @@ func (c *RelayClient) streamFailed(err error) {
 	}
 	c.dead.Store(true)
 	s.conn.Close()
+	close(s.broken)
 	select {
 	case <-c.closed:
 		return // we closed it

@@ -71,13 +71,16 @@ func TestStreamFrame(t *testing.T) {
 type fakeStreamRelay struct {
 	ln    net.Listener
 	conns chan *fakeStreamConn
+	// garbage: answer every request with bytes that are no frame.
+	garbage bool
 }
 
 type fakeStreamConn struct {
 	net.Conn
 	mu sync.Mutex // writes: the answers and the test's bytes
 	// data gets the ChannelData frames the client sends, as framed.
-	data chan []byte
+	data    chan []byte
+	garbage bool
 }
 
 func (c *fakeStreamConn) send(p []byte) error {
@@ -87,13 +90,15 @@ func (c *fakeStreamConn) send(p []byte) error {
 	return err
 }
 
-func startFakeStreamRelay(t *testing.T) *fakeStreamRelay {
+func startFakeStreamRelay(t *testing.T) *fakeStreamRelay { return startFakeStreamRelayWith(t, false) }
+
+func startFakeStreamRelayWith(t *testing.T, garbage bool) *fakeStreamRelay {
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	f := &fakeStreamRelay{ln: ln, conns: make(chan *fakeStreamConn, 4)}
+	f := &fakeStreamRelay{ln: ln, conns: make(chan *fakeStreamConn, 4), garbage: garbage}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -101,7 +106,7 @@ func startFakeStreamRelay(t *testing.T) *fakeStreamRelay {
 				return
 			}
 			t.Cleanup(func() { c.Close() })
-			fc := &fakeStreamConn{Conn: c, data: make(chan []byte, 64)}
+			fc := &fakeStreamConn{Conn: c, data: make(chan []byte, 64), garbage: f.garbage}
 			f.conns <- fc
 			go fc.answer()
 		}
@@ -150,6 +155,9 @@ func (c *fakeStreamConn) answer() {
 					stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 2, 0x58}})
 			}
 			res := stun.MustBuild(setters...)
+			if c.garbage {
+				res.Raw = bytes.Repeat([]byte{0xee}, 64)
+			}
 			if c.send(res.Raw) != nil {
 				return
 			}
@@ -316,6 +324,24 @@ func TestRelayStreamGarbage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRelayStreamGarbageAtAllocate: a relay that answers the Allocate
+// with garbage fails the client at once, not after the request's timeout.
+func TestRelayStreamGarbageAtAllocate(t *testing.T) {
+	f := startFakeStreamRelayWith(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	c, err := NewRelayClient(ctx, slog.New(slog.DiscardHandler), f.target(), NewBind(nil))
+	if err == nil {
+		c.Close()
+		t.Fatal("allocated on a relay that answers garbage")
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("garbage answer noticed after %v (%v), want at once", took.Round(time.Millisecond), err)
+	}
+	t.Logf("error: %v", err)
 }
 
 // TestRelayStreamFloodBounded: a relay that sends without end frames of

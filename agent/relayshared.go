@@ -305,6 +305,10 @@ func (p *peer) bindShared(c *relayClient, peerAddr netip.AddrPort) {
 	ch.SetRoam(&p.roam)
 	sp.silent = false
 	l := &p.relay
+	// The peer's relayed address as before, on our new allocation (the
+	// old one was lost): WireGuard holds the old channel's route for that
+	// address and reconsider sees no change, so hand it the new route.
+	rebound := p.active == l && p.endpoint == peerAddr && p.wgAdded
 	p.a.bind.relays.put(ch.Endpoint())
 	l.relayEP = ch.Endpoint()
 	l.target = c.t
@@ -313,9 +317,26 @@ func (p *peer) bindShared(c *relayClient, peerAddr netip.AddrPort) {
 	l.shared = true
 	l.everUp = true
 	apply := p.reconsiderLocked("relay channel bound")
+	if apply == nil && rebound && p.active == l {
+		apply = func() { p.rerouteWG(l, peerAddr) }
+	}
 	p.mu.Unlock()
 	if apply != nil {
 		apply()
+	}
+}
+
+// rerouteWG makes WireGuard parse ep again, now routed through a new
+// channel, if ep on l is still the peer's path.
+func (p *peer) rerouteWG(l *lane, ep netip.AddrPort) {
+	err := p.wgChange(func() error {
+		if !p.current(l, ep) {
+			return nil
+		}
+		return p.a.wg.setEndpoint(p.key, ep, false)
+	})
+	if err != nil {
+		p.log.Error("reroute WireGuard through the new relay channel", "err", err)
 	}
 }
 

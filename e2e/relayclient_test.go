@@ -203,7 +203,48 @@ func TestSharedRelayOverStream(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("relay %s: %d allocations for %d agents; the UDP-blocked agent: one %s stream, one allocation, %d relayed peers", c.name, allocs, 1+len(peers), c.transport, len(peers))
+			if c.name == "tcp-embedded" {
+				cutStream(t, site.Router, ub, peers[0], c.port, seen)
+			}
 		})
+	}
+}
+
+// cutStream resets the UDP-blocked agent's stream to the relay at its
+// router (TCP resets for a few seconds): the agent drops the stream, makes
+// a new allocation, announces it, and reaches peer through it again.
+func cutStream(t *testing.T, router *natlab.Host, ub, peer *meshlab.Agent, port string, old map[string]bool) {
+	ctx := t.Context()
+	for _, args := range [][]string{
+		{"add", "table", "ip", "cut"},
+		{"add", "chain", "ip", "cut", "f", "{", "type", "filter", "hook", "forward", "priority", "0", ";", "}"},
+		{"add", "rule", "ip", "cut", "f", "tcp", "dport", port, "reject", "with", "tcp", "reset"},
+	} {
+		if out, err := router.Run(ctx, "nft", args...); err != nil {
+			t.Fatalf("nft %v: %v\n%s", args, err, out)
+		}
+	}
+	cut := time.Now()
+	_, _ = meshlab.PingIP(ctx, ub, overlayIP(t, peer), 3) // WireGuard writes into the cut stream
+	if out, err := router.Run(ctx, "nft", "delete", "table", "ip", "cut"); err != nil {
+		t.Fatalf("nft delete: %v\n%s", err, out)
+	}
+	healed := time.Now()
+	// A new stream and allocation within a second or two, the peers told
+	// through the coordinator, a channel bound each way.
+	if out, err := pingUntil(ctx, ub, overlayIP(t, peer), 10*time.Second); err != nil {
+		t.Fatalf("ub -> %s not back within 10 s of the cut's end: %v\n%s", peer.Name, err, out)
+	}
+	t.Logf("ub reaches %s again %v after the cut's end (%v cut)", peer.Name, time.Since(healed).Round(100*time.Millisecond), healed.Sub(cut).Round(100*time.Millisecond))
+	p, err := meshlab.WaitPath(ctx, ub, peer.Name, "relay", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Relay == nil || old[p.Relay.Allocation] || p.RelayICEState != "shared channel" {
+		t.Errorf("after the cut: relay %+v (lane %q), want a new allocation on the shared client (old %v)", p.Relay, p.RelayICEState, old)
+	}
+	if !strings.Contains(ub.Proc.Log(), "relay stream lost") {
+		t.Error("the agent did not log that it lost its relay stream")
 	}
 }
 

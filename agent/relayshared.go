@@ -309,7 +309,7 @@ func (p *peer) bindShared(c *relayClient, peerAddr netip.AddrPort) {
 	// old one was lost): WireGuard holds the old channel's route for that
 	// address and reconsider sees no change, so hand it the new route.
 	rebound := p.active == l && p.endpoint == peerAddr && p.wgAdded
-	p.a.bind.relays.put(ch.Endpoint())
+	p.a.bind.Reroute(ch.Endpoint())
 	l.relayEP = ch.Endpoint()
 	l.target = c.t
 	l.endpoint = peerAddr
@@ -344,7 +344,7 @@ func (p *peer) rerouteWG(l *lane, ep netip.AddrPort) {
 func (p *peer) dropSharedChanLocked(forgetPeer bool) {
 	sp := &p.shared
 	if sp.ch != nil {
-		p.a.bind.relays.remove(sp.ch.Endpoint())
+		p.a.bind.Unroute(sp.ch.Endpoint())
 		sp.ch.Client().DropChannel(sp.ch.Peer())
 		sp.ch = nil
 	}

@@ -55,6 +55,14 @@
 // in flight through the relay; RoamHold (roam.go) attributes them to the
 // new path for a few seconds, so WireGuard does not roam back.
 //
+// # Birthday sockets
+//
+// PunchSocket (punchsock.go) is one of the many sockets the hard side of
+// a birthday punch opens, each sending one opening packet at a low TTL;
+// the one a probe reaches becomes the peer's path: Bind.RoutePunched
+// routes WireGuard's packets through it, PunchSocket.Serve hands what the
+// peer sends to WireGuard. The agent's birthday*.go decides the rest.
+//
 // # The shared relay client
 //
 // RelayClient (relayclient.go) is one TURN allocation per agent on one

@@ -49,6 +49,30 @@ type sharedRelay struct {
 	c  *relayClient
 	// opening: an allocation is being made.
 	opening bool
+	// failures counts the attempts since the last client that lasted
+	// (relayStable); the next is not before retryAt (relayRetryDelay).
+	failures int
+	retryAt  time.Time
+	openedAt time.Time
+}
+
+const (
+	// relayRetryFast attempts follow one a second (a cut stream heals
+	// quickly), then the wait doubles up to relayRetryMax: a relay that
+	// refuses or drops every connection costs a connection and a warning
+	// that often, until the next probe says it is gone.
+	relayRetryFast = 5
+	relayRetryMax  = 30 * time.Second
+	// relayStable: a client that lived this long resets the count.
+	relayStable = time.Minute
+)
+
+// relayRetryDelay is the wait before the attempt after n failed ones.
+func relayRetryDelay(n int) time.Duration {
+	if n < relayRetryFast {
+		return time.Second
+	}
+	return min(time.Second<<min(n-relayRetryFast+1, 6), relayRetryMax)
 }
 
 // sharedRelayOn tells whether relayed paths use the shared client: the
@@ -110,7 +134,7 @@ func (s *sharedRelay) current() *relayClient {
 // tick keeps the allocation warm: opened as soon as a relay works,
 // reopened when it dies or the chosen relay changes, given fresh
 // credentials when the coordinator sends them.
-func (s *sharedRelay) tick() {
+func (s *sharedRelay) tick(now time.Time) {
 	if !s.a.sharedRelayOn() {
 		s.close()
 		return
@@ -120,12 +144,20 @@ func (s *sharedRelay) tick() {
 	defer s.mu.Unlock()
 	if s.c != nil && !s.c.Dead() && s.c.t.URL == t.URL {
 		s.c.SetCredentials(t.Username, t.Password)
+		if now.Sub(s.openedAt) >= relayStable {
+			s.failures = 0
+		}
 		return
 	}
-	if s.opening {
+	if s.opening || now.Before(s.retryAt) {
 		return
+	}
+	if s.c != nil && s.c.t.URL != t.URL {
+		s.failures = 0 // another relay: a fresh start
 	}
 	s.opening = true
+	s.retryAt = now.Add(relayRetryDelay(s.failures))
+	s.failures++
 	old := s.c
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), relayProbeTimeout)
@@ -137,6 +169,7 @@ func (s *sharedRelay) tick() {
 		if err == nil {
 			c = &relayClient{RelayClient: dc, t: *t}
 			s.c = c
+			s.openedAt = now
 		}
 		s.mu.Unlock()
 		if old != nil {

@@ -52,7 +52,14 @@ package datapath
 //     stream (it verifies TLS); a broken stream is a lost allocation (the
 //     relay frees a stream's allocation with its connection). It is kept
 //     warm as over UDP: on a UDP-blocked site every path but the LAN is
-//     relayed, so the allocation is used from the first packet anyway.
+//     relayed, so the allocation is used from the first packet anyway, and
+//     opening on first need would only add a connection, a TLS handshake
+//     and an Allocate to every first packet. Measured in the lab
+//     (TestSharedRelayOverStream): allocation 1 s after the relay probe,
+//     relayed paths to all peers 1 s later; a stream cut at the site's
+//     router is back 4.5 s after the cut ends; one stream and one
+//     allocation for three relayed peers (per-peer sessions: three and
+//     three, and their peers answer with three more).
 
 import (
 	"context"

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"net"
@@ -108,4 +109,54 @@ func TestDialRelayVerifiesTLS(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDialRelayTLSErrorBounded: whoever answers on a turns: relay's
+// address picks the certificate, and Go's verification error lists up to
+// 99 of its names; the error, which status shows and the log repeats,
+// stays short.
+func TestDialRelayTLSErrorBounded(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "x"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for i := range 99 {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(fmt.Sprintf("2001:db8:ffff:ffff:ffff:ffff:ffff:%x", i)))
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp4", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				_ = c.(*tls.Conn).Handshake()
+				c.Close()
+			}()
+		}
+	}()
+	// The certificate is trusted (its own CA), only the address does not match.
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	tg := relayTarget{Relay: control.Relay{URL: "turns:" + ln.Addr().String() + "?transport=tcp", CA: string(caPEM)}, Transport: "tls", Server: ln.Addr().String()}
+	a := &Agent{log: slog.New(slog.DiscardHandler)}
+	c, err := a.dialRelay(context.Background(), tg)
+	if err == nil {
+		c.Close()
+		t.Fatal("a certificate for other addresses was trusted")
+	}
+	if len(err.Error()) > 300 || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("error of %d bytes (want at most 300, about the certificate): %.400s", len(err.Error()), err)
+	}
+	t.Logf("error: %v", err)
 }

@@ -50,16 +50,14 @@ func testCA(t *testing.T) (caPEM []byte, server tls.Certificate) {
 		tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}
 }
 
-// TestDialRelayVerifiesTLS checks that a turns: relay is trusted through
-// the CA the coordinator advertises or the agent's --ca-file, and refused
-// otherwise.
-func TestDialRelayVerifiesTLS(t *testing.T) {
-	caPEM, cert := testCA(t)
+// tlsHandshaker is a TLS server on loopback with cert that shakes hands
+// and hangs up, closed when t ends.
+func tlsHandshaker(t *testing.T, cert tls.Certificate) net.Listener {
 	ln, err := tls.Listen("tcp4", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -72,6 +70,15 @@ func TestDialRelayVerifiesTLS(t *testing.T) {
 			}()
 		}
 	}()
+	return ln
+}
+
+// TestDialRelayVerifiesTLS checks that a turns: relay is trusted through
+// the CA the coordinator advertises or the agent's --ca-file, and refused
+// otherwise.
+func TestDialRelayVerifiesTLS(t *testing.T) {
+	caPEM, cert := testCA(t)
+	ln := tlsHandshaker(t, cert)
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
 		t.Fatal(err)
@@ -129,23 +136,7 @@ func TestDialRelayTLSErrorBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := tls.Listen("tcp4", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				_ = c.(*tls.Conn).Handshake()
-				c.Close()
-			}()
-		}
-	}()
+	ln := tlsHandshaker(t, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key})
 	// The certificate is trusted (its own CA), only the address does not match.
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	tg := relayTarget{Relay: control.Relay{URL: "turns:" + ln.Addr().String() + "?transport=tcp", CA: string(caPEM)}, Transport: "tls", Server: ln.Addr().String()}

@@ -440,7 +440,7 @@ func (a *Agent) tickLoop(ctx context.Context) {
 			return
 		case now := <-t.C:
 			a.relays.tick(now)
-			a.shared.tick() // relayshared.go
+			a.shared.tick(now) // relayshared.go
 			a.natTick(now)
 			a.natInfoTick(now)   // natinfo.go
 			a.sampleTraffic(now) // liveness.go

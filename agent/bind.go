@@ -1,12 +1,9 @@
 package agent
 
 import (
-	"io"
 	"net/netip"
 	"sync"
 	"time"
-
-	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/meshvpn/meshvpn/agent/datapath"
 )
@@ -17,9 +14,6 @@ import (
 // synchronized-open arrivals (syncpkt.go).
 type Bind struct {
 	*datapath.Bind
-	// relays is the bind's routing by endpoint (relay allocations and
-	// birthday sockets), under the names the agent's files use.
-	relays  routes
 	queries mapQueries
 	bday    bdayReplies
 	syncs   syncArrivals
@@ -34,7 +28,6 @@ type Bind struct {
 func NewBind() *Bind {
 	b := &Bind{}
 	b.Bind = datapath.NewBind(b.divert)
-	b.relays = routes{b.Bind}
 	return b
 }
 
@@ -51,20 +44,3 @@ func (b *Bind) divert(p []byte, from netip.AddrPort) bool {
 	}
 	return true
 }
-
-// sendTo writes one datagram from the shared socket.
-func (b *Bind) sendTo(p []byte, to netip.AddrPort) error { return b.SendTo(p, to) }
-
-// relayEndpoint is a WireGuard endpoint routed through a writer of ours.
-type relayEndpoint = datapath.Endpoint
-
-// roamHold: what relayed packets roam WireGuard to (datapath/roam.go).
-type roamHold = datapath.RoamHold
-
-// routes is the bind's routing by endpoint.
-type routes struct{ b *datapath.Bind }
-
-func (r routes) add(addr netip.AddrPort, w io.Writer) *relayEndpoint { return r.b.Route(addr, w) }
-func (r routes) put(ep *relayEndpoint)                               { r.b.Reroute(ep) }
-func (r routes) remove(ep *relayEndpoint)                            { r.b.Unroute(ep) }
-func (r routes) deliver(p []byte, ep conn.Endpoint)                  { r.b.Deliver(p, ep) }

@@ -55,7 +55,7 @@ func (p *peer) birthdayHeartbeat(tok bdayToken, to netip.AddrPort) {
 	pkt := bdayPacket(bdayProbeType, tok)
 	tick := time.NewTicker(punchedHeartbeat)
 	defer tick.Stop()
-	_ = p.a.bind.sendTo(pkt, to) // the first at once: the path is checked from its start
+	_ = p.a.bind.SendTo(pkt, to) // the first at once: the path is checked from its start
 	for {
 		select {
 		case from := <-replies:
@@ -66,7 +66,7 @@ func (p *peer) birthdayHeartbeat(tok bdayToken, to netip.AddrPort) {
 			if !p.punchedAt(tok, to) {
 				return
 			}
-			if err := p.a.bind.sendTo(pkt, to); err != nil {
+			if err := p.a.bind.SendTo(pkt, to); err != nil {
 				return
 			}
 		}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/meshvpn/meshvpn/agent/datapath"
 )
 
 // TestPunchedPathIdleWireGuard: on an idle tunnel wireguard-go lets only
@@ -71,7 +73,7 @@ func TestBirthdayHeartbeat(t *testing.T) {
 	tok := bdayToken{7}
 
 	sym := &peer{a: &Agent{bind: NewBind()}, log: slog.New(slog.DiscardHandler)}
-	go sym.readPunched(nil, sock, easyAddr, tok)
+	go sym.readPunched(nil, datapath.NewPunchSocket(sock), easyAddr, tok)
 	easy := &peer{a: &Agent{bind: easyBind}, log: slog.New(slog.DiscardHandler)}
 	easy.mu.Lock()
 	easy.punched.name, easy.punched.selected, easy.punched.endpoint = lanePunched, true, symAddr

@@ -3,14 +3,13 @@ package agent
 import (
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/pion/ice/v4"
-	"golang.org/x/sys/unix"
 
+	"github.com/meshvpn/meshvpn/agent/datapath"
 	"github.com/meshvpn/meshvpn/control"
 )
 
@@ -19,48 +18,9 @@ import (
 // it after the direct lane and before the relay.
 const lanePunched = "punched"
 
-// openBdaySockets opens up to birthdaySockets IPv4 sockets; each sends
-// one opening packet to dest with the given TTL, then goes back to the
-// default TTL for what it carries later.
-func openBdaySockets(dest netip.AddrPort, ttl int) []*net.UDPConn {
-	to := net.UDPAddrFromAddrPort(dest)
-	var conns []*net.UDPConn
-	for range birthdaySockets {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{})
-		if err != nil {
-			break // out of descriptors or ports: spray with what we have
-		}
-		if err := setTTL(c, ttl); err != nil {
-			c.Close()
-			break
-		}
-		_, werr := c.WriteToUDP(openingPayload, to)
-		if err := setTTL(c, 64); err != nil || werr != nil {
-			c.Close()
-			continue
-		}
-		conns = append(conns, c)
-	}
-	return conns
-}
-
-func setTTL(c *net.UDPConn, ttl int) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL, ttl)
-	}); err != nil {
-		return err
-	}
-	return serr
-}
-
 // bdayWin is the socket a probe reached, and the probe's source.
 type bdayWin struct {
-	c    *net.UDPConn
+	c    *datapath.PunchSocket
 	from netip.AddrPort
 }
 
@@ -69,7 +29,7 @@ type bdayWin struct {
 // peer's address; that socket answers and is kept, the rest are closed.
 func (p *peer) birthdaySpray(tok bdayToken, dest netip.AddrPort, ttl int, stop <-chan struct{}) {
 	defer p.a.sprays.Add(-1)
-	conns := openBdaySockets(dest, ttl)
+	conns := datapath.OpenPunchSockets(birthdaySockets, dest, ttl, openingPayload)
 	p.mu.Lock()
 	if !p.bd.currentLocked(tok) || len(conns) == 0 {
 		if p.bd.currentLocked(tok) {
@@ -119,15 +79,14 @@ func (p *peer) birthdaySpray(tok bdayToken, dest netip.AddrPort, ttl int, stop <
 // awaitProbe reads c until deadline for a probe of tok from ip; it
 // answers it (a few times: the easy side stops on the first) and reports
 // the win, unless another socket won first.
-func awaitProbe(c *net.UDPConn, tok bdayToken, ip netip.Addr, deadline time.Time, win chan<- bdayWin) {
+func awaitProbe(c *datapath.PunchSocket, tok bdayToken, ip netip.Addr, deadline time.Time, win chan<- bdayWin) {
 	_ = c.SetReadDeadline(deadline)
 	buf := make([]byte, 64)
 	for {
-		n, from, err := c.ReadFromUDPAddrPort(buf)
+		n, from, err := c.ReadFrom(buf)
 		if err != nil {
 			return
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		typ, got, ok := parseBdayPacket(buf[:n])
 		if !ok || typ != bdayProbeType || got != tok || from.Addr() != ip {
 			continue
@@ -144,14 +103,14 @@ func awaitProbe(c *net.UDPConn, tok bdayToken, ip netip.Addr, deadline time.Time
 // bdayReplies: answers per probe, against loss.
 const bdayReplyCopies = 3
 
-func answerProbe(c *net.UDPConn, tok bdayToken, to netip.AddrPort) {
+func answerProbe(c *datapath.PunchSocket, tok bdayToken, to netip.AddrPort) {
 	reply := bdayPacket(bdayReplyType, tok)
 	for range bdayReplyCopies {
-		_, _ = c.WriteToUDPAddrPort(reply, to)
+		_ = c.WriteTo(reply, to)
 	}
 }
 
-func closeAll(conns []*net.UDPConn, keep *net.UDPConn) {
+func closeAll(conns []*datapath.PunchSocket, keep *datapath.PunchSocket) {
 	for _, c := range conns {
 		if c != keep {
 			c.Close()
@@ -159,19 +118,10 @@ func closeAll(conns []*net.UDPConn, keep *net.UDPConn) {
 	}
 }
 
-// sockWriter writes WireGuard messages for one peer from the socket a
-// birthday punch won.
-type sockWriter struct {
-	c  *net.UDPConn
-	to netip.AddrPort
-}
-
-func (w *sockWriter) Write(b []byte) (int, error) { return w.c.WriteToUDPAddrPort(b, w.to) }
-
 // birthdaySprayWonLocked makes the won socket the peer's path: WireGuard
 // sends for the peer through it (Bind routes the peer's address there,
 // as for a relay) and what arrives on it from the peer goes to WireGuard.
-func (p *peer) birthdaySprayWonLocked(c *net.UDPConn, from netip.AddrPort) {
+func (p *peer) birthdaySprayWonLocked(c *datapath.PunchSocket, from netip.AddrPort) {
 	bd := &p.bd
 	took := time.Since(bd.started)
 	bd.running = false
@@ -179,9 +129,9 @@ func (p *peer) birthdaySprayWonLocked(c *net.UDPConn, from netip.AddrPort) {
 	l := &p.punched
 	p.dropPunchedLocked("")
 	_ = c.SetReadDeadline(time.Time{})
-	l.relayEP = p.a.bind.relays.add(from, &sockWriter{c: c, to: from})
+	l.relayEP = p.a.bind.RoutePunched(c, from)
 	l.sock = c
-	local := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	local := c.LocalAddr()
 	l.local = hostCandidate(local)
 	l.remote = srflxCandidate(from)
 	l.endpoint, l.selected, l.started = from, true, time.Now()
@@ -217,31 +167,20 @@ func (p *peer) applyLocked(apply func()) {
 // readPunched hands what the peer sends to the won socket to WireGuard,
 // and answers repeated probes (the easy side's heartbeat), until the
 // socket closes.
-func (p *peer) readPunched(ep *relayEndpoint, c *net.UDPConn, peerAddr netip.AddrPort, tok bdayToken) {
-	buf := make([]byte, 65535)
-	for {
-		n, from, err := c.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			p.mu.Lock()
-			if p.punched.sock == c {
-				p.dropPunchedLocked("birthday socket: " + err.Error())
-			}
-			p.mu.Unlock()
+func (p *peer) readPunched(ep *datapath.Endpoint, c *datapath.PunchSocket, peerAddr netip.AddrPort, tok bdayToken) {
+	err := c.Serve(p.a.bind.Bind, ep, peerAddr, p.heardPunched, func(b []byte) { // birthdayheart.go
+		if classify(b) != kindBirthday {
 			return
 		}
-		if netip.AddrPortFrom(from.Addr().Unmap(), from.Port()) != peerAddr {
-			continue
+		if typ, got, ok := parseBdayPacket(b); ok && typ == bdayProbeType && got == tok {
+			answerProbe(c, tok, peerAddr)
 		}
-		p.heardPunched() // birthdayheart.go
-		switch classify(buf[:n]) {
-		case kindWireGuard:
-			p.a.bind.relays.deliver(buf[:n], ep)
-		case kindBirthday:
-			if typ, got, ok := parseBdayPacket(buf[:n]); ok && typ == bdayProbeType && got == tok {
-				answerProbe(c, tok, peerAddr)
-			}
-		}
+	})
+	p.mu.Lock()
+	if p.punched.sock == c {
+		p.dropPunchedLocked("birthday socket: " + err.Error())
 	}
+	p.mu.Unlock()
 }
 
 // dropPunchedLocked takes the birthday path down (why "" when a new one
@@ -249,7 +188,7 @@ func (p *peer) readPunched(ep *relayEndpoint, c *net.UDPConn, peerAddr netip.Add
 func (p *peer) dropPunchedLocked(why string) {
 	l := &p.punched
 	if l.relayEP != nil {
-		p.a.bind.relays.remove(l.relayEP)
+		p.a.bind.Unroute(l.relayEP)
 		l.relayEP = nil
 	}
 	if l.sock != nil {

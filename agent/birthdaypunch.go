@@ -378,7 +378,7 @@ func (p *peer) birthdayProbe(tok bdayToken, ip netip.Addr, probes *atomic.Int64)
 				}
 				to := netip.AddrPortFrom(ip, uint16(1024+ports[next]))
 				next++
-				if err := p.a.bind.sendTo(pkt, to); err != nil {
+				if err := p.a.bind.SendTo(pkt, to); err != nil {
 					break
 				}
 				probes.Add(1)

@@ -2,13 +2,13 @@ package agent
 
 import (
 	"log/slog"
-	"net"
 	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
 
+	"github.com/meshvpn/meshvpn/agent/datapath"
 	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/internal/ratelimit"
 )
@@ -49,11 +49,11 @@ type lane struct {
 	selected      bool
 	local, remote ice.Candidate
 	endpoint      netip.AddrPort
-	relayEP       *relayEndpoint // relay lane: WireGuard's route through the allocation
+	relayEP       *datapath.Endpoint // relay lane: WireGuard's route through the allocation
 	// reading is relayEP for the goroutine reading the allocation, which
 	// must not take the peer's lock per packet; reader is the ICE agent it
 	// reads for.
-	reading atomic.Pointer[relayEndpoint]
+	reading atomic.Pointer[datapath.Endpoint]
 	reader  *ice.Agent
 	// target is the relay the current relay session allocates on.
 	target relayTarget
@@ -90,7 +90,7 @@ type lane struct {
 	remoteCands int
 	foreign     []netip.AddrPort
 	// sock is the punched lane's socket (birthdaypath.go).
-	sock *net.UDPConn
+	sock *datapath.PunchSocket
 	// shared: the relay lane's path is a channel on the agent's shared
 	// relay client (relayshared.go), up while the channel is bound.
 	shared bool
@@ -298,7 +298,7 @@ func (l *lane) closeICELocked() {
 	l.state = ice.ConnectionStateClosed
 	l.selected = false
 	if l.relayEP != nil {
-		l.p.a.bind.relays.remove(l.relayEP)
+		l.p.a.bind.Unroute(l.relayEP)
 		l.relayEP = nil
 	}
 	l.reading.Store(nil)

@@ -75,7 +75,7 @@ func (b *Bind) queryMapping(dest netip.AddrPort) (netip.AddrPort, error) {
 		delete(q.pending, req.TransactionID)
 		q.mu.Unlock()
 	}()
-	if err := b.sendTo(req.Raw, dest); err != nil {
+	if err := b.SendTo(req.Raw, dest); err != nil {
 		return netip.AddrPort{}, err
 	}
 	select {

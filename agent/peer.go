@@ -14,6 +14,7 @@ import (
 
 	"github.com/pion/ice/v4"
 
+	"github.com/meshvpn/meshvpn/agent/datapath"
 	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/internal/logsafe"
 )
@@ -38,9 +39,9 @@ type peer struct {
 	// the punching itself (birthdaypunch.go).
 	punched lane
 	bd      birthdayState
-	sync    syncState // synchronized opens (syncopen.go)
-	roam    roamHold  // what relayed packets roam WireGuard to (datapath/roam.go)
-	active  *lane     // the lane whose path WireGuard uses, nil before the first
+	sync    syncState         // synchronized opens (syncopen.go)
+	roam    datapath.RoamHold // what relayed packets roam WireGuard to (datapath/roam.go)
+	active  *lane             // the lane whose path WireGuard uses, nil before the first
 
 	endpoint   netip.AddrPort // WireGuard's endpoint
 	wgAdded    bool           // WireGuard knows the peer (after the first path)
@@ -247,9 +248,9 @@ func (p *peer) onSelected(l *lane, agent *ice.Agent, local, remote ice.Candidate
 	l.local, l.remote, l.endpoint, l.selected = local, remote, ep, true
 	if l.relay() && l.conn != nil {
 		if l.relayEP != nil {
-			p.a.bind.relays.remove(l.relayEP)
+			p.a.bind.Unroute(l.relayEP)
 		}
-		l.relayEP = p.a.bind.relays.add(ep, l.conn)
+		l.relayEP = p.a.bind.Route(ep, l.conn)
 		l.reading.Store(l.relayEP)
 		if l.reader != agent {
 			l.reader = agent
@@ -279,7 +280,7 @@ func (p *peer) readRelayed(l *lane, c *ice.Conn) {
 		if ep == nil || classify(buf[:n]) != kindWireGuard {
 			continue
 		}
-		p.a.bind.relays.deliver(buf[:n], p.roam.Endpoint(ep, time.Now()))
+		p.a.bind.Deliver(buf[:n], p.roam.Endpoint(ep, time.Now()))
 	}
 }
 

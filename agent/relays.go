@@ -19,6 +19,7 @@ import (
 	"github.com/meshvpn/meshvpn/agent/datapath"
 	"github.com/meshvpn/meshvpn/control"
 	"github.com/meshvpn/meshvpn/internal/cabundle"
+	"github.com/meshvpn/meshvpn/internal/logsafe"
 )
 
 // relayTarget is the relay a relay session allocates on.
@@ -246,7 +247,9 @@ func (a *Agent) dialRelay(ctx context.Context, t relayTarget) (net.Conn, error) 
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("TLS to relay %s: %w", t.Server, err)
+		// Whoever answers picks the certificate, whose names the error
+		// lists (up to 99): status shows it and the log repeats it.
+		return nil, fmt.Errorf("TLS to relay %s: %s", t.Server, logsafe.ClipN(err.Error(), 200))
 	}
 	return tc, nil
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -48,11 +49,34 @@ type sharedRelay struct {
 	c  *relayClient
 	// opening: an allocation is being made.
 	opening bool
+	// failures counts the attempts since the last client that lasted
+	// (relayStable); the next is not before retryAt (relayRetryDelay).
+	failures int
+	retryAt  time.Time
+	openedAt time.Time
+}
+
+const (
+	// relayRetryFast attempts follow one a second (a cut stream heals
+	// quickly), then the wait doubles up to relayRetryMax: a relay that
+	// refuses or drops every connection costs a connection and a warning
+	// that often, until the next probe says it is gone.
+	relayRetryFast = 5
+	relayRetryMax  = 30 * time.Second
+	// relayStable: a client that lived this long resets the count.
+	relayStable = time.Minute
+)
+
+// relayRetryDelay is the wait before the attempt after n failed ones.
+func relayRetryDelay(n int) time.Duration {
+	if n < relayRetryFast {
+		return time.Second
+	}
+	return min(time.Second<<min(n-relayRetryFast+1, 6), relayRetryMax)
 }
 
 // sharedRelayOn tells whether relayed paths use the shared client: the
-// mode asks for it and the chosen relay is reached over UDP (TCP and TLS
-// relays keep the per-peer ICE sessions).
+// mode asks for it and the chosen relay fits (sharedRelayFits).
 func (a *Agent) sharedRelayOn() bool {
 	if a.cfg.RelayClient != RelayClientShared {
 		return false
@@ -65,12 +89,30 @@ func (t *relayTarget) server() datapath.RelayServer {
 	return datapath.RelayServer{URL: t.URL, Server: t.Server, Transport: t.Transport, Username: t.Username, Password: t.Password}
 }
 
-// sharedRelayFits tells whether the shared client can use relay t: UDP,
-// and an IPv4 server (the client's socket is IPv4; an IPv6-only host
-// reaches its relay over IPv6 through the per-peer ICE sessions, which
-// ask for an IPv4 relayed address, RFC 6156).
+// relayServer is what the shared client needs of t, with the agent's
+// dialer for a TCP or TLS relay: it dials t.Server, from the coordinator's
+// relay list, and nothing a peer names (a peer's relayed address only ever
+// gets a channel on this stream).
+func (a *Agent) relayServer(t relayTarget) datapath.RelayServer {
+	s := t.server()
+	if t.Transport != "udp" {
+		s.Dial = func(ctx context.Context) (net.Conn, error) { return a.dialRelay(ctx, t) }
+	}
+	return s
+}
+
+// sharedRelayFits tells whether the shared client can use relay t: over
+// UDP, TCP or TLS, on an IPv4 server (the client's socket is IPv4, and it
+// asks for the relay's default family; an IPv6-only host reaches its relay
+// over IPv6 through the per-peer ICE sessions, which ask for an IPv4
+// relayed address, RFC 6156).
 func sharedRelayFits(t *relayTarget) bool {
-	if t == nil || t.Transport != "udp" {
+	if t == nil {
+		return false
+	}
+	switch t.Transport {
+	case "udp", "tcp", "tls":
+	default:
 		return false
 	}
 	if ap, err := netip.ParseAddrPort(t.Server); err == nil && !ap.Addr().Unmap().Is4() {
@@ -89,10 +131,10 @@ func (s *sharedRelay) current() *relayClient {
 	return s.c
 }
 
-// tick keeps the allocation warm: opened as soon as a UDP relay works,
+// tick keeps the allocation warm: opened as soon as a relay works,
 // reopened when it dies or the chosen relay changes, given fresh
 // credentials when the coordinator sends them.
-func (s *sharedRelay) tick() {
+func (s *sharedRelay) tick(now time.Time) {
 	if !s.a.sharedRelayOn() {
 		s.close()
 		return
@@ -102,23 +144,32 @@ func (s *sharedRelay) tick() {
 	defer s.mu.Unlock()
 	if s.c != nil && !s.c.Dead() && s.c.t.URL == t.URL {
 		s.c.SetCredentials(t.Username, t.Password)
+		if now.Sub(s.openedAt) >= relayStable {
+			s.failures = 0
+		}
 		return
 	}
-	if s.opening {
+	if s.opening || now.Before(s.retryAt) {
 		return
+	}
+	if s.c != nil && s.c.t.URL != t.URL {
+		s.failures = 0 // another relay: a fresh start
 	}
 	s.opening = true
+	s.retryAt = now.Add(relayRetryDelay(s.failures))
+	s.failures++
 	old := s.c
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), relayProbeTimeout)
 		defer cancel()
-		dc, err := datapath.NewRelayClient(ctx, s.a.log, t.server(), s.a.bind.Bind)
+		dc, err := datapath.NewRelayClient(ctx, s.a.log, s.a.relayServer(*t), s.a.bind.Bind)
 		var c *relayClient
 		s.mu.Lock()
 		s.opening = false
 		if err == nil {
 			c = &relayClient{RelayClient: dc, t: *t}
 			s.c = c
+			s.openedAt = now
 		}
 		s.mu.Unlock()
 		if old != nil {
@@ -173,8 +224,8 @@ func (p *peer) noteRelayICELocked(kind string) {
 // binds a channel to the peer's, and puts the relay lane up once bound.
 func (p *peer) sharedTickLocked(now time.Time) {
 	if !p.a.sharedRelayOn() {
-		// The relay is now reached over TCP or TLS: the per-peer ICE
-		// session takes the lane over.
+		// The relay no longer fits the shared client (an IPv6 server, or
+		// per-peer mode): the per-peer ICE session takes the lane over.
 		if p.relay.shared {
 			p.dropSharedChanLocked(true)
 			p.relay.shared = false
@@ -287,7 +338,11 @@ func (p *peer) bindShared(c *relayClient, peerAddr netip.AddrPort) {
 	ch.SetRoam(&p.roam)
 	sp.silent = false
 	l := &p.relay
-	p.a.bind.relays.put(ch.Endpoint())
+	// The peer's relayed address as before, on our new allocation (the
+	// old one was lost): WireGuard holds the old channel's route for that
+	// address and reconsider sees no change, so hand it the new route.
+	rebound := p.active == l && p.endpoint == peerAddr && p.wgAdded
+	p.a.bind.Reroute(ch.Endpoint())
 	l.relayEP = ch.Endpoint()
 	l.target = c.t
 	l.endpoint = peerAddr
@@ -295,9 +350,26 @@ func (p *peer) bindShared(c *relayClient, peerAddr netip.AddrPort) {
 	l.shared = true
 	l.everUp = true
 	apply := p.reconsiderLocked("relay channel bound")
+	if apply == nil && rebound && p.active == l {
+		apply = func() { p.rerouteWG(l, peerAddr) }
+	}
 	p.mu.Unlock()
 	if apply != nil {
 		apply()
+	}
+}
+
+// rerouteWG makes WireGuard parse ep again, now routed through a new
+// channel, if ep on l is still the peer's path.
+func (p *peer) rerouteWG(l *lane, ep netip.AddrPort) {
+	err := p.wgChange(func() error {
+		if !p.current(l, ep) {
+			return nil
+		}
+		return p.a.wg.setEndpoint(p.key, ep, false)
+	})
+	if err != nil {
+		p.log.Error("reroute WireGuard through the new relay channel", "err", err)
 	}
 }
 
@@ -305,7 +377,7 @@ func (p *peer) bindShared(c *relayClient, peerAddr netip.AddrPort) {
 func (p *peer) dropSharedChanLocked(forgetPeer bool) {
 	sp := &p.shared
 	if sp.ch != nil {
-		p.a.bind.relays.remove(sp.ch.Endpoint())
+		p.a.bind.Unroute(sp.ch.Endpoint())
 		sp.ch.Client().DropChannel(sp.ch.Peer())
 		sp.ch = nil
 	}

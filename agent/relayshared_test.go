@@ -13,7 +13,10 @@ func TestSharedRelayFits(t *testing.T) {
 	}{
 		{nil, false},
 		{&relayTarget{Server: "203.0.113.10:3478", Transport: "udp"}, true},
-		{&relayTarget{Server: "203.0.113.10:3478", Transport: "tcp"}, false},
+		{&relayTarget{Server: "203.0.113.10:3478", Transport: "tcp"}, true},
+		{&relayTarget{Server: "203.0.113.10:443", Transport: "tls"}, true},
+		{&relayTarget{Server: "203.0.113.10:3478", Transport: "dtls"}, false},
+		{&relayTarget{Server: "[2001:db8::10]:3478", Transport: "tcp"}, false},
 		{&relayTarget{Server: "[2001:db8::10]:3478", Transport: "udp"}, false},
 		{&relayTarget{Server: "[::ffff:203.0.113.10]:3478", Transport: "udp"}, true},
 		{&relayTarget{Server: "relay.example:3478", Transport: "udp"}, true},

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"net"
@@ -49,16 +50,14 @@ func testCA(t *testing.T) (caPEM []byte, server tls.Certificate) {
 		tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}
 }
 
-// TestDialRelayVerifiesTLS checks that a turns: relay is trusted through
-// the CA the coordinator advertises or the agent's --ca-file, and refused
-// otherwise.
-func TestDialRelayVerifiesTLS(t *testing.T) {
-	caPEM, cert := testCA(t)
+// tlsHandshaker is a TLS server on loopback with cert that shakes hands
+// and hangs up, closed when t ends.
+func tlsHandshaker(t *testing.T, cert tls.Certificate) net.Listener {
 	ln, err := tls.Listen("tcp4", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -71,6 +70,15 @@ func TestDialRelayVerifiesTLS(t *testing.T) {
 			}()
 		}
 	}()
+	return ln
+}
+
+// TestDialRelayVerifiesTLS checks that a turns: relay is trusted through
+// the CA the coordinator advertises or the agent's --ca-file, and refused
+// otherwise.
+func TestDialRelayVerifiesTLS(t *testing.T) {
+	caPEM, cert := testCA(t)
+	ln := tlsHandshaker(t, cert)
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
 		t.Fatal(err)
@@ -108,4 +116,38 @@ func TestDialRelayVerifiesTLS(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDialRelayTLSErrorBounded: whoever answers on a turns: relay's
+// address picks the certificate, and Go's verification error lists up to
+// 99 of its names; the error, which status shows and the log repeats,
+// stays short.
+func TestDialRelayTLSErrorBounded(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "x"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for i := range 99 {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(fmt.Sprintf("2001:db8:ffff:ffff:ffff:ffff:ffff:%x", i)))
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := tlsHandshaker(t, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key})
+	// The certificate is trusted (its own CA), only the address does not match.
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	tg := relayTarget{Relay: control.Relay{URL: "turns:" + ln.Addr().String() + "?transport=tcp", CA: string(caPEM)}, Transport: "tls", Server: ln.Addr().String()}
+	a := &Agent{log: slog.New(slog.DiscardHandler)}
+	c, err := a.dialRelay(context.Background(), tg)
+	if err == nil {
+		c.Close()
+		t.Fatal("a certificate for other addresses was trusted")
+	}
+	if len(err.Error()) > 300 || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("error of %d bytes (want at most 300, about the certificate): %.400s", len(err.Error()), err)
+	}
+	t.Logf("error: %v", err)
 }

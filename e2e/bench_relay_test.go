@@ -22,19 +22,39 @@ import (
 // weighs on both alike.
 func BenchmarkRelay(b *testing.B) {
 	lab, coord := newLab(b)
-	benchRelayPath(b, lab, coord, "the embedded TURN server", coord.Proc)
+	benchRelayPath(b, lab, coord, "the embedded TURN server", coord.Proc, natlab.Symmetric)
+}
+
+// BenchmarkRelayTCP is BenchmarkRelay for two sites that block UDP: both
+// reach the embedded relay over TCP (the shared relay client over a
+// stream), against the direct pair in the same run.
+func BenchmarkRelayTCP(b *testing.B) {
+	lab, coord := newLab(b)
+	benchRelayPath(b, lab, coord, "the embedded TURN server", coord.Proc, natlab.UDPBlocked)
+}
+
+// BenchmarkRelayCoturnTCP is BenchmarkRelayTCP through coturn.
+func BenchmarkRelayCoturnTCP(b *testing.B) {
+	lab, coord, turn := newCoturnLab(b)
+	benchRelayPath(b, lab, coord, "coturn", turn.Proc, natlab.UDPBlocked)
 }
 
 // BenchmarkRelayPeer is BenchmarkRelay through a member's peer relay
 // (meshvpn up --relay-server on a public host), the mesh's only relay.
 func BenchmarkRelayPeer(b *testing.B) {
 	lab, coord, rel, _ := newPeerRelayLab(b)
-	benchRelayPath(b, lab, coord, "a peer relay (meshvpn up --relay-server)", rel.Proc)
+	benchRelayPath(b, lab, coord, "a peer relay (meshvpn up --relay-server)", rel.Proc, natlab.Symmetric)
 }
 
 // BenchmarkRelayCoturn is BenchmarkRelay through coturn (use-auth-secret),
 // the mesh's only relay.
 func BenchmarkRelayCoturn(b *testing.B) {
+	lab, coord, turn := newCoturnLab(b)
+	benchRelayPath(b, lab, coord, "coturn", turn.Proc, natlab.Symmetric)
+}
+
+// newCoturnLab is a lab whose only relay is coturn.
+func newCoturnLab(b *testing.B) (*natlab.Lab, *meshlab.Coordinator, *meshlab.Coturn) {
 	var turn *meshlab.Coturn
 	lab, coord := newLabWith(b, func(ctx context.Context, lab *natlab.Lab, bins meshlab.Bins) (*meshlab.Coordinator, error) {
 		var err error
@@ -43,20 +63,21 @@ func BenchmarkRelayCoturn(b *testing.B) {
 		}
 		return meshlab.StartCoordinatorWith(ctx, lab, bins, meshlab.CoordinatorOptions{Args: turn.CoordinatorArgs()})
 	})
-	benchRelayPath(b, lab, coord, "coturn", turn.Proc)
+	return lab, coord, turn
 }
 
 // benchRelayPath measures a relayed pair against a direct pair in lab;
 // relayName names the relay the mesh has, relayProc is its process (for
-// the CPU it spends per Gbit/s relayed).
-func benchRelayPath(b *testing.B, lab *natlab.Lab, coord *meshlab.Coordinator, relayName string, relayProc *natlab.Proc) {
+// the CPU it spends per Gbit/s relayed); relayKind is the relayed pair's
+// sites (symmetric NATs relay over UDP, UDP-blocked sites over TCP).
+func benchRelayPath(b *testing.B, lab *natlab.Lab, coord *meshlab.Coordinator, relayName string, relayProc *natlab.Proc, relayKind natlab.Kind) {
 	ctx := b.Context()
 	key := authKey(b, coord, true)
 	pairs := map[string][2]*meshlab.Agent{}
 	for _, pc := range []struct {
 		name string
 		kind natlab.Kind
-	}{{"direct", natlab.FullCone}, {"relay", natlab.Symmetric}} {
+	}{{"direct", natlab.FullCone}, {"relay", relayKind}} {
 		var p [2]*meshlab.Agent
 		for i := range p {
 			p[i] = addSiteAgent(b, lab, coord, fmt.Sprintf("%s%d", pc.name, i+1), pc.kind)
@@ -122,7 +143,7 @@ func benchRelayPath(b *testing.B, lab *natlab.Lab, coord *meshlab.Coordinator, r
 	}
 	summary := fmt.Sprintf(`
 ================ meshvpn relay benchmark ================
-relayed pair: two symmetric-NAT sites, through %s (%s)
+relayed pair: two %s sites, through %s (%s)
 direct pair:  two full-cone sites
 iperf3 TCP relayed: %6.2f Gbit/s  (median of %d x %d s: %s)
 iperf3 TCP direct:  %6.2f Gbit/s  (median of %d x %d s: %s)
@@ -130,7 +151,7 @@ ratio relayed/direct: %5.2f
 relay CPU: %.2f cores per Gbit/s relayed (median; the relay's process, user+system)
 overlay RTT relayed: %.3f ms, direct: %.3f ms, added by the relay: %.3f ms (ping, 50 x 20 ms)
 =========================================================
-`, relayName, via, relay/1e9, rounds, secs, gbits(runs["relay"]), direct/1e9, rounds, secs, gbits(runs["direct"]),
+`, relayKind, relayName, via, relay/1e9, rounds, secs, gbits(runs["relay"]), direct/1e9, rounds, secs, gbits(runs["direct"]),
 		relay/direct, median(coresPerGbit), rtt["relay"], rtt["direct"], rtt["relay"]-rtt["direct"])
 	fmt.Print(summary)
 	os.WriteFile(filepath.Join(lab.Dir, "relay-summary.txt"), []byte(summary), 0o644)

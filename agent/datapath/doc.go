@@ -22,7 +22,8 @@
 //   - an *Endpoint (relay.go) goes through a writer of its own, routed by
 //     the peer's address with Bind.Route: a channel on the shared TURN
 //     allocation (relayout.go: ChannelData, the whole batch in one
-//     sendmmsg, runs of equal-sized messages as one UDP GSO buffer), a
+//     sendmmsg, runs of equal-sized messages as one UDP GSO buffer; over
+//     a TCP or TLS relay, one write), a
 //     per-peer pion/ice relay session's connection, or the socket a
 //     birthday punch won. The agent puts such an address into
 //     WireGuard over UAPI, and Bind.ParseEndpoint turns it into its route,
@@ -45,7 +46,8 @@
 //   - what arrives through a route comes out of the routes' ReceiveFunc
 //     (relayin.go), up to WireGuard's batch per call: a relay channel's
 //     messages are read by recvmmsg (with UDP GRO, many to a buffer) on
-//     the relay client's own socket straight into a batch, demultiplexed
+//     the relay client's own socket (or from its stream) straight into a
+//     batch, demultiplexed
 //     by channel number and queued whole (relayread.go); a relay session
 //     and a birthday socket hand single messages over with Bind.Deliver.
 //
@@ -53,11 +55,22 @@
 // in flight through the relay; RoamHold (roam.go) attributes them to the
 // new path for a few seconds, so WireGuard does not roam back.
 //
+// # Birthday sockets
+//
+// PunchSocket (punchsock.go) is one of the many sockets the hard side of
+// a birthday punch opens, each sending one opening packet at a low TTL;
+// the one a probe reaches becomes the peer's path: Bind.RoutePunched
+// routes WireGuard's packets through it, PunchSocket.Serve hands what the
+// peer sends to WireGuard. The agent's birthday*.go decides the rest.
+//
 // # The shared relay client
 //
-// RelayClient (relayclient.go) is one TURN allocation (UDP) per agent on
-// one relay server: Allocate, Refresh and ChannelBind with long-term
-// credentials, a channel per relayed peer. The agent's relayshared.go
+// RelayClient (relayclient.go) is one TURN allocation per agent on one
+// relay server: Allocate, Refresh and ChannelBind with long-term
+// credentials, a channel per relayed peer. It reaches the relay over its
+// own UDP socket, or over one TCP or TLS stream (relaystream.go: the same
+// messages framed by their headers, ChannelData padded, read into fixed
+// buffers) where UDP is blocked. The agent's relayshared.go
 // exchanges relayed addresses with the peers and decides when a channel
 // is the peer's path.
 package datapath

@@ -38,6 +38,9 @@ func (ch *RelayChan) Write(p []byte) (int, error) {
 // writeBatch sends WireGuard messages as ChannelData to the channel's peer.
 func (ch *RelayChan) writeBatch(bufs [][]byte) error {
 	c := ch.c
+	if c.stream != nil {
+		return c.stream.writeChannelData(c, ch.num, bufs)
+	}
 	b := outPool.Get().(*outBatch)
 	defer outPool.Put(b)
 	gso := c.gso.Load()

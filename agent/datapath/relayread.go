@@ -153,7 +153,10 @@ func (c *RelayClient) unused(b, spare *inBatch) {
 
 func (c *RelayClient) newInBatch(free chan *inBatch) *inBatch {
 	slots, size := relayReadBatch, relayReadSize
-	if c.gro {
+	switch {
+	case c.stream != nil:
+		slots, size = 1, streamBatchSize // relaystream.go
+	case c.gro:
 		slots, size = relayReadSlotsGRO, relayReadSizeGRO
 	}
 	b := &inBatch{bufs: make([][]byte, slots), msgs: make([]inMsg, 0, relayReadBatch), free: free}

@@ -139,7 +139,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 	relayPublic := fs.String("relay-public", "", "IPv4:port where other nodes reach the relay server (default: this host's first global IPv4 and the --relay-listen port)")
 	lazyPeers := fs.String("lazy-peers", agent.LazyAuto, fmt.Sprintf("set a peer's path up only when a packet is addressed to it, it signals, or ping / status --peer asks: on, off, or auto (on with more than %d peers)", agent.LazyAutoPeers))
 	lazyIdle := fs.Duration("lazy-idle", agent.DefaultLazyIdle, "with paths on demand, tear down a path that carried no packet for this long")
-	relayClient := fs.String("relay-client", relayClientDefault(), "how relayed paths use the relay: shared (one allocation per agent, a channel per peer; UDP relays, TCP/TLS ones stay per-peer) or per-peer (a TURN allocation and ICE session per peer); the environment variable MESHVPN_RELAY_CLIENT sets the default")
+	relayClient := fs.String("relay-client", relayClientDefault(), "how relayed paths use the relay: shared (one allocation per agent, a channel per peer, over UDP, TCP or TLS) or per-peer (a TURN allocation and ICE session per peer); the environment variable MESHVPN_RELAY_CLIENT sets the default")
 	verbose := fs.Bool("verbose", false, "log debug details")
 	pos, err := parse(fs, args)
 	if err != nil {

@@ -100,29 +100,31 @@ func (e Endpoint) String() string {
 
 // PeerStatus describes one peer and the path to it.
 type PeerStatus struct {
-	Name          string     `json:"name"`
-	IP            string     `json:"ip"`
-	IP6           string     `json:"ip6"` // IPv6 overlay address; empty for none
-	PublicKey     string     `json:"public_key"`
-	Tags          []string   `json:"tags"`
-	Online        bool       `json:"online"`
-	DNSName       string     `json:"dns_name"`
-	Path          string     `json:"path"` // "direct", "relay" or "none"
-	Endpoint      string     `json:"endpoint"`
-	LocalType     string     `json:"local_type"`  // host, srflx, prflx, relay, portmap
-	RemoteType    string     `json:"remote_type"` // host, srflx, prflx, relay, portmap
-	Family        string     `json:"family"`      // ipv4 or ipv6: the path's (the relay server's on a relay path)
-	Reason        string     `json:"reason"`
-	Relay         *RelayPath `json:"relay"`
-	LastChange    string     `json:"last_change"`
-	ChangedAt     string     `json:"changed_at"` // RFC 3339, whole seconds
-	DirectAfterMs int64      `json:"direct_after_ms"`
-	Punch         string     `json:"punch"` // a birthday punch under way
-	LastHandshake string     `json:"last_handshake"`
-	LastRx        string     `json:"last_rx"` // RFC 3339: last WireGuard packet from the peer
-	RxBytes       uint64     `json:"rx_bytes"`
-	TxBytes       uint64     `json:"tx_bytes"`
-	RTTms         float64    `json:"rtt_ms"`
+	Name       string     `json:"name"`
+	IP         string     `json:"ip"`
+	IP6        string     `json:"ip6"` // IPv6 overlay address; empty for none
+	PublicKey  string     `json:"public_key"`
+	Tags       []string   `json:"tags"`
+	Online     bool       `json:"online"`
+	DNSName    string     `json:"dns_name"`
+	Path       string     `json:"path"` // "direct", "relay" or "none"
+	Endpoint   string     `json:"endpoint"`
+	LocalType  string     `json:"local_type"`  // host, srflx, prflx, relay, portmap
+	RemoteType string     `json:"remote_type"` // host, srflx, prflx, relay, portmap
+	Family     string     `json:"family"`      // ipv4 or ipv6: the path's (the relay server's on a relay path)
+	Reason     string     `json:"reason"`
+	Relay      *RelayPath `json:"relay"`
+	// RelayICEState is "shared channel" on the shared relay client.
+	RelayICEState string  `json:"relay_ice_state"`
+	LastChange    string  `json:"last_change"`
+	ChangedAt     string  `json:"changed_at"` // RFC 3339, whole seconds
+	DirectAfterMs int64   `json:"direct_after_ms"`
+	Punch         string  `json:"punch"` // a birthday punch under way
+	LastHandshake string  `json:"last_handshake"`
+	LastRx        string  `json:"last_rx"` // RFC 3339: last WireGuard packet from the peer
+	RxBytes       uint64  `json:"rx_bytes"`
+	TxBytes       uint64  `json:"tx_bytes"`
+	RTTms         float64 `json:"rtt_ms"`
 	// Policy is what this node may open to the peer under the access
 	// policy ("blocked by policy" for nothing); empty with no policy.
 	Policy         string `json:"policy"`

@@ -19,8 +19,9 @@ type Bind struct {
 	*datapath.Bind
 	// relays is the bind's routing by endpoint (relay allocations and
 	// birthday sockets), under the names the agent's files use.
-	relays  routes
-	queries mapQueries
+	relays   routes
+	queries  mapQueries
+	consents consentChecks // the direct lanes' consent checks (consentwire.go)
 	bday    bdayReplies
 	syncs   syncArrivals
 	// mapped is the last answer of queryMapping: where the shared
@@ -43,7 +44,7 @@ func NewBind() *Bind {
 func (b *Bind) divert(p []byte, from netip.AddrPort) bool {
 	switch classify(p) {
 	case kindSTUN:
-		return b.queries.answer(p)
+		return b.queries.answer(p) || b.consents.answer(p, from)
 	case kindBirthday:
 		b.bday.deliver(p, from)
 	case kindSync:

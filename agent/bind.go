@@ -22,8 +22,8 @@ type Bind struct {
 	relays   routes
 	queries  mapQueries
 	consents consentChecks // the direct lanes' consent checks (consentwire.go)
-	bday    bdayReplies
-	syncs   syncArrivals
+	bday     bdayReplies
+	syncs    syncArrivals
 	// mapped is the last answer of queryMapping: where the shared
 	// socket's new flows leave from, as last seen (mappedAt when).
 	mappedMu sync.Mutex

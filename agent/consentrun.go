@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"crypto/rand"
-	"encoding/binary"
 	"net/netip"
 	"time"
 
@@ -58,7 +56,7 @@ func (p *peer) consentUse() {
 // consentRun drives one session's consent machine until the session is
 // replaced or closed, or its consent fails.
 func (p *peer) consentRun(l *lane, r *consentRunner) {
-	creds, err := sessionCreds(r.agent, p.controlling)
+	creds, err := sessionCreds(r.agent)
 	if err != nil {
 		p.log.Debug("no consent checks for the direct session", "err", err)
 		return
@@ -160,9 +158,8 @@ func (p *peer) sendConsent(c consentCreds, prio uint32, ep netip.AddrPort, answe
 	return m.TransactionID, true
 }
 
-// sessionCreds reads a session's credentials from its ICE agent; the
-// tie-breaker is our own (a peer checks it only against its own role).
-func sessionCreds(a *ice.Agent, controlling bool) (consentCreds, error) {
+// sessionCreds reads a session's credentials from its ICE agent.
+func sessionCreds(a *ice.Agent) (consentCreds, error) {
 	lu, _, err := a.GetLocalUserCredentials()
 	if err != nil {
 		return consentCreds{}, err
@@ -171,10 +168,7 @@ func sessionCreds(a *ice.Agent, controlling bool) (consentCreds, error) {
 	if err != nil {
 		return consentCreds{}, err
 	}
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return consentCreds{localUfrag: lu, remoteUfrag: ru, remotePwd: rp, controlling: controlling,
-		tieBreaker: binary.BigEndian.Uint64(b[:])}, nil
+	return consentCreds{localUfrag: lu, remoteUfrag: ru, remotePwd: rp}, nil
 }
 
 // registerConsentMetrics adds the consent checks' counter to the agent's

@@ -97,21 +97,19 @@ func (q *consentChecks) answer(p []byte, from netip.AddrPort) bool {
 // consentCreds is what a session's checks are made of.
 type consentCreds struct {
 	localUfrag, remoteUfrag, remotePwd string
-	controlling                        bool
-	tieBreaker                         uint64
 }
 
 // consentRequest builds one check, as pion's own keepalive is built: a
-// Binding request with the session's USERNAME, our role, a PRIORITY and
+// Binding request with the session's USERNAME, a PRIORITY and
 // MESSAGE-INTEGRITY under the peer's password. The peer's ICE agent
-// answers it whatever our version.
+// answers it whatever our version. It carries no ICE-CONTROLLING or
+// ICE-CONTROLLED: a role attribute the peer's agent finds equal to its
+// own (pion may have switched roles after a conflict while checking) is
+// a role conflict, which pion answers with an error or by switching its
+// role and not answering at all; pion takes a request without one.
 func consentRequest(c consentCreds, prio uint32) (*stun.Message, error) {
-	var role stun.Setter = ice.AttrControlled(c.tieBreaker)
-	if c.controlling {
-		role = ice.AttrControlling(c.tieBreaker)
-	}
 	return stun.Build(stun.TransactionID, stun.BindingRequest,
 		stun.NewUsername(c.remoteUfrag+":"+c.localUfrag),
-		role, ice.PriorityAttr(prio),
+		ice.PriorityAttr(prio),
 		stun.NewShortTermIntegrity(c.remotePwd), stun.Fingerprint)
 }

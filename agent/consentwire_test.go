@@ -28,7 +28,7 @@ func consentAnswer(t *testing.T, req *stun.Message, typ stun.MessageType, pwd st
 // wrong password, a binding indication, a response from another address
 // are dropped, and the check still waits for the real answer.
 func TestConsentAnswerVerified(t *testing.T) {
-	creds := consentCreds{localUfrag: "lufr", remoteUfrag: "rufr", remotePwd: "the-peers-password-0123", controlling: true, tieBreaker: 7}
+	creds := consentCreds{localUfrag: "lufr", remoteUfrag: "rufr", remotePwd: "the-peers-password-0123"}
 	req, err := consentRequest(creds, 12345)
 	if err != nil {
 		t.Fatal(err)
@@ -41,6 +41,12 @@ func TestConsentAnswerVerified(t *testing.T) {
 	}
 	if err := stun.MessageIntegrity(creds.remotePwd).Check(req); err != nil {
 		t.Errorf("request integrity: %v", err)
+	}
+	// No role: a peer's agent whose role differs from ours after a
+	// conflict must not see one (it would answer with an error, or
+	// switch its role and not answer).
+	if req.Contains(stun.AttrICEControlling) || req.Contains(stun.AttrICEControlled) {
+		t.Error("the check carries an ICE role attribute")
 	}
 
 	peer := netip.MustParseAddrPort("198.51.100.7:4000")

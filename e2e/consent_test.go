@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -267,5 +268,75 @@ func TestConsentSpoofKeepsNothingAlive(t *testing.T) {
 	}
 	if out := spoof.Log(); strings.Contains(out, "Error") {
 		t.Fatalf("the forger failed, the test proves nothing:\n%s", out)
+	}
+}
+
+// TestConsentMixedVersions: an agent of this version and one of an older
+// version that still sends pion's consent checks every second and takes a
+// path for dead after 3 s without STUN from the peer
+// (MESHVPN_OLD_AGENT=path/to/old/meshvpn; skipped without). The old side
+// must keep its idle direct path (our agent answers its checks; its own
+// are not needed by us), and a cut must move both to the relay in time.
+func TestConsentMixedVersions(t *testing.T) {
+	oldBin := os.Getenv("MESHVPN_OLD_AGENT")
+	if oldBin == "" {
+		t.Skip("MESHVPN_OLD_AGENT not set (the meshvpn binary of an older version)")
+	}
+	lab, coord := newLab(t)
+	key := authKey(t, coord, true)
+	siteA, err := lab.AddSite("cma", natlab.FullCone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	siteB, err := lab.AddSite("cmb", natlab.PortRestricted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := meshlab.NewAgent(coord, siteA.Host, "cma")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldCoord := *coord
+	oldCoord.Bins.Agent = oldBin
+	b, err := meshlab.NewAgent(&oldCoord, siteB.Host, "cmb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	startOnline(t, key, a, b)
+	ipB := overlayIP(t, b)
+	if out, err := pingUntil(ctx, a, ipB, 30*time.Second); err != nil {
+		t.Fatalf("first ping: %v\n%s", err, out)
+	}
+	waitBothPath(t, a, b, "direct", time.Now(), 20*time.Second)
+	waitRelayReady(t, a)
+	waitRelayReady(t, b)
+
+	stun := countSTUN(t, siteA.Router, siteB.Router.IP)
+	time.Sleep(15 * time.Second)
+	t.Logf("STUN messages in 15 s of idle tunnel, old and new side: %d", stun.read(t))
+	for _, side := range []*meshlab.Agent{a, b} {
+		if strings.Contains(side.Proc.Log(), "direct path lost") {
+			t.Errorf("%s lost the idle direct path:\n%s", side.Name, side.Proc.Log())
+		}
+	}
+	waitBothPath(t, a, b, "direct", time.Now(), time.Second)
+
+	pinger, err := a.Host.Start("ping", "-n", "-i", "0.2", "-W", "1", "-c", "100", ipB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pinger.Stop(2 * time.Second)
+	time.Sleep(2 * time.Second)
+	undo, err := cutDirect(ctx, siteA.Router, siteB.Router.IP.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = undo() }()
+	cutAt := time.Now()
+	fell := waitBothPath(t, a, b, "relay", cutAt, 15*time.Second).Sub(cutAt)
+	t.Logf("both on the relay %v after the cut", fell.Round(10*time.Millisecond))
+	if fell > pathSwitchLimit {
+		t.Errorf("both on the relay %v after the cut, want about %v (limit %v)", fell.Round(10*time.Millisecond), pathSwitchPromise, pathSwitchLimit)
 	}
 }

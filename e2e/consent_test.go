@@ -77,8 +77,9 @@ func waitRelayReady(t *testing.T, a *meshlab.Agent) {
 }
 
 // consentPair sets up two agents behind a full-cone and a port-restricted
-// NAT with a working direct path between them and a relay to fall back to.
-func consentPair(t *testing.T, prefix string) (lab *natlab.Lab, siteA, siteB *natlab.Site, a, b *meshlab.Agent) {
+// NAT with a working direct path between them and a relay to fall back to;
+// b runs bBin when it is set (an older agent).
+func consentPair(t *testing.T, prefix, bBin string) (lab *natlab.Lab, siteA, siteB *natlab.Site, a, b *meshlab.Agent) {
 	t.Helper()
 	lab, coord := newLab(t)
 	key := authKey(t, coord, true)
@@ -92,7 +93,13 @@ func consentPair(t *testing.T, prefix string) (lab *natlab.Lab, siteA, siteB *na
 	if a, err = meshlab.NewAgent(coord, siteA.Host, prefix+"a"); err != nil {
 		t.Fatal(err)
 	}
-	if b, err = meshlab.NewAgent(coord, siteB.Host, prefix+"b"); err != nil {
+	coordB := coord
+	if bBin != "" {
+		c := *coord
+		c.Bins.Agent = bBin
+		coordB = &c
+	}
+	if b, err = meshlab.NewAgent(coordB, siteB.Host, prefix+"b"); err != nil {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
@@ -112,7 +119,7 @@ func consentPair(t *testing.T, prefix string) (lab *natlab.Lab, siteA, siteB *na
 // traffic gets through over the relay within seconds, not at the next idle
 // check.
 func TestConsentIdleQuiet(t *testing.T) {
-	_, siteA, siteB, a, b := consentPair(t, "ci")
+	_, siteA, siteB, a, b := consentPair(t, "ci", "")
 	ctx := t.Context()
 	ipB := overlayIP(t, b)
 
@@ -223,7 +230,7 @@ while time.time() < end:
 // address, a Binding indication with no credentials too, and the agent
 // never fell back to the relay.
 func TestConsentSpoofKeepsNothingAlive(t *testing.T) {
-	lab, siteA, siteB, a, b := consentPair(t, "cs")
+	lab, siteA, siteB, a, b := consentPair(t, "cs", "")
 	ctx := t.Context()
 	spoofer, err := lab.AddPublicHost("csspoof", "203.0.113.50")
 	if err != nil {
@@ -282,35 +289,9 @@ func TestConsentMixedVersions(t *testing.T) {
 	if oldBin == "" {
 		t.Skip("MESHVPN_OLD_AGENT not set (the meshvpn binary of an older version)")
 	}
-	lab, coord := newLab(t)
-	key := authKey(t, coord, true)
-	siteA, err := lab.AddSite("cma", natlab.FullCone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	siteB, err := lab.AddSite("cmb", natlab.PortRestricted)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := meshlab.NewAgent(coord, siteA.Host, "cma")
-	if err != nil {
-		t.Fatal(err)
-	}
-	oldCoord := *coord
-	oldCoord.Bins.Agent = oldBin
-	b, err := meshlab.NewAgent(&oldCoord, siteB.Host, "cmb")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, siteA, siteB, a, b := consentPair(t, "cm", oldBin)
 	ctx := t.Context()
-	startOnline(t, key, a, b)
 	ipB := overlayIP(t, b)
-	if out, err := pingUntil(ctx, a, ipB, 30*time.Second); err != nil {
-		t.Fatalf("first ping: %v\n%s", err, out)
-	}
-	waitBothPath(t, a, b, "direct", time.Now(), 20*time.Second)
-	waitRelayReady(t, a)
-	waitRelayReady(t, b)
 
 	stun := countSTUN(t, siteA.Router, siteB.Router.IP)
 	time.Sleep(15 * time.Second)

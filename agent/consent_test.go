@@ -1,8 +1,13 @@
 package agent
 
 import (
+	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/pion/ice/v4"
+
+	"github.com/meshvpn/meshvpn/control"
 )
 
 // consentSim drives a consentState on a fake clock, in steps of 100 ms,
@@ -86,10 +91,9 @@ func (s *consentSim) sentIn(from, to time.Time) int {
 // consentIdle, not every second; it stays up.
 func TestConsentIdleChecksRarely(t *testing.T) {
 	s := newConsentSim(t, time.Time{})
-	start := s.now
 	s.run(2*time.Minute, nil)
 	if n := len(s.sends); n < 5 || n > 7 {
-		t.Errorf("%d checks in 2 min of idle tunnel, want about 6 (one per %v): %v", n, consentIdle, s.sends)
+		t.Errorf("%d checks in 2 min of idle tunnel, want about 6 (one per %v)", n, consentIdle)
 	}
 	if len(s.verds) != 0 {
 		t.Errorf("verdicts on an answering idle path: %v", s.verds)
@@ -97,7 +101,6 @@ func TestConsentIdleChecksRarely(t *testing.T) {
 	if s.c.active(s.now) {
 		t.Error("an idle tunnel counts as active")
 	}
-	_ = start
 }
 
 // TestConsentActiveChecksEverySecond: a tunnel carrying data is checked
@@ -201,5 +204,39 @@ func TestConsentKickFloodBounded(t *testing.T) {
 	}
 	if n := s.sentIn(start, s.now); n > 13 {
 		t.Errorf("%d checks in 12 s", n)
+	}
+}
+
+// TestDirectCheckingTimeout: a direct session whose checks never succeed
+// fails after iceCheckingTimeout, as pion's failed timeout made it fail
+// before the direct sessions' ICE agents lost that timer (which would
+// also end a connected session): the lane is then replaced.
+func TestDirectCheckingTimeout(t *testing.T) {
+	a := &Agent{log: slog.New(slog.DiscardHandler)}
+	p := newPeer(a, control.Node{ID: 2, Name: "b", IP: "100.64.0.2", Online: true}, Key{1}, false)
+	ag, err := ice.NewAgentWithOptions(ice.WithMulticastDNSMode(ice.MulticastDNSModeDisabled))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ag.Close()
+	start := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := &p.direct
+	l.ice, l.state, l.checkingAt = ag, ice.ConnectionStateChecking, start
+	l.checkingTimeoutLocked(start.Add(iceCheckingTimeout - time.Second))
+	if l.state != ice.ConnectionStateChecking || l.failures != 0 {
+		t.Fatalf("failed %v into its checks: state %v", iceCheckingTimeout-time.Second, l.state)
+	}
+	l.checkingTimeoutLocked(start.Add(iceCheckingTimeout))
+	if l.state != ice.ConnectionStateFailed || l.failures != 1 || l.nextTry.IsZero() {
+		t.Errorf("still %v after %v of checks (failures %d)", l.state, iceCheckingTimeout, l.failures)
+	}
+	// The relay lane's sessions keep pion's own timers.
+	r := &p.relay
+	r.ice, r.state, r.checkingAt = ag, ice.ConnectionStateChecking, start
+	r.checkingTimeoutLocked(start.Add(time.Minute))
+	if r.state != ice.ConnectionStateChecking {
+		t.Errorf("relay lane: %v", r.state)
 	}
 }

@@ -19,16 +19,18 @@ type Bind struct {
 	*datapath.Bind
 	// relays is the bind's routing by endpoint (relay allocations and
 	// birthday sockets), under the names the agent's files use.
-	relays   routes
-	queries  mapQueries
-	consents consentChecks // the direct lanes' consent checks (consentwire.go)
-	bday     bdayReplies
-	syncs    syncArrivals
+	relays  routes
+	queries mapQueries
+	bday    bdayReplies
+	syncs   syncArrivals
 	// mapped is the last answer of queryMapping: where the shared
 	// socket's new flows leave from, as last seen (mappedAt when).
 	mappedMu sync.Mutex
 	mapped   netip.AddrPort
 	mappedAt time.Time
+	// consents are the direct lanes' consent checks in flight
+	// (consentwire.go).
+	consents consentChecks
 }
 
 // NewBind returns a Bind; its STUN side is Bind.STUNConn.

@@ -152,7 +152,7 @@ func (p *peer) sendConsent(c consentCreds, prio uint32, ep netip.AddrPort, answe
 	}
 	p.a.bind.consents.add(m.TransactionID, consentWait{to: ep, pwd: []byte(c.remotePwd), sent: time.Now(), done: answers})
 	p.a.consentChecks.Add(1)
-	if err := p.a.bind.sendTo(m.Raw, ep); err != nil {
+	if err := p.a.bind.SendTo(m.Raw, ep); err != nil {
 		p.log.Debug("send consent check", "err", err)
 	}
 	return m.TransactionID, true

@@ -369,8 +369,8 @@ func (c *RelayClient) refreshLoop() {
 		}
 		if len(due) > 0 || lastAlloc == now {
 			lastKeep = now
-		} else if now.Sub(lastKeep) >= natKeepalive {
-			// Its answer is read and dropped (no waiter).
+		} else if now.Sub(lastKeep) >= natKeepalive && c.pc != nil {
+			// Its answer is read and dropped (no waiter). Over UDP only.
 			_, _ = c.pc.WriteToUDP(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint).Raw, c.server)
 			lastKeep = now
 		}

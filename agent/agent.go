@@ -137,6 +137,9 @@ type Agent struct {
 	queued     atomic.Int64
 	ready      readyWatch
 	pace       pacer
+	// consentChecks counts the direct lanes' consent checks sent
+	// (consent.go).
+	consentChecks atomic.Uint64
 }
 
 // Run starts the agent and blocks until ctx ends, then removes the TUN
@@ -201,6 +204,7 @@ func Run(ctx context.Context, cfg Config) error {
 	ctl.onRefused = a.dropAllPeers
 	a.metrics = newAgentMetrics(a.Status)
 	a.registerLazyMetrics()
+	a.registerConsentMetrics()
 	st, err := a.join(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -375,15 +379,20 @@ func (a *Agent) stopDataPlane() {
 }
 
 // ICE timings. Checks go out every 50 ms while connecting so the first
-// overlay packet follows the agent's start within a second or so; a selected
-// pair that stops answering is declared disconnected after 3 s, when traffic
-// moves to the relay, and dead after 10 s.
+// overlay packet follows the agent's start within a second or so. On the
+// relay lane's sessions, pion's keepalives check the selected pair every
+// second; one that stops answering is declared disconnected after 3 s and
+// failed 10 s later. The direct lane's sessions have none of these: the
+// agent checks consent itself, often only while the tunnel carries data
+// (consent.go), and a session still checking after iceCheckingTimeout has
+// failed (pion's own failed timeout would also end a connected session).
 const (
 	iceCheckInterval     = 50 * time.Millisecond
 	iceMaxRequests       = 100 // per pair: 5 s of checks, long enough to learn peer-reflexive addresses
 	iceKeepalive         = 1 * time.Second
 	iceDisconnected      = 3 * time.Second
 	iceFailed            = 10 * time.Second
+	iceCheckingTimeout   = iceDisconnected + iceFailed // pion's, with both timers set
 	iceSrflxMinWait      = 100 * time.Millisecond
 	icePrflxMinWait      = 200 * time.Millisecond
 	iceSTUNGatherTimeout = 3 * time.Second
@@ -395,6 +404,13 @@ const (
 func (a *Agent) newICEAgent() (*ice.Agent, error) {
 	urls := a.stunURIs(a.iceSTUN())
 	return ice.NewAgentWithOptions(append(a.iceOptions(),
+		// Consent is the agent's own (consent.go): no keepalive, and no
+		// timer that would end a connected session. (pion wakes every 2 s
+		// all the same, and would ping the pair on every wake with any
+		// keepalive set, however long.)
+		ice.WithKeepaliveInterval(0),
+		ice.WithDisconnectedTimeout(0),
+		ice.WithFailedTimeout(0),
 		ice.WithNetworkTypes([]ice.NetworkType{ice.NetworkTypeUDP4, ice.NetworkTypeUDP6}),
 		ice.WithCandidateTypes([]ice.CandidateType{ice.CandidateTypeHost, ice.CandidateTypeServerReflexive}),
 		ice.WithUDPMux(a.mux),
@@ -406,7 +422,8 @@ func (a *Agent) newICEAgent() (*ice.Agent, error) {
 	)...)
 }
 
-// iceOptions are the settings both lanes' ICE agents share.
+// iceOptions are the settings both lanes' ICE agents share; the direct
+// lane's replace the consent timers.
 func (a *Agent) iceOptions() []ice.AgentOption {
 	return []ice.AgentOption{
 		ice.WithNet(a.net),

@@ -22,6 +22,9 @@ type Bind struct {
 	mappedMu sync.Mutex
 	mapped   netip.AddrPort
 	mappedAt time.Time
+	// consents are the direct lanes' consent checks in flight
+	// (consentwire.go).
+	consents consentChecks
 }
 
 // NewBind returns a Bind; its STUN side is Bind.STUNConn.
@@ -36,7 +39,7 @@ func NewBind() *Bind {
 func (b *Bind) divert(p []byte, from netip.AddrPort) bool {
 	switch classify(p) {
 	case kindSTUN:
-		return b.queries.answer(p)
+		return b.queries.answer(p) || b.consents.answer(p, from)
 	case kindBirthday:
 		b.bday.deliver(p, from)
 	case kindSync:

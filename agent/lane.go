@@ -94,6 +94,11 @@ type lane struct {
 	// shared: the relay lane's path is a channel on the agent's shared
 	// relay client (relayshared.go), up while the channel is bound.
 	shared bool
+	// consent checks the direct session's selected pair (consentrun.go);
+	// checkingAt is when the session began its checks, for
+	// iceCheckingTimeout.
+	consent    *consentRunner
+	checkingAt time.Time
 }
 
 // peerStartRate bounds the sessions a peer can make a lane start: a few at
@@ -162,6 +167,7 @@ func (l *lane) kickLocked() {
 
 // tickLocked repairs whatever is stuck; called every second.
 func (l *lane) tickLocked(now time.Time) {
+	l.checkingTimeoutLocked(now)
 	if !l.enabled() || !l.wantedLocked(now) || now.Before(l.nextTry) {
 		return
 	}
@@ -292,6 +298,7 @@ func (l *lane) closeICELocked() {
 		return
 	}
 	old := l.ice
+	l.stopConsentLocked()
 	l.ice = nil
 	l.conn = nil
 	l.session = ""
@@ -430,4 +437,19 @@ func (l *lane) via() string {
 		return "direct"
 	}
 	return l.target.URL + " (" + l.target.Transport + ")"
+}
+
+// checkingTimeoutLocked fails a direct session still checking
+// iceCheckingTimeout after its checks began: its ICE agent has no failed
+// timeout of its own (newICEAgent), which would also end it once
+// connected.
+func (l *lane) checkingTimeoutLocked(now time.Time) {
+	if l.relay() || l.ice == nil || l.state != ice.ConnectionStateChecking || l.checkingAt.IsZero() ||
+		now.Sub(l.checkingAt) < iceCheckingTimeout {
+		return
+	}
+	l.checkingAt = time.Time{}
+	if apply := l.p.laneFailedLocked(l, "direct lane: no pair answered"); apply != nil {
+		go apply()
+	}
 }

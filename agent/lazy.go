@@ -38,8 +38,9 @@ const DefaultLazyIdle = 10 * time.Minute
 // then breaks goes back to sleep instead of being repaired (the next
 // packet sets it up again). That is also how the two sides agree on a
 // teardown: the peer that tears down first breaks the other's path, and
-// the other, seeing no traffic either, follows within a few seconds
-// instead of asking it for a new session.
+// the other, seeing no traffic either, follows once its consent checks
+// go unanswered (at the next idle check, consent.go) instead of asking
+// it for a new session.
 const lazyQuiet = 5 * time.Second
 
 // lazyRelayDelay: an on-demand peer's relay lane starts only when the
@@ -99,8 +100,8 @@ func (a *Agent) updateLazy(n int) {
 	a.lazyActive.Store(on)
 	a.log.Info("paths on demand", "lazy", on, "peers", n, "mode", a.cfg.LazyPeers, "idle_after", a.lazyIdle())
 	if on {
-		// An eager agent marks no traffic: count from now, with a short
-		// grace instead of the whole idle time.
+		// Count from now, with a short grace instead of the whole idle
+		// time.
 		from := time.Now().Add(lazyTurnGrace - a.lazyIdle())
 		for _, p := range a.peerList() {
 			p.mu.Lock()

@@ -21,8 +21,9 @@ import (
 // address, port 9; no peer has that address, so a policy filter does not
 // count it against one, and it is dropped here) makes a Read that is
 // blocked in the kernel return. Packets
-// both ways mark the peer used, for the idle teardown. An eager agent
-// passes everything through untouched.
+// both ways mark the peer used, for the idle teardown and the direct
+// path's consent checks (consent.go), lazy agent or eager; an eager
+// agent's packets pass untouched.
 type lazyTUN struct {
 	wgtun.Device
 	a *Agent
@@ -75,28 +76,35 @@ func (t *lazyTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		}
 	}
 	n, err := t.Device.Read(bufs, sizes, offset)
-	if n > 0 && (t.a.lazyActive.Load() || t.wakePort != 0) {
+	if n > 0 {
 		t.outbound(bufs[:n], sizes[:n], offset)
 	}
 	return n, err
 }
 
 func (t *lazyTUN) Write(bufs [][]byte, offset int) (int, error) {
-	if t.a.lazyActive.Load() {
-		idx := t.a.ipIndex.Load()
+	if idx := t.a.ipIndex.Load(); idx != nil {
 		var last netip.Addr
 		for _, b := range bufs {
 			src, ok := packetAddr(b[offset:], false)
-			if !ok || src == last || idx == nil {
+			if !ok || src == last {
 				continue
 			}
 			last = src
-			if p := (*idx)[src]; p != nil && !p.used.Load() {
-				p.used.Store(true)
+			if p := (*idx)[src]; p != nil {
+				p.markUsed()
 			}
 		}
 	}
 	return t.Device.Write(bufs, offset)
+}
+
+// markUsed notes a packet to or from the peer through the TUN.
+func (p *peer) markUsed() {
+	if !p.used.Load() {
+		p.used.Store(true)
+	}
+	p.consentUse() // consentrun.go
 }
 
 // outbound queues what must wait for a path and drops our wake datagrams.
@@ -114,7 +122,7 @@ func (t *lazyTUN) outbound(bufs [][]byte, sizes []int, offset int) {
 			sizes[i] = 0
 			continue
 		}
-		if !lazy || idx == nil {
+		if idx == nil {
 			continue
 		}
 		dst, ok := packetAddr(pkt, true)
@@ -123,15 +131,12 @@ func (t *lazyTUN) outbound(bufs [][]byte, sizes []int, offset int) {
 		}
 		if dst != last {
 			last, lp = dst, (*idx)[dst]
+			if lp != nil {
+				lp.markUsed() // once per run of packets to one peer
+			}
 		}
 		p := lp
-		if p == nil {
-			continue
-		}
-		if !p.used.Load() {
-			p.used.Store(true)
-		}
-		if p.ready.Load() {
+		if p == nil || !lazy || p.ready.Load() {
 			continue
 		}
 		switch p.queue.push(pkt, &t.a.queued) {

@@ -86,6 +86,11 @@ type peer struct {
 	// shared is the relay lane's state on the shared relay client
 	// (relayshared.go), guarded by mu.
 	shared sharedPeer
+	// directIdle: the direct path's consent checks are at the idle pace,
+	// so the data path's next packet to or from the peer kicks them
+	// (consentrun.go).
+	directIdle  atomic.Bool
+	consentKick chan struct{}
 }
 
 // wgChange runs fn, a change to this peer's WireGuard configuration, unless
@@ -110,6 +115,7 @@ func newPeer(a *Agent, n control.Node, key Key, asleep bool) *peer {
 		node:        n,
 		controlling: a.pub.String() < key.String(),
 		log:         a.log.With("peer", n.Name),
+		consentKick: make(chan struct{}, 1),
 	}
 	p.direct = lane{p: p}
 	p.relay = lane{p: p, name: control.LaneRelay}
@@ -219,14 +225,13 @@ func (p *peer) onState(l *lane, agent *ice.Agent, s ice.ConnectionState) {
 		l.retry.reset()
 		l.nextTry = time.Time{}
 		l.everUp = true
+	case ice.ConnectionStateChecking:
+		l.checkingAt = time.Now()
 	case ice.ConnectionStateFailed:
-		p.a.countICEFailure()
-		l.failures++
-		l.selected = false
-		l.nextTry = time.Now().Add(l.retry.next())
-		l.quietAfterFailureLocked()
+		p.noteFailedLocked(l)
 	}
 	apply := p.reconsiderLocked(l.label() + " lane " + s.String())
+	l.startConsentLocked() // consentrun.go
 	p.mu.Unlock()
 	if apply != nil {
 		apply()
@@ -261,10 +266,31 @@ func (p *peer) onSelected(l *lane, agent *ice.Agent, local, remote ice.Candidate
 		"local", local.Type().String()+" "+net.JoinHostPort(local.Address(), strconv.Itoa(local.Port())),
 		"remote", remote.Type().String()+" "+ep.String())
 	apply := p.reconsiderLocked(l.label() + " pair selected")
+	l.startConsentLocked() // consentrun.go
 	p.mu.Unlock()
 	if apply != nil {
 		apply()
 	}
+}
+
+// noteFailedLocked records that l's session failed; the tick replaces it.
+func (p *peer) noteFailedLocked(l *lane) {
+	p.a.countICEFailure()
+	l.failures++
+	l.selected = false
+	l.nextTry = time.Now().Add(l.retry.next())
+	l.quietAfterFailureLocked()
+}
+
+// laneFailedLocked fails l's session on the agent's own verdict (consent
+// lost, checks that never succeeded), as pion's failed state does, and
+// returns the WireGuard change to make after the lock.
+func (p *peer) laneFailedLocked(l *lane, why string) func() {
+	l.state = ice.ConnectionStateFailed
+	l.stopConsentLocked()
+	p.log.Debug("ICE state", "lane", l.label(), "state", "failed", "why", why, "session", l.session)
+	p.noteFailedLocked(l)
+	return p.reconsiderLocked(why)
 }
 
 // readRelayed hands the WireGuard messages that arrive through the relay

@@ -168,6 +168,18 @@ func runActiveBench(b *testing.B, res *activeResult) {
 		}
 	}
 	b.Logf("top lines of the hub:\n%s", tailLines(hub.Proc.Log(), 15))
+	b.Logf("path changes of %s (the measured peer):\n%s", mid.Name, pathChanges(mid.Proc.Log()))
+}
+
+// pathChanges are a log's lines about paths lost and found.
+func pathChanges(log string) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "path lost") || strings.Contains(l, "path found") || strings.Contains(l, "no working path") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // hubMetricsAddr is where the hub serves /metrics, on its namespace's

@@ -190,20 +190,7 @@ func TestRelayFallbackAndUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The relay lane must be ready too, or there is nothing to fall back to.
-	if err := natlab.Poll(ctx, 20*time.Second, 200*time.Millisecond, func() error {
-		st, err := a.Status(ctx)
-		if err != nil {
-			return err
-		}
-		for _, r := range st.Self.Relays {
-			if r.Available {
-				return nil
-			}
-		}
-		return fmt.Errorf("no relay available yet: %+v", st.Self.Relays)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitRelayReady(t, a) // consent_test.go
 
 	// A continuous ping runs across the cut and the restore; -D stamps each
 	// reply, so every lost echo can be placed in time.

@@ -97,6 +97,13 @@ const (
 	channelReuseAfter = 11 * time.Minute
 	// requestTimeout bounds one request with its resends.
 	requestTimeout = 5 * time.Second
+	// natKeepalive: with no request sent to the relay for this long, a
+	// Binding request keeps our NAT's mapping to it open (Linux forgets a
+	// UDP flow after 30 s unanswered, 120 s once it saw both ways), so the
+	// relay can still deliver a peer's packets to an agent that has not
+	// sent through it itself, e.g. one whose direct path looks fine while
+	// the peer has already fallen back.
+	natKeepalive = 20 * time.Second
 )
 
 // TURN methods and attributes that pion/stun does not name.
@@ -393,6 +400,7 @@ func (c *RelayClient) refreshLoop() {
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	lastAlloc := time.Now()
+	lastKeep := time.Now()
 	for {
 		var now time.Time
 		select {
@@ -423,6 +431,13 @@ func (c *RelayClient) refreshLoop() {
 			if err := c.bindChan(ch); err != nil {
 				c.log.Info("relay channel refresh failed", "peer", ch.peer.String(), "err", err)
 			}
+		}
+		if len(due) > 0 || lastAlloc == now {
+			lastKeep = now
+		} else if now.Sub(lastKeep) >= natKeepalive && c.pc != nil {
+			// Its answer is read and dropped (no waiter). Over UDP only.
+			_, _ = c.pc.WriteToUDP(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint).Raw, c.server)
+			lastKeep = now
 		}
 	}
 }

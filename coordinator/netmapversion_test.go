@@ -103,11 +103,14 @@ func TestResumeSendsOnlyChanges(t *testing.T) {
 		}
 	}
 
-	// Past the ring (256 batches): the batches after held are forgotten.
-	for i := range 300 {
-		n, _ := s.hub.Node(added[0])
-		n.Name = "renamed" + strconv.Itoa(i)
-		s.hub.Upsert(n)
+	// Past the ring (8,192 node IDs in all): the batches after held are
+	// forgotten.
+	ids := s.hub.Nodes()
+	for i := range 8192/len(ids) + 2 {
+		for _, n := range ids {
+			n.Name = "r" + strconv.Itoa(i) + "-" + strconv.FormatUint(n.ID, 10)
+			s.hub.Upsert(n)
+		}
 		s.hub.Flush()
 	}
 	if _, m := reconnect(t, s, obsID, held); m.Type != control.MsgNetmap {
@@ -198,5 +201,41 @@ func TestNoResumeAcrossPolicy(t *testing.T) {
 	}
 	if _, m := reconnect(t, s, obsID, under); m.Type != control.MsgNetmap || len(m.Netmap.Peers) != 3 {
 		t.Fatalf("reconnect after the policy was cleared holding %s: %s, want the full netmap", under, m.Type)
+	}
+}
+
+// TestResumeAfterMemberFlaps: one member going offline and online in a
+// loop makes a batch each time (up to 20 a second). With the ring bounded
+// at 256 batches, 13 s of that made every agent that had been away longer
+// get a full netmap on its return (2 MB at 10,000 nodes) instead of a
+// resume naming the one member that flapped.
+func TestResumeAfterMemberFlaps(t *testing.T) {
+	s, key := batchServer(t)
+	for i := range 10 {
+		addNode(t, s, key, "n"+strconv.Itoa(i))
+	}
+	obsID := addNode(t, s, key, "observer")
+	flapID := addNode(t, s, key, "flapper")
+	obs := hubtest.NewConn(obsID)
+	attachConn(t, s, obs, 2)
+	s.hub.Flush()
+	held := lastVersion(t, obs.Drain(t))
+	s.hub.Detach(obs.Stream)
+	s.hub.Flush()
+
+	const flaps = 1000 // 50 s of flapping at the 50 ms batch window
+	for range flaps {
+		c := hubtest.NewConn(flapID)
+		attachConn(t, s, c, 2)
+		s.hub.Flush()
+		s.hub.Detach(c.Stream)
+		s.hub.Flush()
+	}
+	_, m := reconnect(t, s, obsID, held)
+	if m.Type != control.MsgResume {
+		t.Fatalf("away during %d flaps (%d batches) of one member: first frame %q, want %q", flaps, 2*flaps, m.Type, control.MsgResume)
+	}
+	if got := upsertIDs(m.Delta); !slices.Equal(got, []uint64{flapID}) {
+		t.Fatalf("resume upserts %v, want only the member that flapped (%d)", got, flapID)
 	}
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -36,6 +37,31 @@ func withWAN(spots []meshSpot) []meshSpot {
 		if out[i].behind == "" {
 			out[i].wan = time.Duration(5+i%6) * time.Millisecond
 		}
+	}
+	return out
+}
+
+// onlySpots keeps the spots named in MESHVPN_MESH_SPOTS (comma-separated),
+// all when it is unset: one pair's flake can then be run on its own, many
+// times, on the same routers and WAN delays as in the whole lab.
+func onlySpots(t *testing.T, spots []meshSpot) []meshSpot {
+	names := os.Getenv("MESHVPN_MESH_SPOTS")
+	if names == "" {
+		return spots
+	}
+	keep := strings.Split(names, ",")
+	var out []meshSpot
+	for _, sp := range spots {
+		if !slices.Contains(keep, sp.name) {
+			continue
+		}
+		if sp.behind != "" && !slices.Contains(keep, sp.behind) {
+			t.Fatalf("MESHVPN_MESH_SPOTS: %s sits behind %s's router: name both", sp.name, sp.behind)
+		}
+		out = append(out, sp)
+	}
+	if len(out) < 2 {
+		t.Fatalf("MESHVPN_MESH_SPOTS=%q: want at least two of the lab's spots", names)
 	}
 	return out
 }

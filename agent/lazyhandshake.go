@@ -5,7 +5,7 @@ import (
 	"net/netip"
 )
 
-// The first WireGuard handshake of an on-demand path. Only the controlling
+// The first WireGuard handshake with a peer. Only the controlling
 // side initiates (applyPath), as soon as its path is installed; the
 // controlled side used to create its WireGuard peer only when its own
 // path was installed. Both happen within a millisecond of each other (the
@@ -16,22 +16,35 @@ import (
 // dropped it, and the packet waited for handshakeGrace (400 ms) and a
 // recreated peer: 520-680 ms instead of about 200 ms (TestLazyFirstPacket).
 //
-// So a lazy controlled side creates the peer, without an endpoint, as
-// soon as it accepts the session's offer, tens of milliseconds before any
-// pair can be selected; the first path then only points it at the
-// endpoint. wireguard-go answers an initiation for a peer with no endpoint
-// at the packet's source. Only lazy agents do it: their packets to the
-// peer wait in the queue until the handshake (lazytun.go), whereas an
-// eager agent's would make wireguard-go try, and fail, to initiate towards
-// no endpoint.
+// So the controlled side creates the peer, without an endpoint, as soon
+// as it accepts the session's offer, tens of milliseconds before any pair
+// can be selected; the first path then only points it at the endpoint.
+// wireguard-go answers an initiation for a peer with no endpoint at the
+// packet's source. Eager agents started together had the same race
+// (TestEagerFirstHandshake: one start in ten).
+//
+// Nothing may make wireguard-go initiate towards the missing endpoint: it
+// would fail, and its retries (every 5 s) could cross the controlling
+// side's handshake once the endpoint is there. A lazy agent's packets to
+// the peer wait in the queue until the handshake (lazytun.go), so its
+// early peer gets its overlay addresses at once and accepts the first
+// packets that follow the handshake. An eager agent hands every packet to
+// WireGuard, so its early peer gets no overlay addresses until the path:
+// no packet is routed to it, and it has no keepalive, so it never
+// initiates; it only answers. (Data that crosses the handshake before
+// the controlled side's path is installed, within a millisecond or so, is
+// dropped for its source address, as it was before for want of a peer.)
 
 // prepareWGLocked creates the controlled side's WireGuard peer ahead of
 // its first path. Called with p.mu held, when an offer is accepted.
 func (p *peer) prepareWGLocked() {
-	if p.controlling || p.wgAdded || p.closed || p.asleep || !p.a.lazyActive.Load() {
+	if p.controlling || p.wgAdded || p.closed || p.asleep {
 		return
 	}
-	overlay := p.a.overlayIPs(p.node)
+	var overlay []netip.Prefix
+	if p.a.lazyActive.Load() {
+		overlay = p.a.overlayIPs(p.node)
+	}
 	// wgChange takes wgMu and then p.mu: not under p.mu.
 	go func() {
 		err := p.wgChange(func() error {
@@ -53,9 +66,9 @@ func (p *peer) prepareWGLocked() {
 	}()
 }
 
-// addPeer creates the peer with its overlay addresses and no endpoint
-// (nothing is sent to it until one is set); an existing peer is left as
-// it is.
+// addPeer creates the peer with the given overlay addresses (none: no
+// packet is routed to it) and no endpoint (nothing is sent to it until
+// one is set); an existing peer is left as it is.
 func (w *wgDevice) addPeer(key Key, overlay []netip.Prefix) error {
 	cfg := fmt.Sprintf("public_key=%s\nreplace_allowed_ips=true\n%s", key.Hex(), allowedIPs(overlay))
 	if err := w.dev.IpcSet(cfg); err != nil {

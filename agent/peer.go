@@ -383,10 +383,9 @@ func (p *peer) reconsiderLocked(why string) func() {
 // at the same instant, wireguard-go can end up with keypairs that do not
 // match and stays silent until its 15 s retry. The controlled side turns its
 // keepalives on a little later, which also covers a controlling side that
-// never got through. The first path creates the WireGuard peer: the
-// controlled side selects on the controlling side's nomination, half a round
-// trip before the controlling side does, so it knows the peer when the
-// handshake comes.
+// never got through. The first path creates the WireGuard peer, or, on the
+// controlled side, completes the one created when it accepted the offer
+// (lazyhandshake.go), so that it knows the peer when the handshake comes.
 func (p *peer) applyPath(l *lane, overlay []netip.Prefix, ep netip.AddrPort, first bool) {
 	err := p.wgChange(func() error {
 		// Two lanes' callbacks decide under p.mu but apply after it, in

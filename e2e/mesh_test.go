@@ -114,7 +114,7 @@ func TestMeshAllNATPairs(t *testing.T) {
 			if r.wan {
 				spots = withWAN(spots)
 			}
-			pairs := runMeshPairs(t, r.name, r.variant, spots, knownGaps[r.name])
+			pairs := runMeshPairs(t, r.name, r.variant, onlySpots(t, spots), knownGaps[r.name])
 			t.Log(syncSkewTable(pairs))
 		})
 	}

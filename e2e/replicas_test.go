@@ -24,17 +24,11 @@ const (
 	replicaAltIP = "198.51.100.12"
 )
 
-// TestReplicas runs two coordinators on one PostgreSQL database (a
-// throwaway cluster on its own lab host), agents spread over them, each
-// agent given both URLs:
-//   - the agents of both replicas see each other online, go direct (ICE
-//     signalled across the replicas) and ping each other;
-//   - replica B is SIGKILLed: its agent moves to A within 5 s and the
-//     pings through the tunnel keep coming back;
-//   - a new node joins through the survivor and reaches the old ones;
-//   - B is started again and an admin command on B reaches A's agents;
-//   - registrations sent to both replicas at once never share an address.
-func TestReplicas(t *testing.T) {
+// newReplicaLab starts a lab whose coordinator A keeps its store in a
+// throwaway PostgreSQL cluster on its own lab host, and a second replica B
+// (coord2, replicaIP) on the same database.
+func newReplicaLab(t *testing.T) (*natlab.Lab, *meshlab.Coordinator, *meshlab.Coordinator) {
+	t.Helper()
 	var bins meshlab.Bins
 	lab, coordA := newLabWith(t, func(ctx context.Context, lab *natlab.Lab, b meshlab.Bins) (*meshlab.Coordinator, error) {
 		bins = b
@@ -47,11 +41,26 @@ func TestReplicas(t *testing.T) {
 		})
 		return meshlab.StartCoordinatorWith(ctx, lab, b, meshlab.CoordinatorOptions{Store: cluster.URL("postgres")})
 	})
-	ctx := t.Context()
-	coordB, err := meshlab.StartCoordinatorWith(ctx, lab, bins, meshlab.CoordinatorOptions{Store: coordA.Store, Host: "coord2", IP: replicaIP, AltIP: replicaAltIP})
+	coordB, err := meshlab.StartCoordinatorWith(t.Context(), lab, bins, meshlab.CoordinatorOptions{Store: coordA.Store, Host: "coord2", IP: replicaIP, AltIP: replicaAltIP})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return lab, coordA, coordB
+}
+
+// TestReplicas runs two coordinators on one PostgreSQL database (a
+// throwaway cluster on its own lab host), agents spread over them, each
+// agent given both URLs:
+//   - the agents of both replicas see each other online, go direct (ICE
+//     signalled across the replicas) and ping each other;
+//   - replica B is SIGKILLed: its agent moves to A within 5 s and the
+//     pings through the tunnel keep coming back;
+//   - a new node joins through the survivor and reaches the old ones;
+//   - B is started again and an admin command on B reaches A's agents;
+//   - registrations sent to both replicas at once never share an address.
+func TestReplicas(t *testing.T) {
+	lab, coordA, coordB := newReplicaLab(t)
+	ctx := t.Context()
 	alpha := addSiteAgent(t, lab, coordA, "alpha", natlab.FullCone)
 	alpha.ExtraArgs = []string{"--coordinator", coordB.URL}
 	beta := addSiteAgent(t, lab, coordB, "beta", natlab.PortRestricted)
@@ -100,7 +109,7 @@ func TestReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	renamed := time.Now()
-	err = natlab.Poll(ctx, 2*time.Second, 50*time.Millisecond, func() error {
+	err := natlab.Poll(ctx, 2*time.Second, 50*time.Millisecond, func() error {
 		st, err := alpha.Status(ctx)
 		if err != nil {
 			return err

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,7 +11,6 @@ import (
 	"github.com/meshvpn/meshvpn/coordinator"
 	"github.com/meshvpn/meshvpn/internal/meshlab"
 	"github.com/meshvpn/meshvpn/internal/natlab"
-	"github.com/meshvpn/meshvpn/internal/pgtest"
 )
 
 // TestRelayUsageOnAnyReplica runs two replicas on one PostgreSQL database (issue
@@ -23,23 +20,8 @@ import (
 // (B's own answer is exact; A's comes from what B copies to the store
 // every 15 s), next to A's own embedded relay.
 func TestRelayUsageOnAnyReplica(t *testing.T) {
-	var bins meshlab.Bins
-	lab, coordA := newLabWith(t, func(ctx context.Context, lab *natlab.Lab, b meshlab.Bins) (*meshlab.Coordinator, error) {
-		bins = b
-		pgHost, err := lab.AddPublicHost("pg", pgHostIP)
-		if err != nil {
-			return nil, err
-		}
-		cluster := pgtest.Start(t, pgHostIP, []string{meshlab.CoordinatorIP + "/32", replicaIP + "/32"}, func(argv []string) *exec.Cmd {
-			return pgHost.Command(context.WithoutCancel(ctx), argv[0], argv[1:]...)
-		})
-		return meshlab.StartCoordinatorWith(ctx, lab, b, meshlab.CoordinatorOptions{Store: cluster.URL("postgres")})
-	})
+	lab, coordA, coordB := newReplicaLab(t)
 	ctx := t.Context()
-	coordB, err := meshlab.StartCoordinatorWith(ctx, lab, bins, meshlab.CoordinatorOptions{Store: coordA.Store, Host: "coord2", IP: replicaIP, AltIP: replicaAltIP})
-	if err != nil {
-		t.Fatal(err)
-	}
 	replica := func(c *meshlab.Coordinator) string {
 		id, err := os.ReadFile(filepath.Join(c.StateDir, "replica-id"))
 		if err != nil {

@@ -7,7 +7,7 @@ import "time"
 // with 100 idle tunnels that was 400 STUN messages a second and 3 % of a
 // core. The direct lane's ICE agents now run with no keepalive and no
 // disconnected/failed timers (iceOptions), and consentState decides when
-// the agent checks the selected pair itself (consentcheck.go), the way
+// the agent checks the selected pair itself (consentrun.go, consentwire.go), the way
 // Tailscale treats idle paths:
 //
 //   - while the tunnel carries data (a packet through the TUN either way

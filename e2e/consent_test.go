@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -281,14 +280,12 @@ func TestConsentSpoofKeepsNothingAlive(t *testing.T) {
 // TestConsentMixedVersions: an agent of this version and one of an older
 // version that still sends pion's consent checks every second and takes a
 // path for dead after 3 s without STUN from the peer
-// (MESHVPN_OLD_AGENT=path/to/old/meshvpn; skipped without). The old side
+// (MESHVPN_OLD_AGENT=path/to/old/meshvpn, else built from
+// consentOldCommit in this clone's history). The old side
 // must keep its idle direct path (our agent answers its checks; its own
 // are not needed by us), and a cut must move both to the relay in time.
 func TestConsentMixedVersions(t *testing.T) {
-	oldBin := os.Getenv("MESHVPN_OLD_AGENT")
-	if oldBin == "" {
-		t.Skip("MESHVPN_OLD_AGENT not set (the meshvpn binary of an older version)")
-	}
+	oldBin := oldAgent(t, consentOldCommit)
 	_, siteA, siteB, a, b := consentPair(t, "cm", oldBin)
 	ctx := t.Context()
 	ipB := overlayIP(t, b)

@@ -67,9 +67,12 @@ func TestReplicaSignalRecheckedUnderPolicy(t *testing.T) {
 		}
 	}
 
-	// Without a policy the forwarded signal arrives: the path works.
+	// Without a policy the forwarded signal arrives: the path works. The
+	// wait is longer than fanOutWithin: this checks the path, not its
+	// speed (TestReplicasFanOut does), and a loaded machine running the
+	// unit tests in parallel once took more than 1 s.
 	forwardFromA("before")
-	awaitFrame(t, cg, fanOutWithin, "alpha's forwarded signal at gamma, no policy", isSignal("before"))
+	awaitFrame(t, cg, 5*time.Second, "alpha's forwarded signal at gamma, no policy", isSignal("before"))
 
 	if err := b.SetPolicy(ctx, []byte(`{"acls": [{"action": "accept", "src": ["*"], "dst": ["lonely:*"]}]}`)); err != nil {
 		t.Fatal(err)

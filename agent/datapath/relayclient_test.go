@@ -134,3 +134,24 @@ func TestSharedRelayOneAllocation(t *testing.T) {
 		t.Fatalf("relay counts %d allocations for the agent with 50 relayed peers, want 1", n)
 	}
 }
+
+// TestRefreshDue: an allocation is refreshed on the tick nearest half its
+// life, also when that tick comes a little early; never a whole tick late.
+func TestRefreshDue(t *testing.T) {
+	for _, c := range []struct {
+		ago, life time.Duration
+		want      bool
+	}{
+		{refreshTick - time.Microsecond, 10 * time.Second, true}, // the early tick of a 10 s lifetime
+		{refreshTick, 10 * time.Second, true},
+		{time.Second, 10 * time.Second, false},
+		{60*time.Second - time.Millisecond, 2 * time.Minute, true},
+		{55 * time.Second, 2 * time.Minute, false},
+		{300 * time.Second, 10 * time.Minute, true},
+		{290 * time.Second, 10 * time.Minute, false},
+	} {
+		if got := refreshDue(c.ago, c.life); got != c.want {
+			t.Errorf("refreshed %v ago, lifetime %v: due %v, want %v", c.ago, c.life, got, c.want)
+		}
+	}
+}

@@ -73,6 +73,26 @@ func probeNAT(servers []string) (string, []netip.AddrPort) {
 	return "", mapped
 }
 
+// probeNATConfirmed is probeNAT, with a symmetric reading confirmed from a
+// second fresh socket. A port-preserving NAT (Linux masquerade) gives a
+// flow a new port when another flow already holds the socket's port
+// toward that server: another LAN host on the same port, or, on a router
+// without an input firewall, entries a previous run left. The socket then
+// reads as symmetric, and a pair that could punch relays instead
+// (TestBirthdayPunch saw it right after a restart: 2 ports, 60057 and
+// 15979, for one socket of a port-restricted NAT). Another socket seldom
+// collides again; a real symmetric NAT reads so from both.
+func probeNATConfirmed(servers []string) (string, []netip.AddrPort) {
+	label, mapped := probeNAT(servers)
+	if label != natSymmetric {
+		return label, mapped
+	}
+	if again, m := probeNAT(servers); again != natSymmetric && len(m) >= 2 {
+		return again, m
+	}
+	return label, mapped
+}
+
 // stunMapped sends one Binding request (twice, for loss) and returns the
 // XOR-MAPPED-ADDRESS of the answer.
 func stunMapped(pc net.PacketConn, server string) (netip.AddrPort, error) {
@@ -172,7 +192,7 @@ func (a *Agent) natTick(now time.Time) {
 		filtering := make(chan string, 1)
 		go func() { filtering <- probeFiltering(full) }()
 		ttl := probeOpenTTLTo(servers[0])
-		label, mapped := probeNAT(servers)
+		label, mapped := probeNATConfirmed(servers)
 		filt := <-filtering
 		n.mu.Lock()
 		changed, first := label != n.label || filt != n.filtering || ttl != n.openTTL, !n.probed
